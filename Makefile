@@ -1,0 +1,37 @@
+# Two commands set everything up on a fresh machine with Python 3.11 and make:
+#   make demo   run the jobs end to end on generated sample data
+#   make test   run the test suite
+# Both create .venv and install the pinned working set on first use; later runs
+# skip the install unless setup.py or constraints.txt changed.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEMO   ?= demo_output
+
+.PHONY: demo test bench lock clean
+
+$(STAMP): setup.py constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet --constraint constraints.txt --editable ".[test]"
+	@touch $@
+
+demo: $(STAMP)
+	$(PY) -m beam_jobs.demo --out $(DEMO)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run_all
+
+# Re-pin the whole working set after changing setup.py's requirements.
+lock: $(STAMP)
+	{ echo "# Exact working set, verified on Python 3.11 (see DESIGN.md 'Stack')."; \
+	  echo "# Regenerate with: make lock"; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v '^-e'; } > constraints.txt
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache

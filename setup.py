@@ -1,0 +1,36 @@
+"""Packaging for the skin-image batch pipeline.
+
+Used both for `pip install -e .[test]` (the Makefile does this) and as
+Dataflow's `--setup_file`, which builds an sdist of these packages and installs
+it on every worker. Exact versions of the whole dependency tree are pinned in
+constraints.txt; the ranges here are what the code is known to work with.
+"""
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "apache-beam[gcp]==2.77.0",
+    "tensorflow==2.21.*",
+    "tensorflow-transform==1.21.0",
+    "opencv-python-headless>=5.0,<5.1",
+    "pyarrow>=25,<26",
+    "numpy>=2.0,<3",
+    "google-cloud-storage>=3,<4",
+]
+
+EXTRAS_REQUIRE = {
+    # Pillow is a test-only oracle (EXIF checks, building odd image formats);
+    # the jobs themselves decode with OpenCV.
+    "test": ["pytest>=8", "gcp-storage-emulator>=2026.7", "pillow>=11"],
+}
+
+setup(
+    name="skin-image-pipeline",
+    version="0.1.0",
+    description="Beam jobs that curate, convert and score dermatology photos",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["beam_jobs", "beam_jobs.*", "transforms",
+                                    "transforms.*", "schemas", "schemas.*"]),
+    package_data={"schemas": ["*.json"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)

@@ -1,0 +1,41 @@
+"""Shared fixtures: a real GCS emulator on loopback and generated sample data."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from gcs_emulator import GcsEmulator
+from transforms.gcs_env import EMULATOR_ENV, use_anonymous_credentials_with_emulator
+
+SAMPLE_BUCKET = "skin-uploads"
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory):
+    """A small generated SCIN-format sample set with ground truth (seed fixed)."""
+    from beam_jobs.sample_data import generate
+    out = tmp_path_factory.mktemp("sample")
+    generate(out, cases=40, seed=11)
+    return out
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """The emulator process for the whole session; STORAGE_EMULATOR_HOST points at it."""
+    previous = os.environ.get(EMULATOR_ENV)
+    with GcsEmulator() as emulator:
+        os.environ[EMULATOR_ENV] = emulator.host
+        use_anonymous_credentials_with_emulator()
+        yield emulator
+    if previous is None:
+        os.environ.pop(EMULATOR_ENV, None)
+    else:
+        os.environ[EMULATOR_ENV] = previous
+
+
+@pytest.fixture(scope="session")
+def gcs_sample(gcs_emulator, sample_dir):
+    """The sample set uploaded to gs://skin-uploads/ (dataset/... and ground_truth.csv)."""
+    gcs_emulator.upload_tree(sample_dir, SAMPLE_BUCKET)
+    return f"gs://{SAMPLE_BUCKET}"
