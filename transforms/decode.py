@@ -1,0 +1,222 @@
+"""Decode an image once, as small as the analysis allows, upright, as 8-bit BGR.
+
+JPEG decode dominates the pipeline's cost, and libjpeg can decode at 1/2, 1/4
+or 1/8 scale in the DCT domain several times faster than at full size.
+`decode` reads the header first (format, declared size, EXIF orientation),
+refuses what it should not decode (unknown formats, pixel bombs, truncated
+JPEGs) before any pixel work, then decodes once at the smallest DCT scale whose
+short side still covers ``analysis_short_side``. Every failure is an
+`ImageRejected` with a fixed reason code; no cv2.error escapes.
+
+Orientation is applied here from the parsed header, with OpenCV told to ignore
+it, so it happens exactly once and the output always matches
+``header.display_width/height``. The one exception is TIFF: OpenCV's TIFF
+decoder applies the Orientation tag itself whatever the flags, so it is left
+as decoded.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+DEFAULT_MAX_PIXELS = 100_000_000
+
+# Backstop for OpenCV's own per-image pixel limit (default 2**30). OpenCV reads it
+# once, when the library loads, so it only takes effect if no module imported cv2
+# before this one; worker images should also set it in their environment.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from transforms.image_header import Header, read_header  # noqa: E402
+
+JPEG_SCALES = (8, 4, 2, 1)
+
+_NAMES = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WebP", "bmp": "BMP",
+          "tiff": "TIFF", "heic": "HEIC", "avif": "AVIF"}
+# Formats that only some OpenCV builds decode; probed once per process.
+_OPTIONAL_CODECS = {"heic": ".heic", "avif": ".avif", "tiff": ".tiff"}
+_JPEG_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
+               4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+# IMREAD_UNCHANGED keeps alpha (composited below) and 16-bit samples (scaled
+# below with rounding, where IMREAD_COLOR would truncate); it never rotates.
+# AVIF/HEIC use IMREAD_COLOR because their 10/12-bit samples come back unscaled
+# in uint16 otherwise; TIFF does because 4-channel TIFF may be CMYK, not BGRA.
+_FLAGS = {
+    "png": cv2.IMREAD_UNCHANGED, "webp": cv2.IMREAD_UNCHANGED,
+    "gif": cv2.IMREAD_UNCHANGED, "bmp": cv2.IMREAD_UNCHANGED,
+    "tiff": cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION,
+    "avif": cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION,
+    "heic": cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION,
+}
+# Decoders that apply the orientation themselves even with IMREAD_IGNORE_ORIENTATION.
+_SELF_ORIENTING = frozenset({"tiff"})
+
+
+class ImageRejected(Exception):
+    """An input that will not be decoded.
+
+    ``reason`` is one of ``empty``, ``unreadable``, ``unsupported_format``,
+    ``too_large`` (see schemas/reasons.py); ``header`` is the parsed header when
+    there was one (so callers need not parse it again), else None.
+    """
+
+    def __init__(self, reason: str, message: str, header: Header | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.header = header
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: field-wise == on arrays is ambiguous
+class Decoded:
+    """One decoded image: upright HxWx3 uint8 BGR at 1/``scale`` of full size.
+
+    ``width``/``height`` are the full-resolution displayed size from the header.
+    """
+
+    image: np.ndarray
+    scale: int
+    header: Header
+    width: int
+    height: int
+
+
+def decode(data: bytes, *, analysis_short_side: int = 256,
+           max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Decode `data` once, at the smallest JPEG DCT scale covering the analysis size.
+
+    Raises ImageRejected: ``empty`` for no bytes; ``unsupported_format`` for
+    unrecognised data or a format this OpenCV cannot decode; ``too_large`` when
+    the declared width*height exceeds `max_pixels` (checked before decoding);
+    ``unreadable`` for truncated JPEGs, missing sizes and any decoder failure.
+    """
+    if not data:
+        raise ImageRejected("empty", "empty input: 0 bytes")
+    header = read_header(data)
+    fmt = header.format
+    if fmt == "unknown":
+        raise ImageRejected("unsupported_format", _unknown_message(data), header)
+    name = _NAMES[fmt]
+    if fmt in _OPTIONAL_CODECS and not _cv2_decodes(fmt):
+        raise ImageRejected("unsupported_format", f"{name} is not a supported format "
+                                                  "(this OpenCV build cannot decode it)", header)
+    width, height = header.width, header.height
+    if width * height > max_pixels:
+        raise ImageRejected("too_large", f"declared {width}x{height} = {_mp(width * height)} MP "
+                                         f"exceeds max_pixels {_mp(max_pixels)} MP", header)
+    if width <= 0 or height <= 0:
+        raise ImageRejected("unreadable", f"{name} header declares no image size "
+                                          "(truncated or corrupt header)", header)
+    if fmt == "jpeg":
+        if not header.has_eoi:
+            # libjpeg only warns on truncation and fills the rest with grey.
+            raise ImageRejected("unreadable", "truncated JPEG: no end-of-image marker", header)
+        scale = jpeg_scale(width, height, analysis_short_side)
+        flags = _JPEG_FLAGS[scale] | cv2.IMREAD_IGNORE_ORIENTATION
+    else:
+        scale, flags = 1, _FLAGS[fmt]
+
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error as e:
+        raise ImageRejected("unreadable", f"OpenCV failed to decode {name}: {e.err}",
+                            header) from None
+    if image is None:
+        raise ImageRejected("unreadable", f"OpenCV could not decode the {name} data "
+                                          "(corrupt or unsupported variant)", header)
+    oriented = fmt in _SELF_ORIENTING
+    if oriented:
+        width, height = header.display_width, header.display_height
+    expected = (-(-height // scale), -(-width // scale))
+    if image.shape[:2] != expected:
+        got = f"{image.shape[1]}x{image.shape[0]}"
+        raise ImageRejected("unreadable", f"decoded {name} is {got} but the header implies "
+                                          f"{expected[1]}x{expected[0]}", header)
+    if fmt != "jpeg":
+        image = _to_bgr8(image, header)
+    if not oriented:
+        image = apply_orientation(image, header.orientation)
+    return Decoded(image=image, scale=scale, header=header,
+                   width=header.display_width, height=header.display_height)
+
+
+def jpeg_scale(width: int, height: int, analysis_short_side: int) -> int:
+    """Largest DCT reduction d in 8/4/2/1 whose decoded short side is >= `analysis_short_side`.
+
+    libjpeg rounds reduced sizes up, hence the ceiling division.
+    """
+    for d in JPEG_SCALES:
+        if min(-(-width // d), -(-height // d)) >= analysis_short_side:
+            return d
+    return 1
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn an image stored with EXIF `orientation` (1-8) upright; 1 returns it unchanged."""
+    if orientation == 2:
+        return cv2.flip(image, 1)
+    if orientation == 3:
+        return cv2.rotate(image, cv2.ROTATE_180)
+    if orientation == 4:
+        return cv2.flip(image, 0)
+    if orientation == 5:
+        return cv2.transpose(image)
+    if orientation == 6:
+        return cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
+    if orientation == 7:
+        return cv2.rotate(cv2.transpose(image), cv2.ROTATE_180)
+    if orientation == 8:
+        return cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return image
+
+
+def _to_bgr8(image: np.ndarray, header: Header) -> np.ndarray:
+    """Bring an IMREAD_UNCHANGED/ANYDEPTH result to 3-channel uint8 BGR."""
+    if image.dtype == np.uint16:
+        image = cv2.convertScaleAbs(image, alpha=1 / 257)  # 65535 -> 255, rounded
+    elif image.dtype != np.uint8:
+        raise ImageRejected("unsupported_format", f"{_NAMES[header.format]} with {image.dtype} "
+                                                  "samples is not supported", header)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return _over_white(image)
+    return image
+
+
+def _over_white(bgra: np.ndarray) -> np.ndarray:
+    """Composite BGRA over white.
+
+    Transparent pixels often hold black or arbitrary colour; white is what a
+    viewer shows behind a cut-out, and black would read as a dark, low-contrast
+    image to the exposure features.
+    """
+    alpha = bgra[..., 3]
+    if alpha.min() == 255:
+        return cv2.cvtColor(bgra, cv2.COLOR_BGRA2BGR)
+    a = alpha[..., None].astype(np.uint16)
+    # out = bgr*a/255 + 255*(1 - a/255), rounded, in integers
+    return (255 - ((255 - bgra[..., :3]) * a + 127) // 255).astype(np.uint8)
+
+
+@functools.cache
+def _cv2_decodes(fmt: str) -> bool:
+    """Whether this OpenCV build round-trips a tiny image through the codec."""
+    try:
+        ok, buf = cv2.imencode(_OPTIONAL_CODECS[fmt], np.zeros((8, 8, 3), np.uint8))
+        return bool(ok) and cv2.imdecode(buf, cv2.IMREAD_COLOR) is not None
+    except cv2.error:
+        return False
+
+
+def _unknown_message(data: bytes) -> str:
+    head = data[:64].lstrip()
+    if head[:1] in (b"<", b"{") and b"\x00" not in head:
+        return "not an image: the data looks like HTML/XML/JSON text (an error page?)"
+    return "not a recognised image format"
+
+
+def _mp(pixels: int) -> str:
+    return f"{pixels / 1e6:.1f}".rstrip("0").rstrip(".")
