@@ -1,5 +1,12 @@
 """DoFns, composite PTransforms and the pure per-image functions they call."""
-from transforms.gcs_env import use_anonymous_credentials_with_emulator as _emulator
+import os as _os
+
+# OpenCV reads its own pixel cap once, when cv2 first loads; set it before any
+# module here imports cv2 so a pixel bomb can never be allocated (decode.py
+# also refuses declared sizes over the policy's max_pixels before decoding).
+_os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(100_000_000))
+
+from transforms.gcs_env import use_anonymous_credentials_with_emulator as _emulator  # noqa: E402
 
 # Runs in every process that unpickles our transforms, including DirectRunner's
 # multi-processing workers, which otherwise each wait ~30 s for credentials.

@@ -1,0 +1,169 @@
+"""curate: which uploads are usable for training and scoring, and why not.
+
+    images (glob | manifest | SCIN cases)
+      -> ReadImageRefs      one ImageRef per distinct URI (deferred listing)
+      -> AnalyzeImages      one read, one decode, features, quality verdict
+      -> ClusterDuplicates  exact + near-duplicate clusters, keep the best
+      -> features/*.parquet, dead_letters/*.jsonl, summary.json, report.html, _SUCCESS
+
+Run: python -m beam_jobs.curate --input 'gs://bucket/uploads/**' --output DIR
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from beam_jobs.cli import UsageError, main
+from schemas import features as F
+from schemas.policy import load_policy
+from transforms.analyze_step import AnalyzeImages
+from transforms.duplicates import ClusterDuplicates
+from transforms.inputs import ReadImageRefs
+from transforms.report import render_report
+from transforms.sharded_write import WriteSortedShards, jsonl_encoder, parquet_encoder, write_atomically
+from transforms.summary import SummarizeRows
+
+MARKER = "_SUCCESS"
+
+
+class CurateOptions(PipelineOptions):
+    """Options of the curate job (also the Flex Template's parameters)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--input", help="Glob of image files, local or gs:// (e.g. gs://bucket/uploads/**).")
+        parser.add_argument("--manifest", help="CSV (header with uri[,image_id][,case_id]) or JSONL listing image URIs.")
+        parser.add_argument("--scin_cases", help="SCIN scin_cases.csv; its image_{1,2,3}_path are resolved against --image_root.")
+        parser.add_argument("--image_root", help="Root that SCIN image paths are relative to (local dir or gs:// prefix).")
+        parser.add_argument("--output", help="Output directory (local or gs://) for features, dead letters, summary and report.")
+        parser.add_argument("--policy", help="Quality policy JSON (default: the packaged schemas/quality_policy.json).")
+        parser.add_argument("--analysis_size", type=int, help="Override the policy's analysis short side, in pixels.")
+        parser.add_argument("--dup_radius", type=int, help="Override the near-duplicate pHash Hamming radius (bits).")
+        parser.add_argument("--max_pixels", type=int, help="Override the pixel-bomb limit (declared width x height).")
+        parser.add_argument("--rows_per_shard", type=int, default=100_000, help="Feature rows per Parquet shard.")
+        parser.add_argument("--examples_per_reason", type=int, default=6, help="Example thumbnails per reason in the report.")
+
+
+def resolve(options: CurateOptions):
+    """Validate options and return the effective quality policy; UsageError if bad."""
+    o = options
+    if not (o.input or o.manifest or o.scin_cases):
+        raise UsageError("give at least one of --input, --manifest, --scin_cases")
+    if o.scin_cases and not o.image_root:
+        raise UsageError("--scin_cases needs --image_root to resolve image paths")
+    if not o.output:
+        raise UsageError("--output is required")
+    for name in ("analysis_size", "dup_radius", "max_pixels", "rows_per_shard", "examples_per_reason"):
+        value = getattr(o, name)
+        if value is not None and value < (0 if name in ("dup_radius", "examples_per_reason") else 1):
+            raise UsageError(f"--{name} must be positive, got {value}")
+    if o.dup_radius is not None and o.dup_radius > 20:
+        raise UsageError(f"--dup_radius {o.dup_radius} is too wide for 64-bit hashes (max 20)")
+    try:
+        policy = load_policy(o.policy)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    overrides = {k: v for k, v in (("analysis_short_side", o.analysis_size), ("dup_radius", o.dup_radius),
+                                   ("max_pixels", o.max_pixels)) if v is not None}
+    return policy.with_overrides(**overrides)
+
+
+def check_inputs_exist(options: CurateOptions) -> None:
+    """Fail fast, in one line, when a local run's inputs match nothing.
+
+    Dataflow launches skip this (no listing at construction); there the
+    deferred MatchFiles fails the job with the same message instead.
+    """
+    for flag in ("input", "manifest", "scin_cases"):
+        pattern = getattr(options, flag)
+        if not pattern:
+            continue
+        try:
+            found = FileSystems.match([pattern], limits=[1])[0].metadata_list
+        except Exception as e:
+            raise UsageError(f"--{flag} {pattern}: cannot list: {e}") from None
+        if not found:
+            raise UsageError(f"--{flag} {pattern} matched no files")
+
+
+def _finalize(_, output, summary, matched, examples, policy_version, written):
+    """Write summary.json and report.html, drop stale shards, then the marker."""
+    doc = summary.to_dict(matched, policy_version)  # raises if accounting fails
+    write_atomically(FileSystems.join(output, "summary.json"),
+                     json.dumps(doc, indent=2, sort_keys=True).encode())
+    examples = {k: [(uri, jpeg) for _sha, uri, jpeg in v] for k, v in examples.items()}
+    write_atomically(FileSystems.join(output, "report.html"), render_report(doc, examples).encode())
+    keep = set(written)
+    for sub in ("features", "dead_letters"):
+        pattern = FileSystems.join(output, sub, "*")
+        stale = [m.path for m in FileSystems.match([pattern])[0].metadata_list if m.path not in keep]
+        if stale:
+            FileSystems.delete(stale)
+    write_atomically(FileSystems.join(output, MARKER),
+                     json.dumps({"matched": doc["matched"], "accepted": doc["accepted"],
+                                 "rejected": doc["rejected"]}).encode())
+    return doc
+
+
+def _clear_marker(path):
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    return path
+
+
+def build_pipeline(options: CurateOptions, policy) -> beam.Pipeline:
+    """The curate pipeline, constructed but not run."""
+    o = options
+    out = o.output
+    p = beam.Pipeline(options=options)
+    started = p | "Start" >> beam.Create([FileSystems.join(out, MARKER)]) | "ClearMarker" >> beam.Map(_clear_marker)
+
+    refs = p | "ReadImageRefs" >> ReadImageRefs(o.input, o.manifest, o.scin_cases, o.image_root)
+    analyzed = refs | "AnalyzeImages" >> AnalyzeImages(policy)
+    rows = analyzed.rows | "ClusterDuplicates" >> ClusterDuplicates(policy.dup_radius)
+
+    features = rows | "WriteFeatures" >> WriteSortedShards(
+        FileSystems.join(out, "features"), "features", ".parquet", parquet_encoder(F.SCHEMA),
+        key_fn=lambda r: r["uri"], per_shard=o.rows_per_shard, after=started)
+    dead = (rows
+            | "Rejected" >> beam.Filter(lambda r: r["status"] == "rejected")
+            | "WriteDeadLetters" >> WriteSortedShards(
+                FileSystems.join(out, "dead_letters"), "dead_letters", ".jsonl",
+                jsonl_encoder(F.DEAD_LETTER_FIELDS), key_fn=lambda r: r["uri"],
+                per_shard=o.rows_per_shard, after=started))
+
+    matched = refs | "CountMatched" >> beam.combiners.Count.Globally()
+    summary = rows | "Summarize" >> beam.CombineGlobally(SummarizeRows())
+    examples = (analyzed.examples
+                | "SmallestShaPerReason" >> beam.combiners.Top.PerKey(
+                    o.examples_per_reason, key=lambda e: e[0], reverse=True))
+    written = (features, dead) | "AllWrittenFiles" >> beam.Flatten()
+    _ = (p
+         | "FinalizeStart" >> beam.Create([None])
+         | "Finalize" >> beam.Map(
+             _finalize, output=out, policy_version=policy.version,
+             summary=beam.pvalue.AsSingleton(summary), matched=beam.pvalue.AsSingleton(matched),
+             examples=beam.pvalue.AsDict(examples), written=beam.pvalue.AsList(written)))
+    return p
+
+
+def run(argv=None):
+    """Parse argv, validate, build and run the curate job; returns the result."""
+    options = CurateOptions(argv)
+    policy = resolve(options)
+    if options.view_as(StandardOptions).runner not in ("DataflowRunner", "dataflow"):
+        check_inputs_exist(options)
+    result = build_pipeline(options, policy).run()
+    result.wait_until_finish()
+    if not options.view_as(StandardOptions).runner or "Direct" in str(options.view_as(StandardOptions).runner):
+        print(f"curate: done. features: {FileSystems.join(options.output, 'features')}  "
+              f"report: {FileSystems.join(options.output, 'report.html')}", file=sys.stderr)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main(run, prog="curate"))

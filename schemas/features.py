@@ -1,0 +1,99 @@
+"""The curate job's features table: every column, its type, unit and meaning.
+
+This is the one place a feature is defined. The Parquet schema, the README's
+feature table (`python -m schemas.features`) and the report all derive from
+FIELDS. Pixel features are computed on the decoded image after it is area-
+resized so its short side equals the policy's analysis size; that makes blur
+and texture measures independent of the upload's resolution.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import pyarrow as pa
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    name: str
+    type: pa.DataType
+    unit: str
+    doc: str
+
+
+_F = Field
+IDENTITY = [
+    _F("uri", pa.string(), "", "where the image was read from"),
+    _F("image_id", pa.string(), "", "id from the manifest, or the file stem"),
+    _F("case_id", pa.string(), "", "SCIN case id (or manifest case id); null for plain globs"),
+    _F("sha256", pa.string(), "hex", "SHA-256 of the file bytes"),
+    _F("file_size", pa.int64(), "bytes", "size of the file"),
+    _F("format", pa.string(), "", "format sniffed from the bytes (jpeg, png, ...), not the file name"),
+]
+GEOMETRY = [
+    _F("width", pa.int32(), "px", "displayed width at full resolution (after EXIF orientation)"),
+    _F("height", pa.int32(), "px", "displayed height at full resolution (after EXIF orientation)"),
+    _F("aspect_ratio", pa.float32(), "ratio", "short side / long side (1 = square)"),
+    _F("orientation", pa.int8(), "EXIF", "EXIF orientation tag (1 = upright)"),
+    _F("decode_scale", pa.int8(), "1/n", "JPEG DCT reduction used for the one decode (1, 2, 4, 8)"),
+]
+PIXELS = [
+    _F("brightness_mean", pa.float32(), "0-1", "mean luminance"),
+    _F("brightness_std", pa.float32(), "0-1", "standard deviation of luminance"),
+    _F("lum_p01", pa.float32(), "0-1", "1st percentile of luminance"),
+    _F("lum_p99", pa.float32(), "0-1", "99th percentile of luminance"),
+    _F("underexposed_fraction", pa.float32(), "fraction", "pixels with luminance <= 10/255 (crushed to black)"),
+    _F("overexposed_fraction", pa.float32(), "fraction", "pixels with luminance >= 250/255 (clipped to white)"),
+    _F("shadow_fraction", pa.float32(), "fraction", "pixels with luminance < 0.15"),
+    _F("rms_contrast", pa.float32(), "0-1", "RMS contrast: luminance std / mean (relative, so dark skin is not penalised)"),
+    _F("laplacian_var", pa.float32(), "level^2", "variance of the 3x3 Laplacian of 8-bit luminance"),
+    _F("tenengrad", pa.float32(), "level^2", "mean squared Sobel gradient magnitude of 8-bit luminance"),
+    _F("sharpness", pa.float32(), "relative", "laplacian_var / mean luminance^2 (in levels): detail relative to brightness, the blur test"),
+    _F("entropy", pa.float32(), "bits", "Shannon entropy of the 256-bin luminance histogram"),
+    _F("colorfulness", pa.float32(), "Hasler-Susstrunk", "colourfulness metric M (0 = grey)"),
+    _F("channel_diff", pa.float32(), "level", "mean absolute difference between colour channels"),
+    _F("grayscale", pa.bool_(), "", "channel_diff below the policy's grayscale limit (judged on pixels, not file mode)"),
+    _F("skin_fraction", pa.float32(), "fraction", "pixels whose Lab hue and chroma fall in the skin range"),
+    _F("ita_deg", pa.float32(), "degrees", "Individual Typology Angle atan2(L*-50, b*) over skin pixels (median L*, b*)"),
+    _F("ita_category", pa.string(), "", "very_light > 55 > light > 41 > intermediate > 28 > tan > 10 > brown > -30 > dark"),
+    _F("monk_estimate", pa.int8(), "1-10", "Monk skin tone nearest (CIE76) to the median skin colour"),
+    _F("monk_group", pa.string(), "", "light (Monk 1-3), medium (4-6), dark (7-10)"),
+    _F("phash", pa.string(), "hex", "64-bit DCT perceptual hash, 16 hex digits"),
+]
+VERDICT = [
+    _F("status", pa.string(), "", "accepted or rejected"),
+    _F("reasons", pa.list_(pa.string()), "", "rejection reason codes (schemas/reasons.py); empty when accepted"),
+    _F("error", pa.string(), "", "error text for input failures; never image bytes"),
+    _F("cluster_id", pa.string(), "", "duplicate cluster id; shared by exact and near duplicates"),
+    _F("duplicate_of", pa.string(), "", "uri of the kept cluster member, for rejected duplicates"),
+    _F("policy_version", pa.string(), "", "version of the quality policy that judged this row"),
+]
+
+FIELDS: list[Field] = IDENTITY + GEOMETRY + PIXELS + VERDICT
+FEATURE_NAMES = [f.name for f in GEOMETRY + PIXELS]
+SCHEMA = pa.schema([pa.field(f.name, f.type) for f in FIELDS])
+
+DEAD_LETTER_FIELDS = ["uri", "image_id", "case_id", "sha256", "status", "reasons",
+                      "error", "duplicate_of", "policy_version"]
+DEAD_LETTER_SCHEMA = pa.schema([SCHEMA.field(n) for n in DEAD_LETTER_FIELDS])
+
+
+def empty_row(**values) -> dict:
+    """A row with every column present (None where unknown), updated by values."""
+    row = {f.name: None for f in FIELDS}
+    row["reasons"] = []
+    unknown = values.keys() - row.keys()
+    if unknown:
+        raise KeyError(f"not in the features schema: {sorted(unknown)}")
+    row.update(values)
+    return row
+
+
+def markdown_table() -> str:
+    lines = ["| column | type | unit | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{f.name}` | {f.type} | {f.unit} | {f.doc} |" for f in FIELDS]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,70 @@
+"""Load and validate the versioned quality policy (schemas/quality_policy.json).
+
+A run can pass its own policy file (local or gs://) with --policy; it must
+carry every key of the default one. Thresholds live only in that file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+DEFAULT_POLICY_PATH = pathlib.Path(__file__).with_name("quality_policy.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityPolicy:
+    version: str
+    analysis_short_side: int
+    max_pixels: int
+    min_short_side: int
+    dark_min_underexposed: float
+    dark_max_p99: float
+    bright_min_overexposed: float
+    blur_max_sharpness: float
+    info_max_entropy: float
+    skin_min_fraction: float
+    gray_max_channel_diff: float
+    dup_radius: int
+    suppressed_by: dict
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QualityPolicy":
+        try:
+            return cls(
+                version=str(d["version"]),
+                analysis_short_side=int(d["analysis_short_side"]["value"]),
+                max_pixels=int(d["max_pixels"]["value"]),
+                min_short_side=int(d["too_small"]["min_short_side"]),
+                dark_min_underexposed=float(d["too_dark"]["min_underexposed_fraction"]),
+                dark_max_p99=float(d["too_dark"]["max_lum_p99"]),
+                bright_min_overexposed=float(d["too_bright"]["min_overexposed_fraction"]),
+                blur_max_sharpness=float(d["blurry"]["max_sharpness"]),
+                info_max_entropy=float(d["low_information"]["max_entropy_bits"]),
+                skin_min_fraction=float(d["no_skin"]["min_skin_fraction"]),
+                gray_max_channel_diff=float(d["grayscale"]["max_channel_diff"]),
+                dup_radius=int(d["duplicates"]["radius"]),
+                suppressed_by={k: tuple(v) for k, v in d["suppressed_by"].items() if k != "why"},
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"invalid quality policy: missing or bad key {e}") from None
+
+    def with_overrides(self, **changes) -> "QualityPolicy":
+        return dataclasses.replace(self, **changes)
+
+
+def load_policy(path: str | None = None) -> QualityPolicy:
+    """Load the default policy, or a JSON file at a local or gs:// path."""
+    if path is None:
+        text = DEFAULT_POLICY_PATH.read_text()
+    else:
+        from apache_beam.io.filesystems import FileSystems
+        try:
+            with FileSystems.open(path) as f:
+                text = f.read().decode("utf-8")
+        except Exception as e:  # any filesystem error: report it in one line
+            raise ValueError(f"cannot read policy file {path}: {e}") from None
+    try:
+        return QualityPolicy.from_dict(json.loads(text))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"policy file {path} is not valid JSON: {e}") from None

@@ -1,0 +1,35 @@
+"""The fixed vocabulary of rejection reason codes, in one place.
+
+Every rejected image carries one or more of these; dead letters, counters,
+summary.json and the report all use exactly these strings.
+"""
+from __future__ import annotations
+
+# code -> what it means. Order is the order they are reported in.
+REASONS: dict[str, str] = {
+    "missing": "the URI does not exist (manifest or SCIN path resolves to nothing)",
+    "empty": "the object has zero bytes",
+    "unreadable": "bytes could not be read or decoded (truncated or corrupt image, I/O error)",
+    "unsupported_format": "not an image format we decode (HEIC, HTML, text, ...)",
+    "too_large": "declared pixel count exceeds the policy limit (refused before decoding)",
+    "too_small": "short side below the policy minimum",
+    "too_dark": "underexposed: most pixels crushed to black and no highlights",
+    "too_bright": "overexposed: most pixels clipped to white",
+    "blurry": "little fine detail relative to brightness at the analysis size",
+    "low_information": "near-flat image: too few distinct luminance levels",
+    "no_skin": "too few skin-coloured pixels to be a skin photo",
+    "exact_duplicate": "byte-identical to the kept member of its duplicate cluster",
+    "near_duplicate": "perceptually near-identical to the kept member of its cluster",
+}
+
+# Reasons decided before any pixel is seen; such images have no features.
+INPUT_REASONS = ("missing", "empty", "unreadable", "unsupported_format", "too_large")
+DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate")
+
+
+def ordered(reasons) -> list[str]:
+    """Deduplicate and sort reason codes into vocabulary order."""
+    unknown = set(reasons) - REASONS.keys()
+    if unknown:
+        raise ValueError(f"unknown reason codes: {sorted(unknown)}")
+    return [r for r in REASONS if r in set(reasons)]

@@ -1,0 +1,69 @@
+"""AnalyzeImages: the expensive per-image step of curate, as a PTransform.
+
+Reads each image once (with retries), runs transforms.analyze.analyze_image,
+and emits one row per input whatever happens, plus report thumbnails on a
+side output. Input failures become rows with a reason, never exceptions.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from schemas.policy import QualityPolicy
+from transforms.analyze import analyze_image, input_failure
+from transforms.inputs import ImageRef
+from transforms.progress import ProgressLog
+from transforms.read import Missing, read_bytes
+
+EXAMPLES = "examples"
+
+
+class _AnalyzeDoFn(beam.DoFn):
+    def __init__(self, policy: QualityPolicy, thumbnail_px: int):
+        self.policy, self.thumbnail_px = policy, thumbnail_px
+
+    def setup(self):
+        self.progress = ProgressLog("curate")
+        self.images = Metrics.counter("curate", "images_analyzed")
+        self.retries = Metrics.counter("curate", "read_retries")
+        self.bytes_read = Metrics.counter("curate", "bytes_read")
+        self.internal = Metrics.counter("curate", "internal_errors")
+
+    def process(self, ref: ImageRef):
+        ids = {"image_id": ref.image_id, "case_id": ref.case_id}
+        thumb = None
+        try:
+            data, retries = read_bytes(ref.uri)
+            self.retries.inc(retries)
+            self.bytes_read.inc(len(data))
+        except Missing as e:
+            row = input_failure(ref.uri, "missing", str(e), self.policy, **ids)
+        except Exception as e:  # I/O still failing after retries
+            row = input_failure(ref.uri, "unreadable", f"read failed: {type(e).__name__}: {e}",
+                                self.policy, **ids)
+        else:
+            try:
+                row, thumb = analyze_image(ref.uri, data, self.policy,
+                                           thumbnail_px=self.thumbnail_px, **ids)
+            except Exception as e:  # a bug must not lose the image: record it
+                self.internal.inc()
+                row = input_failure(ref.uri, "unreadable",
+                                    f"internal error: {type(e).__name__}: {e}", self.policy, **ids)
+        self.images.inc()
+        self.progress.tick(row["status"] == "rejected")
+        yield row
+        if thumb:
+            label = row["reasons"][0] if row["reasons"] else "accepted"
+            yield beam.pvalue.TaggedOutput(EXAMPLES, (label, (row["sha256"], row["uri"], thumb)))
+
+
+class AnalyzeImages(beam.PTransform):
+    """ImageRef -> feature row (main output) and (label, example) on `examples`."""
+
+    def __init__(self, policy: QualityPolicy, thumbnail_px: int = 96):
+        super().__init__()
+        self.policy, self.thumbnail_px = policy, thumbnail_px
+
+    def expand(self, refs):
+        return refs | "Analyze" >> beam.ParDo(
+            _AnalyzeDoFn(self.policy, self.thumbnail_px)).with_outputs(EXAMPLES, main="rows")

@@ -1,0 +1,101 @@
+"""Exact and near-duplicate clusters across all images, and which one to keep.
+
+Identical pHashes (as 16-digit hex strings) collapse first; distinct pHashes are filed under LSH band
+keys (transforms/near_dups.py) so a GroupByKey meets every pair within the
+radius without comparing all pairs. Pairs are few (duplicates are the
+exception), so their connected components are computed in one place and
+handed to every worker as a side input. Rows then group by cluster and the
+best member is kept; the others are rejected, pointing at it.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from schemas.reasons import DUPLICATE_REASONS, ordered
+from transforms.near_dups import connected_components, lsh_keys, pairs_in_bucket
+
+
+def cluster_id_for(row: dict, components: dict) -> str:
+    """Stable id: the smallest pHash of the component, or one from the bytes."""
+    if row.get("phash"):
+        return "p" + components.get(row["phash"], row["phash"])
+    if row.get("sha256"):
+        return f"s{row['sha256'][:16]}"
+    return f"u{row['uri']}"  # nothing was read: a cluster of one
+
+
+def keeper_order(row: dict):
+    """Sort key, best first: passes quality, more pixels, more bytes, smaller uri.
+
+    A resized or cropped copy has fewer pixels and a re-encoded one fewer
+    bytes, so the original wins; exact copies tie and the smaller uri wins.
+    """
+    has_own_reasons = any(r not in DUPLICATE_REASONS for r in row["reasons"])
+    pixels = (row.get("width") or 0) * (row.get("height") or 0)
+    return (has_own_reasons, -pixels, -(row.get("file_size") or 0), row["uri"])
+
+
+def resolve_cluster(rows: list[dict]) -> list[dict]:
+    """Mark every member but the best as a duplicate of it. Pure."""
+    if len(rows) == 1 or not rows[0].get("phash"):
+        return rows
+    keeper = min(rows, key=keeper_order)
+    out = []
+    for row in rows:
+        if row is not keeper:
+            kind = "exact_duplicate" if row["sha256"] == keeper["sha256"] else "near_duplicate"
+            row = dict(row, status="rejected", duplicate_of=keeper["uri"],
+                       reasons=ordered(row["reasons"] + [kind]))
+        out.append(row)
+    return out
+
+
+def _hex_pairs(hex_hashes, radius: int) -> list[tuple[str, str]]:
+    # Hashes travel as 16-digit hex: Beam's integer coder is signed 64-bit,
+    # and at fixed width hex order equals numeric order.
+    pairs = pairs_in_bucket([int(h, 16) for h in hex_hashes], radius)
+    return [(f"{a:016x}", f"{b:016x}") for a, b in pairs]
+
+
+class _Counted(beam.DoFn):
+    def __init__(self):
+        self.counters = {r: Metrics.counter("curate", f"rejected_{r}") for r in DUPLICATE_REASONS}
+
+    def process(self, kv):
+        for row in resolve_cluster(list(kv[1])):
+            for reason in row["reasons"]:
+                if reason in self.counters:
+                    self.counters[reason].inc()
+            yield row
+
+
+class ClusterDuplicates(beam.PTransform):
+    """rows -> rows with cluster_id set and duplicates rejected (see module doc)."""
+
+    def __init__(self, radius: int):
+        super().__init__()
+        self.radius = radius
+
+    def expand(self, rows):
+        radius = self.radius
+        edges = (
+            rows
+            | "PHashes" >> beam.FlatMap(lambda r: [r["phash"]] if r.get("phash") else [])
+            | "DistinctPHashes" >> beam.Distinct()
+            | "LshKeys" >> beam.FlatMap(lambda hx: [(f"{t}:{k:x}", hx) for t, k in lsh_keys(int(hx, 16), radius)])
+            | "GroupByBand" >> beam.GroupByKey()
+            | "PairsWithinRadius" >> beam.FlatMap(lambda kv: _hex_pairs(kv[1], radius))
+            | "DistinctPairs" >> beam.Distinct())
+        components = (
+            edges
+            | "AllPairs" >> beam.combiners.ToList()
+            | "Components" >> beam.Map(connected_components))
+        return (
+            rows
+            | "AssignCluster" >> beam.Map(
+                lambda r, comps: dict(r, cluster_id=cluster_id_for(r, comps)),
+                comps=beam.pvalue.AsSingleton(components))
+            | "KeyByCluster" >> beam.Map(lambda r: (r["cluster_id"], r))
+            | "GroupByCluster" >> beam.GroupByKey()
+            | "KeepBestOfCluster" >> beam.ParDo(_Counted()))

@@ -1,0 +1,87 @@
+"""Skin mask, Individual Typology Angle and Monk tone estimate: pure functions.
+
+The classic YCrCb box (Cr 133-173, Cb 77-127) misses the ends of the tone
+range: Monk 10 (#292420) has Cr 131 and Monk 1 sits on the boundary. In CIE Lab
+every Monk tone has a warm hue (45-90 degrees) and a small but non-zero chroma
+(4.5 for Monk 10, 5.1 for Monk 1), while sky, foliage, concrete and fabric fall
+outside that wedge, so the mask is a hue/chroma wedge in Lab.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+MONK_HEX = ("f6ede4", "f3e7db", "f7ead0", "eadaba", "d7bd96",
+            "a07e56", "825c43", "604134", "3a312a", "292420")
+
+# Skin wedge in Lab. Lesions are redder (lower hue, higher chroma) and stay in.
+HUE_MIN_DEG, HUE_MAX_DEG = 10.0, 100.0
+CHROMA_MIN, CHROMA_MAX = 3.0, 60.0
+L_MIN, L_MAX = 3.0, 99.0
+
+# ITA class lower bounds, degrees (DESIGN.md "Skin tone").
+ITA_CLASSES = (("very_light", 55.0), ("light", 41.0), ("intermediate", 28.0),
+               ("tan", 10.0), ("brown", -30.0), ("dark", -np.inf))
+
+
+def lab_float(image_bgr: np.ndarray) -> np.ndarray:
+    """BGR uint8 -> Lab float32 with L* in 0-100 and a*, b* centred on 0."""
+    lab = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2Lab).astype(np.float32)
+    lab[..., 0] *= 100.0 / 255.0
+    lab[..., 1:] -= 128.0
+    return lab
+
+
+def _monk_lab() -> np.ndarray:
+    bgr = np.array([[[int(h[4:6], 16), int(h[2:4], 16), int(h[0:2], 16)] for h in MONK_HEX]],
+                   dtype=np.uint8)
+    return lab_float(bgr)[0]
+
+
+MONK_LAB = _monk_lab()
+
+
+def skin_mask(lab: np.ndarray) -> np.ndarray:
+    """Boolean mask of skin-coloured pixels from a lab_float() image."""
+    L, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
+    chroma = np.hypot(a, b)
+    hue = np.degrees(np.arctan2(b, a))
+    return ((hue >= HUE_MIN_DEG) & (hue <= HUE_MAX_DEG)
+            & (chroma >= CHROMA_MIN) & (chroma <= CHROMA_MAX)
+            & (L >= L_MIN) & (L <= L_MAX))
+
+
+def ita_degrees(L_star: float, b_star: float) -> float:
+    """ITA = atan2(L* - 50, b*) in degrees."""
+    return float(np.degrees(np.arctan2(L_star - 50.0, b_star)))
+
+
+def ita_category(ita: float) -> str:
+    for name, lower in ITA_CLASSES:
+        if ita > lower:
+            return name
+    return "dark"
+
+
+def nearest_monk(lab_color) -> int:
+    """Monk tone (1-10) nearest to a Lab colour by CIE76 distance."""
+    return int(np.argmin(np.linalg.norm(MONK_LAB - np.asarray(lab_color, np.float32), axis=1))) + 1
+
+
+def monk_group(monk: int) -> str:
+    return "light" if monk <= 3 else "medium" if monk <= 6 else "dark"
+
+
+def skin_tone(lab: np.ndarray, mask: np.ndarray, min_pixels: int = 50) -> dict:
+    """ITA, its class and the Monk estimate from the median skin colour.
+
+    The median resists lesions and specular highlights inside the mask. With
+    fewer than min_pixels skin pixels, all values are None.
+    """
+    if int(mask.sum()) < min_pixels:
+        return {"ita_deg": None, "ita_category": None, "monk_estimate": None, "monk_group": None}
+    median = np.median(lab[mask], axis=0)
+    ita = ita_degrees(median[0], median[2])
+    monk = nearest_monk(median)
+    return {"ita_deg": ita, "ita_category": ita_category(ita),
+            "monk_estimate": monk, "monk_group": monk_group(monk)}
