@@ -124,7 +124,7 @@ def build_pipeline(options: CurateOptions, policy) -> beam.Pipeline:
 
     refs = p | "ReadImageRefs" >> ReadImageRefs(o.input, o.manifest, o.scin_cases, o.image_root)
     analyzed = refs | "AnalyzeImages" >> AnalyzeImages(policy)
-    rows = analyzed.rows | "ClusterDuplicates" >> ClusterDuplicates(policy.dup_radius)
+    rows = analyzed.rows | "ClusterDuplicates" >> ClusterDuplicates(policy.dup_radius, policy.exact_only_for)
 
     features = rows | "WriteFeatures" >> WriteSortedShards(
         FileSystems.join(out, "features"), "features", ".parquet", parquet_encoder(F.SCHEMA),

@@ -26,6 +26,7 @@ class QualityPolicy:
     skin_min_fraction: float
     gray_max_channel_diff: float
     dup_radius: int
+    exact_only_for: tuple
     suppressed_by: dict
 
     @classmethod
@@ -44,6 +45,7 @@ class QualityPolicy:
                 skin_min_fraction=float(d["no_skin"]["min_skin_fraction"]),
                 gray_max_channel_diff=float(d["grayscale"]["max_channel_diff"]),
                 dup_radius=int(d["duplicates"]["radius"]),
+                exact_only_for=tuple(d["duplicates"]["exact_only_for"]),
                 suppressed_by={k: tuple(v) for k, v in d["suppressed_by"].items() if k != "why"},
             )
         except (KeyError, TypeError, ValueError) as e:

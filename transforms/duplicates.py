@@ -16,9 +16,14 @@ from schemas.reasons import DUPLICATE_REASONS, ordered
 from transforms.near_dups import connected_components, lsh_keys, pairs_in_bucket
 
 
-def cluster_id_for(row: dict, components: dict) -> str:
+def hash_is_reliable(row: dict, exact_only_for) -> bool:
+    """Whether the row's pHash identifies its content (not a flat/clipped frame)."""
+    return bool(row.get("phash")) and not set(row["reasons"]).intersection(exact_only_for)
+
+
+def cluster_id_for(row: dict, components: dict, exact_only_for=()) -> str:
     """Stable id: the smallest pHash of the component, or one from the bytes."""
-    if row.get("phash"):
+    if hash_is_reliable(row, exact_only_for):
         return "p" + components.get(row["phash"], row["phash"])
     if row.get("sha256"):
         return f"s{row['sha256'][:16]}"
@@ -73,15 +78,16 @@ class _Counted(beam.DoFn):
 class ClusterDuplicates(beam.PTransform):
     """rows -> rows with cluster_id set and duplicates rejected (see module doc)."""
 
-    def __init__(self, radius: int):
+    def __init__(self, radius: int, exact_only_for=()):
         super().__init__()
-        self.radius = radius
+        self.radius, self.exact_only_for = radius, tuple(exact_only_for)
 
     def expand(self, rows):
-        radius = self.radius
+        radius, exact_only = self.radius, self.exact_only_for
         edges = (
             rows
-            | "PHashes" >> beam.FlatMap(lambda r: [r["phash"]] if r.get("phash") else [])
+            | "PHashes" >> beam.FlatMap(
+                lambda r: [r["phash"]] if hash_is_reliable(r, exact_only) else [])
             | "DistinctPHashes" >> beam.Distinct()
             | "LshKeys" >> beam.FlatMap(lambda hx: [(f"{t}:{k:x}", hx) for t, k in lsh_keys(int(hx, 16), radius)])
             | "GroupByBand" >> beam.GroupByKey()
@@ -94,7 +100,7 @@ class ClusterDuplicates(beam.PTransform):
         return (
             rows
             | "AssignCluster" >> beam.Map(
-                lambda r, comps: dict(r, cluster_id=cluster_id_for(r, comps)),
+                lambda r, comps: dict(r, cluster_id=cluster_id_for(r, comps, exact_only)),
                 comps=beam.pvalue.AsSingleton(components))
             | "KeyByCluster" >> beam.Map(lambda r: (r["cluster_id"], r))
             | "GroupByCluster" >> beam.GroupByKey()

@@ -70,9 +70,11 @@ def compute_features(image_bgr: np.ndarray, analysis_short_side: int = 256) -> d
         "rms_contrast": std / mean if mean > 0 else 0.0,
         "laplacian_var": lap_var,
         "tenengrad": float(np.mean(gx * gx + gy * gy)),
-        # Relative to brightness so that dark skin's lower absolute contrast
-        # is not mistaken for blur; +1 keeps black frames finite.
-        "sharpness": lap_var / (mean * mean + 1.0),
+        # Laplacian response scales with brightness, so dark skin shows less
+        # absolute detail. Dividing by mean once removes that first-order bias;
+        # dividing by mean^2 over-corrects (sensor noise dominates dark frames).
+        # Measured on the sample set: per-tone medians within 2x of each other.
+        "sharpness": lap_var / (mean + 1.0),
         "entropy": float(-(nz * np.log2(nz)).sum()),
         "colorfulness": _colorfulness(img),
         "channel_diff": channel_diff,

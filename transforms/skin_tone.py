@@ -2,9 +2,11 @@
 
 The classic YCrCb box (Cr 133-173, Cb 77-127) misses the ends of the tone
 range: Monk 10 (#292420) has Cr 131 and Monk 1 sits on the boundary. In CIE Lab
-every Monk tone has a warm hue (45-90 degrees) and a small but non-zero chroma
-(4.5 for Monk 10, 5.1 for Monk 1), while sky, foliage, concrete and fabric fall
-outside that wedge, so the mask is a hue/chroma wedge in Lab.
+every Monk tone has a small but non-zero chroma (4.5 for Monk 10, 5.1 for
+Monk 1). Weakly coloured skin (very light or very dark, or under a colour cast)
+wanders in hue from pinkish to slightly olive, so weak colours get a broad hue
+window; strong colours must be warm (red to yellow), which keeps foliage, sky
+and fabric out. Neutral grey (chroma < 2) is never skin.
 """
 from __future__ import annotations
 
@@ -14,9 +16,12 @@ import numpy as np
 MONK_HEX = ("f6ede4", "f3e7db", "f7ead0", "eadaba", "d7bd96",
             "a07e56", "825c43", "604134", "3a312a", "292420")
 
-# Skin wedge in Lab. Lesions are redder (lower hue, higher chroma) and stay in.
-HUE_MIN_DEG, HUE_MAX_DEG = 10.0, 100.0
-CHROMA_MIN, CHROMA_MAX = 3.0, 60.0
+# Skin in Lab, degrees of hue atan2(b*, a*). Lesions are redder (lower hue,
+# higher chroma) and stay in. Calibrated on all 10 Monk tones of the sample set.
+CHROMA_MIN, CHROMA_MAX = 2.0, 60.0
+WEAK_CHROMA = 20.0                      # below this a colour counts as weak
+WEAK_HUE_DEG = (-30.0, 130.0)           # pinkish .. olive
+STRONG_HUE_DEG = (10.0, 100.0)          # red .. yellow
 L_MIN, L_MAX = 3.0, 99.0
 
 # ITA class lower bounds, degrees (DESIGN.md "Skin tone").
@@ -46,7 +51,10 @@ def skin_mask(lab: np.ndarray) -> np.ndarray:
     L, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
     chroma = np.hypot(a, b)
     hue = np.degrees(np.arctan2(b, a))
-    return ((hue >= HUE_MIN_DEG) & (hue <= HUE_MAX_DEG)
+    weak = chroma < WEAK_CHROMA
+    lo = np.where(weak, WEAK_HUE_DEG[0], STRONG_HUE_DEG[0])
+    hi = np.where(weak, WEAK_HUE_DEG[1], STRONG_HUE_DEG[1])
+    return ((hue >= lo) & (hue <= hi)
             & (chroma >= CHROMA_MIN) & (chroma <= CHROMA_MAX)
             & (L >= L_MIN) & (L <= L_MAX))
 

@@ -1,0 +1,97 @@
+"""Pure pieces of curate: keeper choice, accounting, manifests, policy, verdicts."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from schemas.features import empty_row
+from schemas.policy import DEFAULT_POLICY_PATH, load_policy
+from transforms.duplicates import resolve_cluster
+from transforms.inputs import join_root, parse_manifest, parse_scin_cases
+from transforms.summary import Summary
+from transforms.verdict import quality_reasons
+
+
+def _row(uri, sha="a", w=640, h=480, size=1000, reasons=()):
+    return empty_row(uri=uri, sha256=sha, width=w, height=h, file_size=size, phash="00ff00ff00ff00ff",
+                     status="rejected" if reasons else "accepted", reasons=list(reasons))
+
+
+def test_keeper_is_best_quality_then_largest_then_smallest_uri():
+    rows = [_row("b.jpg", "x"), _row("a.jpg", "x"), _row("c.jpg", "y", w=600, h=450),
+            _row("d.jpg", "z", reasons=["blurry"], w=4000, h=3000)]
+    out = {r["uri"]: r for r in resolve_cluster(rows)}
+    assert out["a.jpg"]["status"] == "accepted" and out["a.jpg"]["duplicate_of"] is None
+    assert out["b.jpg"]["reasons"] == ["exact_duplicate"] and out["b.jpg"]["duplicate_of"] == "a.jpg"
+    assert out["c.jpg"]["reasons"] == ["near_duplicate"]
+    assert out["d.jpg"]["reasons"] == ["blurry", "near_duplicate"]
+
+
+def test_accounting_mismatch_fails_loudly():
+    s = Summary()
+    for r in [_row("a"), _row("b", reasons=["blurry"])]:
+        s.add(r)
+    assert s.to_dict(2, "v")["accounting_ok"]
+    with pytest.raises(RuntimeError, match="accounting mismatch: matched 3"):
+        s.to_dict(3, "v")
+
+
+def test_summary_merge_equals_sequential():
+    rows = [_row(f"{i}", reasons=["blurry"] if i % 3 == 0 else []) for i in range(10)]
+    for r in rows:
+        r.update(monk_estimate=(int(r["uri"]) % 10) + 1, brightness_mean=0.1 * int(r["uri"]))
+    whole, a, b = Summary(), Summary(), Summary()
+    for r in rows:
+        whole.add(r)
+    for r in rows[:4]:
+        a.add(r)
+    for r in rows[4:]:
+        b.add(r)
+    assert a.merge(b).to_dict(10, "v") == whole.to_dict(10, "v")
+
+
+def test_manifest_csv_and_jsonl():
+    csv_refs = parse_manifest("uri,image_id,case_id\ngs://b/x/1.jpg,one,c1\ngs://b/x/2.png,,\n")
+    assert csv_refs[0] == ("gs://b/x/1.jpg", "one", "c1")
+    assert csv_refs[1] == ("gs://b/x/2.png", "2", None)
+    jl = parse_manifest('{"uri": "/d/a.jpg", "case_id": 7}\n\n{"uri": "/d/b.jpg"}\n')
+    assert [r.uri for r in jl] == ["/d/a.jpg", "/d/b.jpg"] and jl[0].case_id == "7"
+    assert parse_manifest("") == []
+    with pytest.raises(ValueError, match="row 1 has no uri"):
+        parse_manifest("name\nfoo\n")
+
+
+def test_scin_cases_resolve_paths_and_keep_case_id():
+    text = ("case_id,image_1_path,image_2_path,image_3_path\n"
+            "-12,dataset/images/1.png,dataset/images/2.png,\n")
+    refs = parse_scin_cases(text, "gs://bkt")
+    assert [r.uri for r in refs] == ["gs://bkt/dataset/images/1.png", "gs://bkt/dataset/images/2.png"]
+    assert {r.case_id for r in refs} == {"-12"}
+    with pytest.raises(ValueError, match="missing required column"):
+        parse_scin_cases("case_id,image_1_path\n1,a\n", "/r")
+    assert join_root("/data/root", "dataset/a.jpg") == "/data/root/dataset/a.jpg"
+
+
+def test_policy_is_versioned_and_documented(tmp_path):
+    p = load_policy()
+    assert p.version and p.analysis_short_side >= 128 and p.dup_radius >= 0
+    raw = json.loads(DEFAULT_POLICY_PATH.read_text())
+    for key, value in raw.items():
+        if isinstance(value, dict) and key != "suppressed_by":
+            assert value.get("why"), f"policy entry {key} has no reason"
+    bad = tmp_path / "p.json"
+    bad.write_text('{"version": "x"}')
+    with pytest.raises(ValueError, match="invalid quality policy"):
+        load_policy(str(bad))
+
+
+def test_root_cause_suppresses_derived_reasons():
+    p = load_policy()
+    black = dict(width=640, height=480, underexposed_fraction=0.95, lum_p99=0.02,
+                 overexposed_fraction=0.0, entropy=0.5, sharpness=0.0, skin_fraction=0.0)
+    assert quality_reasons(black, p) == ["too_dark"]
+    flat_blue = dict(black, underexposed_fraction=0.0, lum_p99=0.5)
+    assert quality_reasons(flat_blue, p) == ["low_information"]
+    small = dict(flat_blue, width=100, height=80, entropy=6.0, sharpness=1.0, skin_fraction=0.9)
+    assert quality_reasons(small, p) == ["too_small"]
