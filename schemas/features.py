@@ -56,7 +56,7 @@ PIXELS = [
     _F("skin_fraction", pa.float32(), "fraction", "pixels whose Lab hue and chroma fall in the skin range"),
     _F("ita_deg", pa.float32(), "degrees", "Individual Typology Angle atan2(L*-50, b*) over skin pixels (median L*, b*)"),
     _F("ita_category", pa.string(), "", "very_light > 55 > light > 41 > intermediate > 28 > tan > 10 > brown > -30 > dark"),
-    _F("monk_estimate", pa.int8(), "1-10", "Monk skin tone nearest (CIE76) to the median skin colour"),
+    _F("monk_estimate", pa.int8(), "1-10", "Monk skin tone whose swatch ITA is nearest to ita_deg (ITA is less exposure-sensitive than L*)"),
     _F("monk_group", pa.string(), "", "light (Monk 1-3), medium (4-6), dark (7-10)"),
     _F("phash", pa.string(), "hex", "64-bit DCT perceptual hash, 16 hex digits"),
 ]

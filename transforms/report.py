@@ -55,10 +55,12 @@ def histogram_chart(name: str, hist: dict) -> str:
 def _fairness_table(groups: dict, title: str) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(g)}</td><td>{c['images']}</td><td>{c['rejected']}</td>"
-        f"<td>{100 * c['rejection_rate']:.1f}%</td><td>{100 * c['quality_rejection_rate']:.1f}%</td></tr>"
+        f"<td>{100 * c['rejection_rate']:.1f}%</td><td>{100 * c['quality_rejection_rate']:.1f}%</td>"
+        f"<td>{100 * c['exposure_rejection_rate']:.1f}%</td></tr>"
         for g, c in groups.items())
     return (f"<table><caption>{html.escape(title)}</caption><tr><th>group</th><th>images</th>"
-            f"<th>rejected</th><th>rejection rate</th><th>quality rejection rate</th></tr>{rows}</table>")
+            f"<th>rejected</th><th>all reasons</th><th>quality (not exposure)</th><th>exposure</th></tr>"
+            f"{rows}</table>")
 
 
 def render_report(summary: dict, examples: dict[str, list[tuple[str, bytes]]] | None = None,
@@ -79,11 +81,17 @@ def render_report(summary: dict, examples: dict[str, list[tuple[str, bytes]]] | 
             else "<p>No rejections.</p>",
             "<p class=note>" + "<br>".join(f"<b>{r}</b>: {html.escape(REASONS[r])}" for r in reasons) + "</p>",
             "<h2>Rejection rate by skin tone</h2>",
-            "<p class=note>Quality rejections exclude duplicates and unreadable inputs: they are the "
-            "part of the filter that could treat skin tones differently.</p><div class=grid>",
-            bar_chart("quality rejection rate by estimated Monk tone", [f"Monk {g}" for g in monk],
+            "<p class=note>Tone is estimated from the pixels (ITA of the median skin colour), so it is "
+            "only meaningful for images with skin. Quality rejections (blur, low information, no skin, "
+            "size) should be flat across tones. Exposure rejections are shown apart: an overexposed photo "
+            "of any skin estimates as light, an underexposed one as dark, so they pile up at the ends by "
+            "construction. Duplicates and unreadable inputs are in neither.</p><div class=grid>",
+            bar_chart("quality (not exposure) rejection rate by estimated Monk tone",
+                      [f"Monk {g}" for g in monk],
                       [100 * c["quality_rejection_rate"] for c in monk.values()], fmt="{:.1f}%", color="#b5744a"),
-            bar_chart("quality rejection rate by ITA category", list(ita),
+            bar_chart("exposure rejection rate by estimated Monk tone", [f"Monk {g}" for g in monk],
+                      [100 * c["exposure_rejection_rate"] for c in monk.values()], fmt="{:.1f}%", color="#8a8a8a"),
+            bar_chart("quality (not exposure) rejection rate by ITA category", list(ita),
                       [100 * c["quality_rejection_rate"] for c in ita.values()], fmt="{:.1f}%", color="#b5744a"),
             "</div><div class=grid>",
             _fairness_table(monk, "by estimated Monk tone"), _fairness_table(ita, "by ITA category"),

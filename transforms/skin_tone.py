@@ -71,25 +71,38 @@ def ita_category(ita: float) -> str:
     return "dark"
 
 
-def nearest_monk(lab_color) -> int:
-    """Monk tone (1-10) nearest to a Lab colour by CIE76 distance."""
-    return int(np.argmin(np.linalg.norm(MONK_LAB - np.asarray(lab_color, np.float32), axis=1))) + 1
+MONK_ITA = np.array([ita_degrees(L, b) for L, _a, b in MONK_LAB])
+
+
+def nearest_monk(ita: float) -> int:
+    """Monk tone (1-10) whose swatch ITA is nearest.
+
+    ITA, an angle combining L* and b*, moves far less with exposure than L*
+    alone: nearest swatch in Lab put slightly under-lit Monk 1-4 skin all on
+    Monk 5, while ITA keeps the tones in order.
+    """
+    return int(np.argmin(np.abs(MONK_ITA - ita))) + 1
 
 
 def monk_group(monk: int) -> str:
     return "light" if monk <= 3 else "medium" if monk <= 6 else "dark"
 
 
-def skin_tone(lab: np.ndarray, mask: np.ndarray, min_pixels: int = 50) -> dict:
+# Below this share of the frame the "skin" pixels are more likely warm objects
+# (wood, sand) than skin, and the tone estimate would describe them.
+MIN_SKIN_FRACTION_FOR_TONE = 0.10
+
+
+def skin_tone(lab: np.ndarray, mask: np.ndarray) -> dict:
     """ITA, its class and the Monk estimate from the median skin colour.
 
     The median resists lesions and specular highlights inside the mask. With
-    fewer than min_pixels skin pixels, all values are None.
+    too little skin in the frame, all values are None.
     """
-    if int(mask.sum()) < min_pixels:
+    if mask.mean() < MIN_SKIN_FRACTION_FOR_TONE:
         return {"ita_deg": None, "ita_category": None, "monk_estimate": None, "monk_group": None}
     median = np.median(lab[mask], axis=0)
     ita = ita_degrees(median[0], median[2])
-    monk = nearest_monk(median)
+    monk = nearest_monk(ita)
     return {"ita_deg": ita, "ita_category": ita_category(ita),
             "monk_estimate": monk, "monk_group": monk_group(monk)}

@@ -23,6 +23,9 @@ HISTOGRAMS = {
     "overexposed_fraction": (0.0, 1.0, 10, None),
 }
 TONE_KEYS = ("ita_category", "monk_estimate", "monk_group")
+# Exposure shifts the tone estimate itself (an overexposed photo of anyone
+# reads as light skin), so its rejections are tallied apart from the others.
+EXPOSURE_REASONS = ("too_dark", "too_bright")
 
 
 def _bin(value, low, high, bins, transform):
@@ -40,7 +43,7 @@ class Summary:
         self.formats = Counter()
         self.scales = Counter()
         self.hist = {k: [0] * v[2] for k, v in HISTOGRAMS.items()}
-        # tone key -> group -> [images, rejected, rejected for image quality]
+        # tone key -> group -> [images, rejected, quality-rejected, exposure-rejected]
         self.tones = {k: {} for k in TONE_KEYS}
 
     def add(self, row: dict) -> "Summary":
@@ -54,12 +57,14 @@ class Summary:
                 self.hist[k][_bin(row[k], *spec)] += 1
         quality = [r for r in row["reasons"]
                    if r not in DUPLICATE_REASONS and r not in INPUT_REASONS]
+        exposure = any(r in EXPOSURE_REASONS for r in quality)
         for k in TONE_KEYS:
             if row.get(k) is not None:
-                cell = self.tones[k].setdefault(str(row[k]), [0, 0, 0])
+                cell = self.tones[k].setdefault(str(row[k]), [0, 0, 0, 0])
                 cell[0] += 1
                 cell[1] += row["status"] == "rejected"
-                cell[2] += bool(quality)
+                cell[2] += bool(quality) and not exposure
+                cell[3] += exposure
         return self
 
     def merge(self, other: "Summary") -> "Summary":
@@ -69,8 +74,8 @@ class Summary:
             self.hist[k] = [a + b for a, b in zip(self.hist[k], other.hist[k])]
         for k in TONE_KEYS:
             for group, cell in other.tones[k].items():
-                mine = self.tones[k].setdefault(group, [0, 0, 0])
-                for i in range(3):
+                mine = self.tones[k].setdefault(group, [0, 0, 0, 0])
+                for i in range(4):
                     mine[i] += cell[i]
         return self
 
@@ -82,9 +87,10 @@ class Summary:
                 f"accounting mismatch: matched {matched} inputs but accepted {accepted} + "
                 f"rejected {rejected} = {accepted + rejected}")
         fairness = {
-            k: {g: {"images": n, "rejected": r, "rejected_quality": q,
-                    "rejection_rate": round(r / n, 4), "quality_rejection_rate": round(q / n, 4)}
-                for g, (n, r, q) in sorted(groups.items(), key=lambda kv: _group_order(kv[0]))}
+            k: {g: {"images": n, "rejected": r, "rejected_quality": q, "rejected_exposure": e,
+                    "rejection_rate": round(r / n, 4), "quality_rejection_rate": round(q / n, 4),
+                    "exposure_rejection_rate": round(e / n, 4)}
+                for g, (n, r, q, e) in sorted(groups.items(), key=lambda kv: _group_order(kv[0]))}
             for k, groups in self.tones.items()}
         return {
             "policy_version": policy_version,
