@@ -25,7 +25,9 @@ def load_features(curated: str) -> dict[str, dict]:
     rows = {}
     for path in sorted(paths):
         with FileSystems.open(path) as f:
-            for row in pq.read_table(f).to_pylist():
+            # use_threads=False: pyarrow's thread pool can abort the process at exit
+            # when Beam is loaded too (seen here about half the time).
+            for row in pq.read_table(f, use_threads=False).to_pylist():
                 rows[row["uri"]] = row
     return rows
 

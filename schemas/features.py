@@ -48,7 +48,7 @@ PIXELS = [
     _F("rms_contrast", pa.float32(), "0-1", "RMS contrast: luminance std / mean (relative, so dark skin is not penalised)"),
     _F("laplacian_var", pa.float32(), "level^2", "variance of the 3x3 Laplacian of 8-bit luminance"),
     _F("tenengrad", pa.float32(), "level^2", "mean squared Sobel gradient magnitude of 8-bit luminance"),
-    _F("sharpness", pa.float32(), "level", "laplacian_var / (mean luminance in levels + 1): detail relative to brightness, the blur test"),
+    _F("sharpness", pa.float32(), "level", "median over 0/45/90/135 degrees of second-difference variance, / (mean luminance in levels + 1): the blur test"),
     _F("entropy", pa.float32(), "bits", "Shannon entropy of the 256-bin luminance histogram"),
     _F("colorfulness", pa.float32(), "Hasler-Susstrunk", "colourfulness metric M (0 = grey)"),
     _F("channel_diff", pa.float32(), "level", "mean absolute difference between colour channels"),

@@ -70,3 +70,18 @@ def load_policy(path: str | None = None) -> QualityPolicy:
         return QualityPolicy.from_dict(json.loads(text))
     except json.JSONDecodeError as e:
         raise ValueError(f"policy file {path} is not valid JSON: {e}") from None
+
+
+def markdown_table(path=DEFAULT_POLICY_PATH) -> str:
+    """The policy's entries, defaults and reasons as a README table."""
+    d = json.loads(pathlib.Path(path).read_text())
+    rows = ["| entry | default | why |", "|---|---|---|"]
+    for key, value in d.items():
+        if isinstance(value, dict) and key != "suppressed_by":
+            defaults = ", ".join(f"{k}={v}" for k, v in value.items() if k != "why")
+            rows.append(f"| `{key}` | {defaults} | {value['why']} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

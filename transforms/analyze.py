@@ -53,9 +53,11 @@ def analyze_image(uri: str, data: bytes, policy: QualityPolicy, *,
     row.update(format=decoded.header.format, width=w, height=h,
                aspect_ratio=min(w, h) / max(w, h), orientation=decoded.header.orientation,
                decode_scale=decoded.scale)
-    row.update(compute_features(decoded.image, policy.analysis_short_side))
+    # One resize to the analysis size serves the features and the thumbnail.
+    analysis = to_analysis_size(decoded.image, policy.analysis_short_side)
+    row.update(compute_features(analysis, policy.analysis_short_side))
     row["grayscale"] = row["channel_diff"] < policy.gray_max_channel_diff
     reasons = quality_reasons(row, policy)
     row.update(status="rejected" if reasons else "accepted", reasons=reasons)
-    thumb = thumbnail_jpeg(decoded.image, thumbnail_px) if thumbnail_px else None
+    thumb = thumbnail_jpeg(analysis, thumbnail_px) if thumbnail_px else None
     return row, thumb

@@ -16,6 +16,7 @@ import posixpath
 import uuid
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 
@@ -29,9 +30,13 @@ def shard_name(prefix: str, index: int, num_shards: int, suffix: str) -> str:
 
 
 def write_atomically(path: str, data: bytes) -> str:
-    """Write to a temporary sibling, then rename into place."""
+    """Write bytes exactly as given to a temporary sibling, then rename into place.
+
+    UNCOMPRESSED matters: Beam otherwise compresses by file suffix, and a
+    .gz payload would be gzipped twice.
+    """
     tmp = posixpath.join(posixpath.dirname(path), f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
-    with FileSystems.create(tmp) as f:
+    with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         f.write(data)
     if FileSystems.exists(path):
         FileSystems.delete([path])

@@ -46,9 +46,8 @@ def _monk_lab() -> np.ndarray:
 MONK_LAB = _monk_lab()
 
 
-def skin_mask(lab: np.ndarray) -> np.ndarray:
-    """Boolean mask of skin-coloured pixels from a lab_float() image."""
-    L, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
+def is_skin_colour(L: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The skin rule on L* (0-100), a*, b* (centred) arrays."""
     chroma = np.hypot(a, b)
     hue = np.degrees(np.arctan2(b, a))
     weak = chroma < WEAK_CHROMA
@@ -57,6 +56,34 @@ def skin_mask(lab: np.ndarray) -> np.ndarray:
     return ((hue >= lo) & (hue <= hi)
             & (chroma >= CHROMA_MIN) & (chroma <= CHROMA_MAX)
             & (L >= L_MIN) & (L <= L_MAX))
+
+
+def _ab_table() -> np.ndarray:
+    # OpenCV's 8-bit Lab has only 256 x 256 (a, b) pairs: evaluate the hue and
+    # chroma rule once for each, so per-pixel work is a table lookup.
+    a, b = np.meshgrid(np.arange(256) - 128.0, np.arange(256) - 128.0, indexing="ij")
+    return is_skin_colour(np.full_like(a, 50.0), a, b)
+
+
+_SKIN_AB = _ab_table().ravel()
+_L8_MIN, _L8_MAX = int(np.ceil(L_MIN * 2.55)), int(np.floor(L_MAX * 2.55))
+
+
+def lab8(image_bgr: np.ndarray) -> np.ndarray:
+    """OpenCV 8-bit Lab: L = L* x 2.55, a = a* + 128, b = b* + 128."""
+    return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2Lab)
+
+
+def skin_mask(lab: np.ndarray) -> np.ndarray:
+    """Boolean mask of skin-coloured pixels from an 8-bit lab8() image."""
+    L = lab[..., 0]
+    ab = (lab[..., 1].astype(np.uint16) << 8) | lab[..., 2]
+    return _SKIN_AB[ab] & (L >= _L8_MIN) & (L <= _L8_MAX)
+
+
+def _median_u8(values: np.ndarray) -> float:
+    cdf = np.cumsum(np.bincount(values, minlength=256))
+    return float(np.searchsorted(cdf, (cdf[-1] + 1) // 2))
 
 
 def ita_degrees(L_star: float, b_star: float) -> float:
@@ -96,13 +123,15 @@ MIN_SKIN_FRACTION_FOR_TONE = 0.10
 def skin_tone(lab: np.ndarray, mask: np.ndarray) -> dict:
     """ITA, its class and the Monk estimate from the median skin colour.
 
-    The median resists lesions and specular highlights inside the mask. With
-    too little skin in the frame, all values are None.
+    lab is a lab8() image. The medians of L* and b* over the mask resist
+    lesions and specular highlights. With too little skin in the frame, all
+    values are None.
     """
     if mask.mean() < MIN_SKIN_FRACTION_FOR_TONE:
         return {"ita_deg": None, "ita_category": None, "monk_estimate": None, "monk_group": None}
-    median = np.median(lab[mask], axis=0)
-    ita = ita_degrees(median[0], median[2])
+    L_star = _median_u8(lab[..., 0][mask]) / 2.55
+    b_star = _median_u8(lab[..., 2][mask]) - 128.0
+    ita = ita_degrees(L_star, b_star)
     monk = nearest_monk(ita)
     return {"ita_deg": ita, "ita_category": ita_category(ita),
             "monk_estimate": monk, "monk_group": monk_group(monk)}
