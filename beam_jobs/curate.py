@@ -15,9 +15,10 @@ import sys
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import StandardOptions
 
 from beam_jobs.cli import UsageError, main
+from beam_jobs.options import SharedOptions
 from schemas import features as F
 from schemas.policy import load_policy
 from transforms.analyze_step import AnalyzeImages
@@ -30,16 +31,17 @@ from transforms.summary import SummarizeRows
 MARKER = "_SUCCESS"
 
 
-class CurateOptions(PipelineOptions):
-    """Options of the curate job (also the Flex Template's parameters)."""
+class CurateOptions(SharedOptions):
+    """Options of the curate job (also the Flex Template's parameters).
+
+    Also --output (features, dead letters, summary, report), --scin_cases and
+    --image_root from SharedOptions.
+    """
 
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--input", help="Glob of image files, local or gs:// (e.g. gs://bucket/uploads/**).")
         parser.add_argument("--manifest", help="CSV (header with uri[,image_id][,case_id]) or JSONL listing image URIs.")
-        parser.add_argument("--scin_cases", help="SCIN scin_cases.csv; its image_{1,2,3}_path are resolved against --image_root.")
-        parser.add_argument("--image_root", help="Root that SCIN image paths are relative to (local dir or gs:// prefix).")
-        parser.add_argument("--output", help="Output directory (local or gs://) for features, dead letters, summary and report.")
         parser.add_argument("--policy", help="Quality policy JSON (default: the packaged schemas/quality_policy.json).")
         parser.add_argument("--analysis_size", type=int, help="Override the policy's analysis short side, in pixels.")
         parser.add_argument("--dup_radius", type=int, help="Override the near-duplicate pHash Hamming radius (bits).")

@@ -39,3 +39,22 @@ def gcs_sample(gcs_emulator, sample_dir):
     """The sample set uploaded to gs://skin-uploads/ (dataset/... and ground_truth.csv)."""
     gcs_emulator.upload_tree(sample_dir, SAMPLE_BUCKET)
     return f"gs://{SAMPLE_BUCKET}"
+
+
+@pytest.fixture(scope="session")
+def labelled(tmp_path_factory):
+    """A held-out labelled set (the policy was calibrated on another seed)."""
+    from beam_jobs.sample_data import generate
+    root = tmp_path_factory.mktemp("labelled")
+    generate(root, cases=300, seed=2026)
+    return root
+
+
+@pytest.fixture(scope="session")
+def curated(labelled, tmp_path_factory):
+    """curate's output over the labelled set."""
+    from beam_jobs import curate
+    out = tmp_path_factory.mktemp("curated")
+    curate.run(["--scin_cases", str(labelled / "dataset" / "scin_cases.csv"),
+                "--image_root", str(labelled), "--output", str(out)])
+    return out

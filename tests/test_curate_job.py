@@ -1,0 +1,203 @@
+"""The curate job end to end on DirectRunner: accuracy, accounting, determinism,
+gs:// through the emulator, every malformed upload kind, one-line errors."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from beam_jobs import curate
+from beam_jobs.cli import main
+from schemas.features import DEAD_LETTER_FIELDS
+from beam_jobs.evaluate_curate import evaluate, format_report, load_features
+from test_image_header import crafted_jpeg, crafted_png, isobmff
+
+ESSENTIAL = ["uri", "status", "reasons", "width", "height", "cluster_id"]
+
+
+def run_curate(*args):
+    curate.run(list(args))
+
+
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_every_image_has_one_row_with_the_essential_columns(labelled, curated):
+    truth = list(csv.DictReader(open(labelled / "ground_truth.csv")))
+    rows = load_features(str(curated))
+    assert len(rows) == len(truth)
+    table = pq.read_table(next((curated / "features").glob("*.parquet")), use_threads=False)
+    assert set(ESSENTIAL) <= set(table.column_names)
+    for row in rows.values():
+        assert row["status"] in ("accepted", "rejected")
+        assert (row["status"] == "accepted") == (row["reasons"] == [])
+        assert row["cluster_id"]
+        if row["format"] is not None and row["width"]:
+            assert row["width"] > 0 and row["height"] > 0
+
+
+def test_accuracy_and_fairness_against_ground_truth(labelled, curated):
+    truth = list(csv.DictReader(open(labelled / "ground_truth.csv")))
+    result = evaluate(load_features(str(curated)), truth, str(labelled))
+    print(format_report(result))
+    assert not result["not_in_output"]
+    expected = {"empty", "unreadable", "unsupported_format", "too_dark", "too_bright", "blurry",
+                "low_information", "no_skin", "exact_duplicate", "near_duplicate"}
+    assert expected <= result["per_reason"].keys()
+    for reason, m in result["per_reason"].items():
+        assert m["precision"] >= 0.95 and m["recall"] >= 0.95, (reason, m)
+    assert len(result["defect_free_rejection_by_monk"]) == 10
+    assert result["fairness_spread_pp"] <= 2.0
+
+
+def test_outputs_account_for_every_input(curated):
+    summary = json.loads((curated / "summary.json").read_text())
+    rows = load_features(str(curated))
+    assert summary["matched"] == len(rows) == summary["accepted"] + summary["rejected"]
+    assert summary["accounting_ok"] is True
+    dead = [json.loads(l) for f in (curated / "dead_letters").glob("*.jsonl") for l in f.read_text().splitlines()]
+    assert len(dead) == summary["rejected"]
+    for d in dead:  # reasons and error text only: never image content
+        assert d["reasons"] and set(d) == set(DEAD_LETTER_FIELDS)
+        assert len(json.dumps(d)) < 2000
+    assert sum(summary["reasons"].values()) >= summary["rejected"]
+    monk = summary["fairness"]["monk_estimate"]
+    assert set(monk) <= {str(i) for i in range(1, 11)} and len(monk) >= 8
+    assert set(summary["fairness"]["ita_category"]) <= {"very_light", "light", "intermediate", "tan", "brown", "dark"}
+    assert json.loads((curated / "_SUCCESS").read_text())["matched"] == summary["matched"]
+    html = (curated / "report.html").read_text()
+    assert html.count("<svg") >= 8 and "data:image/jpeg;base64," in html and "Monk" in html
+
+
+def test_duplicates_point_at_a_kept_member_of_their_cluster(curated):
+    rows = load_features(str(curated))
+    dups = [r for r in rows.values() if r["duplicate_of"]]
+    assert dups
+    for r in dups:
+        keeper = rows[r["duplicate_of"]]
+        assert keeper["cluster_id"] == r["cluster_id"] and not keeper["duplicate_of"]
+
+
+def test_rerun_into_the_same_output_gives_identical_bytes(labelled, curated, tmp_path):
+    before = _files(curated)
+    run_curate("--scin_cases", str(labelled / "dataset" / "scin_cases.csv"),
+               "--image_root", str(labelled), "--output", str(curated))
+    assert _files(curated) == before
+
+
+def test_gcs_input_and_output_through_the_emulator(gcs_sample, gcs_emulator, sample_dir, tmp_path):
+    gcs_emulator.create_bucket("curate-out")
+    run_curate("--input", f"{gcs_sample}/dataset/images/*.jpg", "--output", "gs://curate-out/run1")
+    bucket = gcs_emulator.client().bucket("curate-out")
+    summary = json.loads(bucket.blob("run1/summary.json").download_as_text())
+    n_images = len(list((sample_dir / "dataset" / "images").iterdir()))
+    assert summary["matched"] == n_images == summary["accepted"] + summary["rejected"]
+    names = {b.name for b in bucket.list_blobs(prefix="run1/")}
+    assert {"run1/_SUCCESS", "run1/report.html", "run1/features/features-00000-of-00001.parquet"} <= names
+    assert not [n for n in names if ".tmp-" in n]
+
+
+def _skin_photo(w=400, h=300):
+    rng = np.random.default_rng(4)
+    base = np.array([150, 110, 90], np.float32)  # RGB, Monk ~6
+    img = base + rng.normal(0, 14, (h, w, 3)) + np.linspace(-20, 20, w)[None, :, None]
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def _save(img, fmt, **kw):
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def malformed_corpus() -> dict[str, tuple[bytes, str]]:
+    """file name -> (bytes, expectation): a reason code, or 'decoded:<format>'."""
+    p = _skin_photo()
+    good_jpeg = _save(p, "JPEG", quality=90)
+    frames = [_skin_photo(), _skin_photo().transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    gif = io.BytesIO()
+    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    arr16 = (np.asarray(p.convert("L"), np.uint16) * 257)
+    return {
+        "truncated.jpg": (good_jpeg[: len(good_jpeg) // 2], "unreadable"),
+        "zero.jpg": (b"", "empty"),
+        "page.jpg": (b"<!DOCTYPE html><html><body>403 Forbidden</body></html>", "unsupported_format"),
+        "png_named.jpg": (_save(p, "PNG"), "decoded:png"),
+        "cmyk.jpg": (_save(p.convert("CMYK"), "JPEG"), "decoded:jpeg"),
+        "sixteen.png": (_save(Image.fromarray(arr16), "PNG"), "decoded:png"),
+        "palette.png": (_save(p.convert("P"), "PNG"), "decoded:png"),
+        "rgba.png": (_save(p.convert("RGBA"), "PNG"), "decoded:png"),
+        "gray.jpg": (_save(p.convert("L"), "JPEG"), "decoded:jpeg"),
+        "progressive.jpg": (_save(p, "JPEG", progressive=True), "decoded:jpeg"),
+        "photo.webp": (_save(p, "WEBP"), "decoded:webp"),
+        "anim.gif": (gif.getvalue(), "decoded:gif"),
+        "photo.heic": (isobmff(b"heic", [b"mif1", b"heic"]), "unsupported_format"),
+        "bomb.png": (crafted_png(100_000, 100_000), "too_large"),
+        "bomb.jpg": (crafted_jpeg(60_000, 60_000), "too_large"),
+    }
+
+
+def test_every_malformed_upload_is_decoded_or_rejected_with_a_reason(tmp_path):
+    corpus = malformed_corpus()
+    src = tmp_path / "uploads"
+    src.mkdir()
+    for name, (data, _) in corpus.items():
+        (src / name).write_bytes(data)
+    out = tmp_path / "out"
+    run_curate("--input", str(src / "*"), "--output", str(out))
+    rows = {r["uri"].rsplit("/", 1)[1]: r for r in load_features(str(out)).values()}
+    assert rows.keys() == corpus.keys()
+    for name, (_, expect) in corpus.items():
+        row = rows[name]
+        if expect.startswith("decoded:"):
+            assert row["format"] == expect.split(":")[1], (name, row["format"], row["error"])
+            assert (row["width"], row["height"]) == (400, 300), name
+            assert row["brightness_mean"] is not None and row["error"] is None, name
+        else:
+            assert row["reasons"] == [expect], (name, row["reasons"], row["error"])
+            assert row["error"], name
+    assert rows["gray.jpg"]["grayscale"] is True and rows["photo.webp"]["grayscale"] is False
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["matched"] == len(corpus) == summary["accepted"] + summary["rejected"]
+
+
+def test_manifest_with_missing_and_repeated_uris(tmp_path, sample_dir):
+    images = sorted((sample_dir / "dataset" / "images").glob("*.jpg"))[:3]
+    manifest = tmp_path / "m.csv"
+    lines = ["uri,case_id"] + [f"{p},c1" for p in images] + [f"{images[0]},c1", f"{tmp_path}/nope.jpg,c2"]
+    manifest.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    run_curate("--manifest", str(manifest), "--output", str(out))
+    rows = load_features(str(out))
+    assert len(rows) == 4  # three images once each, plus the missing one
+    assert rows[f"{tmp_path}/nope.jpg"]["reasons"] == ["missing"]
+    assert {r["case_id"] for r in rows.values()} == {"c1", "c2"}
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give at least one of --input, --manifest, --scin_cases"),
+    (["--input", "/nonexistent/dir/*.jpg", "--output", "/tmp/x"], "matched no files"),
+    (["--scin_cases", "x.csv", "--output", "/tmp/x"], "--scin_cases needs --image_root"),
+    (["--input", "/tmp/*", "--output", "/tmp/x", "--dup_radius", "-1"], "--dup_radius must be positive"),
+    (["--input", "/tmp/*", "--output", "/tmp/x", "--policy", "/nonexistent.json"], "cannot read policy file"),
+])
+def test_bad_arguments_give_one_line_errors(args, message, capsys):
+    assert main(curate.run, args, prog="curate") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("curate: error:") and message in err and "\n" not in err
+
+
+def test_cli_entry_point_exits_2_without_traceback():
+    proc = subprocess.run([sys.executable, "-m", "beam_jobs.curate", "--input", "/nonexistent/*.jpg",
+                           "--output", "/tmp/x"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "curate: error: --input /nonexistent/*.jpg matched no files"
