@@ -23,6 +23,10 @@ FITZPATRICK_DERM = ("dermatologist_fitzpatrick_skin_type_label_1",
                     "dermatologist_fitzpatrick_skin_type_label_2",
                     "dermatologist_fitzpatrick_skin_type_label_3")
 REQUIRED_CASE_COLUMNS = (CASE_ID,) + IMAGE_PATH_COLUMNS
+REQUIRED_LABEL_COLUMNS = (CASE_ID, LABEL_NAMES, WEIGHTED_LABEL)
+BODY_PARTS = ("head_or_neck", "arm", "palm", "back_of_hand", "torso_front", "torso_back",
+              "genitalia_or_groin", "buttocks", "leg", "foot_top_or_side", "foot_sole", "other")
+BODY_PART_COLUMNS = tuple(f"body_parts_{b}" for b in BODY_PARTS)
 
 
 def read_csv_rows(text: str, required: tuple[str, ...], source: str) -> list[dict]:

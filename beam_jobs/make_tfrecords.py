@@ -1,0 +1,267 @@
+"""make_tfrecords: accepted images + labels -> leak-free splits -> tf.Transform -> TFRecords.
+
+    curate features (accepted) + labels (SCIN cases+labels | image_uri,label[,group_id] CSV)
+      -> JoinLabels          align by uri; unusable images become dead letters with a reason
+      -> rare classes        merged into 'other' (or dropped) below --min_class_count
+      -> AssignSplits        hash of the group key; duplicate clusters keep groups together
+      -> PreprocessImages    one decode at DCT scale, crop, resize, JPEG (no EXIF)
+      -> tf.Transform        analyze on train only, transform every split
+      -> {split}-SSSSS-of-NNNNN.tfrecord[.gz], transform_fn/, transformed_metadata/,
+         dataset_info.json, dead_letters/, _SUCCESS
+
+Run: python -m beam_jobs.make_tfrecords --curated CURATE_OUT --scin_cases C --scin_labels L
+         --image_root ROOT --output DIR [--image_size 224]
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter, defaultdict
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import StandardOptions
+
+from beam_jobs.cli import UsageError, main
+from beam_jobs.options import SharedOptions
+from schemas import examples as E
+from schemas import scin
+from schemas.policy import load_policy
+from transforms.example_step import PreprocessImages, record_batch_examples, to_example
+from transforms.label_join import DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords, dead_letter
+from transforms.sharded_write import WriteSortedShards, jsonl_encoder, write_atomically
+from transforms.split_step import UNLABELED, AssignSplits
+from transforms.splits import SPLITS, parse_fractions
+from transforms.tfrecords import WriteTFRecordShards
+
+MARKER = "_SUCCESS"
+OTHER = "other"
+
+
+class MakeTFRecordsOptions(SharedOptions):
+    """Options of the make_tfrecords job (also the Flex Template's parameters).
+
+    Also --output (TFRecords, transform_fn, dataset_info.json), --scin_cases
+    (with --scin_labels) and --image_root from SharedOptions.
+    """
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--curated", help="Output directory of the curate job (its features/ are read).")
+        parser.add_argument("--scin_labels", help="SCIN scin_labels.csv, joined to the cases on case_id.")
+        parser.add_argument("--labels_csv", help="Plain labels CSV with columns image_uri,label[,group_id] (instead of SCIN).")
+        parser.add_argument("--image_size", type=int, default=224, help="Side of the square model input, pixels.")
+        parser.add_argument("--crop_fraction", type=float, default=0.875, help="Centre crop as a fraction of the short side.")
+        parser.add_argument("--jpeg_quality", type=int, default=90, help="JPEG quality of the stored images (1-100).")
+        parser.add_argument("--split_fractions", default="0.8,0.1,0.1", help="train,validation,test fractions summing to 1.")
+        parser.add_argument("--min_class_count", type=int, default=5, help="Classes with fewer labelled images are rare.")
+        parser.add_argument("--rare_classes", default="other", choices=["other", "drop"], help="Merge rare classes into 'other', or drop them.")
+        parser.add_argument("--min_label_weight", type=float, default=0.0, help="Minimum weight of the top weighted_skin_condition_label.")
+        parser.add_argument("--keep_unlabeled", action="store_true", default=False, help="Write unlabeled images to an 'unlabeled' split.")
+        parser.add_argument("--target_shard_mb", type=float, default=150.0, help="Target TFRecord shard size in MB (at least one shard per split).")
+        parser.add_argument("--compression", default="gzip", choices=["gzip", "none"], help="TFRecord compression.")
+
+
+def validate(o: MakeTFRecordsOptions) -> dict:
+    """One-line UsageError for bad options; returns the split fractions."""
+    if not o.curated or not o.output:
+        raise UsageError("--curated and --output are required")
+    if bool(o.labels_csv) == bool(o.scin_cases or o.scin_labels):
+        raise UsageError("give either --scin_cases with --scin_labels, or --labels_csv")
+    if (o.scin_cases or o.scin_labels) and not (o.scin_cases and o.scin_labels):
+        raise UsageError("--scin_cases and --scin_labels go together")
+    if o.scin_cases and not o.image_root:
+        raise UsageError("--image_root is required to resolve SCIN image paths")
+    if not 32 <= o.image_size <= 1024:
+        raise UsageError(f"--image_size {o.image_size} must be between 32 and 1024")
+    if not 0.1 <= o.crop_fraction <= 1.0:
+        raise UsageError(f"--crop_fraction {o.crop_fraction} must be in [0.1, 1]")
+    if not 1 <= o.jpeg_quality <= 100:
+        raise UsageError(f"--jpeg_quality {o.jpeg_quality} must be in 1..100")
+    if o.min_class_count < 1 or o.target_shard_mb <= 0:
+        raise UsageError("--min_class_count and --target_shard_mb must be positive")
+    try:
+        return parse_fractions(o.split_fractions)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def check_inputs(o: MakeTFRecordsOptions) -> None:
+    """Local runs: fail in one line on missing files or wrong label columns."""
+    features = FileSystems.join(o.curated, "features", "*.parquet")
+    if not FileSystems.match([features], limits=[1])[0].metadata_list:
+        raise UsageError(f"--curated {o.curated}: no features/*.parquet (is it a curate output?)")
+    required = ([("scin_cases", o.scin_cases, scin.REQUIRED_CASE_COLUMNS),
+                 ("scin_labels", o.scin_labels, scin.REQUIRED_LABEL_COLUMNS)] if o.scin_cases
+                else [("labels_csv", o.labels_csv, ("image_uri", "label"))])
+    for flag, path, columns in required:
+        try:
+            with FileSystems.open(path) as f:
+                header = f.readline().decode("utf-8-sig").strip()
+        except Exception as e:
+            raise UsageError(f"--{flag} {path}: cannot read: {type(e).__name__}") from None
+        missing = [c for c in columns if c not in [h.strip() for h in header.split(",")]]
+        if missing:
+            raise UsageError(f"--{flag} {path}: missing column(s) {', '.join(missing)}")
+
+
+def _relabel(record, counts, min_count, policy):
+    label = record["label"]
+    if label is None or counts.get(label, 0) >= min_count:
+        yield record
+    elif policy == "other":
+        yield dict(record, label=OTHER, original_label=label)
+    else:
+        yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
+            record["uri"], "rare_class", f"class {label!r} has {counts[label]} < {min_count} images",
+            record["case_id"]))
+
+
+def _monk_group(tone: int) -> str:
+    return "unknown" if tone < 1 else "light" if tone <= 3 else "medium" if tone <= 6 else "dark"
+
+
+def _finalize(_, output, compression, class_counts, min_count, rare_policy, cells, shards,
+              dead_counts, sources, published):
+    """dataset_info.json (counts, shards, vocab, class weights), then the marker."""
+    import tensorflow_transform as tft
+    vocab = [v.decode() for v in tft.TFTransformOutput(output).vocabulary_by_name(E.LABEL_VOCAB)]
+    splits = {s: {"examples": 0, "shards": [], "by_class": Counter(), "by_monk_group": Counter(),
+                  "by_class_and_monk_group": defaultdict(Counter)} for s in SPLITS}
+    for (split, label, group), n in cells:
+        s = splits.setdefault(split, {"examples": 0, "shards": [], "by_class": Counter(),
+                                      "by_monk_group": Counter(), "by_class_and_monk_group": defaultdict(Counter)})
+        s["examples"] += n
+        s["by_class"][label] += n
+        s["by_monk_group"][group] += n
+        s["by_class_and_monk_group"][label][group] += n
+    for split, index, num, count, name in sorted(shards):
+        splits[split]["shards"].append({"file": name, "index": index, "of": num, "examples": count})
+    train = splits["train"]["by_class"]
+    n_train, n_classes = sum(train.values()), max(1, len(train))
+    info = {
+        "compression": compression,
+        "label_vocabulary": vocab,
+        "class_weights": {c: round(n_train / (n_classes * train[c]), 6) for c in sorted(train)},
+        "rare_classes": {"min_class_count": min_count, "policy": rare_policy,
+                         "classes": {c: n for c, n in sorted(class_counts.items()) if n < min_count}},
+        "missing_from": {s: sorted(set(train) - set(splits[s]["by_class"])) for s in ("validation", "test")},
+        "dead_letters": dict(sorted(dead_counts)),
+        "splits": {s: {"examples": v["examples"], "shards": v["shards"],
+                       "by_class": dict(sorted(v["by_class"].items())),
+                       "by_monk_group": dict(sorted(v["by_monk_group"].items())),
+                       "by_class_and_monk_group": {c: dict(sorted(g.items()))
+                                                   for c, g in sorted(v["by_class_and_monk_group"].items())}}
+                   for s, v in splits.items()},
+        "sources": sources,
+    }
+    write_atomically(FileSystems.join(output, "dataset_info.json"),
+                     json.dumps(info, indent=2, sort_keys=True).encode())
+    tmp = FileSystems.join(output, "tmp")
+    if FileSystems.exists(tmp):
+        FileSystems.delete([tmp])  # tf.Transform's scratch space
+    write_atomically(FileSystems.join(output, MARKER),
+                     json.dumps({s: v["examples"] for s, v in info["splits"].items()}, sort_keys=True).encode())
+    return info
+
+
+def _versions(o) -> dict:
+    import apache_beam
+    import tensorflow_transform
+    return {"curated": o.curated, "labels": o.labels_csv or [o.scin_cases, o.scin_labels],
+            "image_size": o.image_size, "crop_fraction": o.crop_fraction, "jpeg_quality": o.jpeg_quality,
+            "split_fractions": o.split_fractions, "apache_beam": apache_beam.__version__,
+            "tensorflow_transform": tensorflow_transform.__version__}
+
+
+def build_pipeline(o: MakeTFRecordsOptions, fractions: dict) -> beam.Pipeline:
+    """The make_tfrecords pipeline, constructed but not run."""
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import schema_utils
+    from tfx_bsl.public import tfxio
+
+    from transforms.tft_preprocessing import preprocessing_fn
+
+    out = o.output
+    max_pixels = load_policy().max_pixels
+    p = beam.Pipeline(options=o)
+    curated = p | "ReadCurated" >> ReadCuratedRows(o.curated)
+    labels = p | "ReadLabels" >> ReadLabelRecords(o.image_root, o.scin_cases, o.scin_labels, o.labels_csv,
+                                                  o.min_label_weight)
+    joined = (curated, labels.records) | "JoinLabels" >> JoinLabels(o.keep_unlabeled)
+
+    class_counts = (joined.records
+                    | "Labels" >> beam.FlatMap(lambda r: [r["label"]] if r["label"] else [])
+                    | "CountPerClass" >> beam.combiners.Count.PerElement()
+                    | "ClassCounts" >> beam.combiners.ToDict())
+    kept = joined.records | "RareClasses" >> beam.FlatMap(
+        _relabel, counts=beam.pvalue.AsSingleton(class_counts), min_count=o.min_class_count,
+        policy=o.rare_classes).with_outputs(DEAD, main="records")
+    split_records = kept.records | "AssignSplits" >> AssignSplits(fractions)
+    examples = split_records | "PreprocessImages" >> PreprocessImages(
+        o.image_size, o.crop_fraction, o.jpeg_quality, max_pixels)
+
+    schema = schema_utils.schema_from_feature_spec(E.raw_feature_spec())
+    coder = tfxio.TFExampleBeamRecord(physical_format="inmem", telemetry_descriptors=["skin"], schema=schema)
+    split_names = list(SPLITS) + ([UNLABELED] if o.keep_unlabeled else [])
+    by_split = {}
+    for s in split_names:
+        by_split[s] = (examples.examples
+                       | f"Only{s.title()}" >> beam.Filter(lambda e, s=s: e["split"] == s)
+                       | f"Serialize{s.title()}" >> beam.Map(to_example)
+                       | f"Batches{s.title()}" >> coder.BeamSource())
+    with tft_beam.Context(temp_dir=FileSystems.join(out, "tmp")):
+        transform_fn = ((by_split["train"], coder.TensorAdapterConfig())
+                        | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(preprocessing_fn))
+        transformed = []
+        for s in split_names:
+            batches, _ = (((by_split[s], coder.TensorAdapterConfig()), transform_fn)
+                          | f"Transform{s.title()}" >> tft_beam.TransformDataset(output_record_batches=True))
+            transformed.append(batches | f"Examples{s.title()}" >> beam.FlatMap(record_batch_examples, s))
+        published = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out)
+
+    shards = (transformed
+              | "AllSplits" >> beam.Flatten()
+              | "WriteTFRecords" >> WriteTFRecordShards(out, int(o.target_shard_mb * 1e6), o.compression == "gzip"))
+    dead = ((labels[DEAD], joined[DEAD], kept[DEAD], examples[DEAD])
+            | "AllDeadLetters" >> beam.Flatten())
+    _ = dead | "WriteDeadLetters" >> WriteSortedShards(
+        FileSystems.join(out, "dead_letters"), "dead_letters", ".jsonl", jsonl_encoder(),
+        key_fn=lambda d: f"{d['uri']}|{d['reason']}")
+    cells = (examples.examples
+             | "Cells" >> beam.Map(lambda e: (e["split"], e["label"], _monk_group(e["monk_us"])))
+             | "CountCells" >> beam.combiners.Count.PerElement()
+             | "AllCells" >> beam.combiners.ToList())
+    dead_counts = (dead
+                   | "DeadReasons" >> beam.Map(lambda d: d["reason"])
+                   | "CountDead" >> beam.combiners.Count.PerElement()
+                   | "AllDeadCounts" >> beam.combiners.ToList())
+    _ = (p
+         | "FinalizeStart" >> beam.Create([None])
+         | "Finalize" >> beam.Map(
+             _finalize, output=out, compression=o.compression, min_count=o.min_class_count,
+             rare_policy=o.rare_classes, sources=_versions(o),
+             class_counts=beam.pvalue.AsSingleton(class_counts),
+             cells=beam.pvalue.AsSingleton(cells), shards=beam.pvalue.AsList(shards),
+             dead_counts=beam.pvalue.AsSingleton(dead_counts), published=beam.pvalue.AsList(published)))
+    return p
+
+
+def run(argv=None):
+    """Parse argv, validate, build and run make_tfrecords; returns the result."""
+    options = MakeTFRecordsOptions(argv)
+    fractions = validate(options)
+    runner = str(options.view_as(StandardOptions).runner or "")
+    if "Dataflow" not in runner:
+        check_inputs(options)
+    result = build_pipeline(options, fractions).run()
+    result.wait_until_finish()
+    if "Dataflow" not in runner:
+        print(f"make_tfrecords: done. {FileSystems.join(options.output, 'dataset_info.json')}", file=sys.stderr)
+    return result
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main(run, prog="make_tfrecords"))

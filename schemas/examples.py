@@ -1,0 +1,82 @@
+"""The training-example contract: raw and transformed features, and a reader.
+
+RAW_FEATURE_SPEC is what make_tfrecords feeds tf.Transform; the TFRecords on
+disk hold the transformed features (TRANSFORMED_FEATURE_SPEC, also saved by
+tf.Transform as transformed_metadata/ beside the data). read_split() is the
+one way a trainer or test reads a split back.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from schemas.scin import BODY_PARTS
+
+# Quality features carried from curate and z-scored with train statistics.
+NUMERIC = ("brightness_mean", "sharpness", "entropy", "colorfulness", "skin_fraction", "ita_deg")
+# Categorical metadata mapped to integer ids by vocabularies built on train.
+CATEGORICAL = ("fitzpatrick_self", "fitzpatrick_derm", "age_group", "sex_at_birth", "shot_type")
+# Kept as they are (ids for tracing, Monk labels for fairness slicing).
+PASSTHROUGH_STR = ("key", "image", "label", "split", "case_id", "group_id", "uri")
+PASSTHROUGH_INT = ("monk_us", "monk_india")
+LABEL_VOCAB = "label"
+UNKNOWN_ID = -1  # label/categorical value not in the train vocabulary
+
+
+def raw_feature_spec() -> dict:
+    import tensorflow as tf
+    spec = {k: tf.io.FixedLenFeature([], tf.string) for k in PASSTHROUGH_STR + CATEGORICAL}
+    spec.update({k: tf.io.FixedLenFeature([], tf.int64) for k in PASSTHROUGH_INT})
+    spec.update({k: tf.io.FixedLenFeature([], tf.float32) for k in NUMERIC})
+    spec["body_parts"] = tf.io.FixedLenFeature([len(BODY_PARTS)], tf.float32)
+    return spec
+
+
+def transformed_feature_spec() -> dict:
+    import tensorflow as tf
+    spec = {k: tf.io.FixedLenFeature([], tf.string) for k in PASSTHROUGH_STR}
+    spec.update({k: tf.io.FixedLenFeature([], tf.int64) for k in PASSTHROUGH_INT})
+    spec["label_id"] = tf.io.FixedLenFeature([], tf.int64)
+    spec.update({f"{k}_id": tf.io.FixedLenFeature([], tf.int64) for k in CATEGORICAL})
+    spec.update({f"{k}_z": tf.io.FixedLenFeature([], tf.float32) for k in NUMERIC})
+    spec["body_parts"] = tf.io.FixedLenFeature([len(BODY_PARTS)], tf.float32)
+    return spec
+
+
+def dataset_info(dataset_dir: str) -> dict:
+    import tensorflow as tf
+    with tf.io.gfile.GFile(os.path.join(dataset_dir, "dataset_info.json")) as f:
+        return json.load(f)
+
+
+def split_files(dataset_dir: str, split: str) -> list[str]:
+    """The split's shard paths, in shard order, from dataset_info.json."""
+    info = dataset_info(dataset_dir)
+    return [os.path.join(dataset_dir, s["file"]) for s in info["splits"][split]["shards"]]
+
+
+def decode_image(jpeg):
+    """The one decode the trainer and the scorer both use (same op, same bytes)."""
+    import tensorflow as tf
+    return tf.io.decode_jpeg(jpeg, channels=3)
+
+
+def read_split(dataset_dir: str, split: str, batch_size: int | None = None,
+               shuffle_buffer: int = 0, seed: int = 0):
+    """tf.data of (features, label_id) with features['image'] decoded to uint8 RGB."""
+    import tensorflow as tf
+    info = dataset_info(dataset_dir)
+    files = split_files(dataset_dir, split)
+    compression = "GZIP" if info["compression"] == "gzip" else ""
+    spec = transformed_feature_spec()
+
+    def parse(record):
+        ex = tf.io.parse_single_example(record, spec)
+        ex["image"] = decode_image(ex["image"])
+        return ex, ex["label_id"]
+
+    ds = tf.data.TFRecordDataset(files, compression_type=compression)
+    if shuffle_buffer:
+        ds = ds.shuffle(shuffle_buffer, seed=seed)
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size) if batch_size else ds

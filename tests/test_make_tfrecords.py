@@ -1,0 +1,171 @@
+"""make_tfrecords end to end: read back, leakage, determinism, a trainer, bad input."""
+from __future__ import annotations
+
+import ast
+import csv
+import json
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from beam_jobs import make_tfrecords
+from beam_jobs.cli import main
+from beam_jobs.evaluate_curate import load_features
+from schemas.examples import dataset_info, read_split
+from transforms.inputs import join_root
+from transforms.splits import component_split, split_of
+
+
+def _args(labelled, curated, out, *extra):
+    ds = labelled / "dataset"
+    return ["--curated", str(curated), "--scin_cases", str(ds / "scin_cases.csv"),
+            "--scin_labels", str(ds / "scin_labels.csv"), "--image_root", str(labelled),
+            "--output", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def tfrecords(labelled, curated, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tfrecords")
+    make_tfrecords.run(_args(labelled, curated, out, "--image_size", "96"))
+    return out
+
+
+def _expected_labelled_accepted(labelled, curated):
+    """Independently: accepted by curate and labelled per the SCIN label rule."""
+    ds = labelled / "dataset"
+    labels = {r["case_id"]: r for r in csv.DictReader(open(ds / "scin_labels.csv"))}
+    rows = load_features(str(curated))
+    expected = {}
+    for case in csv.DictReader(open(ds / "scin_cases.csv")):
+        lab = labels.get(case["case_id"], {})
+        weighted = ast.literal_eval(lab.get("weighted_skin_condition_label") or "{}")
+        names = ast.literal_eval(lab.get("dermatologist_skin_condition_on_label_name") or "[]")
+        label = max(sorted(weighted), key=lambda k: weighted[k]) if weighted else (names[0] if names else None)
+        for i in (1, 2, 3):
+            path = case[f"image_{i}_path"]
+            uri = join_root(str(labelled), path) if path else None
+            if uri and label and rows[uri]["status"] == "accepted":
+                expected[uri] = (label, case["case_id"], rows[uri]["cluster_id"])
+    return expected
+
+
+def _read_all(out):
+    got = {}
+    for split in ("train", "validation", "test"):
+        for features, label_id in read_split(str(out), split):
+            got[features["uri"].numpy().decode()] = (split, features, int(label_id))
+    return got
+
+
+def test_every_accepted_labelled_image_is_read_back_once(labelled, curated, tfrecords):
+    expected = _expected_labelled_accepted(labelled, curated)
+    got = _read_all(tfrecords)
+    info = dataset_info(str(tfrecords))
+    assert set(got) == set(expected)
+    assert sum(info["splits"][s]["examples"] for s in ("train", "validation", "test")) == len(expected)
+    vocab = info["label_vocabulary"]
+    rare = info["rare_classes"]["classes"]
+    for uri, (split, f, label_id) in got.items():
+        assert f["image"].shape == (96, 96, 3) and f["image"].dtype.name == "uint8"
+        label = f["label"].numpy().decode()
+        expected_label = expected[uri][0]
+        assert label == ("other" if expected_label in rare else expected_label)
+        if label_id >= 0:
+            assert vocab[label_id] == label
+        else:
+            assert split != "train" and label not in vocab
+    assert all(label in vocab for uri, (s, f, _) in got.items() if s == "train"
+               for label in [f["label"].numpy().decode()])
+
+
+def test_no_case_or_duplicate_cluster_spans_two_splits(labelled, curated, tfrecords):
+    expected = _expected_labelled_accepted(labelled, curated)
+    splits_of_case, splits_of_cluster = defaultdict(set), defaultdict(set)
+    for uri, (split, _f, _l) in _read_all(tfrecords).items():
+        _label, case_id, cluster_id = expected[uri]
+        splits_of_case[case_id].add(split)
+        splits_of_cluster[cluster_id].add(split)
+    assert all(len(s) == 1 for s in splits_of_case.values())
+    assert all(len(s) == 1 for s in splits_of_cluster.values())
+    assert len({next(iter(s)) for s in splits_of_case.values()}) == 3
+
+
+def test_dataset_info_and_transform_fn(tfrecords):
+    info = dataset_info(str(tfrecords))
+    assert (tfrecords / "transform_fn" / "saved_model.pb").exists()
+    assert (tfrecords / "transformed_metadata").is_dir() and not (tfrecords / "tmp").exists()
+    assert info["compression"] == "gzip" and info["class_weights"]
+    for split in ("train", "validation", "test"):
+        shards = info["splits"][split]["shards"]
+        assert [s["file"] for s in shards] == [f"{split}-{i:05d}-of-{len(shards):05d}.tfrecord.gz"
+                                              for i in range(len(shards))]
+        assert sum(s["examples"] for s in shards) == info["splits"][split]["examples"]
+        assert sum(info["splits"][split]["by_monk_group"].values()) == info["splits"][split]["examples"]
+    assert info["dead_letters"]["rejected_by_curate"] > 0 and info["dead_letters"]["unlabeled"] > 0
+    assert (tfrecords / "_SUCCESS").exists()
+
+
+def test_rerun_gives_byte_identical_records(labelled, curated, tfrecords):
+    data = lambda d: {p.name: p.read_bytes() for p in d.iterdir() if p.suffix in (".gz", ".json")}
+    before = data(tfrecords)
+    make_tfrecords.run(_args(labelled, curated, tfrecords, "--image_size", "96"))
+    assert data(tfrecords) == before
+
+
+def test_a_keras_model_trains_on_the_train_split(tfrecords):
+    import tensorflow as tf
+    info = dataset_info(str(tfrecords))
+    n_classes = len(info["label_vocabulary"])
+    ds = (read_split(str(tfrecords), "train", shuffle_buffer=256, seed=1)
+          .map(lambda f, y: (tf.cast(f["image"], tf.float32) / 255.0, y)).batch(16).repeat())
+    tf.keras.utils.set_random_seed(1)
+    model = tf.keras.Sequential([
+        tf.keras.Input((96, 96, 3)), tf.keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+        tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(n_classes)])
+    model.compile("adam", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    hist = model.fit(ds, steps_per_epoch=5, epochs=2, verbose=0)
+    losses = hist.history["loss"]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0] + 0.5
+
+
+def test_split_of_a_group_never_moves_as_groups_are_added():
+    fractions = {"train": 0.8, "validation": 0.1, "test": 0.1}
+    groups = [f"case:{i}" for i in range(5000)]
+    first = {g: split_of(g, fractions) for g in groups[:2500]}
+    assert {g: split_of(g, fractions) for g in groups[:2500]} == first
+    counts = {s: sum(split_of(g, fractions) == s for g in groups) for s in fractions}
+    assert abs(counts["validation"] / 5000 - 0.1) < 0.02
+    val = next(g for g in groups if split_of(g, fractions) == "validation")
+    train = next(g for g in groups if split_of(g, fractions) == "train")
+    assert component_split([val, train], fractions) == "validation"
+
+
+def test_labels_pointing_at_no_image_become_dead_letters(labelled, curated, tmp_path):
+    labels = tmp_path / "labels.csv"
+    rows = load_features(str(curated))
+    accepted = sorted(u for u, r in rows.items() if r["status"] == "accepted")[:12]
+    labels.write_text("image_uri,label,group_id\n" + "".join(
+        f"{u},{'A' if i % 2 else 'B'},g{i}\n" for i, u in enumerate(accepted)) + f"{tmp_path}/gone.jpg,A,gx\n")
+    out = tmp_path / "out"
+    make_tfrecords.run(["--curated", str(curated), "--labels_csv", str(labels), "--output", str(out),
+                        "--image_size", "64", "--split_fractions", "0.5,0.25,0.25", "--min_class_count", "1"])
+    dead = [json.loads(l) for f in (out / "dead_letters").glob("*.jsonl") for l in f.read_text().splitlines()]
+    assert {(d["uri"], d["reason"]) for d in dead if d["uri"].endswith("gone.jpg")} == {(f"{tmp_path}/gone.jpg", "no_image")}
+    info = dataset_info(str(out))
+    assert sum(info["splits"][s]["examples"] for s in ("train", "validation", "test")) == 12
+
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda d, l, c: ["--curated", str(c), "--output", str(d)], "give either --scin_cases with --scin_labels, or --labels_csv"),
+    (lambda d, l, c: ["--curated", str(c), "--labels_csv", str(d / "nope.csv"), "--output", str(d)], "cannot read"),
+    (lambda d, l, c: ["--curated", str(c), "--labels_csv", str(l / "dataset" / "scin_cases.csv"),
+                      "--output", str(d)], "missing column(s) image_uri, label"),
+    (lambda d, l, c: ["--curated", str(d), "--labels_csv", "x.csv", "--output", str(d)], "no features/*.parquet"),
+    (lambda d, l, c: ["--curated", str(c), "--labels_csv", "x", "--output", str(d), "--split_fractions", "0.9,0.2,0"],
+     "summing to 1"),
+])
+def test_bad_arguments_give_one_line_errors(make_args, message, labelled, curated, tmp_path, capsys):
+    assert main(make_tfrecords.run, make_args(tmp_path, labelled, curated), prog="make_tfrecords") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("make_tfrecords: error:") and message in err and "\n" not in err

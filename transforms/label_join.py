@@ -1,0 +1,173 @@
+"""Beam composites that line up curate's verdicts with labels and metadata.
+
+ReadCuratedRows  curate's features Parquet -> (uri, row)
+ReadLabelRecords SCIN cases+labels (joined on case_id) or a plain labels CSV
+                 -> (uri, record), with bad rows on the `dead` output
+JoinLabels       -> labelled records ready for splitting, or dead letters
+                 naming why an image cannot be used
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io import fileio
+from apache_beam.io.fileio import EmptyMatchTreatment
+from apache_beam.metrics import Metrics
+
+from schemas import examples as E
+from schemas import scin
+from transforms.inputs import join_root
+from transforms.labels import BadLabelRow, plain_record, scin_image_records
+
+DEAD = "dead"
+CURATE_FIELDS = ("uri", "status", "reasons", "cluster_id", "sha256") + E.NUMERIC
+
+
+def dead_letter(uri, reason, error, case_id=None):
+    return {"uri": uri, "case_id": case_id, "reason": reason, "error": error}
+
+
+def _parquet_rows(readable):
+    with readable.open() as f:
+        table = pq.read_table(f, columns=list(CURATE_FIELDS), use_threads=False)  # see evaluate_curate
+    for row in table.to_pylist():
+        yield row["uri"], row
+
+
+class ReadCuratedRows(beam.PTransform):
+    def __init__(self, curated_dir: str):
+        super().__init__()
+        self.pattern = curated_dir.rstrip("/") + "/features/*.parquet"
+
+    def expand(self, p):
+        return (p
+                | "MatchFeatures" >> fileio.MatchFiles(self.pattern, EmptyMatchTreatment.DISALLOW)
+                | "ReadFeatureFiles" >> fileio.ReadMatches()
+                | "FeatureRows" >> beam.FlatMap(_parquet_rows))
+
+
+def _csv_rows(readable, required, source):
+    text = readable.read().decode("utf-8-sig")
+    return scin.read_csv_rows(text, required, f"{source} ({readable.metadata.path})")
+
+
+class _ScinRecords(beam.DoFn):
+    def __init__(self, image_root, min_weight):
+        self.image_root, self.min_weight = image_root, min_weight
+
+    def process(self, kv):
+        case_id, grouped = kv
+        cases, labels = list(grouped["cases"]), list(grouped["labels"])
+        if not cases:
+            return  # labels for a case with no images: nothing to align
+        try:
+            if len(labels) > 1:
+                raise BadLabelRow(f"{len(labels)} label rows for case {case_id}")
+            for record in scin_image_records(cases[0], labels[0] if labels else None,
+                                             self.image_root, self.min_weight):
+                yield record["uri"], record
+        except (BadLabelRow, ValueError) as e:
+            for path, _shot in scin.case_images(cases[0]):
+                yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
+                    join_root(self.image_root, path), "bad_metadata", str(e), case_id))
+
+
+class ReadLabelRecords(beam.PTransform):
+    """(uri, record) for every image the labels describe; bad rows to `dead`."""
+
+    def __init__(self, image_root, scin_cases=None, scin_labels=None, labels_csv=None, min_weight=0.0):
+        super().__init__()
+        self.image_root, self.min_weight = image_root, min_weight
+        self.scin_cases, self.scin_labels, self.labels_csv = scin_cases, scin_labels, labels_csv
+
+    def expand(self, p):
+        if self.labels_csv:
+            root = self.image_root
+
+            def plain(row):
+                try:
+                    record = plain_record(row, root)
+                    yield record["uri"], record
+                except BadLabelRow as e:
+                    yield beam.pvalue.TaggedOutput(DEAD, dead_letter(row.get("image_uri"), "bad_metadata", str(e)))
+
+            return (p
+                    | "MatchLabelsCsv" >> fileio.MatchFiles(self.labels_csv, EmptyMatchTreatment.DISALLOW)
+                    | "ReadLabelsCsv" >> fileio.ReadMatches()
+                    | "LabelsCsvRows" >> beam.FlatMap(_csv_rows, ("image_uri", "label"), "labels_csv")
+                    | "PlainRecords" >> beam.FlatMap(plain).with_outputs(DEAD, main="records"))
+        cases = (p
+                 | "MatchCases" >> fileio.MatchFiles(self.scin_cases, EmptyMatchTreatment.DISALLOW)
+                 | "ReadCases" >> fileio.ReadMatches()
+                 | "CaseRows" >> beam.FlatMap(_csv_rows, scin.REQUIRED_CASE_COLUMNS, "scin_cases")
+                 | "KeyCases" >> beam.Map(lambda r: (r[scin.CASE_ID], r)))
+        labels = (p
+                  | "MatchLabels" >> fileio.MatchFiles(self.scin_labels, EmptyMatchTreatment.DISALLOW)
+                  | "ReadLabels" >> fileio.ReadMatches()
+                  | "LabelRows" >> beam.FlatMap(_csv_rows, scin.REQUIRED_LABEL_COLUMNS, "scin_labels")
+                  | "KeyLabels" >> beam.Map(lambda r: (r[scin.CASE_ID], r)))
+        return ({"cases": cases, "labels": labels}
+                | "JoinOnCaseId" >> beam.CoGroupByKey()
+                | "ImageRecords" >> beam.ParDo(_ScinRecords(self.image_root, self.min_weight))
+                .with_outputs(DEAD, main="records"))
+
+
+class _Join(beam.DoFn):
+    def __init__(self, keep_unlabeled: bool):
+        self.keep_unlabeled = keep_unlabeled
+        self.counts = {}
+
+    def _count(self, name):
+        if name not in self.counts:
+            self.counts[name] = Metrics.counter("make_tfrecords", name)
+        self.counts[name].inc()
+
+    def process(self, kv):
+        uri, g = kv
+        rows, records = list(g["curated"]), list(g["labels"])
+        record = records[0] if records else None
+        case_id = record["case_id"] if record else None
+        if not rows:
+            self._count("dead_no_image")
+            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
+                uri, "no_image", "labels name this image but curate's output has no row for it", case_id))
+            return
+        row = rows[0]
+        if row["status"] != "accepted":
+            self._count("excluded_rejected_by_curate")
+            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
+                uri, "rejected_by_curate", ",".join(row["reasons"]), case_id))
+            return
+        if record is None:
+            self._count("dead_no_label_row")
+            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
+                uri, "no_label_row", "accepted by curate but absent from the labels/cases files"))
+            return
+        missing = [k for k in E.NUMERIC if row.get(k) is None]
+        if missing:
+            self._count("dead_bad_metadata")
+            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
+                uri, "bad_metadata", f"curate features missing: {', '.join(missing)}", case_id))
+            return
+        merged = dict(record, cluster_id=row["cluster_id"], **{k: float(row[k]) for k in E.NUMERIC})
+        if merged["label"] is None:
+            self._count("unlabeled")
+            if not self.keep_unlabeled:
+                yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
+                    uri, "unlabeled", "case has no condition label", case_id))
+                return
+        yield merged
+
+
+class JoinLabels(beam.PTransform):
+    """CoGroup curate rows and label records by uri -> usable records (+ dead)."""
+
+    def __init__(self, keep_unlabeled: bool):
+        super().__init__()
+        self.keep_unlabeled = keep_unlabeled
+
+    def expand(self, pcolls):
+        curated, labels = pcolls
+        return ({"curated": curated, "labels": labels}
+                | "CoGroupByUri" >> beam.CoGroupByKey()
+                | "Align" >> beam.ParDo(_Join(self.keep_unlabeled)).with_outputs(DEAD, main="records"))

@@ -1,0 +1,44 @@
+"""Model-input preprocessing shared by make_tfrecords and score. Pure.
+
+One decode at the smallest JPEG DCT scale that still covers the crop, EXIF
+orientation applied (transforms.decode), a centred square crop, an area
+resize to the model's size, and a JPEG re-encode. cv2.imencode writes no EXIF,
+so nothing from the upload's metadata (GPS included) survives. Training
+records carry these JPEG bytes; scoring decodes the same bytes with the same
+TensorFlow op, so a model sees at serving exactly what it saw in training.
+"""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from transforms.decode import decode
+
+
+def decode_size_for(image_size: int, crop_fraction: float) -> int:
+    """Short side the decode must keep so the crop still covers image_size."""
+    return math.ceil(image_size / crop_fraction)
+
+
+def center_crop_resize(image: np.ndarray, image_size: int, crop_fraction: float) -> np.ndarray:
+    """Centred square of crop_fraction x the short side, resized to image_size."""
+    h, w = image.shape[:2]
+    side = max(1, round(crop_fraction * min(h, w)))
+    top, left = (h - side) // 2, (w - side) // 2
+    square = image[top:top + side, left:left + side]
+    interp = cv2.INTER_AREA if side >= image_size else cv2.INTER_LINEAR
+    return cv2.resize(square, (image_size, image_size), interpolation=interp)
+
+
+def preprocess_to_jpeg(data: bytes, *, image_size: int = 224, crop_fraction: float = 0.875,
+                       quality: int = 90, max_pixels: int = 100_000_000) -> bytes:
+    """Upload bytes -> model-ready JPEG (RGB content, no EXIF). Raises ImageRejected."""
+    decoded = decode(data, analysis_short_side=decode_size_for(image_size, crop_fraction),
+                     max_pixels=max_pixels)
+    square = center_crop_resize(decoded.image, image_size, crop_fraction)
+    ok, buf = cv2.imencode(".jpg", square, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encode failed")
+    return buf.tobytes()
