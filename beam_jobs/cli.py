@@ -18,3 +18,31 @@ def main(run, argv=None, prog="job") -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def runs_on_dataflow(options) -> bool:
+    from apache_beam.options.pipeline_options import StandardOptions
+    return "dataflow" in str(options.view_as(StandardOptions).runner or "").lower()
+
+
+def execute(pipeline, options, done_message: str):
+    """Run a built pipeline. Local runs wait and print done_message; Dataflow
+    launches return once the job is submitted (a Flex Template launcher must
+    not block for the job's lifetime)."""
+    result = pipeline.run()
+    if not runs_on_dataflow(options):
+        result.wait_until_finish()
+        print(done_message, file=sys.stderr)
+    return result
+
+
+def new_pipeline(options):
+    """beam.Pipeline(options), with Beam's own option validation as a UsageError."""
+    import apache_beam as beam
+    try:
+        return beam.Pipeline(options=options)
+    except ValueError as e:
+        if "validations errors" not in str(e):
+            raise
+        detail = " ".join(str(e).split(":", 1)[1].split())
+        raise UsageError(f"invalid pipeline options: {detail}") from None

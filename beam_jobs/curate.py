@@ -15,9 +15,8 @@ import sys
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import StandardOptions
 
-from beam_jobs.cli import UsageError, main
+from beam_jobs.cli import UsageError, execute, main, new_pipeline, runs_on_dataflow
 from beam_jobs.options import SharedOptions
 from schemas import features as F
 from schemas.policy import load_policy
@@ -121,7 +120,7 @@ def build_pipeline(options: CurateOptions, policy) -> beam.Pipeline:
     """The curate pipeline, constructed but not run."""
     o = options
     out = o.output
-    p = beam.Pipeline(options=options)
+    p = new_pipeline(options)
     started = p | "Start" >> beam.Create([FileSystems.join(out, MARKER)]) | "ClearMarker" >> beam.Map(_clear_marker)
 
     refs = p | "ReadImageRefs" >> ReadImageRefs(o.input, o.manifest, o.scin_cases, o.image_root)
@@ -157,14 +156,11 @@ def run(argv=None):
     """Parse argv, validate, build and run the curate job; returns the result."""
     options = CurateOptions(argv)
     policy = resolve(options)
-    if options.view_as(StandardOptions).runner not in ("DataflowRunner", "dataflow"):
+    if not runs_on_dataflow(options):
         check_inputs_exist(options)
-    result = build_pipeline(options, policy).run()
-    result.wait_until_finish()
-    if not options.view_as(StandardOptions).runner or "Direct" in str(options.view_as(StandardOptions).runner):
-        print(f"curate: done. features: {FileSystems.join(options.output, 'features')}  "
-              f"report: {FileSystems.join(options.output, 'report.html')}", file=sys.stderr)
-    return result
+    return execute(build_pipeline(options, policy), options,
+                   f"curate: done. features: {FileSystems.join(options.output, 'features')}  "
+                   f"report: {FileSystems.join(options.output, 'report.html')}")
 
 
 if __name__ == "__main__":

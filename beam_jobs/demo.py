@@ -3,8 +3,9 @@
     python -m beam_jobs.demo --out demo_output [--cases 300] [--seed 7]
 
 Generates a labelled SCIN-format sample set, runs curate over it on
-DirectRunner, scores curate against the ground truth, and prints where every
-output is. Later jobs (make_tfrecords, train_baseline, score) join the chain.
+DirectRunner and scores it against the ground truth, turns the accepted,
+labelled images into leak-free TFRecord splits with make_tfrecords, and prints
+where every output is.
 """
 from __future__ import annotations
 
@@ -35,13 +36,14 @@ def main(argv=None) -> int:
     out = os.path.abspath(a.out)
     shutil.rmtree(out, ignore_errors=True)
     sample, curated = os.path.join(out, "sample"), os.path.join(out, "curate")
+    records = os.path.join(out, "tfrecords")
 
-    t = _step(f"1/2 sample data: {a.cases} SCIN cases, seed {a.seed}")
+    t = _step(f"1/3 sample data: {a.cases} SCIN cases, seed {a.seed}")
     from beam_jobs.sample_data import generate
     generate(sample, cases=a.cases, seed=a.seed)
     print(f"   took {time.monotonic() - t:.1f}s")
 
-    t = _step("2/2 curate on DirectRunner")
+    t = _step("2/3 curate on DirectRunner")
     curate.run(["--scin_cases", os.path.join(sample, "dataset", "scin_cases.csv"),
                 "--image_root", sample, "--output", curated])
     summary = json.load(open(os.path.join(curated, "summary.json")))
@@ -52,6 +54,18 @@ def main(argv=None) -> int:
     print("\n   curate against the generator's ground truth:")
     print("   " + format_report(evaluate(load_features(curated), truth, sample)).replace("\n", "\n   "))
 
+    t = _step("3/3 make_tfrecords: labels, leak-free splits, tf.Transform, TFRecords")
+    from beam_jobs import make_tfrecords
+    make_tfrecords.run(["--curated", curated, "--scin_cases", os.path.join(sample, "dataset", "scin_cases.csv"),
+                        "--scin_labels", os.path.join(sample, "dataset", "scin_labels.csv"),
+                        "--image_root", sample, "--output", records])
+    info = json.load(open(os.path.join(records, "dataset_info.json")))
+    print(f"   took {time.monotonic() - t:.1f}s: " + ", ".join(
+        f"{s} {v['examples']}" for s, v in info["splits"].items()) +
+        f" examples; {len(info['label_vocabulary'])} classes; excluded {info['dead_letters']}")
+    if any(info["missing_from"].values()):
+        print(f"   classes missing from a split: {info['missing_from']}")
+
     print("\n== outputs")
     for label, path in [("sample images", os.path.join(sample, "dataset", "images")),
                         ("SCIN metadata", os.path.join(sample, "dataset")),
@@ -59,7 +73,9 @@ def main(argv=None) -> int:
                         ("features (Parquet)", os.path.join(curated, "features")),
                         ("dead letters", os.path.join(curated, "dead_letters")),
                         ("summary", os.path.join(curated, "summary.json")),
-                        ("report (open in a browser)", os.path.join(curated, "report.html"))]:
+                        ("report (open in a browser)", os.path.join(curated, "report.html")),
+                        ("TFRecords + transform_fn", records),
+                        ("dataset info", os.path.join(records, "dataset_info.json"))]:
         print(f"   {label:<28} {path}")
     return 0
 

@@ -15,15 +15,13 @@ Run: python -m beam_jobs.make_tfrecords --curated CURATE_OUT --scin_cases C --sc
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections import Counter, defaultdict
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import StandardOptions
 
-from beam_jobs.cli import UsageError, main
+from beam_jobs.cli import UsageError, execute, main, new_pipeline, runs_on_dataflow
 from beam_jobs.options import SharedOptions
 from schemas import examples as E
 from schemas import scin
@@ -185,7 +183,7 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict) -> beam.Pipeline:
 
     out = o.output
     max_pixels = load_policy().max_pixels
-    p = beam.Pipeline(options=o)
+    p = new_pipeline(o)
     curated = p | "ReadCurated" >> ReadCuratedRows(o.curated)
     labels = p | "ReadLabels" >> ReadLabelRecords(o.image_root, o.scin_cases, o.scin_labels, o.labels_csv,
                                                   o.min_label_weight)
@@ -252,16 +250,11 @@ def run(argv=None):
     """Parse argv, validate, build and run make_tfrecords; returns the result."""
     options = MakeTFRecordsOptions(argv)
     fractions = validate(options)
-    runner = str(options.view_as(StandardOptions).runner or "")
-    if "Dataflow" not in runner:
+    if not runs_on_dataflow(options):
         check_inputs(options)
-    result = build_pipeline(options, fractions).run()
-    result.wait_until_finish()
-    if "Dataflow" not in runner:
-        print(f"make_tfrecords: done. {FileSystems.join(options.output, 'dataset_info.json')}", file=sys.stderr)
-    return result
+    return execute(build_pipeline(options, fractions), options,
+                   f"make_tfrecords: done. {FileSystems.join(options.output, 'dataset_info.json')}")
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.exit(main(run, prog="make_tfrecords"))

@@ -188,6 +188,9 @@ def test_manifest_with_missing_and_repeated_uris(tmp_path, sample_dir):
     (["--scin_cases", "x.csv", "--output", "/tmp/x"], "--scin_cases needs --image_root"),
     (["--input", "/tmp/*", "--output", "/tmp/x", "--dup_radius", "-1"], "--dup_radius must be positive"),
     (["--input", "/tmp/*", "--output", "/tmp/x", "--policy", "/nonexistent.json"], "cannot read policy file"),
+    (["--input", "gs://b/in/*", "--output", "gs://b/out", "--runner=DataflowRunner", "--dry_run=True",
+      "--no_auth", "--project=p", "--region=us-central1", "--temp_location=gs://tmp-bucket/tmp"],
+     "invalid pipeline options: Invalid Project ID (p)"),
 ])
 def test_bad_arguments_give_one_line_errors(args, message, capsys):
     assert main(curate.run, args, prog="curate") == 2

@@ -1,0 +1,205 @@
+"""Per-image cost of curate's analysis path on 12 MP JPEGs, one core.
+
+Measures, on N generated 12 MP JPEGs (defect "none", EXIF included) whose bytes
+are preloaded in memory, in one process with OpenCV limited to one thread:
+
+  decode-only  cv2.imdecode at the DCT scale the path picks
+               (transforms.decode.jpeg_scale(w, h, analysis_short_side), 1/8 for
+               12 MP): the floor for any pipeline that must decode the image.
+  path         transforms.analyze.analyze_image(uri, data, policy): sha256,
+               header parse, one decode at that scale, all features, verdict,
+               and the 96 px report thumbnail as AnalyzeImages asks for
+               (--thumbnail-px 0 to leave it out).
+  naive        full-resolution cv2.imdecode(IMREAD_COLOR), then the same
+               compute_features at full resolution (analysis_short_side = the
+               image's short side): what a tool without DCT-scaled decode and a
+               fixed analysis size pays (cleanvision-style).
+
+Each repeat runs every variant over all N images, in an order rotated per
+repeat, so machine noise hits all of them alike. Reported: per-image ms (each
+image's median over repeats, averaged over the images, so the mix of baseline
+and ~5x slower-at-1/8 progressive JPEGs counts as in a real run), images/s,
+the ratios of images/s path/decode-only (target >= 0.8) and path/naive
+(target >= 6), and a breakdown of the path (sha256, decode(),
+compute_features(), thumbnail, timed one by one in a fourth variant of the
+same rotation). No assertions: on a shared machine read the ratios, not the
+absolute times.
+
+Run:  cd /work/main && .venv/bin/python -m benchmarks.curate_per_image [--images 12]
+      [--repeats 3] [--json out.json]
+Images are generated once into /tmp/bench_cache (~1-2 s each) and reused.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks._common import cases_for, ground_truth, median, sample_set, table, write_json  # noqa: E402
+from schemas.policy import load_policy  # noqa: E402
+from transforms.analyze import analyze_image, thumbnail_jpeg  # noqa: E402
+from transforms.decode import decode, jpeg_scale  # noqa: E402
+from transforms.image_header import read_header  # noqa: E402
+from transforms.quality import compute_features  # noqa: E402
+
+SIZE_12MP = (4032, 3024)
+REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
+           4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.curate_per_image",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=12, help="number of 12 MP images (default 12)")
+    p.add_argument("--repeats", type=int, default=3, help="rounds over all images per variant (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="sample-data seed (default 0)")
+    p.add_argument("--thumbnail-px", type=int, default=96,
+                   help="report thumbnail size passed to analyze_image, as AnalyzeImages does (default 96; 0 = none)")
+    p.add_argument("--json", help="write the figures as JSON to this path")
+    return p.parse_args(argv)
+
+
+def load_images(n: int, seed: int) -> list[tuple[str, bytes]]:
+    root = sample_set(cases_for(min_none=n, seed=seed), seed, SIZE_12MP)
+    rows = [r for r in ground_truth(root) if r["defect"] == "none"][:n]
+    if len(rows) < n:
+        sys.exit(f"only {len(rows)} defect-free images in {root}")
+    return [(str(root / r["image_path"]), (root / r["image_path"]).read_bytes()) for r in rows]
+
+
+def is_progressive(data: bytes) -> bool:
+    """Whether the first frame header is SOF2 (progressive DCT)."""
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker in (0xC0, 0xC1, 0xC2):
+            return marker == 0xC2
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return False
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    cv2.setNumThreads(1)
+    policy = load_policy()
+    side = policy.analysis_short_side
+    images = load_images(args.images, args.seed)
+
+    def decode_only(uri, data):
+        h = read_header(data)  # outside the timing would be fairer still; it is ~10 us
+        flag = REDUCED[jpeg_scale(h.width, h.height, side)]
+        return cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+
+    def path(uri, data):
+        return analyze_image(uri, data, policy, thumbnail_px=args.thumbnail_px)
+
+    def naive(uri, data):
+        full = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        return compute_features(full, analysis_short_side=min(full.shape[:2]))
+
+    parts = {"sha256": [], "decode": [], "features": [], "thumbnail": []}  # per-image s, by path_parts
+
+    def path_parts(uri, data):
+        t0 = time.perf_counter()
+        hashlib.sha256(data).hexdigest()
+        t1 = time.perf_counter()
+        d = decode(data, analysis_short_side=side, max_pixels=policy.max_pixels)
+        t2 = time.perf_counter()
+        compute_features(d.image, side)
+        t3 = time.perf_counter()
+        if args.thumbnail_px:
+            thumbnail_jpeg(d.image, args.thumbnail_px)
+        t4 = time.perf_counter()
+        for k, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            parts[k].append(dt)
+
+    variants = {"decode-only": decode_only, "path": path, "naive": naive, "path-parts": path_parts}
+    names = list(variants)
+    shown = names[:3]
+
+    # Sanity: the path really decodes at the decode-only baseline's scale, and succeeds.
+    uri, data = images[0]
+    row, _ = path(uri, data)
+    assert row["status"] in ("accepted", "rejected") and not row.get("error"), row.get("error")
+    small = decode_only(uri, data)
+    full_shape = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape
+    progressive = sum(is_progressive(d) for _, d in images)
+    print(f"{len(images)} images ({progressive} progressive), {row['width']}x{row['height']} displayed, "
+          f"{sum(len(d) for _, d in images) / len(images) / 1e6:.1f} MB/image; DCT scale 1/{row['decode_scale']} "
+          f"-> {small.shape[1]}x{small.shape[0]}; naive full decode {full_shape[1]}x{full_shape[0]}; "
+          f"{args.repeats} repeats, opencv threads {cv2.getNumThreads()}", flush=True)
+    for fn in variants.values():  # warm-up (lazy init, allocator)
+        fn(*images[0])
+    for v in parts.values():
+        v.clear()
+
+    # times[name][i] = per-repeat ms of image i. Per image, the median over repeats
+    # drops bursts of load; the mean over images keeps the mix honest (progressive
+    # JPEGs decode several times slower at 1/8 than baseline ones).
+    times = {k: [[] for _ in images] for k in names}
+    per_repeat = {k: [] for k in names}    # mean per-image ms of each repeat
+    for r in range(args.repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            fn = variants[name]
+            t_rep = time.perf_counter()
+            for i, (uri, data) in enumerate(images):
+                t0 = time.perf_counter()
+                fn(uri, data)
+                times[name][i].append((time.perf_counter() - t0) * 1000)
+            per_repeat[name].append((time.perf_counter() - t_rep) * 1000 / len(images))
+        print(f"  repeat {r + 1}/{args.repeats}: mean ms/image " + ", ".join(
+            f"{k} {per_repeat[k][-1]:.1f}" for k in shown), flush=True)
+
+    def typical(ts):  # mean over images of each image's median over repeats
+        return sum(median(t) for t in ts) / len(ts)
+
+    ms = {k: typical(times[k]) for k in shown}
+    ips = {k: 1000 / v for k, v in ms.items()}
+    n = len(images)
+    part_ms = {k: typical([[t * 1000 for t in v[i::n]] for i in range(n)]) for k, v in parts.items()}
+    rest_ms = ms["path"] - sum(part_ms.values())
+    ratios = {"path_vs_decode_only": ips["path"] / ips["decode-only"],
+              "path_vs_naive": ips["path"] / ips["naive"]}
+    targets = {"path_vs_decode_only": 0.8, "path_vs_naive": 6.0}
+
+    print()
+    print(table(["variant", "ms/image", "images/s", "repeat means ms (min..max)"],
+                [[k, ms[k], ips[k], f"{min(per_repeat[k]):.1f}..{max(per_repeat[k]):.1f}"] for k in shown],
+                title=f"curate per-image: {n} x 12 MP JPEG ({progressive} progressive), 1 core, "
+                      f"per-image median of {args.repeats} repeats, mean over images"))
+    print()
+    print(table(["ratio of images/s", "value", "target"],
+                [["path / decode-only", ratios["path_vs_decode_only"], ">= 0.8"],
+                 ["path / naive", ratios["path_vs_naive"], ">= 6"]]))
+    print()
+    labels = {"sha256": "sha256 of the bytes", "decode": f"decode() at 1/{row['decode_scale']}",
+              "features": "compute_features()", "thumbnail": f"thumbnail_jpeg({args.thumbnail_px} px)"}
+    print(table(["path breakdown (timed apart)", "ms/image", "share of path"],
+                [[labels[k], v, f"{v / ms['path']:.0%}"] for k, v in part_ms.items()]
+                + [["rest: header, verdict, row (path minus the above)", rest_ms, f"{rest_ms / ms['path']:.0%}"]]))
+    doc = {
+        "benchmark": "curate_per_image",
+        "params": {"images": len(images), "repeats": args.repeats, "seed": args.seed,
+                   "size": list(SIZE_12MP), "thumbnail_px": args.thumbnail_px,
+                   "decode_scale": row["decode_scale"], "analysis_short_side": side,
+                   "progressive_images": progressive},
+        "per_image_median_ms": {k: [median(t) for t in times[k]] for k in shown},
+        "ms_per_image": ms, "images_per_s": ips,
+        "per_repeat_mean_ms_per_image": {k: per_repeat[k] for k in shown},
+        "breakdown_ms": {**part_ms, "rest": rest_ms},
+        "ratios": ratios, "targets": targets,
+    }
+    write_json(args.json, doc)
+    return doc
+
+
+if __name__ == "__main__":
+    main()
