@@ -33,15 +33,12 @@ MARKER = "_SUCCESS"
 class CurateOptions(SharedOptions):
     """Options of the curate job (also the Flex Template's parameters).
 
-    Also --output (features, dead letters, summary, report), --scin_cases and
-    --image_root from SharedOptions.
+    Also --input, --manifest, --scin_cases, --image_root, --policy and
+    --output (features, dead letters, summary, report) from SharedOptions.
     """
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--input", help="Glob of image files, local or gs:// (e.g. gs://bucket/uploads/**).")
-        parser.add_argument("--manifest", help="CSV (header with uri[,image_id][,case_id]) or JSONL listing image URIs.")
-        parser.add_argument("--policy", help="Quality policy JSON (default: the packaged schemas/quality_policy.json).")
         parser.add_argument("--analysis_size", type=int, help="Override the policy's analysis short side, in pixels.")
         parser.add_argument("--dup_radius", type=int, help="Override the near-duplicate pHash Hamming radius (bits).")
         parser.add_argument("--max_pixels", type=int, help="Override the pixel-bomb limit (declared width x height).")

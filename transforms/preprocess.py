@@ -32,13 +32,24 @@ def center_crop_resize(image: np.ndarray, image_size: int, crop_fraction: float)
     return cv2.resize(square, (image_size, image_size), interpolation=interp)
 
 
-def preprocess_to_jpeg(data: bytes, *, image_size: int = 224, crop_fraction: float = 0.875,
-                       quality: int = 90, max_pixels: int = 100_000_000) -> bytes:
-    """Upload bytes -> model-ready JPEG (RGB content, no EXIF). Raises ImageRejected."""
-    decoded = decode(data, analysis_short_side=decode_size_for(image_size, crop_fraction),
-                     max_pixels=max_pixels)
-    square = center_crop_resize(decoded.image, image_size, crop_fraction)
+def decode_for_model(data: bytes, image_size: int, crop_fraction: float,
+                     max_pixels: int = 100_000_000):
+    """The one decode of the model path (transforms.decode.Decoded)."""
+    return decode(data, analysis_short_side=decode_size_for(image_size, crop_fraction),
+                  max_pixels=max_pixels)
+
+
+def model_jpeg(image: np.ndarray, *, image_size: int, crop_fraction: float, quality: int) -> bytes:
+    """Decoded BGR array -> the model-ready JPEG training records store."""
+    square = center_crop_resize(image, image_size, crop_fraction)
     ok, buf = cv2.imencode(".jpg", square, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError("JPEG encode failed")
     return buf.tobytes()
+
+
+def preprocess_to_jpeg(data: bytes, *, image_size: int = 224, crop_fraction: float = 0.875,
+                       quality: int = 90, max_pixels: int = 100_000_000) -> bytes:
+    """Upload bytes -> model-ready JPEG (RGB content, no EXIF). Raises ImageRejected."""
+    decoded = decode_for_model(data, image_size, crop_fraction, max_pixels)
+    return model_jpeg(decoded.image, image_size=image_size, crop_fraction=crop_fraction, quality=quality)

@@ -1,0 +1,230 @@
+"""train_baseline: a compact Keras CNN on make_tfrecords output -> a model bundle.
+
+    DIR/dataset_info.json + train/validation shards (read with schemas.examples.read_split)
+      -> small CNN (uint8 in, Rescaling inside, softmax out), class-weighted, seeded
+      -> MODEL_DIR/model.keras + model_info.json (schemas.model_bundle)
+
+Run: python -m beam_jobs.train_baseline --tfrecords DIR --output MODEL_DIR
+         [--epochs 10] [--batch_size 32] [--seed 0] [--version V]
+
+A baseline for the scoring job to load, not a clinical model: it runs on CPU in
+about a minute on the demo dataset.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+
+from beam_jobs.cli import UsageError, main
+
+# Decoded training images are cached in memory only below this size, so a
+# large real dataset streams from the shards instead of exhausting RAM.
+CACHE_LIMIT_BYTES = 1 << 30
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # argparse would print usage plus the error and exit; the jobs report one line.
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="train_baseline", description=__doc__.splitlines()[0])
+    p.add_argument("--tfrecords", required=True, help="make_tfrecords output directory (local or gs://).")
+    p.add_argument("--output", required=True, help="Model directory to write (local or gs://).")
+    p.add_argument("--epochs", type=int, default=10, help="Training epochs.")
+    p.add_argument("--batch_size", type=int, default=32, help="Batch size.")
+    p.add_argument("--seed", type=int, default=0, help="Seed for weights, shuffling and augmentation.")
+    p.add_argument("--version", help="Model version (default baseline-<dataset_info sha256[:8]>-s<seed>).")
+    return p
+
+
+def _read_bytes(path: str) -> bytes | None:
+    """The file's bytes, or None if absent (local paths without importing TensorFlow)."""
+    if "://" not in path:
+        if not os.path.isfile(path):
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+    import tensorflow as tf
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return f.read()
+
+
+def load_dataset_info(tfrecords: str) -> tuple[dict, bytes]:
+    """(dataset_info, its raw bytes), or UsageError naming what is wrong."""
+    if "://" not in tfrecords and not os.path.isdir(tfrecords):
+        raise UsageError(f"--tfrecords directory not found: {tfrecords}")
+    path = f"{tfrecords.rstrip('/')}/dataset_info.json"
+    raw = _read_bytes(path)
+    if raw is None:
+        raise UsageError(f"no dataset_info.json in {tfrecords} (not a make_tfrecords output?)")
+    try:
+        info = json.loads(raw)
+        vocab, train = info["label_vocabulary"], info["splits"]["train"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"invalid dataset_info.json ({type(e).__name__}: {e}): {path}") from None
+    if not vocab or not train.get("examples") or not train.get("shards"):
+        raise UsageError(f"the train split is empty in {path}")
+    if not isinstance((info.get("sources") or {}).get("image_size"), int):
+        raise UsageError(f"dataset_info.json has no sources.image_size: {path}")
+    return info, raw
+
+
+def default_version(info_bytes: bytes, seed: int) -> str:
+    """Deterministic version: same dataset_info.json and seed give the same string."""
+    return f"baseline-{hashlib.sha256(info_bytes).hexdigest()[:8]}-s{seed}"
+
+
+def build_model(image_size: int, n_classes: int):
+    """uint8 (N, S, S, 3) -> softmax (N, n_classes); rescaling is inside so the
+    scorer feeds exactly the decoded arrays."""
+    import tensorflow as tf
+    L = tf.keras.layers
+    x = inputs = tf.keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
+    x = L.Rescaling(1.0 / 255)(x)
+    for i, width in enumerate((16, 32, 64)):
+        # The first conv strides by 2: 224 px on 2 CPU cores must stay cheap.
+        x = L.Conv2D(width, 3, strides=2 if i == 0 else 1, padding="same", use_bias=False)(x)
+        x = L.BatchNormalization()(x)
+        x = L.ReLU()(x)
+        if i < 2:
+            x = L.MaxPooling2D()(x)
+    x = L.GlobalAveragePooling2D()(x)
+    x = L.Dropout(0.3)(x)
+    outputs = L.Dense(n_classes, activation="softmax", name="probs")(x)
+    return tf.keras.Model(inputs, outputs, name="skin_baseline")
+
+
+def _known_label(features, label_id):
+    # label_id -1: a validation/test class unseen in train; the model has no unit for it.
+    return label_id >= 0
+
+
+def _image_and_label(features, label_id):
+    return features["image"], label_id
+
+
+def _flip(image, label_id):
+    import tensorflow as tf
+    # Light augmentation only, and only in training: skin photos have no canonical orientation.
+    return tf.image.random_flip_up_down(tf.image.random_flip_left_right(image)), label_id
+
+
+def _labelled(ds):
+    return ds.filter(_known_label).map(_image_and_label)
+
+
+def _count(ds) -> int:
+    return int(ds.reduce(0, _count_one))
+
+
+def _count_one(n, _):
+    return n + 1
+
+
+def _pipelines(tfrecords: str, info: dict, batch_size: int, seed: int):
+    """(train, validation, n_train, n_val, n_val_unknown) tf.data pipelines."""
+    import tensorflow as tf
+    from schemas.examples import read_split
+    size = int(info["sources"]["image_size"])
+    n_train = int(info["splits"]["train"]["examples"])
+    # Every train label is in the vocabulary (built on train), so the filter keeps
+    # all n_train; stating the count lets Keras know the epoch length.
+    train = _labelled(read_split(tfrecords, "train")).apply(tf.data.experimental.assert_cardinality(n_train))
+    if n_train * size * size * 3 <= CACHE_LIMIT_BYTES:
+        train = train.cache()  # decode JPEGs once, not every epoch
+    train = (train.shuffle(min(n_train, 4096), seed=seed, reshuffle_each_iteration=True)
+             .map(_flip)  # sequential: parallel calls would draw the seeded flips in racy order
+             .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    val_split = info["splits"].get("validation") or {}
+    n_val = n_val_unknown = 0
+    val = None
+    if val_split.get("shards"):
+        raw = read_split(tfrecords, "validation")
+        val = _labelled(raw).cache()
+        n_all, n_val = _count(raw), _count(val)
+        n_val_unknown = n_all - n_val
+        val = val.apply(tf.data.experimental.assert_cardinality(n_val)).batch(batch_size) if n_val else None
+    return train, val, n_train, n_val, n_val_unknown
+
+
+def _progress_callback(epochs: int):
+    import tensorflow as tf
+
+    class Progress(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            parts = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items())
+                             if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
+            print(f"train_baseline: epoch {epoch + 1}/{epochs} {parts} ({time.monotonic() - self.t0:.1f}s)",
+                  file=sys.stderr, flush=True)
+
+    return Progress()
+
+
+def run(argv=None) -> dict:
+    """Train the baseline and write the bundle; returns {"model_dir", "model_file", "version", "metrics"}."""
+    o = _parser().parse_args(argv)
+    if o.epochs < 1 or o.batch_size < 1:
+        raise UsageError("--epochs and --batch_size must be at least 1")
+    info, info_bytes = load_dataset_info(o.tfrecords)
+    version = o.version or default_version(info_bytes, o.seed)
+
+    import keras
+    import tensorflow as tf
+    from schemas.model_bundle import INPUT_CONTRACT, MODEL_FILE, write_bundle
+    tf.keras.utils.set_random_seed(o.seed)
+    vocab = list(info["label_vocabulary"])
+    size = int(info["sources"]["image_size"])
+    train, val, n_train, n_val, n_unknown = _pipelines(o.tfrecords, info, o.batch_size, o.seed)
+    if n_val == 0:
+        print("train_baseline: validation split has no examples with a train label; "
+              "no validation metrics", file=sys.stderr)
+    # Keys of class_weights are class names; Keras wants output-unit indices.
+    weights = info.get("class_weights") or {}
+    class_weight = {i: float(weights.get(c, 1.0)) for i, c in enumerate(vocab)}
+
+    model = build_model(size, len(vocab))
+    model.compile(optimizer=tf.keras.optimizers.Adam(1e-3),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    t0 = time.monotonic()
+    hist = model.fit(train, validation_data=val, epochs=o.epochs, class_weight=class_weight,
+                     callbacks=[_progress_callback(o.epochs)], shuffle=False, verbose=0)
+    seconds = time.monotonic() - t0
+
+    metrics = {"train_examples": n_train, "train_loss": float(hist.history["loss"][-1]),
+               "train_accuracy": float(hist.history["accuracy"][-1]), "epochs": o.epochs,
+               "train_seconds": round(seconds, 1), "validation_examples": n_val,
+               "validation_skipped_unknown_label": n_unknown,
+               "validation_loss": None, "validation_accuracy": None}
+    if val is not None:
+        loss, acc = model.evaluate(val, verbose=0)
+        metrics.update(validation_loss=float(loss), validation_accuracy=float(acc))
+    write_bundle(o.output, model, {
+        "label_vocabulary": vocab, "version": version, "image_size": size, "input": INPUT_CONTRACT,
+        "trained_on": {"dataset": o.tfrecords, "sources": info.get("sources", {}),
+                       "dataset_info_sha256": hashlib.sha256(info_bytes).hexdigest()},
+        "metrics": metrics,
+        "training": {"seed": o.seed, "epochs": o.epochs, "batch_size": o.batch_size,
+                     "class_weights": class_weight, "tensorflow": tf.__version__,
+                     "keras": keras.__version__},
+    })
+    acc = metrics["validation_accuracy"]
+    print(f"train_baseline: done in {seconds:.0f}s, validation accuracy "
+          f"{'n/a' if acc is None else f'{acc:.3f}'} on {n_val} examples; "
+          f"model {version} in {o.output}", file=sys.stderr)
+    return {"model_dir": o.output, "model_file": f"{o.output.rstrip('/')}/{MODEL_FILE}",
+            "version": version, "metrics": metrics}
+
+
+if __name__ == "__main__":
+    sys.exit(main(run, prog="train_baseline"))

@@ -1,0 +1,133 @@
+"""The model-directory contract between a trainer and the scoring job.
+
+    MODEL_DIR/model.keras        Keras 3 model: uint8 RGB (N, S, S, 3) -> softmax (N, len(vocab))
+    MODEL_DIR/model_info.json    label_vocabulary (index = output unit), version, image_size,
+                                 input, trained_on, metrics, ...
+
+write_bundle() writes one, load_bundle() reads one back from a local path or gs://.
+Remote files go through Beam's FileSystems, the project's one gs:// client
+(TensorFlow's own GCS client would ignore STORAGE_EMULATOR_HOST, among others).
+"""
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import tempfile
+
+MODEL_FILE = "model.keras"
+INFO_FILE = "model_info.json"
+# What the model expects: the exact arrays read_split()/the scorer decode, no
+# further preprocessing outside the model (it rescales inside).
+INPUT_CONTRACT = "uint8 RGB HxWx3, decoded by schemas.examples.decode_image from the make_tfrecords JPEG"
+REQUIRED_KEYS = ("label_vocabulary", "version", "image_size", "input")
+
+
+def _join(base: str, name: str) -> str:
+    return posixpath.join(base, name) if "://" in base else os.path.join(base, name)
+
+
+def _exists(path: str) -> bool:
+    from apache_beam.io.filesystems import FileSystems
+    return FileSystems.exists(path)
+
+
+def _read(path: str) -> bytes:
+    from apache_beam.io.filesystems import FileSystems
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        return f.read()
+
+
+def _write(path: str, data: bytes) -> None:
+    from apache_beam.io.filesystems import FileSystems
+    with FileSystems.create(path, compression_type="uncompressed") as f:
+        f.write(data)
+
+
+def write_bundle(model_dir: str, model, info: dict) -> str:
+    """Write model.keras and model_info.json into model_dir (local or gs://); returns model_dir.
+
+    info must hold label_vocabulary, version and image_size; `input` defaults to
+    INPUT_CONTRACT. The vocabulary length must match the model's output units.
+    """
+    info = {"input": INPUT_CONTRACT, **info}
+    missing = [k for k in REQUIRED_KEYS if k not in info]
+    if missing:
+        raise ValueError(f"model info lacks {', '.join(missing)} for {model_dir}")
+    _check_units(model, info["label_vocabulary"], model_dir)
+    if "://" not in model_dir:
+        os.makedirs(model_dir, exist_ok=True)
+    # Keras saves to local paths only: save locally, then copy.
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, MODEL_FILE)
+        model.save(local)
+        with open(local, "rb") as f:
+            _write(_join(model_dir, MODEL_FILE), f.read())
+    _write(_join(model_dir, INFO_FILE), (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+    return model_dir
+
+
+def load_bundle(model_uri: str):
+    """(keras_model, info) from a model directory or its model.keras file, local or gs://.
+
+    Raises ValueError (one line, naming the path) when the directory, model.keras
+    or a valid model_info.json is missing, or the vocabulary does not match the
+    model's output units.
+    """
+    uri = str(model_uri).rstrip("/")
+    if uri.endswith(".keras"):
+        model_path = uri
+        model_dir = posixpath.dirname(uri) if "://" in uri else os.path.dirname(uri) or "."
+    else:
+        model_dir = uri
+        if "://" not in model_dir and not os.path.isdir(model_dir):
+            raise ValueError(f"model directory not found: {model_dir}")
+        model_path = _join(model_dir, MODEL_FILE)
+    if not _exists(model_path):
+        raise ValueError(f"model file not found: {model_path}")
+    info_path = _join(model_dir, INFO_FILE)
+    info = _read_info(info_path)
+    model = _load_model(model_path)
+    _check_units(model, info["label_vocabulary"], model_path)
+    return model, info
+
+
+def _read_info(info_path: str) -> dict:
+    if not _exists(info_path):
+        raise ValueError(f"model info not found: {info_path}")
+    try:
+        info = json.loads(_read(info_path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"model info is not valid JSON ({e.msg if hasattr(e, 'msg') else e}): {info_path}") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"model info is not a JSON object: {info_path}")
+    missing = [k for k in REQUIRED_KEYS if k not in info]
+    if missing:
+        raise ValueError(f"model info lacks {', '.join(missing)}: {info_path}")
+    vocab = info["label_vocabulary"]
+    if not isinstance(vocab, list) or not vocab or not all(isinstance(v, str) for v in vocab):
+        raise ValueError(f"model info label_vocabulary is not a non-empty list of strings: {info_path}")
+    return info
+
+
+def _load_model(model_path: str):
+    import tensorflow as tf
+    try:
+        if "://" not in model_path:
+            return tf.keras.models.load_model(model_path)
+        # Keras cannot open gs:// itself: copy the file down first.
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, MODEL_FILE)
+            with open(local, "wb") as f:
+                f.write(_read(model_path))
+            return tf.keras.models.load_model(local)
+    except (OSError, ValueError, tf.errors.OpError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot load Keras model ({first}): {model_path}") from None
+
+
+def _check_units(model, vocab, where: str):
+    units = model.output_shape[-1]
+    if units != len(vocab):
+        raise ValueError(f"label_vocabulary has {len(vocab)} classes but the model outputs "
+                         f"{units} units: {where}")

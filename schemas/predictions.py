@@ -1,0 +1,28 @@
+"""The score job's predictions table, one Parquet dataset per partition.
+
+Layout: OUTPUT/predictions/dt=YYYY-MM-DD/model=VERSION/predictions-*.parquet
+plus _SUCCESS (JSON counts) once the partition is complete, and
+dead_letters.jsonl for images that could not be scored.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+STATUSES = ("scored", "skipped_quality", "failed")
+
+SCHEMA = pa.schema([
+    pa.field("uri", pa.string()),
+    pa.field("partition", pa.string()),          # the dt=YYYY-MM-DD date
+    pa.field("model_version", pa.string()),
+    pa.field("status", pa.string()),             # one of STATUSES
+    pa.field("reasons", pa.list_(pa.string())),  # quality reasons when skipped
+    pa.field("top_labels", pa.list_(pa.string())),
+    pa.field("top_probabilities", pa.list_(pa.float32())),
+    pa.field("probabilities", pa.list_(pa.float32())),  # in label_vocabulary order
+    pa.field("error", pa.string()),
+    pa.field("scored_at", pa.string()),          # run start, UTC ISO 8601
+])
+
+
+def partition_dir(output: str, date: str, version: str) -> str:
+    return f"{output.rstrip('/')}/predictions/dt={date}/model={version}"

@@ -1,0 +1,128 @@
+"""train_baseline end to end on a small real dataset, and the model-bundle contract."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from beam_jobs import make_tfrecords, train_baseline
+from schemas.examples import dataset_info, read_split
+from schemas.model_bundle import INFO_FILE, MODEL_FILE, load_bundle
+
+
+@pytest.fixture(scope="module")
+def tfrecords(labelled, curated, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tb_tfrecords")
+    ds = labelled / "dataset"
+    make_tfrecords.run(["--curated", str(curated), "--scin_cases", str(ds / "scin_cases.csv"),
+                        "--scin_labels", str(ds / "scin_labels.csv"), "--image_root", str(labelled),
+                        "--output", str(out), "--image_size", "64", "--min_class_count", "1"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tfrecords, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tb_model")
+    result = train_baseline.run(["--tfrecords", str(tfrecords), "--output", str(out),
+                                 "--epochs", "2", "--batch_size", "16", "--seed", "3"])
+    return out, result
+
+
+def test_bundle_loads_from_the_directory_and_the_keras_file(tfrecords, trained):
+    out, result = trained
+    vocab = dataset_info(str(tfrecords))["label_vocabulary"]
+    for uri in (str(out), str(out / MODEL_FILE)):
+        model, info = load_bundle(uri)
+        assert info["label_vocabulary"] == vocab and model.output_shape == (None, len(vocab))
+        assert info["version"] == result["version"] and info["image_size"] == 64
+        assert info["trained_on"]["dataset"] == str(tfrecords)
+        assert info["trained_on"]["sources"]["image_size"] == 64
+        assert info["metrics"]["validation_accuracy"] == result["metrics"]["validation_accuracy"]
+
+
+def test_predictions_on_a_validation_batch_are_finite_probabilities(tfrecords, trained):
+    model, info = load_bundle(str(trained[0]))
+    features, labels = next(iter(read_split(str(tfrecords), "validation", batch_size=16)))
+    assert features["image"].dtype.name == "uint8"  # fed exactly as decoded, no scaling outside
+    probs = model.predict(features["image"], verbose=0)
+    assert probs.shape == (len(labels), len(info["label_vocabulary"]))
+    assert np.isfinite(probs).all()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_validation_metrics_skip_unknown_labels(tfrecords, trained):
+    m = trained[1]["metrics"]
+    n_split = dataset_info(str(tfrecords))["splits"]["validation"]["examples"]
+    assert m["validation_examples"] + m["validation_skipped_unknown_label"] == n_split
+    assert m["validation_examples"] > 0 and 0.0 <= m["validation_accuracy"] <= 1.0
+    assert np.isfinite(m["validation_loss"])
+
+
+def test_version_is_deterministic_for_dataset_and_seed(tfrecords, trained):
+    raw = (tfrecords / "dataset_info.json").read_bytes()
+    version = trained[1]["version"]
+    assert version == train_baseline.default_version(raw, 3) == train_baseline.default_version(raw, 3)
+    assert version.startswith("baseline-") and version.endswith("-s3")
+    assert train_baseline.default_version(raw, 4) != version
+
+
+def test_an_empty_validation_split_trains_without_validation_metrics(tfrecords, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(tfrecords, data)
+    info = json.loads((data / "dataset_info.json").read_text())
+    info["splits"]["validation"].update(examples=0, shards=[])
+    (data / "dataset_info.json").write_text(json.dumps(info))
+    result = train_baseline.run(["--tfrecords", str(data), "--output", str(tmp_path / "m"),
+                                 "--epochs", "1", "--batch_size", "32"])
+    assert result["metrics"]["validation_accuracy"] is None
+    assert "no validation metrics" in capsys.readouterr().err
+    assert load_bundle(str(tmp_path / "m"))[1]["metrics"]["validation_examples"] == 0
+
+
+def _one_line_value_error(uri, *words):
+    with pytest.raises(ValueError) as e:
+        load_bundle(str(uri))
+    msg = str(e.value)
+    assert "\n" not in msg and all(w in msg for w in words), msg
+
+
+def test_load_bundle_errors_are_one_line(trained, tmp_path):
+    _one_line_value_error(tmp_path / "nowhere", "not found", str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    _one_line_value_error(tmp_path / "empty", MODEL_FILE, "not found")
+    bad = tmp_path / "bad"
+    shutil.copytree(trained[0], bad)
+    info = json.loads((bad / INFO_FILE).read_text())
+    (bad / INFO_FILE).write_text(json.dumps({**info, "label_vocabulary": info["label_vocabulary"][:-1]}))
+    _one_line_value_error(bad, "label_vocabulary", "units", str(bad))
+    (bad / INFO_FILE).write_text("{not json")
+    _one_line_value_error(bad / MODEL_FILE, "not valid JSON", str(bad / INFO_FILE))
+    (bad / INFO_FILE).unlink()
+    _one_line_value_error(bad, "model info not found", str(bad / INFO_FILE))
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "beam_jobs.train_baseline", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_bad_arguments_exit_2_with_one_line(tmp_path):
+    empty_train = tmp_path / "empty_train"
+    empty_train.mkdir()
+    (empty_train / "dataset_info.json").write_text(json.dumps(
+        {"label_vocabulary": [], "splits": {"train": {"examples": 0, "shards": []}}}))
+    (tmp_path / "no_info").mkdir()
+    cases = {"nowhere": "not found", "no_info": "no dataset_info.json", "empty_train": "train split is empty"}
+    for name, words in cases.items():
+        p = _cli("--tfrecords", str(tmp_path / name), "--output", str(tmp_path / "m"))
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1, p.stderr
+        assert lines[0].startswith("train_baseline: error:") and words in lines[0], lines[0]
+    p = _cli("--output", str(tmp_path / "m"))
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        "train_baseline: error: the following arguments are required: --tfrecords"]
+    assert not (tmp_path / "m").exists()
