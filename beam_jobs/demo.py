@@ -4,8 +4,9 @@
 
 Generates a labelled SCIN-format sample set, runs curate over it on
 DirectRunner and scores it against the ground truth, turns the accepted,
-labelled images into leak-free TFRecord splits with make_tfrecords, and prints
-where every output is.
+labelled images into leak-free TFRecord splits with make_tfrecords, trains the
+baseline CNN on them, lays the uploads out as two nightly dt=YYYY-MM-DD/
+partitions and scores them as a backfill, and prints where every output is.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="demo_output", help="where everything is written (replaced)")
     ap.add_argument("--cases", type=int, default=300, help="SCIN cases to generate (~2 images each)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--epochs", type=int, default=3, help="baseline training epochs")
     a = ap.parse_args(argv)
     if a.cases < 10:
         ap.error("--cases must be at least 10")
@@ -37,13 +39,14 @@ def main(argv=None) -> int:
     shutil.rmtree(out, ignore_errors=True)
     sample, curated = os.path.join(out, "sample"), os.path.join(out, "curate")
     records = os.path.join(out, "tfrecords")
+    model, uploads, scores = (os.path.join(out, d) for d in ("model", "uploads", "scores"))
 
-    t = _step(f"1/3 sample data: {a.cases} SCIN cases, seed {a.seed}")
+    t = _step(f"1/5 sample data: {a.cases} SCIN cases, seed {a.seed}")
     from beam_jobs.sample_data import generate
     generate(sample, cases=a.cases, seed=a.seed)
     print(f"   took {time.monotonic() - t:.1f}s")
 
-    t = _step("2/3 curate on DirectRunner")
+    t = _step("2/5 curate on DirectRunner")
     curate.run(["--scin_cases", os.path.join(sample, "dataset", "scin_cases.csv"),
                 "--image_root", sample, "--output", curated])
     summary = json.load(open(os.path.join(curated, "summary.json")))
@@ -54,7 +57,7 @@ def main(argv=None) -> int:
     print("\n   curate against the generator's ground truth:")
     print("   " + format_report(evaluate(load_features(curated), truth, sample)).replace("\n", "\n   "))
 
-    t = _step("3/3 make_tfrecords: labels, leak-free splits, tf.Transform, TFRecords")
+    t = _step("3/5 make_tfrecords: labels, leak-free splits, tf.Transform, TFRecords")
     from beam_jobs import make_tfrecords
     make_tfrecords.run(["--curated", curated, "--scin_cases", os.path.join(sample, "dataset", "scin_cases.csv"),
                         "--scin_labels", os.path.join(sample, "dataset", "scin_labels.csv"),
@@ -66,6 +69,27 @@ def main(argv=None) -> int:
     if any(info["missing_from"].values()):
         print(f"   classes missing from a split: {info['missing_from']}")
 
+    t = _step("4/5 train_baseline: a compact CNN on the train split (CPU)")
+    from beam_jobs import train_baseline
+    trained = train_baseline.run(["--tfrecords", records, "--output", model, "--epochs", str(a.epochs)])
+    print(f"   took {time.monotonic() - t:.1f}s: {trained}")
+
+    t = _step("5/5 score: backfill of two nightly partitions with RunInference")
+    images = sorted(os.listdir(os.path.join(sample, "dataset", "images")))
+    dates = ("2026-11-20", "2026-11-21")
+    for i, name in enumerate(images):
+        folder = os.path.join(uploads, f"dt={dates[i % 2]}")
+        os.makedirs(folder, exist_ok=True)
+        shutil.copy(os.path.join(sample, "dataset", "images", name), folder)
+    from beam_jobs import score
+    score.run(["--input", uploads, "--model_uri", model, "--output", scores,
+               "--start_date", dates[0], "--end_date", dates[1]])
+    for d in dates:
+        marker = [os.path.join(r, "_SUCCESS") for r, _d, f in os.walk(os.path.join(scores, "predictions", f"dt={d}"))
+                  if "_SUCCESS" in f]
+        print(f"   dt={d}: {open(marker[0]).read()}")
+    print(f"   took {time.monotonic() - t:.1f}s")
+
     print("\n== outputs")
     for label, path in [("sample images", os.path.join(sample, "dataset", "images")),
                         ("SCIN metadata", os.path.join(sample, "dataset")),
@@ -75,7 +99,9 @@ def main(argv=None) -> int:
                         ("summary", os.path.join(curated, "summary.json")),
                         ("report (open in a browser)", os.path.join(curated, "report.html")),
                         ("TFRecords + transform_fn", records),
-                        ("dataset info", os.path.join(records, "dataset_info.json"))]:
+                        ("dataset info", os.path.join(records, "dataset_info.json")),
+                        ("baseline model", model),
+                        ("predictions (dt=/model= partitions)", os.path.join(scores, "predictions"))]:
         print(f"   {label:<28} {path}")
     return 0
 

@@ -7,6 +7,7 @@ settings or memory do not affect the next):
   benchmarks.curate_job        whole curate job on DirectRunner, time and peak memory
   benchmarks.near_dups_scale   near-duplicate search scaling and recall
   benchmarks.make_tfrecords_job  make_tfrecords examples/s and bytes per example
+  benchmarks.score_job         score throughput vs the raw model, batched and per image
 
 then a one-table summary of the headline ratios and their targets. Nothing
 asserts on timings; expect a few minutes in total (more on first use, when
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from benchmarks._common import table, write_json
 
-BENCHMARKS = ("curate_per_image", "curate_job", "near_dups_scale", "make_tfrecords_job")
+BENCHMARKS = ("curate_per_image", "curate_job", "near_dups_scale", "make_tfrecords_job", "score_job")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -58,6 +59,10 @@ def headline(name: str, doc: dict) -> list[list]:
                  f"<= {doc['targets']['time_ratio_max']:.0f}"],
                 [name, f"recall vs brute force ({doc['recall']['true_pairs']} pairs)", doc["recall"]["recall"],
                  ">= 0.99"]]
+    if name == "score_job":
+        return [[name, "pipeline marginal images/s", doc["marginal_images_per_s"], ""],
+                [name, "pipeline / raw model.predict batched", r["vs_raw_batched"], ">= 0.8"],
+                [name, "pipeline / per-image predict", r["vs_per_image"], ">= 5"]]
     if name == "make_tfrecords_job":
         return [[name, "marginal job examples/s, 1 process", doc["marginal_examples_per_s"], ""],
                 [name, "marginal job / preprocess-only baseline", r["job_vs_baseline"], ""],

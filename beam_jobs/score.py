@@ -1,0 +1,313 @@
+"""score: bulk model scoring into idempotent date partitions.
+
+    dates (--date | --start_date..--end_date), each dt=YYYY-MM-DD/ under --input
+      -> SkipComplete        partitions already complete for this model version
+                             are skipped unless --force (checked at run time)
+      -> ListPartitions      deferred listing, then a reshuffle
+      -> Prepare             one decode; quality gate (curate's policy); the
+                             training path's crop/resize/JPEG/decode
+      -> RunInference        batched, model loaded once per process (or shared)
+      -> staged Parquet      under predictions/_staging/RUN/, then per partition
+                             moved into predictions/dt=D/model=V/ and _SUCCESS
+                             written last
+
+Run: python -m beam_jobs.score --input gs://b/uploads --model_uri gs://b/models/m1
+         --output gs://b/scores --date 2026-11-21 [--force]
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sys
+import uuid
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.metrics import Metrics
+
+from beam_jobs.cli import UsageError, execute, main, new_pipeline
+from beam_jobs.options import SharedOptions
+from schemas import predictions as P
+from schemas.policy import load_policy
+from transforms.decode import ImageRejected
+from transforms.inference import KerasBundleHandler, top_k
+from transforms.read import Missing, read_bytes
+from transforms.score_prep import prepare
+from transforms.sharded_write import jsonl_encoder, parquet_encoder, stable_shard, write_atomically
+
+MARKER = "_SUCCESS"
+UNDATED = "undated"
+MAX_DATES = 400
+DONE = "done"
+
+
+class ScoreOptions(SharedOptions):
+    """Options of the score job (also the Flex Template's parameters).
+
+    Also --input (with dates: the root holding dt=YYYY-MM-DD/ folders),
+    --manifest, --policy and --output from SharedOptions.
+    """
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--model_uri", help="Model directory (model.keras + model_info.json) or the .keras file, local or gs://.")
+        parser.add_argument("--date", help="Score one night: the dt=YYYY-MM-DD partition under --input.")
+        parser.add_argument("--start_date", help="Backfill: first date (YYYY-MM-DD), inclusive.")
+        parser.add_argument("--end_date", help="Backfill: last date (YYYY-MM-DD), inclusive.")
+        parser.add_argument("--force", action="store_true", default=False, help="Rescore partitions already complete for this model version.")
+        parser.add_argument("--quality_gate", default="on", choices=["on", "off"], help="Skip images curate's policy would reject (status skipped_quality).")
+        parser.add_argument("--top_k", type=int, default=3, help="Labels per row in top_labels.")
+        parser.add_argument("--min_batch_size", type=int, default=8, help="RunInference minimum batch size.")
+        parser.add_argument("--max_batch_size", type=int, default=64, help="RunInference maximum batch size.")
+        parser.add_argument("--share_model", action="store_true", default=False, help="Load one model per machine shared by its processes.")
+        parser.add_argument("--rows_per_shard", type=int, default=200_000, help="Prediction rows per Parquet file.")
+
+
+def parse_date(text: str, flag: str) -> dt.date:
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text or ""):
+        raise UsageError(f"--{flag} {text!r} is not a YYYY-MM-DD date")
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as e:
+        raise UsageError(f"--{flag} {text}: {e}") from None
+
+
+def dates_of(o: ScoreOptions) -> list[str]:
+    if o.date and (o.start_date or o.end_date):
+        raise UsageError("give --date or --start_date/--end_date, not both")
+    if o.date:
+        return [parse_date(o.date, "date").isoformat()]
+    if o.start_date or o.end_date:
+        if not (o.start_date and o.end_date):
+            raise UsageError("--start_date and --end_date go together")
+        start, end = parse_date(o.start_date, "start_date"), parse_date(o.end_date, "end_date")
+        if end < start:
+            raise UsageError(f"--end_date {end} is before --start_date {start}")
+        n = (end - start).days + 1
+        if n > MAX_DATES:
+            raise UsageError(f"backfill of {n} dates exceeds {MAX_DATES}; split it")
+        return [(start + dt.timedelta(days=i)).isoformat() for i in range(n)]
+    return []
+
+
+def load_model_info(model_uri: str) -> dict:
+    """The bundle's model_info.json, validated; UsageError if unusable."""
+    from schemas.model_bundle import load_bundle
+    try:
+        _model, info = load_bundle(model_uri)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return info
+
+
+def _image_settings(info: dict) -> dict:
+    # The model must see images made exactly as its training images were.
+    sources = (info.get("trained_on") or {}).get("sources") or {}
+    return {"image_size": int(info.get("image_size") or sources.get("image_size") or 224),
+            "crop_fraction": float(sources.get("crop_fraction", 0.875)),
+            "jpeg_quality": int(sources.get("jpeg_quality", 90))}
+
+
+def validate(o: ScoreOptions):
+    if not o.model_uri or not o.output:
+        raise UsageError("--model_uri and --output are required")
+    if not (o.input or o.manifest):
+        raise UsageError("give --input (a glob, or with dates the root of dt=YYYY-MM-DD/ folders) or --manifest")
+    dates = dates_of(o)
+    if dates and not o.input:
+        raise UsageError("--date/--start_date need --input, the root of the dt=YYYY-MM-DD/ folders")
+    for name in ("top_k", "min_batch_size", "max_batch_size", "rows_per_shard"):
+        if getattr(o, name) < 1:
+            raise UsageError(f"--{name} must be positive")
+    if o.min_batch_size > o.max_batch_size:
+        raise UsageError("--min_batch_size exceeds --max_batch_size")
+    try:
+        policy = load_policy(o.policy)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return dates, policy
+
+
+def _row(uri, partition, version, status, scored_at, **kw):
+    row = {f.name: None for f in P.SCHEMA}
+    row.update(uri=uri, partition=partition, model_version=version, status=status, scored_at=scored_at,
+               reasons=[], top_labels=[], top_probabilities=[], probabilities=[])
+    row.update(kw)
+    return row
+
+
+def _list_partition(item, input_root, manifest):
+    """(partition, uri) for every image of one partition, listed at run time."""
+    from transforms.inputs import parse_manifest
+    partition = item
+    if manifest:
+        with FileSystems.open(manifest) as f:
+            refs = parse_manifest(f.read().decode("utf-8-sig"), manifest)
+        uris = sorted({r.uri for r in refs})
+    else:
+        pattern = input_root if partition == UNDATED else f"{input_root.rstrip('/')}/dt={partition}/**"
+        uris = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    for uri in uris:
+        yield partition, uri
+
+
+class _Prepare(beam.DoFn):
+    def __init__(self, policy, settings, gate, version, scored_at):
+        self.policy, self.settings, self.gate = policy, settings, gate
+        self.version, self.scored_at = version, scored_at
+
+    def setup(self):
+        self.skipped = Metrics.counter("score", "skipped_quality")
+        self.failed = Metrics.counter("score", "failed_input")
+
+    def process(self, item):
+        partition, uri = item
+        try:
+            data, _retries = read_bytes(uri)
+            reasons, array = prepare(data, self.policy, gate=self.gate, **self.settings)
+        except (Missing, ImageRejected, OSError, ValueError) as e:
+            self.failed.inc()
+            yield beam.pvalue.TaggedOutput(DONE, _row(uri, partition, self.version, "failed", self.scored_at,
+                                                      error=f"{type(e).__name__}: {e}"))
+            return
+        if reasons:
+            self.skipped.inc()
+            yield beam.pvalue.TaggedOutput(DONE, _row(uri, partition, self.version, "skipped_quality",
+                                                      self.scored_at, reasons=reasons))
+            return
+        yield (partition, uri), array
+
+
+def _scored(result, vocabulary, k, version, scored_at):
+    (partition, uri), probabilities = result  # KerasBundleHandler yields bare vectors
+    probs = np.asarray(probabilities, dtype=np.float32)
+    labels, top = top_k(probs, vocabulary, k)
+    return _row(uri, partition, version, "scored", scored_at, top_labels=labels,
+                top_probabilities=top, probabilities=probs.tolist())
+
+
+def _failed_batch(failure, version, scored_at):
+    batch, error = failure
+    for (partition, uri), _array in batch:
+        yield _row(uri, partition, version, "failed", scored_at, error=f"inference failed: {error}")
+
+
+def _write_staged(kv, staging, rows_per_shard, counts):
+    """Write one shard of one partition under the staging directory."""
+    (partition, index), rows = kv
+    n = max(1, -(-counts.get(partition, 0) // rows_per_shard))
+    rows = sorted((r for r in rows if r is not None), key=lambda r: r["uri"])
+    name = f"predictions-{index:05d}-of-{n:05d}.parquet"
+    write_atomically(FileSystems.join(staging, f"dt={partition}", name), parquet_encoder(P.SCHEMA)(rows))
+    dead = [r for r in rows if r["status"] == "failed"]
+    if dead:
+        write_atomically(FileSystems.join(staging, f"dt={partition}", f"dead_letters-{index:05d}.jsonl"),
+                         jsonl_encoder(["uri", "partition", "model_version", "error"])(dead))
+    return partition
+
+
+def _publish(partition, output, staging, version, status_counts):
+    """Replace the partition's files with the staged ones, then write _SUCCESS."""
+    final = P.partition_dir(output, partition, version)
+    marker = FileSystems.join(final, MARKER)
+    if FileSystems.exists(marker):
+        FileSystems.delete([marker])
+    old = FileSystems.match([FileSystems.join(final, "*")])[0].metadata_list
+    if old:
+        FileSystems.delete([m.path for m in old])
+    staged = FileSystems.match([FileSystems.join(staging, f"dt={partition}", "*")])[0].metadata_list
+    names = [m.path.rsplit("/", 1)[1] for m in staged]
+    if not FileSystems.exists(final):
+        FileSystems.mkdirs(final)  # local renames need the directory; GCS has none
+    if staged:
+        FileSystems.rename([m.path for m in staged], [FileSystems.join(final, n) for n in names])
+    counts = dict(status_counts.get(partition, {}))
+    write_atomically(marker, json.dumps({"partition": partition, "model_version": version,
+                                         "images": sum(counts.values()), **counts}, sort_keys=True).encode())
+    return partition
+
+
+def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict) -> beam.Pipeline:
+    """The score pipeline, constructed but not run."""
+    version, vocabulary = info["version"], list(info["label_vocabulary"])
+    settings = _image_settings(info)
+    scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    staging = FileSystems.join(o.output, "predictions", "_staging", uuid.uuid4().hex)
+    partitions = dates or [UNDATED]
+    force, output = o.force, o.output
+
+    p = new_pipeline(o)
+    todo = (p
+            | "Partitions" >> beam.Create(partitions)
+            | "SkipComplete" >> beam.Filter(
+                lambda d: force or not FileSystems.exists(FileSystems.join(P.partition_dir(output, d, version), MARKER))))
+    images = (todo
+              | "ListPartitions" >> beam.FlatMap(_list_partition, o.input, o.manifest)
+              | "Reshuffle" >> beam.Reshuffle())
+    prepared = images | "Prepare" >> beam.ParDo(
+        _Prepare(policy, settings, o.quality_gate == "on", version, scored_at)).with_outputs(DONE, main="inputs")
+    handler = KeyedModelHandler(KerasBundleHandler(
+        o.model_uri, min_batch_size=o.min_batch_size, max_batch_size=o.max_batch_size,
+        share_across_processes=o.share_model))
+    predictions, failures = prepared.inputs | "RunInference" >> RunInference(handler).with_exception_handling()
+    scored = predictions | "ToRows" >> beam.Map(_scored, vocabulary, o.top_k, version, scored_at)
+    failed = failures.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch, version, scored_at)
+    rows = (scored, failed, prepared[DONE]) | "AllRows" >> beam.Flatten()
+
+    counts = (rows
+              | "PartitionOf" >> beam.Map(lambda r: r["partition"])
+              | "CountPerPartition" >> beam.combiners.Count.PerElement()
+              | "Counts" >> beam.combiners.ToDict())
+    status_counts = (rows
+                     | "StatusOf" >> beam.Map(lambda r: ((r["partition"], r["status"]), 1))
+                     | "CountStatus" >> beam.CombinePerKey(sum)
+                     | "ByPartition" >> beam.combiners.ToList()
+                     | "StatusDict" >> beam.Map(lambda kvs: _nest(kvs)))
+    per = o.rows_per_shard
+    shard_keys = rows | "KeyByShard" >> beam.Map(
+        lambda r, c: ((r["partition"], stable_shard(r["uri"], max(1, -(-c[r["partition"]] // per)))), r),
+        c=beam.pvalue.AsSingleton(counts))
+    # Steps that need side inputs computed from `todo`'s own descendants start
+    # from a fresh root; consuming `todo` directly would fuse them into the
+    # stage that produces those side inputs and deadlock it.
+    todo_list = todo | "TodoList" >> beam.combiners.ToList()
+    todo_again = (p
+                  | "AfterScoring" >> beam.Create([None])
+                  | "Todo" >> beam.FlatMap(lambda _, t: t, t=beam.pvalue.AsSingleton(todo_list)))
+    every_shard = todo_again | "EveryShard" >> beam.FlatMap(
+        lambda d, c: [((d, i), None) for i in range(max(1, -(-c.get(d, 0) // per)))],
+        c=beam.pvalue.AsSingleton(counts))
+    written = ((shard_keys, every_shard)
+               | "WithEmptyShards" >> beam.Flatten()
+               | "GroupByShard" >> beam.GroupByKey()
+               | "WriteStaged" >> beam.Map(_write_staged, staging, per, beam.pvalue.AsSingleton(counts)))
+    _ = (todo_again
+         | "Publish" >> beam.Map(
+             lambda d, _w, sc: _publish(d, output, staging, version, sc),
+             _w=beam.pvalue.AsList(written), sc=beam.pvalue.AsSingleton(status_counts))
+         | "AllPublished" >> beam.combiners.ToList()
+         | "DropStaging" >> beam.Map(lambda _: FileSystems.delete([staging]) if FileSystems.exists(staging) else None))
+    return p
+
+
+def _nest(kvs) -> dict:
+    out: dict = {}
+    for (partition, status), n in kvs:
+        out.setdefault(partition, {})[status] = n
+    return out
+
+
+def run(argv=None):
+    """Parse argv, validate (model included), build and run the score job."""
+    options = ScoreOptions(argv)
+    dates, policy = validate(options)
+    info = load_model_info(options.model_uri)
+    return execute(build_pipeline(options, dates, policy, info), options,
+                   f"score: done. predictions under {FileSystems.join(options.output, 'predictions')}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(run, prog="score"))

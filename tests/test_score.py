@@ -1,0 +1,152 @@
+"""score end to end: gs:// partitions, skip/force, recovery, parity, errors."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from beam_jobs import make_tfrecords, score, train_baseline
+from beam_jobs.cli import main
+from schemas.examples import read_split
+from schemas.policy import load_policy
+from transforms.score_prep import prepare
+
+DATES = ("2026-11-20", "2026-11-21")
+
+
+@pytest.fixture(scope="module")
+def model_dir(labelled, curated, tmp_path_factory):
+    """A model trained by train_baseline on make_tfrecords output (64 px)."""
+    ds = labelled / "dataset"
+    records = tmp_path_factory.mktemp("score_records")
+    make_tfrecords.run(["--curated", str(curated), "--scin_cases", str(ds / "scin_cases.csv"),
+                        "--scin_labels", str(ds / "scin_labels.csv"), "--image_root", str(labelled),
+                        "--output", str(records), "--image_size", "64", "--min_class_count", "1"])
+    model = tmp_path_factory.mktemp("model")
+    train_baseline.run(["--tfrecords", str(records), "--output", str(model), "--epochs", "1"])
+    return model, records
+
+
+@pytest.fixture(scope="module")
+def uploads(labelled, tmp_path_factory):
+    """dt=YYYY-MM-DD/ folders with a mix of good, defective and corrupt uploads."""
+    truth = list(csv.DictReader(open(labelled / "ground_truth.csv")))
+    root = tmp_path_factory.mktemp("uploads")
+    for i, date in enumerate(DATES):
+        folder = root / f"dt={date}"
+        folder.mkdir()
+        for t in truth[i * 12:(i + 1) * 12]:
+            shutil.copy(labelled / t["image_path"], folder / os.path.basename(t["image_path"]))
+    good = next(labelled / t["image_path"] for t in truth if t["defect"] == "none")
+    (root / f"dt={DATES[1]}" / "zz_truncated.jpg").write_bytes(good.read_bytes()[:2000])
+    return root
+
+
+def _partition(output, date, version):
+    return f"{output}/predictions/dt={date}/model={version}"
+
+
+def _rows(folder):
+    return [r for f in sorted(os.listdir(folder)) if f.endswith(".parquet")
+            for r in pq.read_table(os.path.join(folder, f), use_threads=False).to_pylist()]
+
+
+def _version(model):
+    return json.loads((model / "model_info.json").read_text())["version"]
+
+
+def test_backfill_over_gcs_partitions_with_a_gcs_model(model_dir, uploads, gcs_emulator):
+    model, _ = model_dir
+    gcs_emulator.upload_tree(uploads, "nightly", "uploads")
+    gcs_emulator.upload_tree(model, "models", "m1")
+    gcs_emulator.create_bucket("scores")
+    score.run(["--input", "gs://nightly/uploads", "--model_uri", "gs://models/m1", "--output", "gs://scores/run",
+               "--start_date", DATES[0], "--end_date", DATES[1], "--max_batch_size", "8"])
+    bucket = gcs_emulator.client().bucket("scores")
+    version = _version(model)
+    vocab = json.loads((model / "model_info.json").read_text())["label_vocabulary"]
+    for date in DATES:
+        prefix = f"run/predictions/dt={date}/model={version}/"
+        names = {b.name for b in bucket.list_blobs(prefix=prefix)}
+        assert prefix + "_SUCCESS" in names
+        marker = json.loads(bucket.blob(prefix + "_SUCCESS").download_as_text())
+        n_files = len(os.listdir(uploads / f"dt={date}"))
+        assert marker["images"] == n_files == sum(marker.get(s, 0) for s in ("scored", "skipped_quality", "failed"))
+        assert marker["scored"] > 0
+    truncated_date = DATES[1]
+    prefix = f"run/predictions/dt={truncated_date}/model={version}/"
+    table = pq.read_table(pa.BufferReader(bucket.blob(prefix + "predictions-00000-of-00001.parquet")
+                                          .download_as_bytes()), use_threads=False).to_pylist()
+    by_uri = {r["uri"].rsplit("/", 1)[1]: r for r in table}
+    assert by_uri["zz_truncated.jpg"]["status"] == "failed" and "truncated" in by_uri["zz_truncated.jpg"]["error"]
+    for r in table:
+        assert r["partition"] == truncated_date and r["model_version"] == version
+        if r["status"] == "scored":
+            assert len(r["probabilities"]) == len(vocab) and abs(sum(r["probabilities"]) - 1) < 1e-3
+            assert r["top_labels"][0] == vocab[int(np.argmax(r["probabilities"]))]
+        if r["status"] == "skipped_quality":
+            assert r["reasons"] and not r["probabilities"]
+    dead = [b.name for b in bucket.list_blobs(prefix=prefix) if "dead_letters" in b.name]
+    assert dead and "zz_truncated.jpg" in bucket.blob(dead[0]).download_as_text()
+
+
+def test_complete_partitions_are_skipped_unless_forced(model_dir, uploads, tmp_path):
+    model, _ = model_dir
+    args = ["--input", str(uploads), "--model_uri", str(model), "--output", str(tmp_path), "--date", DATES[0]]
+    score.run(args)
+    folder = _partition(tmp_path, DATES[0], _version(model))
+    first = {f: os.stat(os.path.join(folder, f)).st_mtime_ns for f in os.listdir(folder)}
+    score.run(args)
+    assert {f: os.stat(os.path.join(folder, f)).st_mtime_ns for f in os.listdir(folder)} == first
+    rows_before = _rows(folder)
+    score.run(args + ["--force"])
+    assert {f: os.stat(os.path.join(folder, f)).st_mtime_ns for f in os.listdir(folder)} != first
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "scored_at"} for r in rows]
+    assert strip(_rows(folder)) == strip(rows_before)
+
+
+def test_an_interrupted_partition_is_invisible_and_rerun_completes_it(model_dir, uploads, tmp_path):
+    model, _ = model_dir
+    folder = _partition(tmp_path, DATES[1], _version(model))
+    os.makedirs(folder)
+    with open(os.path.join(folder, "predictions-00000-of-00003.parquet"), "wb") as f:
+        f.write(b"half written")  # what a killed run could leave, without _SUCCESS
+    score.run(["--input", str(uploads), "--model_uri", str(model / "model.keras"), "--output", str(tmp_path),
+               "--date", DATES[1]])
+    assert os.path.exists(os.path.join(folder, "_SUCCESS"))
+    assert "predictions-00000-of-00003.parquet" not in os.listdir(folder)
+    assert len(_rows(folder)) == len(os.listdir(uploads / f"dt={DATES[1]}"))
+
+
+def test_serving_input_equals_training_input(model_dir):
+    _, records = model_dir
+    info = json.loads((records / "dataset_info.json").read_text())["sources"]
+    for features, _label in read_split(str(records), "train").take(5):
+        uri = features["uri"].numpy().decode()
+        with open(uri, "rb") as f:
+            reasons, served = prepare(f.read(), load_policy(), image_size=info["image_size"],
+                                      crop_fraction=info["crop_fraction"], jpeg_quality=info["jpeg_quality"],
+                                      gate=False)
+        assert reasons == [] and np.array_equal(served, features["image"].numpy())
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model_uri", "/nonexistent/model", "--date", "2026-11-20"], "/nonexistent/model"),
+    (["--model_uri", "MODEL", "--date", "2026-13-01"], "--date 2026-13-01"),
+    (["--model_uri", "MODEL", "--start_date", "2026-11-21", "--end_date", "2026-11-20"], "is before --start_date"),
+    (["--model_uri", "MODEL", "--date", "2026-11-20", "--start_date", "2026-11-20"], "not both"),
+])
+def test_bad_arguments_and_models_fail_in_one_line_before_work(extra, message, model_dir, uploads, tmp_path, capsys):
+    model, _ = model_dir
+    args = ["--input", str(uploads), "--output", str(tmp_path / "out")] + [
+        str(model) if a == "MODEL" else a for a in extra]
+    assert main(score.run, args, prog="score") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("score: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
