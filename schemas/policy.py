@@ -24,6 +24,7 @@ class QualityPolicy:
     blur_max_sharpness: float
     info_max_entropy: float
     skin_min_fraction: float
+    skin_min_brightness: float
     gray_max_channel_diff: float
     dup_radius: int
     exact_only_for: tuple
@@ -43,6 +44,7 @@ class QualityPolicy:
                 blur_max_sharpness=float(d["blurry"]["max_sharpness"]),
                 info_max_entropy=float(d["low_information"]["max_entropy_bits"]),
                 skin_min_fraction=float(d["no_skin"]["min_skin_fraction"]),
+                skin_min_brightness=float(d["no_skin"]["min_brightness_to_judge"]),
                 gray_max_channel_diff=float(d["grayscale"]["max_channel_diff"]),
                 dup_radius=int(d["duplicates"]["radius"]),
                 exact_only_for=tuple(d["duplicates"]["exact_only_for"]),

@@ -23,7 +23,8 @@ def quality_reasons(f: dict, policy: QualityPolicy) -> list[str]:
         found.add("low_information")
     if f["sharpness"] <= policy.blur_max_sharpness:
         found.add("blurry")
-    if f["skin_fraction"] < policy.skin_min_fraction:
+    # Too dark to carry colour: abstain rather than call skin "not skin".
+    if f["skin_fraction"] < policy.skin_min_fraction and f["brightness_mean"] >= policy.skin_min_brightness:
         found.add("no_skin")
     # Report root causes only: drop a reason when one it defers to is present.
     kept = {r for r in found if not found.intersection(policy.suppressed_by.get(r, ()))}
