@@ -125,11 +125,13 @@ def _finalize(_, output, compression, class_counts, min_count, rare_policy, cell
     """dataset_info.json (counts, shards, vocab, class weights), then the marker."""
     import tensorflow_transform as tft
     vocab = [v.decode() for v in tft.TFTransformOutput(output).vocabulary_by_name(E.LABEL_VOCAB)]
-    splits = {s: {"examples": 0, "shards": [], "by_class": Counter(), "by_monk_group": Counter(),
-                  "by_class_and_monk_group": defaultdict(Counter)} for s in SPLITS}
+    def new_split():
+        return {"examples": 0, "shards": [], "by_class": Counter(), "by_monk_group": Counter(),
+                "by_class_and_monk_group": defaultdict(Counter)}
+
+    splits = {s: new_split() for s in SPLITS}  # the three always appear, even empty
     for (split, label, group), n in cells:
-        s = splits.setdefault(split, {"examples": 0, "shards": [], "by_class": Counter(),
-                                      "by_monk_group": Counter(), "by_class_and_monk_group": defaultdict(Counter)})
+        s = splits.setdefault(split, new_split())
         s["examples"] += n
         s["by_class"][label] += n
         s["by_monk_group"][group] += n

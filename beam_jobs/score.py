@@ -7,7 +7,8 @@
       -> Prepare             one decode; quality gate (curate's policy); the
                              training path's crop/resize/JPEG/decode
       -> RunInference        batched, model loaded once per process (or shared)
-      -> staged Parquet      under predictions/_staging/RUN/, then per partition
+      -> staged shards       Parquet (+ dead-letter JSONL) under predictions/_staging/RUN/,
+                             then per partition
                              moved into predictions/dt=D/model=V/ and _SUCCESS
                              written last
 
@@ -36,7 +37,7 @@ from transforms.decode import ImageRejected
 from transforms.inference import KerasBundleHandler, top_k
 from transforms.read import Missing, read_bytes
 from transforms.score_prep import prepare
-from transforms.sharded_write import jsonl_encoder, parquet_encoder, stable_shard, write_atomically
+from transforms.sharded_write import WriteGroupedShards, jsonl_encoder, parquet_encoder, shard_name, write_atomically
 
 MARKER = "_SUCCESS"
 UNDATED = "undated"
@@ -139,10 +140,9 @@ def _row(uri, partition, version, status, scored_at, **kw):
     return row
 
 
-def _list_partition(item, input_root, manifest):
+def _list_partition(partition, input_root, manifest):
     """(partition, uri) for every image of one partition, listed at run time."""
     from transforms.inputs import parse_manifest
-    partition = item
     if manifest:
         with FileSystems.open(manifest) as f:
             refs = parse_manifest(f.read().decode("utf-8-sig"), manifest)
@@ -195,20 +195,6 @@ def _failed_batch(failure, version, scored_at):
         yield _row(uri, partition, version, "failed", scored_at, error=f"inference failed: {error}")
 
 
-def _write_staged(kv, staging, rows_per_shard, counts):
-    """Write one shard of one partition under the staging directory."""
-    (partition, index), rows = kv
-    n = max(1, -(-counts.get(partition, 0) // rows_per_shard))
-    rows = sorted((r for r in rows if r is not None), key=lambda r: r["uri"])
-    name = f"predictions-{index:05d}-of-{n:05d}.parquet"
-    write_atomically(FileSystems.join(staging, f"dt={partition}", name), parquet_encoder(P.SCHEMA)(rows))
-    dead = [r for r in rows if r["status"] == "failed"]
-    if dead:
-        write_atomically(FileSystems.join(staging, f"dt={partition}", f"dead_letters-{index:05d}.jsonl"),
-                         jsonl_encoder(["uri", "partition", "model_version", "error"])(dead))
-    return partition
-
-
 def _publish(partition, output, staging, version, status_counts):
     """Replace the partition's files with the staged ones, then write _SUCCESS."""
     final = P.partition_dir(output, partition, version)
@@ -257,19 +243,11 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict) -> bea
     failed = failures.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch, version, scored_at)
     rows = (scored, failed, prepared[DONE]) | "AllRows" >> beam.Flatten()
 
-    counts = (rows
-              | "PartitionOf" >> beam.Map(lambda r: r["partition"])
-              | "CountPerPartition" >> beam.combiners.Count.PerElement()
-              | "Counts" >> beam.combiners.ToDict())
     status_counts = (rows
                      | "StatusOf" >> beam.Map(lambda r: ((r["partition"], r["status"]), 1))
                      | "CountStatus" >> beam.CombinePerKey(sum)
-                     | "ByPartition" >> beam.combiners.ToList()
-                     | "StatusDict" >> beam.Map(lambda kvs: _nest(kvs)))
-    per = o.rows_per_shard
-    shard_keys = rows | "KeyByShard" >> beam.Map(
-        lambda r, c: ((r["partition"], stable_shard(r["uri"], max(1, -(-c[r["partition"]] // per)))), r),
-        c=beam.pvalue.AsSingleton(counts))
+                     | "StatusList" >> beam.combiners.ToList()
+                     | "StatusDict" >> beam.Map(_nest))
     # Steps that need side inputs computed from `todo`'s own descendants start
     # from a fresh root; consuming `todo` directly would fuse them into the
     # stage that produces those side inputs and deadlock it.
@@ -277,17 +255,24 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict) -> bea
     todo_again = (p
                   | "AfterScoring" >> beam.Create([None])
                   | "Todo" >> beam.FlatMap(lambda _, t: t, t=beam.pvalue.AsSingleton(todo_list)))
-    every_shard = todo_again | "EveryShard" >> beam.FlatMap(
-        lambda d, c: [((d, i), None) for i in range(max(1, -(-c.get(d, 0) // per)))],
-        c=beam.pvalue.AsSingleton(counts))
-    written = ((shard_keys, every_shard)
-               | "WithEmptyShards" >> beam.Flatten()
-               | "GroupByShard" >> beam.GroupByKey()
-               | "WriteStaged" >> beam.Map(_write_staged, staging, per, beam.pvalue.AsSingleton(counts)))
+
+    def staged(prefix, suffix):
+        return lambda d, i, n: FileSystems.join(staging, f"dt={d}", shard_name(prefix, i, n, suffix))
+
+    by_partition = rows | "ByPartition" >> beam.Map(lambda r: (r["partition"], r))
+    written = by_partition | "WriteStaged" >> WriteGroupedShards(
+        staged("predictions", ".parquet"), parquet_encoder(P.SCHEMA), key_fn=lambda r: r["uri"],
+        per_shard=o.rows_per_shard, groups=todo_again)
+    dead = (by_partition
+            | "Failed" >> beam.Filter(lambda pr: pr[1]["status"] == "failed")
+            | "WriteStagedDeadLetters" >> WriteGroupedShards(
+                staged("dead_letters", ".jsonl"), jsonl_encoder(["uri", "partition", "model_version", "error"]),
+                key_fn=lambda r: r["uri"], per_shard=o.rows_per_shard))
     _ = (todo_again
          | "Publish" >> beam.Map(
-             lambda d, _w, sc: _publish(d, output, staging, version, sc),
-             _w=beam.pvalue.AsList(written), sc=beam.pvalue.AsSingleton(status_counts))
+             lambda d, _w, _dl, sc: _publish(d, output, staging, version, sc),
+             _w=beam.pvalue.AsList(written), _dl=beam.pvalue.AsList(dead),
+             sc=beam.pvalue.AsSingleton(status_counts))
          | "AllPublished" >> beam.combiners.ToList()
          | "DropStaging" >> beam.Map(lambda _: FileSystems.delete([staging]) if FileSystems.exists(staging) else None))
     return p

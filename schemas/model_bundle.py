@@ -24,7 +24,8 @@ REQUIRED_KEYS = ("label_vocabulary", "version", "image_size", "input")
 
 
 def _join(base: str, name: str) -> str:
-    return posixpath.join(base, name) if "://" in base else os.path.join(base, name)
+    from apache_beam.io.filesystems import FileSystems
+    return FileSystems.join(base, name)
 
 
 def _exists(path: str) -> bool:

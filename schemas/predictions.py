@@ -1,8 +1,8 @@
 """The score job's predictions table, one Parquet dataset per partition.
 
-Layout: OUTPUT/predictions/dt=YYYY-MM-DD/model=VERSION/predictions-*.parquet
+Layout: OUTPUT/predictions/dt=YYYY-MM-DD/model=VERSION/predictions-SSSSS-of-NNNNN.parquet
 plus _SUCCESS (JSON counts) once the partition is complete, and
-dead_letters.jsonl for images that could not be scored.
+dead_letters-SSSSS-of-NNNNN.jsonl when some images could not be scored.
 """
 from __future__ import annotations
 

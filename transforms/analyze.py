@@ -12,7 +12,6 @@ import cv2
 from schemas.features import empty_row
 from schemas.policy import QualityPolicy
 from transforms.decode import ImageRejected, decode
-from transforms.image_header import read_header
 from transforms.quality import compute_features, to_analysis_size
 from transforms.verdict import quality_reasons
 
@@ -44,10 +43,9 @@ def analyze_image(uri: str, data: bytes, policy: QualityPolicy, *,
     try:
         decoded = decode(data, analysis_short_side=policy.analysis_short_side,
                          max_pixels=policy.max_pixels)
-    except ImageRejected as e:
-        header = read_header(data) if data else None
+    except ImageRejected as e:  # e.header: decode already parsed it
         row.update(status="rejected", reasons=[e.reason], error=str(e),
-                   format=header.format if header else None)
+                   format=e.header.format if e.header else None)
         return row, None
     w, h = decoded.width, decoded.height
     row.update(format=decoded.header.format, width=w, height=h,

@@ -77,7 +77,8 @@ def parse_scin_cases(text: str, image_root: str, source: str = "scin_cases") -> 
     return refs
 
 
-def _read_whole(readable_file) -> str:
+def read_text(readable_file) -> str:
+    """A fileio.ReadableFile's whole content as text (a BOM, as Excel writes, is dropped)."""
     return readable_file.read().decode("utf-8-sig")
 
 
@@ -106,14 +107,14 @@ class ReadImageRefs(beam.PTransform):
                 pbegin
                 | "MatchManifest" >> fileio.MatchFiles(self.manifest, EmptyMatchTreatment.DISALLOW)
                 | "ReadManifest" >> fileio.ReadMatches(compression=CompressionTypes.UNCOMPRESSED)
-                | "ParseManifest" >> beam.FlatMap(lambda f: parse_manifest(_read_whole(f), f.metadata.path)))
+                | "ParseManifest" >> beam.FlatMap(lambda f: parse_manifest(read_text(f), f.metadata.path)))
         if self.scin_cases:
             root = self.image_root
             sources.append(
                 pbegin
                 | "MatchScinCases" >> fileio.MatchFiles(self.scin_cases, EmptyMatchTreatment.DISALLOW)
                 | "ReadScinCases" >> fileio.ReadMatches(compression=CompressionTypes.UNCOMPRESSED)
-                | "ParseScinCases" >> beam.FlatMap(lambda f: parse_scin_cases(_read_whole(f), root, f.metadata.path)))
+                | "ParseScinCases" >> beam.FlatMap(lambda f: parse_scin_cases(read_text(f), root, f.metadata.path)))
         return (sources
                 | "AllSources" >> beam.Flatten()
                 | "KeyByUri" >> beam.Map(lambda r: (r.uri, r))

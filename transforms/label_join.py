@@ -16,7 +16,7 @@ from apache_beam.metrics import Metrics
 
 from schemas import examples as E
 from schemas import scin
-from transforms.inputs import join_root
+from transforms.inputs import join_root, read_text
 from transforms.labels import BadLabelRow, plain_record, scin_image_records
 
 DEAD = "dead"
@@ -47,8 +47,7 @@ class ReadCuratedRows(beam.PTransform):
 
 
 def _csv_rows(readable, required, source):
-    text = readable.read().decode("utf-8-sig")
-    return scin.read_csv_rows(text, required, f"{source} ({readable.metadata.path})")
+    return scin.read_csv_rows(read_text(readable), required, f"{source} ({readable.metadata.path})")
 
 
 class _ScinRecords(beam.DoFn):

@@ -63,12 +63,68 @@ def jsonl_encoder(fields=None):
     return encode
 
 
+def shards_for(total: float, per_shard: float) -> int:
+    """Shard count for a group: enough to keep each near per_shard, at least one."""
+    return max(1, math.ceil(total / per_shard))
+
+
+class WriteGroupedShards(beam.PTransform):
+    """(group, element) -> per group, shard files whose contents follow from keys.
+
+    Per group, the shard count is shards_for(sum of weight_fn, per_shard); an
+    element's shard comes from stable_shard(key_fn(e)), its place in the file
+    from sorting by order_fn (default key_fn); encode turns the sorted list into
+    bytes written atomically to path_fn(group, index, num_shards). Every shard
+    index of every group is written, even if empty; pass `groups` (a
+    PCollection of group names) to also write groups that have no elements.
+    Pass `after` to start writing only once that PCollection is computed.
+    Emits (group, index, num_shards, element_count, path).
+    """
+
+    def __init__(self, path_fn, encode, key_fn, per_shard, weight_fn=None, order_fn=None,
+                 groups=None, after=None):
+        super().__init__()
+        self.path_fn, self.encode, self.key_fn, self.per_shard = path_fn, encode, key_fn, per_shard
+        self.weight_fn, self.order_fn = weight_fn or (lambda e: 1), order_fn or key_fn
+        self.groups, self.after = groups, after
+
+    def expand(self, grouped):
+        key_fn, order_fn, weight_fn, per_shard = self.key_fn, self.order_fn, self.weight_fn, self.per_shard
+        path_fn, encode = self.path_fn, self.encode
+        weights = grouped | "Weigh" >> beam.Map(lambda ge: (ge[0], weight_fn(ge[1])))
+        if self.groups is not None:
+            weights = (weights, self.groups | "NamedGroups" >> beam.Map(lambda g: (g, 0))) | "AllGroups" >> beam.Flatten()
+        num_shards = (weights
+                      | "WeightPerGroup" >> beam.CombinePerKey(sum)
+                      | "ShardsPerGroup" >> beam.Map(lambda gw: (gw[0], shards_for(gw[1], per_shard))))
+        n_side = beam.pvalue.AsDict(num_shards)
+        every_shard = num_shards | "EveryShard" >> beam.FlatMap(
+            lambda gn: [((gn[0], i), None) for i in range(gn[1])])
+        keyed = grouped | "KeyByShard" >> beam.Map(
+            lambda ge, n: ((ge[0], stable_shard(key_fn(ge[1]), n[ge[0]])), ge[1]), n=n_side)
+        write_kwargs = {"n": n_side}
+        if self.after is not None:
+            write_kwargs["_after"] = beam.pvalue.AsList(self.after)
+
+        def write(kv, n, _after=None):
+            (group, index), items = kv
+            items = sorted((e for e in items if e is not None), key=order_fn)
+            path = write_atomically(path_fn(group, index, n[group]), encode(items))
+            return group, index, n[group], len(items), path
+
+        return ((keyed, every_shard)
+                | "WithEmptyShards" >> beam.Flatten()
+                | "GroupByShard" >> beam.GroupByKey()
+                | "WriteShard" >> beam.Map(write, **write_kwargs))
+
+
 class WriteSortedShards(beam.PTransform):
     """Write elements to `directory/prefix-SSSSS-of-NNNNN.suffix`; yields paths.
 
     key_fn gives each element's unique, stable key (e.g. its uri); encode turns
-    a sorted list of elements into file bytes. Pass `after` (a PCollection) to
-    start writing only once it is computed.
+    a sorted list of elements into file bytes. At least one shard is written,
+    even with no elements. Pass `after` (a PCollection) to start writing only
+    once it is computed.
     """
 
     def __init__(self, directory, prefix, suffix, encode, key_fn, per_shard=50_000, after=None):
@@ -77,27 +133,11 @@ class WriteSortedShards(beam.PTransform):
         self.encode, self.key_fn, self.per_shard, self.after = encode, key_fn, per_shard, after
 
     def expand(self, elements):
-        key_fn, per_shard = self.key_fn, self.per_shard
-        num_shards = (elements
-                      | "Count" >> beam.combiners.Count.Globally()
-                      | "NumShards" >> beam.Map(lambda n: max(1, math.ceil(n / per_shard))))
-        n_side = beam.pvalue.AsSingleton(num_shards)
-        every_shard = (num_shards
-                       | "EveryShard" >> beam.FlatMap(lambda n: [(i, None) for i in range(n)]))
-        keyed = elements | "KeyByShard" >> beam.Map(
-            lambda e, n: (stable_shard(key_fn(e), n), e), n=n_side)
-        write_kwargs = {"n": n_side}
-        if self.after is not None:
-            write_kwargs["_after"] = beam.pvalue.AsList(self.after)
-        directory, prefix, suffix, encode = self.directory, self.prefix, self.suffix, self.encode
-
-        def write(kv, n, _after=None):
-            index, items = kv
-            rows = sorted((e for e in items if e is not None), key=key_fn)
-            path = FileSystems.join(directory, shard_name(prefix, index, n, suffix))
-            return write_atomically(path, encode(rows))
-
-        return ((keyed, every_shard)
-                | "WithEmptyShards" >> beam.Flatten()
-                | "GroupByShard" >> beam.GroupByKey()
-                | "WriteShard" >> beam.Map(write, **write_kwargs))
+        directory, prefix, suffix = self.directory, self.prefix, self.suffix
+        return (elements
+                | "InOneGroup" >> beam.Map(lambda e: (prefix, e))
+                | "Write" >> WriteGroupedShards(
+                    lambda _g, i, n: FileSystems.join(directory, shard_name(prefix, i, n, suffix)),
+                    self.encode, self.key_fn, self.per_shard,
+                    groups=elements.pipeline | "TheGroup" >> beam.Create([prefix]), after=self.after)
+                | "Paths" >> beam.Map(lambda written: written[4]))

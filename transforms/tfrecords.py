@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import math
+import posixpath
 import struct
 
 import apache_beam as beam
 import google_crc32c
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.sharded_write import shard_name, stable_shard, write_atomically
+from transforms.sharded_write import WriteGroupedShards, shard_name
 
 
 def _masked_crc(data: bytes) -> int:
@@ -51,28 +51,17 @@ class WriteTFRecordShards(beam.PTransform):
         self.directory, self.target_bytes, self.gzip_output = directory, target_bytes, gzip_output
 
     def expand(self, records):
-        target, directory, gz = self.target_bytes, self.directory, self.gzip_output
+        directory, gz = self.directory, self.gzip_output
         suffix = ".tfrecord.gz" if gz else ".tfrecord"
-        counts = (records
-                  | "SizePerSplit" >> beam.Map(lambda r: (r[0], len(r[2]) + 16))
-                  | "SumPerSplit" >> beam.CombinePerKey(sum)
-                  | "ShardsPerSplit" >> beam.Map(lambda kv: (kv[0], max(1, math.ceil(kv[1] / target)))))
-        n_side = beam.pvalue.AsDict(counts)
-        every = counts | "EveryShard" >> beam.FlatMap(lambda kv: [((kv[0], i), None) for i in range(kv[1])])
-        keyed = records | "KeyByShard" >> beam.Map(
-            lambda r, n: ((r[0], stable_shard(r[1], n[r[0]])), (r[1], r[2])), n=n_side)
 
-        def write(kv, n):
-            (split, index), items = kv
-            items = sorted((i for i in items if i is not None), key=lambda i: example_order(i[0]))
+        def encode(items) -> bytes:
             data = frame_records(serialized for _key, serialized in items)
-            if gz:
-                data = gzip.compress(data, mtime=0)
-            name = shard_name(split, index, n[split], suffix)
-            write_atomically(FileSystems.join(directory, name), data)
-            return split, index, n[split], len(items), name
+            return gzip.compress(data, mtime=0) if gz else data
 
-        return ((keyed, every)
-                | "WithEmptyShards" >> beam.Flatten()
-                | "GroupByShard" >> beam.GroupByKey()
-                | "WriteShard" >> beam.Map(write, n=n_side))
+        return (records
+                | "BySplit" >> beam.Map(lambda r: (r[0], (r[1], r[2])))
+                | "Write" >> WriteGroupedShards(
+                    lambda split, i, n: FileSystems.join(directory, shard_name(split, i, n, suffix)),
+                    encode, key_fn=lambda item: item[0], per_shard=self.target_bytes,
+                    weight_fn=lambda item: len(item[1]) + 16, order_fn=lambda item: example_order(item[0]))
+                | "FileNames" >> beam.Map(lambda w: (w[0], w[1], w[2], w[3], posixpath.basename(w[4]))))
