@@ -35,7 +35,11 @@ def write_atomically(path: str, data: bytes) -> str:
     UNCOMPRESSED matters: Beam otherwise compresses by file suffix, and a
     .gz payload would be gzipped twice.
     """
-    tmp = posixpath.join(posixpath.dirname(path), f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
+    # The temporary name must not end like the final one: readers glob for
+    # `features/*.parquet`, and Beam's `*` also matches names starting with a
+    # dot, so `.tmp-...-x.parquet` (a half-written file on a local disk, or
+    # one a killed run left behind) would be read as data.
+    tmp = posixpath.join(posixpath.dirname(path), f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}.partial")
     with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         f.write(data)
     if FileSystems.exists(path):
