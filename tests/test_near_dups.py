@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transforms.near_dups import (bands, connected_components, lsh_keys, near_duplicate_pairs,
+from transforms.near_dups import (BLOCK, bands, connected_components, lsh_keys, near_duplicate_pairs,
                                   pairs_in_bucket)
 
 
@@ -35,10 +35,12 @@ def test_bands_cover_all_64_bits(radius):
     assert all(s1 + w1 == s2 for (s1, w1), (s2, _) in zip(b, b[1:]))
 
 
-@pytest.mark.parametrize("radius", [2, 6])
-def test_numpy_search_equals_brute_force(radius):
+@pytest.mark.parametrize("radius", [1, 2, 6])
+@pytest.mark.parametrize("block", [BLOCK, 50])  # 50: many small blocks, so bucket edges are exercised
+def test_numpy_search_equals_brute_force(radius, block):
     h = planted_hashes(3000, 300, radius, seed=radius)
-    got = set(map(tuple, near_duplicate_pairs(h, radius).tolist()))
+    np.random.default_rng(radius).shuffle(h)  # callers need not sort
+    got = set(map(tuple, near_duplicate_pairs(h, radius, block=block).tolist()))
     assert got == brute_force(h, radius)
     assert len(got) >= 250  # the planted pairs (minus exact repeats) are there
 
