@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo_output
 
-.PHONY: demo test bench lock clean
+.PHONY: demo test bench lock clean templates
 
 $(STAMP): setup.py constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,3 +35,8 @@ lock: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache
+
+# Regenerate the Flex Template metadata (templates/*/metadata.json) from the
+# jobs' options; templates/build.sh builds and publishes the templates.
+templates: $(STAMP)
+	$(PY) -m templates.metadata

@@ -1,0 +1,74 @@
+"""Airflow DAG for the nightly chain: curate the day's uploads, then score them.
+
+Copy this file into the Composer/Airflow DAGs folder (Airflow is not a
+dependency of this project; tests/test_templates.py checks the file with
+`ast`). Set the Airflow Variables `skin_project`, `skin_region`, `skin_bucket`
+and `skin_model_uri`; the templates come from templates/build.sh.
+
+Dates: the DAG runs daily at 02:00 UTC, and `{{ ds }}` is the run's logical
+date, i.e. the day that has just ended: the run at 2026-11-22 02:00 curates and
+scores dt=2026-11-21. Backfills and reruns of a past day get that day's date.
+The score task starts only after the curate job has finished
+(`wait_until_finished`), so a failed curate stops the night's scoring.
+"""
+from __future__ import annotations
+
+import datetime
+
+from airflow import DAG
+from airflow.providers.google.cloud.operators.dataflow import DataflowStartFlexTemplateOperator
+
+# Jinja, rendered by Airflow at run time (`body`, `project_id` and `location`
+# are templated fields of the operator).
+PROJECT = "{{ var.value.skin_project }}"
+REGION = "{{ var.value.skin_region }}"
+
+with DAG(
+    dag_id="skin_images_nightly",
+    description="curate the day's uploads, then score them (Dataflow Flex Templates)",
+    schedule="0 2 * * *",
+    start_date=datetime.datetime(2026, 11, 1, tzinfo=datetime.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 1, "retry_delay": datetime.timedelta(minutes=10)},
+    tags=["dataflow", "skin-images"],
+) as dag:
+    curate = DataflowStartFlexTemplateOperator(
+        task_id="curate",
+        project_id=PROJECT,
+        location=REGION,
+        wait_until_finished=True,
+        body={
+            "launchParameter": {
+                "jobName": "curate-{{ ds_nodash }}",
+                "containerSpecGcsPath": "gs://{{ var.value.skin_bucket }}/templates/curate.json",
+                "parameters": {
+                    "job": "curate",
+                    "input": "gs://{{ var.value.skin_bucket }}/uploads/dt={{ ds }}/**",
+                    "output": "gs://{{ var.value.skin_bucket }}/curated/dt={{ ds }}",
+                },
+            },
+        },
+    )
+
+    score = DataflowStartFlexTemplateOperator(
+        task_id="score",
+        project_id=PROJECT,
+        location=REGION,
+        wait_until_finished=True,
+        body={
+            "launchParameter": {
+                "jobName": "score-{{ ds_nodash }}",
+                "containerSpecGcsPath": "gs://{{ var.value.skin_bucket }}/templates/score.json",
+                "parameters": {
+                    "job": "score",
+                    "input": "gs://{{ var.value.skin_bucket }}/uploads",
+                    "date": "{{ ds }}",
+                    "model_uri": "{{ var.value.skin_model_uri }}",
+                    "output": "gs://{{ var.value.skin_bucket }}/scores",
+                },
+            },
+        },
+    )
+
+    curate >> score

