@@ -99,7 +99,10 @@ def main(argv=None) -> int:
         model = build(name, len(vocab))
         write_bundle(str(work / name), model, {"label_vocabulary": vocab, "version": name, "image_size": 224})
         model.predict(arrays[:BATCH], batch_size=BATCH, verbose=0)  # warm-up
-        batched, on_batch, single = [], [], []
+        # Each repeat measures the raw model and then the job, so a busy
+        # neighbour on a shared machine skews both sides of that repeat's ratio.
+        batched, on_batch, single, runs = [], [], [], {n: [] for n in a.images}
+        vs_raw, vs_per = [], []
         for _ in range(a.repeats):
             t = time.perf_counter()
             model.predict(arrays, batch_size=BATCH, verbose=0)
@@ -112,15 +115,22 @@ def main(argv=None) -> int:
             for x in arrays[:32]:
                 model.predict(x[None], verbose=0)
             single.append(32 / (time.perf_counter() - t))
-        walls = {n: median([_score(work / f"uploads_{n}", work / name, work / f"out_{name}_{n}")
-                            for _ in range(a.repeats)]) for n in a.images}
+            for n in a.images:
+                runs[n].append(_score(work / f"uploads_{n}", work / name, work / f"out_{name}_{n}"))
+            lo, hi = a.images
+            extra = runs[hi][-1] - runs[lo][-1]
+            rate = (hi - lo) / extra if extra > 1.0 else float("nan")
+            vs_raw.append(rate / batched[-1])
+            vs_per.append(rate / single[-1])
+        walls = {n: median(runs[n]) for n in a.images}
         lo, hi = a.images
         marginal = (hi - lo) / (walls[hi] - walls[lo]) if walls[hi] - walls[lo] > 1.0 else float("nan")
         raw, per, raw_ob = median(batched), median(single), median(on_batch)
         results[name] = {"raw_batched_images_per_s": raw, "raw_predict_on_batch_images_per_s": raw_ob,
                          "per_image_images_per_s": per, "job_walls": walls,
                          "marginal_images_per_s": marginal,
-                         "ratios": {"vs_raw_batched": marginal / raw, "vs_per_image": marginal / per}}
+                         "ratios": {"vs_raw_batched": median(vs_raw), "vs_per_image": median(vs_per),
+                                    "vs_raw_batched_per_repeat": vs_raw, "vs_per_image_per_repeat": vs_per}}
         print(table(["measure", "images/s"], [
             [f"raw model.predict, batches of {BATCH} (preprocessed input)", raw],
             [f"raw model.predict_on_batch, batches of {BATCH}", raw_ob],
@@ -129,10 +139,10 @@ def main(argv=None) -> int:
             [f"score job, {hi} images incl. start-up ({walls[hi]:.1f} s)", hi / walls[hi]],
             ["score job, marginal (extra images / extra wall)", marginal]],
             title=f"score with {name} at 224 px, DirectRunner, median of {a.repeats}"))
-        print(table(["ratio", "value", "target"], [
-            ["pipeline marginal / raw batched", marginal / raw, ">= 0.8"],
-            ["pipeline marginal / raw predict_on_batch", marginal / raw_ob, ""],
-            ["pipeline marginal / per image", marginal / per, ">= 5"]]))
+        print(table(["ratio (median of per-repeat ratios)", "value", "per repeat", "target"], [
+            ["pipeline marginal / raw batched", median(vs_raw), " ".join(f"{r:.2f}" for r in vs_raw), ">= 0.8"],
+            ["pipeline marginal / per image", median(vs_per), " ".join(f"{r:.2f}" for r in vs_per), ">= 5"],
+            ["(medians) pipeline / raw predict_on_batch", marginal / raw_ob, "", ""]]))
     headline = results.get("mobilenet_v2") or next(iter(results.values()))
     write_json(a.json, {**headline, "models": results})
     return 0
