@@ -17,7 +17,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli import UsageError, execute, main, new_pipeline, runs_on_dataflow
-from beam_jobs.options import SharedOptions
+from beam_jobs.options import SharedOptions, allowed_roots
 from schemas import features as F
 from schemas.policy import load_policy
 from transforms.analyze_step import AnalyzeImages
@@ -55,6 +55,7 @@ def resolve(options: CurateOptions):
         raise UsageError("--scin_cases needs --image_root to resolve image paths")
     if not o.output:
         raise UsageError("--output is required")
+    allowed_roots(o)  # a bad --allowed_roots fails here, before any work
     for name in ("analysis_size", "dup_radius", "max_pixels", "rows_per_shard", "examples_per_reason"):
         value = getattr(o, name)
         if value is not None and value < (0 if name in ("dup_radius", "examples_per_reason") else 1):
@@ -86,6 +87,8 @@ def check_inputs_exist(options: CurateOptions) -> None:
             raise UsageError(f"--{flag} {pattern}: cannot list: {e}") from None
         if not found:
             raise UsageError(f"--{flag} {pattern} matched no files")
+        if flag != "input" and found[0].size_in_bytes == 0:
+            raise UsageError(f"--{flag} {found[0].path} is empty")
 
 
 def _finalize(_, output, summary, matched, examples, policy_version, written):
@@ -121,7 +124,7 @@ def build_pipeline(options: CurateOptions, policy) -> beam.Pipeline:
     started = p | "Start" >> beam.Create([FileSystems.join(out, MARKER)]) | "ClearMarker" >> beam.Map(_clear_marker)
 
     refs = p | "ReadImageRefs" >> ReadImageRefs(o.input, o.manifest, o.scin_cases, o.image_root)
-    analyzed = refs | "AnalyzeImages" >> AnalyzeImages(policy)
+    analyzed = refs | "AnalyzeImages" >> AnalyzeImages(policy, allowed=allowed_roots(o))
     rows = analyzed.rows | "ClusterDuplicates" >> ClusterDuplicates(policy.dup_radius, policy.exact_only_for)
 
     features = rows | "WriteFeatures" >> WriteSortedShards(

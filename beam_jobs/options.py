@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_jobs.cli import UsageError
+from transforms.allowed_roots import AllowedRoots, default_roots, parse_roots
+
 
 class SharedOptions(PipelineOptions):
     """Input and output locations common to the jobs."""
@@ -19,4 +22,15 @@ class SharedOptions(PipelineOptions):
         parser.add_argument("--policy", help="Quality policy JSON (default: the packaged schemas/quality_policy.json).")
         parser.add_argument("--output", help="Output directory, local or gs://.")
         parser.add_argument("--scin_cases", help="SCIN scin_cases.csv; image_{1,2,3}_path are resolved against --image_root.")
+        parser.add_argument("--allowed_roots", help="Comma-separated URI prefixes (gs://bucket/prefix or local dirs) images may be read from; other URIs, '..' paths and other schemes become dead letters with reason outside_allowed_root. Default: the roots the job was given (--image_root, the --input glob's directory, a gs:// --manifest's bucket).")
         parser.add_argument("--image_root", help="Root that relative image paths are resolved against (local dir or gs:// prefix).")
+
+
+def allowed_roots(options: SharedOptions) -> AllowedRoots:
+    """The AllowedRoots of a job's options: --allowed_roots, else its own inputs' roots."""
+    try:
+        roots = parse_roots(options.allowed_roots)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return AllowedRoots(roots or default_roots(input_glob=options.input, manifest=options.manifest,
+                                               image_root=options.image_root))

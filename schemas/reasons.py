@@ -7,6 +7,7 @@ from __future__ import annotations
 
 # code -> what it means. Order is the order they are reported in.
 REASONS: dict[str, str] = {
+    "outside_allowed_root": "the URI is outside the allowed roots, has a '..' segment or a scheme other than gs:// or a local path (never read)",
     "missing": "the URI does not exist (manifest or SCIN path resolves to nothing)",
     "empty": "the object has zero bytes",
     "unreadable": "bytes could not be read or decoded (truncated or corrupt image, I/O error)",
@@ -23,7 +24,7 @@ REASONS: dict[str, str] = {
 }
 
 # Reasons decided before any pixel is seen; such images have no features.
-INPUT_REASONS = ("missing", "empty", "unreadable", "unsupported_format", "too_large")
+INPUT_REASONS = ("outside_allowed_root", "missing", "empty", "unreadable", "unsupported_format", "too_large")
 DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate")
 
 

@@ -58,13 +58,16 @@ class FaultProxy:
         order in which requests arrive.
     eligible: optional predicate (method, path) -> bool; other requests are
         always forwarded untouched (e.g. only media downloads).
+    before_forward: optional callback (method, path) run just before a request
+        is forwarded, e.g. to change an object between a listing and its read.
     """
 
     def __init__(self, upstream: str, fraction: float = 0.0, kinds=KINDS, seed: int = 0,
-                 delay=(0.2, 1.0), eligible=None):
+                 delay=(0.2, 1.0), eligible=None, before_forward=None):
         parsed = urllib.parse.urlsplit(upstream)
         self.upstream_host, self.upstream_port = parsed.hostname, parsed.port or 80
         self.fraction, self.kinds, self.delay, self.eligible = fraction, tuple(kinds), delay, eligible
+        self.before_forward = before_forward
         unknown = set(self.kinds) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown fault kinds: {sorted(unknown)}")
@@ -209,6 +212,8 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
             return
         if kind == "delay":
             time.sleep(pause)
+        if self.owner.before_forward is not None:
+            self.owner.before_forward(self.command, self.path)
         self._forward(body)
 
     def _send_error_json(self, code, reason, gcs_reason, message):

@@ -57,7 +57,8 @@ def test_manifest_csv_and_jsonl():
     assert csv_refs[1] == ("gs://b/x/2.png", "2", None)
     jl = parse_manifest('{"uri": "/d/a.jpg", "case_id": 7}\n\n{"uri": "/d/b.jpg"}\n')
     assert [r.uri for r in jl] == ["/d/a.jpg", "/d/b.jpg"] and jl[0].case_id == "7"
-    assert parse_manifest("") == []
+    with pytest.raises(ValueError, match="m.csv is empty"):
+        parse_manifest(" \n", "m.csv")
     with pytest.raises(ValueError, match="row 1 has no uri"):
         parse_manifest("name\nfoo\n")
 

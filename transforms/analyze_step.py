@@ -1,6 +1,7 @@
 """AnalyzeImages: the expensive per-image step of curate, as a PTransform.
 
-Reads each image once (with retries), runs transforms.analyze.analyze_image,
+Refuses URIs outside the allowed roots without reading them, reads each
+other image once (with retries), runs transforms.analyze.analyze_image,
 and emits one row per input whatever happens, plus report thumbnails on a
 side output. Input failures become rows with a reason, never exceptions.
 """
@@ -10,6 +11,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from schemas.policy import QualityPolicy
+from transforms.allowed_roots import REASON as ROOT_REASON
+from transforms.allowed_roots import AllowedRoots
 from transforms.analyze import analyze_image, input_failure
 from transforms.inputs import ImageRef
 from transforms.progress import ProgressLog
@@ -19,8 +22,8 @@ EXAMPLES = "examples"
 
 
 class _AnalyzeDoFn(beam.DoFn):
-    def __init__(self, policy: QualityPolicy, thumbnail_px: int):
-        self.policy, self.thumbnail_px = policy, thumbnail_px
+    def __init__(self, policy: QualityPolicy, thumbnail_px: int, allowed: AllowedRoots):
+        self.policy, self.thumbnail_px, self.allowed = policy, thumbnail_px, allowed
 
     def setup(self):
         self.progress = ProgressLog("curate")
@@ -32,6 +35,13 @@ class _AnalyzeDoFn(beam.DoFn):
     def process(self, ref: ImageRef):
         ids = {"image_id": ref.image_id, "case_id": ref.case_id}
         thumb = None
+        refusal = self.allowed.refusal(ref.uri)
+        if refusal:
+            row = input_failure(ref.uri, ROOT_REASON, refusal, self.policy, **ids)
+            self.images.inc()
+            self.progress.tick(True)
+            yield row
+            return
         try:
             data, retries = read_bytes(ref.uri)
             self.retries.inc(retries)
@@ -60,10 +70,11 @@ class _AnalyzeDoFn(beam.DoFn):
 class AnalyzeImages(beam.PTransform):
     """ImageRef -> feature row (main output) and (label, example) on `examples`."""
 
-    def __init__(self, policy: QualityPolicy, thumbnail_px: int = 96):
+    def __init__(self, policy: QualityPolicy, thumbnail_px: int = 96, allowed: AllowedRoots | None = None):
         super().__init__()
         self.policy, self.thumbnail_px = policy, thumbnail_px
+        self.allowed = allowed or AllowedRoots([])
 
     def expand(self, refs):
         return refs | "Analyze" >> beam.ParDo(
-            _AnalyzeDoFn(self.policy, self.thumbnail_px)).with_outputs(EXAMPLES, main="rows")
+            _AnalyzeDoFn(self.policy, self.thumbnail_px, self.allowed)).with_outputs(EXAMPLES, main="rows")

@@ -45,7 +45,9 @@ def parse_manifest(text: str, source: str = "manifest") -> list[ImageRef]:
     """A CSV with a header (uri[,image_id][,case_id]) or JSONL of such objects."""
     stripped = text.lstrip()
     if not stripped:
-        return []
+        # An empty list is far more likely a failed export than a night with
+        # no uploads; a job that silently curates nothing hides it.
+        raise ValueError(f"{source} is empty")
     if stripped.startswith("{"):
         rows = []
         for n, line in enumerate(text.splitlines(), 1):
