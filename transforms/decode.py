@@ -34,6 +34,13 @@ from transforms.image_header import Header, read_header  # noqa: E402
 
 JPEG_SCALES = (8, 4, 2, 1)
 
+# A real JPEG cannot be much smaller than its pixel count allows: even a flat
+# grey frame costs about one Huffman bit per 8x8 block, i.e. >= 1 byte per ~400
+# pixels. A file declaring far more pixels than that is truncated or crafted,
+# and libjpeg would still allocate the whole frame (a 2.4 KB progressive file
+# declaring 10000x10000 took ~570 MB) before filling it with grey.
+MAX_JPEG_PIXELS_PER_BYTE = 2_000
+
 _NAMES = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WebP", "bmp": "BMP",
           "tiff": "TIFF", "heic": "HEIC", "avif": "AVIF"}
 # Formats that only some OpenCV builds decode; probed once per process.
@@ -110,6 +117,9 @@ def decode(data: bytes, *, analysis_short_side: int = 256,
         raise ImageRejected("unreadable", f"{name} header declares no image size "
                                           "(truncated or corrupt header)", header)
     if fmt == "jpeg":
+        if width * height > MAX_JPEG_PIXELS_PER_BYTE * len(data):
+            raise ImageRejected("unreadable", f"JPEG declares {width}x{height} but has only {len(data)} bytes "
+                                              "(truncated or crafted)", header)
         if not header.has_eoi:
             # libjpeg only warns on truncation and fills the rest with grey.
             raise ImageRejected("unreadable", "truncated JPEG: no end-of-image marker", header)

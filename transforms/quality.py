@@ -82,7 +82,8 @@ def compute_features(image_bgr: np.ndarray, analysis_short_side: int = 256) -> d
                     + cv2.mean(cv2.absdiff(r, b))[0]) / 3.0
     # Colour statistics need no fine detail: a half-size copy gives the same
     # fractions and medians at a quarter of the cost.
-    small = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(img, (max(1, img.shape[1] // 2), max(1, img.shape[0] // 2)),
+                       interpolation=cv2.INTER_AREA)  # max(1, ...): 1-pixel-wide uploads exist
     lab = skin_tone.lab8(small)
     mask = skin_tone.skin_mask(lab)
 
