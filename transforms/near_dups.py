@@ -127,7 +127,8 @@ def near_duplicate_pairs(hashes: np.ndarray, radius: int, block: int = BLOCK) ->
             np.uint8 if width <= 8 else np.uint16 if width <= 16 else np.uint32)
         order = np.argsort(lead_values, kind="stable")  # radix sort for <= 16-bit values: linear
         hp = h[order]
-        edges = _blocks(lead_values[order], block)
+        # Lead values recomputed from hp: sequential, where lead_values[order] is a random gather.
+        edges = _blocks((hp >> np.uint64(shift)) & np.uint64((1 << width) - 1), block)
         for lo, hi in zip(edges[:-1], edges[1:]):
             a, c = _pairs_in_block(hp[lo:hi], b, lead, rest, radius)
             if a:
