@@ -27,7 +27,7 @@ from schemas import examples as E
 from schemas import scin
 from schemas.policy import load_policy
 from transforms.example_step import PreprocessImages, record_batch_examples, to_example
-from transforms.label_join import DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords, dead_letter
+from transforms.label_join import DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords, curated_features, dead_letter
 from transforms.sharded_write import WriteSortedShards, jsonl_encoder, write_atomically
 from transforms.split_step import UNLABELED, AssignSplits
 from transforms.splits import SPLITS, parse_fractions
@@ -87,7 +87,10 @@ def validate(o: MakeTFRecordsOptions) -> dict:
 
 def check_inputs(o: MakeTFRecordsOptions) -> None:
     """Local runs: fail in one line on missing files or wrong label columns."""
-    features = FileSystems.join(o.curated, "features", "*.parquet")
+    try:
+        features = curated_features(o.curated)
+    except ValueError as e:
+        raise UsageError(f"--curated {e}") from None
     if not FileSystems.match([features], limits=[1])[0].metadata_list:
         raise UsageError(f"--curated {o.curated}: no features/*.parquet (is it a curate output?)")
     required = ([("scin_cases", o.scin_cases, scin.REQUIRED_CASE_COLUMNS),

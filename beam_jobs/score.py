@@ -221,8 +221,9 @@ def _failed_batch(failure, version, scored_at):
         yield _row(uri, partition, version, "failed", scored_at, error=f"inference failed: {error}")
 
 
-def _publish(partition, output, staging, version, status_counts):
-    """Replace the partition's files with the staged ones, then write _SUCCESS."""
+def _publish(partition, output, version, status_counts, written):
+    """Replace the partition's files with this run's staged shards (exactly the
+    ones its writers reported, never stray files), then write _SUCCESS."""
     final = P.partition_dir(output, partition, version)
     marker = FileSystems.join(final, MARKER)
     if FileSystems.exists(marker):
@@ -230,16 +231,38 @@ def _publish(partition, output, staging, version, status_counts):
     old = FileSystems.match([FileSystems.join(final, "*")])[0].metadata_list
     if old:
         FileSystems.delete([m.path for m in old])
-    staged = FileSystems.match([FileSystems.join(staging, f"dt={partition}", "*")])[0].metadata_list
-    names = [m.path.rsplit("/", 1)[1] for m in staged]
+    staged = sorted(path for group, _i, _n, _count, path in written if group == partition)
     if not FileSystems.exists(final):
         FileSystems.mkdirs(final)  # local renames need the directory; GCS has none
     if staged:
-        FileSystems.rename([m.path for m in staged], [FileSystems.join(final, n) for n in names])
+        FileSystems.rename(staged, [FileSystems.join(final, path.rsplit("/", 1)[1]) for path in staged])
     counts = dict(status_counts.get(partition, {}))
     write_atomically(marker, json.dumps({"partition": partition, "model_version": version,
                                          "images": sum(counts.values()), **counts}, sort_keys=True).encode())
     return partition
+
+
+# No run stages for this long; older staging folders are leftovers of killed
+# runs. (Younger ones may belong to a run still going, so they stay.)
+STALE_STAGING_SECONDS = 24 * 3600
+
+
+def _drop_staging(staging: str, now: float | None = None) -> list[str]:
+    """Delete this run's staging folder and other runs' stale ones; returns what went."""
+    import time
+    root, _run = staging.rstrip("/").rsplit("/", 1)
+    now = time.time() if now is None else now
+    newest: dict[str, float] = {}
+    for m in FileSystems.match([FileSystems.join(root, "**")])[0].metadata_list:
+        run = m.path[len(root) + 1:].split("/", 1)[0]
+        newest[run] = max(newest.get(run, 0.0), m.last_updated_in_seconds or 0.0)
+    gone = [FileSystems.join(root, run) for run, t in sorted(newest.items())
+            if FileSystems.join(root, run) != staging.rstrip("/") and now - t > STALE_STAGING_SECONDS]
+    if FileSystems.exists(staging):
+        gone.insert(0, staging)
+    if gone:
+        FileSystems.delete(gone)
+    return gone
 
 
 def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict) -> beam.Pipeline:
@@ -295,13 +318,13 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict) -> bea
             | "WriteStagedDeadLetters" >> WriteGroupedShards(
                 staged("dead_letters", ".jsonl"), jsonl_encoder(["uri", "partition", "model_version", "reasons", "error"]),
                 key_fn=lambda r: r["uri"], per_shard=o.rows_per_shard))
+    all_written = (written, dead) | "AllStaged" >> beam.Flatten()
     _ = (todo_again
          | "Publish" >> beam.Map(
-             lambda d, _w, _dl, sc: _publish(d, output, staging, version, sc),
-             _w=beam.pvalue.AsList(written), _dl=beam.pvalue.AsList(dead),
-             sc=beam.pvalue.AsSingleton(status_counts))
+             lambda d, w, sc: _publish(d, output, version, sc, w),
+             w=beam.pvalue.AsList(all_written), sc=beam.pvalue.AsSingleton(status_counts))
          | "AllPublished" >> beam.combiners.ToList()
-         | "DropStaging" >> beam.Map(lambda _: FileSystems.delete([staging]) if FileSystems.exists(staging) else None))
+         | "DropStaging" >> beam.Map(lambda _: _drop_staging(staging)))
     return p
 
 

@@ -427,5 +427,5 @@ def test_score_killed_midway_leaves_no_partial_partition_complete_and_a_rerun_eq
     score.run(args + ["--output", str(out)])
     assert _same_but_scored_at(_partitions(out), expected)
     leftover = [n for n in _tree(out / "predictions") if n.startswith("_staging/")]
-    if leftover:  # score.py cleans only its own run's staging; see the report
+    if leftover:  # young leftovers stay (they could be a live run's); stale ones go, see test_score
         print(f"staging left behind by the killed run: {leftover}")

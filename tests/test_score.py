@@ -150,3 +150,18 @@ def test_bad_arguments_and_models_fail_in_one_line_before_work(extra, message, m
     err = capsys.readouterr().err.strip()
     assert err.startswith("score: error:") and message in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_stale_staging_of_killed_runs_is_dropped_and_young_staging_kept(tmp_path):
+    """A killed run leaves predictions/_staging/RUN/; the next run deletes it
+    once it is older than any run could stage, but not a run still going."""
+    root = tmp_path / "predictions" / "_staging"
+    for run, age_h in (("killed", 30), ("running", 1), ("mine", 0)):
+        f = root / run / "dt=2026-11-20" / "predictions-00000-of-00001.parquet"
+        f.parent.mkdir(parents=True)
+        f.write_bytes(b"x")
+        t = f.stat().st_mtime - age_h * 3600
+        os.utime(f, (t, t))
+    gone = score._drop_staging(str(root / "mine"))
+    assert sorted(os.path.basename(g) for g in gone) == ["killed", "mine"]
+    assert sorted(os.listdir(root)) == ["running"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.fileio import EmptyMatchTreatment
 from apache_beam.metrics import Metrics
 
@@ -34,14 +35,34 @@ def _parquet_rows(readable):
         yield row["uri"], row
 
 
+CURATE_MARKER = "_SUCCESS"  # written last by beam_jobs.curate
+
+
+def curated_features(curated_dir: str) -> str:
+    """The features glob of a finished curate output; ValueError if unfinished.
+
+    Without curate's marker, features/ may hold a killed or still-running
+    job's partial shards: training on them would silently drop images.
+    """
+    root = curated_dir.rstrip("/")
+    if not FileSystems.exists(f"{root}/{CURATE_MARKER}"):
+        raise ValueError(f"{root} has no {CURATE_MARKER}: curate has not finished there (rerun it)")
+    return f"{root}/features/*.parquet"
+
+
 class ReadCuratedRows(beam.PTransform):
+    """Feature rows of a finished curate output (checked at run time, so a
+    Dataflow launch lists nothing)."""
+
     def __init__(self, curated_dir: str):
         super().__init__()
-        self.pattern = curated_dir.rstrip("/") + "/features/*.parquet"
+        self.curated_dir = curated_dir
 
     def expand(self, p):
         return (p
-                | "MatchFeatures" >> fileio.MatchFiles(self.pattern, EmptyMatchTreatment.DISALLOW)
+                | "CuratedDir" >> beam.Create([self.curated_dir])
+                | "RequireFinished" >> beam.Map(curated_features)
+                | "MatchFeatures" >> fileio.MatchAll(EmptyMatchTreatment.DISALLOW)
                 | "ReadFeatureFiles" >> fileio.ReadMatches()
                 | "FeatureRows" >> beam.FlatMap(_parquet_rows))
 
