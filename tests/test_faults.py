@@ -340,6 +340,23 @@ def _looks_complete(name: str, data: bytes) -> bool:
     return True
 
 
+def _kill_when(job: str, argv: list, ready) -> None:
+    """Run `python -m beam_jobs.JOB argv`, SIGKILL its process group as soon as
+    ready() is true, and check it really died mid-run."""
+    proc = subprocess.Popen([sys.executable, "-m", f"beam_jobs.{job}", *argv], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.005)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL, f"{job} was not killed midway: {proc.returncode}"
+
+
 def test_curate_killed_midway_leaves_nothing_complete_and_a_rerun_equals_an_uninterrupted_run(
         sample_dir, tmp_path):
     args = ["--scin_cases", str(sample_dir / "dataset" / "scin_cases.csv"), "--image_root", str(sample_dir)]
@@ -352,21 +369,11 @@ def test_curate_killed_midway_leaves_nothing_complete_and_a_rerun_equals_an_unin
     out = tmp_path / "out"
     shutil.copytree(reference, out)
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    proc = subprocess.Popen([sys.executable, "-m", "beam_jobs.curate", *args, "--output", str(out)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            touched = [p for p in out.rglob("*") if p.is_file() and before.get(p) != p.stat().st_mtime_ns]
-            if any(p.parent.name in ("features", "dead_letters") for p in touched):
-                break  # a shard (or its temp file) is being written
-            time.sleep(0.005)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == -signal.SIGKILL, f"run was not killed midway: {proc.returncode}"
+    def writing_shards():  # a shard (or its temp file) is being written
+        touched = [p for p in out.rglob("*") if p.is_file() and before.get(p) != p.stat().st_mtime_ns]
+        return any(p.parent.name in ("features", "dead_letters") for p in touched)
+
+    _kill_when("curate", args + ["--output", str(out)], writing_shards)
     files = _tree(out)
     print(f"\nafter the kill: {sorted(files)}")
     assert "_SUCCESS" not in files
@@ -402,20 +409,10 @@ def test_score_killed_midway_leaves_no_partial_partition_complete_and_a_rerun_eq
     assert sum(n.endswith("_SUCCESS") for n in expected) == len(DATES)
 
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "beam_jobs.score", *args, "--output", str(out)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (out / "predictions").exists() and any(p.is_file() for p in (out / "predictions").rglob("*")):
-                break  # staged shards are being written
-            time.sleep(0.005)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == -signal.SIGKILL, f"run was not killed midway: {proc.returncode}"
+    def staging_shards():
+        return (out / "predictions").exists() and any(p.is_file() for p in (out / "predictions").rglob("*"))
+
+    _kill_when("score", args + ["--output", str(out)], staging_shards)
     after_kill = _partitions(out)
     print(f"\nafter the kill: {sorted(_tree(out / 'predictions'))}")
     for date in DATES:  # a partition is either complete (marker) and right, or has no marker
