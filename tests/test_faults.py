@@ -315,9 +315,9 @@ def test_reads_give_up_within_their_deadline_at_100_percent_faults_and_count_ret
     with proxy.as_storage_host():
         got, result = _read_in_pipeline(image, 3.0, tmp_path / "read.json")
     assert got["status"] == "ok" and got["size"] > 0 and got["retries"] == 0
-    print(proxy.log)
     assert _counter(result, "read_retries", "io") == 0
-    assert [p for _m, p, _k in proxy.log if "alt=media" in p] == [proxy.log[0][1]]  # one request
+    # One request for the object (the client may also look the bucket up first).
+    assert len([p for _m, p, _k in proxy.log if "alt=media" in p]) == 1, proxy.log
 
 
 # -- killed midway, then rerun ---------------------------------------------------------------
