@@ -85,9 +85,9 @@ def default_version(info_bytes: bytes, seed: int) -> str:
 def build_model(image_size: int, n_classes: int):
     """uint8 (N, S, S, 3) -> softmax (N, n_classes); rescaling is inside so the
     scorer feeds exactly the decoded arrays."""
-    import tensorflow as tf
-    L = tf.keras.layers
-    x = inputs = tf.keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
+    import keras
+    L = keras.layers
+    x = inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     x = L.Rescaling(1.0 / 255)(x)
     for i, width in enumerate((16, 32, 64)):
         # The first conv strides by 2: 224 px on 2 CPU cores must stay cheap.
@@ -99,7 +99,7 @@ def build_model(image_size: int, n_classes: int):
     x = L.GlobalAveragePooling2D()(x)
     x = L.Dropout(0.3)(x)
     outputs = L.Dense(n_classes, activation="softmax", name="probs")(x)
-    return tf.keras.Model(inputs, outputs, name="skin_baseline")
+    return keras.Model(inputs, outputs, name="skin_baseline")
 
 
 def _known_label(features, label_id):
@@ -156,9 +156,9 @@ def _pipelines(tfrecords: str, info: dict, batch_size: int, seed: int):
 
 
 def _progress_callback(epochs: int):
-    import tensorflow as tf
+    import keras
 
-    class Progress(tf.keras.callbacks.Callback):
+    class Progress(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.monotonic()
 
@@ -182,7 +182,7 @@ def run(argv=None) -> dict:
     import keras
     import tensorflow as tf
     from schemas.model_bundle import INPUT_CONTRACT, MODEL_FILE, write_bundle
-    tf.keras.utils.set_random_seed(o.seed)
+    keras.utils.set_random_seed(o.seed)
     vocab = list(info["label_vocabulary"])
     size = int(info["sources"]["image_size"])
     train, val, n_train, n_val, n_unknown = _pipelines(o.tfrecords, info, o.batch_size, o.seed)
@@ -194,7 +194,7 @@ def run(argv=None) -> dict:
     class_weight = {i: float(weights.get(c, 1.0)) for i, c in enumerate(vocab)}
 
     model = build_model(size, len(vocab))
-    model.compile(optimizer=tf.keras.optimizers.Adam(1e-3),
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     t0 = time.monotonic()
     hist = model.fit(train, validation_data=val, epochs=o.epochs, class_weight=class_weight,

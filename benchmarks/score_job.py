@@ -53,16 +53,16 @@ def _score(uploads: Path, model: Path, out: Path) -> float:
 
 def build(name: str, n_classes: int):
     """A uint8-input model like the bundle contract asks for."""
-    import tensorflow as tf
+    import keras
 
     from beam_jobs.train_baseline import build_model
     if name == "baseline":
         return build_model(224, n_classes)
-    inputs = tf.keras.Input((224, 224, 3), dtype="uint8")
-    x = tf.keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)  # casts uint8 itself
-    net = tf.keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), classes=n_classes,
+    inputs = keras.Input((224, 224, 3), dtype="uint8")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)  # casts uint8 itself
+    net = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), classes=n_classes,
                                             classifier_activation="softmax")
-    return tf.keras.Model(inputs, net(x))
+    return keras.Model(inputs, net(x))
 
 
 def main(argv=None) -> int:
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json")
     a = ap.parse_args(argv)
 
-    import tensorflow as tf
+    import keras
 
     from schemas.model_bundle import write_bundle
     from schemas.policy import load_policy
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
 
     results = {}
     for name in a.models:
-        tf.keras.utils.set_random_seed(0)
+        keras.utils.set_random_seed(0)
         model = build(name, len(vocab))
         write_bundle(str(work / name), model, {"label_vocabulary": vocab, "version": name, "image_size": 224})
         model.predict(arrays[:BATCH], batch_size=BATCH, verbose=0)  # warm-up

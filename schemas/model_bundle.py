@@ -112,16 +112,20 @@ def _read_info(info_path: str) -> dict:
 
 
 def _load_model(model_path: str):
+    # Keras 3 by name, not tf.keras: importing tensorflow_transform sets
+    # TF_USE_LEGACY_KERAS=1 (inherited by child processes), which turns
+    # tf.keras into Keras 2, and Keras 2 cannot read a Keras 3 .keras file.
+    import keras
     import tensorflow as tf
     try:
         if "://" not in model_path:
-            return tf.keras.models.load_model(model_path)
+            return keras.models.load_model(model_path)
         # Keras cannot open gs:// itself: copy the file down first.
         with tempfile.TemporaryDirectory() as tmp:
             local = os.path.join(tmp, MODEL_FILE)
             with open(local, "wb") as f:
                 f.write(_read(model_path))
-            return tf.keras.models.load_model(local)
+            return keras.models.load_model(local)
     except (OSError, ValueError, tf.errors.OpError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"cannot load Keras model ({first}): {model_path}") from None
