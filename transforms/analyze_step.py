@@ -34,37 +34,35 @@ class _AnalyzeDoFn(beam.DoFn):
 
     def process(self, ref: ImageRef):
         ids = {"image_id": ref.image_id, "case_id": ref.case_id}
-        thumb = None
         refusal = self.allowed.refusal(ref.uri)
-        if refusal:
-            row = input_failure(ref.uri, ROOT_REASON, refusal, self.policy, **ids)
-            self.images.inc()
-            self.progress.tick(True)
-            yield row
-            return
-        try:
-            data, retries = read_bytes(ref.uri)
-            self.retries.inc(retries)
-            self.bytes_read.inc(len(data))
-        except Missing as e:
-            row = input_failure(ref.uri, "missing", str(e), self.policy, **ids)
-        except Exception as e:  # I/O still failing after retries
-            row = input_failure(ref.uri, "unreadable", f"read failed: {type(e).__name__}: {e}",
-                                self.policy, **ids)
+        if refusal:  # never read
+            row, thumb = input_failure(ref.uri, ROOT_REASON, refusal, self.policy, **ids), None
         else:
-            try:
-                row, thumb = analyze_image(ref.uri, data, self.policy,
-                                           thumbnail_px=self.thumbnail_px, **ids)
-            except Exception as e:  # a bug must not lose the image: record it
-                self.internal.inc()
-                row = input_failure(ref.uri, "unreadable",
-                                    f"internal error: {type(e).__name__}: {e}", self.policy, **ids)
+            row, thumb = self._read_and_analyze(ref.uri, ids)
         self.images.inc()
         self.progress.tick(row["status"] == "rejected")
         yield row
         if thumb:
             label = row["reasons"][0] if row["reasons"] else "accepted"
             yield beam.pvalue.TaggedOutput(EXAMPLES, (label, (row["sha256"], row["uri"], thumb)))
+
+    def _read_and_analyze(self, uri: str, ids: dict):
+        """(row, thumbnail or None); input failures and bugs become rows too."""
+        try:
+            data, retries = read_bytes(uri)
+            self.retries.inc(retries)
+            self.bytes_read.inc(len(data))
+        except Missing as e:
+            return input_failure(uri, "missing", str(e), self.policy, **ids), None
+        except Exception as e:  # I/O still failing after retries
+            return input_failure(uri, "unreadable", f"read failed: {type(e).__name__}: {e}",
+                                 self.policy, **ids), None
+        try:
+            return analyze_image(uri, data, self.policy, thumbnail_px=self.thumbnail_px, **ids)
+        except Exception as e:  # a bug must not lose the image: record it
+            self.internal.inc()
+            return input_failure(uri, "unreadable", f"internal error: {type(e).__name__}: {e}",
+                                 self.policy, **ids), None
 
 
 class AnalyzeImages(beam.PTransform):
