@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import re
 import sys
+import time
 import uuid
 
 import apache_beam as beam
@@ -249,7 +250,6 @@ STALE_STAGING_SECONDS = 24 * 3600
 
 def _drop_staging(staging: str, now: float | None = None) -> list[str]:
     """Delete this run's staging folder and other runs' stale ones; returns what went."""
-    import time
     root, _run = staging.rstrip("/").rsplit("/", 1)
     now = time.time() if now is None else now
     newest: dict[str, float] = {}

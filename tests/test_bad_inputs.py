@@ -4,6 +4,8 @@ Each gives a reasoned dead letter or a one-line error, and matched ==
 accepted + rejected holds throughout."""
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import os
 import shutil
@@ -129,7 +131,6 @@ def test_objects_changed_or_deleted_between_listing_and_reading(buckets, gcs_emu
     rows = {os.path.basename(u): r for u, r in load_features(str(tmp_path / "out")).items()}
     assert rows["a_truncated.jpg"]["reasons"] == ["unreadable"]
     assert rows["b_deleted.jpg"]["reasons"] == ["missing"]
-    import hashlib
     assert rows["c_swapped.jpg"]["sha256"] == hashlib.sha256(swapped_in).hexdigest()
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["matched"] == 3 == summary["accepted"] + summary["rejected"]
@@ -149,22 +150,17 @@ def test_malformed_label_values_become_dead_letters(labelled, curated, tmp_path)
     """SCIN labels whose list/dict cells do not parse cost those cases a dead
     letter each; every other labelled image is still written."""
     ds = labelled / "dataset"
-    lines = (ds / "scin_labels.csv").read_text().splitlines()
-    header = lines[0].split(",")
-    broken_cases = []
-    out_lines = [lines[0]]
-    import csv
-    import io
-    rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
-    for i, row in enumerate(rows):
-        if i < 3:
-            row["weighted_skin_condition_label"] = "{'Eczema': 0.5, "  # cut off mid-dict
-            broken_cases.append(row["case_id"])
-        buf = io.StringIO()
-        csv.DictWriter(buf, header).writerow(row)
-        out_lines.append(buf.getvalue().rstrip("\r\n"))
+    with open(ds / "scin_labels.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, list(reader)
+    broken_cases = [row["case_id"] for row in rows[:3]]
+    for row in rows[:3]:
+        row["weighted_skin_condition_label"] = "{'Eczema': 0.5, "  # cut off mid-dict
     labels = tmp_path / "labels.csv"
-    labels.write_text("\n".join(out_lines) + "\n")
+    with open(labels, "w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows(rows)
     out = tmp_path / "records"
     make_tfrecords.run(["--curated", str(curated), "--scin_cases", str(ds / "scin_cases.csv"),
                         "--scin_labels", str(labels), "--image_root", str(labelled), "--output", str(out),
