@@ -1,0 +1,254 @@
+"""Curate's verdicts on real photographs: the figures that say whether the rules are right.
+
+Generated images prove the rules consistent; only photos nobody here made show
+whether they are right. This runs the real curate job (DirectRunner) over a
+labelled folder of real photos and prints, overall and by tone group:
+
+  - usable skin photos wrongly rejected (any reason but a duplicate one), and
+    the spread between the light, medium and dark groups;
+  - non-skin photos rejected (any reason), and the skin-coloured ones alone;
+  - for each strong capture defect, the share rejected with its reason;
+  - near duplicates rejected `near_duplicate`, exact copies `exact_duplicate`;
+  - the precision of every reason curate gave.
+
+Input is either a labels CSV and its image folder in the format of
+../shared/real_photos (columns file, kind, tone_group, expected,
+expected_reason, note), or the output folder of its degrade.py (labels.csv with
+`degradation` and `derived_from`, images/). With --degrade, the script runs
+that folder's degrade.py into a temporary directory first, which is what
+`make bench` does when ../shared/real_photos is present.
+
+The photos are for internal evaluation only: this script reads them where they
+are and writes nothing of them into the project.
+
+Run:  .venv/bin/python -m benchmarks.real_photos --degrade ../shared/real_photos
+      .venv/bin/python -m benchmarks.real_photos --labels DIR/labels.csv --images DIR/images
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from benchmarks._common import table, write_json
+
+# "needed" figures of issue 11; each is (op, value) on a fraction.
+TARGETS = {
+    "usable_wrongly_rejected": ("<=", 0.03),
+    "tone_spread_pp": ("<=", 3.0),
+    "non_skin_rejected": (">=", 0.90),
+    "skin_like_rejected": (">=", 0.80),
+    "blur_strong": (">=", 0.90), "motion_strong": (">=", 0.90),
+    "dark_strong": (">=", 0.90), "bright_strong": (">=", 0.90),
+    "tiny": (">=", 0.90), "near_dup": (">=", 0.90), "exact_dup": (">=", 0.90),
+}
+TONE_GROUPS = ("light", "medium", "dark")
+STRONG = ("blur_strong", "motion_strong", "dark_strong", "bright_strong", "tiny")
+DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate")
+
+
+def read_labels(path: str) -> list[dict]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    need = {"file", "kind", "tone_group", "expected", "expected_reason"}
+    if not rows or need - rows[0].keys():
+        raise SystemExit(f"real_photos: error: {path} needs columns {sorted(need)}")
+    return rows
+
+
+def run_curate(images: str, out: str, policy: str | None = None) -> float:
+    """Run the curate job on every file in images/; returns wall seconds."""
+    from beam_jobs.curate import run
+    argv = ["--input", os.path.join(images, "*"), "--output", out, "--runner", "DirectRunner"]
+    if policy:
+        argv += ["--policy", policy]
+    t0 = time.perf_counter()
+    run(argv)
+    return time.perf_counter() - t0
+
+
+def _share(hits: int, n: int) -> dict:
+    return {"n": n, "hits": hits, "share": hits / n if n else None}
+
+
+def figures(labels: list[dict], rows: dict[str, dict], images: str) -> dict:
+    """Every figure of the module doc from labels and curate's rows (uri -> row). Pure."""
+    by_file = {}
+    missing = []
+    for lab in labels:
+        row = rows.get(os.path.join(images, lab["file"]))
+        if row is None:
+            missing.append(lab["file"])
+        else:
+            by_file[lab["file"]] = row
+
+    def own_reasons(row):
+        return [r for r in row["reasons"] if r not in DUPLICATE_REASONS]
+
+    usable = defaultdict(lambda: [0, 0])
+    wrong_reasons: Counter = Counter()
+    wrong_files = []
+    non_skin, skin_like = [0, 0], [0, 0]
+    defects = defaultdict(lambda: [0, 0])
+    correct: Counter = Counter()
+    flagged: Counter = Counter()
+    for lab in labels:
+        row = by_file.get(lab["file"])
+        if row is None:
+            continue
+        deg = lab.get("degradation", "")
+        own = own_reasons(row)
+        if lab["expected"] == "accept":
+            for group in ("all", lab["tone_group"]):
+                usable[group][0] += 1
+                usable[group][1] += bool(own)
+            if own:
+                wrong_reasons.update(own)
+                wrong_files.append((lab["file"], lab["tone_group"], ",".join(own)))
+        if lab["kind"] == "non_skin":
+            non_skin[0] += 1
+            non_skin[1] += row["status"] == "rejected"
+            if "SKIN-LIKE" in lab.get("note", ""):
+                skin_like[0] += 1
+                skin_like[1] += row["status"] == "rejected"
+        if deg in STRONG:
+            defects[deg][0] += 1
+            defects[deg][1] += lab["expected_reason"] in row["reasons"]
+        if deg in ("near_dup", "exact_dup"):
+            want = "near_duplicate" if deg == "near_dup" else "exact_duplicate"
+            twin = by_file.get(lab["derived_from"])
+            caught = want in row["reasons"] or (
+                twin is not None and want in twin["reasons"] and twin["duplicate_of"] == row["uri"])
+            defects[deg][0] += 1
+            defects[deg][1] += caught
+        # Per-reason precision: a reason is right when it is the one expected,
+        # when the photo is not skin at all (any rejection is right), or for a
+        # duplicate reason when the photo was made as that kind of copy.
+        if lab["expected"] == "either":
+            continue
+        for r in row["reasons"]:
+            flagged[r] += 1
+            if r in DUPLICATE_REASONS:
+                ok = deg in ("near_dup", "exact_dup") or any(
+                    x.get("derived_from") == lab["file"] and x.get("degradation") in ("near_dup", "exact_dup")
+                    for x in labels)
+            else:
+                ok = lab["expected"] == "reject" and (lab["kind"] == "non_skin" or lab["expected_reason"] == r)
+            correct[r] += ok
+    tone = {g: _share(usable[g][1], usable[g][0]) for g in TONE_GROUPS if usable[g][0]}
+    shares = [v["share"] for v in tone.values()]
+    return {
+        "usable_wrongly_rejected": _share(usable["all"][1], usable["all"][0]),
+        "usable_wrongly_rejected_by_tone": tone,
+        "tone_spread_pp": 100 * (max(shares) - min(shares)) if shares else None,
+        "wrong_rejection_reasons": dict(wrong_reasons.most_common()),
+        "wrongly_rejected_files": sorted(wrong_files),
+        "non_skin_rejected": _share(non_skin[1], non_skin[0]),
+        "skin_like_rejected": _share(skin_like[1], skin_like[0]),
+        "defects": {k: _share(v[1], v[0]) for k, v in sorted(defects.items())},
+        "precision": {r: _share(correct[r], flagged[r]) for r in sorted(flagged)},
+        "not_in_output": missing,
+    }
+
+
+def check_targets(doc: dict) -> dict:
+    """target name -> (measured, op, needed, met)."""
+    out = {}
+    for name, (op, needed) in TARGETS.items():
+        if name == "tone_spread_pp":
+            value = doc["tone_spread_pp"]
+        elif name in doc:
+            value = doc[name]["share"]
+        else:
+            value = doc["defects"].get(name, {}).get("share")
+        if value is None:
+            continue
+        out[name] = (value, op, needed, value <= needed if op == "<=" else value >= needed)
+    return out
+
+
+def report(doc: dict) -> str:
+    pct = lambda s: "n/a" if s["share"] is None else f"{100 * s['share']:.1f}% ({s['hits']}/{s['n']})"  # noqa: E731
+    rows = [["usable skin photos wrongly rejected", pct(doc["usable_wrongly_rejected"])]]
+    rows += [[f"  ... {g}", pct(s)] for g, s in doc["usable_wrongly_rejected_by_tone"].items()]
+    rows += [["  spread between tone groups (pp)", f"{doc['tone_spread_pp']:.1f}"],
+             ["non-skin photos rejected", pct(doc["non_skin_rejected"])],
+             ["  ... skin-coloured ones", pct(doc["skin_like_rejected"])]]
+    rows += [[f"{k} rejected with its reason", pct(v)] for k, v in doc["defects"].items()]
+    out = [table(["figure", "measured"], rows, title="curate on real photos")]
+    out.append(table(["reason", "precision", "right/flagged"],
+                     [[r, "n/a" if s["share"] is None else f"{s['share']:.3f}", f"{s['hits']}/{s['n']}"]
+                      for r, s in doc["precision"].items()], title="\nper-reason precision"))
+    if doc["wrong_rejection_reasons"]:
+        out.append("\nwrong rejections of usable photos by reason: " + ", ".join(
+            f"{r} {n}" for r, n in doc["wrong_rejection_reasons"].items()))
+    out.append("\ntargets (issue 11):")
+    for name, (value, op, needed, met) in check_targets(doc).items():
+        unit = "pp" if name == "tone_spread_pp" else ""
+        v = f"{value:.1f}{unit}" if unit else f"{100 * value:.1f}%"
+        n = f"{needed:.1f}{unit}" if unit else f"{100 * needed:.0f}%"
+        out.append(f"  {'met ' if met else 'MISS'}  {name:<26} {v:>8}  needed {op} {n}")
+    return "\n".join(out)
+
+
+def degrade_into(source: Path, out: Path) -> Path:
+    """Run source/degrade.py on source's photos into out; returns out."""
+    script = source / "degrade.py"
+    if not script.exists():
+        raise SystemExit(f"real_photos: error: {script} not found")
+    subprocess.run([sys.executable, str(script), "--labels", str(source / "labels.csv"),
+                    "--images", str(source / "images"), "--out", str(out)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.real_photos", description=__doc__.split("\n\n")[0])
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--degrade", metavar="DIR", help="a real_photos folder (labels.csv, images/, degrade.py): degrade it first, then measure")
+    src.add_argument("--folder", metavar="DIR", help="a degrade.py output folder (labels.csv, images/)")
+    src.add_argument("--labels", help="labels CSV (with --images)")
+    ap.add_argument("--images", help="folder the labels' `file` names are in")
+    ap.add_argument("--policy", help="quality policy JSON to evaluate (default: the packaged one)")
+    ap.add_argument("--keep", metavar="DIR", help="write curate's output here and keep it")
+    ap.add_argument("--list", action="store_true", help="also list the usable photos wrongly rejected")
+    ap.add_argument("--json", help="write the figures here")
+    a = ap.parse_args(argv)
+    if a.labels and not a.images:
+        ap.error("--labels needs --images")
+    with tempfile.TemporaryDirectory(prefix="real_photos_") as tmp:
+        if a.degrade:
+            folder = degrade_into(Path(a.degrade), Path(tmp) / "degraded")
+            labels_path, images = folder / "labels.csv", folder / "images"
+        elif a.folder:
+            labels_path, images = Path(a.folder) / "labels.csv", Path(a.folder) / "images"
+        else:
+            labels_path, images = Path(a.labels), Path(a.images)
+        labels = read_labels(str(labels_path))
+        images = str(images.resolve())
+        out = a.keep or os.path.join(tmp, "curated")
+        seconds = run_curate(images, out, a.policy)
+        from beam_jobs.evaluate_curate import load_features
+        doc = figures(labels, load_features(out), images)
+    doc["curate_seconds"] = seconds
+    doc["images"] = len(labels)
+    print(report(doc))
+    if a.list:
+        print("\nusable photos wrongly rejected:")
+        for f, g, r in doc["wrongly_rejected_files"]:
+            print(f"  {f:<50} {g:<7} {r}")
+    print(f"\n{len(labels)} labelled images, curate took {seconds:.1f} s")
+    write_json(a.json, {"benchmark": "real_photos", **doc,
+                        "targets": {k: {"measured": v[0], "op": v[1], "needed": v[2], "met": v[3]}
+                                    for k, v in check_targets(doc).items()}})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
