@@ -59,6 +59,7 @@ PIXELS = [
     _F("monk_estimate", pa.int8(), "1-10", "Monk skin tone whose swatch ITA is nearest to ita_deg (ITA is less exposure-sensitive than L*)"),
     _F("monk_group", pa.string(), "", "light (Monk 1-3), medium (4-6), dark (7-10)"),
     _F("phash", pa.string(), "hex", "64-bit DCT perceptual hash, 16 hex digits"),
+    _F("phash_centre", pa.list_(pa.string()), "hex", "pHashes of the centred 93%, 86.5% and 80.4% of the frame (16 hex digits each): a cropped copy's phash meets one of them"),
 ]
 VERDICT = [
     _F("status", pa.string(), "", "accepted or rejected"),

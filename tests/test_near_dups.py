@@ -1,11 +1,27 @@
-"""Near-duplicate search: exact against brute force, Beam and numpy agree."""
+"""Near-duplicate search: exact against brute force, Beam and numpy agree, and
+nested centre-crop hashes catch cropped copies of generated photos."""
 from __future__ import annotations
 
+import csv
+import itertools
+
+import apache_beam as beam
+import cv2
 import numpy as np
 import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.near_dups import (BLOCK, bands, connected_components, lsh_keys, near_duplicate_pairs,
-                                  pairs_in_bucket)
+from schemas.features import empty_row
+from schemas.policy import load_policy
+from transforms.decode import decode
+from transforms.duplicates import ClusterDuplicates, hash_entries
+from transforms.near_dups import (BLOCK, bands, connected_components, image_pairs, lsh_keys,
+                                  near_duplicate_pairs, owner_pairs_in_bucket)
+from transforms.phash import CENTRE_FRACTIONS, centre_crop, centre_phashes, min_hamming, phash64
+from transforms.quality import compute_features, to_analysis_size
+
+RADIUS = load_policy().dup_radius
 
 
 def planted_hashes(n, planted, radius, seed=0):
@@ -63,9 +79,143 @@ def test_every_close_pair_shares_an_lsh_bucket():
         for bit in flips:
             b ^= 1 << int(bit)
         assert set(lsh_keys(a, 6)) & set(lsh_keys(b, 6))
-        assert pairs_in_bucket([a, b], 6) == [tuple(sorted((a, b)))]
+        assert owner_pairs_in_bucket([(a, 0), (b, 1)], 6) == [(0, 1)]
 
 
 def test_connected_components_maps_to_smallest_member():
     comps = connected_components([(5, 9), (9, 2), (7, 8)])
     assert comps == {5: 2, 9: 2, 2: 2, 7: 7, 8: 7}
+
+
+def flip(h: int, n_bits: int, rng) -> int:
+    for bit in rng.choice(64, n_bits, replace=False):
+        h ^= 1 << int(bit)
+    return h
+
+
+def planted_hash_sets(n, k, planted, radius, seed=0):
+    """(n, k) random hashes; `planted` images get one hash within the radius of
+    some hash of another image (any level), a few share an identical hash."""
+    rng = np.random.default_rng(seed)
+    hs = rng.integers(0, 2**64, size=(n, k), dtype=np.uint64, endpoint=False)
+    for _ in range(planted):
+        i, j = rng.choice(n, 2, replace=False)
+        a, b = rng.integers(k, size=2)
+        hs[j, b] = flip(int(hs[i, a]), int(rng.integers(0, radius + 1)), rng)
+    hs[3] = hs[4]                      # an exact copy: every hash shared
+    hs[5, 1] = hs[5, 0]                # an image whose own hashes coincide: no self pair
+    return hs
+
+
+def brute_force_images(hs, radius):
+    d = np.bitwise_count(hs[:, None, :, None] ^ hs[None, :, None, :]).min(axis=(2, 3))
+    return {(i, j) for i, j in zip(*np.nonzero(d <= radius)) if i < j}
+
+
+@pytest.mark.parametrize("radius", [2, 4, 6])
+def test_image_pairs_equal_brute_force_over_all_hash_combinations(radius):
+    hs = planted_hash_sets(600, 1 + len(CENTRE_FRACTIONS), 80, radius, seed=radius)
+    got = set(map(tuple, image_pairs(hs, radius, block=64).tolist()))
+    assert got == brute_force_images(hs, radius)
+    assert (3, 4) in got and len(got) >= 75
+
+
+def test_bucket_pairs_link_owners_never_an_image_to_itself():
+    a, b = 0x0123456789ABCDEF, 0x0123456789ABCDEF ^ 0b1111
+    assert owner_pairs_in_bucket([(a, "x"), (b, "x")], 4) == []
+    assert owner_pairs_in_bucket([(a, "y"), (b, "x"), (a ^ (0b11111 << 30), "z")], 4) == [("x", "y")]
+
+
+def test_beam_bucket_scheme_equals_numpy_search():
+    """lsh_keys + owner_pairs_in_bucket (what the Beam transform runs) finds
+    exactly the pairs image_pairs finds."""
+    hs = planted_hash_sets(300, 1 + len(CENTRE_FRACTIONS), 60, RADIUS, seed=9)
+    buckets: dict = {}
+    for owner, row in enumerate(hs):
+        for h in {int(x) for x in row}:
+            for key in lsh_keys(h, RADIUS):
+                buckets.setdefault(key, []).append((h, owner))
+    got = {p for entries in buckets.values() for p in owner_pairs_in_bucket(entries, RADIUS)}
+    assert got == set(map(tuple, image_pairs(hs, RADIUS).tolist()))
+
+
+def test_centre_crop_is_centred_and_never_empty():
+    img = np.arange(100 * 60, dtype=np.uint8).reshape(60, 100)
+    c = centre_crop(img, 0.9)
+    assert c.shape == (54, 90) and c[0, 0] == img[3, 5]
+    assert centre_crop(img[:1, :1], 0.5).shape == (1, 1)
+    assert compute_features(np.zeros((1, 7, 3), np.uint8))["phash_centre"]  # 1-pixel-high uploads hash too
+
+
+# --- generated photos: the real-photo degrade.py near_dup edit --------------
+
+def _analysis(data: bytes):
+    return to_analysis_size(decode(data, analysis_short_side=256).image, 256)
+
+
+def _crop_copy(data: bytes, keep: float) -> bytes:
+    """degrade.py's near_dup: centre crop keeping `keep`, x0.85 area resize, JPEG q75."""
+    img = decode(data, analysis_short_side=10**6).image
+    h, w = img.shape[:2]
+    ch, cw = int(h * keep), int(w * keep)
+    y, x = (h - ch) // 2, (w - cw) // 2
+    small = cv2.resize(img[y:y + ch, x:x + cw], (int(cw * 0.85), int(ch * 0.85)), interpolation=cv2.INTER_AREA)
+    return cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 75])[1].tobytes()
+
+
+def _hashes(image) -> list[int]:
+    return [phash64(image), *centre_phashes(image)]
+
+
+@pytest.fixture(scope="module")
+def clean_photos(sample_dir):
+    rows = csv.DictReader(open(sample_dir / "ground_truth.csv"))
+    return [(sample_dir / r["image_path"]).read_bytes() for r in rows if r["defect"] == "none"]
+
+
+@pytest.mark.parametrize("keep", [0.97, 0.92, 0.85, 0.8])
+def test_cropped_copies_meet_their_original_where_the_full_frame_alone_does_not(clean_photos, keep):
+    full, nested = [], []
+    for data in clean_photos:
+        a, b = _analysis(data), _analysis(_crop_copy(data, keep))
+        full.append(phash64(a) ^ phash64(b))
+        nested.append(min_hamming(_hashes(a), _hashes(b)))
+    assert np.mean(np.array(nested) <= RADIUS) >= 0.95, sorted(nested)
+    if keep == 0.92:  # the real-photo figure: full frame alone caught 26% there
+        assert np.mean([bin(x).count("1") <= RADIUS for x in full]) < 0.5
+
+
+def test_distinct_generated_photos_stay_far_apart_by_every_hash(clean_photos):
+    hs = np.array([_hashes(_analysis(d)) for d in clean_photos], dtype=np.uint64)
+    closest = min(min_hamming(hs[i], hs[j]) for i, j in itertools.combinations(range(len(hs)), 2))
+    assert closest > 2 * RADIUS
+
+
+# --- the Beam transform ------------------------------------------------------
+
+def _row(uri, sha, full, centre, reasons=(), w=640, h=480):
+    return empty_row(uri=uri, sha256=sha, width=w, height=h, file_size=w * h // 10,
+                     phash=f"{full:016x}", phash_centre=[f"{c:016x}" for c in centre],
+                     status="rejected" if reasons else "accepted", reasons=list(reasons))
+
+
+def test_cluster_duplicates_catches_a_crop_by_its_centre_hash():
+    rng = np.random.default_rng(3)
+    orig = [int(x) for x in rng.integers(0, 2**64, size=4, dtype=np.uint64, endpoint=False)]
+    other = [int(x) for x in rng.integers(0, 2**64, size=4, dtype=np.uint64, endpoint=False)]
+    # The crop's full frame is far from the original's, close to its centre 93%.
+    crop = [flip(orig[1], RADIUS, rng), *(int(x) for x in rng.integers(0, 2**63, size=3))]
+    dark = [flip(orig[0], 2, rng), *orig[1:]]  # close by hash, but too dark: bytes only
+    rows = [_row("orig.jpg", "s1", orig[0], orig[1:]), _row("orig_copy.jpg", "s1", orig[0], orig[1:]),
+            _row("crop.jpg", "s2", crop[0], crop[1:], w=500, h=375),
+            _row("other.jpg", "s3", other[0], other[1:]),
+            _row("dark.jpg", "s4", dark[0], dark[1:], reasons=["too_dark"])]
+    assert len(hash_entries(rows[0], ())) == 1 + len(CENTRE_FRACTIONS) and not hash_entries(rows[4], ["too_dark"])
+    with TestPipeline() as p:
+        out = (p | beam.Create(rows)
+               | ClusterDuplicates(RADIUS, ["too_dark"])
+               | beam.Map(lambda r: (r["uri"], r["reasons"], r["duplicate_of"])))
+        assert_that(out, equal_to([
+            ("orig.jpg", [], None), ("orig_copy.jpg", ["exact_duplicate"], "orig.jpg"),
+            ("crop.jpg", ["near_duplicate"], "orig.jpg"), ("other.jpg", [], None),
+            ("dark.jpg", ["too_dark"], None)]))

@@ -1,11 +1,21 @@
 """Exact and near-duplicate clusters across all images, and which one to keep.
 
-Identical pHashes (as 16-digit hex strings) collapse first; distinct pHashes are filed under LSH band
-keys (transforms/near_dups.py) so a GroupByKey meets every pair within the
-radius without comparing all pairs. Pairs are few (duplicates are the
-exception), so their connected components are computed in one place and
-handed to every worker as a side input. Rows then group by cluster and the
-best member is kept; the others are rejected, pointing at it.
+An image is identified by its full-frame pHash (`phash`, 16-digit hex);
+identical pHashes collapse first. Every image also carries the pHashes of its
+nested centre crops (`phash_centre`, transforms/phash.py), and two images are
+near duplicates when any of their hashes are within the radius, so a cropped
+copy meets its original. Each distinct (hash, owner pHash) entry is filed
+under the LSH band keys of transforms/near_dups.py, so a GroupByKey meets
+every close pair without comparing all pairs.
+
+Shuffle volume per image is bounded: 1 + len(CENTRE_FRACTIONS) = 4 hashes,
+each under C(radius + 3, 3) keys (35 at the policy's radius 4), i.e. 140
+records of a short key and two 16-digit hex strings (~50 bytes), ~7 KB per
+image whatever the data (the single-hash radius-6 scheme sent 84). Pairs are
+few (duplicates are the exception), so their connected components are
+computed in one place and handed to every worker as a side input. Rows then
+group by cluster and the best member is kept; the others are rejected,
+pointing at it.
 """
 from __future__ import annotations
 
@@ -13,12 +23,21 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from schemas.reasons import DUPLICATE_REASONS, ordered
-from transforms.near_dups import connected_components, lsh_keys, pairs_in_bucket
+from transforms.near_dups import connected_components, lsh_keys, owner_pairs_in_bucket
 
 
 def hash_is_reliable(row: dict, exact_only_for) -> bool:
     """Whether the row's pHash identifies its content (not a flat/clipped frame)."""
     return bool(row.get("phash")) and not set(row["reasons"]).intersection(exact_only_for)
+
+
+def hash_entries(row: dict, exact_only_for) -> list[tuple[str, str]]:
+    """(hash, owner) for each of a reliable row's hashes; the owner is its
+    full-frame pHash, the node its cluster is computed on."""
+    if not hash_is_reliable(row, exact_only_for):
+        return []
+    owner = row["phash"]
+    return [(h, owner) for h in [owner, *(row.get("phash_centre") or [])]]
 
 
 def cluster_id_for(row: dict, components: dict, exact_only_for=()) -> str:
@@ -56,11 +75,10 @@ def resolve_cluster(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _hex_pairs(hex_hashes, radius: int) -> list[tuple[str, str]]:
+def _owner_pairs(entries, radius: int) -> list[tuple[str, str]]:
     # Hashes travel as 16-digit hex: Beam's integer coder is signed 64-bit,
     # and at fixed width hex order equals numeric order.
-    pairs = pairs_in_bucket([int(h, 16) for h in hex_hashes], radius)
-    return [(f"{a:016x}", f"{b:016x}") for a, b in pairs]
+    return owner_pairs_in_bucket([(int(h, 16), owner) for h, owner in entries], radius)
 
 
 class _Counted(beam.DoFn):
@@ -86,12 +104,12 @@ class ClusterDuplicates(beam.PTransform):
         radius, exact_only = self.radius, self.exact_only_for
         edges = (
             rows
-            | "PHashes" >> beam.FlatMap(
-                lambda r: [r["phash"]] if hash_is_reliable(r, exact_only) else [])
+            | "PHashes" >> beam.FlatMap(hash_entries, exact_only)
             | "DistinctPHashes" >> beam.Distinct()
-            | "LshKeys" >> beam.FlatMap(lambda hx: [(f"{t}:{k:x}", hx) for t, k in lsh_keys(int(hx, 16), radius)])
+            | "LshKeys" >> beam.FlatMap(
+                lambda e: [(f"{t}:{k:x}", e) for t, k in lsh_keys(int(e[0], 16), radius)])
             | "GroupByBand" >> beam.GroupByKey()
-            | "PairsWithinRadius" >> beam.FlatMap(lambda kv: _hex_pairs(kv[1], radius))
+            | "PairsWithinRadius" >> beam.FlatMap(lambda kv: _owner_pairs(kv[1], radius))
             | "DistinctPairs" >> beam.Distinct())
         components = (
             edges

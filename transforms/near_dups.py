@@ -1,17 +1,24 @@
 """Near-duplicate search over 64-bit hashes without all-pairs comparison. Pure.
 
+An image carries a few hashes (transforms/phash.py: the full frame and nested
+centre crops); two images are near duplicates when any hash of one is within
+`radius` bits of any hash of the other, so a cropped copy's full-frame hash
+meets its original's centre-crop hash. The search runs on all hashes at once
+and maps hash pairs back to the images that own them.
+
 Multi-index hashing with a pigeonhole guarantee: cut the 64 bits into
 m = radius + 3 bands. Two hashes within Hamming distance `radius` differ in at
 most `radius` bands, so at least 3 bands agree exactly; keying each hash by
 every triple of its bands (C(m,3) keys) puts every such pair in a shared bucket.
-For radius 6 that is 84 keys of ~22 bits. Recall is exact within the radius.
-Sorting and bucketing grow linearly with N (see BLOCK); only the checks of
-unrelated hashes that share a 22-bit key grow faster (N^2 / 2^22 per table,
-~15M cheap XOR-popcounts at 1M hashes).
+For radius 4 that is 35 keys of ~27 bits (radius 6: 84 keys of ~22 bits).
+Recall is exact within the radius. Sorting and bucketing grow linearly with
+N (see BLOCK); only the checks of unrelated hashes that share a key grow
+faster (N^2 / 2^28 per table at radius 4, ~2M cheap XOR-popcounts at 4M
+hashes, i.e. 1M images).
 
-lsh_keys() + pairs_in_bucket() are what the Beam transform uses per element and
-per bucket; near_duplicate_pairs() is the same scheme vectorised in numpy, for
-one-machine use and the scale benchmark.
+lsh_keys() + owner_pairs_in_bucket() are what the Beam transform uses per
+hash and per bucket; image_pairs() (on near_duplicate_pairs()) is the same
+scheme vectorised in numpy, for one-machine use and the scale benchmark.
 """
 from __future__ import annotations
 
@@ -43,10 +50,13 @@ def lsh_keys(h: int, radius: int) -> list[tuple[int, int]]:
     return out
 
 
-def pairs_in_bucket(hashes, radius: int) -> list[tuple[int, int]]:
-    """(a, b) with a < b for distinct hashes in one bucket within the radius."""
-    hs = sorted(set(hashes))
-    return [(a, b) for a, b in itertools.combinations(hs, 2) if (a ^ b).bit_count() <= radius]
+def owner_pairs_in_bucket(entries, radius: int) -> list[tuple]:
+    """(a, b), a < b: owners of (hash, owner) entries in one bucket whose hashes
+    are within the radius. An image's own hashes never pair it with itself."""
+    es = sorted(set(entries))
+    return sorted({(min(o1, o2), max(o1, o2))
+                   for (h1, o1), (h2, o2) in itertools.combinations(es, 2)
+                   if o1 != o2 and (h1 ^ h2).bit_count() <= radius})
 
 
 # Per-table work is done in cache-sized blocks: hashes are first grouped by the
@@ -137,6 +147,63 @@ def near_duplicate_pairs(hashes: np.ndarray, radius: int, block: int = BLOCK) ->
     if not found:
         return np.empty((0, 2), dtype=np.int64)
     return np.unique(np.concatenate(found).astype(np.int64), axis=0)
+
+
+def _sort_order(values: np.ndarray, block: int = BLOCK) -> np.ndarray:
+    """argsort of uint64 values in near-linear time: a radix pass on the top
+    16 bits, then cache-sized block sorts (as in near_duplicate_pairs; one
+    argsort of 4M values ran ~18x slower than of 400k)."""
+    top = (values >> np.uint64(48)).astype(np.uint16)
+    order = np.argsort(top, kind="stable")             # radix sort: linear
+    v = values[order]
+    edges = _blocks(top[order], block)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        order[lo:hi] = order[lo:hi][np.argsort(v[lo:hi], kind="stable")]
+    return order
+
+
+def image_pairs(hash_sets, radius: int, block: int = BLOCK) -> np.ndarray:
+    """Image index pairs (i, j), i < j, where some hash of image i is within
+    `radius` bits of some hash of image j. `hash_sets` is (n_images, k) uint64,
+    row i the hashes of image i (repeats allowed). Returns an (n, 2) int64
+    array, sorted.
+
+    All n*k hashes go through one near_duplicate_pairs() call on their
+    distinct values; each pair of distinct hashes is then expanded to every
+    (owner, owner) combination, and images sharing an identical hash pair up
+    too. Owners per distinct hash are ~1, so this stays linear.
+    """
+    hs = np.asarray(hash_sets, dtype=np.uint64)
+    n, k = hs.shape
+    owner = np.repeat(np.arange(n, dtype=np.int64), k)
+    flat = hs.ravel()
+    order = _sort_order(flat)                          # owners grouped by distinct hash
+    ordered = flat[order]
+    first = np.ones(flat.size, dtype=bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    starts = np.flatnonzero(first)                     # where each distinct hash's owners begin
+    uniq = ordered[starts]
+    counts = np.diff(np.append(starts, flat.size))
+    found = []
+    hp = near_duplicate_pairs(uniq, radius, block)
+    if len(hp):
+        u, v = hp[:, 0], hp[:, 1]
+        cv = counts[v]
+        reps = counts[u] * cv                          # owner combinations per hash pair
+        pu, pv = np.repeat(u, reps), np.repeat(v, reps)
+        kk = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
+        a = owner[order[starts[pu] + kk // np.repeat(cv, reps)]]
+        c = owner[order[starts[pv] + kk % np.repeat(cv, reps)]]
+        found.append(np.stack([a, c], axis=1))
+    for d in np.flatnonzero(counts > 1):               # one hash, several owners: rare
+        members = np.unique(owner[order[starts[d]:starts[d] + counts[d]]])
+        if members.size > 1:
+            found.append(np.array(list(itertools.combinations(members, 2)), dtype=np.int64))
+    if not found:
+        return np.empty((0, 2), dtype=np.int64)
+    p = np.concatenate(found)
+    p = np.stack([p.min(axis=1), p.max(axis=1)], axis=1)
+    return np.unique(p[p[:, 0] != p[:, 1]], axis=0)
 
 
 def connected_components(edges) -> dict:

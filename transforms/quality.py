@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from transforms import skin_tone
-from transforms.phash import phash64
+from transforms.phash import centre_phashes, phash64
 
 UNDEREXPOSED_LEVEL = 10   # luminance <= 10/255 counts as crushed to black
 OVEREXPOSED_LEVEL = 250   # luminance >= 250/255 counts as clipped to white
@@ -104,6 +104,7 @@ def compute_features(image_bgr: np.ndarray, analysis_short_side: int = 256) -> d
         "channel_diff": channel_diff,
         "skin_fraction": float(mask.mean()),
         "phash": f"{phash64(gray):016x}",
+        "phash_centre": [f"{h:016x}" for h in centre_phashes(gray)],
     }
     features.update(skin_tone.skin_tone(lab, mask))
     return features
