@@ -24,8 +24,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# Real-photo figures come from ../shared/real_photos when it is there (never
+# copied into the project): degraded, then each photo judged by a relevance
+# model trained without it.
+REAL_PHOTOS ?= ../shared/real_photos
+
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
+	@if [ -d "$(REAL_PHOTOS)" ]; then \
+	  $(PY) -m benchmarks.real_photos --degrade "$(REAL_PHOTOS)" --cross_validate 10; \
+	else echo "bench: $(REAL_PHOTOS) not found; real-photo figures skipped"; fi
 
 # Re-pin the whole working set after changing setup.py's requirements.
 lock: $(STAMP)

@@ -18,31 +18,35 @@ class QualityPolicy:
     analysis_short_side: int
     max_pixels: int
     min_short_side: int
-    dark_min_underexposed: float
     dark_max_p99: float
     bright_min_overexposed: float
     blur_max_sharpness: float
+    blur_short_side: int
     info_max_entropy: float
+    relevance_model: str
     skin_min_fraction: float
     skin_min_brightness: float
     gray_max_channel_diff: float
     dup_radius: int
     exact_only_for: tuple
     suppressed_by: dict
+    # The loaded relevance model; filled by from_dict, not part of equality.
+    relevance: object = dataclasses.field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "QualityPolicy":
+    def from_dict(cls, d: dict, with_model: bool = True) -> "QualityPolicy":
         try:
-            return cls(
+            policy = cls(
                 version=str(d["version"]),
                 analysis_short_side=int(d["analysis_short_side"]["value"]),
                 max_pixels=int(d["max_pixels"]["value"]),
                 min_short_side=int(d["too_small"]["min_short_side"]),
-                dark_min_underexposed=float(d["too_dark"]["min_underexposed_fraction"]),
                 dark_max_p99=float(d["too_dark"]["max_lum_p99"]),
                 bright_min_overexposed=float(d["too_bright"]["min_overexposed_fraction"]),
                 blur_max_sharpness=float(d["blurry"]["max_sharpness"]),
+                blur_short_side=int(d["blurry"]["judged_at_short_side"]),
                 info_max_entropy=float(d["low_information"]["max_entropy_bits"]),
+                relevance_model=str(d["no_skin"]["model"]),
                 skin_min_fraction=float(d["no_skin"]["min_skin_fraction"]),
                 skin_min_brightness=float(d["no_skin"]["min_brightness_to_judge"]),
                 gray_max_channel_diff=float(d["grayscale"]["max_channel_diff"]),
@@ -52,13 +56,28 @@ class QualityPolicy:
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"invalid quality policy: missing or bad key {e}") from None
+        return policy.with_relevance() if with_model else policy
+
+    def with_relevance(self) -> "QualityPolicy":
+        """This policy with its relevance model loaded (ValueError if it cannot be)."""
+        from transforms.relevance import load_model
+        return dataclasses.replace(self, relevance=load_model(resolve_model_path(self.relevance_model)))
 
     def with_overrides(self, **changes) -> "QualityPolicy":
         return dataclasses.replace(self, **changes)
 
 
-def load_policy(path: str | None = None) -> QualityPolicy:
-    """Load the default policy, or a JSON file at a local or gs:// path."""
+def resolve_model_path(name: str) -> str:
+    """A bare file name is one packaged beside the default policy; anything else
+    (an absolute path, gs://...) is used as given."""
+    if "/" not in name:
+        return str(DEFAULT_POLICY_PATH.with_name(name))
+    return name
+
+
+def load_policy(path: str | None = None, with_model: bool = True) -> QualityPolicy:
+    """Load the default policy, or a JSON file at a local or gs:// path, and
+    the relevance model it names (with_model=False leaves it unloaded)."""
     if path is None:
         text = DEFAULT_POLICY_PATH.read_text()
     else:
@@ -69,7 +88,7 @@ def load_policy(path: str | None = None) -> QualityPolicy:
         except Exception as e:  # any filesystem error: report it in one line
             raise ValueError(f"cannot read policy file {path}: {e}") from None
     try:
-        return QualityPolicy.from_dict(json.loads(text))
+        return QualityPolicy.from_dict(json.loads(text), with_model)
     except json.JSONDecodeError as e:
         raise ValueError(f"policy file {path} is not valid JSON: {e}") from None
 

@@ -90,11 +90,11 @@ def test_policy_is_versioned_and_documented(tmp_path):
 def test_root_cause_suppresses_derived_reasons():
     p = load_policy()
     black = dict(width=640, height=480, underexposed_fraction=0.95, lum_p99=0.02, brightness_mean=0.01,
-                 overexposed_fraction=0.0, entropy=0.5, sharpness=0.0, skin_fraction=0.0)
+                 overexposed_fraction=0.0, entropy=0.5, sharpness=0.0, skin_probability=0.0, grayscale=True)
     assert quality_reasons(black, p) == ["too_dark"]
-    flat_blue = dict(black, underexposed_fraction=0.0, lum_p99=0.5, brightness_mean=0.45)
+    flat_blue = dict(black, underexposed_fraction=0.0, lum_p99=0.5, brightness_mean=0.45, grayscale=False)
     assert quality_reasons(flat_blue, p) == ["low_information"]
-    small = dict(flat_blue, width=100, height=80, entropy=6.0, sharpness=1.0, skin_fraction=0.9)
+    small = dict(flat_blue, width=100, height=80, entropy=6.0, sharpness=0.3, skin_probability=0.99)
     assert quality_reasons(small, p) == ["too_small"]
 
 
@@ -102,6 +102,18 @@ def test_no_skin_is_not_claimed_in_frames_too_dark_to_show_colour():
     p = load_policy()
     dim_light_skin = dict(width=640, height=480, underexposed_fraction=0.01, lum_p99=0.2,
                           brightness_mean=0.13, overexposed_fraction=0.0, entropy=5.0,
-                          sharpness=0.5, skin_fraction=0.15)
+                          sharpness=0.3, skin_probability=0.01, grayscale=False)
     assert quality_reasons(dim_light_skin, p) == []
     assert quality_reasons(dict(dim_light_skin, brightness_mean=0.35), p) == ["no_skin"]
+
+
+def test_no_skin_uses_the_threshold_of_the_network_that_judged_the_photo():
+    p = load_policy()
+    row = dict(width=640, height=480, lum_p99=0.6, brightness_mean=0.5, overexposed_fraction=0.0,
+               entropy=6.0, sharpness=0.3)
+    for grayscale in (False, True):
+        t = p.relevance.threshold["grayscale" if grayscale else "colour"]
+        assert quality_reasons(dict(row, grayscale=grayscale, skin_probability=t), p) == []
+        assert quality_reasons(dict(row, grayscale=grayscale, skin_probability=t - 1e-3), p) == ["no_skin"]
+    # No probability (no model, or nothing to judge): no_skin is never claimed.
+    assert quality_reasons(dict(row, grayscale=False, skin_probability=None), p) == []

@@ -134,7 +134,9 @@ def test_jpeg_scale(width, height, short_side, scale):
 def test_decode_uses_the_chosen_scale():
     d = decode(encode("JPEG", Image.fromarray(photo(1024, 768)), quality=90))
     assert (d.scale, d.image.shape, d.width, d.height) == (2, (384, 512, 3), 1024, 768)
-    assert decode(encode("JPEG", Image.fromarray(photo(640, 480)))).scale == 1
+    small = encode("JPEG", Image.fromarray(photo(640, 480)))
+    assert decode(small).scale == 2  # 240 px still covers the default 224 px analysis size
+    assert decode(small, analysis_short_side=256).scale == 1
 
 
 def test_reduced_decode_matches_area_downscaled_full_decode():

@@ -53,8 +53,8 @@ def analyze_image(uri: str, data: bytes, policy: QualityPolicy, *,
                decode_scale=decoded.scale)
     # One resize to the analysis size serves the features and the thumbnail.
     analysis = to_analysis_size(decoded.image, policy.analysis_short_side)
-    row.update(compute_features(analysis, policy.analysis_short_side))
-    row["grayscale"] = row["channel_diff"] < policy.gray_max_channel_diff
+    row.update(compute_features(analysis, policy.analysis_short_side, policy.blur_short_side,
+                                policy.relevance, policy.gray_max_channel_diff))
     reasons = quality_reasons(row, policy)
     row.update(status="rejected" if reasons else "accepted", reasons=reasons)
     thumb = thumbnail_jpeg(analysis, thumbnail_px) if thumbnail_px else None

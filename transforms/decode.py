@@ -90,7 +90,7 @@ class Decoded:
     height: int
 
 
-def decode(data: bytes, *, analysis_short_side: int = 256,
+def decode(data: bytes, *, analysis_short_side: int = 224,
            max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     """Decode `data` once, at the smallest JPEG DCT scale covering the analysis size.
 

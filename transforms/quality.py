@@ -14,10 +14,41 @@ from transforms.phash import centre_phashes, phash64
 UNDEREXPOSED_LEVEL = 10   # luminance <= 10/255 counts as crushed to black
 OVEREXPOSED_LEVEL = 250   # luminance >= 250/255 counts as clipped to white
 SHADOW_LEVEL = 0.15 * 255
-# Second differences along 0, 90, 45 and 135 degrees.
-_DIRECTIONAL = (np.array([[1, -2, 1]], np.float32), np.array([[1], [-2], [1]], np.float32),
-                np.array([[1, 0, 0], [0, -2, 0], [0, 0, 1]], np.float32),
-                np.array([[0, 0, 1], [0, -2, 0], [1, 0, 0]], np.float32))
+# Blur is judged by how steep the steepest edges are relative to the local
+# contrast they span, in the direction where the image is softest (see
+# edge_sharpness). Eight directions 22.5 degrees apart: a motion streak at any
+# angle is within 11 degrees of one of them.
+BLUR_DIRECTIONS = 8
+BLUR_WINDOW = 13          # px at the blur size: the span over which local contrast is measured
+BLUR_MIN_CONTRAST = 6.0   # levels: pixels in flatter neighbourhoods carry no edge to judge
+BLUR_PERCENTILE = 99.0    # the steepest 1% of edges in that direction
+_BLUR_BINS = 500
+
+
+def _bilinear_taps(dx: float, dy: float) -> np.ndarray:
+    k = np.zeros((3, 3), np.float32)
+    x0, y0 = int(np.floor(dx)), int(np.floor(dy))
+    fx, fy = dx - x0, dy - y0
+    for x, y, w in ((x0, y0, (1 - fx) * (1 - fy)), (x0 + 1, y0, fx * (1 - fy)),
+                    (x0, y0 + 1, (1 - fx) * fy), (x0 + 1, y0 + 1, fx * fy)):
+        if w:
+            k[1 + y, 1 + x] += w
+    return k
+
+
+def _direction_kernels(n: int) -> list[np.ndarray]:
+    """3x3 kernels of (I(p + u) - I(p - u)) / 2 for unit vectors u at n angles
+    in [0, 180): a one-pixel central difference, bilinear between pixels."""
+    out = []
+    for i in range(n):
+        t = np.pi * i / n
+        c, s = float(np.cos(t)), float(np.sin(t))
+        out.append(0.5 * (_bilinear_taps(c, s) - _bilinear_taps(-c, -s)))
+    return out
+
+
+_BLUR_KERNELS = _direction_kernels(BLUR_DIRECTIONS)
+_BLUR_ELEMENT = np.ones((BLUR_WINDOW, BLUR_WINDOW), np.uint8)
 
 
 def to_analysis_size(image: np.ndarray, short_side: int) -> np.ndarray:
@@ -44,21 +75,46 @@ def _colorfulness(image: np.ndarray) -> float:
     return float(np.hypot(rg_std[0], yb_std[0]) + 0.3 * np.hypot(rg_mean[0], yb_mean[0]))
 
 
-def _sharpness(gray_f: np.ndarray, mean: float) -> float:
-    """Median over four directions of second-difference variance, / brightness.
+def edge_sharpness(gray: np.ndarray) -> float:
+    """Steepness of the steepest edges in the softest direction, 0 (flat) to ~0.5.
 
-    The median ignores a few strong edges (a hair, a lesion border) that keep
-    an isotropic Laplacian high in a blurred photo, and catches motion blur,
-    which removes detail along the shake. Detail scales with brightness, so
-    dark skin shows less of it: dividing by the mean once removes that bias
-    (dividing by mean^2 over-corrects, as sensor noise dominates dark frames).
+    For every pixel whose BLUR_WINDOW neighbourhood spans at least
+    BLUR_MIN_CONTRAST levels, the one-pixel brightness change along a
+    direction is divided by that local range; the score is the 99th
+    percentile of the ratio, in the direction where it is lowest. A sharp
+    edge rises across ~2 px (ratio ~0.25-0.5); a Gaussian blur of sigma 2.7 px
+    or an 11 px motion streak spreads it over 7-11 px (ratio < 0.16), and a
+    streak does so only along its own direction, which the minimum over
+    directions finds. The ratio is relative to local contrast, so neither
+    brightness nor the amount of texture (smooth skin, dark skin) moves it;
+    only how soft the edges are.
     """
-    energies = sorted(float(cv2.filter2D(gray_f, cv2.CV_32F, k).var()) for k in _DIRECTIONAL)
-    return 0.5 * (energies[1] + energies[2]) / (mean + 1.0)
+    g = gray.astype(np.float32)
+    local_range = cv2.dilate(g, _BLUR_ELEMENT) - cv2.erode(g, _BLUR_ELEMENT)
+    mask = (local_range >= BLUR_MIN_CONTRAST).astype(np.uint8)
+    counted = cv2.countNonZero(mask)
+    if counted < 50:  # no edges at all: a flat frame (low_information says so)
+        return 0.0
+    inverse = 1.0 / np.maximum(local_range, 1.0)
+    target = BLUR_PERCENTILE / 100.0 * counted
+    softest = 1.0
+    for k in _BLUR_KERNELS:
+        ratio = cv2.multiply(np.abs(cv2.filter2D(g, cv2.CV_32F, k)), inverse)
+        cdf = np.cumsum(cv2.calcHist([ratio], [0], mask, [_BLUR_BINS], [0.0, 1.0]).ravel())
+        softest = min(softest, (int(np.searchsorted(cdf, target)) + 0.5) / _BLUR_BINS)
+    return float(softest)
 
 
-def compute_features(image_bgr: np.ndarray, analysis_short_side: int = 256) -> dict:
-    """All pixel features of one BGR uint8 image (see schemas/features.py)."""
+def compute_features(image_bgr: np.ndarray, analysis_short_side: int = 224,
+                     blur_short_side: int = 224, relevance=None, gray_max_channel_diff: float = 2.0) -> dict:
+    """All pixel features of one BGR uint8 image (see schemas/features.py).
+
+    Blur is judged at blur_short_side, the size a model sees, not at the
+    analysis size: what matters is whether the model gets a sharp image.
+    skin_probability comes from `relevance` (a transforms.relevance
+    RelevanceModel), None without one; grayscale images (mean channel
+    difference under gray_max_channel_diff) go to its grayscale network.
+    """
     img = to_analysis_size(image_bgr, analysis_short_side)
     gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     n = gray.size
@@ -76,6 +132,7 @@ def compute_features(image_bgr: np.ndarray, analysis_short_side: int = 256) -> d
     gx = cv2.Sobel(gray_f, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(gray_f, cv2.CV_32F, 0, 1, ksize=3)
     lap_var = float(lap.var())
+    blur_gray = to_analysis_size(gray, blur_short_side)
 
     b, g, r = cv2.split(img)
     channel_diff = (cv2.mean(cv2.absdiff(b, g))[0] + cv2.mean(cv2.absdiff(g, r))[0]
@@ -98,7 +155,7 @@ def compute_features(image_bgr: np.ndarray, analysis_short_side: int = 256) -> d
         "rms_contrast": std / mean if mean > 0 else 0.0,
         "laplacian_var": lap_var,
         "tenengrad": float(np.mean(gx * gx + gy * gy)),
-        "sharpness": _sharpness(gray_f, mean),
+        "sharpness": edge_sharpness(blur_gray),
         "entropy": float(-(nz * np.log2(nz)).sum()),
         "colorfulness": _colorfulness(small),
         "channel_diff": channel_diff,
@@ -106,5 +163,8 @@ def compute_features(image_bgr: np.ndarray, analysis_short_side: int = 256) -> d
         "phash": f"{phash64(gray):016x}",
         "phash_centre": [f"{h:016x}" for h in centre_phashes(gray)],
     }
+    features["grayscale"] = channel_diff < gray_max_channel_diff
+    features["skin_probability"] = (None if relevance is None
+                                    else relevance.skin_probability(img, features["grayscale"]))
     features.update(skin_tone.skin_tone(lab, mask))
     return features

@@ -31,7 +31,8 @@ def prepare(data: bytes, policy: QualityPolicy, *, image_size: int, crop_fractio
     if gate:
         w, h = decoded.width, decoded.height
         features = compute_features(to_analysis_size(decoded.image, policy.analysis_short_side),
-                                    policy.analysis_short_side)
+                                    policy.analysis_short_side, policy.blur_short_side,
+                                    policy.relevance, policy.gray_max_channel_diff)
         reasons = quality_reasons(dict(features, width=w, height=h), policy)
         if reasons:
             return reasons, None

@@ -15,7 +15,7 @@ from schemas.reasons import DUPLICATE_REASONS, INPUT_REASONS, REASONS
 # feature -> (low, high, bins, transform). Values outside clamp to the ends.
 HISTOGRAMS = {
     "brightness_mean": (0.0, 1.0, 20, None),
-    "sharpness": (-4.0, 1.0, 25, "log10"),
+    "sharpness": (0.0, 0.5, 25, None),
     "ita_deg": (-90.0, 90.0, 18, None),
     "entropy": (0.0, 8.0, 16, None),
     "skin_fraction": (0.0, 1.0, 10, None),

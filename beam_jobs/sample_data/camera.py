@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 # Short side of the working canvas: at least 384 px (so texture is still
-# resolved at the pipeline's 256 px analysis scale) and at least a quarter of
+# resolved at the pipeline's 224 px analysis scale) and at least a quarter of
 # the frame's (so a 12 MP frame decoded at 1/4 or 1/8 scale shows the full
 # rendered detail); never more than the frame itself.
 MIN_WORK_SHORT_SIDE = 384

@@ -5,7 +5,7 @@ colour with a small jitter, multi-scale albedo texture (mottling, pores,
 pigment dots, specular sheen), 1-4 irregular lesions (red or brown), optional
 hair and a small background area, then a lighting gradient and vignetting.
 Feature sizes are fractions of the frame, so texture that matters for the
-pipeline's sharpness check (measured at a 256 px short side) is several
+pipeline's sharpness check (measured at a 224 px short side) is several
 pixels wide at that scale whatever the output resolution.
 """
 from __future__ import annotations

@@ -1,0 +1,255 @@
+"""train_relevance: the skin-relevance model behind curate's no_skin check, from labelled photos.
+
+    CSV of uri,label[,group] (label: skin | not_skin; group keeps related photos
+    in one fold, e.g. a photo and its edited copies, or one person's photos)
+      -> one decode per photo, as curate does -> 28 px cell descriptors
+         (colour, and grayscale copies for the grayscale network)
+      -> k-fold cross-validation by group: out-of-sample scores of every photo
+      -> threshold = the --false_reject quantile of skin photos' out-of-sample scores
+         (real photos' only, when generated sample sets are also given)
+      -> final networks on all photos -> model JSON (schemas/relevance_model.json's format)
+
+Run: python -m beam_jobs.train_relevance --labels photos.csv [--labels more.csv]
+         [--image_root ROOT] --output model.json [--folds 10] [--false_reject 0.02]
+
+Point curate at the result with a policy whose no_skin.model names it. The
+cross-validated figures printed at the end (and kept in the model's `training`
+entry) are the honest estimate of how it will do on photos it never saw.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import sys
+import time
+
+import numpy as np
+
+from beam_jobs.cli import UsageError, main
+from transforms import relevance as rel
+
+LABELS = {"skin": 1, "1": 1, "true": 1, "yes": 1, "not_skin": 0, "no_skin": 0, "0": 0, "false": 0, "no": 0}
+DEFAULT_FALSE_REJECT = 0.02
+# Every photo is also learned from as if taken this many stops under (in the
+# same fold as its original): dim skin is still skin, and whether a photo is
+# too dark is too_dark's business, not the relevance model's. Figures count
+# the originals only.
+AUGMENT_EV = (-2.0,)
+TRAINING = {"members": 3, "hidden": 16, "epochs": 400, "learning_rate": 0.01, "weight_decay": 1e-3,
+            "rounds": 2, "keep": 0.5}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="train_relevance", description=__doc__.splitlines()[0])
+    p.add_argument("--labels", action="append", required=True,
+                   help="CSV with columns uri,label[,group] (local or gs://), or a generated sample set's "
+                        "ground_truth.csv (its skin photos and non-skin scenes); repeat to combine several.")
+    p.add_argument("--image_root", help="Root that relative uris are resolved against.")
+    p.add_argument("--output", required=True, help="Model JSON to write (local or gs://).")
+    p.add_argument("--folds", type=int, default=10, help="Cross-validation folds (by group).")
+    p.add_argument("--false_reject", type=float, default=DEFAULT_FALSE_REJECT,
+                   help=f"Share of skin photos the threshold may reject out of sample (default {DEFAULT_FALSE_REJECT}).")
+    p.add_argument("--seed", type=int, default=0, help="Seed of the networks' initial weights.")
+    p.add_argument("--version", help="Model version (default relevance-<labels sha256[:8]>-s<seed>).")
+    return p
+
+
+def _read(path: str) -> bytes:
+    from apache_beam.io.filesystems import FileSystems
+    with FileSystems.open(path) as f:
+        return f.read()
+
+
+def read_labels(paths: list[str], image_root: str | None) -> tuple[list[dict], bytes]:
+    """Rows {uri, label, group} from every CSV, and their bytes (for the version)."""
+    from transforms.inputs import join_root
+    rows, raw = [], b""
+    for source, path in enumerate(paths):
+        try:
+            data = _read(path)
+        except Exception as e:
+            raise UsageError(f"--labels {path}: cannot read: {e}") from None
+        raw += data
+        reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
+        if reader.fieldnames and {"image_path", "defect"} <= set(reader.fieldnames):
+            rows += _sample_data_rows(reader, path, source)
+            continue
+        if not reader.fieldnames or not {"uri", "label"} <= set(reader.fieldnames):
+            raise UsageError(f"--labels {path}: needs a header with columns uri,label[,group]")
+        for n, r in enumerate(reader, start=2):
+            label = LABELS.get((r["label"] or "").strip().lower())
+            if label is None:
+                raise UsageError(f"--labels {path} line {n}: label {r['label']!r} is not skin or not_skin")
+            uri = join_root(image_root, r["uri"].strip()) if image_root else r["uri"].strip()
+            rows.append({"uri": uri, "label": label, "group": (r.get("group") or "").strip() or uri,
+                         "source": source})
+    if not rows:
+        raise UsageError("the labels name no photos")
+    counts = np.bincount([r["label"] for r in rows], minlength=2)
+    if min(counts) < 2:
+        raise UsageError(f"need at least 2 photos of each label, got {counts[1]} skin and {counts[0]} not_skin")
+    return rows, raw
+
+
+# From a generated sample set (beam_jobs.sample_data's ground_truth.csv): its
+# skin photos, plain and dimmed, and its non-skin scenes; other defects are
+# other reasons' business. At most this many of the plain ones, so generated
+# photos do not outweigh real ones.
+SAMPLE_SKIN_DEFECTS = ("none", "dim_textured")
+SAMPLE_MAX_PLAIN = 60
+
+
+def _sample_data_rows(reader, path: str, source: int) -> list[dict]:
+    root = path.rsplit("/", 1)[0] if "/" in path else "."
+    rows, plain = [], 0
+    for r in reader:
+        if r["defect"] == "none":
+            plain += 1
+            if plain > SAMPLE_MAX_PLAIN:
+                continue
+        if r["defect"] in SAMPLE_SKIN_DEFECTS or r["defect"] == "not_skin":
+            rows.append({"uri": f"{root}/{r['image_path']}", "label": int(r["defect"] != "not_skin"),
+                         "group": f"{path}:{r.get('case_id') or r['image_path']}", "source": source,
+                         "generated": True})
+    return rows
+
+
+def describe_photos(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """Decode each photo once, as curate does; rows gain colour and grayscale cells.
+
+    Photos that cannot be read or decoded are left out and named, never silently.
+    """
+    from schemas.policy import load_policy
+    from transforms.decode import ImageRejected, decode
+    from transforms.quality import to_analysis_size
+    policy = load_policy(with_model=False)  # the model is what is being made
+    kept, failed = [], []
+    for r in rows:
+        try:
+            d = decode(_read(r["uri"]), analysis_short_side=policy.analysis_short_side,
+                       max_pixels=policy.max_pixels)
+        except (ImageRejected, OSError, ValueError) as e:
+            failed.append(f"{r['uri']}: {e}")
+            continue
+        image = to_analysis_size(d.image, policy.analysis_short_side)
+        for ev in (0.0,) + AUGMENT_EV:
+            shown = image if ev == 0.0 else rel.exposed(image, ev)
+            kept.append(dict(r, ev=ev, colour=rel.cell_descriptors(shown),
+                             grayscale=rel.cell_descriptors(rel.as_grayscale(shown))))
+    return kept, failed
+
+
+def fold_of(group: str, folds: int) -> int:
+    """Stable fold of a group: the same photos land in the same fold on every run."""
+    return int.from_bytes(hashlib.sha256(group.encode()).digest()[:8], "big") % folds
+
+
+def cross_validate(photos: list[dict], kind: str, folds: int, seed: int) -> tuple[np.ndarray, dict]:
+    """Out-of-fold P(skin) of every photo for the `kind` networks, and the
+    networks of each fold (fold -> networks trained without it). Photos marked
+    `always_train` are in every fold's training set and never scored (0)."""
+    fold = np.array([-1 if p.get("always_train") else fold_of(p["group"], folds) for p in photos])
+    scores = np.zeros(len(photos))
+    by_fold = {}
+    for k in range(folds):
+        train = [p for p, f in zip(photos, fold) if f != k]
+        if not any(f == k for f in fold):
+            continue
+        nets = rel.train_ensemble([p[kind] for p in train], [p["label"] for p in train], seed=seed, **TRAINING)
+        by_fold[k] = nets
+        for i in np.flatnonzero(fold == k):
+            scores[i] = rel.photo_score(nets, photos[i][kind])
+    return scores, by_fold
+
+
+def metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    """Out-of-sample figures at a threshold: what curate would do on unseen photos."""
+    skin, other = scores[labels == 1], scores[labels == 0]
+
+    def share(x):
+        return round(float(x.mean()), 4) if x.size else None
+
+    auc = (float((skin[:, None] > other[None, :]).mean() + 0.5 * (skin[:, None] == other[None, :]).mean())
+           if skin.size and other.size else None)
+    return {"photos": int(labels.size), "skin": int(skin.size), "not_skin": int(other.size),
+            "auc": None if auc is None else round(auc, 4),
+            "accuracy": share((scores >= threshold) == (labels == 1)),
+            "skin_rejected": share(skin < threshold), "not_skin_rejected": share(other < threshold)}
+
+
+def run(argv=None) -> dict:
+    a = _parser().parse_args(argv)
+    if a.folds < 2:
+        raise UsageError(f"--folds must be at least 2, got {a.folds}")
+    if not 0.0 < a.false_reject < 0.5:
+        raise UsageError(f"--false_reject must be between 0 and 0.5, got {a.false_reject}")
+    rows, raw = read_labels(a.labels, a.image_root)
+    t0 = time.perf_counter()
+    photos, failed = describe_photos(rows)
+    for f in failed:
+        print(f"train_relevance: skipped unreadable photo {f}", file=sys.stderr)
+    labels = np.array([p["label"] for p in photos])
+    original = np.array([p["ev"] == 0.0 for p in photos])
+    sources = np.array([p["source"] for p in photos])
+    generated = np.array([p.get("generated", False) for p in photos])
+    if min(np.bincount(labels[original], minlength=2)) < 2:
+        raise UsageError("fewer than 2 readable photos of one label")
+    version = a.version or f"relevance-{hashlib.sha256(raw).hexdigest()[:8]}-s{a.seed}"
+    parts, cv = {}, {}
+    for kind in ("colour", "grayscale"):
+        scores, _ = cross_validate(photos, kind, a.folds, a.seed)
+        scores, y = scores[original], labels[original]
+        # Generated photos help training but are too easy to set the threshold
+        # by: it is set on the real ones (all, if every set is generated).
+        real = ~generated[original]
+        calibrate = (y == 1) & real if ((y == 1) & real).any() else y == 1
+        threshold = float(np.quantile(scores[calibrate], a.false_reject))
+        cv[kind] = dict(metrics(scores, y, threshold), threshold=round(threshold, 6))
+        if len(a.labels) > 1:  # how it does on each labelled set, at the one threshold
+            src = sources[original]
+            cv[kind]["by_labels"] = {a.labels[i]: metrics(scores[src == i], y[src == i], threshold)
+                                     for i in range(len(a.labels)) if (src == i).any()}
+        nets = rel.train_ensemble([p[kind] for p in photos], list(labels), seed=a.seed, **TRAINING)
+        parts[kind] = {"threshold": round(threshold, 6), "networks": nets}
+    training = {"photos": int(original.sum()), "skin": int(labels[original].sum()),
+                "not_skin": int((labels[original] == 0).sum()), "augmented_ev": list(AUGMENT_EV),
+                "unreadable": len(failed), "labels_sha256": hashlib.sha256(raw).hexdigest(),
+                "folds": a.folds, "false_reject": a.false_reject, "seed": a.seed,
+                "settings": TRAINING, "cross_validated": cv}
+    doc = rel.model_document(version=version, colour=parts["colour"], grayscale=parts["grayscale"],
+                             training=training)
+    _write(a.output, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+    for kind, m in cv.items():
+        for name, f in [("all photos", m)] + list(m.get("by_labels", {}).items()):
+            print(f"train_relevance: {kind} network, {a.folds}-fold cross-validated, {name}: {f['photos']} photos "
+                  f"({f['skin']} skin, {f['not_skin']} not): AUC {_fmt(f['auc'])}, accuracy {_fmt(f['accuracy'])}, "
+                  f"skin rejected {_pct(f['skin_rejected'])}, not-skin rejected "
+                  f"{_pct(f['not_skin_rejected'])} at threshold {m['threshold']:.3f}", file=sys.stderr)
+    print(f"train_relevance: wrote {a.output} (version {version}) in {time.perf_counter() - t0:.0f} s",
+          file=sys.stderr)
+    return doc
+
+
+def _fmt(x):
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _pct(x):
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _write(path: str, data: bytes) -> None:
+    from transforms.sharded_write import write_atomically
+    write_atomically(path, data)
+
+
+if __name__ == "__main__":
+    sys.exit(main(run, prog="train_relevance"))

@@ -1,0 +1,149 @@
+"""The relevance model: descriptors, training, the trainer's CLI, the versioned file.
+
+Trained here on generated photos (real ones never enter the tests); how well
+the packaged model does on real photos is benchmarks.real_photos' business.
+"""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from beam_jobs import train_relevance
+from beam_jobs.cli import UsageError
+from schemas.policy import DEFAULT_POLICY_PATH, load_policy
+from transforms import relevance as rel
+from transforms.decode import decode
+from transforms.quality import compute_features, to_analysis_size
+
+
+@pytest.fixture(scope="module")
+def generated(labelled):
+    """(path, label) of generated skin photos and non-skin scenes."""
+    with open(labelled / "ground_truth.csv", newline="") as f:
+        truth = list(csv.DictReader(f))
+    skin = [t for t in truth if t["defect"] == "none"][:40]
+    scenes = [t for t in truth if t["defect"] == "not_skin"][:20]
+    return [(labelled / t["image_path"], 1) for t in skin] + [(labelled / t["image_path"], 0) for t in scenes]
+
+
+def _analysis(path):
+    return to_analysis_size(decode(path.read_bytes(), analysis_short_side=224).image, 224)
+
+
+def test_cells_cover_the_model_size_image_and_are_finite():
+    img = (np.random.default_rng(0).random((300, 400, 3)) * 255).astype(np.uint8)
+    cells = rel.cell_descriptors(img)
+    assert cells.shape == (8 * 10, len(rel.CELL_DESCRIPTORS))   # 224 x 298 -> 8 x 10 cells of 28 px
+    assert np.isfinite(cells).all()
+    assert np.array_equal(cells, rel.cell_descriptors(img))
+
+
+def test_an_image_smaller_than_a_cell_is_never_called_not_skin():
+    tiny = np.zeros((20, 30, 3), np.uint8)
+    assert rel.cell_descriptors(tiny).shape == (0, len(rel.CELL_DESCRIPTORS))
+    assert load_policy().relevance.skin_probability(tiny, grayscale=False) == 1.0
+
+
+def test_training_separates_skin_from_scenes_it_never_saw(generated):
+    photos = [(rel.cell_descriptors(_analysis(p)), y) for p, y in generated]
+    train = photos[::2]
+    held_out = photos[1::2]
+    nets = rel.train_ensemble([c for c, _ in train], [y for _, y in train], members=1, epochs=150)
+    scores = np.array([rel.photo_score(nets, c) for c, _ in held_out])
+    labels = np.array([y for _, y in held_out])
+    assert scores[labels == 1].min() > scores[labels == 0].max()
+
+
+def test_the_grayscale_network_judges_grayscale_photos(generated):
+    policy = load_policy()
+    gray = rel.as_grayscale(_analysis(generated[0][0]))
+    f = compute_features(gray, 224, 224, policy.relevance, policy.gray_max_channel_diff)
+    assert f["grayscale"] is True
+    assert f["skin_probability"] == pytest.approx(policy.relevance.skin_probability(gray, grayscale=True))
+    assert f["skin_probability"] != pytest.approx(policy.relevance.skin_probability(gray, grayscale=False))
+
+
+def _labels_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["uri", "label", "group"])
+        w.writerows(rows)
+    return str(path)
+
+
+def test_trainer_writes_a_loadable_deterministic_model_with_cross_validated_figures(generated, tmp_path):
+    labels = _labels_csv(tmp_path / "labels.csv",
+                         [[str(p), "skin" if y else "not_skin", p.stem] for p, y in generated[:30] + generated[-12:]])
+    for name in ("a.json", "b.json"):
+        train_relevance.run(["--labels", labels, "--output", str(tmp_path / name), "--folds", "3"])
+    # Same photos, same seed: the same model. Bit-identical floats are not
+    # promised (numpy's float32 reductions may round differently by memory
+    # alignment), so the weights must agree to 1e-5 and every figure exactly.
+    model, again = (rel.RelevanceModel.load(tmp_path / n) for n in ("a.json", "b.json"))
+    assert model.version == again.version
+    for kind in ("colour", "grayscale"):
+        first, second = (dict(m.doc["training"]["cross_validated"][kind]) for m in (model, again))
+        assert first.pop("threshold") == pytest.approx(second.pop("threshold"), abs=1e-5)
+        assert first == second
+        for n1, n2 in zip(model.nets[kind], again.nets[kind]):
+            for key in n1:
+                np.testing.assert_allclose(n1[key], n2[key], atol=1e-5)
+    cv = model.doc["training"]["cross_validated"]["colour"]
+    assert cv["photos"] == 42 and cv["skin"] == 30 and cv["not_skin"] == 12 and 0.5 <= cv["auc"] <= 1.0
+    # A policy can point curate at it.
+    policy_doc = json.loads(DEFAULT_POLICY_PATH.read_text())
+    policy_doc["no_skin"]["model"] = str(tmp_path / "a.json")
+    (tmp_path / "policy.json").write_text(json.dumps(policy_doc))
+    assert load_policy(str(tmp_path / "policy.json")).relevance.version == model.version
+
+
+def test_trainer_names_unreadable_photos_and_keeps_going(generated, tmp_path, capsys):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    rows = [[str(p), "skin" if y else "not_skin", p.stem] for p, y in generated[:10] + generated[-6:]]
+    labels = _labels_csv(tmp_path / "labels.csv", rows + [[str(broken), "skin", "broken"]])
+    doc = train_relevance.run(["--labels", labels, "--output", str(tmp_path / "m.json"), "--folds", "2"])
+    assert doc["training"]["unreadable"] == 1 and doc["training"]["photos"] == 16
+    assert "broken.jpg" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([["a.jpg", "cat"]], "label 'cat' is not skin or not_skin"),
+    ([["a.jpg", "skin"]], "need at least 2 photos of each label"),
+])
+def test_trainer_bad_labels_are_one_line_errors(tmp_path, rows, message):
+    path = tmp_path / "l.csv"
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([["uri", "label"]] + rows)
+    with pytest.raises(UsageError, match=message):
+        train_relevance.run(["--labels", str(path), "--output", str(tmp_path / "m.json")])
+
+
+def test_trainer_needs_uri_and_label_columns(tmp_path):
+    path = tmp_path / "l.csv"
+    path.write_text("file,kind\na.jpg,skin\n")
+    with pytest.raises(UsageError, match="needs a header with columns uri,label"):
+        train_relevance.run(["--labels", str(path), "--output", str(tmp_path / "m.json")])
+
+
+def test_a_model_from_other_descriptors_is_refused_in_one_line(tmp_path):
+    doc = json.loads(rel.DEFAULT_MODEL_PATH.read_text())
+    doc["cell_descriptors"] = doc["cell_descriptors"][:-1]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="retrain it"):
+        rel.RelevanceModel.load(path)
+
+
+def test_trainer_reads_a_generated_sample_sets_ground_truth(sample_dir, tmp_path):
+    doc = train_relevance.run(["--labels", str(sample_dir / "ground_truth.csv"), "--output",
+                               str(tmp_path / "m.json"), "--folds", "2"])
+    with open(sample_dir / "ground_truth.csv", newline="") as f:
+        truth = list(csv.DictReader(f))
+    skin = min(train_relevance.SAMPLE_MAX_PLAIN, sum(t["defect"] == "none" for t in truth)) + sum(
+        t["defect"] == "dim_textured" for t in truth)
+    assert doc["training"]["skin"] == skin
+    assert doc["training"]["not_skin"] == sum(t["defect"] == "not_skin" for t in truth) > 0
