@@ -48,7 +48,7 @@ from schemas.policy import load_policy  # noqa: E402
 from transforms.analyze import analyze_image, thumbnail_jpeg  # noqa: E402
 from transforms.decode import decode, jpeg_scale  # noqa: E402
 from transforms.image_header import read_header  # noqa: E402
-from transforms.quality import compute_features, to_analysis_size  # noqa: E402
+from transforms.quality import compute_features, policy_features  # noqa: E402
 
 SIZE_12MP = (4032, 3024)
 REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
@@ -114,8 +114,7 @@ def main(argv=None) -> dict:
         t1 = time.perf_counter()
         d = decode(data, analysis_short_side=side, max_pixels=policy.max_pixels)
         t2 = time.perf_counter()
-        compute_features(to_analysis_size(d.image, side), side, policy.blur_short_side, policy.relevance,
-                         policy.gray_max_channel_diff)
+        policy_features(d.image, policy)
         t3 = time.perf_counter()
         if args.thumbnail_px:
             thumbnail_jpeg(d.image, args.thumbnail_px)

@@ -75,18 +75,21 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+def read_text(path: str, what: str) -> str:
+    """The text of a local or gs:// file; any filesystem error is one ValueError
+    line, `cannot read <what> <path>: ...`."""
+    from apache_beam.io.filesystems import FileSystems
+    try:
+        with FileSystems.open(str(path)) as f:
+            return f.read().decode("utf-8")
+    except Exception as e:  # any filesystem error: report it in one line
+        raise ValueError(f"cannot read {what} {path}: {e}") from None
+
+
 def load_policy(path: str | None = None, with_model: bool = True) -> QualityPolicy:
     """Load the default policy, or a JSON file at a local or gs:// path, and
     the relevance model it names (with_model=False leaves it unloaded)."""
-    if path is None:
-        text = DEFAULT_POLICY_PATH.read_text()
-    else:
-        from apache_beam.io.filesystems import FileSystems
-        try:
-            with FileSystems.open(path) as f:
-                text = f.read().decode("utf-8")
-        except Exception as e:  # any filesystem error: report it in one line
-            raise ValueError(f"cannot read policy file {path}: {e}") from None
+    text = DEFAULT_POLICY_PATH.read_text() if path is None else read_text(path, "policy file")
     try:
         return QualityPolicy.from_dict(json.loads(text), with_model)
     except json.JSONDecodeError as e:

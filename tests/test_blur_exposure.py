@@ -11,7 +11,8 @@ import pytest
 
 from schemas.policy import load_policy
 from transforms.decode import decode
-from transforms.quality import compute_features, edge_sharpness, to_analysis_size
+from transforms.quality import edge_sharpness, policy_features, to_analysis_size
+from transforms.relevance import exposed
 from transforms.verdict import quality_reasons
 
 POLICY = load_policy()
@@ -57,17 +58,8 @@ def _motion(image, length, angle_deg):
     return cv2.filter2D(image, -1, k / k.sum())
 
 
-def _exposure(image, ev):
-    x = image.astype(np.float32) / 255
-    lin = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4) * 2.0 ** ev
-    lin = np.clip(lin, 0, 1)
-    out = np.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin ** (1 / 2.4) - 0.055)
-    return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
-
-
 def _verdict(image):
-    f = compute_features(to_analysis_size(image, POLICY.analysis_short_side), POLICY.analysis_short_side,
-                         POLICY.blur_short_side, POLICY.relevance, POLICY.gray_max_channel_diff)
+    f = policy_features(image, POLICY)
     h, w = image.shape[:2]
     return quality_reasons(dict(f, width=w, height=h), POLICY), f
 
@@ -127,8 +119,8 @@ def test_seven_stops_under_is_too_dark_and_one_stop_is_not_at_every_tone(sample_
         truth = [t for t in csv.DictReader(f) if t["defect"] == "none"]
     for t in truth:
         image = decode((sample_dir / t["image_path"]).read_bytes(), analysis_short_side=10_000).image
-        assert "too_dark" in _verdict(_exposure(image, -7.0))[0], t["monk_tone"]
-        assert "too_dark" not in _verdict(_exposure(image, -1.0))[0], t["monk_tone"]
+        assert "too_dark" in _verdict(exposed(image, -7.0))[0], t["monk_tone"]
+        assert "too_dark" not in _verdict(exposed(image, -1.0))[0], t["monk_tone"]
 
 
 def test_a_flat_frame_has_no_edges_to_judge():

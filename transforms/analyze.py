@@ -12,7 +12,7 @@ import cv2
 from schemas.features import empty_row
 from schemas.policy import QualityPolicy
 from transforms.decode import ImageRejected, decode
-from transforms.quality import compute_features, to_analysis_size
+from transforms.quality import policy_features, to_analysis_size
 from transforms.verdict import quality_reasons
 
 
@@ -53,8 +53,7 @@ def analyze_image(uri: str, data: bytes, policy: QualityPolicy, *,
                decode_scale=decoded.scale)
     # One resize to the analysis size serves the features and the thumbnail.
     analysis = to_analysis_size(decoded.image, policy.analysis_short_side)
-    row.update(compute_features(analysis, policy.analysis_short_side, policy.blur_short_side,
-                                policy.relevance, policy.gray_max_channel_diff))
+    row.update(policy_features(analysis, policy))
     reasons = quality_reasons(row, policy)
     row.update(status="rejected" if reasons else "accepted", reasons=reasons)
     thumb = thumbnail_jpeg(analysis, thumbnail_px) if thumbnail_px else None

@@ -105,6 +105,13 @@ def edge_sharpness(gray: np.ndarray) -> float:
     return float(softest)
 
 
+def policy_features(image_bgr: np.ndarray, policy) -> dict:
+    """compute_features() as a quality policy (schemas/policy.py) asks for it:
+    its analysis and blur sizes, relevance model and grayscale limit."""
+    return compute_features(to_analysis_size(image_bgr, policy.analysis_short_side), policy.analysis_short_side,
+                            policy.blur_short_side, policy.relevance, policy.gray_max_channel_diff)
+
+
 def compute_features(image_bgr: np.ndarray, analysis_short_side: int = 224,
                      blur_short_side: int = 224, relevance=None, gray_max_channel_diff: float = 2.0) -> dict:
     """All pixel features of one BGR uint8 image (see schemas/features.py).

@@ -36,6 +36,8 @@ import pathlib
 import cv2
 import numpy as np
 
+from transforms.quality import to_analysis_size
+
 DEFAULT_MODEL_PATH = pathlib.Path(__file__).resolve().parent.parent / "schemas" / "relevance_model.json"
 
 SHORT_SIDE = 224   # the size a model sees
@@ -113,15 +115,6 @@ def _cell_index(ny: int, nx: int) -> np.ndarray:
     return (rows + np.repeat(np.arange(nx), CELL)[None, :]).astype(np.int64)
 
 
-def _to_model_size(image: np.ndarray) -> np.ndarray:
-    h, w = image.shape[:2]
-    f = SHORT_SIDE / min(h, w)
-    if f >= 1:
-        return image
-    interp = cv2.INTER_LINEAR if f >= 0.5 else cv2.INTER_AREA
-    return cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))), interpolation=interp)
-
-
 def cell_descriptors(image_bgr: np.ndarray) -> np.ndarray:
     """(cells, len(CELL_DESCRIPTORS)) float32 for one BGR uint8 image.
 
@@ -133,7 +126,7 @@ def cell_descriptors(image_bgr: np.ndarray) -> np.ndarray:
 
 def _cell_grid(image_bgr: np.ndarray) -> np.ndarray:
     """(ny, nx, len(CELL_DESCRIPTORS)) per-cell statistics."""
-    img = _to_model_size(image_bgr)
+    img = to_analysis_size(image_bgr, SHORT_SIDE)
     h, w = img.shape[:2]
     ny, nx = h // CELL, w // CELL
     if ny == 0 or nx == 0:
@@ -322,15 +315,8 @@ class RelevanceModel:
     @classmethod
     def load(cls, path: str | pathlib.Path | None = None) -> "RelevanceModel":
         """From a local path or gs:// URI (default: the packaged model)."""
-        if path is None or pathlib.Path(str(path)).exists():
-            text = pathlib.Path(path or DEFAULT_MODEL_PATH).read_text()
-        else:
-            from apache_beam.io.filesystems import FileSystems
-            try:
-                with FileSystems.open(str(path)) as f:
-                    text = f.read().decode("utf-8")
-            except Exception as e:  # any filesystem error: one line
-                raise ValueError(f"cannot read relevance model {path}: {e}") from None
+        from schemas.policy import read_text
+        text = DEFAULT_MODEL_PATH.read_text() if path is None else read_text(path, "relevance model")
         try:
             return cls(json.loads(text))
         except (KeyError, ValueError, TypeError) as e:

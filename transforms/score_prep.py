@@ -11,7 +11,7 @@ import numpy as np
 
 from schemas.policy import QualityPolicy
 from transforms.preprocess import decode_for_model, model_jpeg
-from transforms.quality import compute_features, to_analysis_size
+from transforms.quality import policy_features
 from transforms.verdict import quality_reasons
 
 
@@ -30,9 +30,7 @@ def prepare(data: bytes, policy: QualityPolicy, *, image_size: int, crop_fractio
     decoded = decode_for_model(data, image_size, crop_fraction, policy.max_pixels)
     if gate:
         w, h = decoded.width, decoded.height
-        features = compute_features(to_analysis_size(decoded.image, policy.analysis_short_side),
-                                    policy.analysis_short_side, policy.blur_short_side,
-                                    policy.relevance, policy.gray_max_channel_diff)
+        features = policy_features(decoded.image, policy)
         reasons = quality_reasons(dict(features, width=w, height=h), policy)
         if reasons:
             return reasons, None
