@@ -125,3 +125,44 @@ def test_seven_stops_under_is_too_dark_and_one_stop_is_not_at_every_tone(sample_
 
 def test_a_flat_frame_has_no_edges_to_judge():
     assert edge_sharpness(np.full((224, 300), 128, np.float32)) == 0.0
+
+
+def _sharpness_by_definition(gray):
+    """edge_sharpness spelled out in float numpy: per direction, the masked
+    ratio |central difference| / local range, its 99th-percentile 1/500 bin."""
+    from transforms import quality
+    g = gray.astype(np.float64)
+    local_range = (cv2.dilate(gray, quality._BLUR_ELEMENT).astype(np.float64)
+                   - cv2.erode(gray, quality._BLUR_ELEMENT))
+    mask = local_range >= quality.BLUR_MIN_CONTRAST
+    scores = []
+    for k in quality._BLUR_KERNELS:
+        ratio = np.abs(cv2.filter2D(g, cv2.CV_64F, k.astype(np.float64)))[mask] / local_range[mask]
+        bins = np.sort(np.floor(ratio * 500).astype(int))
+        rank = int(np.ceil(quality.BLUR_PERCENTILE / 100 * mask.sum())) - 1
+        scores.append((bins[rank] + 0.5) / 500)
+    return min(scores)
+
+
+def test_edge_sharpness_equals_its_definition(sharp_photos):
+    # The fast path bins in uint8 and drops masked-out pixels from bin 0; this
+    # checks it against the plain float computation, sharp and blurred.
+    for _tone, image in sharp_photos:
+        gray = cv2.cvtColor(to_analysis_size(image, 224), cv2.COLOR_BGR2GRAY)
+        for sigma in (0, 1.5, 3.0):
+            g = cv2.GaussianBlur(gray, (0, 0), sigma) if sigma else gray
+            assert edge_sharpness(g) == pytest.approx(_sharpness_by_definition(g), abs=0.0021), sigma
+
+
+@pytest.mark.parametrize("shape", [(7, 9, 3), (6, 8), (1, 5, 3), (5, 1), (2, 2, 3)])
+def test_half_size_is_the_mean_of_2x2_blocks(shape):
+    from transforms.quality import half_size
+    rng = np.random.default_rng(sum(shape))
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    half = half_size(image)
+    h, w = shape[:2]
+    if h >= 2 and w >= 2:  # odd last row/column dropped, then exact block means
+        blocks = image[:h // 2 * 2, :w // 2 * 2].astype(np.float64)
+        expected = (blocks[0::2, 0::2] + blocks[1::2, 0::2] + blocks[0::2, 1::2] + blocks[1::2, 1::2]) / 4
+        assert np.abs(half.astype(np.float64) - expected).max() <= 0.5
+    assert half.shape[:2] == (max(1, h // 2), max(1, w // 2))

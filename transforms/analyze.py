@@ -12,7 +12,7 @@ import cv2
 from schemas.features import empty_row
 from schemas.policy import QualityPolicy
 from transforms.decode import ImageRejected, decode
-from transforms.quality import policy_features, to_analysis_size
+from transforms.quality import half_size, policy_features, to_analysis_size
 from transforms.verdict import quality_reasons
 
 
@@ -24,7 +24,10 @@ def input_failure(uri: str, reason: str, error: str, policy: QualityPolicy, **id
 
 def thumbnail_jpeg(image, size: int) -> bytes:
     """A small square-ish JPEG for the report, from the already-decoded array."""
-    small = to_analysis_size(image, size)
+    small = image
+    while min(small.shape[:2]) >= 2 * size:  # exact halvings, then one bilinear step: cheap and unaliased
+        small = half_size(small)
+    small = to_analysis_size(small, size)
     ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])
     return buf.tobytes() if ok else b""
 

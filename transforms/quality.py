@@ -67,6 +67,19 @@ def to_analysis_size(image: np.ndarray, short_side: int) -> np.ndarray:
     return cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))), interpolation=interp)
 
 
+def half_size(image: np.ndarray) -> np.ndarray:
+    """Means of 2x2 blocks (an odd last row or column is dropped; 1-px sides are kept).
+
+    Cropped to even sides so OpenCV takes its exact-2x area path, several times
+    faster than a general area resize at a ratio just off 2.
+    """
+    h, w = image.shape[:2]
+    if h < 2 or w < 2:
+        return cv2.resize(image, (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA)
+    even = image[:h - h % 2, :w - w % 2]
+    return cv2.resize(even, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+
+
 def _colorfulness(image: np.ndarray) -> float:
     # Hasler & Suesstrunk (2003): opponent-colour spread and mean.
     b, g, r = cv2.split(image.astype(np.float32))
@@ -89,18 +102,26 @@ def edge_sharpness(gray: np.ndarray) -> float:
     brightness nor the amount of texture (smooth skin, dark skin) moves it;
     only how soft the edges are.
     """
-    g = gray.astype(np.float32)
-    local_range = cv2.dilate(g, _BLUR_ELEMENT) - cv2.erode(g, _BLUR_ELEMENT)
-    mask = (local_range >= BLUR_MIN_CONTRAST).astype(np.uint8)
-    counted = cv2.countNonZero(mask)
+    # Local range and mask in uint8 (max - min of integers is exact, and twice as fast).
+    local_range = cv2.subtract(cv2.dilate(gray, _BLUR_ELEMENT), cv2.erode(gray, _BLUR_ELEMENT))
+    mask = local_range >= BLUR_MIN_CONTRAST
+    counted = int(np.count_nonzero(mask))
     if counted < 50:  # no edges at all: a flat frame (low_information says so)
         return 0.0
-    inverse = 1.0 / np.maximum(local_range, 1.0)
+    # The ratio is at most 0.5 (a one-pixel change cannot exceed the range it
+    # lies in), so its histogram bin, floor(ratio * _BLUR_BINS), fits in uint8
+    # and an 8-bit histogram replaces a float one at a fraction of the cost.
+    # Pixels outside the mask get factor 0: they fall in bin 0 and are taken out.
+    bins_per_level = np.where(mask, np.float32(_BLUR_BINS) / np.maximum(local_range, 1).astype(np.float32), np.float32(0))
+    g = gray.astype(np.float32)
     target = BLUR_PERCENTILE / 100.0 * counted
+    outside = gray.size - counted
     softest = 1.0
     for k in _BLUR_KERNELS:
-        ratio = cv2.multiply(np.abs(cv2.filter2D(g, cv2.CV_32F, k)), inverse)
-        cdf = np.cumsum(cv2.calcHist([ratio], [0], mask, [_BLUR_BINS], [0.0, 1.0]).ravel())
+        bins = cv2.multiply(np.abs(cv2.filter2D(g, cv2.CV_32F, k)), bins_per_level).astype(np.uint8)
+        hist = cv2.calcHist([bins], [0], None, [256], [0, 256]).ravel()
+        hist[0] -= outside
+        cdf = np.cumsum(hist)
         softest = min(softest, (int(np.searchsorted(cdf, target)) + 0.5) / _BLUR_BINS)
     return float(softest)
 
@@ -134,11 +155,10 @@ def compute_features(image_bgr: np.ndarray, analysis_short_side: int = 224,
     std = float(np.sqrt(max(p @ (levels - mean) ** 2, 0.0)))
     nz = p[p > 0]
 
-    gray_f = gray.astype(np.float32)
-    lap = cv2.Laplacian(gray_f, cv2.CV_32F, ksize=1)
-    gx = cv2.Sobel(gray_f, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(gray_f, cv2.CV_32F, 0, 1, ksize=3)
-    lap_var = float(lap.var())
+    # OpenCV's reductions accumulate in float64 and make no temporaries.
+    _, lap_sd = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_32F, ksize=1))
+    tenengrad = (cv2.norm(cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3), cv2.NORM_L2SQR)
+                 + cv2.norm(cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3), cv2.NORM_L2SQR)) / n
     blur_gray = to_analysis_size(gray, blur_short_side)
 
     b, g, r = cv2.split(img)
@@ -146,8 +166,9 @@ def compute_features(image_bgr: np.ndarray, analysis_short_side: int = 224,
                     + cv2.mean(cv2.absdiff(r, b))[0]) / 3.0
     # Colour statistics need no fine detail: a half-size copy gives the same
     # fractions and medians at a quarter of the cost.
-    small = cv2.resize(img, (max(1, img.shape[1] // 2), max(1, img.shape[0] // 2)),
-                       interpolation=cv2.INTER_AREA)  # max(1, ...): 1-pixel-wide uploads exist
+    small = half_size(img)
+    # A 32x32 hash needs no more than the half-size frame, at a quarter of the resize cost.
+    gray_half = half_size(gray)
     lab = skin_tone.lab8(small)
     mask = skin_tone.skin_mask(lab)
 
@@ -160,15 +181,15 @@ def compute_features(image_bgr: np.ndarray, analysis_short_side: int = 224,
         "overexposed_fraction": float(1.0 - cdf[OVEREXPOSED_LEVEL - 1]),
         "shadow_fraction": float(hist[: int(np.ceil(SHADOW_LEVEL))].sum() / n),
         "rms_contrast": std / mean if mean > 0 else 0.0,
-        "laplacian_var": lap_var,
-        "tenengrad": float(np.mean(gx * gx + gy * gy)),
+        "laplacian_var": float(lap_sd[0, 0]) ** 2,
+        "tenengrad": float(tenengrad),
         "sharpness": edge_sharpness(blur_gray),
         "entropy": float(-(nz * np.log2(nz)).sum()),
         "colorfulness": _colorfulness(small),
         "channel_diff": channel_diff,
         "skin_fraction": float(mask.mean()),
-        "phash": f"{phash64(gray):016x}",
-        "phash_centre": [f"{h:016x}" for h in centre_phashes(gray)],
+        "phash": f"{phash64(gray_half):016x}",
+        "phash_centre": [f"{h:016x}" for h in centre_phashes(gray_half)],
     }
     features["grayscale"] = channel_diff < gray_max_channel_diff
     features["skin_probability"] = (None if relevance is None

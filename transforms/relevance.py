@@ -84,10 +84,15 @@ def _curvatures(x: np.ndarray, pool) -> tuple[np.ndarray, np.ndarray]:
     xx = cv2.sepFilter2D(x, cv2.CV_32F, _G2, _G0)
     yy = cv2.sepFilter2D(x, cv2.CV_32F, _G0, _G2)
     xy = cv2.sepFilter2D(x, cv2.CV_32F, _G1, _G1)
-    mean = (xx + yy) * np.float32(0.5)
-    spread = cv2.magnitude((xx - yy) * np.float32(0.5), xy)
-    strong = np.abs(mean) + spread   # max(|mean + spread|, |mean - spread|)
-    weak = np.abs(np.abs(mean) - spread)
+    # In place where a buffer is free: these maps are the largest temporaries of the path.
+    half_diff = cv2.subtract(xx, yy)
+    half_diff *= np.float32(0.5)
+    mean = cv2.add(xx, yy, dst=xx)
+    mean *= np.float32(0.5)
+    spread = cv2.magnitude(half_diff, xy)
+    abs_mean = np.abs(mean, out=mean)
+    strong = cv2.add(abs_mean, spread, dst=yy)   # max(|mean + spread|, |mean - spread|)
+    weak = np.abs(cv2.subtract(abs_mean, spread, dst=xy), out=xy)
     return pool(strong), pool(weak)
 
 
@@ -96,23 +101,30 @@ def _curvatures(x: np.ndarray, pool) -> tuple[np.ndarray, np.ndarray]:
 _LBP_GROUP = np.array([0, 7, 1, 6, 2, 6, 3, 7, 4, 5], np.uint8)
 
 
-def _lbp_codes(l8: np.ndarray) -> np.ndarray:
-    """Rotation-invariant uniform LBP code (0-9) of every pixel of 8-bit lightness;
-    a neighbour counts as brighter from 2 levels up (sensor noise is not texture).
-    The border ring gets 9 (irregular)."""
+_PATTERN_GROUP = _LBP_GROUP[_LBP_TABLE]   # 8-bit pattern -> share column, in one lookup
+
+
+def _lbp_groups(l8: np.ndarray) -> np.ndarray:
+    """Share column (see _LBP_GROUP) of every pixel's rotation-invariant uniform
+    LBP code, from 8-bit lightness; a neighbour counts as brighter from 2 levels
+    up (sensor noise is not texture). The border ring counts as irregular."""
     h, w = l8.shape
     centre = cv2.add(l8[1:-1, 1:-1], 2)
     code = np.zeros(centre.shape, np.uint8)
     for bit, (dy, dx) in enumerate(_LBP_SHIFTS):
         brighter = cv2.compare(l8[1 + dy:h - 1 + dy, 1 + dx:w - 1 + dx], centre, cv2.CMP_GE)
         cv2.bitwise_or(code, cv2.bitwise_and(brighter, 1 << bit), dst=code)
-    return cv2.copyMakeBorder(cv2.LUT(code, _LBP_TABLE), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=9)
+    return cv2.copyMakeBorder(cv2.LUT(code, _PATTERN_GROUP), 1, 1, 1, 1, cv2.BORDER_CONSTANT,
+                              value=int(_LBP_GROUP[9]))
 
 
 @functools.lru_cache(maxsize=16)
-def _cell_index(ny: int, nx: int) -> np.ndarray:
+def _cell_bin_offsets(ny: int, nx: int) -> np.ndarray:
+    """Per pixel, 8 x its cell's index: added to a 0-7 column, the bin of (cell, column).
+    uint16 while it fits (the usual frame), which keeps the addition in OpenCV."""
     rows = np.repeat(np.arange(ny), CELL)[:, None] * nx
-    return (rows + np.repeat(np.arange(nx), CELL)[None, :]).astype(np.int64)
+    index = (rows + np.repeat(np.arange(nx), CELL)[None, :]) * 8
+    return index.astype(np.uint16 if ny * nx * 8 <= 65536 else np.int64)
 
 
 def cell_descriptors(image_bgr: np.ndarray) -> np.ndarray:
@@ -140,8 +152,8 @@ def _cell_grid(image_bgr: np.ndarray) -> np.ndarray:
         return cv2.resize(x, (nx, ny), interpolation=cv2.INTER_AREA)
 
     # 8-bit Lab is twice as fast as float and its steps (0.4 L*, 1 a*/b*) are finer than any cell statistic needs.
-    lab8 = cv2.cvtColor(img, cv2.COLOR_BGR2Lab)
-    L, a, b = cv2.split(lab8.astype(np.float32))
+    L8, a8, b8 = cv2.split(cv2.cvtColor(img, cv2.COLOR_BGR2Lab))  # contiguous planes: OpenCV copies strided views
+    L, a, b = L8.astype(np.float32), a8.astype(np.float32), b8.astype(np.float32)
     L *= np.float32(100 / 255)
     a -= np.float32(128)
     b -= np.float32(128)
@@ -162,10 +174,12 @@ def _cell_grid(image_bgr: np.ndarray) -> np.ndarray:
     half = hL
     lap2 = cv2.Laplacian(half, cv2.CV_32F, ksize=1)
     lap2_energy = np.sqrt(pool(lap2 * lap2))
-    lbp = _lbp_codes(lab8[..., 0])
+    groups = _lbp_groups(L8)
     # Share of each code group per cell, in one pass: bincount over (cell, group).
-    groups = _LBP_GROUP[lbp].astype(np.int64) + _cell_index(ny, nx) * 8
-    shares = np.bincount(groups.ravel(), minlength=ny * nx * 8).reshape(ny, nx, 8) / float(CELL * CELL)
+    offsets = _cell_bin_offsets(ny, nx)
+    bins = (cv2.add(groups, offsets, dtype=cv2.CV_16U) if offsets.dtype == np.uint16
+            else groups + offsets)
+    shares = np.bincount(bins.ravel(), minlength=ny * nx * 8).reshape(ny, nx, 8) / float(CELL * CELL)
     # Principal curvatures at three scales of lightness and at the finest of redness.
     fine_max, fine_min = _curvatures(L, pool)
     red_max, red_min = _curvatures(a, pool)
