@@ -109,10 +109,13 @@ def dates_of(o: ScoreOptions) -> list[str]:
 
 
 def load_model_info(model_uri: str) -> dict:
-    """The bundle's model_info.json, validated; UsageError if unusable."""
+    """The bundle's model_info.json, validated, with the model probed on one
+    zero batch of the size model_info.json declares; UsageError if unusable."""
     from schemas.model_bundle import load_bundle
+    from transforms.inference import probe_model
     try:
-        _model, info = load_bundle(model_uri)
+        model, info = load_bundle(model_uri)
+        probe_model(model, _image_settings(info)["image_size"], len(info["label_vocabulary"]))
     except ValueError as e:
         raise UsageError(str(e)) from None
     return info
@@ -287,7 +290,7 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict) -> bea
                  threads=o.prepare_threads, depth=2 * o.max_batch_size)).with_outputs(DONE, main="inputs")
     handler = KeyedModelHandler(KerasBundleHandler(
         o.model_uri, min_batch_size=o.min_batch_size, max_batch_size=o.max_batch_size,
-        share_across_processes=o.share_model))
+        share_across_processes=o.share_model, image_size=settings["image_size"]))
     predictions, failures = prepared.inputs | "RunInference" >> RunInference(handler).with_exception_handling()
     scored = predictions | "ToRows" >> beam.Map(_scored, vocabulary, o.top_k, version, scored_at)
     failed = failures.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch, version, scored_at)

@@ -165,3 +165,65 @@ def test_stale_staging_of_killed_runs_is_dropped_and_young_staging_kept(tmp_path
     gone = score._drop_staging(str(root / "mine"))
     assert sorted(os.path.basename(g) for g in gone) == ["killed", "mine"]
     assert sorted(os.listdir(root)) == ["running"]
+
+
+# ------------------------------------------------ issue 12: small real bundles
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """An untrained 32 px, 2-class bundle: enough for what a run writes."""
+    from beam_jobs.train_baseline import build_model
+    from schemas.model_bundle import write_bundle
+    out = tmp_path_factory.mktemp("tiny") / "m"
+    write_bundle(str(out), build_model(32, 2), {"label_vocabulary": ["a", "b"], "version": "tiny", "image_size": 32})
+    return out
+
+
+@pytest.fixture
+def few_uploads(sample_dir, tmp_path):
+    """dt=2026-11-20/ with two real photos; dt=2026-11-23/ an empty folder."""
+    root = tmp_path / "up"
+    (root / "dt=2026-11-20").mkdir(parents=True)
+    (root / "dt=2026-11-23").mkdir()
+    for p in sorted((sample_dir / "dataset" / "images").iterdir())[:2]:
+        shutil.copy(p, root / "dt=2026-11-20" / p.name)
+    return root
+
+
+def _one_line_error(capsys, *needles):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("score: error:") and "\n" not in err, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+@pytest.fixture
+def lying_model(tiny_model, tmp_path):
+    """The tiny bundle with a model_info.json that says 48 px; the model takes 32."""
+    bundle = tmp_path / "lying"
+    shutil.copytree(tiny_model, bundle)
+    info = json.loads((bundle / "model_info.json").read_text())
+    (bundle / "model_info.json").write_text(json.dumps({**info, "image_size": 48}))
+    return bundle
+
+
+def test_a_model_info_that_contradicts_the_model_is_refused_before_work(lying_model, few_uploads, tmp_path, capsys):
+    out = tmp_path / "o"
+    args = ["--input", str(few_uploads), "--model_uri", str(lying_model), "--output", str(out), "--date", "2026-11-20"]
+    assert main(score.run, args, prog="score") == 2
+    _one_line_error(capsys, "image_size 48", "32x32")
+    assert not out.exists()
+
+
+def test_on_workers_a_contradicting_model_fails_the_job_not_its_rows(lying_model, few_uploads, tmp_path):
+    """Where the launcher's probe did not run (a Dataflow worker), the model is
+    probed at worker setup: the job fails and nothing is marked complete."""
+    out = tmp_path / "o"
+    options = score.ScoreOptions(["--input", str(few_uploads), "--model_uri", str(lying_model), "--output", str(out),
+                                  "--date", "2026-11-20", "--quality_gate", "off"])
+    dates, policy = score.validate(options)
+    info = json.loads((lying_model / "model_info.json").read_text())
+    with pytest.raises(Exception, match="image_size 48 but the model takes 32x32"):
+        score.build_pipeline(options, dates, policy, info).run().wait_until_finish()
+    assert not list(out.rglob("_SUCCESS")) and not list(out.rglob("*.parquet"))
