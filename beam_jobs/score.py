@@ -36,7 +36,7 @@ from schemas import predictions as P
 from schemas.policy import load_policy
 from transforms.allowed_roots import REASON as ROOT_REASON
 from transforms.decode import ImageRejected
-from transforms.inference import KerasBundleHandler, top_k
+from transforms.inference import KerasBundleHandler, first_line, top_k
 from transforms.prefetch import PrefetchingDoFn
 from transforms.read import Missing, read_bytes
 from transforms.score_prep import prepare
@@ -188,22 +188,31 @@ class _Prepare(PrefetchingDoFn):
         self.failed = Metrics.counter("score", "failed_input")
         self.internal = Metrics.counter("score", "internal_errors")
 
+    def _failed(self, partition, uri, reason, error) -> list:
+        # curate's reason codes (schemas/reasons.py), so dead letters of both
+        # jobs can be counted and filtered the same way.
+        self.failed.inc()
+        return [beam.pvalue.TaggedOutput(DONE, _row(uri, partition, self.version, "failed", self.scored_at,
+                                                    reasons=[reason], error=first_line(error)))]
+
     def work(self, item) -> list:
         partition, uri = item
         refusal = self.allowed.refusal(uri)
         if refusal:
-            self.failed.inc()
-            return [beam.pvalue.TaggedOutput(DONE, _row(uri, partition, self.version, "failed", self.scored_at,
-                                                        reasons=[ROOT_REASON], error=refusal))]
+            return self._failed(partition, uri, ROOT_REASON, refusal)
         try:
             data, _retries = read_bytes(uri)
+        except Missing as e:
+            return self._failed(partition, uri, "missing", str(e))
+        except Exception as e:  # I/O still failing after retries
+            return self._failed(partition, uri, "unreadable", f"read failed: {type(e).__name__}: {e}")
+        try:
             reasons, array = prepare(data, self.policy, gate=self.gate, **self.settings)
-        except Exception as e:  # unreadable input, or a bug: a row either way, never a lost image
-            if not isinstance(e, (Missing, ImageRejected, OSError, ValueError)):
-                self.internal.inc()
-            self.failed.inc()
-            return [beam.pvalue.TaggedOutput(DONE, _row(uri, partition, self.version, "failed", self.scored_at,
-                                                        error=f"{type(e).__name__}: {e}"))]
+        except ImageRejected as e:
+            return self._failed(partition, uri, e.reason, str(e))
+        except Exception as e:  # a bug must not lose the image: a row, counted
+            self.internal.inc()
+            return self._failed(partition, uri, "unreadable", f"internal error: {type(e).__name__}: {e}")
         if reasons:
             self.skipped.inc()
             return [beam.pvalue.TaggedOutput(DONE, _row(uri, partition, self.version, "skipped_quality",
@@ -219,10 +228,25 @@ def _scored(result, vocabulary, k, version, scored_at):
                 top_probabilities=top, probabilities=probs.tolist())
 
 
+def _error_line(error) -> str:
+    """`Type: message` of the exception Beam's dead-letter output carries as
+    (type, repr, formatted traceback): the line, not the ~4 KB stack."""
+    if isinstance(error, tuple) and len(error) == 3 and isinstance(error[0], type):
+        exc_type, _repr, trace = error
+        name = exc_type.__name__
+        # The last line opening with the (maybe module-qualified) type name
+        # starts the final exception's message; the repr is the fallback.
+        heads = [l for l in "".join(trace or []).splitlines()
+                 if l[:1].strip() and l.split(":", 1)[0].rsplit(".", 1)[-1] == name]
+        return first_line(f"{name}:{heads[-1].split(':', 1)[1]}" if heads and ":" in heads[-1] else f"{name}: {_repr}")
+    return first_line(f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error))
+
+
 def _failed_batch(failure, version, scored_at):
     batch, error = failure
+    line = f"inference failed: {_error_line(error)}"
     for (partition, uri), _array in batch:
-        yield _row(uri, partition, version, "failed", scored_at, error=f"inference failed: {error}")
+        yield _row(uri, partition, version, "failed", scored_at, reasons=["inference_error"], error=line)
 
 
 def _publish(partition, output, version, status_counts, written):

@@ -21,6 +21,7 @@ REASONS: dict[str, str] = {
     "no_skin": "too few skin-coloured pixels to be a skin photo",
     "exact_duplicate": "byte-identical to the kept member of its duplicate cluster",
     "near_duplicate": "perceptually near-identical to the kept member of its cluster",
+    "inference_error": "score only: the model raised on the batch holding this image (the error line is in `error`)",
 }
 
 # Reasons decided before any pixel is seen; such images have no features.

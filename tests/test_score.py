@@ -198,6 +198,30 @@ def _one_line_error(capsys, *needles):
     return err
 
 
+def test_inference_failures_are_inference_error_rows_with_the_error_line(tiny_model):
+    """A batch the model raises on: each image a failed row with a reason
+    code and the error's line, not its ~4 KB traceback."""
+    import apache_beam as beam
+    from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+    from apache_beam.testing.util import assert_that
+    from transforms.inference import KerasBundleHandler
+
+    def check(rows):
+        assert sorted(r["uri"] for r in rows) == ["u1", "u2"]
+        for r in rows:
+            assert r["status"] == "failed" and r["reasons"] == ["inference_error"], r
+            assert r["error"].startswith("inference failed: ValueError:") and "incompatible" in r["error"]
+            assert "\n" not in r["error"] and "Traceback" not in r["error"] and len(r["error"]) < 500
+
+    with beam.Pipeline() as p:  # 16 px arrays into a 32 px model
+        _ok, bad = (p
+                    | beam.Create([(("2026-11-20", u), np.zeros((16, 16, 3), np.uint8)) for u in ("u1", "u2")])
+                    | RunInference(KeyedModelHandler(KerasBundleHandler(str(tiny_model), min_batch_size=2,
+                                                                        max_batch_size=2))).with_exception_handling())
+        rows = bad.failed_inferences | beam.FlatMap(score._failed_batch, "tiny", "t")
+        assert_that(rows, check)
+
+
 @pytest.fixture
 def lying_model(tiny_model, tmp_path):
     """The tiny bundle with a model_info.json that says 48 px; the model takes 32."""
