@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import os
 import re
 import sys
 import time
@@ -253,17 +255,24 @@ def _publish(partition, output, version, status_counts, written):
     """Replace the partition's files with this run's staged shards (exactly the
     ones its writers reported, never stray files), then write _SUCCESS."""
     final = P.partition_dir(output, partition, version)
+    dead_dir = P.dead_letter_dir(output, partition, version)
     marker = FileSystems.join(final, MARKER)
     if FileSystems.exists(marker):
         FileSystems.delete([marker])
-    old = FileSystems.match([FileSystems.join(final, "*")])[0].metadata_list
+    old = [m.path for folder in (final, dead_dir)
+           for m in FileSystems.match([FileSystems.join(folder, "*")])[0].metadata_list]
     if old:
-        FileSystems.delete([m.path for m in old])
+        FileSystems.delete(old)
     staged = sorted(path for group, _i, _n, _count, path in written if group == partition)
-    if not FileSystems.exists(final):
-        FileSystems.mkdirs(final)  # local renames need the directory; GCS has none
+    # Dead letters live outside predictions/, so the predictions tree is pure
+    # hive-partitioned Parquet (pyarrow.dataset, BigQuery external tables).
+    targets = [FileSystems.join(dead_dir if name.startswith("dead_letters") else final, name)
+               for name in (path.rsplit("/", 1)[1] for path in staged)]
+    for folder in sorted({final} | {t.rsplit("/", 1)[0] for t in targets}):
+        if not FileSystems.exists(folder):
+            FileSystems.mkdirs(folder)  # local renames need the directory; GCS has none
     if staged:
-        FileSystems.rename(staged, [FileSystems.join(final, path.rsplit("/", 1)[1]) for path in staged])
+        FileSystems.rename(staged, targets)
     counts = dict(status_counts.get(partition, {}))
     write_atomically(marker, json.dumps({"partition": partition, "model_version": version,
                                          "images": sum(counts.values()), **counts}, sort_keys=True).encode())
@@ -289,6 +298,11 @@ def _drop_staging(staging: str, now: float | None = None) -> list[str]:
         gone.insert(0, staging)
     if gone:
         FileSystems.delete(gone)
+    if "://" not in root:
+        try:  # no empty _staging/ left behind; rmdir (empty only) keeps a live run's
+            os.rmdir(root)
+        except OSError:
+            pass
     return gone
 
 
@@ -297,7 +311,9 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict) -> bea
     version, vocabulary = info["version"], list(info["label_vocabulary"])
     settings = _image_settings(info)
     scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-    staging = FileSystems.join(o.output, "predictions", "_staging", uuid.uuid4().hex)
+    # Beside predictions/, not in it: readers of that tree (BigQuery external
+    # tables, pyarrow.dataset) see only published partitions, even mid-run.
+    staging = FileSystems.join(o.output, "_staging", uuid.uuid4().hex)
     partitions = dates or [UNDATED]
     force, output = o.force, o.output
 

@@ -210,5 +210,6 @@ def test_score_refuses_manifest_rows_outside_allowed_roots(sample_dir, tmp_path)
     assert all(rows[u]["status"] == "scored" for u in inside)
     for uri in outside:
         assert rows[uri]["status"] == "failed" and rows[uri]["reasons"] == ["outside_allowed_root"], rows[uri]
-    dead = [json.loads(l) for f in part.glob("dead_letters*.jsonl") for l in f.read_text().splitlines()]
+    dead_dir = out / "dead_letters" / "dt=undated" / "model=v1"
+    dead = [json.loads(l) for f in dead_dir.glob("dead_letters*.jsonl") for l in f.read_text().splitlines()]
     assert {d["uri"] for d in dead} == set(outside) and all(d["reasons"] == ["outside_allowed_root"] for d in dead)

@@ -92,7 +92,9 @@ def test_backfill_over_gcs_partitions_with_a_gcs_model(model_dir, uploads, gcs_e
             assert r["top_labels"][0] == vocab[int(np.argmax(r["probabilities"]))]
         if r["status"] == "skipped_quality":
             assert r["reasons"] and not r["probabilities"]
-    dead = [b.name for b in bucket.list_blobs(prefix=prefix) if "dead_letters" in b.name]
+    assert by_uri["zz_truncated.jpg"]["reasons"] == ["unreadable"]
+    assert not [b.name for b in bucket.list_blobs(prefix=prefix) if "dead_letters" in b.name]
+    dead = [b.name for b in bucket.list_blobs(prefix=f"run/dead_letters/dt={truncated_date}/model={version}/")]
     assert dead and "zz_truncated.jpg" in bucket.blob(dead[0]).download_as_text()
 
 
@@ -153,9 +155,9 @@ def test_bad_arguments_and_models_fail_in_one_line_before_work(extra, message, m
 
 
 def test_stale_staging_of_killed_runs_is_dropped_and_young_staging_kept(tmp_path):
-    """A killed run leaves predictions/_staging/RUN/; the next run deletes it
+    """A killed run leaves _staging/RUN/; the next run deletes it
     once it is older than any run could stage, but not a run still going."""
-    root = tmp_path / "predictions" / "_staging"
+    root = tmp_path / "_staging"
     for run, age_h in (("killed", 30), ("running", 1), ("mine", 0)):
         f = root / run / "dt=2026-11-20" / "predictions-00000-of-00001.parquet"
         f.parent.mkdir(parents=True)
@@ -196,6 +198,29 @@ def _one_line_error(capsys, *needles):
     for n in needles:
         assert n in err, err
     return err
+
+
+def test_failed_rows_carry_reason_codes_and_predictions_read_as_one_hive_dataset(tiny_model, few_uploads, tmp_path):
+    import pyarrow.dataset as ds
+    night = few_uploads / "dt=2026-11-20"
+    good = next(night.iterdir()).read_bytes()
+    (night / "truncated.jpg").write_bytes(good[:2000])
+    (night / "empty.jpg").write_bytes(b"")
+    (night / "page.jpg").write_bytes(b"<!DOCTYPE html><html><body>not found</body></html>")
+    out = tmp_path / "o"
+    score.run(["--input", str(few_uploads), "--model_uri", str(tiny_model), "--output", str(out),
+               "--date", "2026-11-20", "--quality_gate", "off"])
+    table = ds.dataset(str(out / "predictions"), format="parquet", partitioning="hive").to_table()
+    rows = {r["uri"].rsplit("/", 1)[1]: r for r in table.to_pylist()}
+    assert len(rows) == 5 and {r["dt"] for r in rows.values()} == {"2026-11-20"}
+    assert {r["model"] for r in rows.values()} == {"tiny"}
+    expected = {"truncated.jpg": ["unreadable"], "empty.jpg": ["empty"], "page.jpg": ["unsupported_format"]}
+    assert {n: r["reasons"] for n, r in rows.items() if r["status"] == "failed"} == expected
+    dead_dir = out / "dead_letters" / "dt=2026-11-20" / "model=tiny"
+    dead = [json.loads(l) for f in dead_dir.glob("dead_letters-*.jsonl") for l in f.read_text().splitlines()]
+    assert {d["uri"].rsplit("/", 1)[1]: d["reasons"] for d in dead} == expected
+    assert all("\n" not in d["error"] and len(d["error"]) <= 500 for d in dead)
+    assert sorted(os.listdir(out)) == ["dead_letters", "predictions"]  # no empty _staging/ left
 
 
 def test_inference_failures_are_inference_error_rows_with_the_error_line(tiny_model):
