@@ -7,10 +7,14 @@
       -> Prepare             one decode; quality gate (curate's policy); the
                              training path's crop/resize/JPEG/decode
       -> RunInference        batched, model loaded once per process (or shared)
-      -> staged shards       Parquet (+ dead-letter JSONL) under predictions/_staging/RUN/,
+      -> staged shards       Parquet (+ dead-letter JSONL) under _staging/RUN/,
                              then per partition
-                             moved into predictions/dt=D/model=V/ and _SUCCESS
-                             written last
+                             moved into predictions/dt=D/model=V/ (dead letters
+                             into dead_letters/dt=D/model=V/, outside the
+                             hive-partitioned predictions tree) and _SUCCESS
+                             written last; a partition that listed no images is
+                             not published (unless --allow_empty) and the job
+                             then fails naming it
 
 Run: python -m beam_jobs.score --input gs://b/uploads --model_uri gs://b/models/m1
          --output gs://b/scores --date 2026-11-21 [--force]
@@ -32,7 +36,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.metrics import Metrics
 
-from beam_jobs.cli import UsageError, execute, main, new_pipeline
+from beam_jobs.cli import UsageError, execute, main, new_pipeline, runs_on_dataflow
 from beam_jobs.options import SharedOptions, allowed_roots
 from schemas import predictions as P
 from schemas.policy import load_policy
@@ -71,6 +75,7 @@ class ScoreOptions(SharedOptions):
         parser.add_argument("--prepare_threads", type=int, default=2, help="Threads per worker process that read and preprocess images ahead of inference (overlaps I/O and decoding with the model).")
         parser.add_argument("--share_model", action="store_true", default=False, help="Load one model per machine shared by its processes.")
         parser.add_argument("--rows_per_shard", type=int, default=200_000, help="Prediction rows per Parquet file.")
+        parser.add_argument("--allow_empty", action="store_true", default=False, help="Empty nights are expected: mark a date whose dt=YYYY-MM-DD/ folder exists but holds no images complete (_SUCCESS with images 0), and accept a manifest that lists no images. Without it such a partition is never marked complete and the job fails naming it. A date with no dt= folder at all (a typo in --input, uploads not there yet) is never marked complete, even with this flag; on GCS an empty night's folder is its dt=YYYY-MM-DD/ placeholder object.")
 
 
 # Schedulers that cannot template a date (Cloud Scheduler) pass these; they
@@ -140,6 +145,11 @@ def validate(o: ScoreOptions):
     dates = dates_of(o)
     if dates and not o.input:
         raise UsageError("--date/--start_date need --input, the root of the dt=YYYY-MM-DD/ folders")
+    if dates and o.manifest:
+        # A manifest row carries no date: copying it into every partition scored
+        # each image once per date. Dated runs read dt= folders only.
+        raise UsageError("--manifest cannot be split into date partitions: give --input (the root of the "
+                         "dt=YYYY-MM-DD/ folders) with --date/--start_date, or --manifest without dates")
     if o.min_batch_size is None:
         o.min_batch_size = o.max_batch_size
     for name in ("top_k", "min_batch_size", "max_batch_size", "rows_per_shard", "prepare_threads"):
@@ -162,18 +172,91 @@ def _row(uri, partition, version, status, scored_at, **kw):
     return row
 
 
-def _list_partition(partition, input_root, manifest):
-    """(partition, uri) for every image of one partition, listed at run time."""
+LISTING = "listing"
+# What listing a partition found: images, none in an existing folder (or
+# manifest, or glob), or no dt= folder at all.
+FOUND, EMPTY, MISSING = "found", "empty", "missing"
+
+
+def _match(pattern: str) -> list[str]:
+    # Folder placeholder objects (gs://b/up/dt=D/, made by the console or
+    # uploaders) are not images.
+    try:
+        found = FileSystems.match([pattern])[0].metadata_list
+    except Exception:  # some filesystems raise when nothing matches
+        return []
+    return [m.path for m in found if not m.path.endswith("/")]
+
+
+def list_partition(partition: str, input_root: str | None, manifest: str | None,
+                   allow_empty: bool = False) -> tuple[list[str], str]:
+    """(sorted image URIs, FOUND | EMPTY | MISSING) of one partition.
+
+    A date lists INPUT/dt=DATE/**; MISSING when nothing at all is there, not
+    even the folder (locally a directory, on GCS the dt=DATE/ placeholder
+    object). Undated runs list the --input glob and the --manifest rows.
+    Raises ValueError for an unparseable manifest (or an empty one without
+    allow_empty).
+    """
     from transforms.inputs import parse_manifest
+    if partition != UNDATED:
+        folder = f"{input_root.rstrip('/')}/dt={partition}/"
+        uris = _match(folder + "**")
+        if uris:
+            return sorted(set(uris)), FOUND
+        return [], EMPTY if FileSystems.exists(folder) else MISSING
+    uris = set(_match(input_root)) if input_root else set()
     if manifest:
-        with FileSystems.open(manifest) as f:
-            refs = parse_manifest(f.read().decode("utf-8-sig"), manifest)
-        uris = sorted({r.uri for r in refs})
-    else:
-        pattern = input_root if partition == UNDATED else f"{input_root.rstrip('/')}/dt={partition}/**"
-        uris = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+        with FileSystems.open(manifest, compression_type="uncompressed") as f:
+            text = f.read().decode("utf-8-sig")
+        if text.strip() or not allow_empty:
+            uris |= {r.uri for r in parse_manifest(text, manifest)}
+    return sorted(uris), FOUND if uris else EMPTY
+
+
+def _list_partition(partition, input_root, manifest, allow_empty):
+    """(partition, uri) for every image of one partition, listed at run time,
+    and (partition, FOUND | EMPTY | MISSING) on LISTING."""
+    uris, state = list_partition(partition, input_root, manifest, allow_empty)
+    if state == MISSING:
+        logging.warning("score: dt=%s has no folder under %s: not scored, not marked complete", partition, input_root)
+    yield beam.pvalue.TaggedOutput(LISTING, (partition, state))
     for uri in uris:
         yield partition, uri
+
+
+def _publishable(state: str | None, allow_empty: bool) -> bool:
+    return state == FOUND or (state == EMPTY and allow_empty)
+
+
+def _unlisted_message(states: dict, input_root: str | None, manifest: str | None) -> str:
+    """One line naming the partitions that listed no images, and what to do."""
+    if UNDATED in states:
+        where = " and ".join(filter(None, [input_root and f"--input {input_root} matches no files",
+                                          manifest and f"--manifest {manifest} lists no images"]))
+        return f"{where}; nothing scored (--allow_empty accepts an empty input)"
+    missing = [d for d, s in sorted(states.items()) if s == MISSING]
+    empty = [d for d, s in sorted(states.items()) if s == EMPTY]
+    parts = []
+    if missing:
+        parts.append(f"no folder under --input {input_root} for " + ", ".join(f"dt={d}" for d in missing))
+    if empty:
+        parts.append("no images in " + ", ".join(f"dt={d}" for d in empty)
+                     + " (--allow_empty marks empty nights complete)")
+    return "; ".join(parts) + "; those partitions are not scored nor marked complete"
+
+
+class UnlistedPartitions(RuntimeError):
+    """Raised at the end of a run in which some partitions listed no images."""
+
+
+def _fail_on_unlisted(_published, states: dict, allow_empty: bool, input_root, manifest):
+    # After the other partitions are published: a night with no uploads fails
+    # the job (rc != 0, the message in its log) instead of looking scored.
+    bad = {d: s for d, s in states.items() if not _publishable(s, allow_empty)}
+    if bad:
+        raise UnlistedPartitions("score: " + _unlisted_message(bad, input_root, manifest))
+    return sorted(states)
 
 
 class _Prepare(PrefetchingDoFn):
@@ -306,6 +389,17 @@ def _drop_staging(staging: str, now: float | None = None) -> list[str]:
     return gone
 
 
+def _complete(output: str, date: str, version: str) -> bool:
+    return FileSystems.exists(FileSystems.join(P.partition_dir(output, date, version), MARKER))
+
+
+def _not_complete(date, output, version, force) -> bool:
+    if force or not _complete(output, date, version):
+        return True
+    logging.warning("score: dt=%s is complete for model %s: skipped (--force rescores it)", date, version)
+    return False
+
+
 def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict) -> beam.Pipeline:
     """The score pipeline, constructed but not run."""
     version, vocabulary = info["version"], list(info["label_vocabulary"])
@@ -317,14 +411,16 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict) -> bea
     partitions = dates or [UNDATED]
     force, output = o.force, o.output
 
+    allow_empty, input_root, manifest = o.allow_empty, o.input, o.manifest
+
     p = new_pipeline(o)
     todo = (p
             | "Partitions" >> beam.Create(partitions)
-            | "SkipComplete" >> beam.Filter(
-                lambda d: force or not FileSystems.exists(FileSystems.join(P.partition_dir(output, d, version), MARKER))))
-    images = (todo
-              | "ListPartitions" >> beam.FlatMap(_list_partition, o.input, o.manifest)
-              | "Reshuffle" >> beam.Reshuffle())
+            | "SkipComplete" >> beam.Filter(_not_complete, output, version, force))
+    listed = todo | "ListPartitions" >> beam.FlatMap(
+        _list_partition, input_root, manifest, allow_empty).with_outputs(LISTING, main="images")
+    images = listed.images | "Reshuffle" >> beam.Reshuffle()
+    states = beam.pvalue.AsDict(listed[LISTING])
     prepared = images | "Prepare" >> beam.ParDo(
         _Prepare(policy, settings, o.quality_gate == "on", version, scored_at, allowed_roots(o),
                  threads=o.prepare_threads, depth=2 * o.max_batch_size)).with_outputs(DONE, main="inputs")
@@ -363,12 +459,38 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict) -> bea
                 key_fn=lambda r: r["uri"], per_shard=o.rows_per_shard))
     all_written = (written, dead) | "AllStaged" >> beam.Flatten()
     _ = (todo_again
+         | "OnlyListed" >> beam.Filter(lambda d, st: _publishable(st.get(d), allow_empty), st=states)
          | "Publish" >> beam.Map(
              lambda d, w, sc: _publish(d, output, version, sc, w),
              w=beam.pvalue.AsList(all_written), sc=beam.pvalue.AsSingleton(status_counts))
          | "AllPublished" >> beam.combiners.ToList()
-         | "DropStaging" >> beam.Map(lambda _: _drop_staging(staging)))
+         | "DropStaging" >> beam.Map(lambda _: _drop_staging(staging))
+         | "FailOnUnlisted" >> beam.Map(_fail_on_unlisted, states, allow_empty, input_root, manifest))
     return p
+
+
+def check_partitions(o: ScoreOptions, dates: list[str], version: str) -> None:
+    """Before any work (where the launcher can list the input: local runs;
+    a Dataflow launch builds without touching storage, and its pipeline does
+    the same checks at run time): say which complete partitions are skipped,
+    and refuse, in one line, partitions with no images to score."""
+    todo = dates or [UNDATED]
+    if dates and not o.force:
+        done = [d for d in dates if _complete(o.output, d, version)]
+        if done:
+            print(f"score: skipping {len(done)} partition(s) already complete for model {version}: "
+                  + ", ".join(f"dt={d}" for d in done) + "; --force rescores them", file=sys.stderr)
+        todo = [d for d in dates if d not in done]
+    states = {}
+    for d in todo:
+        try:
+            _uris, states[d] = list_partition(d, o.input, o.manifest, o.allow_empty)
+        except ValueError as e:  # an unparseable or empty manifest
+            raise UsageError(f"{e} (--allow_empty accepts an empty manifest)" if "is empty" in str(e)
+                             else str(e)) from None
+    bad = {d: s for d, s in states.items() if not _publishable(s, o.allow_empty)}
+    if bad:
+        raise UsageError(_unlisted_message(bad, o.input, o.manifest))
 
 
 def _nest(kvs) -> dict:
@@ -383,6 +505,8 @@ def run(argv=None):
     options = ScoreOptions(argv)
     dates, policy = validate(options)
     info = load_model_info(options.model_uri)
+    if not runs_on_dataflow(options):
+        check_partitions(options, dates, info["version"])
     return execute(build_pipeline(options, dates, policy, info), options,
                    f"score: done. predictions under {FileSystems.join(options.output, 'predictions')}")
 

@@ -75,13 +75,15 @@ SPECS = {
         needs={"scin_cases": ("scin_labels", "image_root"), "scin_labels": ("scin_cases",)},
         notes={"labels_csv": "Not with --scin_cases."}),
     # score.validate(): --model_uri and --output; --input or --manifest; dates
-    # are optional (without them --input is a plain glob) and need --input.
+    # are optional (without them --input is a plain glob) and need --input;
+    # --manifest is refused with dates (its rows carry none).
     "score": JobSpec(
         shared=("input", "manifest", "policy", "output"),
         required=("model_uri", "output"),
         one_of=(("input", "manifest"),),
         needs={"date": ("input",), "start_date": ("end_date", "input"), "end_date": ("start_date", "input")},
-        notes={"date": "Instead of --start_date/--end_date."}),
+        notes={"date": "Instead of --start_date/--end_date.",
+               "manifest": "Not with --date/--start_date/--end_date (manifest rows carry no date)."}),
 }
 
 

@@ -98,14 +98,18 @@ def test_backfill_over_gcs_partitions_with_a_gcs_model(model_dir, uploads, gcs_e
     assert dead and "zz_truncated.jpg" in bucket.blob(dead[0]).download_as_text()
 
 
-def test_complete_partitions_are_skipped_unless_forced(model_dir, uploads, tmp_path):
+def test_complete_partitions_are_skipped_unless_forced(model_dir, uploads, tmp_path, capsys):
     model, _ = model_dir
     args = ["--input", str(uploads), "--model_uri", str(model), "--output", str(tmp_path), "--date", DATES[0]]
     score.run(args)
     folder = _partition(tmp_path, DATES[0], _version(model))
     first = {f: os.stat(os.path.join(folder, f)).st_mtime_ns for f in os.listdir(folder)}
+    capsys.readouterr()
     score.run(args)
     assert {f: os.stat(os.path.join(folder, f)).st_mtime_ns for f in os.listdir(folder)} == first
+    said = capsys.readouterr().err  # the rerun says what it skipped and how to redo it
+    assert f"skipping 1 partition(s) already complete for model {_version(model)}: dt={DATES[0]}" in said
+    assert "--force rescores them" in said
     rows_before = _rows(folder)
     score.run(args + ["--force"])
     assert {f: os.stat(os.path.join(folder, f)).st_mtime_ns for f in os.listdir(folder)} != first
@@ -198,6 +202,66 @@ def _one_line_error(capsys, *needles):
     for n in needles:
         assert n in err, err
     return err
+
+
+def test_missing_or_empty_partitions_are_refused_and_never_marked_complete(tiny_model, few_uploads, tmp_path, capsys):
+    out = tmp_path / "o"
+    base = ["--input", str(few_uploads), "--model_uri", str(tiny_model), "--output", str(out), "--quality_gate", "off"]
+    # A backfill over a date with no folder (typo, uploads not there yet): one line, nothing done.
+    assert main(score.run, base + ["--start_date", "2026-11-20", "--end_date", "2026-11-22"], prog="score") == 2
+    _one_line_error(capsys, "dt=2026-11-21, dt=2026-11-22", str(few_uploads))
+    assert not out.exists()
+    # A typo in --input: every date is missing, whatever --allow_empty says.
+    typo = ["--input", str(tmp_path / "uplods")] + base[2:]
+    assert main(score.run, typo + ["--date", "2026-11-20", "--allow_empty"], prog="score") == 2
+    _one_line_error(capsys, "no folder under --input", "dt=2026-11-20")
+    # An empty night: refused unless empty nights are expected.
+    assert main(score.run, base + ["--date", "2026-11-23"], prog="score") == 2
+    _one_line_error(capsys, "no images in dt=2026-11-23", "--allow_empty")
+    assert not out.exists()
+    assert main(score.run, base + ["--date", "2026-11-23", "--allow_empty"], prog="score") == 0
+    marker = json.loads((out / "predictions" / "dt=2026-11-23" / "model=tiny" / "_SUCCESS").read_text())
+    assert marker["images"] == 0
+
+
+def test_on_dataflow_an_unlisted_partition_fails_the_job_after_the_others_publish(tiny_model, few_uploads, tmp_path):
+    """The launcher of a Dataflow job lists nothing, so the pipeline itself
+    refuses: the listed date is published, the missing one is not, the job fails."""
+    out = tmp_path / "o"
+    options = score.ScoreOptions(["--input", str(few_uploads), "--model_uri", str(tiny_model), "--output", str(out),
+                                  "--start_date", "2026-11-20", "--end_date", "2026-11-21", "--quality_gate", "off"])
+    dates, policy = score.validate(options)
+    info = score.load_model_info(options.model_uri)
+    with pytest.raises(Exception, match=r"no folder under --input .* dt=2026-11-21"):
+        score.build_pipeline(options, dates, policy, info).run().wait_until_finish()
+    assert (out / "predictions" / "dt=2026-11-20" / "model=tiny" / "_SUCCESS").exists()
+    assert not (out / "predictions" / "dt=2026-11-21").exists()
+
+
+def test_manifest_with_dates_or_without_rows_is_a_one_line_error(tiny_model, few_uploads, tmp_path, capsys):
+    out = tmp_path / "o"
+    image = next((few_uploads / "dt=2026-11-20").iterdir())
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"uri\n{image}\n")
+    base = ["--model_uri", str(tiny_model), "--output", str(out), "--quality_gate", "off"]
+    assert main(score.run, base + ["--input", str(few_uploads), "--manifest", str(manifest),
+                                   "--start_date", "2026-11-20", "--end_date", "2026-11-21"], prog="score") == 2
+    _one_line_error(capsys, "--manifest cannot be split into date partitions")
+    manifest.write_text("uri\n")
+    assert main(score.run, base + ["--manifest", str(manifest)], prog="score") == 2
+    _one_line_error(capsys, f"--manifest {manifest} lists no images", "--allow_empty")
+    manifest.write_text("")
+    assert main(score.run, base + ["--manifest", str(manifest)], prog="score") == 2
+    _one_line_error(capsys, "is empty")
+    assert not out.exists()
+    manifest.write_text("uri\n")
+    assert main(score.run, base + ["--manifest", str(manifest), "--allow_empty"], prog="score") == 0
+    assert json.loads((out / "predictions" / "dt=undated" / "model=tiny" / "_SUCCESS").read_text())["images"] == 0
+    # Undated, a glob and a manifest together score both (the glob used to be ignored).
+    first, second = sorted((few_uploads / "dt=2026-11-20").iterdir())
+    manifest.write_text(f"uri\n{second}\n")
+    assert main(score.run, base + ["--input", str(first), "--manifest", str(manifest), "--force"], prog="score") == 0
+    assert sorted(r["uri"] for r in _rows(_partition(out, "undated", "tiny"))) == [str(first), str(second)]
 
 
 def test_failed_rows_carry_reason_codes_and_predictions_read_as_one_hive_dataset(tiny_model, few_uploads, tmp_path):

@@ -175,7 +175,7 @@ def test_launcher_dispatch_and_flex_conventions():
     with pytest.raises(UsageError):
         launch.split_job(["--job=train"])
     flags = launch.boolean_flags(score.ScoreOptions)
-    assert flags == {"force", "share_model"}
+    assert flags == {"force", "share_model", "allow_empty"}
     assert launch.flex_booleans_to_flags(["--force=true", "--share_model=False", "--top_k=3"], flags) \
         == ["--force", "--top_k=3"]
     with pytest.raises(UsageError):
