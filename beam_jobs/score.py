@@ -180,12 +180,9 @@ FOUND, EMPTY, MISSING = "found", "empty", "missing"
 
 def _match(pattern: str) -> list[str]:
     # Folder placeholder objects (gs://b/up/dt=D/, made by the console or
-    # uploaders) are not images.
-    try:
-        found = FileSystems.match([pattern])[0].metadata_list
-    except Exception:  # some filesystems raise when nothing matches
-        return []
-    return [m.path for m in found if not m.path.endswith("/")]
+    # uploaders) are not images. A listing error propagates: read as "no
+    # images", it could mark a night complete with --allow_empty.
+    return [m.path for m in FileSystems.match([pattern])[0].metadata_list if not m.path.endswith("/")]
 
 
 def list_partition(partition: str, input_root: str | None, manifest: str | None,

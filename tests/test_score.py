@@ -340,3 +340,17 @@ def test_on_workers_a_contradicting_model_fails_the_job_not_its_rows(lying_model
     with pytest.raises(Exception, match="image_size 48 but the model takes 32x32"):
         score.build_pipeline(options, dates, policy, info).run().wait_until_finish()
     assert not list(out.rglob("_SUCCESS")) and not list(out.rglob("*.parquet"))
+
+
+def test_on_gcs_an_empty_night_is_its_folder_placeholder_and_no_prefix_is_missing(tiny_model, gcs_emulator, capsys):
+    """GCS has no folders: a night with no objects under dt=D/ is missing; an
+    empty night is the dt=D/ placeholder object (console, uploaders)."""
+    bucket = gcs_emulator.create_bucket("nights")
+    bucket.blob("up/dt=2026-11-23/").upload_from_string(b"")
+    base = ["--input", "gs://nights/up", "--model_uri", str(tiny_model), "--output", "gs://nights/out"]
+    assert main(score.run, base + ["--date", "2026-11-23"], prog="score") == 2
+    _one_line_error(capsys, "no images in dt=2026-11-23", "--allow_empty")
+    assert main(score.run, base + ["--date", "2026-11-24", "--allow_empty"], prog="score") == 2
+    _one_line_error(capsys, "no folder under --input gs://nights/up for dt=2026-11-24")
+    assert score.list_partition("2026-11-23", "gs://nights/up", None) == ([], score.EMPTY)
+    assert not [b.name for b in bucket.list_blobs(prefix="out/")]
