@@ -101,7 +101,8 @@ def main(argv=None) -> int:
                         ("TFRecords + transform_fn", records),
                         ("dataset info", os.path.join(records, "dataset_info.json")),
                         ("baseline model", model),
-                        ("predictions (dt=/model= partitions)", os.path.join(scores, "predictions"))]:
+                        ("predictions (dt=/model= partitions)", os.path.join(scores, "predictions")),
+                        ("score dead letters", os.path.join(scores, "dead_letters"))]:
         print(f"   {label:<28} {path}")
     return 0
 
