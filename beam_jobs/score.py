@@ -178,31 +178,32 @@ LISTING = "listing"
 FOUND, EMPTY, MISSING = "found", "empty", "missing"
 
 
-def _match(pattern: str) -> list[str]:
+def _match(pattern: str, limit: int | None = None) -> list[str]:
     # Folder placeholder objects (gs://b/up/dt=D/, made by the console or
     # uploaders) are not images. A listing error propagates: read as "no
     # images", it could mark a night complete with --allow_empty.
-    return [m.path for m in FileSystems.match([pattern])[0].metadata_list if not m.path.endswith("/")]
+    found = FileSystems.match([pattern], limits=[limit] if limit else None)[0].metadata_list
+    return [m.path for m in found if not m.path.endswith("/")]
 
 
 def list_partition(partition: str, input_root: str | None, manifest: str | None,
-                   allow_empty: bool = False) -> tuple[list[str], str]:
+                   allow_empty: bool = False, limit: int | None = None) -> tuple[list[str], str]:
     """(sorted image URIs, FOUND | EMPTY | MISSING) of one partition.
 
     A date lists INPUT/dt=DATE/**; MISSING when nothing at all is there, not
     even the folder (locally a directory, on GCS the dt=DATE/ placeholder
     object). Undated runs list the --input glob and the --manifest rows.
     Raises ValueError for an unparseable manifest (or an empty one without
-    allow_empty).
+    allow_empty). `limit` caps each listing (enough to tell FOUND from EMPTY).
     """
     from transforms.inputs import parse_manifest
     if partition != UNDATED:
         folder = f"{input_root.rstrip('/')}/dt={partition}/"
-        uris = _match(folder + "**")
+        uris = _match(folder + "**", limit)
         if uris:
             return sorted(set(uris)), FOUND
         return [], EMPTY if FileSystems.exists(folder) else MISSING
-    uris = set(_match(input_root)) if input_root else set()
+    uris = set(_match(input_root, limit)) if input_root else set()
     if manifest:
         with FileSystems.open(manifest, compression_type="uncompressed") as f:
             text = f.read().decode("utf-8-sig")
@@ -481,7 +482,8 @@ def check_partitions(o: ScoreOptions, dates: list[str], version: str) -> None:
     states = {}
     for d in todo:
         try:
-            _uris, states[d] = list_partition(d, o.input, o.manifest, o.allow_empty)
+            # a few names tell found from empty: the pipeline lists in full
+            _uris, states[d] = list_partition(d, o.input, o.manifest, o.allow_empty, limit=3)
         except ValueError as e:  # an unparseable or empty manifest
             raise UsageError(f"{e} (--allow_empty accepts an empty manifest)" if "is empty" in str(e)
                              else str(e)) from None
