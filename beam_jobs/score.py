@@ -394,7 +394,8 @@ def _complete(output: str, date: str, version: str) -> bool:
 def _not_complete(date, output, version, force) -> bool:
     if force or not _complete(output, date, version):
         return True
-    logging.warning("score: dt=%s is complete for model %s: skipped (--force rescores it)", date, version)
+    # INFO: Dataflow's worker log shows it; a local launch already said it once
+    logging.info("score: dt=%s is complete for model %s: skipped (--force rescores it)", date, version)
     return False
 
 
