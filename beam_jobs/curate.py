@@ -23,6 +23,7 @@ from schemas.policy import load_policy
 from transforms.analyze_step import AnalyzeImages
 from transforms.duplicates import ClusterDuplicates
 from transforms.inputs import ReadImageRefs, decode_text, input_glob, parse_manifest, parse_scin_cases
+from transforms.read import read_bytes
 from transforms.report import render_report
 from transforms.sharded_write import WriteSortedShards, jsonl_encoder, parquet_encoder, write_atomically
 from transforms.summary import SummarizeRows
@@ -98,8 +99,11 @@ def check_inputs_exist(options: CurateOptions) -> None:
             if meta.size_in_bytes == 0:
                 raise UsageError(f"--{flag} {meta.path} is empty")
             try:
-                with FileSystems.open(meta.path) as f:
-                    text = decode_text(f.read(), meta.path)
+                data, _retries = read_bytes(meta.path)  # retried as the pipeline's reads are
+            except Exception as e:
+                raise UsageError(f"--{flag} {meta.path}: cannot read: {type(e).__name__}") from None
+            try:
+                text = decode_text(data, meta.path)
                 if flag == "manifest":
                     parse_manifest(text, meta.path)
                 else:
