@@ -15,25 +15,41 @@ class JobFailed(RuntimeError):
     exit code 1, and no completion marker. Raised inside the pipeline."""
 
 
+def _job_failed_line(error: BaseException) -> str | None:
+    """JobFailed's message, also when a multi-process runner re-raised it as a
+    RuntimeError carrying the worker's traceback text."""
+    if isinstance(error, JobFailed):
+        return str(error)
+    lines = [l for l in str(error).splitlines() if "JobFailed: " in l]
+    return lines[-1].split("JobFailed: ", 1)[1].strip() if lines else None
+
+
 def _not_job_failed(record) -> bool:
-    exc = record.exc_info[1] if record.exc_info else None
-    return not isinstance(exc, JobFailed)
+    if record.exc_info and _job_failed_line(record.exc_info[1]) is not None:
+        return False
+    return "JobFailed: " not in record.getMessage()
 
 
 def main(run, argv=None, prog="job") -> int:
     """Call run(argv); turn UsageError into `prog: error: ...` and exit code 2,
     JobFailed into the same one line and exit code 1."""
+    logging.basicConfig()
     logging.getLogger().setLevel(logging.WARNING)
-    # Beam logs a failing DoFn's traceback before re-raising; for JobFailed
-    # the one line below says it all.
+    # Beam logs a failing DoFn's traceback (and a worker's, in multi-process
+    # runs) before re-raising; for JobFailed the one line below says it all.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_not_job_failed)
     logging.getLogger("apache_beam.runners.common").addFilter(_not_job_failed)
     try:
         run(sys.argv[1:] if argv is None else argv)
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    except JobFailed as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+    except RuntimeError as e:
+        line = _job_failed_line(e)
+        if line is None:
+            raise
+        print(f"{prog}: error: {line}", file=sys.stderr)
         return 1
     return 0
 
