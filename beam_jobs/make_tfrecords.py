@@ -46,6 +46,8 @@ class MakeTFRecordsOptions(SharedOptions):
     (with --scin_labels) and --image_root from SharedOptions.
     """
 
+    ignored_shared = ("input", "manifest", "policy", "allowed_roots")  # uses the packaged policy
+
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--curated", help="Output directory of the curate job (its features/ are read).")

@@ -44,7 +44,10 @@ def check_flags(options_cls, flags) -> None:
     for cls in beam + own:  # own last: its types and choices win
         if "_add_argparse_args" in vars(cls):
             cls._add_argparse_args(parser)
-    _, unknown = parser.parse_known_args(flags)
+    given, unknown = parser.parse_known_args(flags)
+    for dest in getattr(options_cls, "ignored_shared", ()):
+        if getattr(given, dest, None) is not None:
+            raise UsageError(f"--{dest} is not an option of this job (it would be ignored)")
     for arg in unknown:
         if arg == "--":
             break
@@ -64,6 +67,9 @@ class SharedOptions(PipelineOptions):
     Constructing a job's options checks its flags (check_flags): an unknown
     flag or a bad value is a one-line UsageError, not a warning.
     """
+
+    # SharedOptions flags a job never reads; giving one is an error, not a no-op.
+    ignored_shared: tuple = ()
 
     def __init__(self, flags=None, **kwargs):
         check_flags(type(self), sys.argv[1:] if flags is None else list(flags))

@@ -44,6 +44,7 @@ TFR = ["--curated", "/nonexistent/c", "--labels_csv", "x.csv", "--output", "/tmp
     (curate, IN + ["--direct_num_workers", "two"], "argument --direct_num_workers: invalid int value"),
     (make_tfrecords, TFR + ["--rare_classes", "keep"], "argument --rare_classes: invalid choice: 'keep'"),
     (make_tfrecords, TFR + ["--image-size=64"], "unknown option --image-size (did you mean --image_size?)"),
+    (make_tfrecords, TFR + ["--policy", "p.json"], "--policy is not an option of this job"),
     (score, SCORE + ["--topk", "2"], "unknown option --topk (did you mean --top_k?)"),
     (score, SCORE + ["--quality_gate", "maybe"], "argument --quality_gate: invalid choice: 'maybe'"),
     (evaluate_curate, ["--curated", "c", "--ground_truth", "g", "--image_root", "r", "--jsn", "x"],
