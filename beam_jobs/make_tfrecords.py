@@ -149,7 +149,11 @@ def check_labels_meet_curated(o: MakeTFRecordsOptions, features: str) -> None:
     named = sorted({normalize_uri(u) for u in named})
     found = [u for u in named if u in status]
     if not found:
-        example = f"; e.g. the labels name {named[0]}, curate has {min(status)}" if named and status else ""
+        example = ""
+        if named and status:  # show the same file as both sides name it, if curate has it
+            name = "/" + named[0].rsplit("/", 1)[-1]
+            twin = next((u for u in sorted(status) if u.endswith(name)), min(status))
+            example = f"; e.g. the labels name {named[0]}, curate has {twin}"
         raise UsageError(f"none of the {len(named)} images the labels name is among curate's {len(status)} "
                          f"rows in {o.curated}{example} (check --image_root)")
     if not any(status[u] == "accepted" for u in found):
