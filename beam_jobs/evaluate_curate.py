@@ -68,7 +68,7 @@ def evaluate(rows: dict[str, dict], truth: list[dict], image_root: str) -> dict:
     return {"per_reason": per_reason,
             "defect_free_rejection_by_monk": rates,
             "defect_free_counts_by_monk": {k: tones[k][0] for k in rates},
-            "fairness_spread_pp": 100 * (max(rates.values()) - min(rates.values())) if rates else 0.0,
+            "fairness_spread_pp": 100 * (max(rates.values()) - min(rates.values())) if len(rates) > 1 else None,
             "not_in_output": missing}
 
 
@@ -78,7 +78,13 @@ def format_report(result: dict) -> str:
         lines.append(f"{r:<20} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['tp']:>5} {m['fp']:>4} {m['fn']:>4}")
     lines.append("defect-free rejection rate by Monk tone: " + "  ".join(
         f"{k}:{100 * v:.1f}%" for k, v in result["defect_free_rejection_by_monk"].items()))
-    lines.append(f"spread across tones: {result['fairness_spread_pp']:.1f} percentage points")
+    if len(result["defect_free_rejection_by_monk"]) < 2:
+        # A spread needs two tones; 0.0 would read as perfectly fair.
+        lines.append("spread across tones: n/a (defect-free images of fewer than 2 tones)")
+    else:
+        lines.append(f"spread across tones: {result['fairness_spread_pp']:.1f} percentage points")
+    if result.get("not_in_output"):
+        lines.append(f"not in the curate output: {len(result['not_in_output'])} ground-truth images")
     return "\n".join(lines)
 
 

@@ -223,3 +223,15 @@ def test_evaluate_curate_refuses_to_score_nothing(labelled, curated, tmp_path, c
     relative_root = os.path.relpath(str(labelled))  # relative root, absolute curate URIs: still meet
     result = evaluate_curate.run(args + ["--image_root", relative_root])
     assert not result["not_in_output"]
+
+
+def test_evaluate_curate_reports_no_spread_from_fewer_than_two_tones():
+    """One tone's rejection rate has no spread: the report says n/a, not 0.0 points."""
+    from beam_jobs.evaluate_curate import evaluate, format_report
+    rows = {"/root/a.jpg": {"status": "accepted", "reasons": []}}
+    truth = [{"image_path": "a.jpg", "expected_reasons": "", "expected_status": "accepted", "monk_tone": "3"},
+             {"image_path": "b.jpg", "expected_reasons": "", "expected_status": "accepted", "monk_tone": "9"}]
+    result = evaluate(rows, truth, "/root")
+    report = format_report(result)
+    assert result["fairness_spread_pp"] is None and "0.0 percentage points" not in report
+    assert "spread across tones: n/a" in report and "not in the curate output: 1" in report
