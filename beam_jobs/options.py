@@ -38,6 +38,8 @@ def check_flags(options_cls, flags) -> None:
     Beam's registered options plus the job's own classes; other jobs' options
     (registered in the same global parser once imported) do not count.
     """
+    if "-h" in flags or "--help" in flags:
+        return  # Beam's parser prints the job's usage
     parser = _OneLineParser(allow_abbrev=False, add_help=False, conflict_handler="resolve")
     own = [c for c in reversed(options_cls.__mro__) if isinstance(c, type) and issubclass(c, PipelineOptions)]
     beam = [c for c in _all_subclasses(PipelineOptions) if not issubclass(c, SharedOptions)]

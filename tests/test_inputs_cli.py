@@ -58,6 +58,12 @@ def test_unknown_flags_and_bad_values_are_one_line_errors(job, args, message, ca
     _one_line_error(capsys, "job", message)
 
 
+def test_help_still_prints_the_usage(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        curate.run(["--help"])
+    assert exit_.value.code == 0 and "--dup_radius" in capsys.readouterr().out
+
+
 def test_beam_options_pass_through_and_a_folder_input_keeps_manifest_ids(sample_dir, tmp_path):
     """--input naming a folder reads every file under it (it used to match the
     folder itself: one `unreadable` row); a URI also listed in --manifest keeps
