@@ -105,7 +105,7 @@ def check_inputs_exist(options: CurateOptions) -> None:
             try:
                 text = decode_text(data, meta.path)
                 if flag == "manifest":
-                    parse_manifest(text, meta.path)
+                    parse_manifest(text, meta.path, require_rows=True)
                 else:
                     parse_scin_cases(text, options.image_root, meta.path)
             except ValueError as e:

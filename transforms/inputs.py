@@ -51,12 +51,13 @@ def stem(uri: str) -> str:
     return posixpath.splitext(posixpath.basename(uri))[0]
 
 
-def parse_manifest(text: str, source: str = "manifest") -> list[ImageRef]:
+def parse_manifest(text: str, source: str = "manifest", require_rows: bool = False) -> list[ImageRef]:
     """A CSV with a header (uri[,image_id][,case_id]) or JSONL of such objects.
 
-    ValueError, in one line naming the file and line, for a manifest that
-    lists nothing or cannot be read as one (a job that silently curates
-    nothing hides a failed export)."""
+    ValueError, in one line naming the file and line, for an empty manifest
+    or one that cannot be read as one; with require_rows, also for a header
+    without rows (curate: a job that silently curates nothing hides a failed
+    export; score decides for itself, see its --allow_empty)."""
     stripped = text.lstrip()
     if not stripped:
         # An empty list is far more likely a failed export than a night with
@@ -77,10 +78,10 @@ def parse_manifest(text: str, source: str = "manifest") -> list[ImageRef]:
         reader = csv.DictReader(io.StringIO(text))
         header = [h.strip() for h in reader.fieldnames or []]
         if not set(URI_COLUMNS) & set(header):
-            raise ValueError(f"{source}: no {'/'.join(URI_COLUMNS)} column in its header "
+            raise ValueError(f"{source}: row 1 has no uri: its header has no {'/'.join(URI_COLUMNS)} column "
                              f"({', '.join(header)[:200]})")
         rows = [(reader.line_num, {k.strip() if k else k: v for k, v in row.items()}) for row in reader]
-        if not rows:
+        if not rows and require_rows:
             raise ValueError(f"{source} has a header but no rows")
     refs = []
     for n, row in rows:
@@ -155,7 +156,8 @@ class ReadImageRefs(beam.PTransform):
                 pbegin
                 | "MatchManifest" >> fileio.MatchFiles(self.manifest, EmptyMatchTreatment.DISALLOW)
                 | "ReadManifest" >> fileio.ReadMatches(compression=CompressionTypes.UNCOMPRESSED)
-                | "ParseManifest" >> beam.FlatMap(lambda f: parse_manifest(read_text(f), f.metadata.path)))
+                | "ParseManifest" >> beam.FlatMap(
+                    lambda f: parse_manifest(read_text(f), f.metadata.path, require_rows=True)))
         if self.scin_cases:
             root = self.image_root
             sources.append(
