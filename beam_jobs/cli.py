@@ -27,7 +27,10 @@ def _job_failed_line(error: BaseException) -> str | None:
 def _not_job_failed(record) -> bool:
     if record.exc_info and _job_failed_line(record.exc_info[1]) is not None:
         return False
-    return "JobFailed: " not in record.getMessage()
+    try:
+        return "JobFailed: " not in record.getMessage()
+    except Exception:  # a malformed record is the handler's to report, not the filter's
+        return True
 
 
 def main(run, argv=None, prog="job") -> int:
