@@ -22,7 +22,8 @@ from schemas import features as F
 from schemas.policy import load_policy
 from transforms.analyze_step import AnalyzeImages
 from transforms.duplicates import ClusterDuplicates
-from transforms.inputs import ReadImageRefs
+from transforms.inputs import ReadImageRefs, decode_text, input_glob, parse_manifest, parse_scin_cases
+from transforms.read import read_bytes
 from transforms.report import render_report
 from transforms.sharded_write import WriteSortedShards, jsonl_encoder, parquet_encoder, write_atomically
 from transforms.summary import SummarizeRows
@@ -55,6 +56,7 @@ def resolve(options: CurateOptions):
         raise UsageError("--scin_cases needs --image_root to resolve image paths")
     if not o.output:
         raise UsageError("--output is required")
+    o.input = input_glob(o.input)  # a folder means everything under it
     allowed_roots(o)  # a bad --allowed_roots fails here, before any work
     for name in ("analysis_size", "dup_radius", "max_pixels", "rows_per_shard", "examples_per_reason"):
         value = getattr(o, name)
@@ -72,23 +74,42 @@ def resolve(options: CurateOptions):
 
 
 def check_inputs_exist(options: CurateOptions) -> None:
-    """Fail fast, in one line, when a local run's inputs match nothing.
+    """Fail fast, in one line, when a local run's inputs match nothing or a
+    manifest / cases file lists nothing or cannot be parsed.
 
     Dataflow launches skip this (no listing at construction); there the
-    deferred MatchFiles fails the job with the same message instead.
+    deferred MatchFiles and parsers fail the job with the same message instead.
     """
     for flag in ("input", "manifest", "scin_cases"):
         pattern = getattr(options, flag)
         if not pattern:
             continue
         try:
-            found = FileSystems.match([pattern], limits=[1])[0].metadata_list
+            found = FileSystems.match([pattern], limits=[None if flag != "input" else 1])[0].metadata_list
         except Exception as e:
             raise UsageError(f"--{flag} {pattern}: cannot list: {e}") from None
         if not found:
+            if flag == "input" and FileSystems.match([pattern.rstrip("/") + "/**"], limits=[1])[0].metadata_list:
+                raise UsageError(f"--input {pattern} is a folder: end it with / or give a glob "
+                                 f"({pattern.rstrip('/')}/**)")
             raise UsageError(f"--{flag} {pattern} matched no files")
-        if flag != "input" and found[0].size_in_bytes == 0:
-            raise UsageError(f"--{flag} {found[0].path} is empty")
+        if flag == "input":
+            continue
+        for meta in found:
+            if meta.size_in_bytes == 0:
+                raise UsageError(f"--{flag} {meta.path} is empty")
+            try:
+                data, _retries = read_bytes(meta.path)  # retried as the pipeline's reads are
+            except Exception as e:
+                raise UsageError(f"--{flag} {meta.path}: cannot read: {type(e).__name__}") from None
+            try:
+                text = decode_text(data, meta.path)
+                if flag == "manifest":
+                    parse_manifest(text, meta.path, require_rows=True)
+                else:
+                    parse_scin_cases(text, options.image_root, meta.path)
+            except ValueError as e:
+                raise UsageError(f"--{flag} {e}") from None
 
 
 def _finalize(_, output, summary, matched, examples, policy_version, written):

@@ -15,8 +15,10 @@ import sys
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from beam_jobs.cli import UsageError
+from beam_jobs.cli import main as cli_main
 from schemas.reasons import REASONS
-from transforms.inputs import join_root
+from transforms.inputs import join_root, normalize_uri
 
 
 def load_features(curated: str) -> dict[str, dict]:
@@ -37,8 +39,9 @@ def evaluate(rows: dict[str, dict], truth: list[dict], image_root: str) -> dict:
     stats = {r: {"tp": 0, "fp": 0, "fn": 0} for r in REASONS}
     tones: dict[str, list[int]] = {}
     missing = []
+    rows = {normalize_uri(u): r for u, r in rows.items()}  # relative and absolute paths meet
     for t in truth:
-        row = rows.get(join_root(image_root, t["image_path"]))
+        row = rows.get(normalize_uri(join_root(image_root, t["image_path"])))
         if row is None:
             missing.append(t["image_path"])
             continue
@@ -65,7 +68,7 @@ def evaluate(rows: dict[str, dict], truth: list[dict], image_root: str) -> dict:
     return {"per_reason": per_reason,
             "defect_free_rejection_by_monk": rates,
             "defect_free_counts_by_monk": {k: tones[k][0] for k in rates},
-            "fairness_spread_pp": 100 * (max(rates.values()) - min(rates.values())) if rates else 0.0,
+            "fairness_spread_pp": 100 * (max(rates.values()) - min(rates.values())) if len(rates) > 1 else None,
             "not_in_output": missing}
 
 
@@ -75,12 +78,24 @@ def format_report(result: dict) -> str:
         lines.append(f"{r:<20} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['tp']:>5} {m['fp']:>4} {m['fn']:>4}")
     lines.append("defect-free rejection rate by Monk tone: " + "  ".join(
         f"{k}:{100 * v:.1f}%" for k, v in result["defect_free_rejection_by_monk"].items()))
-    lines.append(f"spread across tones: {result['fairness_spread_pp']:.1f} percentage points")
+    if len(result["defect_free_rejection_by_monk"]) < 2:
+        # A spread needs two tones; 0.0 would read as perfectly fair.
+        lines.append("spread across tones: n/a (defect-free images of fewer than 2 tones)")
+    else:
+        lines.append(f"spread across tones: {result['fairness_spread_pp']:.1f} percentage points")
+    if result.get("not_in_output"):
+        lines.append(f"not in the curate output: {len(result['not_in_output'])} ground-truth images")
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="evaluate_curate", description=__doc__.splitlines()[0])
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)  # one line, not argparse's usage block
+
+
+def run(argv=None) -> dict:
+    """Parse argv, score the curate output, print the report; returns the metrics."""
+    ap = _Parser(prog="evaluate_curate", description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--curated", required=True, help="curate --output directory")
     ap.add_argument("--ground_truth", required=True, help="ground_truth.csv from beam_jobs.sample_data")
     ap.add_argument("--image_root", required=True, help="the root image paths in ground truth are relative to")
@@ -91,15 +106,24 @@ def main(argv=None) -> int:
             truth = list(csv.DictReader(f.read().decode().splitlines()))
         rows = load_features(a.curated)
     except Exception as e:
-        ap.error(f"cannot read inputs: {e}")
+        raise UsageError(f"cannot read inputs: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     if not rows:
-        ap.error(f"no features found under {a.curated}/features")
+        raise UsageError(f"no features found under {a.curated}/features")
     result = evaluate(rows, truth, a.image_root)
+    if len(result["not_in_output"]) == len(truth):
+        # Scores over nothing would read as perfect (a 0.0-point spread).
+        example = f" (e.g. {join_root(a.image_root, truth[0]['image_path'])})" if truth else ""
+        raise UsageError(f"none of the {len(truth)} ground-truth images is in {a.curated}'s "
+                         f"{len(rows)} rows{example}: check --image_root")
     print(format_report(result))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=2)
-    return 0
+    return result
+
+
+def main(argv=None) -> int:
+    return cli_main(run, argv, prog="evaluate_curate")
 
 
 if __name__ == "__main__":

@@ -21,13 +21,15 @@ from collections import Counter, defaultdict
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.cli import UsageError, execute, main, new_pipeline, runs_on_dataflow
+from beam_jobs.cli import JobFailed, UsageError, execute, main, new_pipeline, runs_on_dataflow
 from beam_jobs.options import SharedOptions
 from schemas import examples as E
 from schemas import scin
 from schemas.policy import load_policy
 from transforms.example_step import PreprocessImages, record_batch_examples, to_example
+from transforms.inputs import decode_text, join_root, normalize_uri
 from transforms.label_join import DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords, curated_features, dead_letter
+from transforms.labels import BadLabelRow, plain_record
 from transforms.sharded_write import WriteSortedShards, jsonl_encoder, write_atomically
 from transforms.split_step import UNLABELED, AssignSplits
 from transforms.splits import SPLITS, parse_fractions
@@ -43,6 +45,8 @@ class MakeTFRecordsOptions(SharedOptions):
     Also --output (TFRecords, transform_fn, dataset_info.json), --scin_cases
     (with --scin_labels) and --image_root from SharedOptions.
     """
+
+    ignored_shared = ("input", "manifest", "policy", "allowed_roots")  # uses the packaged policy
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -105,6 +109,55 @@ def check_inputs(o: MakeTFRecordsOptions) -> None:
         missing = [c for c in columns if c not in [h.strip() for h in header.split(",")]]
         if missing:
             raise UsageError(f"--{flag} {path}: missing column(s) {', '.join(missing)}")
+    check_labels_meet_curated(o, features)
+
+
+def _read_csv(flag, path, columns) -> list[dict]:
+    with FileSystems.open(path) as f:
+        rows = scin.read_csv_rows(decode_text(f.read(), path), columns, path)
+    if not rows:
+        raise UsageError(f"--{flag} {path} has a header but no rows")
+    return rows
+
+
+def check_labels_meet_curated(o: MakeTFRecordsOptions, features: str) -> None:
+    """Local runs: one line when the labels and curate's rows have no accepted
+    image in common (a wrong --image_root, a header-only labels file),
+    instead of a run that makes 0 examples. Paths compare as the join does
+    (normalize_uri). Dataflow runs meet the same case at finalize."""
+    import pyarrow.parquet as pq
+    try:
+        if o.labels_csv:
+            named = []
+            for row in _read_csv("labels_csv", o.labels_csv, ("image_uri", "label")):
+                try:
+                    named.append(plain_record(row, o.image_root)["uri"])
+                except BadLabelRow:
+                    continue  # a dead letter at run time
+        else:
+            cases = _read_csv("scin_cases", o.scin_cases, scin.REQUIRED_CASE_COLUMNS)
+            labelled = {r[scin.CASE_ID] for r in _read_csv("scin_labels", o.scin_labels, scin.REQUIRED_LABEL_COLUMNS)}
+            named = [join_root(o.image_root, path) for c in cases if c[scin.CASE_ID] in labelled
+                     for path, _shot in scin.case_images(c)]
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    status = {}
+    for m in FileSystems.match([features])[0].metadata_list:
+        with FileSystems.open(m.path) as f:
+            table = pq.read_table(f, columns=["uri", "status"], use_threads=False)  # see evaluate_curate
+        status.update((normalize_uri(u), s) for u, s in zip(table["uri"].to_pylist(), table["status"].to_pylist()))
+    named = sorted({normalize_uri(u) for u in named})
+    found = [u for u in named if u in status]
+    if not found:
+        example = ""
+        if named and status:  # show the same file as both sides name it, if curate has it
+            name = "/" + named[0].rsplit("/", 1)[-1]
+            twin = next((u for u in sorted(status) if u.endswith(name)), min(status))
+            example = f"; e.g. the labels name {named[0]}, curate has {twin}"
+        raise UsageError(f"none of the {len(named)} images the labels name is among curate's {len(status)} "
+                         f"rows in {o.curated}{example} (check --image_root)")
+    if not any(status[u] == "accepted" for u in found):
+        raise UsageError(f"curate rejected all {len(found)} labelled images it has: nothing to train on")
 
 
 def _relabel(record, counts, min_count, policy):
@@ -123,9 +176,30 @@ def _monk_group(tone: int) -> str:
     return "unknown" if tone < 1 else "light" if tone <= 3 else "medium" if tone <= 6 else "dark"
 
 
+def _require_training_examples(output, cells, dead_counts) -> None:
+    """JobFailed (and no marker, not even an older run's) when the train split
+    is empty: tf.Transform would publish a placeholder vocabulary and a
+    trainer would have nothing to learn from."""
+    by_split = Counter()
+    for (split, _label, _group), n in cells:
+        by_split[split] += n
+    if by_split["train"]:
+        return
+    marker = FileSystems.join(output, MARKER)
+    if FileSystems.exists(marker):
+        FileSystems.delete([marker])
+    dead = ", ".join(f"{r} {n}" for r, n in sorted(dead_counts)) or "none"
+    if not sum(by_split.values()):
+        raise JobFailed(f"no image joined its label: 0 examples (dead letters: {dead}); "
+                        f"check --image_root and the label paths")
+    raise JobFailed(f"the train split is empty ({', '.join(f'{s} {n}' for s, n in sorted(by_split.items()))}; "
+                    f"dead letters: {dead}): too few labelled groups for --split_fractions")
+
+
 def _finalize(_, output, compression, class_counts, min_count, rare_policy, cells, shards,
               dead_counts, sources, published):
     """dataset_info.json (counts, shards, vocab, class weights), then the marker."""
+    _require_training_examples(output, cells, dead_counts)
     import tensorflow_transform as tft
     vocab = [v.decode() for v in tft.TFTransformOutput(output).vocabulary_by_name(E.LABEL_VOCAB)]
     def new_split():

@@ -6,14 +6,76 @@ here, and each job's own class adds the rest.
 """
 from __future__ import annotations
 
-from apache_beam.options.pipeline_options import PipelineOptions
+import difflib
+import sys
+
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 from beam_jobs.cli import UsageError
 from transforms.allowed_roots import AllowedRoots, default_roots, parse_roots
 
 
+class _OneLineParser(_BeamArgumentParser):
+    """argparse prints the whole usage and exits; the jobs report one line."""
+
+    def error(self, message):
+        if message.startswith("ambiguous option: "):
+            return  # as Beam's parser: not an error with allow_abbrev=False
+        raise UsageError(message)
+
+
+def _all_subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _all_subclasses(sub)
+
+
+def check_flags(options_cls, flags) -> None:
+    """UsageError for a flag neither Beam nor the job defines, or a bad value.
+
+    Beam only warns about unknown flags and runs with defaults, so a
+    misspelled `--dup_raduis 3` would silently do nothing. Known flags are
+    Beam's registered options plus the job's own classes; other jobs' options
+    (registered in the same global parser once imported) do not count.
+    """
+    if "-h" in flags or "--help" in flags:
+        return  # Beam's parser prints the job's usage
+    parser = _OneLineParser(allow_abbrev=False, add_help=False, conflict_handler="resolve")
+    own = [c for c in reversed(options_cls.__mro__) if isinstance(c, type) and issubclass(c, PipelineOptions)]
+    beam = [c for c in _all_subclasses(PipelineOptions) if not issubclass(c, SharedOptions)]
+    for cls in beam + own:  # own last: its types and choices win
+        if "_add_argparse_args" in vars(cls):
+            cls._add_argparse_args(parser)
+    given, unknown = parser.parse_known_args(flags)
+    for dest in getattr(options_cls, "ignored_shared", ()):
+        if getattr(given, dest, None) is not None:
+            raise UsageError(f"--{dest} is not an option of this job (it would be ignored)")
+    for arg in unknown:
+        if arg == "--":
+            break
+        name = arg.split("=", 1)[0]
+        if not name.startswith("-"):
+            raise UsageError(f"unexpected argument {arg!r} (options are --name value or --name=value)")
+        known = [s for a in parser._actions for s in a.option_strings]
+        # `--analysis-size` is meant as `--analysis_size`: compare with dashes as underscores.
+        close = difflib.get_close_matches("--" + name.lstrip("-").replace("-", "_"), known, n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UsageError(f"unknown option {name}{hint}")
+
+
 class SharedOptions(PipelineOptions):
-    """Input and output locations common to the jobs."""
+    """Input and output locations common to the jobs.
+
+    Constructing a job's options checks its flags (check_flags): an unknown
+    flag or a bad value is a one-line UsageError, not a warning.
+    """
+
+    # SharedOptions flags a job never reads; giving one is an error, not a no-op.
+    ignored_shared: tuple = ()
+
+    def __init__(self, flags=None, **kwargs):
+        check_flags(type(self), sys.argv[1:] if flags is None else list(flags))
+        super().__init__(flags, **kwargs)
 
     @classmethod
     def _add_argparse_args(cls, parser):

@@ -35,3 +35,16 @@ def ordered(reasons) -> list[str]:
     if unknown:
         raise ValueError(f"unknown reason codes: {sorted(unknown)}")
     return [r for r in REASONS if r in set(reasons)]
+
+# make_tfrecords' dead-letter codes: why a labelled or accepted image is not a
+# training example (its dead_letters/*.jsonl rows carry one of these).
+EXAMPLE_REASONS: dict[str, str] = {
+    "no_image": "the labels name an image curate's output has no row for",
+    "rejected_by_curate": "curate rejected the image (its reasons are the error text)",
+    "no_label_row": "curate accepted the image but no labels/cases row names it",
+    "conflicting_labels": "the labels list the image more than once with different labels",
+    "bad_metadata": "a labels/cases value or a curate feature cannot be used",
+    "unlabeled": "the case has no condition label (kept only with --keep_unlabeled)",
+    "rare_class": "the class has fewer than --min_class_count images and --rare_classes drop",
+    "unreadable": "the image could not be read or decoded when the example was made",
+}

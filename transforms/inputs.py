@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import posixpath
 from typing import NamedTuple, Optional
 
@@ -37,12 +38,26 @@ def join_root(root: str, path: str) -> str:
         posixpath.normpath(posixpath.join(root, path))
 
 
+def normalize_uri(uri: str, cwd: str | None = None) -> str:
+    """The form two listings of one image are compared in: local paths made
+    absolute (against cwd) and normalised, so `data/x.png`, `./data/x.png` and
+    `/abs/data/x.png` match; gs:// URIs are object names, compared as given."""
+    if "://" in uri:
+        return uri
+    return posixpath.normpath(posixpath.join(cwd or os.getcwd(), uri))
+
+
 def stem(uri: str) -> str:
     return posixpath.splitext(posixpath.basename(uri))[0]
 
 
-def parse_manifest(text: str, source: str = "manifest") -> list[ImageRef]:
-    """A CSV with a header (uri[,image_id][,case_id]) or JSONL of such objects."""
+def parse_manifest(text: str, source: str = "manifest", require_rows: bool = False) -> list[ImageRef]:
+    """A CSV with a header (uri[,image_id][,case_id]) or JSONL of such objects.
+
+    ValueError, in one line naming the file and line, for an empty manifest
+    or one that cannot be read as one; with require_rows, also for a header
+    without rows (curate: a job that silently curates nothing hides a failed
+    export; score decides for itself, see its --allow_empty)."""
     stripped = text.lstrip()
     if not stripped:
         # An empty list is far more likely a failed export than a night with
@@ -53,16 +68,26 @@ def parse_manifest(text: str, source: str = "manifest") -> list[ImageRef]:
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{source}: line {n} is not JSON: {e}") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{source}: line {n} is not a JSON object")
+                rows.append((n, row))
     else:
-        rows = list(csv.DictReader(io.StringIO(text)))
+        reader = csv.DictReader(io.StringIO(text))
+        header = [h.strip() for h in reader.fieldnames or []]
+        if not set(URI_COLUMNS) & set(header):
+            raise ValueError(f"{source}: row 1 has no uri: its header has no {'/'.join(URI_COLUMNS)} column "
+                             f"({', '.join(header)[:200]})")
+        rows = [(reader.line_num, {k.strip() if k else k: v for k, v in row.items()}) for row in reader]
+        if not rows and require_rows:
+            raise ValueError(f"{source} has a header but no rows")
     refs = []
-    for n, row in enumerate(rows, 1):
+    for n, row in rows:
         uri = next((str(row[c]).strip() for c in URI_COLUMNS if row.get(c)), "")
         if not uri:
-            raise ValueError(f"{source}: row {n} has no {'/'.join(URI_COLUMNS)} value")
+            raise ValueError(f"{source}: line {n} has no {'/'.join(URI_COLUMNS)} value")
         image_id = next((str(row[c]) for c in ID_COLUMNS if row.get(c)), None) or stem(uri)
         case_id = str(row["case_id"]) if row.get("case_id") else None
         refs.append(ImageRef(uri, image_id, case_id))
@@ -76,12 +101,34 @@ def parse_scin_cases(text: str, image_root: str, source: str = "scin_cases") -> 
         for path, _shot in scin.case_images(row):
             uri = join_root(image_root, path)
             refs.append(ImageRef(uri, stem(path), row[scin.CASE_ID]))
+    if not refs:
+        raise ValueError(f"{source} lists no images")  # as an empty manifest: a failed export
     return refs
 
 
+def decode_text(data: bytes, source: str) -> str:
+    """UTF-8 text (a BOM, as Excel writes, is dropped); one-line ValueError otherwise."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{source} is not UTF-8 text (byte {e.start}: {e.reason}); "
+                         f"save it as UTF-8") from None
+
+
 def read_text(readable_file) -> str:
-    """A fileio.ReadableFile's whole content as text (a BOM, as Excel writes, is dropped)."""
-    return readable_file.read().decode("utf-8-sig")
+    """A fileio.ReadableFile's whole content as text (see decode_text)."""
+    return decode_text(readable_file.read(), readable_file.metadata.path)
+
+
+def input_glob(pattern: str | None) -> str | None:
+    """--input as a glob: a folder (a local directory, or any path ending
+    in '/') means every file under it, as a user naming a folder expects;
+    Beam would otherwise match the folder itself and read nothing."""
+    if not pattern or any(c in pattern for c in "*?["):
+        return pattern
+    if pattern.endswith("/") or ("://" not in pattern and os.path.isdir(pattern)):
+        return pattern.rstrip("/") + "/**"
+    return pattern
 
 
 class ReadImageRefs(beam.PTransform):
@@ -109,7 +156,8 @@ class ReadImageRefs(beam.PTransform):
                 pbegin
                 | "MatchManifest" >> fileio.MatchFiles(self.manifest, EmptyMatchTreatment.DISALLOW)
                 | "ReadManifest" >> fileio.ReadMatches(compression=CompressionTypes.UNCOMPRESSED)
-                | "ParseManifest" >> beam.FlatMap(lambda f: parse_manifest(read_text(f), f.metadata.path)))
+                | "ParseManifest" >> beam.FlatMap(
+                    lambda f: parse_manifest(read_text(f), f.metadata.path, require_rows=True)))
         if self.scin_cases:
             root = self.image_root
             sources.append(
@@ -128,8 +176,12 @@ _duplicate_listings = Metrics.counter("curate", "duplicate_listings")
 
 
 def _first_listing(kv) -> ImageRef:
-    _uri, refs = kv
-    refs = sorted(refs, key=lambda r: (r.case_id or "", r.image_id or ""))
+    uri, refs = kv
+    # The listing that says most wins: one with a case id, then one with an
+    # explicit image id (a glob only knows the file stem), so a URI given by
+    # both --input and --manifest keeps the manifest's ids. Ties: smallest ids.
+    refs = sorted(refs, key=lambda r: (r.case_id is None, r.image_id in (None, stem(uri)),
+                                       r.case_id or "", r.image_id or ""))
     if len(refs) > 1:
         _duplicate_listings.inc(len(refs) - 1)
     return refs[0]

@@ -8,6 +8,8 @@ JoinLabels       -> labelled records ready for splitting, or dead letters
 """
 from __future__ import annotations
 
+import os
+
 import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
@@ -17,7 +19,7 @@ from apache_beam.metrics import Metrics
 
 from schemas import examples as E
 from schemas import scin
-from transforms.inputs import join_root, read_text
+from transforms.inputs import join_root, normalize_uri, read_text
 from transforms.labels import BadLabelRow, plain_record, scin_image_records
 
 DEAD = "dead"
@@ -145,6 +147,11 @@ class _Join(beam.DoFn):
     def process(self, kv):
         uri, g = kv
         rows, records = list(g["curated"]), list(g["labels"])
+        # Listed twice (a labels CSV repeating an image, or two SCIN cases
+        # naming one path): the same label is one record, picked by group so
+        # the choice does not depend on arrival order; different labels are
+        # a conflict no rule can settle, reported below.
+        records = sorted(records, key=lambda r: (r["group_id"], r["case_id"] or ""))
         record = records[0] if records else None
         case_id = record["case_id"] if record else None
         if not rows:
@@ -158,6 +165,13 @@ class _Join(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
                 uri, "rejected_by_curate", ",".join(row["reasons"]), case_id))
             return
+        labels = sorted({str(r["label"]) for r in records})
+        if len(labels) > 1:
+            self._count("dead_conflicting_labels")
+            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
+                uri, "conflicting_labels",
+                f"listed {len(records)} times with different labels: {', '.join(labels)}"[:500], case_id))
+            return
         if record is None:
             self._count("dead_no_label_row")
             yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
@@ -169,7 +183,7 @@ class _Join(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
                 uri, "bad_metadata", f"curate features missing: {', '.join(missing)}", case_id))
             return
-        merged = dict(record, cluster_id=row["cluster_id"], **{k: float(row[k]) for k in E.NUMERIC})
+        merged = dict(record, uri=uri, cluster_id=row["cluster_id"], **{k: float(row[k]) for k in E.NUMERIC})
         if merged["label"] is None:
             self._count("unlabeled")
             if not self.keep_unlabeled:
@@ -180,14 +194,23 @@ class _Join(beam.DoFn):
 
 
 class JoinLabels(beam.PTransform):
-    """CoGroup curate rows and label records by uri -> usable records (+ dead)."""
+    """CoGroup curate rows and label records by uri -> usable records (+ dead).
 
-    def __init__(self, keep_unlabeled: bool):
+    Both sides are keyed by normalize_uri, relative local paths resolved
+    against the launcher's working directory (captured here, at construction):
+    a labels CSV naming `data/x.png` meets curate's `/abs/data/x.png`.
+    """
+
+    def __init__(self, keep_unlabeled: bool, cwd: str | None = None):
         super().__init__()
         self.keep_unlabeled = keep_unlabeled
+        self.cwd = cwd or os.getcwd()
 
     def expand(self, pcolls):
         curated, labels = pcolls
+        cwd = self.cwd
+        curated = curated | "NormalizeCuratedUris" >> beam.Map(lambda kv: (normalize_uri(kv[0], cwd), kv[1]))
+        labels = labels | "NormalizeLabelUris" >> beam.Map(lambda kv: (normalize_uri(kv[0], cwd), kv[1]))
         return ({"curated": curated, "labels": labels}
                 | "CoGroupByUri" >> beam.CoGroupByKey()
                 | "Align" >> beam.ParDo(_Join(self.keep_unlabeled)).with_outputs(DEAD, main="records"))

@@ -1,0 +1,244 @@
+"""Issue 12: inputs that used to be ignored or silently dropped.
+
+Misspelled flags and bad values, unusable outputs and broken manifests are
+one-line errors before any work; a folder given as --input is read; the
+manifest's ids survive a URI also matched by --input; make_tfrecords refuses
+an empty dataset, matches relative and absolute paths and dead-letters an
+image listed with two labels; evaluate_curate refuses to score nothing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+
+import pytest
+
+from beam_jobs import curate, evaluate_curate, make_tfrecords, score
+from beam_jobs.cli import main
+from beam_jobs.evaluate_curate import load_features
+from schemas.examples import dataset_info
+from schemas.reasons import EXAMPLE_REASONS
+from transforms.splits import split_of
+
+
+def _one_line_error(capsys, prog, message):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"{prog}: error:") and message in err and "\n" not in err, err
+    return err
+
+
+# -- flags: the shared CLI layer ---------------------------------------------------
+
+IN = ["--input", "/nonexistent/*.jpg", "--output", "/tmp/never"]
+SCORE = ["--input", "/nonexistent/*.jpg", "--model_uri", "/nonexistent/m", "--output", "/tmp/never"]
+TFR = ["--curated", "/nonexistent/c", "--labels_csv", "x.csv", "--output", "/tmp/never"]
+
+
+@pytest.mark.parametrize("job, args, message", [
+    (curate, IN + ["--dup_raduis", "3"], "unknown option --dup_raduis (did you mean --dup_radius?)"),
+    (curate, IN + ["--analysis-size", "128"], "unknown option --analysis-size (did you mean --analysis_size?)"),
+    (curate, IN + ["--dup_radius", "three"], "argument --dup_radius: invalid int value: 'three'"),
+    (curate, IN + ["--model_uri", "m"], "unknown option --model_uri"),  # another job's flag
+    (curate, IN + ["stray"], "unexpected argument 'stray'"),
+    (curate, IN + ["--direct_num_workers", "two"], "argument --direct_num_workers: invalid int value"),
+    (make_tfrecords, TFR + ["--rare_classes", "keep"], "argument --rare_classes: invalid choice: 'keep'"),
+    (make_tfrecords, TFR + ["--image-size=64"], "unknown option --image-size (did you mean --image_size?)"),
+    (make_tfrecords, TFR + ["--policy", "p.json"], "--policy is not an option of this job"),
+    (score, SCORE + ["--topk", "2"], "unknown option --topk (did you mean --top_k?)"),
+    (score, SCORE + ["--quality_gate", "maybe"], "argument --quality_gate: invalid choice: 'maybe'"),
+    (evaluate_curate, ["--curated", "c", "--ground_truth", "g", "--image_root", "r", "--jsn", "x"],
+     "unrecognized arguments: --jsn x"),
+    (evaluate_curate, ["--curated", "c"], "the following arguments are required"),
+])
+def test_unknown_flags_and_bad_values_are_one_line_errors(job, args, message, capsys):
+    run = job.run
+    assert main(run, args, prog="job") == 2
+    _one_line_error(capsys, "job", message)
+
+
+def test_help_still_prints_the_usage(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        curate.run(["--help"])
+    assert exit_.value.code == 0 and "--dup_radius" in capsys.readouterr().out
+
+
+def test_beam_options_pass_through_and_a_folder_input_keeps_manifest_ids(sample_dir, tmp_path):
+    """--input naming a folder reads every file under it (it used to match the
+    folder itself: one `unreadable` row); a URI also listed in --manifest keeps
+    the manifest's image_id and case_id (the glob's listing used to win).
+    Beam's own flags still pass the unknown-flag check."""
+    folder = tmp_path / "uploads"
+    (folder / "sub").mkdir(parents=True)
+    images = sorted((sample_dir / "dataset" / "images").glob("*.jpg"))[:3]
+    for i, p in enumerate(images):
+        shutil.copy(p, (folder / "sub" if i == 2 else folder) / p.name)
+    listed = str(folder / images[0].name)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"uri,image_id,case_id\n{listed},img-0,case-7\n")
+    out = tmp_path / "out"
+    curate.run(["--input", str(folder), "--manifest", str(manifest), "--output", str(out),
+                "--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory",
+                "--experiments=issue12", "--temp_location", str(tmp_path / "tmp"), "--project=p",
+                "--region=us-central1"])
+    rows = load_features(str(out))
+    assert set(rows) == {listed, str(folder / images[1].name), str(folder / "sub" / images[2].name)}
+    assert all(r["reasons"] != ["unreadable"] for r in rows.values())
+    assert (rows[listed]["image_id"], rows[listed]["case_id"]) == ("img-0", "case-7")
+
+
+def test_an_input_folder_on_gcs_without_a_slash_is_a_one_line_error(gcs_sample, capsys):
+    args = ["--input", f"{gcs_sample}/dataset/images", "--output", "/tmp/never"]
+    assert main(curate.run, args, prog="curate") == 2
+    _one_line_error(capsys, "curate", f"is a folder: end it with / or give a glob ({gcs_sample}/dataset/images/**)")
+
+
+# -- bad manifests and outputs: one line, before any work ---------------------------
+
+@pytest.mark.parametrize("content, message", [
+    (b"uri,image_id,case_id\n", "has a header but no rows"),
+    (b"\xef\xbb\xbfuri,case_id\r\n", "has a header but no rows"),
+    (b"path_to_image,case\n/a.jpg,1\n", "its header has no uri/image_uri/path/gcs_path column (path_to_image, case)"),
+    (b"name\n", "its header has no uri/image_uri/path/gcs_path column (name)"),
+    (b'{"uri": "/a.jpg"}\n{"uri": "/b.jpg",\n', "line 2 is not JSON"),
+    (b'{"uri": "/a.jpg"}\n["/b.jpg"]\n', "line 2 is not a JSON object"),
+    (b'{"uri": "/a.jpg"}\n{"uri": ""}\n', "line 2 has no uri/image_uri/path/gcs_path value"),
+    (b"uri,case_id\n/a.jpg,1\n,2\n", "line 3 has no uri/image_uri/path/gcs_path value"),
+    ("uri\n/a.jpg\n".encode("utf-16"), "is not UTF-8 text"),
+    (b"uri\n/caf\xe9.jpg\n", "is not UTF-8 text"),
+])
+def test_a_bad_manifest_is_a_one_line_error_before_launch(content, message, tmp_path, capsys):
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(content)
+    out = tmp_path / "out"
+    assert main(curate.run, ["--manifest", str(manifest), "--output", str(out)], prog="curate") == 2
+    _one_line_error(capsys, "curate", message)
+    assert not out.exists()
+
+
+def test_a_header_only_scin_cases_file_is_a_one_line_error(labelled, tmp_path, capsys):
+    cases = tmp_path / "cases.csv"
+    cases.write_text((labelled / "dataset" / "scin_cases.csv").read_text().splitlines()[0] + "\n")
+    args = ["--scin_cases", str(cases), "--image_root", str(labelled), "--output", str(tmp_path / "o")]
+    assert main(curate.run, args, prog="curate") == 2
+    _one_line_error(capsys, "curate", "lists no images")
+
+
+def test_an_unusable_output_fails_before_any_work(sample_dir, curated, tmp_path, capsys):
+    from beam_jobs.train_baseline import build_model
+    from schemas.model_bundle import write_bundle
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    images = str(sample_dir / "dataset" / "images" / "*.jpg")
+    assert main(curate.run, ["--input", images, "--output", str(a_file)], prog="curate") == 2
+    _one_line_error(capsys, "curate", f"--output {a_file} is a file, not a directory")
+    assert main(curate.run, ["--input", images, "--output", str(a_file / "run")], prog="curate") == 2
+    _one_line_error(capsys, "curate", f"--output {a_file / 'run'}: {a_file} is a file, not a directory")
+    labels = tmp_path / "labels.csv"
+    accepted = next(u for u, r in load_features(str(curated)).items() if r["status"] == "accepted")
+    labels.write_text(f"image_uri,label\n{accepted},A\n")
+    args = ["--curated", str(curated), "--labels_csv", str(labels), "--output", str(a_file)]
+    assert main(make_tfrecords.run, args, prog="make_tfrecords") == 2
+    _one_line_error(capsys, "make_tfrecords", "is a file, not a directory")
+    write_bundle(str(tmp_path / "m"), build_model(32, 2), {"label_vocabulary": ["a", "b"], "version": "v1",
+                                                             "image_size": 32})
+    args = ["--input", images, "--model_uri", str(tmp_path / "m"), "--output", str(a_file)]
+    assert main(score.run, args, prog="score") == 2
+    _one_line_error(capsys, "score", "is a file, not a directory")
+    assert a_file.read_text() == "not a folder"
+
+
+# -- make_tfrecords: empty datasets, path forms, conflicting labels -------------------
+
+def _tfr(curated, out, labels, *extra):
+    return ["--curated", str(curated), "--labels_csv", str(labels), "--output", str(out),
+            "--image_size", "32", "--min_class_count", "1", *extra]
+
+
+def test_make_tfrecords_refuses_labels_that_meet_no_curated_image(labelled, curated, tmp_path, capsys):
+    ds = labelled / "dataset"
+    wrong_root = ["--curated", str(curated), "--scin_cases", str(ds / "scin_cases.csv"),
+                  "--scin_labels", str(ds / "scin_labels.csv"), "--image_root", str(tmp_path),
+                  "--output", str(tmp_path / "o")]
+    assert main(make_tfrecords.run, wrong_root, prog="make_tfrecords") == 2
+    err = _one_line_error(capsys, "make_tfrecords", "images the labels name is among curate's")
+    named, has = re.search(r"the labels name (\S+), curate has (\S+) ", err).groups()
+    assert named.startswith(str(tmp_path)) and has.startswith(str(labelled)) and "check --image_root" in err
+    assert os.path.basename(named) == os.path.basename(has)  # one file, as each side names it
+    header_only = tmp_path / "labels.csv"
+    header_only.write_text("image_uri,label,group_id\n")
+    assert main(make_tfrecords.run, _tfr(curated, tmp_path / "o", header_only), prog="make_tfrecords") == 2
+    _one_line_error(capsys, "make_tfrecords", f"--labels_csv {header_only} has a header but no rows")
+    rejected = sorted(u for u, r in load_features(str(curated)).items() if r["status"] == "rejected")[:3]
+    only_rejected = tmp_path / "rejected.csv"
+    only_rejected.write_text("image_uri,label\n" + "".join(f"{u},A\n" for u in rejected))
+    assert main(make_tfrecords.run, _tfr(curated, tmp_path / "o", only_rejected), prog="make_tfrecords") == 2
+    _one_line_error(capsys, "make_tfrecords", "curate rejected all 3 labelled images it has")
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_empty_train_split_fails_at_finalize_without_a_marker(curated, tmp_path, capsys):
+    """One labelled image whose group hashes to validation: the pipeline runs
+    (nothing up front can know the split) and refuses at finalize, in one line,
+    removing an older run's marker."""
+    fractions = {"train": 0.8, "validation": 0.1, "test": 0.1}
+    group = next(f"g{i}" for i in range(100) if split_of(f"group:g{i}", fractions) == "validation")
+    accepted = sorted(u for u, r in load_features(str(curated)).items() if r["status"] == "accepted")[0]
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"image_uri,label,group_id\n{accepted},A,{group}\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "_SUCCESS").write_text("{}")  # an earlier run's
+    assert main(make_tfrecords.run, _tfr(curated, out, labels), prog="make_tfrecords") == 1
+    _one_line_error(capsys, "make_tfrecords", "the train split is empty (validation 1")
+    assert not (out / "_SUCCESS").exists() and not (out / "dataset_info.json").exists()
+
+
+def test_relative_label_paths_meet_absolute_curate_uris_and_conflicts_are_dead_letters(
+        curated, tmp_path, monkeypatch):
+    """Labels name curate's absolute URIs by paths relative to the working
+    directory: they join. An image listed twice with different labels is a
+    `conflicting_labels` dead letter (the first row used to win); listed twice
+    with one label, it is one example."""
+    accepted = sorted(u for u, r in load_features(str(curated)).items() if r["status"] == "accepted")[:10]
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(accepted[0])))
+    rel = [os.path.relpath(u) for u in accepted]
+    assert not any(r.startswith("/") for r in rel)
+    lines = [f"./{r},{'A' if i % 2 else 'B'},g{i}" for i, r in enumerate(rel)]
+    lines += [f"{accepted[0]},C,g0", f"{accepted[1]},A,g1"]  # 0: B then C (conflict); 1: A twice
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image_uri,label,group_id\n" + "\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    make_tfrecords.run(_tfr(curated, out, labels, "--split_fractions", "0.6,0.2,0.2"))
+    info = dataset_info(str(out))
+    assert sum(s["examples"] for s in info["splits"].values()) == len(accepted) - 1
+    dead = [json.loads(l) for f in (out / "dead_letters").glob("*.jsonl") for l in f.read_text().splitlines()]
+    mine = [d for d in dead if d["uri"] in accepted]  # the others: accepted but unlabelled here
+    assert [(d["uri"], d["reason"]) for d in mine] == [(accepted[0], "conflicting_labels")]
+    assert "different labels: B, C" in mine[0]["error"]
+    assert set(info["dead_letters"]) <= set(EXAMPLE_REASONS)
+    assert (out / "_SUCCESS").exists()
+
+
+# -- evaluate_curate ---------------------------------------------------------------------
+
+def test_evaluate_curate_refuses_to_score_nothing(labelled, curated, tmp_path, capsys):
+    args = ["--curated", str(curated), "--ground_truth", str(labelled / "ground_truth.csv")]
+    assert evaluate_curate.main(args + ["--image_root", str(tmp_path)]) == 2  # the module's entry point
+    _one_line_error(capsys, "evaluate_curate", "ground-truth images is in")
+    relative_root = os.path.relpath(str(labelled))  # relative root, absolute curate URIs: still meet
+    result = evaluate_curate.run(args + ["--image_root", relative_root])
+    assert not result["not_in_output"]
+
+
+def test_evaluate_curate_reports_no_spread_from_fewer_than_two_tones():
+    """One tone's rejection rate has no spread: the report says n/a, not 0.0 points."""
+    from beam_jobs.evaluate_curate import evaluate, format_report
+    rows = {"/root/a.jpg": {"status": "accepted", "reasons": []}}
+    truth = [{"image_path": "a.jpg", "expected_reasons": "", "expected_status": "accepted", "monk_tone": "3"},
+             {"image_path": "b.jpg", "expected_reasons": "", "expected_status": "accepted", "monk_tone": "9"}]
+    result = evaluate(rows, truth, "/root")
+    report = format_report(result)
+    assert result["fairness_spread_pp"] is None and "0.0 percentage points" not in report
+    assert "spread across tones: n/a" in report and "not in the curate output: 1" in report
