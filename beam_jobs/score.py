@@ -34,11 +34,10 @@ from beam_jobs.cli import UsageError, execute, main, new_pipeline
 from beam_jobs.options import SharedOptions, allowed_roots
 from schemas import predictions as P
 from schemas.policy import load_policy
-from transforms.allowed_roots import REASON as ROOT_REASON
 from transforms.decode import ImageRejected
 from transforms.inference import KerasBundleHandler, top_k
 from transforms.prefetch import PrefetchingDoFn
-from transforms.read import Missing, read_bytes
+from transforms.read import Missing, Refused, read_bytes
 from transforms.score_prep import prepare
 from transforms.sharded_write import WriteGroupedShards, jsonl_encoder, parquet_encoder, shard_name, write_atomically
 
@@ -187,14 +186,13 @@ class _Prepare(PrefetchingDoFn):
 
     def work(self, item) -> list:
         partition, uri = item
-        refusal = self.allowed.refusal(uri)
-        if refusal:
+        try:
+            data, _retries = read_bytes(uri, allowed=self.allowed, max_bytes=self.policy.max_bytes)
+            reasons, array = prepare(data, self.policy, gate=self.gate, **self.settings)
+        except Refused as e:  # never read: outside the roots, a special file, over max_bytes
             self.failed.inc()
             return [beam.pvalue.TaggedOutput(DONE, _row(uri, partition, self.version, "failed", self.scored_at,
-                                                        reasons=[ROOT_REASON], error=refusal))]
-        try:
-            data, _retries = read_bytes(uri)
-            reasons, array = prepare(data, self.policy, gate=self.gate, **self.settings)
+                                                        reasons=[e.reason], error=str(e)))]
         except Exception as e:  # unreadable input, or a bug: a row either way, never a lost image
             if not isinstance(e, (Missing, ImageRejected, OSError, ValueError)):
                 self.internal.inc()
