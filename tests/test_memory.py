@@ -129,3 +129,26 @@ def test_reads_stop_at_max_bytes_locally_and_over_gcs(tmp_path, gcs_emulator):
     assert e.value.reason == "too_large"
     assert read_bytes("gs://limits/exact.bin", allowed=allowed, max_bytes=1000)[0] == b"z" * 1000
     assert read_bytes("gs://limits/empty.bin", allowed=allowed, max_bytes=1000)[0] == b""
+
+
+def test_curate_refuses_a_listed_oversize_gcs_object_without_requesting_it(gcs_emulator, sample_dir, tmp_path):
+    """The glob's listing gives each object's size: one over max_bytes is
+    too_large without a single request for its bytes."""
+    from fault_proxy import FaultProxy
+    from beam_jobs import curate
+    policy = json.loads((ROOT / "schemas" / "quality_policy.json").read_text())
+    policy["max_bytes"]["value"] = 200_000
+    (tmp_path / "policy.json").write_text(json.dumps(policy))
+    photo = sorted((sample_dir / "dataset" / "images").glob("*.jpg"))[0]
+    gcs_emulator.create_bucket("listed")
+    bucket = gcs_emulator.client().bucket("listed")
+    bucket.blob("up/ok.jpg").upload_from_filename(str(photo))
+    bucket.blob("up/big.jpg").upload_from_string(photo.read_bytes() + b"\0" * 300_000)
+    with FaultProxy(gcs_emulator.host) as proxy, proxy.as_storage_host():
+        curate.run(["--input", "gs://listed/up/*.jpg", "--policy", str(tmp_path / "policy.json"),
+                    "--output", str(tmp_path / "o")])
+        asked = [path for method, path, _ in proxy.log if method == "GET" and "big.jpg" in path and "alt=media" in path]
+    rows = {pathlib.Path(u).name: r for u, r in load_features(str(tmp_path / "o")).items()}
+    assert rows["big.jpg"]["reasons"] == ["too_large"] and "listed at" in rows["big.jpg"]["error"]
+    assert rows["ok.jpg"]["error"] is None
+    assert not asked, asked

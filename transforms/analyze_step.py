@@ -33,7 +33,7 @@ class _AnalyzeDoFn(beam.DoFn):
 
     def process(self, ref: ImageRef):
         ids = {"image_id": ref.image_id, "case_id": ref.case_id}
-        row, thumb = self._read_and_analyze(ref.uri, ids)
+        row, thumb = self._read_and_analyze(ref.uri, ids, ref.size)
         self.images.inc()
         self.progress.tick(row["status"] == "rejected")
         yield row
@@ -41,10 +41,11 @@ class _AnalyzeDoFn(beam.DoFn):
             label = row["reasons"][0] if row["reasons"] else "accepted"
             yield beam.pvalue.TaggedOutput(EXAMPLES, (label, (row["sha256"], row["uri"], thumb)))
 
-    def _read_and_analyze(self, uri: str, ids: dict):
+    def _read_and_analyze(self, uri: str, ids: dict, listed_size: int | None = None):
         """(row, thumbnail or None); input failures and bugs become rows too."""
         try:
-            data, retries = read_bytes(uri, allowed=self.allowed, max_bytes=self.policy.max_bytes)
+            data, retries = read_bytes(uri, allowed=self.allowed, max_bytes=self.policy.max_bytes,
+                                       listed_size=listed_size)
             self.retries.inc(retries)
             self.bytes_read.inc(len(data))
         except Refused as e:  # never read (or not past max_bytes)

@@ -193,13 +193,14 @@ class _CappedSink(io.BytesIO):
         return super().write(b)
 
 
-def read_bytes(uri: str, *, allowed, max_bytes: int | None = None, attempts: int = 3,
-               first_delay: float = 0.2, deadline: float = 120.0) -> tuple[bytes, int]:
+def read_bytes(uri: str, *, allowed, max_bytes: int | None = None, listed_size: int | None = None,
+               attempts: int = 3, first_delay: float = 0.2, deadline: float = 120.0) -> tuple[bytes, int]:
     """Return (bytes, retries used). Raises Refused, Missing, or the last I/O error.
 
     `allowed` (transforms.allowed_roots.AllowedRoots, required so that no
     caller can forget it) decides where reads may go; `max_bytes` caps what is
-    read (None: no cap). Refusals are never retried and read nothing.
+    read (None: no cap), and a `listed_size` (from a listing) over it is
+    refused before any request. Refusals are never retried and read nothing.
 
     Transient errors (throttling, resets) are retried with exponential backoff;
     a missing object is not, since retrying cannot make it appear. gs:// reads
@@ -212,6 +213,8 @@ def read_bytes(uri: str, *, allowed, max_bytes: int | None = None, attempts: int
     refusal = allowed.refusal(uri)  # scheme, '..', roots (local: resolved)
     if refusal:
         raise Refused(OUTSIDE, refusal)
+    if max_bytes is not None and listed_size is not None and listed_size > max_bytes:
+        raise Refused(TOO_LARGE, f"listed at {listed_size} bytes, over max_bytes {max_bytes}")
     if uri.startswith("gs://"):
         try:
             return _read_gcs(uri, deadline, first_delay, max_bytes)
