@@ -20,6 +20,7 @@ from beam_jobs.cli import UsageError, execute, main, new_pipeline, runs_on_dataf
 from beam_jobs.options import SharedOptions, allowed_roots
 from schemas import features as F
 from schemas.policy import load_policy
+from transforms.allowed_roots import AllowedRoots
 from transforms.analyze_step import AnalyzeImages
 from transforms.duplicates import ClusterDuplicates
 from transforms.inputs import ReadImageRefs, decode_text, input_glob, parse_manifest, parse_scin_cases
@@ -99,7 +100,8 @@ def check_inputs_exist(options: CurateOptions) -> None:
             if meta.size_in_bytes == 0:
                 raise UsageError(f"--{flag} {meta.path} is empty")
             try:
-                data, _retries = read_bytes(meta.path)  # retried as the pipeline's reads are
+                # The operator names this file: no roots, but only a regular file (a FIFO would hang).
+                data, _retries = read_bytes(meta.path, allowed=AllowedRoots([]))  # retried as the pipeline's reads are
             except Exception as e:
                 raise UsageError(f"--{flag} {meta.path}: cannot read: {type(e).__name__}") from None
             try:

@@ -22,7 +22,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli import JobFailed, UsageError, execute, main, new_pipeline, runs_on_dataflow
-from beam_jobs.options import SharedOptions
+from beam_jobs.options import SharedOptions, allowed_roots
 from schemas import examples as E
 from schemas import scin
 from schemas.policy import load_policy
@@ -46,7 +46,9 @@ class MakeTFRecordsOptions(SharedOptions):
     (with --scin_labels) and --image_root from SharedOptions.
     """
 
-    ignored_shared = ("input", "manifest", "policy", "allowed_roots")  # uses the packaged policy
+    # It uses the packaged policy and reads images only through --image_root /
+    # the curated URIs, which --allowed_roots bounds.
+    ignored_shared = ("input", "manifest", "policy")
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -69,6 +71,7 @@ def validate(o: MakeTFRecordsOptions) -> dict:
     """One-line UsageError for bad options; returns the split fractions."""
     if not o.curated or not o.output:
         raise UsageError("--curated and --output are required")
+    allowed_roots(o)  # a bad --allowed_roots fails here, before any work
     if bool(o.labels_csv) == bool(o.scin_cases or o.scin_labels):
         raise UsageError("give either --scin_cases with --scin_labels, or --labels_csv")
     if (o.scin_cases or o.scin_labels) and not (o.scin_cases and o.scin_labels):
@@ -261,7 +264,7 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict) -> beam.Pipeline:
     from transforms.tft_preprocessing import preprocessing_fn
 
     out = o.output
-    max_pixels = load_policy().max_pixels
+    policy = load_policy(with_model=False)
     p = new_pipeline(o)
     curated = p | "ReadCurated" >> ReadCuratedRows(o.curated)
     labels = p | "ReadLabels" >> ReadLabelRecords(o.image_root, o.scin_cases, o.scin_labels, o.labels_csv,
@@ -277,7 +280,8 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict) -> beam.Pipeline:
         policy=o.rare_classes).with_outputs(DEAD, main="records")
     split_records = kept.records | "AssignSplits" >> AssignSplits(fractions)
     examples = split_records | "PreprocessImages" >> PreprocessImages(
-        o.image_size, o.crop_fraction, o.jpeg_quality, max_pixels)
+        o.image_size, o.crop_fraction, o.jpeg_quality, policy.max_pixels, allowed_roots(o),
+        policy.max_bytes, policy.max_decode_bytes)
 
     schema = schema_utils.schema_from_feature_spec(E.raw_feature_spec())
     coder = tfxio.TFExampleBeamRecord(physical_format="inmem", telemetry_descriptors=["skin"], schema=schema)

@@ -84,7 +84,7 @@ class SharedOptions(PipelineOptions):
         parser.add_argument("--policy", help="Quality policy JSON (default: the packaged schemas/quality_policy.json).")
         parser.add_argument("--output", help="Output directory, local or gs://.")
         parser.add_argument("--scin_cases", help="SCIN scin_cases.csv; image_{1,2,3}_path are resolved against --image_root.")
-        parser.add_argument("--allowed_roots", help="Comma-separated URI prefixes (gs://bucket/prefix or local dirs) images may be read from; other URIs, '..' paths and other schemes become dead letters with reason outside_allowed_root. Default: the roots the job was given (--image_root, the --input glob's directory, a gs:// --manifest's bucket).")
+        parser.add_argument("--allowed_roots", help="Comma-separated URI prefixes (gs://bucket/prefix or local dirs) images may be read from; other URIs, '..' paths and other schemes become dead letters with reason outside_allowed_root. Local paths are judged after resolving symlinks, and only regular files are read (not_a_regular_file otherwise). Default: the roots the job was given (--image_root, the --input glob's directory, a gs:// --manifest's bucket, a local --manifest's folder).")
         parser.add_argument("--image_root", help="Root that relative image paths are resolved against (local dir or gs:// prefix).")
 
 

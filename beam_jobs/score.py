@@ -40,11 +40,10 @@ from beam_jobs.cli import UsageError, execute, main, new_pipeline, runs_on_dataf
 from beam_jobs.options import SharedOptions, allowed_roots
 from schemas import predictions as P
 from schemas.policy import load_policy
-from transforms.allowed_roots import REASON as ROOT_REASON
 from transforms.decode import ImageRejected
 from transforms.inference import KerasBundleHandler, first_line, top_k
 from transforms.prefetch import PrefetchingDoFn
-from transforms.read import Missing, read_bytes
+from transforms.read import Missing, Refused, read_bytes
 from transforms.score_prep import prepare
 from transforms.sharded_write import WriteGroupedShards, jsonl_encoder, parquet_encoder, shard_name, write_atomically
 
@@ -280,11 +279,10 @@ class _Prepare(PrefetchingDoFn):
 
     def work(self, item) -> list:
         partition, uri = item
-        refusal = self.allowed.refusal(uri)
-        if refusal:
-            return self._failed(partition, uri, ROOT_REASON, refusal)
         try:
-            data, _retries = read_bytes(uri)
+            data, _retries = read_bytes(uri, allowed=self.allowed, max_bytes=self.policy.max_bytes)
+        except Refused as e:  # never read: outside the roots, a special file, over max_bytes
+            return self._failed(partition, uri, e.reason, str(e))
         except Missing as e:
             return self._failed(partition, uri, "missing", str(e))
         except Exception as e:  # I/O still failing after retries

@@ -23,6 +23,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import sys
 import time
 
@@ -128,15 +129,23 @@ def describe_photos(rows: list[dict]) -> tuple[list[dict], list[str]]:
     Photos that cannot be read or decoded are left out and named, never silently.
     """
     from schemas.policy import load_policy
+    from transforms.allowed_roots import AllowedRoots, scheme_of
     from transforms.decode import ImageRejected, decode
     from transforms.quality import to_analysis_size
+    from transforms.read import Missing, Refused, read_bytes
     policy = load_policy(with_model=False)  # the model is what is being made
+    # The operator's own label files name the photos: no roots (and relative
+    # local paths made absolute, so '../photos' works), but still only regular
+    # files (a FIFO would hang the trainer), never past max_bytes or max_decode_bytes.
+    anywhere = AllowedRoots([])
     kept, failed = [], []
     for r in rows:
+        uri = os.path.abspath(r["uri"]) if scheme_of(r["uri"]) is None else r["uri"]
         try:
-            d = decode(_read(r["uri"]), analysis_short_side=policy.analysis_short_side,
-                       max_pixels=policy.max_pixels)
-        except (ImageRejected, OSError, ValueError) as e:
+            data, _retries = read_bytes(uri, allowed=anywhere, max_bytes=policy.max_bytes)
+            d = decode(data, analysis_short_side=policy.analysis_short_side,
+                       max_pixels=policy.max_pixels, max_decode_bytes=policy.max_decode_bytes)
+        except (ImageRejected, Refused, Missing, OSError, ValueError) as e:
             failed.append(f"{r['uri']}: {e}")
             continue
         image = to_analysis_size(d.image, policy.analysis_short_side)

@@ -41,6 +41,7 @@ def _one_size(cases: int, repeats: int) -> dict:
     """Curate once (untimed), then time make_tfrecords and the baseline."""
     from schemas.examples import dataset_info
     from transforms.preprocess import preprocess_to_jpeg
+    from transforms.allowed_roots import AllowedRoots
     from transforms.read import read_bytes
 
     root = sample_set(cases, seed=5, size=(640, 480))
@@ -64,7 +65,7 @@ def _one_size(cases: int, repeats: int) -> dict:
         written = written or _example_uris(work / "out_gzip")
         t = time.perf_counter()
         for uri in written:
-            preprocess_to_jpeg(read_bytes(uri)[0])
+            preprocess_to_jpeg(read_bytes(uri, allowed=AllowedRoots([str(root)]))[0])
         baseline_s.append(time.perf_counter() - t)
     return {"cases": cases, "examples": len(written), "job_s": median(job_s),
             "baseline_s": median(baseline_s), "bytes_per_example": sizes}

@@ -17,6 +17,8 @@ class QualityPolicy:
     version: str
     analysis_short_side: int
     max_pixels: int
+    max_bytes: int
+    max_decode_bytes: int
     min_short_side: int
     dark_max_p99: float
     bright_min_overexposed: float
@@ -40,6 +42,8 @@ class QualityPolicy:
                 version=str(d["version"]),
                 analysis_short_side=int(d["analysis_short_side"]["value"]),
                 max_pixels=int(d["max_pixels"]["value"]),
+                max_bytes=int(d["max_bytes"]["value"]),
+                max_decode_bytes=int(d["max_decode_bytes"]["value"]),
                 min_short_side=int(d["too_small"]["min_short_side"]),
                 dark_max_p99=float(d["too_dark"]["max_lum_p99"]),
                 bright_min_overexposed=float(d["too_bright"]["min_overexposed_fraction"]),

@@ -8,11 +8,12 @@ from __future__ import annotations
 # code -> what it means. Order is the order they are reported in.
 REASONS: dict[str, str] = {
     "outside_allowed_root": "the URI is outside the allowed roots, has a '..' segment or a scheme other than gs:// or a local path (never read)",
+    "not_a_regular_file": "the path leads to a FIFO, device, socket or directory, not a file (never read: a FIFO blocks, /dev/zero never ends)",
     "missing": "the URI does not exist (manifest or SCIN path resolves to nothing)",
     "empty": "the object has zero bytes",
     "unreadable": "bytes could not be read or decoded (truncated or corrupt image, I/O error)",
     "unsupported_format": "not an image format we decode (HEIC, HTML, text, ...)",
-    "too_large": "declared pixel count exceeds the policy limit (refused before decoding)",
+    "too_large": "file size over the policy's max_bytes (refused from its size, never read past it), or declared pixel count or decoded size over max_pixels / max_decode_bytes (refused before decoding)",
     "too_small": "short side below the policy minimum",
     "too_dark": "underexposed: most pixels crushed to black and no highlights",
     "too_bright": "overexposed: most pixels clipped to white",
@@ -25,7 +26,7 @@ REASONS: dict[str, str] = {
 }
 
 # Reasons decided before any pixel is seen; such images have no features.
-INPUT_REASONS = ("outside_allowed_root", "missing", "empty", "unreadable", "unsupported_format", "too_large")
+INPUT_REASONS = ("outside_allowed_root", "not_a_regular_file", "missing", "empty", "unreadable", "unsupported_format", "too_large")
 DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate")
 
 

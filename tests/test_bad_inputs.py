@@ -50,7 +50,7 @@ def test_default_roots_are_the_jobs_own_inputs():
     assert glob_root("gs://b/uploads/**") == "gs://b/uploads/"
     assert default_roots(input_glob="gs://b/up/**", manifest="gs://m/lists/x.csv", image_root="gs://r/data") \
         == ["gs://r/data", "gs://b/up/", "gs://m/"]
-    assert default_roots(manifest="/local/m.csv") == []
+    assert default_roots(manifest="/local/m.csv") == ["/local/"]  # its own folder, as a bucket for gs://
     with pytest.raises(ValueError, match="only gs:// and local"):
         parse_roots("gs://ok/,http://no/")
 

@@ -175,7 +175,8 @@ def test_manifest_with_missing_and_repeated_uris(tmp_path, sample_dir):
     lines = ["uri,case_id"] + [f"{p},c1" for p in images] + [f"{images[0]},c1", f"{tmp_path}/nope.jpg,c2"]
     manifest.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    run_curate("--manifest", str(manifest), "--output", str(out))
+    # the images live outside the manifest's folder (its default root): widen it
+    run_curate("--manifest", str(manifest), "--allowed_roots", f"{tmp_path},{sample_dir}", "--output", str(out))
     rows = load_features(str(out))
     assert len(rows) == 4  # three images once each, plus the missing one
     assert rows[f"{tmp_path}/nope.jpg"]["reasons"] == ["missing"]

@@ -265,10 +265,11 @@ class _ReadOrError(beam.DoFn):
         self.deadline, self.report = deadline, report
 
     def process(self, uri):
+        from transforms.allowed_roots import AllowedRoots
         from transforms.read import read_bytes
         start = time.monotonic()
         try:
-            data, retries = read_bytes(uri, deadline=self.deadline)
+            data, retries = read_bytes(uri, allowed=AllowedRoots([]), deadline=self.deadline)
             got = {"status": "ok", "size": len(data), "retries": retries}
         except Exception as e:
             got = {"status": "error", "error": f"{type(e).__name__}: {e}"}
@@ -289,10 +290,11 @@ def _read_in_pipeline(uri, deadline, report):
 def test_reads_give_up_within_their_deadline_at_100_percent_faults_and_count_retries(proxy, gcs_inputs, tmp_path):
     src, _ = gcs_inputs
     uri = f"{src}/sample/scin_cases_missing_is_not_this.txt"
+    from transforms.allowed_roots import AllowedRoots
     from transforms.read import Missing, read_bytes
     with proxy.as_storage_host():
         with pytest.raises(Missing):  # a missing object is not retried
-            read_bytes(uri)
+            read_bytes(uri, allowed=AllowedRoots([]))
     image = f"{src}/uploads/dt={DATES[0]}/" + sorted(os.listdir(gcs_inputs[1] / f"dt={DATES[0]}"))[0]
     proxy.reset_counts()
     proxy.configure(fraction=1.0, kinds=("429", "503", "reset"))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import threading
 
 import numpy as np
 import pytest
@@ -103,11 +105,27 @@ def test_trainer_writes_a_loadable_deterministic_model_with_cross_validated_figu
 def test_trainer_names_unreadable_photos_and_keeps_going(generated, tmp_path, capsys):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    fifo = tmp_path / "fifo.jpg"  # must be skipped, not hang the trainer
+    os.mkfifo(fifo)
     rows = [[str(p), "skin" if y else "not_skin", p.stem] for p, y in generated[:10] + generated[-6:]]
-    labels = _labels_csv(tmp_path / "labels.csv", rows + [[str(broken), "skin", "broken"]])
-    doc = train_relevance.run(["--labels", labels, "--output", str(tmp_path / "m.json"), "--folds", "2"])
-    assert doc["training"]["unreadable"] == 1 and doc["training"]["photos"] == 16
-    assert "broken.jpg" in capsys.readouterr().err
+    labels = _labels_csv(tmp_path / "labels.csv", rows + [[str(broken), "skin", "broken"], [str(fifo), "skin", "fifo"]])
+    hung = []
+    def unblock():  # a watchdog: ends a read blocked on the FIFO, and the test fails
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            hung.append(True)
+        except OSError:
+            pass
+    watchdog = threading.Timer(20, unblock)
+    watchdog.start()
+    try:
+        doc = train_relevance.run(["--labels", labels, "--output", str(tmp_path / "m.json"), "--folds", "2"])
+    finally:
+        watchdog.cancel()
+    assert not hung, "the trainer blocked on a FIFO"
+    assert doc["training"]["unreadable"] == 2 and doc["training"]["photos"] == 16
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "not a regular file" in err
 
 
 @pytest.mark.parametrize("rows, message", [

@@ -9,8 +9,14 @@ Rules, in order:
   2. no `..` path segment anywhere (even if it would resolve inside a root);
   3. under one of the allowed roots, when any are known. Without
      --allowed_roots they are the roots the job was given: --image_root, the
-     directory part of each --input glob and the bucket of a gs:// --manifest.
-     A local manifest alone implies no root (a local run reads its owner's disk).
+     directory part of each --input glob, the bucket of a gs:// --manifest and
+     the folder of a local one.
+
+Local paths are judged by where they really lead, not by how they are
+written: the path and the roots are both resolved (os.path.realpath), so a
+symlink inside a root that points at /etc/passwd is outside it, and a root
+that is itself a symlink (/tmp on some systems) still holds its files. That
+check is repeated at read time, on the opened file, by transforms.read.
 """
 from __future__ import annotations
 
@@ -55,8 +61,10 @@ def default_roots(*, input_glob=None, manifest=None, image_root=None) -> list[st
         roots.append(image_root)
     if input_glob:
         roots.append(glob_root(input_glob))
-    if manifest and scheme_of(manifest) == "gs":
-        roots.append(bucket_root(manifest))
+    if manifest:
+        # A local manifest's own folder, as a gs:// one's bucket: rows naming
+        # files elsewhere need --allowed_roots, so a manifest cannot reach /etc.
+        roots.append(bucket_root(manifest) if scheme_of(manifest) == "gs" else glob_root(manifest))
     return roots
 
 
@@ -73,10 +81,16 @@ def parse_roots(text: str | None) -> list[str]:
 
 
 class AllowedRoots:
-    """refusal(uri) -> None when the job may read uri, else why not (one line)."""
+    """refusal(uri) -> None when the job may read uri, else why not (one line).
+
+    For a local uri, refusal() resolves symlinks (it looks at the filesystem
+    but reads nothing); local_root() gives the resolved root a resolved path
+    lies under, which transforms.read opens the file from.
+    """
 
     def __init__(self, roots):
         self.roots = tuple(sorted({_normal_root(r) for r in roots}))
+        self._local = tuple(r for r in self.roots if scheme_of(r) is None)
 
     def refusal(self, uri: str) -> str | None:
         scheme = scheme_of(uri)
@@ -87,10 +101,28 @@ class AllowedRoots:
             return "path contains a '..' segment"
         if not self.roots:
             return None
-        target = uri if scheme else os.path.abspath(uri)
-        if any(target.startswith(root) for root in self.roots):
+        if scheme:
+            if any(uri.startswith(root) for root in self.roots):
+                return None
+        elif self.local_root(os.path.realpath(uri)) is not None:
             return None
-        return f"not under an allowed root ({', '.join(self.roots)})"
+        return self.outside_message()
+
+    def outside_message(self, real: str | None = None) -> str:
+        leads = f" (it resolves to {real})" if real else ""
+        return f"not under an allowed root{leads} ({', '.join(self.roots)})"
+
+    def local_root(self, real_path: str) -> str | None:
+        """The resolved allowed root holding an already resolved local path
+        ("/" when no roots are known at all), else None."""
+        if not self.roots:
+            return "/"
+        for root in self._local:
+            # Resolved at each check, where the read happens (a worker, not the launcher).
+            real_root = os.path.realpath(root).rstrip("/") + "/"
+            if real_path.startswith(real_root):
+                return real_root
+        return None
 
     def __repr__(self):
         return f"AllowedRoots({list(self.roots)})"

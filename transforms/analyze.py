@@ -45,7 +45,7 @@ def analyze_image(uri: str, data: bytes, policy: QualityPolicy, *,
                     file_size=len(data), policy_version=policy.version, **ids)
     try:
         decoded = decode(data, analysis_short_side=policy.analysis_short_side,
-                         max_pixels=policy.max_pixels)
+                         max_pixels=policy.max_pixels, max_decode_bytes=policy.max_decode_bytes)
     except ImageRejected as e:  # e.header: decode already parsed it
         row.update(status="rejected", reasons=[e.reason], error=str(e),
                    format=e.header.format if e.header else None)

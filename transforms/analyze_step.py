@@ -1,7 +1,7 @@
 """AnalyzeImages: the expensive per-image step of curate, as a PTransform.
 
-Refuses URIs outside the allowed roots without reading them, reads each
-other image once (with retries), runs transforms.analyze.analyze_image,
+Reads each image once through transforms.read (which refuses, unread, URIs
+outside the allowed roots, special files and files over max_bytes), runs transforms.analyze.analyze_image,
 and emits one row per input whatever happens, plus report thumbnails on a
 side output. Input failures become rows with a reason, never exceptions.
 """
@@ -11,12 +11,11 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from schemas.policy import QualityPolicy
-from transforms.allowed_roots import REASON as ROOT_REASON
 from transforms.allowed_roots import AllowedRoots
 from transforms.analyze import analyze_image, input_failure
 from transforms.inputs import ImageRef
 from transforms.progress import ProgressLog
-from transforms.read import Missing, read_bytes
+from transforms.read import Missing, Refused, read_bytes
 
 EXAMPLES = "examples"
 
@@ -34,11 +33,7 @@ class _AnalyzeDoFn(beam.DoFn):
 
     def process(self, ref: ImageRef):
         ids = {"image_id": ref.image_id, "case_id": ref.case_id}
-        refusal = self.allowed.refusal(ref.uri)
-        if refusal:  # never read
-            row, thumb = input_failure(ref.uri, ROOT_REASON, refusal, self.policy, **ids), None
-        else:
-            row, thumb = self._read_and_analyze(ref.uri, ids)
+        row, thumb = self._read_and_analyze(ref.uri, ids, ref.size)
         self.images.inc()
         self.progress.tick(row["status"] == "rejected")
         yield row
@@ -46,12 +41,15 @@ class _AnalyzeDoFn(beam.DoFn):
             label = row["reasons"][0] if row["reasons"] else "accepted"
             yield beam.pvalue.TaggedOutput(EXAMPLES, (label, (row["sha256"], row["uri"], thumb)))
 
-    def _read_and_analyze(self, uri: str, ids: dict):
+    def _read_and_analyze(self, uri: str, ids: dict, listed_size: int | None = None):
         """(row, thumbnail or None); input failures and bugs become rows too."""
         try:
-            data, retries = read_bytes(uri)
+            data, retries = read_bytes(uri, allowed=self.allowed, max_bytes=self.policy.max_bytes,
+                                       listed_size=listed_size)
             self.retries.inc(retries)
             self.bytes_read.inc(len(data))
+        except Refused as e:  # never read (or not past max_bytes)
+            return input_failure(uri, e.reason, str(e), self.policy, **ids), None
         except Missing as e:
             return input_failure(uri, "missing", str(e), self.policy, **ids), None
         except Exception as e:  # I/O still failing after retries

@@ -16,11 +16,14 @@ as decoded.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import threading
 from dataclasses import dataclass
 
 DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_DECODE_BYTES = 400_000_000
 
 # Backstop for OpenCV's own per-image pixel limit (default 2**30). OpenCV reads it
 # once, when the library loads, so it only takes effect if no module imported cv2
@@ -91,13 +94,16 @@ class Decoded:
 
 
 def decode(data: bytes, *, analysis_short_side: int = 224,
-           max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+           max_pixels: int = DEFAULT_MAX_PIXELS,
+           max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES) -> Decoded:
     """Decode `data` once, at the smallest JPEG DCT scale covering the analysis size.
 
     Raises ImageRejected: ``empty`` for no bytes; ``unsupported_format`` for
     unrecognised data or a format this OpenCV cannot decode; ``too_large`` when
-    the declared width*height exceeds `max_pixels` (checked before decoding);
-    ``unreadable`` for truncated JPEGs, missing sizes and any decoder failure.
+    the declared width*height exceeds `max_pixels`, or the memory the decode
+    would take (decode_bytes) exceeds `max_decode_bytes` (both checked before
+    decoding); ``unreadable`` for truncated JPEGs, missing sizes and any
+    decoder failure.
     """
     if not data:
         raise ImageRejected("empty", "empty input: 0 bytes")
@@ -127,7 +133,18 @@ def decode(data: bytes, *, analysis_short_side: int = 224,
         flags = _JPEG_FLAGS[scale] | cv2.IMREAD_IGNORE_ORIENTATION
     else:
         scale, flags = 1, _FLAGS[fmt]
+    need = decode_bytes(header, scale)
+    if max_decode_bytes is not None and need > max_decode_bytes:
+        raise ImageRejected("too_large", f"decoding {name} {width}x{height} ({_layout(header)}) would take "
+                                         f"~{need / 1e6:.0f} MB, over max_decode_bytes {max_decode_bytes / 1e6:.0f} MB",
+                            header)
 
+    with _BUDGET.hold(need, max_decode_bytes):
+        return _decode_pixels(data, flags, header, scale, name)
+
+
+def _decode_pixels(data: bytes, flags: int, header: Header, scale: int, name: str) -> Decoded:
+    fmt, width, height = header.format, header.width, header.height
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as e:
@@ -150,6 +167,82 @@ def decode(data: bytes, *, analysis_short_side: int = 224,
         image = apply_orientation(image, header.orientation)
     return Decoded(image=image, scale=scale, header=header,
                    width=header.display_width, height=header.display_height)
+
+
+class _DecodeBudget:
+    """The decodes running at once in this process hold at most `limit` bytes
+    together (by decode_bytes): score's prefetch threads, or a Dataflow SDK
+    process's many work threads, would otherwise each take a full budget at
+    the same moment. One decode alone always runs (its need is <= limit)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._in_use = 0
+
+    @contextlib.contextmanager
+    def hold(self, need: int, limit: int | None):
+        if limit is None:
+            yield
+            return
+        with self._cond:
+            while self._in_use and self._in_use + need > limit:
+                self._cond.wait()
+            self._in_use += need
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._in_use -= need
+                self._cond.notify_all()
+
+
+_BUDGET = _DecodeBudget()
+
+
+def _channels(header: Header) -> int:
+    """Channels OpenCV hands back for this header under decode()'s flags (4 when unsure)."""
+    fmt = header.format
+    if fmt == "png":
+        if header.has_alpha or header.color_type == 4:
+            return 4
+        return 3 if header.color_type == 3 else max(header.components, 1)
+    if fmt == "webp":
+        return 4 if header.has_alpha else 3
+    if fmt == "bmp":
+        return 4 if header.bit_depth == 32 else 3
+    if fmt in ("tiff", "avif", "heic", "jpeg"):
+        return 3
+    return 4  # gif, and anything else
+
+
+def _sample_bytes(header: Header) -> int:
+    return 1 if header.format in ("bmp", "gif", "webp") else max(1, -(-header.bit_depth // 8))
+
+
+def decode_bytes(header: Header, scale: int = 1) -> int:
+    """Peak bytes one decode of this image takes, from its header alone.
+
+    Measured with OpenCV 5: the PNG, WebP, GIF and TIFF decoders hold about
+    twice their output while decoding (a 100 MP RGB PNG peaks at 574 MB for
+    286 MB of pixels), and a progressive JPEG keeps every DCT coefficient (2
+    bytes each, per component at its sampling) whatever the scale it is
+    decoded at. Converting to 8-bit BGR afterwards needs less than that.
+    """
+    w, h = header.width, header.height
+    out = -(-w // scale) * -(-h // scale) * max(3, _channels(header) * _sample_bytes(header))
+    if header.format != "jpeg" or not header.progressive:
+        return 2 * out
+    sampling = header.sampling or ((1, 1),) * max(header.components, 1)
+    hmax = max(hf for hf, _ in sampling) or 1
+    vmax = max(vf for _, vf in sampling) or 1
+    coefficients = sum(-(-w * hf // hmax) * -(-h * vf // vmax) * 2 for hf, vf in sampling)
+    return 2 * out + coefficients
+
+
+def _layout(header: Header) -> str:
+    if header.format == "jpeg":
+        return f"{header.components} components{', progressive' if header.progressive else ''}"
+    return f"{_channels(header)} channels x {8 * _sample_bytes(header)} bit"
 
 
 def jpeg_scale(width: int, height: int, analysis_short_side: int) -> int:
@@ -182,18 +275,36 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
     return image
 
 
+# Rows converted at a time: the conversions' temporaries (uint16 products for
+# alpha) are a few MB instead of several times the whole image.
+_STRIP_BYTES = 1 << 22
+
+
 def _to_bgr8(image: np.ndarray, header: Header) -> np.ndarray:
-    """Bring an IMREAD_UNCHANGED/ANYDEPTH result to 3-channel uint8 BGR."""
-    if image.dtype == np.uint16:
-        image = cv2.convertScaleAbs(image, alpha=1 / 257)  # 65535 -> 255, rounded
-    elif image.dtype != np.uint8:
+    """Bring an IMREAD_UNCHANGED/ANYDEPTH result to 3-channel uint8 BGR, strip by strip."""
+    if image.dtype not in (np.uint8, np.uint16):
         raise ImageRejected("unsupported_format", f"{_NAMES[header.format]} with {image.dtype} "
                                                   "samples is not supported", header)
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.shape[2] == 4:
-        return _over_white(image)
-    return image
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if channels not in (1, 3, 4):
+        raise ImageRejected("unsupported_format", f"{_NAMES[header.format]} with {channels} channels "
+                                                  "is not supported", header)
+    if image.dtype == np.uint8 and channels == 3:
+        return image
+    h, w = image.shape[:2]
+    out = np.empty((h, w, 3), np.uint8)
+    step = max(1, _STRIP_BYTES // max(1, w * channels * image.itemsize))
+    for y in range(0, h, step):
+        strip = image[y:y + step]
+        if strip.dtype == np.uint16:
+            strip = cv2.convertScaleAbs(strip, alpha=1 / 257)  # 65535 -> 255, rounded
+        if channels == 1:
+            out[y:y + step] = cv2.cvtColor(strip, cv2.COLOR_GRAY2BGR)
+        elif channels == 4:
+            out[y:y + step] = _over_white(strip)
+        else:
+            out[y:y + step] = strip
+    return out
 
 
 def _over_white(bgra: np.ndarray) -> np.ndarray:

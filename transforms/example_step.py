@@ -16,7 +16,7 @@ from schemas import examples as E
 from transforms.decode import ImageRejected
 from transforms.label_join import DEAD, dead_letter
 from transforms.preprocess import preprocess_to_jpeg
-from transforms.read import Missing, read_bytes
+from transforms.read import Missing, Refused, read_bytes
 
 
 def example_key(uri: str) -> str:
@@ -60,9 +60,10 @@ def record_batch_examples(batch_and_passthrough, split: str):
 
 
 class _Preprocess(beam.DoFn):
-    def __init__(self, image_size, crop_fraction, quality, max_pixels):
+    def __init__(self, image_size, crop_fraction, quality, max_pixels, allowed, max_bytes, max_decode_bytes):
         self.kw = dict(image_size=image_size, crop_fraction=crop_fraction,
-                       quality=quality, max_pixels=max_pixels)
+                       quality=quality, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
+        self.allowed, self.max_bytes = allowed, max_bytes
 
     def setup(self):
         self.done = Metrics.counter("make_tfrecords", "images_preprocessed")
@@ -70,8 +71,12 @@ class _Preprocess(beam.DoFn):
 
     def process(self, record):
         try:
-            data, _retries = read_bytes(record["uri"])
+            data, _retries = read_bytes(record["uri"], allowed=self.allowed, max_bytes=self.max_bytes)
             jpeg = preprocess_to_jpeg(data, **self.kw)
+        except Refused as e:  # never read: a location or file curate would not read either
+            self.failed.inc()
+            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(record["uri"], e.reason, str(e), record["case_id"]))
+            return
         except (Missing, ImageRejected, OSError, ValueError) as e:
             self.failed.inc()
             yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
@@ -84,9 +89,10 @@ class _Preprocess(beam.DoFn):
 class PreprocessImages(beam.PTransform):
     """record -> RAW_FEATURE_SPEC dict with the model-ready JPEG (+ `dead`)."""
 
-    def __init__(self, image_size, crop_fraction, quality, max_pixels):
+    def __init__(self, image_size, crop_fraction, quality, max_pixels, allowed, max_bytes=None,
+                 max_decode_bytes=None):
         super().__init__()
-        self.args = (image_size, crop_fraction, quality, max_pixels)
+        self.args = (image_size, crop_fraction, quality, max_pixels, allowed, max_bytes, max_decode_bytes)
 
     def expand(self, records):
         return records | "Preprocess" >> beam.ParDo(_Preprocess(*self.args)).with_outputs(DEAD, main="examples")

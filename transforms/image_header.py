@@ -40,7 +40,9 @@ class Header:
     ``width``/``height`` are as stored; ``display_width``/``display_height`` are
     after the EXIF orientation (swapped for orientations 5-8). ``progressive``
     and ``has_eoi`` are JPEG-only; ``components`` is known for JPEG (4 means
-    CMYK/YCCK) and PNG; ``color_type`` is PNG-only. ``has_eoi`` means an
+    CMYK/YCCK) and PNG; ``color_type`` is PNG-only; ``sampling`` is JPEG's
+    (horizontal, vertical) sampling factor per component (it sizes the
+    coefficient buffer libjpeg keeps for a progressive image). ``has_eoi`` means an
     end-of-image marker follows the first scan, so trailing padding or appended
     data (motion photos) is fine and truncation is not.
     """
@@ -57,6 +59,7 @@ class Header:
     animated: bool = False
     has_eoi: bool = False
     exif_present: bool = False
+    sampling: tuple = ()
     display_width: int = field(init=False)
     display_height: int = field(init=False)
 
@@ -182,6 +185,8 @@ def _jpeg(data: bytes) -> dict:
             out["width"] = _u16be(data, body + 3)
             out["components"] = data[body + 5]
             out["progressive"] = marker in _JPEG_PROGRESSIVE_SOF
+            factors = data[body + 6:min(end, n)][1::3][:out["components"]]
+            out["sampling"] = tuple((f >> 4, f & 15) for f in factors)
         elif marker == 0xDA:
             # Entropy-coded data never contains FF D9 (0xFF is stuffed as FF 00),
             # so any FF D9 after the first scan header is a real end-of-image.

@@ -28,6 +28,7 @@ class ImageRef(NamedTuple):
     uri: str
     image_id: Optional[str] = None
     case_id: Optional[str] = None
+    size: Optional[int] = None  # bytes, when a listing said: too large is refused without a request
 
 
 def join_root(root: str, path: str) -> str:
@@ -150,7 +151,7 @@ class ReadImageRefs(beam.PTransform):
             sources.append(
                 pbegin
                 | "MatchGlob" >> fileio.MatchFiles(self.input_glob, EmptyMatchTreatment.DISALLOW)
-                | "GlobToRefs" >> beam.Map(lambda m: ImageRef(m.path, stem(m.path), None)))
+                | "GlobToRefs" >> beam.Map(lambda m: ImageRef(m.path, stem(m.path), None, m.size_in_bytes)))
         if self.manifest:
             sources.append(
                 pbegin

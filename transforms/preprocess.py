@@ -14,7 +14,7 @@ import math
 import cv2
 import numpy as np
 
-from transforms.decode import decode
+from transforms.decode import DEFAULT_MAX_DECODE_BYTES, decode
 
 
 def decode_size_for(image_size: int, crop_fraction: float) -> int:
@@ -33,10 +33,10 @@ def center_crop_resize(image: np.ndarray, image_size: int, crop_fraction: float)
 
 
 def decode_for_model(data: bytes, image_size: int, crop_fraction: float,
-                     max_pixels: int = 100_000_000):
+                     max_pixels: int = 100_000_000, max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES):
     """The one decode of the model path (transforms.decode.Decoded)."""
     return decode(data, analysis_short_side=decode_size_for(image_size, crop_fraction),
-                  max_pixels=max_pixels)
+                  max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
 
 
 def model_jpeg(image: np.ndarray, *, image_size: int, crop_fraction: float, quality: int) -> bytes:
@@ -49,7 +49,8 @@ def model_jpeg(image: np.ndarray, *, image_size: int, crop_fraction: float, qual
 
 
 def preprocess_to_jpeg(data: bytes, *, image_size: int = 224, crop_fraction: float = 0.875,
-                       quality: int = 90, max_pixels: int = 100_000_000) -> bytes:
+                       quality: int = 90, max_pixels: int = 100_000_000,
+                       max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES) -> bytes:
     """Upload bytes -> model-ready JPEG (RGB content, no EXIF). Raises ImageRejected."""
-    decoded = decode_for_model(data, image_size, crop_fraction, max_pixels)
+    decoded = decode_for_model(data, image_size, crop_fraction, max_pixels, max_decode_bytes)
     return model_jpeg(decoded.image, image_size=image_size, crop_fraction=crop_fraction, quality=quality)

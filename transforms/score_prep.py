@@ -27,7 +27,7 @@ def prepare(data: bytes, policy: QualityPolicy, *, image_size: int, crop_fractio
 
     Raises transforms.decode.ImageRejected for unreadable input.
     """
-    decoded = decode_for_model(data, image_size, crop_fraction, policy.max_pixels)
+    decoded = decode_for_model(data, image_size, crop_fraction, policy.max_pixels, policy.max_decode_bytes)
     if gate:
         w, h = decoded.width, decoded.height
         features = policy_features(decoded.image, policy)
