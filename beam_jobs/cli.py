@@ -9,6 +9,14 @@ class UsageError(ValueError):
     """Bad options or inputs, reported as one line before any work starts."""
 
 
+class Refused(UsageError):
+    """A run refused at run time (e.g. another run holds its output's lock).
+
+    Raised inside the pipeline; Beam re-raises it with its type, so the entry
+    point reports it as one line like a bad argument.
+    """
+
+
 def main(run, argv=None, prog="job") -> int:
     """Call run(argv); turn UsageError into `prog: error: ...` and exit code 2."""
     logging.getLogger().setLevel(logging.WARNING)
@@ -25,13 +33,21 @@ def runs_on_dataflow(options) -> bool:
     return "dataflow" in str(options.view_as(StandardOptions).runner or "").lower()
 
 
-def execute(pipeline, options, done_message: str):
+def execute(pipeline, options, done_message: str, on_failure=None):
     """Run a built pipeline. Local runs wait and print done_message; Dataflow
     launches return once the job is submitted (a Flex Template launcher must
-    not block for the job's lifetime)."""
-    result = pipeline.run()
-    if not runs_on_dataflow(options):
-        result.wait_until_finish()
+    not block for the job's lifetime). on_failure() runs when a local run
+    fails (it releases the run's locks, so a retry need not wait them out)."""
+    local = not runs_on_dataflow(options)
+    try:
+        result = pipeline.run()  # DirectRunner runs the whole job here
+        if local:
+            result.wait_until_finish()
+    except BaseException:
+        if local and on_failure is not None:
+            on_failure()
+        raise
+    if local:
         print(done_message, file=sys.stderr)
     return result
 

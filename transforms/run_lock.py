@@ -1,0 +1,161 @@
+"""One run at a time per output location: an exclusive lock on local paths and gs://.
+
+Two runs writing one output interleave (curate deletes the other's shards as
+stale, score runs delete each other's partition). Each job therefore takes a
+lock on every location it publishes to before its first write, checks it
+still holds it before deleting or marking anything complete, and releases it
+only after the `_SUCCESS` marker is written.
+
+The protocol needs only what both local disks and GCS (and the GCS emulator,
+which ignores `ifGenerationMatch` preconditions) guarantee: a whole object
+appears atomically, names are unique, and a listing shows every object whose
+write finished before the listing started. A lock is a folder LOCK_DIR; a run
+takes it by
+
+    1. writing its own candidate LOCK_DIR/<attempt>.json (unique name, no race),
+    2. listing LOCK_DIR: alone -> it holds the lock. Otherwise it deletes the
+       others only if they are stale (older than ttl_hours), an earlier attempt
+       of the same --run_id, or --break_lock was given, and lists again; if a
+       live other remains it withdraws its candidate, waits a random moment and
+       retries a few times, then fails naming the holder.
+
+Two runs cannot both hold it: if A's listing missed B's candidate, B's write
+finished after A's listing began, so B's own later listing sees A and B
+withdraws. (Both may withdraw at once; the random retries break that tie.)
+A killed run leaves its candidate: a retry of the same --run_id, a run after
+ttl_hours, or --break_lock takes it over; the taken-over run, if it was alive
+after all, finds its candidate gone at its next check and fails before it
+deletes or marks anything.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import posixpath
+import random
+import socket
+import time
+import uuid
+
+from apache_beam.io.filesystems import FileSystems
+
+from beam_jobs.cli import Refused
+
+DEFAULT_TTL_HOURS = 24.0
+RETRIES = 6
+
+
+class LockHeld(Refused):
+    """Another live run holds the lock (one line naming it)."""
+
+
+class LockLost(Refused):
+    """This run's lock was taken over (or never taken): it must not publish."""
+
+
+def new_lock_info(job: str, run_id: str | None = None) -> dict:
+    """Who a run is, fixed when its pipeline is built: what the lock records."""
+    now = time.time()
+    return {"job": job, "run_id": run_id or uuid.uuid4().hex, "attempt": uuid.uuid4().hex,
+            "host": socket.gethostname(), "pid": os.getpid(), "started_unix": now,
+            "started": dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _candidate(lock_dir: str, attempt: str) -> str:
+    return FileSystems.join(lock_dir, f"{attempt}.json")
+
+
+def _others(lock_dir: str, me: dict) -> list[dict]:
+    """The other candidates in lock_dir, with their recorded info (or what is known)."""
+    pattern = FileSystems.join(lock_dir, "*.json")
+    try:
+        found = FileSystems.match([pattern])[0].metadata_list
+    except Exception:  # a local folder that does not exist yet: nobody there
+        return []
+    out = []
+    for m in found:
+        name = posixpath.basename(m.path)
+        if name == f"{me['attempt']}.json":
+            continue
+        try:
+            with FileSystems.open(m.path) as f:
+                info = json.loads(f.read())
+        except Exception:  # deleted meanwhile, or unreadable: judge by its age alone
+            if not FileSystems.exists(m.path):
+                continue
+            info = {"run_id": "?", "job": "?", "host": "?", "started_unix": m.last_updated_in_seconds or 0}
+        out.append(dict(info, path=m.path))
+    return out
+
+
+def _age_hours(info: dict, now: float) -> float:
+    return (now - float(info.get("started_unix") or 0)) / 3600
+
+
+def _held_message(where: str, other: dict, ttl_hours: float, now: float) -> str:
+    since = other.get("started") or "?"
+    return (f"{where} is locked by run {other.get('run_id')} ({other.get('job')} on {other.get('host')}, "
+            f"since {since} UTC, {_age_hours(other, now):.1f} h ago): another run is writing there. "
+            f"Wait for it to finish; if it died, rerun with its --run_id or with --break_lock "
+            f"(locks older than --lock_ttl_hours={ttl_hours:g} are taken over automatically)")
+
+
+def acquire(lock_dir: str, me: dict, where: str, ttl_hours: float = DEFAULT_TTL_HOURS,
+            break_lock: bool = False, retries: int = RETRIES) -> str:
+    """Take the lock for `me` (new_lock_info) or raise LockHeld; returns lock_dir.
+
+    Idempotent for the same attempt (a retried bundle finds its own candidate).
+    """
+    from transforms.sharded_write import write_atomically
+    mine = _candidate(lock_dir, me["attempt"])
+    for attempt in range(retries):
+        write_atomically(mine, json.dumps(me, sort_keys=True).encode())
+        while True:
+            now = time.time()
+            others = _others(lock_dir, me)
+            takeable = [o for o in others if break_lock or o.get("run_id") == me["run_id"]
+                        or _age_hours(o, now) > ttl_hours]
+            if not takeable:
+                break
+            for o in takeable:  # their run is dead (or declared so): its lock goes
+                try:
+                    FileSystems.delete([o["path"]])
+                except Exception:  # someone else removed it first
+                    pass
+        if not others:
+            return lock_dir
+        # A live other: either a holder or a contender that listed when we did.
+        # Withdraw, so two contenders cannot block each other, and try again.
+        FileSystems.delete([mine])
+        if attempt < retries - 1:
+            time.sleep(random.uniform(0.2, 0.6) * (attempt + 1))
+    holder = min(others, key=lambda o: float(o.get("started_unix") or 0))
+    raise LockHeld(_held_message(where, holder, ttl_hours, time.time()))
+
+
+def check(lock_dir: str, me: dict, where: str) -> None:
+    """Raise LockLost unless `me` still holds the lock on lock_dir."""
+    if not FileSystems.exists(_candidate(lock_dir, me["attempt"])):
+        others = _others(lock_dir, me)
+        by = f" by run {others[0].get('run_id')} ({others[0].get('job')} on {others[0].get('host')})" if others else ""
+        raise LockLost(f"{where}: this run ({me['run_id']}) no longer holds its lock (taken over{by}); "
+                       f"it stopped before publishing anything; rerun once the other run is done")
+
+
+def release(lock_dir: str, me: dict, where: str) -> None:
+    """Give the lock up; LockLost if `me` does not hold it (never removes another's)."""
+    check(lock_dir, me, where)
+    FileSystems.delete([_candidate(lock_dir, me["attempt"])])
+
+
+def release_quietly(lock_dir: str, me: dict) -> bool:
+    """Drop `me`'s candidate if it is there (after a failed local run); True if it was."""
+    mine = _candidate(lock_dir, me["attempt"])
+    try:
+        if FileSystems.exists(mine):
+            FileSystems.delete([mine])
+            return True
+    except Exception:
+        pass
+    return False
