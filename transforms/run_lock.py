@@ -43,7 +43,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_jobs.cli import Refused
 
 DEFAULT_TTL_HOURS = 24.0
-RETRIES = 6
+RETRIES = 4
 
 
 class LockHeld(Refused):
@@ -93,10 +93,14 @@ def _age_hours(info: dict, now: float) -> float:
     return (now - float(info.get("started_unix") or 0)) / 3600
 
 
+def _ago(hours: float) -> str:
+    return f"{hours * 60:.0f} min ago" if hours < 1 else f"{hours:.1f} h ago"
+
+
 def _held_message(where: str, other: dict, ttl_hours: float, now: float) -> str:
     since = other.get("started") or "?"
     return (f"{where} is locked by run {other.get('run_id')} ({other.get('job')} on {other.get('host')}, "
-            f"since {since} UTC, {_age_hours(other, now):.1f} h ago): another run is writing there. "
+            f"since {since} UTC, {_ago(_age_hours(other, now))}): another run is writing there. "
             f"Wait for it to finish; if it died, rerun with its --run_id or with --break_lock "
             f"(locks older than --lock_ttl_hours={ttl_hours:g} are taken over automatically)")
 

@@ -1,0 +1,160 @@
+"""Two runs of one job into one place at once (an Airflow retry and a
+hand-started backfill overlapping): one complete, consistent result or a
+clear one-line error, never a mix of both runs or a lost output.
+
+The overlap is made certain, not left to timing: run A is started as a real
+`python -m beam_jobs.JOB` process and frozen (SIGSTOP) as soon as it holds
+its output's lock, run B is started against the same output, and A is
+resumed once B has ended. B is given different inputs, so any file of B's
+left in the output shows.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.io.filesystems import FileSystems
+
+from beam_jobs import score
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUCKET = "concurrent-runs"
+LOCK_LINE = "is locked by run "
+
+
+def _files(root: str) -> dict:
+    """{path relative to root: bytes} of every file under root (local or gs://)."""
+    found = FileSystems.match([FileSystems.join(root, "**")])[0].metadata_list
+    out = {}
+    for m in found:
+        try:
+            with FileSystems.open(m.path) as f:
+                out[m.path[len(root.rstrip("/")) + 1:]] = f.read()
+        except Exception:  # a temporary file renamed away meanwhile
+            if FileSystems.exists(m.path):
+                raise
+    return out
+
+
+def _writing(root: str) -> bool:
+    """True once a run holds root's lock or has written anything else there
+    (a lock candidate still being written is not yet a lock)."""
+    try:
+        found = FileSystems.match([FileSystems.join(root, "**")])[0].metadata_list
+    except Exception:
+        return False
+    return any(not ("/_LOCK/" in m.path and "/.tmp-" in m.path) for m in found)
+
+
+def _locks(root: str, lock_dir: str) -> list:
+    return [n for n in _files(root) if n.startswith(lock_dir + "/")]
+
+
+def _start(job: str, argv: list) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", f"beam_jobs.{job}", *argv], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _overlap(job: str, argv_a: list, argv_b: list, a_is_writing, timeout=240):
+    """Start A, freeze it once a_is_writing(), run B to its end, resume A.
+    Returns ((rc, stderr) of A, (rc, stderr) of B)."""
+    a = _start(job, argv_a)
+    try:
+        deadline = time.monotonic() + timeout
+        while a.poll() is None and not a_is_writing():
+            assert time.monotonic() < deadline, f"{job} A never started writing"
+            time.sleep(0.02)
+        assert a.poll() is None, f"{job} A ended before B started: {a.communicate()[1][-2000:]}"
+        os.killpg(a.pid, signal.SIGSTOP)
+        try:
+            b = _start(job, argv_b)
+            _, err_b = b.communicate(timeout=timeout)
+        finally:
+            os.killpg(a.pid, signal.SIGCONT)
+        _, err_a = a.communicate(timeout=timeout)
+    finally:
+        if a.poll() is None:
+            os.killpg(a.pid, signal.SIGKILL)
+    return (a.returncode, err_a), (b.returncode, err_b)
+
+
+def _one_completes_the_other_refused(job, a, b, where):
+    (rc_a, err_a), (rc_b, err_b) = a, b
+    assert rc_a == 0, err_a[-3000:]
+    assert rc_b == 2, f"B was not refused (exit {rc_b}): {err_b[-3000:]}"
+    last = err_b.strip().splitlines()[-1]
+    assert last.startswith(f"{job}: error: {where} {LOCK_LINE}"), last
+    assert "--break_lock" in last
+
+
+def _rows(data: bytes) -> list:
+    return pq.read_table(io.BytesIO(data)).to_pylist()
+
+
+# ------------------------------------------------------------------ curate
+
+def _curate_inputs(sample_dir, tmp_path):
+    """Two disjoint handfuls of uploads (8 and 5 images)."""
+    images = sorted((sample_dir / "dataset" / "images").iterdir())
+    sets = {}
+    for name, chosen in (("a", images[:8]), ("b", images[8:13])):
+        folder = tmp_path / f"uploads_{name}"
+        folder.mkdir()
+        for img in chosen:
+            shutil.copy(img, folder / img.name)
+        sets[name] = folder
+    return sets
+
+
+def _check_curate_output(out: str, expected_uris: set):
+    files = _files(out)
+    assert "_SUCCESS" in files and not [n for n in files if n.startswith("_LOCK/")]
+    rows = [r for n, d in sorted(files.items()) if n.startswith("features/") and n.endswith(".parquet")
+            for r in _rows(d)]
+    assert {r["uri"] for r in rows} == expected_uris and len(rows) == len(expected_uris)
+    names = [n for n in files if n.startswith("features/")]
+    total = {n.rsplit("-of-", 1)[1] for n in names}
+    assert len(total) == 1 and len(names) == int(total.pop().split(".")[0]), names  # one run's shard set
+    summary, marker = json.loads(files["summary.json"]), json.loads(files["_SUCCESS"])
+    assert summary["matched"] == len(rows) == marker["matched"]
+    assert marker["accepted"] == summary["accepted"] == sum(r["status"] == "accepted" for r in rows)
+    dead = [json.loads(line) for n, d in files.items() if n.startswith("dead_letters/")
+            for line in d.decode().splitlines()]
+    assert {d["uri"] for d in dead} == {r["uri"] for r in rows if r["status"] == "rejected"}
+
+
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_two_curate_runs_into_one_output_one_completes_the_other_is_refused(where, sample_dir, tmp_path,
+                                                                           request):
+    sets = _curate_inputs(sample_dir, tmp_path)
+    if where == "local":
+        out, src = str(tmp_path / "curated"), {k: str(v) for k, v in sets.items()}
+    else:
+        emulator = request.getfixturevalue("gcs_emulator")
+        prefix = uuid.uuid4().hex
+        for k, v in sets.items():
+            emulator.upload_tree(v, BUCKET, f"{prefix}/uploads_{k}")
+        out, src = f"gs://{BUCKET}/{prefix}/curated", {k: f"gs://{BUCKET}/{prefix}/uploads_{k}" for k in sets}
+    argv = {k: ["--input", f"{src[k]}/*", "--output", out, "--rows_per_shard", "3"] for k in sets}
+    a, b = _overlap("curate", argv["a"], argv["b"], lambda: _writing(out))
+    print(f"\nB said: {b[1].strip().splitlines()[-1]}")
+    _one_completes_the_other_refused("curate", a, b, out)
+    _check_curate_output(out, {f"{src['a']}/{p.name}" for p in sets["a"].iterdir()})
+
+    if where != "local":
+        return
+    # B, rerun once A is done, replaces A's result completely: B's rows only, A's
+    # extra shards deleted as stale (no lock stands in the way of a later run).
+    from beam_jobs import curate
+    curate.run(argv["b"])
+    _check_curate_output(out, {f"{src['b']}/{p.name}" for p in sets["b"].iterdir()})
