@@ -31,9 +31,10 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.metrics import Metrics
 
 from beam_jobs.cli import UsageError, execute, main, new_pipeline
-from beam_jobs.options import SharedOptions, allowed_roots
+from beam_jobs.options import SharedOptions, allowed_roots, lock_options
 from schemas import predictions as P
 from schemas.policy import load_policy
+from transforms import run_lock
 from transforms.allowed_roots import REASON as ROOT_REASON
 from transforms.decode import ImageRejected
 from transforms.inference import KerasBundleHandler, top_k
@@ -132,6 +133,7 @@ def validate(o: ScoreOptions):
     if not (o.input or o.manifest):
         raise UsageError("give --input (a glob, or with dates the root of dt=YYYY-MM-DD/ folders) or --manifest")
     allowed_roots(o)  # a bad --allowed_roots fails here, before any work
+    lock_options(o)
     dates = dates_of(o)
     if dates and not o.input:
         raise UsageError("--date/--start_date need --input, the root of the dt=YYYY-MM-DD/ folders")
@@ -222,11 +224,30 @@ def _failed_batch(failure, version, scored_at):
         yield _row(uri, partition, version, "failed", scored_at, error=f"inference failed: {error}")
 
 
-def _publish(partition, output, version, status_counts, written):
+def lock_dir(output: str, partition: str, version: str) -> str:
+    """Where a partition's lock lives: beside the partitions, not inside one
+    (publishing empties the partition folder, and readers glob dt=*)."""
+    return FileSystems.join(output, "predictions", "_locks", f"dt={partition}", f"model={version}")
+
+
+def _claim(partition, output, version, force, me, lock) -> bool:
+    """Lock the partition; keep it (True) unless it is complete and not forced."""
+    where = P.partition_dir(output, partition, version)
+    run_lock.acquire(lock_dir(output, partition, version), me, where, **lock)
+    if force or not FileSystems.exists(FileSystems.join(where, MARKER)):
+        return True
+    run_lock.release(lock_dir(output, partition, version), me, where)
+    return False
+
+
+def _publish(partition, output, version, status_counts, written, me=None):
     """Replace the partition's files with this run's staged shards (exactly the
-    ones its writers reported, never stray files), then write _SUCCESS."""
+    ones its writers reported, never stray files), then write _SUCCESS; only
+    while this run holds the partition's lock, which it then releases."""
     final = P.partition_dir(output, partition, version)
     marker = FileSystems.join(final, MARKER)
+    if me is not None:
+        run_lock.check(lock_dir(output, partition, version), me, final)
     if FileSystems.exists(marker):
         FileSystems.delete([marker])
     old = FileSystems.match([FileSystems.join(final, "*")])[0].metadata_list
@@ -240,6 +261,8 @@ def _publish(partition, output, version, status_counts, written):
     counts = dict(status_counts.get(partition, {}))
     write_atomically(marker, json.dumps({"partition": partition, "model_version": version,
                                          "images": sum(counts.values()), **counts}, sort_keys=True).encode())
+    if me is not None:
+        run_lock.release(lock_dir(output, partition, version), me, final)
     return partition
 
 
@@ -265,20 +288,22 @@ def _drop_staging(staging: str, now: float | None = None) -> list[str]:
     return gone
 
 
-def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict) -> beam.Pipeline:
-    """The score pipeline, constructed but not run."""
+def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: dict | None = None) -> beam.Pipeline:
+    """The score pipeline, constructed but not run. `me` names the run in the
+    partitions' locks (run_lock.new_lock_info)."""
     version, vocabulary = info["version"], list(info["label_vocabulary"])
     settings = _image_settings(info)
     scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     staging = FileSystems.join(o.output, "predictions", "_staging", uuid.uuid4().hex)
     partitions = dates or [UNDATED]
     force, output = o.force, o.output
+    me, lock = me or run_lock.new_lock_info("score", o.run_id), lock_options(o)
 
     p = new_pipeline(o)
+    # Each partition is locked before anything about it is decided or written.
     todo = (p
             | "Partitions" >> beam.Create(partitions)
-            | "SkipComplete" >> beam.Filter(
-                lambda d: force or not FileSystems.exists(FileSystems.join(P.partition_dir(output, d, version), MARKER))))
+            | "SkipComplete" >> beam.Filter(_claim, output, version, force, me, lock))
     images = (todo
               | "ListPartitions" >> beam.FlatMap(_list_partition, o.input, o.manifest)
               | "Reshuffle" >> beam.Reshuffle())
@@ -321,7 +346,7 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict) -> bea
     all_written = (written, dead) | "AllStaged" >> beam.Flatten()
     _ = (todo_again
          | "Publish" >> beam.Map(
-             lambda d, w, sc: _publish(d, output, version, sc, w),
+             lambda d, w, sc: _publish(d, output, version, sc, w, me),
              w=beam.pvalue.AsList(all_written), sc=beam.pvalue.AsSingleton(status_counts))
          | "AllPublished" >> beam.combiners.ToList()
          | "DropStaging" >> beam.Map(lambda _: _drop_staging(staging)))
@@ -340,8 +365,15 @@ def run(argv=None):
     options = ScoreOptions(argv)
     dates, policy = validate(options)
     info = load_model_info(options.model_uri)
-    return execute(build_pipeline(options, dates, policy, info), options,
-                   f"score: done. predictions under {FileSystems.join(options.output, 'predictions')}")
+    me = run_lock.new_lock_info("score", options.run_id)
+
+    def release_all():  # a failed local run leaves no lock of its own behind
+        for d in dates or [UNDATED]:
+            run_lock.release_quietly(lock_dir(options.output, d, info["version"]), me)
+
+    return execute(build_pipeline(options, dates, policy, info, me), options,
+                   f"score: done. predictions under {FileSystems.join(options.output, 'predictions')}",
+                   on_failure=release_all)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def _writing(root: str) -> bool:
         found = FileSystems.match([FileSystems.join(root, "**")])[0].metadata_list
     except Exception:
         return False
-    return any(not ("/_LOCK/" in m.path and "/.tmp-" in m.path) for m in found)
+    return any(not (("/_LOCK/" in m.path or "/_locks/" in m.path) and "/.tmp-" in m.path) for m in found)
 
 
 def _locks(root: str, lock_dir: str) -> list:
@@ -158,3 +158,52 @@ def test_two_curate_runs_into_one_output_one_completes_the_other_is_refused(wher
     from beam_jobs import curate
     curate.run(argv["b"])
     _check_curate_output(out, {f"{src['b']}/{p.name}" for p in sets["b"].iterdir()})
+
+
+# ------------------------------------------------------------------ score
+
+DATE = "2026-11-21"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A small fixed-weight Keras bundle (32 px, 3 classes): scoring stays cheap."""
+    import keras
+    from schemas.model_bundle import write_bundle
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((32, 32, 3), dtype="uint8")
+    x = keras.layers.Rescaling(1 / 255.0)(keras.ops.cast(inputs, "float32"))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(x))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    local = tmp_path_factory.mktemp("concurrent_model")
+    write_bundle(str(local), model, {"label_vocabulary": ["a", "b", "c"], "version": "cc-m1", "image_size": 32})
+    return local
+
+
+def test_two_forced_score_runs_on_one_partition_leave_it_complete_and_refuse_one(sample_dir, tiny_model, tmp_path):
+    images = sorted((sample_dir / "dataset" / "images").iterdir())
+    roots = {}
+    for name, chosen in (("a", images[:6]), ("b", images[6:10])):
+        folder = tmp_path / f"uploads_{name}" / f"dt={DATE}"
+        folder.mkdir(parents=True)
+        for img in chosen:
+            shutil.copy(img, folder / img.name)
+        roots[name] = folder.parent
+    out = tmp_path / "scores"
+    argv = {k: ["--input", str(v), "--model_uri", str(tiny_model), "--output", str(out), "--date", DATE,
+                "--force", "--max_batch_size", "4", "--quality_gate", "off"] for k, v in roots.items()}
+    score.run([x for x in argv["b"] if x != "--force"])  # a finished partition (B's images) to lose
+    final = out / "predictions" / f"dt={DATE}" / "model=cc-m1"
+    assert (final / "_SUCCESS").exists()
+
+    a, b = _overlap("score", argv["a"], argv["b"],
+                  # A holds the lock, or (without one) A has begun replacing the partition
+                  lambda: not (final / "_SUCCESS").exists() or _writing(str(out / "predictions" / "_locks")))
+    print(f"\nB said: {b[1].strip().splitlines()[-1]}")
+    _one_completes_the_other_refused("score", a, b, str(final))
+    files = _files(str(final))
+    rows = [r for n, d in sorted(files.items()) if n.endswith(".parquet") for r in _rows(d)]
+    assert {r["uri"] for r in rows} == {str(roots["a"] / f"dt={DATE}" / p.name) for p in images[:6]}
+    marker = json.loads(files["_SUCCESS"])
+    assert marker["images"] == len(rows) == 6 and marker.get("scored") == 6
+    assert not _files(str(out / "predictions" / "_locks"))

@@ -69,10 +69,9 @@ def _candidate(lock_dir: str, attempt: str) -> str:
 def _others(lock_dir: str, me: dict) -> list[dict]:
     """The other candidates in lock_dir, with their recorded info (or what is known)."""
     pattern = FileSystems.join(lock_dir, "*.json")
-    try:
-        found = FileSystems.match([pattern])[0].metadata_list
-    except Exception:  # a local folder that does not exist yet: nobody there
-        return []
+    # No try: a listing that fails must not read as "nobody there". (A local
+    # folder that does not exist yet lists as empty.)
+    found = FileSystems.match([pattern])[0].metadata_list
     out = []
     for m in found:
         name = posixpath.basename(m.path)
