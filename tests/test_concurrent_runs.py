@@ -207,3 +207,67 @@ def test_two_forced_score_runs_on_one_partition_leave_it_complete_and_refuse_one
     marker = json.loads(files["_SUCCESS"])
     assert marker["images"] == len(rows) == 6 and marker.get("scored") == 6
     assert not _files(str(out / "predictions" / "_locks"))
+
+
+# ------------------------------------------------------------------ make_tfrecords
+
+def test_two_make_tfrecords_runs_into_one_output_one_completes_the_other_is_refused(sample_dir, tmp_path):
+    import contextlib
+
+    from beam_jobs import curate, make_tfrecords
+    from beam_jobs.cli import main
+    from schemas.examples import dataset_info, read_split
+    uploads = _curate_inputs(sample_dir, tmp_path)["a"]
+    curated = tmp_path / "curated"
+    curate.run(["--input", f"{uploads}/*", "--output", str(curated)])
+    accepted = sorted(r["uri"] for p in (curated / "features").glob("*.parquet") for r in _rows(p.read_bytes())
+                      if r["status"] == "accepted")
+    assert len(accepted) >= 4
+    labels = {}
+    for name, classes in (("a", "xy"), ("b", "pq")):
+        labels[name] = tmp_path / f"labels_{name}.csv"
+        labels[name].write_text("image_uri,label,group_id\n" + "".join(
+            f"{u},{classes[i % 2]},g{i}\n" for i, u in enumerate(accepted)))
+    out = tmp_path / "tfrecords"
+    out.mkdir()
+    # Files an earlier run with other shard counts left: not part of any result now.
+    (out / "train-00000-of-00009.tfrecord.gz").write_bytes(b"old")
+    (out / "dead_letters").mkdir()
+    (out / "dead_letters" / "dead_letters-00000-of-00004.jsonl").write_text("{}\n")
+    argv = {k: ["--curated", str(curated), "--labels_csv", str(v), "--output", str(out), "--image_size", "32",
+                "--split_fractions", "0.5,0.25,0.25", "--min_class_count", "1"] for k, v in labels.items()}
+
+    a = _start("make_tfrecords", argv["a"])
+    try:
+        deadline = time.monotonic() + 240
+        # A holds the lock or (without one) has begun writing: tf.Transform's scratch space
+        while a.poll() is None and not (list((out / "_LOCK").glob("*.json")) or (out / "tmp").exists()):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        os.killpg(a.pid, signal.SIGSTOP)
+        try:  # B in this process (TensorFlow is loaded already); the same entry point as the CLI
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                rc_b = main(make_tfrecords.run, argv["b"], prog="make_tfrecords")
+        finally:
+            os.killpg(a.pid, signal.SIGCONT)
+        _, err_a = a.communicate(timeout=240)
+    finally:
+        if a.poll() is None:
+            os.killpg(a.pid, signal.SIGKILL)
+    print(f"\nB said: {err.getvalue().strip().splitlines()[-1]}")
+    _one_completes_the_other_refused("make_tfrecords", (a.returncode, err_a), (rc_b, err.getvalue()), str(out))
+
+    info, marker = dataset_info(str(out)), json.loads((out / "_SUCCESS").read_text())
+    assert not list((out / "_LOCK").glob("*.json")) and not (out / "train-00000-of-00009.tfrecord.gz").exists()
+    listed = {s["file"] for v in info["splits"].values() for s in v["shards"]}
+    assert listed == {p.name for p in out.glob("*.tfrecord*")}  # one run's shards, all of them
+    got = {}
+    for split in ("train", "validation", "test"):
+        n = 0
+        for features, label_id in read_split(str(out), split):
+            got[features["uri"].numpy().decode()] = info["label_vocabulary"][int(label_id)]
+            n += 1
+        assert n == info["splits"][split]["examples"] == marker[split]
+    assert set(got) == set(accepted) and set(got.values()) <= {"x", "y"}  # A's labels, none of B's
+    assert [p.name for p in (out / "dead_letters").iterdir()] == ["dead_letters-00000-of-00001.jsonl"]
