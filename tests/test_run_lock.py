@@ -126,3 +126,24 @@ def test_racing_acquirers_never_both_hold(lock_dir):
     assert not overlaps
     assert len(outcomes) == 6 and "held" in outcomes
     assert _candidates(lock_dir) == []
+
+
+def test_a_lock_left_by_a_killed_process_on_this_machine_is_taken_over_at_once(lock_dir):
+    import subprocess
+    proc = subprocess.Popen(["sleep", "30"])
+    killed = run_lock.new_lock_info("curate", "local-run")
+    killed["pid"] = proc.pid
+    _plant(lock_dir, killed)
+    with pytest.raises(LockHeld):  # alive: held
+        run_lock.acquire(lock_dir, run_lock.new_lock_info("curate", "x"), "OUT", retries=1)
+    proc.kill()
+    proc.wait()
+    elsewhere = dict(run_lock.new_lock_info("curate", "remote"), host="another-machine", pid=proc.pid)
+    _plant(lock_dir, elsewhere)
+    with pytest.raises(LockHeld):  # a pid on another machine says nothing about it
+        run_lock.acquire(lock_dir, run_lock.new_lock_info("curate", "y"), "OUT", retries=1)
+    assert _candidates(lock_dir) == [f"{elsewhere['attempt']}.json"]  # the dead local one went
+    FileSystems.delete([FileSystems.join(lock_dir, f"{elsewhere['attempt']}.json")])
+    new = run_lock.new_lock_info("curate", "z")
+    run_lock.acquire(lock_dir, new, "OUT", retries=1)
+    assert _candidates(lock_dir) == [f"{new['attempt']}.json"]

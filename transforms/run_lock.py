@@ -22,7 +22,8 @@ takes it by
 Two runs cannot both hold it: if A's listing missed B's candidate, B's write
 finished after A's listing began, so B's own later listing sees A and B
 withdraws. (Both may withdraw at once; the random retries break that tie.)
-A killed run leaves its candidate: a retry of the same --run_id, a run after
+A killed run leaves its candidate: a run on the same machine once that
+process is gone (local runs), a retry of the same --run_id, a run after
 ttl_hours, or --break_lock takes it over; the taken-over run, if it was alive
 after all, finds its candidate gone at its next check and fails before it
 deletes or marks anything.
@@ -88,6 +89,19 @@ def _others(lock_dir: str, me: dict) -> list[dict]:
     return out
 
 
+def _dead_here(info: dict) -> bool:
+    """The holder ran on this machine and its process is gone (a killed local run)."""
+    if info.get("host") != socket.gethostname() or not info.get("pid"):
+        return False
+    try:
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError):  # alive under another user, or a bad record
+        return False
+    return False
+
+
 def _age_hours(info: dict, now: float) -> float:
     return (now - float(info.get("started_unix") or 0)) / 3600
 
@@ -118,7 +132,7 @@ def acquire(lock_dir: str, me: dict, where: str, ttl_hours: float = DEFAULT_TTL_
             now = time.time()
             others = _others(lock_dir, me)
             takeable = [o for o in others if break_lock or o.get("run_id") == me["run_id"]
-                        or _age_hours(o, now) > ttl_hours]
+                        or _age_hours(o, now) > ttl_hours or _dead_here(o)]
             if not takeable:
                 break
             for o in takeable:  # their run is dead (or declared so): its lock goes
