@@ -17,13 +17,13 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli import UsageError, execute, main, new_pipeline, runs_on_dataflow
-from beam_jobs.options import SharedOptions, allowed_roots, lock_options
+from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_options
 from schemas import features as F
 from schemas.policy import load_policy
+from transforms import run_lock
 from transforms.analyze_step import AnalyzeImages
 from transforms.duplicates import ClusterDuplicates
 from transforms.inputs import ReadImageRefs
-from transforms import run_lock
 from transforms.report import render_report
 from transforms.sharded_write import WriteSortedShards, jsonl_encoder, parquet_encoder, write_atomically
 from transforms.summary import SummarizeRows
@@ -32,7 +32,7 @@ MARKER = "_SUCCESS"
 LOCK = "_LOCK"  # OUT/_LOCK/<attempt>.json while a run writes OUT (transforms/run_lock.py)
 
 
-class CurateOptions(SharedOptions):
+class CurateOptions(SharedOptions, LockOptions):
     """Options of the curate job (also the Flex Template's parameters).
 
     Also --input, --manifest, --scin_cases, --image_root, --policy and

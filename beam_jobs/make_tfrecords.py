@@ -22,12 +22,12 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli import UsageError, execute, main, new_pipeline, runs_on_dataflow
-from beam_jobs.options import SharedOptions, lock_options
+from beam_jobs.options import LockOptions, SharedOptions, lock_options
 from schemas import examples as E
 from schemas import scin
 from schemas.policy import load_policy
-from transforms.example_step import PreprocessImages, record_batch_examples, to_example
 from transforms import run_lock
+from transforms.example_step import PreprocessImages, record_batch_examples, to_example
 from transforms.label_join import DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords, curated_features, dead_letter
 from transforms.sharded_write import WriteSortedShards, jsonl_encoder, write_atomically
 from transforms.split_step import UNLABELED, AssignSplits
@@ -39,7 +39,7 @@ LOCK = "_LOCK"  # OUT/_LOCK/<attempt>.json while a run writes OUT (transforms/ru
 OTHER = "other"
 
 
-class MakeTFRecordsOptions(SharedOptions):
+class MakeTFRecordsOptions(SharedOptions, LockOptions):
     """Options of the make_tfrecords job (also the Flex Template's parameters).
 
     Also --output (TFRecords, transform_fn, dataset_info.json), --scin_cases

@@ -31,7 +31,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.metrics import Metrics
 
 from beam_jobs.cli import UsageError, execute, main, new_pipeline
-from beam_jobs.options import SharedOptions, allowed_roots, lock_options
+from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_options
 from schemas import predictions as P
 from schemas.policy import load_policy
 from transforms import run_lock
@@ -49,7 +49,7 @@ MAX_DATES = 400
 DONE = "done"
 
 
-class ScoreOptions(SharedOptions):
+class ScoreOptions(SharedOptions, LockOptions):
     """Options of the score job (also the Flex Template's parameters).
 
     Also --input (with dates: the root holding dt=YYYY-MM-DD/ folders),

@@ -147,3 +147,16 @@ def test_a_lock_left_by_a_killed_process_on_this_machine_is_taken_over_at_once(l
     new = run_lock.new_lock_info("curate", "z")
     run_lock.acquire(lock_dir, new, "OUT", retries=1)
     assert _candidates(lock_dir) == [f"{new['attempt']}.json"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--lock_ttl_hours", "0"], "--lock_ttl_hours must be positive, got 0.0"),
+    (["--run_id", "a b"], "--run_id 'a b': use letters, digits and _.:+=@- only"),
+])
+def test_bad_lock_options_are_one_line_errors_before_work(extra, message, tmp_path, capsys):
+    from beam_jobs import curate
+    from beam_jobs.cli import main
+    assert main(curate.run, ["--input", f"{tmp_path}/*.jpg", "--output", str(tmp_path / "o"), *extra],
+                prog="curate") == 2
+    assert capsys.readouterr().err == f"curate: error: {message}\n"
+    assert not (tmp_path / "o").exists()
