@@ -10,6 +10,7 @@ left in the output shows.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -25,6 +26,7 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs import score
+from fault_proxy import FaultProxy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = "concurrent-runs"
@@ -59,16 +61,17 @@ def _locks(root: str, lock_dir: str) -> list:
     return [n for n in _files(root) if n.startswith(lock_dir + "/")]
 
 
-def _start(job: str, argv: list) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", f"beam_jobs.{job}", *argv], cwd=ROOT,
+def _start(job: str, argv: list, storage_host: str | None = None) -> subprocess.Popen:
+    env = dict(os.environ, **({"STORAGE_EMULATOR_HOST": storage_host} if storage_host else {}))
+    return subprocess.Popen([sys.executable, "-m", f"beam_jobs.{job}", *argv], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
 
-def _overlap(job: str, argv_a: list, argv_b: list, a_is_writing, timeout=240):
+def _overlap(job: str, argv_a: list, argv_b: list, a_is_writing, timeout=240, a_storage_host=None):
     """Start A, freeze it once a_is_writing(), run B to its end, resume A.
     Returns ((rc, stderr) of A, (rc, stderr) of B)."""
-    a = _start(job, argv_a)
+    a = _start(job, argv_a, a_storage_host)
     try:
         deadline = time.monotonic() + timeout
         while a.poll() is None and not a_is_writing():
@@ -137,6 +140,7 @@ def _check_curate_output(out: str, expected_uris: set):
 def test_two_curate_runs_into_one_output_one_completes_the_other_is_refused(where, sample_dir, tmp_path,
                                                                            request):
     sets = _curate_inputs(sample_dir, tmp_path)
+    proxy = contextlib.nullcontext()
     if where == "local":
         out, src = str(tmp_path / "curated"), {k: str(v) for k, v in sets.items()}
     else:
@@ -145,11 +149,15 @@ def test_two_curate_runs_into_one_output_one_completes_the_other_is_refused(wher
         for k, v in sets.items():
             emulator.upload_tree(v, BUCKET, f"{prefix}/uploads_{k}")
         out, src = f"gs://{BUCKET}/{prefix}/curated", {k: f"gs://{BUCKET}/{prefix}/uploads_{k}" for k in sets}
+        # The emulator serves one connection at a time: A frozen mid-request
+        # would stall B. A talks through the (threaded, buffering) proxy instead.
+        proxy = FaultProxy(emulator.host, fraction=0.0)
     argv = {k: ["--input", f"{src[k]}/*", "--output", out, "--rows_per_shard", "3"] for k in sets}
-    a, b = _overlap("curate", argv["a"], argv["b"], lambda: _writing(out))
-    print(f"\nB said: {b[1].strip().splitlines()[-1]}")
-    _one_completes_the_other_refused("curate", a, b, out)
-    _check_curate_output(out, {f"{src['a']}/{p.name}" for p in sets["a"].iterdir()})
+    with proxy as p:  # open until A's objects are read back (their media links name it)
+        a, b = _overlap("curate", argv["a"], argv["b"], lambda: _writing(out), a_storage_host=p and p.host)
+        print(f"\nB said: {b[1].strip().splitlines()[-1]}")
+        _one_completes_the_other_refused("curate", a, b, out)
+        _check_curate_output(out, {f"{src['a']}/{f.name}" for f in sets["a"].iterdir()})
 
     if where != "local":
         return
@@ -212,8 +220,6 @@ def test_two_forced_score_runs_on_one_partition_leave_it_complete_and_refuse_one
 # ------------------------------------------------------------------ make_tfrecords
 
 def test_two_make_tfrecords_runs_into_one_output_one_completes_the_other_is_refused(sample_dir, tmp_path):
-    import contextlib
-
     from beam_jobs import curate, make_tfrecords
     from beam_jobs.cli import main
     from schemas.examples import dataset_info, read_split
@@ -240,8 +246,8 @@ def test_two_make_tfrecords_runs_into_one_output_one_completes_the_other_is_refu
     a = _start("make_tfrecords", argv["a"])
     try:
         deadline = time.monotonic() + 240
-        # A holds the lock or (without one) has begun writing: tf.Transform's scratch space
-        while a.poll() is None and not (list((out / "_LOCK").glob("*.json")) or (out / "tmp").exists()):
+        # A holds the lock or (without one) has begun writing its outputs
+        while a.poll() is None and not (list((out / "_LOCK").glob("*.json")) or (out / "transform_fn").exists()):
             assert time.monotonic() < deadline
             time.sleep(0.02)
         os.killpg(a.pid, signal.SIGSTOP)
