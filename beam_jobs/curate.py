@@ -95,8 +95,8 @@ def check_inputs_exist(options: CurateOptions) -> None:
 
 
 def _finalize(_, output, summary, matched, examples, policy_version, written, me):
-    """Write summary.json and report.html, drop stale shards, then the marker,
-    then release the lock; each destructive step only while this run holds it."""
+    """Write summary.json and report.html, drop stale shards, then the marker;
+    each step only while this run holds the lock (released by the next step)."""
     lock_dir = FileSystems.join(output, LOCK)
     doc = summary.to_dict(matched, policy_version)  # raises if accounting fails
     run_lock.check(lock_dir, me, output)
@@ -115,7 +115,6 @@ def _finalize(_, output, summary, matched, examples, policy_version, written, me
     write_atomically(FileSystems.join(output, MARKER),
                      json.dumps({"matched": doc["matched"], "accepted": doc["accepted"],
                                  "rejected": doc["rejected"]}).encode())
-    run_lock.release(lock_dir, me, output)
     return doc
 
 
@@ -163,7 +162,8 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None) -> be
          | "Finalize" >> beam.Map(
              _finalize, output=out, policy_version=policy.version,
              summary=beam.pvalue.AsSingleton(summary), matched=beam.pvalue.AsSingleton(matched),
-             examples=beam.pvalue.AsDict(examples), written=beam.pvalue.AsList(written), me=me))
+             examples=beam.pvalue.AsDict(examples), written=beam.pvalue.AsList(written), me=me)
+         | "ReleaseLock" >> beam.Map(lambda _doc: run_lock.release_own(FileSystems.join(out, LOCK), me)))
     return p
 
 

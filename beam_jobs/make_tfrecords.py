@@ -128,8 +128,8 @@ def _monk_group(tone: int) -> str:
 def _finalize(_, output, compression, class_counts, min_count, rare_policy, cells, shards,
               dead_counts, sources, published, me=None, dead_written=()):
     """dataset_info.json (counts, shards, vocab, class weights), stale shards
-    of earlier runs dropped, then the marker, then the lock released; each
-    step only while this run holds the lock."""
+    of earlier runs dropped, then the marker; each step only while this run
+    holds the lock (released by the next step)."""
     import tensorflow_transform as tft
     lock_dir = FileSystems.join(output, LOCK)
     if me is not None:
@@ -176,8 +176,6 @@ def _finalize(_, output, compression, class_counts, min_count, rare_policy, cell
         _drop_stale_shards(output, {name for *_x, name in shards}, set(dead_written))
     write_atomically(FileSystems.join(output, MARKER),
                      json.dumps({s: v["examples"] for s, v in info["splits"].items()}, sort_keys=True).encode())
-    if me is not None:
-        run_lock.release(lock_dir, me, output)
     return info
 
 
@@ -289,7 +287,8 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
              class_counts=beam.pvalue.AsSingleton(class_counts),
              cells=beam.pvalue.AsSingleton(cells), shards=beam.pvalue.AsList(shards),
              dead_counts=beam.pvalue.AsSingleton(dead_counts), published=beam.pvalue.AsList(published),
-             me=me, dead_written=beam.pvalue.AsList(dead_written)))
+             me=me, dead_written=beam.pvalue.AsList(dead_written))
+         | "ReleaseLock" >> beam.Map(lambda _info: run_lock.release_own(FileSystems.join(out, LOCK), me)))
     return p
 
 

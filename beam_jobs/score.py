@@ -243,7 +243,7 @@ def _claim(partition, output, version, force, me, lock) -> bool:
 def _publish(partition, output, version, status_counts, written, me=None):
     """Replace the partition's files with this run's staged shards (exactly the
     ones its writers reported, never stray files), then write _SUCCESS; only
-    while this run holds the partition's lock, which it then releases."""
+    while this run holds the partition's lock (released by the next step)."""
     final = P.partition_dir(output, partition, version)
     marker = FileSystems.join(final, MARKER)
     if me is not None:
@@ -261,8 +261,6 @@ def _publish(partition, output, version, status_counts, written, me=None):
     counts = dict(status_counts.get(partition, {}))
     write_atomically(marker, json.dumps({"partition": partition, "model_version": version,
                                          "images": sum(counts.values()), **counts}, sort_keys=True).encode())
-    if me is not None:
-        run_lock.release(lock_dir(output, partition, version), me, final)
     return partition
 
 
@@ -348,6 +346,7 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: di
          | "Publish" >> beam.Map(
              lambda d, w, sc: _publish(d, output, version, sc, w, me),
              w=beam.pvalue.AsList(all_written), sc=beam.pvalue.AsSingleton(status_counts))
+         | "ReleaseLocks" >> beam.Map(lambda d: (run_lock.release_own(lock_dir(output, d, version), me), d)[1])
          | "AllPublished" >> beam.combiners.ToList()
          | "DropStaging" >> beam.Map(lambda _: _drop_staging(staging)))
     return p

@@ -58,7 +58,11 @@ def test_release_or_check_by_a_non_holder_is_refused_and_removes_nothing(lock_di
         with pytest.raises(LockLost) as e:
             call(lock_dir, b, "P")
         assert "no longer holds its lock" in str(e.value) and "run r1" in str(e.value)
+    assert run_lock.release_own(lock_dir, b) is False  # the pipelines' release step: never another's
     assert _candidates(lock_dir) == [f"{a['attempt']}.json"]
+    assert run_lock.release_own(lock_dir, a) is True
+    assert run_lock.release_own(lock_dir, a) is False  # run again by a runner's retry: no error
+    assert _candidates(lock_dir) == []
 
 
 def _plant(lock_dir, info):

@@ -166,13 +166,20 @@ def release(lock_dir: str, me: dict, where: str) -> None:
     FileSystems.delete([_candidate(lock_dir, me["attempt"])])
 
 
-def release_quietly(lock_dir: str, me: dict) -> bool:
-    """Drop `me`'s candidate if it is there (after a failed local run); True if it was."""
+def release_own(lock_dir: str, me: dict) -> bool:
+    """Drop `me`'s candidate if it is still there, never anyone else's; True if
+    it was. For a pipeline's last step, which a runner may run again after it
+    succeeded (so "already released" is not an error)."""
     mine = _candidate(lock_dir, me["attempt"])
-    try:
-        if FileSystems.exists(mine):
-            FileSystems.delete([mine])
-            return True
-    except Exception:
-        pass
+    if FileSystems.exists(mine):
+        FileSystems.delete([mine])
+        return True
     return False
+
+
+def release_quietly(lock_dir: str, me: dict) -> bool:
+    """release_own, ignoring storage errors (cleanup after a failed local run)."""
+    try:
+        return release_own(lock_dir, me)
+    except Exception:
+        return False
