@@ -164,3 +164,22 @@ def test_bad_lock_options_are_one_line_errors_before_work(extra, message, tmp_pa
                 prog="curate") == 2
     assert capsys.readouterr().err == f"curate: error: {message}\n"
     assert not (tmp_path / "o").exists()
+
+
+def test_run_id_retries_and_break_lock_take_over_only_runs_built_before_them(lock_dir):
+    """Two tries of one run id (or two --break_lock runs) racing cannot both
+    win: only a younger run takes an older one's lock."""
+    first = run_lock.new_lock_info("score", "scheduled__2026-11-22")
+    time.sleep(0.01)
+    retry = run_lock.new_lock_info("score", "scheduled__2026-11-22")
+    run_lock.acquire(lock_dir, first, "P")
+    run_lock.acquire(lock_dir, retry, "P", retries=1)  # the failed first try's lock is taken over
+    with pytest.raises(LockHeld):  # the first try, alive after all, cannot take it back
+        run_lock.acquire(lock_dir, first, "P", retries=1)
+    built_before = dict(run_lock.new_lock_info("score", "ops"), started_unix=retry["started_unix"] - 1)
+    with pytest.raises(LockHeld):
+        run_lock.acquire(lock_dir, built_before, "P", break_lock=True, retries=1)
+    assert _candidates(lock_dir) == [f"{retry['attempt']}.json"]
+    breaker = run_lock.new_lock_info("score", "ops")
+    run_lock.acquire(lock_dir, breaker, "P", break_lock=True, retries=1)
+    assert _candidates(lock_dir) == [f"{breaker['attempt']}.json"]

@@ -14,14 +14,17 @@ takes it by
 
     1. writing its own candidate LOCK_DIR/<attempt>.json (unique name, no race),
     2. listing LOCK_DIR: alone -> it holds the lock. Otherwise it deletes the
-       others only if they are stale (older than ttl_hours), an earlier attempt
-       of the same --run_id, or --break_lock was given, and lists again; if a
+       others only if they are dead: stale (older than ttl_hours), left by a
+       process on this machine that is gone, or (with the same --run_id, or
+       with --break_lock) built before this run; then it lists again. If a
        live other remains it withdraws its candidate, waits a random moment and
        retries a few times, then fails naming the holder.
 
 Two runs cannot both hold it: if A's listing missed B's candidate, B's write
 finished after A's listing began, so B's own later listing sees A and B
 withdraws. (Both may withdraw at once; the random retries break that tie.)
+Takeovers keep that: a --run_id retry or --break_lock only removes runs
+built before it, so of two such runs racing only the younger can win.
 A killed run leaves its candidate: a run on the same machine once that
 process is gone (local runs), a retry of the same --run_id, a run after
 ttl_hours, or --break_lock takes it over; the taken-over run, if it was alive
@@ -102,6 +105,12 @@ def _dead_here(info: dict) -> bool:
     return False
 
 
+def _older(other: dict, me: dict) -> bool:
+    """other's run was built before mine (a failed earlier try, or a holder
+    that --break_lock means to replace; never a contender that came later)."""
+    return float(other.get("started_unix") or 0) < float(me["started_unix"])
+
+
 def _age_hours(info: dict, now: float) -> float:
     return (now - float(info.get("started_unix") or 0)) / 3600
 
@@ -131,8 +140,8 @@ def acquire(lock_dir: str, me: dict, where: str, ttl_hours: float = DEFAULT_TTL_
         while True:
             now = time.time()
             others = _others(lock_dir, me)
-            takeable = [o for o in others if break_lock or o.get("run_id") == me["run_id"]
-                        or _age_hours(o, now) > ttl_hours or _dead_here(o)]
+            takeable = [o for o in others if _age_hours(o, now) > ttl_hours or _dead_here(o)
+                        or ((break_lock or o.get("run_id") == me["run_id"]) and _older(o, me))]
             if not takeable:
                 break
             for o in takeable:  # their run is dead (or declared so): its lock goes
