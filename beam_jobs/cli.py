@@ -25,7 +25,29 @@ def main(run, argv=None, prog="job") -> int:
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        refusal = _refusal_in(str(e))
+        if refusal is None:
+            raise
+        print(f"{prog}: error: {refusal}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _refusal_in(text: str):
+    """The message of a Refused raised on a worker process: multi-process
+    runners hand it back as a RuntimeError holding the worker's traceback."""
+    names, todo = set(), [Refused]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo += cls.__subclasses__()
+    found = None
+    for line in text.splitlines():
+        head, sep, message = line.strip().partition(": ")
+        if sep and head.rsplit(".", 1)[-1] in names:
+            found = message
+    return found
 
 
 def runs_on_dataflow(options) -> bool:

@@ -27,6 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs import score
 from fault_proxy import FaultProxy
+from transforms.run_lock import new_lock_info as run_lock_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = "concurrent-runs"
@@ -277,3 +278,20 @@ def test_two_make_tfrecords_runs_into_one_output_one_completes_the_other_is_refu
         assert n == info["splits"][split]["examples"] == marker[split]
     assert set(got) == set(accepted) and set(got.values()) <= {"x", "y"}  # A's labels, none of B's
     assert [p.name for p in (out / "dead_letters").iterdir()] == ["dead_letters-00000-of-00001.jsonl"]
+
+
+def test_a_refusal_on_multi_process_workers_is_one_line_too(sample_dir, tmp_path):
+    """With worker processes the refusal comes back as a RuntimeError holding
+    the worker's traceback; the entry point still reports it as one line."""
+    from transforms.sharded_write import write_atomically
+    out = tmp_path / "out"
+    holder = dict(run_lock_info("curate", "the-nightly-run"), pid=os.getpid())  # alive: this process
+    write_atomically(str(out / "_LOCK" / f"{holder['attempt']}.json"), json.dumps(holder).encode())
+    images = sorted((sample_dir / "dataset" / "images").iterdir())[:2]
+    proc = subprocess.run([sys.executable, "-m", "beam_jobs.curate", "--input", str(images[0]),
+                           "--output", str(out), "--direct_running_mode=multi_processing",
+                           "--direct_num_workers=2"], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert last.startswith(f"curate: error: {out} {LOCK_LINE}the-nightly-run (curate on "), last
+    assert sorted(p.name for p in out.iterdir()) == ["_LOCK"]  # nothing written
