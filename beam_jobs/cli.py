@@ -10,6 +10,14 @@ class UsageError(ValueError):
     """Bad options or inputs, reported as one line before any work starts."""
 
 
+class Refused(UsageError):
+    """A run refused at run time (e.g. another run holds its output's lock).
+
+    Raised inside the pipeline; Beam re-raises it with its type, so the entry
+    point reports it as one line like a bad argument.
+    """
+
+
 class JobFailed(RuntimeError):
     """The job ran but refuses to publish (e.g. nothing to train on): one line,
     exit code 1, and no completion marker. Raised inside the pipeline."""
@@ -49,6 +57,10 @@ def main(run, argv=None, prog="job") -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:
+        refusal = _refusal_in(str(e))
+        if refusal is not None:
+            print(f"{prog}: error: {refusal}", file=sys.stderr)
+            return 2
         line = _job_failed_line(e)
         if line is None:
             raise
@@ -57,18 +69,42 @@ def main(run, argv=None, prog="job") -> int:
     return 0
 
 
+def _refusal_in(text: str):
+    """The message of a Refused raised on a worker process: multi-process
+    runners hand it back as a RuntimeError holding the worker's traceback."""
+    names, todo = set(), [Refused]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo += cls.__subclasses__()
+    found = None
+    for line in text.splitlines():
+        head, sep, message = line.strip().partition(": ")
+        if sep and head.rsplit(".", 1)[-1] in names:
+            found = message
+    return found
+
+
 def runs_on_dataflow(options) -> bool:
     from apache_beam.options.pipeline_options import StandardOptions
     return "dataflow" in str(options.view_as(StandardOptions).runner or "").lower()
 
 
-def execute(pipeline, options, done_message: str):
+def execute(pipeline, options, done_message: str, on_failure=None):
     """Run a built pipeline. Local runs wait and print done_message; Dataflow
     launches return once the job is submitted (a Flex Template launcher must
-    not block for the job's lifetime)."""
-    result = pipeline.run()
-    if not runs_on_dataflow(options):
-        result.wait_until_finish()
+    not block for the job's lifetime). on_failure() runs when a local run
+    fails (it releases the run's locks, so a retry need not wait them out)."""
+    local = not runs_on_dataflow(options)
+    try:
+        result = pipeline.run()  # DirectRunner runs the whole job here
+        if local:
+            result.wait_until_finish()
+    except BaseException:
+        if local and on_failure is not None:
+            on_failure()
+        raise
+    if local:
         print(done_message, file=sys.stderr)
     return result
 

@@ -17,9 +17,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli import UsageError, execute, main, new_pipeline, runs_on_dataflow
-from beam_jobs.options import SharedOptions, allowed_roots
+from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_options
 from schemas import features as F
 from schemas.policy import load_policy
+from transforms import run_lock
 from transforms.allowed_roots import AllowedRoots
 from transforms.analyze_step import AnalyzeImages
 from transforms.duplicates import ClusterDuplicates
@@ -30,9 +31,10 @@ from transforms.sharded_write import WriteSortedShards, jsonl_encoder, parquet_e
 from transforms.summary import SummarizeRows
 
 MARKER = "_SUCCESS"
+LOCK = "_LOCK"  # OUT/_LOCK/<attempt>.json while a run writes OUT (transforms/run_lock.py)
 
 
-class CurateOptions(SharedOptions):
+class CurateOptions(SharedOptions, LockOptions):
     """Options of the curate job (also the Flex Template's parameters).
 
     Also --input, --manifest, --scin_cases, --image_root, --policy and
@@ -59,6 +61,7 @@ def resolve(options: CurateOptions):
         raise UsageError("--output is required")
     o.input = input_glob(o.input)  # a folder means everything under it
     allowed_roots(o)  # a bad --allowed_roots fails here, before any work
+    lock_options(o)
     for name in ("analysis_size", "dup_radius", "max_pixels", "rows_per_shard", "examples_per_reason"):
         value = getattr(o, name)
         if value is not None and value < (0 if name in ("dup_radius", "examples_per_reason") else 1):
@@ -114,19 +117,24 @@ def check_inputs_exist(options: CurateOptions) -> None:
                 raise UsageError(f"--{flag} {e}") from None
 
 
-def _finalize(_, output, summary, matched, examples, policy_version, written):
-    """Write summary.json and report.html, drop stale shards, then the marker."""
+def _finalize(_, output, summary, matched, examples, policy_version, written, me):
+    """Write summary.json and report.html, drop stale shards, then the marker;
+    each step only while this run holds the lock (released by the next step)."""
+    lock_dir = FileSystems.join(output, LOCK)
     doc = summary.to_dict(matched, policy_version)  # raises if accounting fails
+    run_lock.check(lock_dir, me, output)
     write_atomically(FileSystems.join(output, "summary.json"),
                      json.dumps(doc, indent=2, sort_keys=True).encode())
     examples = {k: [(uri, jpeg) for _sha, uri, jpeg in v] for k, v in examples.items()}
     write_atomically(FileSystems.join(output, "report.html"), render_report(doc, examples).encode())
     keep = set(written)
+    run_lock.check(lock_dir, me, output)  # "stale" must never mean another live run's shards
     for sub in ("features", "dead_letters"):
         pattern = FileSystems.join(output, sub, "*")
         stale = [m.path for m in FileSystems.match([pattern])[0].metadata_list if m.path not in keep]
         if stale:
             FileSystems.delete(stale)
+    run_lock.check(lock_dir, me, output)
     write_atomically(FileSystems.join(output, MARKER),
                      json.dumps({"matched": doc["matched"], "accepted": doc["accepted"],
                                  "rejected": doc["rejected"]}).encode())
@@ -139,12 +147,18 @@ def _clear_marker(path):
     return path
 
 
-def build_pipeline(options: CurateOptions, policy) -> beam.Pipeline:
-    """The curate pipeline, constructed but not run."""
+def build_pipeline(options: CurateOptions, policy, me: dict | None = None) -> beam.Pipeline:
+    """The curate pipeline, constructed but not run. `me` names the run in
+    its lock (run_lock.new_lock_info); every write waits for the lock."""
     o = options
     out = o.output
+    me, lock = me or run_lock.new_lock_info("curate", o.run_id), lock_options(o)
     p = new_pipeline(options)
-    started = p | "Start" >> beam.Create([FileSystems.join(out, MARKER)]) | "ClearMarker" >> beam.Map(_clear_marker)
+    started = (p
+               | "Start" >> beam.Create([FileSystems.join(out, MARKER)])
+               | "AcquireLock" >> beam.Map(
+                   lambda marker: (run_lock.acquire(FileSystems.join(out, LOCK), me, out, **lock), marker)[1])
+               | "ClearMarker" >> beam.Map(_clear_marker))
 
     refs = p | "ReadImageRefs" >> ReadImageRefs(o.input, o.manifest, o.scin_cases, o.image_root)
     analyzed = refs | "AnalyzeImages" >> AnalyzeImages(policy, allowed=allowed_roots(o))
@@ -171,7 +185,8 @@ def build_pipeline(options: CurateOptions, policy) -> beam.Pipeline:
          | "Finalize" >> beam.Map(
              _finalize, output=out, policy_version=policy.version,
              summary=beam.pvalue.AsSingleton(summary), matched=beam.pvalue.AsSingleton(matched),
-             examples=beam.pvalue.AsDict(examples), written=beam.pvalue.AsList(written)))
+             examples=beam.pvalue.AsDict(examples), written=beam.pvalue.AsList(written), me=me)
+         | "ReleaseLock" >> beam.Map(lambda _doc: run_lock.release_own(FileSystems.join(out, LOCK), me)))
     return p
 
 
@@ -181,9 +196,11 @@ def run(argv=None):
     policy = resolve(options)
     if not runs_on_dataflow(options):
         check_inputs_exist(options)
-    return execute(build_pipeline(options, policy), options,
+    me = run_lock.new_lock_info("curate", options.run_id)
+    return execute(build_pipeline(options, policy, me), options,
                    f"curate: done. features: {FileSystems.join(options.output, 'features')}  "
-                   f"report: {FileSystems.join(options.output, 'report.html')}")
+                   f"report: {FileSystems.join(options.output, 'report.html')}",
+                   on_failure=lambda: run_lock.release_quietly(FileSystems.join(options.output, LOCK), me))
 
 
 if __name__ == "__main__":

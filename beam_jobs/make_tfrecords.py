@@ -22,10 +22,11 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli import JobFailed, UsageError, execute, main, new_pipeline, runs_on_dataflow
-from beam_jobs.options import SharedOptions, allowed_roots
+from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_options
 from schemas import examples as E
 from schemas import scin
 from schemas.policy import load_policy
+from transforms import run_lock
 from transforms.example_step import PreprocessImages, record_batch_examples, to_example
 from transforms.inputs import decode_text, join_root, normalize_uri
 from transforms.label_join import DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords, curated_features, dead_letter
@@ -36,10 +37,11 @@ from transforms.splits import SPLITS, parse_fractions
 from transforms.tfrecords import WriteTFRecordShards
 
 MARKER = "_SUCCESS"
+LOCK = "_LOCK"  # OUT/_LOCK/<attempt>.json while a run writes OUT (transforms/run_lock.py)
 OTHER = "other"
 
 
-class MakeTFRecordsOptions(SharedOptions):
+class MakeTFRecordsOptions(SharedOptions, LockOptions):
     """Options of the make_tfrecords job (also the Flex Template's parameters).
 
     Also --output (TFRecords, transform_fn, dataset_info.json), --scin_cases
@@ -200,10 +202,16 @@ def _require_training_examples(output, cells, dead_counts) -> None:
 
 
 def _finalize(_, output, compression, class_counts, min_count, rare_policy, cells, shards,
-              dead_counts, sources, published):
-    """dataset_info.json (counts, shards, vocab, class weights), then the marker."""
-    _require_training_examples(output, cells, dead_counts)
+              dead_counts, sources, published, me=None, dead_written=()):
+    """dataset_info.json (counts, shards, vocab, class weights), stale shards
+    of earlier runs dropped, then the marker; each step only while this run
+    holds the lock (released by the next step). No examples to train on:
+    JobFailed, and no marker."""
     import tensorflow_transform as tft
+    lock_dir = FileSystems.join(output, LOCK)
+    if me is not None:
+        run_lock.check(lock_dir, me, output)
+    _require_training_examples(output, cells, dead_counts)
     vocab = [v.decode() for v in tft.TFTransformOutput(output).vocabulary_by_name(E.LABEL_VOCAB)]
     def new_split():
         return {"examples": 0, "shards": [], "by_class": Counter(), "by_monk_group": Counter(),
@@ -241,9 +249,29 @@ def _finalize(_, output, compression, class_counts, min_count, rare_policy, cell
     tmp = FileSystems.join(output, "tmp")
     if FileSystems.exists(tmp):
         FileSystems.delete([tmp])  # tf.Transform's scratch space
+    if me is not None:
+        run_lock.check(lock_dir, me, output)
+        _drop_stale_shards(output, {name for *_x, name in shards}, set(dead_written))
     write_atomically(FileSystems.join(output, MARKER),
                      json.dumps({s: v["examples"] for s, v in info["splits"].items()}, sort_keys=True).encode())
     return info
+
+
+def _drop_stale_shards(output, records, dead):
+    """Delete record and dead-letter shards this run did not write (an earlier
+    run's other shard counts), so the output holds one run's files only."""
+    top = FileSystems.match([FileSystems.join(output, "*.tfrecord*")])[0].metadata_list
+    stale = [m.path for m in top if m.path.rsplit("/", 1)[-1] not in records]
+    stale += [m.path for m in FileSystems.match([FileSystems.join(output, "dead_letters", "*")])[0].metadata_list
+              if m.path not in dead]
+    if stale:
+        FileSystems.delete(stale)
+
+
+def _clear_marker(path):
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    return path
 
 
 def _versions(o) -> dict:
@@ -255,8 +283,9 @@ def _versions(o) -> dict:
             "tensorflow_transform": tensorflow_transform.__version__}
 
 
-def build_pipeline(o: MakeTFRecordsOptions, fractions: dict) -> beam.Pipeline:
-    """The make_tfrecords pipeline, constructed but not run."""
+def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = None) -> beam.Pipeline:
+    """The make_tfrecords pipeline, constructed but not run. `me` names the
+    run in its lock (run_lock.new_lock_info); every write waits for the lock."""
     import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import schema_utils
     from tfx_bsl.public import tfxio
@@ -265,8 +294,19 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict) -> beam.Pipeline:
 
     out = o.output
     policy = load_policy(with_model=False)
+    me, lock = me or run_lock.new_lock_info("make_tfrecords", o.run_id), lock_options(o)
     p = new_pipeline(o)
-    curated = p | "ReadCurated" >> ReadCuratedRows(o.curated)
+    locked = (p
+              | "Start" >> beam.Create([FileSystems.join(out, MARKER)])
+              | "AcquireLock" >> beam.Map(
+                  lambda marker: (run_lock.acquire(FileSystems.join(out, LOCK), me, out, **lock), marker)[1])
+              | "ClearMarker" >> beam.Map(_clear_marker))
+    # Every record, the transform_fn and tf.Transform's scratch files derive
+    # from the curated rows, so holding them back until the lock is taken
+    # orders all those writes after it.
+    curated = (p
+               | "ReadCurated" >> ReadCuratedRows(o.curated)
+               | "AfterLock" >> beam.Map(lambda row, _locked: row, beam.pvalue.AsSingleton(locked)))
     labels = p | "ReadLabels" >> ReadLabelRecords(o.image_root, o.scin_cases, o.scin_labels, o.labels_csv,
                                                   o.min_label_weight)
     joined = (curated, labels.records) | "JoinLabels" >> JoinLabels(o.keep_unlabeled)
@@ -307,9 +347,9 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict) -> beam.Pipeline:
               | "WriteTFRecords" >> WriteTFRecordShards(out, int(o.target_shard_mb * 1e6), o.compression == "gzip"))
     dead = ((labels[DEAD], joined[DEAD], kept[DEAD], examples[DEAD])
             | "AllDeadLetters" >> beam.Flatten())
-    _ = dead | "WriteDeadLetters" >> WriteSortedShards(
+    dead_written = dead | "WriteDeadLetters" >> WriteSortedShards(
         FileSystems.join(out, "dead_letters"), "dead_letters", ".jsonl", jsonl_encoder(),
-        key_fn=lambda d: f"{d['uri']}|{d['reason']}")
+        key_fn=lambda d: f"{d['uri']}|{d['reason']}", after=locked)
     cells = (examples.examples
              | "Cells" >> beam.Map(lambda e: (e["split"], e["label"], _monk_group(e["monk_us"])))
              | "CountCells" >> beam.combiners.Count.PerElement()
@@ -325,7 +365,9 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict) -> beam.Pipeline:
              rare_policy=o.rare_classes, sources=_versions(o),
              class_counts=beam.pvalue.AsSingleton(class_counts),
              cells=beam.pvalue.AsSingleton(cells), shards=beam.pvalue.AsList(shards),
-             dead_counts=beam.pvalue.AsSingleton(dead_counts), published=beam.pvalue.AsList(published)))
+             dead_counts=beam.pvalue.AsSingleton(dead_counts), published=beam.pvalue.AsList(published),
+             me=me, dead_written=beam.pvalue.AsList(dead_written))
+         | "ReleaseLock" >> beam.Map(lambda _info: run_lock.release_own(FileSystems.join(out, LOCK), me)))
     return p
 
 
@@ -335,8 +377,10 @@ def run(argv=None):
     fractions = validate(options)
     if not runs_on_dataflow(options):
         check_inputs(options)
-    return execute(build_pipeline(options, fractions), options,
-                   f"make_tfrecords: done. {FileSystems.join(options.output, 'dataset_info.json')}")
+    me = run_lock.new_lock_info("make_tfrecords", options.run_id)
+    return execute(build_pipeline(options, fractions, me), options,
+                   f"make_tfrecords: done. {FileSystems.join(options.output, 'dataset_info.json')}",
+                   on_failure=lambda: run_lock.release_quietly(FileSystems.join(options.output, LOCK), me))
 
 
 if __name__ == "__main__":

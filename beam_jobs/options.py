@@ -7,6 +7,7 @@ here, and each job's own class adds the rest.
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
@@ -86,6 +87,25 @@ class SharedOptions(PipelineOptions):
         parser.add_argument("--scin_cases", help="SCIN scin_cases.csv; image_{1,2,3}_path are resolved against --image_root.")
         parser.add_argument("--allowed_roots", help="Comma-separated URI prefixes (gs://bucket/prefix or local dirs) images may be read from; other URIs, '..' paths and other schemes become dead letters with reason outside_allowed_root. Local paths are judged after resolving symlinks, and only regular files are read (not_a_regular_file otherwise). Default: the roots the job was given (--image_root, the --input glob's directory, a gs:// --manifest's bucket, a local --manifest's folder).")
         parser.add_argument("--image_root", help="Root that relative image paths are resolved against (local dir or gs:// prefix).")
+
+
+class LockOptions(PipelineOptions):
+    """One run at a time per output (transforms/run_lock.py); every job takes these."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--run_id", help="Name of this run in its output lock (default: a fresh id). A retry of a failed run given the same --run_id (e.g. Airflow's run id) takes over the lock the failed attempt left.")
+        parser.add_argument("--lock_ttl_hours", type=float, default=24.0, help="A lock on the output older than this many hours is stale: its run is taken to be dead and the lock is taken over.")
+        parser.add_argument("--break_lock", action="store_true", default=False, help="Take over the output's lock whoever holds it (only when that run is known to be dead).")
+
+
+def lock_options(options: LockOptions) -> dict:
+    """The lock settings of a job's options, checked; UsageError if bad."""
+    if not options.lock_ttl_hours or options.lock_ttl_hours <= 0:
+        raise UsageError(f"--lock_ttl_hours must be positive, got {options.lock_ttl_hours}")
+    if options.run_id is not None and not re.fullmatch(r"[A-Za-z0-9_.:+=@-]{1,200}", options.run_id):
+        raise UsageError(f"--run_id {options.run_id!r}: use letters, digits and _.:+=@- only")
+    return {"ttl_hours": options.lock_ttl_hours, "break_lock": bool(options.break_lock)}
 
 
 def allowed_roots(options: SharedOptions) -> AllowedRoots:

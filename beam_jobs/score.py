@@ -37,9 +37,10 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.metrics import Metrics
 
 from beam_jobs.cli import UsageError, execute, main, new_pipeline, runs_on_dataflow
-from beam_jobs.options import SharedOptions, allowed_roots
+from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_options
 from schemas import predictions as P
 from schemas.policy import load_policy
+from transforms import run_lock
 from transforms.decode import ImageRejected
 from transforms.inference import KerasBundleHandler, first_line, top_k
 from transforms.prefetch import PrefetchingDoFn
@@ -53,7 +54,7 @@ MAX_DATES = 400
 DONE = "done"
 
 
-class ScoreOptions(SharedOptions):
+class ScoreOptions(SharedOptions, LockOptions):
     """Options of the score job (also the Flex Template's parameters).
 
     Also --input (with dates: the root holding dt=YYYY-MM-DD/ folders),
@@ -141,6 +142,7 @@ def validate(o: ScoreOptions):
     if not (o.input or o.manifest):
         raise UsageError("give --input (a glob, or with dates the root of dt=YYYY-MM-DD/ folders) or --manifest")
     allowed_roots(o)  # a bad --allowed_roots fails here, before any work
+    lock_options(o)
     dates = dates_of(o)
     if dates and not o.input:
         raise UsageError("--date/--start_date need --input, the root of the dt=YYYY-MM-DD/ folders")
@@ -247,10 +249,12 @@ class UnlistedPartitions(RuntimeError):
     """Raised at the end of a run in which some partitions listed no images."""
 
 
-def _fail_on_unlisted(_published, states: dict, allow_empty: bool, input_root, manifest):
+def _fail_on_unlisted(_published, states: dict, allow_empty: bool, input_root, manifest, release=None):
     # After the other partitions are published: a night with no uploads fails
     # the job (rc != 0, the message in its log) instead of looking scored.
     bad = {d: s for d, s in states.items() if not _publishable(s, allow_empty)}
+    for d in sorted(bad) if release else ():
+        release(d)  # never published, so never released by ReleaseLocks
     if bad:
         raise UnlistedPartitions("score: " + _unlisted_message(bad, input_root, manifest))
     return sorted(states)
@@ -330,12 +334,33 @@ def _failed_batch(failure, version, scored_at):
         yield _row(uri, partition, version, "failed", scored_at, reasons=["inference_error"], error=line)
 
 
-def _publish(partition, output, version, status_counts, written):
+def lock_dir(output: str, partition: str, version: str) -> str:
+    """Where a partition's lock lives: beside the partitions, not inside one
+    (publishing empties the partition folder, and readers glob dt=*)."""
+    return FileSystems.join(output, "predictions", "_locks", f"dt={partition}", f"model={version}")
+
+
+def _claim(partition, output, version, force, me, lock) -> bool:
+    """Lock the partition; keep it (True) unless it is complete and not forced."""
+    where = P.partition_dir(output, partition, version)
+    run_lock.acquire(lock_dir(output, partition, version), me, where, **lock)
+    if force or not _complete(output, partition, version):
+        return True
+    run_lock.release(lock_dir(output, partition, version), me, where)
+    # INFO: Dataflow's worker log shows it; a local launch already said it once
+    logging.info("score: dt=%s is complete for model %s: skipped (--force rescores it)", partition, version)
+    return False
+
+
+def _publish(partition, output, version, status_counts, written, me=None):
     """Replace the partition's files with this run's staged shards (exactly the
-    ones its writers reported, never stray files), then write _SUCCESS."""
+    ones its writers reported, never stray files), then write _SUCCESS; only
+    while this run holds the partition's lock (released by the next step)."""
     final = P.partition_dir(output, partition, version)
     dead_dir = P.dead_letter_dir(output, partition, version)
     marker = FileSystems.join(final, MARKER)
+    if me is not None:
+        run_lock.check(lock_dir(output, partition, version), me, final)
     if FileSystems.exists(marker):
         FileSystems.delete([marker])
     old = [m.path for folder in (final, dead_dir)
@@ -389,16 +414,9 @@ def _complete(output: str, date: str, version: str) -> bool:
     return FileSystems.exists(FileSystems.join(P.partition_dir(output, date, version), MARKER))
 
 
-def _not_complete(date, output, version, force) -> bool:
-    if force or not _complete(output, date, version):
-        return True
-    # INFO: Dataflow's worker log shows it; a local launch already said it once
-    logging.info("score: dt=%s is complete for model %s: skipped (--force rescores it)", date, version)
-    return False
-
-
-def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict) -> beam.Pipeline:
-    """The score pipeline, constructed but not run."""
+def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: dict | None = None) -> beam.Pipeline:
+    """The score pipeline, constructed but not run. `me` names the run in the
+    partitions' locks (run_lock.new_lock_info)."""
     version, vocabulary = info["version"], list(info["label_vocabulary"])
     settings = _image_settings(info)
     scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
@@ -407,13 +425,15 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict) -> bea
     staging = FileSystems.join(o.output, "_staging", uuid.uuid4().hex)
     partitions = dates or [UNDATED]
     force, output = o.force, o.output
+    me, lock = me or run_lock.new_lock_info("score", o.run_id), lock_options(o)
 
     allow_empty, input_root, manifest = o.allow_empty, o.input, o.manifest
 
     p = new_pipeline(o)
+    # Each partition is locked before anything about it is decided or written.
     todo = (p
             | "Partitions" >> beam.Create(partitions)
-            | "SkipComplete" >> beam.Filter(_not_complete, output, version, force))
+            | "SkipComplete" >> beam.Filter(_claim, output, version, force, me, lock))
     listed = todo | "ListPartitions" >> beam.FlatMap(
         _list_partition, input_root, manifest, allow_empty).with_outputs(LISTING, main="images")
     images = listed.images | "Reshuffle" >> beam.Reshuffle()
@@ -458,11 +478,13 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict) -> bea
     _ = (todo_again
          | "OnlyListed" >> beam.Filter(lambda d, st: _publishable(st.get(d), allow_empty), st=states)
          | "Publish" >> beam.Map(
-             lambda d, w, sc: _publish(d, output, version, sc, w),
+             lambda d, w, sc: _publish(d, output, version, sc, w, me),
              w=beam.pvalue.AsList(all_written), sc=beam.pvalue.AsSingleton(status_counts))
+         | "ReleaseLocks" >> beam.Map(lambda d: (run_lock.release_own(lock_dir(output, d, version), me), d)[1])
          | "AllPublished" >> beam.combiners.ToList()
          | "DropStaging" >> beam.Map(lambda _: _drop_staging(staging))
-         | "FailOnUnlisted" >> beam.Map(_fail_on_unlisted, states, allow_empty, input_root, manifest))
+         | "FailOnUnlisted" >> beam.Map(_fail_on_unlisted, states, allow_empty, input_root, manifest,
+                                        release=lambda d: run_lock.release_own(lock_dir(output, d, version), me)))
     return p
 
 
@@ -505,8 +527,15 @@ def run(argv=None):
     info = load_model_info(options.model_uri)
     if not runs_on_dataflow(options):
         check_partitions(options, dates, info["version"])
-    return execute(build_pipeline(options, dates, policy, info), options,
-                   f"score: done. predictions under {FileSystems.join(options.output, 'predictions')}")
+    me = run_lock.new_lock_info("score", options.run_id)
+
+    def release_all():  # a failed local run leaves no lock of its own behind
+        for d in dates or [UNDATED]:
+            run_lock.release_quietly(lock_dir(options.output, d, info["version"]), me)
+
+    return execute(build_pipeline(options, dates, policy, info, me), options,
+                   f"score: done. predictions under {FileSystems.join(options.output, 'predictions')}",
+                   on_failure=release_all)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ date, i.e. the day that has just ended: the run at 2026-11-22 02:00 curates and
 scores dt=2026-11-21. Backfills and reruns of a past day get that day's date.
 The score task starts only after the curate job has finished
 (`wait_until_finished`), so a failed curate stops the night's scoring.
+Both pass `run_id={{ run_id }}` (the same in every try of a DAG run): a retry
+takes over the output lock its failed try left, while a hand-started run or
+another DAG run into the same output is refused until the first is done.
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ with DAG(
                     "job": "curate",
                     "input": "gs://{{ var.value.skin_bucket }}/uploads/dt={{ ds }}/**",
                     "output": "gs://{{ var.value.skin_bucket }}/curated/dt={{ ds }}",
+                    "run_id": "{{ run_id }}",
                 },
             },
         },
@@ -66,6 +70,7 @@ with DAG(
                     "date": "{{ ds }}",
                     "model_uri": "{{ var.value.skin_model_uri }}",
                     "output": "gs://{{ var.value.skin_bucket }}/scores",
+                    "run_id": "{{ run_id }}",
                 },
             },
         },

@@ -34,13 +34,14 @@ BOOLEAN = r"^(true|false)$"
 # template dates (Cloud Scheduler); see cloud_scheduler_score.json.
 DATE_OR_RELATIVE = r"^(\d{4}-\d{2}-\d{2}|yesterday|today)$"
 FRACTIONS = r"^[0-9.]+,[0-9.]+,[0-9.]+$"
+RUN_ID = r"^[A-Za-z0-9_.:+=@-]{1,200}$"  # what beam_jobs.options.lock_options accepts (Airflow run ids fit)
 
 # On Dataflow every location is a gs:// path (the launcher and the workers
 # share no local disk).
 PATH_OPTIONS = {"input", "manifest", "policy", "output", "scin_cases", "image_root",
                 "curated", "scin_labels", "labels_csv", "model_uri"}
 STRING_RULES = {"date": DATE_OR_RELATIVE, "start_date": DATE_OR_RELATIVE, "end_date": DATE_OR_RELATIVE,
-                "split_fractions": FRACTIONS}
+                "split_fractions": FRACTIONS, "run_id": RUN_ID}
 
 LABEL_WORDS = {"uri": "URI", "jpeg": "JPEG", "mb": "MB", "scin": "SCIN", "csv": "CSV", "k": "k"}
 

@@ -87,7 +87,7 @@ def test_shared_flags_in_metadata_are_exactly_those_the_job_reads():
 
 PLAUSIBLE = {M.GCS_PATH: "gs://skin-bucket/{name}/x", M.INTEGER: "7", M.NUMBER: "0.5",
              M.BOOLEAN: "true", M.DATE_OR_RELATIVE: "2026-11-20",
-             M.FRACTIONS: "0.8,0.1,0.1"}
+             M.FRACTIONS: "0.8,0.1,0.1", M.RUN_ID: "scheduled__2026-11-22T02:00:00+00:00"}
 
 
 def _value(p: dict) -> str:
@@ -175,7 +175,7 @@ def test_launcher_dispatch_and_flex_conventions():
     with pytest.raises(UsageError):
         launch.split_job(["--job=train"])
     flags = launch.boolean_flags(score.ScoreOptions)
-    assert flags == {"force", "share_model", "allow_empty"}
+    assert flags == {"force", "share_model", "allow_empty", "break_lock"}
     assert launch.flex_booleans_to_flags(["--force=true", "--share_model=False", "--top_k=3"], flags) \
         == ["--force", "--top_k=3"]
     with pytest.raises(UsageError):
@@ -396,7 +396,8 @@ def test_build_script():
 # -------------------------------------------------------------- scheduling
 
 JINJA = {"{{ ds }}": "2026-11-21", "{{ ds_nodash }}": "20261121", "{{ var.value.skin_bucket }}": "skin-bucket",
-         "{{ var.value.skin_model_uri }}": "gs://skin-bucket/models/m1"}
+         "{{ var.value.skin_model_uri }}": "gs://skin-bucket/models/m1",
+         "{{ run_id }}": "scheduled__2026-11-22T02:00:00+00:00"}
 
 
 def _render(text: str) -> str:
@@ -439,6 +440,8 @@ def test_airflow_dag_runs_curate_then_score_for_the_logical_date():
     scored = _check_launch(by_id["score"], "score", _render)
     assert curated["input"].endswith("/uploads/dt={{ ds }}/**")
     assert scored["date"] == "{{ ds }}"
+    # A retry of a failed task takes over the output lock its first try left.
+    assert curated["run_id"] == scored["run_id"] == "{{ run_id }}"
 
 
 def test_cloud_scheduler_job_launches_score_for_yesterday():

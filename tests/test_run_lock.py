@@ -1,0 +1,185 @@
+"""The output lock (transforms/run_lock.py) on a local disk and on gs:// (the
+real GCS emulator): one holder at a time, stale and same-run takeover, a
+holder that lost its lock cannot release or publish."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import pytest
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import run_lock
+from transforms.run_lock import LockHeld, LockLost
+
+LOCK_BUCKET = "lock-tests"
+
+
+@pytest.fixture(params=["local", "gcs"])
+def lock_dir(request, tmp_path):
+    if request.param == "local":
+        return str(tmp_path / "out" / "_LOCK")
+    emulator = request.getfixturevalue("gcs_emulator")
+    emulator.create_bucket(LOCK_BUCKET)
+    return f"gs://{LOCK_BUCKET}/{uuid.uuid4().hex}/out/_LOCK"
+
+
+def _candidates(lock_dir):
+    try:
+        return sorted(m.path.rsplit("/", 1)[1] for m in
+                      FileSystems.match([FileSystems.join(lock_dir, "*.json")])[0].metadata_list)
+    except Exception:
+        return []
+
+
+def test_second_acquire_fails_in_one_line_naming_the_holder_until_released(lock_dir):
+    a, b = run_lock.new_lock_info("curate", "night-1"), run_lock.new_lock_info("curate", "backfill-7")
+    run_lock.acquire(lock_dir, a, "OUT")
+    run_lock.acquire(lock_dir, a, "OUT")  # idempotent for the same attempt (a retried bundle)
+    with pytest.raises(LockHeld) as e:
+        run_lock.acquire(lock_dir, b, "OUT", retries=2)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("OUT is locked by run night-1 (curate on ")
+    assert a["started"] in msg and "--break_lock" in msg and "--lock_ttl_hours=24" in msg
+    assert _candidates(lock_dir) == [f"{a['attempt']}.json"]  # the loser withdrew
+    run_lock.check(lock_dir, a, "OUT")
+    run_lock.release(lock_dir, a, "OUT")
+    assert _candidates(lock_dir) == []
+    run_lock.acquire(lock_dir, b, "OUT")  # free again
+    run_lock.release(lock_dir, b, "OUT")
+
+
+def test_release_or_check_by_a_non_holder_is_refused_and_removes_nothing(lock_dir):
+    a, b = run_lock.new_lock_info("score", "r1"), run_lock.new_lock_info("score", "r2")
+    run_lock.acquire(lock_dir, a, "P")
+    for call in (run_lock.release, run_lock.check):
+        with pytest.raises(LockLost) as e:
+            call(lock_dir, b, "P")
+        assert "no longer holds its lock" in str(e.value) and "run r1" in str(e.value)
+    assert run_lock.release_own(lock_dir, b) is False  # the pipelines' release step: never another's
+    assert _candidates(lock_dir) == [f"{a['attempt']}.json"]
+    assert run_lock.release_own(lock_dir, a) is True
+    assert run_lock.release_own(lock_dir, a) is False  # run again by a runner's retry: no error
+    assert _candidates(lock_dir) == []
+
+
+def _plant(lock_dir, info):
+    from transforms.sharded_write import write_atomically
+    write_atomically(FileSystems.join(lock_dir, f"{info['attempt']}.json"), json.dumps(info).encode())
+
+
+def test_stale_same_run_and_broken_locks_are_taken_over_and_the_old_holder_cannot_publish(lock_dir):
+    dead = run_lock.new_lock_info("curate", "killed")
+    dead["started_unix"] -= 25 * 3600  # older than the default 24 h
+    _plant(lock_dir, dead)
+    new = run_lock.new_lock_info("curate", "next")
+    run_lock.acquire(lock_dir, new, "OUT")
+    assert _candidates(lock_dir) == [f"{new['attempt']}.json"]
+    with pytest.raises(LockLost):  # the stale holder, were it alive, stops before publishing
+        run_lock.check(lock_dir, dead, "OUT")
+
+    # A young lock is live under the default TTL, stale under a shorter one.
+    with pytest.raises(LockHeld):
+        run_lock.acquire(lock_dir, run_lock.new_lock_info("curate", "other"), "OUT", retries=1)
+    time.sleep(0.05)
+    short = run_lock.new_lock_info("curate", "impatient")
+    run_lock.acquire(lock_dir, short, "OUT", ttl_hours=0.01 / 3600)
+    # A retry of the same run (same --run_id, a new attempt) takes its failed attempt's lock.
+    retry = run_lock.new_lock_info("curate", "impatient")
+    run_lock.acquire(lock_dir, retry, "OUT", retries=1)
+    # --break_lock takes over whoever holds it.
+    breaker = run_lock.new_lock_info("curate", "operator")
+    run_lock.acquire(lock_dir, breaker, "OUT", break_lock=True, retries=1)
+    assert _candidates(lock_dir) == [f"{breaker['attempt']}.json"]
+    for old in (short, retry):
+        with pytest.raises(LockLost):
+            run_lock.release(lock_dir, old, "OUT")
+    run_lock.release(lock_dir, breaker, "OUT")
+
+
+def test_racing_acquirers_never_both_hold(lock_dir):
+    """Many threads race for one lock, holding it briefly; at no time do two
+    believe they hold it, and every one either held it or was refused."""
+    holders, overlaps, outcomes = set(), [], []
+    guard = threading.Lock()
+
+    def contend(i):
+        me = run_lock.new_lock_info("score", f"run-{i}")
+        try:
+            run_lock.acquire(lock_dir, me, "P", retries=2)
+        except LockHeld:
+            outcomes.append("refused")
+            return
+        with guard:
+            if holders:
+                overlaps.append((i, set(holders)))
+            holders.add(i)
+        time.sleep(0.05)
+        with guard:
+            holders.discard(i)
+        run_lock.release(lock_dir, me, "P")
+        outcomes.append("held")
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not overlaps
+    assert len(outcomes) == 6 and "held" in outcomes
+    assert _candidates(lock_dir) == []
+
+
+def test_a_lock_left_by_a_killed_process_on_this_machine_is_taken_over_at_once(lock_dir):
+    import subprocess
+    proc = subprocess.Popen(["sleep", "30"])
+    killed = run_lock.new_lock_info("curate", "local-run")
+    killed["pid"] = proc.pid
+    _plant(lock_dir, killed)
+    with pytest.raises(LockHeld):  # alive: held
+        run_lock.acquire(lock_dir, run_lock.new_lock_info("curate", "x"), "OUT", retries=1)
+    proc.kill()
+    proc.wait()
+    elsewhere = dict(run_lock.new_lock_info("curate", "remote"), host="another-machine", pid=proc.pid)
+    _plant(lock_dir, elsewhere)
+    with pytest.raises(LockHeld):  # a pid on another machine says nothing about it
+        run_lock.acquire(lock_dir, run_lock.new_lock_info("curate", "y"), "OUT", retries=1)
+    assert _candidates(lock_dir) == [f"{elsewhere['attempt']}.json"]  # the dead local one went
+    FileSystems.delete([FileSystems.join(lock_dir, f"{elsewhere['attempt']}.json")])
+    new = run_lock.new_lock_info("curate", "z")
+    run_lock.acquire(lock_dir, new, "OUT", retries=1)
+    assert _candidates(lock_dir) == [f"{new['attempt']}.json"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--lock_ttl_hours", "0"], "--lock_ttl_hours must be positive, got 0.0"),
+    (["--run_id", "a b"], "--run_id 'a b': use letters, digits and _.:+=@- only"),
+])
+def test_bad_lock_options_are_one_line_errors_before_work(extra, message, tmp_path, capsys):
+    from beam_jobs import curate
+    from beam_jobs.cli import main
+    assert main(curate.run, ["--input", f"{tmp_path}/*.jpg", "--output", str(tmp_path / "o"), *extra],
+                prog="curate") == 2
+    assert capsys.readouterr().err == f"curate: error: {message}\n"
+    assert not (tmp_path / "o").exists()
+
+
+def test_run_id_retries_and_break_lock_take_over_only_runs_built_before_them(lock_dir):
+    """Two tries of one run id (or two --break_lock runs) racing cannot both
+    win: only a younger run takes an older one's lock."""
+    first = run_lock.new_lock_info("score", "scheduled__2026-11-22")
+    time.sleep(0.01)
+    retry = run_lock.new_lock_info("score", "scheduled__2026-11-22")
+    run_lock.acquire(lock_dir, first, "P")
+    run_lock.acquire(lock_dir, retry, "P", retries=1)  # the failed first try's lock is taken over
+    with pytest.raises(LockHeld):  # the first try, alive after all, cannot take it back
+        run_lock.acquire(lock_dir, first, "P", retries=1)
+    built_before = dict(run_lock.new_lock_info("score", "ops"), started_unix=retry["started_unix"] - 1)
+    with pytest.raises(LockHeld):
+        run_lock.acquire(lock_dir, built_before, "P", break_lock=True, retries=1)
+    assert _candidates(lock_dir) == [f"{retry['attempt']}.json"]
+    breaker = run_lock.new_lock_info("score", "ops")
+    run_lock.acquire(lock_dir, breaker, "P", break_lock=True, retries=1)
+    assert _candidates(lock_dir) == [f"{breaker['attempt']}.json"]
