@@ -139,7 +139,7 @@ def malformed_corpus() -> dict[str, tuple[bytes, str]]:
         "progressive.jpg": (_save(p, "JPEG", progressive=True), "decoded:jpeg"),
         "photo.webp": (_save(p, "WEBP"), "decoded:webp"),
         "anim.gif": (gif.getvalue(), "decoded:gif"),
-        "photo.heic": (isobmff(b"heic", [b"mif1", b"heic"]), "unsupported_format"),
+        "photo.heic": (isobmff(b"heic", [b"mif1", b"heic"]), "unreadable"),
         "bomb.png": (crafted_png(100_000, 100_000), "too_large"),
         "bomb.jpg": (crafted_jpeg(60_000, 60_000), "too_large"),
     }

@@ -30,6 +30,7 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from transforms.colour import profile_for, to_srgb  # noqa: E402
 from transforms.image_header import Header, read_header  # noqa: E402
 
 JPEG_SCALES = (8, 4, 2, 1)
@@ -43,20 +44,30 @@ MAX_JPEG_PIXELS_PER_BYTE = 2_000
 
 _NAMES = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WebP", "bmp": "BMP",
           "tiff": "TIFF", "heic": "HEIC", "avif": "AVIF"}
-# Formats that only some OpenCV builds decode; probed once per process.
-_OPTIONAL_CODECS = {"heic": ".heic", "avif": ".avif", "tiff": ".tiff"}
+# Formats that only some OpenCV builds decode; probed once per process. HEIC
+# is decoded by libheif (pillow-heif), never by OpenCV: see _decode_heic.
+_OPTIONAL_CODECS = {"avif": ".avif", "tiff": ".tiff"}
+# HEIC and AVIF have no reduced decode (HEVC/AV1 are not DCT-scalable like
+# JPEG): they decode at full size and are then area-reduced by the factor a
+# JPEG of that size would get, so every later step sees the same array size
+# and colour conversion runs on the small array.
+_REDUCED_AFTER_DECODE = frozenset({"heic", "avif"})
+# libheif decodes one image on one thread: a worker runs one image per core
+# already, and extra threads only add contention (measured in
+# benchmarks/curate_per_image.py --heic).
+HEIF_DECODE_THREADS = 1
 _JPEG_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
                4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 # IMREAD_UNCHANGED keeps alpha (composited below) and 16-bit samples (scaled
 # below with rounding, where IMREAD_COLOR would truncate); it never rotates.
-# AVIF/HEIC use IMREAD_COLOR because their 10/12-bit samples come back unscaled
-# in uint16 otherwise; TIFF does because 4-channel TIFF may be CMYK, not BGRA.
+# AVIF's 10/12-bit samples come back unscaled in uint16 and are scaled by the
+# header's bit depth (to_8bit); TIFF uses IMREAD_COLOR because 4-channel TIFF
+# may be CMYK, not BGRA.
 _FLAGS = {
     "png": cv2.IMREAD_UNCHANGED, "webp": cv2.IMREAD_UNCHANGED,
     "gif": cv2.IMREAD_UNCHANGED, "bmp": cv2.IMREAD_UNCHANGED,
     "tiff": cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION,
-    "avif": cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION,
-    "heic": cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION,
+    "avif": cv2.IMREAD_UNCHANGED,
 }
 # Decoders that apply the orientation themselves even with IMREAD_IGNORE_ORIENTATION.
 _SELF_ORIENTING = frozenset({"tiff"})
@@ -125,9 +136,16 @@ def decode(data: bytes, *, analysis_short_side: int = 224,
             raise ImageRejected("unreadable", "truncated JPEG: no end-of-image marker", header)
         scale = jpeg_scale(width, height, analysis_short_side)
         flags = _JPEG_FLAGS[scale] | cv2.IMREAD_IGNORE_ORIENTATION
+    elif fmt == "heic":
+        scale, flags = jpeg_scale(width, height, analysis_short_side), None
+    elif fmt in _REDUCED_AFTER_DECODE:
+        scale, flags = jpeg_scale(width, height, analysis_short_side), _FLAGS[fmt]
     else:
         scale, flags = 1, _FLAGS[fmt]
 
+    if fmt == "heic":
+        image, icc = _decode_heic(data, header)
+        return _finish_reduced(image, header, scale, icc)
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as e:
@@ -136,6 +154,8 @@ def decode(data: bytes, *, analysis_short_side: int = 224,
     if image is None:
         raise ImageRejected("unreadable", f"OpenCV could not decode the {name} data "
                                           "(corrupt or unsupported variant)", header)
+    if fmt in _REDUCED_AFTER_DECODE:
+        return _finish_reduced(image, header, scale, profile_for(header.icc_profile, header.nclx))
     oriented = fmt in _SELF_ORIENTING
     if oriented:
         width, height = header.display_width, header.display_height
@@ -148,8 +168,67 @@ def decode(data: bytes, *, analysis_short_side: int = 224,
         image = _to_bgr8(image, header)
     if not oriented:
         image = apply_orientation(image, header.orientation)
+    if not (fmt == "png" and header.srgb_chunk):  # an sRGB chunk overrides iCCP
+        image = to_srgb(image, header.icc_profile)
     return Decoded(image=image, scale=scale, header=header,
                    width=header.display_width, height=header.display_height)
+
+
+def _decode_heic(data: bytes, header: Header) -> tuple[np.ndarray, bytes | None]:
+    """The primary image of a HEIF file, upright, as samples at their stored depth.
+
+    libheif applies the irot/imir/clap transforms (HEIF's orientation; the EXIF
+    Orientation tag inside a HEIF is informational and never applied again) and
+    returns the primary item whatever else the file holds (thumbnails, depth
+    maps, burst frames). Returns (BGR or BGRA array, ICC profile to convert from).
+    """
+    import pillow_heif  # imported here: only HEIC inputs pay for loading libheif
+
+    pillow_heif.options.DECODE_THREADS = HEIF_DECODE_THREADS
+    try:
+        heif = pillow_heif.open_heif(data, convert_hdr_to_8bit=False)
+        primary = heif[heif.primary_index]
+        image = np.asarray(primary)
+    except Exception as e:  # noqa: BLE001 -- libheif errors are plain ValueError/RuntimeError/OSError
+        raise ImageRejected("unreadable", f"libheif could not decode the HEIC data: {_one_line(e)}",
+                            header) from None
+    if image.ndim == 3:
+        image = image[..., [2, 1, 0, 3][:image.shape[2]]]  # RGB(A) -> BGR(A)
+    if image.dtype == np.uint16:
+        # pillow-heif returns 10/12-bit samples shifted to the top of 16 bits.
+        bits = max(9, min(16, primary.info.get("bit_depth") or header.bit_depth or 16))
+        image = to_8bit(image >> (16 - bits), bits)
+    icc = profile_for(primary.info.get("icc_profile"), _nclx(primary.info.get("nclx_profile")))
+    return image, icc
+
+
+def _nclx(info: dict | None) -> tuple | None:
+    if not info:
+        return None
+    return (info.get("color_primaries"), info.get("transfer_characteristics"),
+            info.get("matrix_coefficients"), bool(info.get("full_range_flag")))
+
+
+def _finish_reduced(image: np.ndarray, header: Header, scale: int, icc: bytes | None) -> Decoded:
+    """HEIC/AVIF after the full decode: check size, 8-bit, upright, reduce, sRGB."""
+    name = _NAMES[header.format]
+    oriented = header.format == "heic"  # libheif applied irot/imir itself
+    h, w = (header.display_height, header.display_width) if oriented else (header.height, header.width)
+    if image.shape[:2] != (h, w):
+        raise ImageRejected("unreadable", f"decoded {name} is {image.shape[1]}x{image.shape[0]} "
+                                          f"but the header declares {w}x{h}", header)
+    image = _to_bgr8(image, header)
+    if not oriented:
+        image = apply_orientation(image, header.orientation)
+    if scale > 1:
+        dh, dw = image.shape[:2]
+        image = cv2.resize(image, (-(-dw // scale), -(-dh // scale)), interpolation=cv2.INTER_AREA)
+    return Decoded(image=to_srgb(image, icc), scale=scale, header=header,
+                   width=header.display_width, height=header.display_height)
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())[:300] or type(e).__name__
 
 
 def jpeg_scale(width: int, height: int, analysis_short_side: int) -> int:
@@ -183,9 +262,15 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _to_bgr8(image: np.ndarray, header: Header) -> np.ndarray:
-    """Bring an IMREAD_UNCHANGED/ANYDEPTH result to 3-channel uint8 BGR."""
+    """Bring an IMREAD_UNCHANGED/ANYDEPTH result to 3-channel uint8 BGR.
+
+    Deeper samples map to 8 bits one way for every format: n-bit code value v
+    becomes round(v * 255 / (2**n - 1)), a linear rescale of code values (no
+    tone mapping): 16-bit PNG/TIFF divide by 257, 10-bit HEIC/AVIF by 1023/255.
+    """
     if image.dtype == np.uint16:
-        image = cv2.convertScaleAbs(image, alpha=1 / 257)  # 65535 -> 255, rounded
+        # OpenCV returns AVIF's 10/12-bit samples unscaled, PNG/TIFF's as 16-bit.
+        image = to_8bit(image, header.bit_depth if header.format == "avif" else 16)
     elif image.dtype != np.uint8:
         raise ImageRejected("unsupported_format", f"{_NAMES[header.format]} with {image.dtype} "
                                                   "samples is not supported", header)
@@ -194,6 +279,17 @@ def _to_bgr8(image: np.ndarray, header: Header) -> np.ndarray:
     if image.shape[2] == 4:
         return _over_white(image)
     return image
+
+
+def to_8bit(image: np.ndarray, bits: int) -> np.ndarray:
+    """n-bit code values -> uint8 as round(v * 255 / (2**n - 1)), saturated.
+
+    The one mapping for every deeper-than-8-bit input (16-bit PNG/TIFF, 10/12-bit
+    HEIC/AVIF): a linear rescale of code values, no tone mapping, so an image
+    saved at two bit depths gives the same 8-bit pixels to within one level.
+    """
+    bits = bits if 8 < bits <= 16 else 16
+    return cv2.convertScaleAbs(image, alpha=255 / ((1 << bits) - 1))
 
 
 def _over_white(bgra: np.ndarray) -> np.ndarray:
