@@ -183,3 +183,15 @@ def test_bit_depths_map_to_the_same_8bit_pixels():
         d = decode(data)
         assert d.header.bit_depth == 10
         assert close(centres(d.image), PATCHES, 2), centres(d.image)
+
+
+def test_the_fast_matrix_path_agrees_with_littlecms():
+    """Matrix/TRC profiles skip LittleCMS's slower path; the result must be the same."""
+    from transforms.colour import _MatrixShaper, _transform, nclx_profile
+    pixels = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    for icc in (P3, nclx_profile(9, 13)):
+        assert isinstance(_transform(icc), _MatrixShaper)
+        cms = ImageCms.buildTransform(ImageCms.ImageCmsProfile(io.BytesIO(icc)),
+                                      ImageCms.createProfile("sRGB"), "RGB", "RGB")
+        want = np.asarray(ImageCms.applyTransform(Image.fromarray(pixels[..., ::-1]), cms))[..., ::-1]
+        assert np.abs(to_srgb(pixels, icc).astype(int) - want).max() <= 1

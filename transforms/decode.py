@@ -186,14 +186,13 @@ def _decode_heic(data: bytes, header: Header) -> tuple[np.ndarray, bytes | None]
 
     pillow_heif.options.DECODE_THREADS = HEIF_DECODE_THREADS
     try:
-        heif = pillow_heif.open_heif(data, convert_hdr_to_8bit=False)
+        # bgr_mode: libheif writes OpenCV's channel order, no full-size reshuffle here.
+        heif = pillow_heif.open_heif(data, convert_hdr_to_8bit=False, bgr_mode=True)
         primary = heif[heif.primary_index]
         image = np.asarray(primary)
     except Exception as e:  # noqa: BLE001 -- libheif errors are plain ValueError/RuntimeError/OSError
         raise ImageRejected("unreadable", f"libheif could not decode the HEIC data: {_one_line(e)}",
                             header) from None
-    if image.ndim == 3:
-        image = image[..., [2, 1, 0, 3][:image.shape[2]]]  # RGB(A) -> BGR(A)
     if image.dtype == np.uint16:
         # pillow-heif returns 10/12-bit samples shifted to the top of 16 bits.
         bits = max(9, min(16, primary.info.get("bit_depth") or header.bit_depth or 16))
