@@ -118,6 +118,36 @@ def _save(img, fmt, **kw):
     return buf.getvalue()
 
 
+def _heic(img, **kw):
+    import pillow_heif
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(img).save(buf, format="HEIF", quality=90, **kw)
+    return buf.getvalue()
+
+
+def _phone_formats(p) -> dict[str, tuple[bytes, str]]:
+    """HEIC and AVIF, good and bad, as phones (or attackers) send them (issue 13)."""
+    import pillow_heif
+    from transforms.colour import display_p3_profile
+    heic, avif = _heic(p), _save(p, "AVIF", quality=90)
+    at = heic.index(b"ispe") + 8
+    bomb = heic[:at] + (60_000).to_bytes(4, "big") * 2 + heic[at + 8:]
+    multi = pillow_heif.from_pillow(Image.new("RGB", (640, 640), "blue"))  # not the primary
+    multi.add_from_pillow(p)
+    buf = io.BytesIO()
+    multi.save(buf, format="HEIF", quality=90, primary_index=1)
+    return {
+        "photo.heic.good": (heic, "decoded:heic"),
+        "p3.heic": (_heic(p, icc_profile=display_p3_profile()), "decoded:heic"),
+        "multi.heic": (buf.getvalue(), "decoded:heic"),
+        "truncated.heic": (heic[: len(heic) // 2], "unreadable"),
+        "bomb.heic": (bomb, "too_large"),
+        "photo.avif": (avif, "decoded:avif"),
+        "truncated.avif": (avif[: len(avif) // 2], "unreadable"),
+        "p3.jpg": (_save(p, "JPEG", quality=90, icc_profile=display_p3_profile()), "decoded:jpeg"),
+    }
+
+
 def malformed_corpus() -> dict[str, tuple[bytes, str]]:
     """file name -> (bytes, expectation): a reason code, or 'decoded:<format>'."""
     p = _skin_photo()
@@ -140,6 +170,7 @@ def malformed_corpus() -> dict[str, tuple[bytes, str]]:
         "photo.webp": (_save(p, "WEBP"), "decoded:webp"),
         "anim.gif": (gif.getvalue(), "decoded:gif"),
         "photo.heic": (isobmff(b"heic", [b"mif1", b"heic"]), "unreadable"),
+        **_phone_formats(p),
         "bomb.png": (crafted_png(100_000, 100_000), "too_large"),
         "bomb.jpg": (crafted_jpeg(60_000, 60_000), "too_large"),
     }
