@@ -107,6 +107,18 @@ def test_heic_bomb_is_refused_from_the_header():
     assert e.value.reason == "too_large"
 
 
+def test_a_huge_coded_extent_behind_a_small_crop_is_refused():
+    """HEVC codes whole blocks and clap crops them: the decoder allocates the ispe size."""
+    data = heic(patches(100, 60))
+    assert read_header(data).coded_pixels > 100 * 60  # x265 padded 60 rows to 64: a clap box
+    at = data.index(b"ispe") + 8
+    bomb = data[:at] + struct.pack(">II", 20_000, 20_000) + data[at + 8:]
+    assert read_header(bomb).width * read_header(bomb).height <= 100 * 60
+    with pytest.raises(ImageRejected) as e:
+        decode(bomb)
+    assert e.value.reason == "too_large"
+
+
 @pytest.mark.parametrize("fmt", ["heic", "avif"])
 def test_truncated_heic_and_avif_are_unreadable(fmt):
     img = patches()

@@ -124,6 +124,9 @@ def decode(data: bytes, *, analysis_short_side: int = 224,
     if width * height > max_pixels:
         raise ImageRejected("too_large", f"declared {width}x{height} = {_mp(width * height)} MP "
                                          f"exceeds max_pixels {_mp(max_pixels)} MP", header)
+    if header.coded_pixels > max_pixels:  # HEIF: decoded whole, then cropped to width x height
+        raise ImageRejected("too_large", f"declared coded size {_mp(header.coded_pixels)} MP "
+                                         f"exceeds max_pixels {_mp(max_pixels)} MP", header)
     if width <= 0 or height <= 0:
         raise ImageRejected("unreadable", f"{name} header declares no image size "
                                           "(truncated or corrupt header)", header)

@@ -70,6 +70,9 @@ class Header:
     icc_profile: bytes | None = field(default=None, repr=False)
     nclx: tuple[int, int, int, bool] | None = None
     srgb_chunk: bool = False
+    # Pixels the decoder allocates when more than width x height: a HEIF's
+    # coded extent (ispe) before its clean-aperture crop. 0 = width x height.
+    coded_pixels: int = 0
     display_width: int = field(init=False)
     display_height: int = field(init=False)
 
@@ -426,6 +429,7 @@ def _item_fields(data: bytes, props: list[tuple[bytes, int, int]]) -> dict:
                 out["icc_profile"] = bytes(data[start + 4:end])
     crop = out.pop("crop", None)
     if crop and "width" in out:
+        out["coded_pixels"] = out["width"] * out["height"]
         out["width"], out["height"] = min(crop[0], out["width"]), min(crop[1], out["height"])
     out["orientation"] = _heif_orientation(ops)
     return out
