@@ -7,7 +7,11 @@ the project), writes three versions into --out (default /tmp/p3_photos):
                 honoured) re-encoded as JPEG q95, untagged: the reference
   p3.jpg        the same pixels converted to Display P3 code values, JPEG q95,
                 with the Display P3 profile embedded (what an iPhone writes)
+  p3.png        the P3 pixels, lossless PNG with the profile: the conversion alone
   p3.heic       the P3 pixels as HEIC (x265 q90) with the profile (--heic)
+
+and, as the floor set by lossy coding itself, srgb.jpg decoded and
+re-encoded at q95 once more ("srgb.jpg re-encoded": no colour change at all),
 
 and runs curate's per-image path (transforms.analyze.analyze_image) on each,
 once as the pipeline does (profile converted to sRGB) and once with the
@@ -84,7 +88,8 @@ def main(argv=None) -> dict:
     p3 = display_p3_profile()
     to_p3 = ImageCms.buildTransform(ImageCms.createProfile("sRGB"),
                                     ImageCms.ImageCmsProfile(io.BytesIO(p3)), "RGB", "RGB")
-    kinds = ["p3.jpg converted", "p3.jpg not converted"]
+    kinds = ["srgb.jpg re-encoded", "p3.png converted", "p3.png not converted",
+             "p3.jpg converted", "p3.jpg not converted"]
     if args.heic:
         kinds += ["p3.heic converted", "p3.heic not converted"]
     drift = {k: {"ita": [], "monk": []} for k in kinds}
@@ -104,7 +109,13 @@ def main(argv=None) -> dict:
             continue
         used += 1
         p3_rgb = np.asarray(ImageCms.applyTransform(Image.fromarray(rgb), to_p3))
-        versions = {"p3.jpg": jpeg(p3_rgb, icc_profile=p3)}
+        png = io.BytesIO()
+        Image.fromarray(p3_rgb).save(png, "PNG", icc_profile=p3)
+        versions = {"p3.png": png.getvalue(), "p3.jpg": jpeg(p3_rgb, icc_profile=p3)}
+        again = decode_module.decode(srgb_bytes, analysis_short_side=10**6).image
+        ita, monk = tone(jpeg(np.ascontiguousarray(again[..., ::-1])), policy, True)
+        drift["srgb.jpg re-encoded"]["ita"].append(abs(ita - ref_ita) if ita is not None else float("inf"))
+        drift["srgb.jpg re-encoded"]["monk"].append(abs(monk - ref_monk) if monk is not None else 10)
         if args.heic:
             import pillow_heif
             buf = io.BytesIO()
@@ -139,7 +150,7 @@ def main(argv=None) -> dict:
         rows.append([k, median(ita), float(np.percentile(ita, 95)), float(ita.max()),
                      f"{(ita <= 1).mean():.0%}", f"{(monk == 0).mean():.0%}", int(monk.max())])
     print(table(["version", "|dITA| median", "p95", "max", "within 1 deg", "Monk same", "Monk max steps"],
-                rows, title=f"skin tone vs the sRGB original, {used} real skin photos (Display P3, JPEG q95)"))
+                rows, title=f"skin tone vs the sRGB original, {used} real skin photos (Display P3)"))
     size = f"{decoded.image.shape[1]}x{decoded.image.shape[0]}"
     ratio = median(cost["path_srgb_ms"]) / median(cost["path_p3_ms"])
     print()

@@ -81,8 +81,11 @@ def parse_args(argv=None):
 
 
 def load_images(n: int, seed: int) -> list[tuple[str, bytes]]:
-    root = sample_set(cases_for(min_none=n, seed=seed), seed, SIZE_12MP)
-    rows = [r for r in ground_truth(root) if r["defect"] == "none"][:n]
+    # Plain sRGB JPEGs only: the sample set also holds P3 JPEGs and HEICs
+    # (about 1 in 5), which the p3/heic variants make from these instead.
+    root = sample_set(cases_for(min_none=n + n // 2 + 2, seed=seed), seed, SIZE_12MP)
+    rows = [r for r in ground_truth(root) if r["defect"] == "none" and r["image_path"].endswith(".jpg")
+            and read_header((root / r["image_path"]).read_bytes()).icc_profile is None][:n]
     if len(rows) < n:
         sys.exit(f"only {len(rows)} defect-free images in {root}")
     return [(str(root / r["image_path"]), (root / r["image_path"]).read_bytes()) for r in rows]
