@@ -95,7 +95,7 @@ def test_rerun_into_the_same_output_gives_identical_bytes(labelled, curated, tmp
 
 def test_gcs_input_and_output_through_the_emulator(gcs_sample, gcs_emulator, sample_dir, tmp_path):
     gcs_emulator.create_bucket("curate-out")
-    run_curate("--input", f"{gcs_sample}/dataset/images/*.jpg", "--output", "gs://curate-out/run1")
+    run_curate("--input", f"{gcs_sample}/dataset/images/*", "--output", "gs://curate-out/run1")  # .jpg and .heic
     bucket = gcs_emulator.client().bucket("curate-out")
     summary = json.loads(bucket.blob("run1/summary.json").download_as_text())
     n_images = len(list((sample_dir / "dataset" / "images").iterdir()))
