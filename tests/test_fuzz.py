@@ -1,4 +1,4 @@
-"""Fuzz the per-image path with random and mutated JPEG/PNG bytes (hypothesis).
+"""Fuzz the per-image path with random and mutated JPEG/PNG/HEIC/AVIF bytes (hypothesis).
 
 Properties, for every generated input:
 - transforms.analyze.analyze_image returns a complete features row (never
