@@ -147,7 +147,12 @@ def decode(data: bytes, *, analysis_short_side: int = 224,
         scale, flags = 1, _FLAGS[fmt]
 
     if fmt == "heic":
-        image, icc = _decode_heic(data, header)
+        image, icc, thumbnail = _decode_heic(data, header, analysis_short_side)
+        if thumbnail:
+            image = _to_bgr8(image, header)
+            return Decoded(image=to_srgb(image, icc), header=header,
+                           scale=min(127, round(header.display_width / image.shape[1])),
+                           width=header.display_width, height=header.display_height)
         return _finish_reduced(image, header, scale, icc)
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
@@ -177,13 +182,17 @@ def decode(data: bytes, *, analysis_short_side: int = 224,
                    width=header.display_width, height=header.display_height)
 
 
-def _decode_heic(data: bytes, header: Header) -> tuple[np.ndarray, bytes | None]:
-    """The primary image of a HEIF file, upright, as samples at their stored depth.
+def _decode_heic(data: bytes, header: Header,
+                 min_short_side: int) -> tuple[np.ndarray, bytes | None, bool]:
+    """The primary image of a HEIF file, upright, 8-bit BGR(A), and its colour profile.
 
     libheif applies the irot/imir/clap transforms (HEIF's orientation; the EXIF
     Orientation tag inside a HEIF is informational and never applied again) and
     returns the primary item whatever else the file holds (thumbnails, depth
-    maps, burst frames). Returns (BGR or BGRA array, ICC profile to convert from).
+    maps, burst frames). When the primary carries a thumbnail whose short side
+    covers `min_short_side` at the same framing, that thumbnail is decoded
+    instead (phones embed one; ~10 ms against ~400 ms for 12 MP HEVC).
+    Returns (array, ICC profile to convert from, whether it is the thumbnail).
     """
     import pillow_heif  # imported here: only HEIC inputs pay for loading libheif
 
@@ -192,16 +201,37 @@ def _decode_heic(data: bytes, header: Header) -> tuple[np.ndarray, bytes | None]
         # bgr_mode: libheif writes OpenCV's channel order, no full-size reshuffle here.
         heif = pillow_heif.open_heif(data, convert_hdr_to_8bit=False, bgr_mode=True)
         primary = heif[heif.primary_index]
-        image = np.asarray(primary)
+        source = _heic_thumbnail(primary, header, min_short_side) or primary
+        image = np.asarray(source)
     except Exception as e:  # noqa: BLE001 -- libheif errors are plain ValueError/RuntimeError/OSError
         raise ImageRejected("unreadable", f"libheif could not decode the HEIC data: {_one_line(e)}",
                             header) from None
     if image.dtype == np.uint16:
         # pillow-heif returns 10/12-bit samples shifted to the top of 16 bits.
-        bits = max(9, min(16, primary.info.get("bit_depth") or header.bit_depth or 16))
+        bits = max(9, min(16, source.info.get("bit_depth") or header.bit_depth or 16))
         image = to_8bit(image >> (16 - bits), bits)
+    # Thumbnails carry no colour box of their own on phones: the primary's applies.
     icc = profile_for(primary.info.get("icc_profile"), _nclx(primary.info.get("nclx_profile")))
-    return image, icc
+    return image, icc, source is not primary
+
+
+def _heic_thumbnail(primary, header: Header, min_short_side: int):
+    """The smallest embedded thumbnail covering min_short_side with the primary's framing, or None.
+
+    Framing: width/height within 1% of the primary's displayed aspect, so a
+    thumbnail that was cropped differently (or belongs to another edit) is
+    never judged in the photo's place.
+    """
+    best = None
+    for i in range(len(primary.info.get("thumbnails") or ())):
+        thumb = primary.get_thumbnail(i)
+        w, h = thumb.size
+        W, H = header.display_width, header.display_height
+        if min(w, h) < min_short_side or abs(w * H - h * W) > 0.01 * w * H:
+            continue
+        if (best is None or w * h < best.size[0] * best.size[1]) and w * h < W * H:
+            best = thumb
+    return best
 
 
 def _nclx(info: dict | None) -> tuple | None:
