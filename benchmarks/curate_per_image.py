@@ -22,6 +22,9 @@ and beside them, from the same images (issue 13):
                no reduced decode, so this is the HEIC floor.
   heic path    analyze_image on the same photos re-encoded as 12 MP HEIC
                (x265, quality 75, ~iPhone file sizes): --heic N of them (default 4).
+               No embedded thumbnail: the full decode.
+  heic+thumbnail path  the same with a 320x240 thumbnail embedded, as phones
+               write: curate's 224 px analysis decodes the thumbnail.
   p3 path      analyze_image on the JPEGs converted to Display P3 and tagged
                with the profile, as an iPhone JPEG is: the cost of the colour
                conversion on the JPEG path.
@@ -107,20 +110,22 @@ def p3_jpeg(data: bytes) -> bytes:
     return buf.getvalue()
 
 
-def heic_versions(images: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    """Each image re-encoded as HEIC (x265 q75), cached beside the sample set (~10 s each)."""
+def heic_versions(images: list[tuple[str, bytes]], thumbnail: int = 0) -> list[tuple[str, bytes]]:
+    """Each image re-encoded as HEIC (x265 q75, optionally with an embedded
+    thumbnail of that long side, as phones write), cached (~10-20 s each)."""
     import io
 
     import pillow_heif
     from PIL import Image
     out = []
+    folder = "heic_q75" + (f"_thumb{thumbnail}" if thumbnail else "")
     for uri, data in images:
-        cached = CACHE_ROOT / "heic_q75" / (hashlib.sha256(data).hexdigest()[:16] + ".heic")
+        cached = CACHE_ROOT / folder / (hashlib.sha256(data).hexdigest()[:16] + ".heic")
         if not cached.exists():
             cached.parent.mkdir(parents=True, exist_ok=True)
             buf = io.BytesIO()
             pillow_heif.from_pillow(Image.open(io.BytesIO(data)).convert("RGB")).save(
-                buf, format="HEIF", quality=75)
+                buf, format="HEIF", quality=75, thumbnails=[thumbnail] if thumbnail else [])
             tmp = cached.with_suffix(".tmp")
             tmp.write_bytes(buf.getvalue())
             tmp.rename(cached)
@@ -187,8 +192,9 @@ def main(argv=None) -> dict:
     inputs = {k: images for k in variants}
     if args.heic:
         heics = heic_versions(images[:args.heic])
-        variants.update({"heic decode": heic_decode, "heic path": path})
-        inputs.update({"heic decode": heics, "heic path": heics})
+        thumbed = heic_versions(images[:args.heic], thumbnail=320)
+        variants.update({"heic decode": heic_decode, "heic path": path, "heic+thumbnail path": path})
+        inputs.update({"heic decode": heics, "heic path": heics, "heic+thumbnail path": thumbed})
     variants["p3 path"] = path
     inputs["p3 path"] = [(uri, p3_jpeg(data)) for uri, data in images]
     names = list(variants)
@@ -240,6 +246,7 @@ def main(argv=None) -> dict:
               "p3_path_vs_path": ips["p3 path"] / ips["path"]}
     if args.heic:
         ratios.update({"heic_path_vs_jpeg_path": ips["heic path"] / ips["path"],
+                       "heic_thumbnail_path_vs_jpeg_path": ips["heic+thumbnail path"] / ips["path"],
                        "heic_path_vs_heic_decode": ips["heic path"] / ips["heic decode"]})
     targets = {"path_vs_decode_only": 0.8, "path_vs_naive": 6.0}
 
@@ -254,6 +261,7 @@ def main(argv=None) -> dict:
                  ["path / naive", ratios["path_vs_naive"], ">= 6"],
                  ["p3 path / path (colour conversion cost)", ratios["p3_path_vs_path"], ""]]
                 + ([["heic path / jpeg path", ratios["heic_path_vs_jpeg_path"], ""],
+                    ["heic+thumbnail path / jpeg path", ratios["heic_thumbnail_path_vs_jpeg_path"], ""],
                     ["heic path / heic decode", ratios["heic_path_vs_heic_decode"], ""]] if args.heic else [])))
     if args.heic:
         mb = sum(len(d) for _, d in inputs["heic path"]) / len(inputs["heic path"]) / 1e6

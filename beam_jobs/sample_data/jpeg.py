@@ -43,7 +43,8 @@ def encode_jpeg(
 def encode_heic(upright: np.ndarray, orientation: int, quality: int, tags: CameraTags,
                 icc_profile: bytes | None = None) -> bytes:
     """HEIC as an iPhone writes it: stored pixels, orientation as HEIF irot
-    (pillow-heif turns the EXIF tag into irot/imir), EXIF and profile kept."""
+    (pillow-heif turns the EXIF tag into irot/imir), EXIF and profile kept,
+    and a 320 px thumbnail embedded (iPhones embed one of about 320x240)."""
     import io
 
     import pillow_heif
@@ -53,5 +54,5 @@ def encode_heic(upright: np.ndarray, orientation: int, quality: int, tags: Camer
     exif = exif_segment(tags, orientation)[10:]  # APP1 marker, length and "Exif\0\0" off
     buf = io.BytesIO()
     pillow_heif.from_pillow(Image.fromarray(np.ascontiguousarray(stored[..., ::-1]))).save(
-        buf, format="HEIF", quality=int(quality), exif=exif, icc_profile=icc_profile)
+        buf, format="HEIF", quality=int(quality), exif=exif, icc_profile=icc_profile, thumbnails=[320])
     return buf.getvalue()
