@@ -205,7 +205,10 @@ def test_bit_depths_map_to_the_same_8bit_pixels():
     rgb8 = np.asarray(patches())
     want = decode(pil_bytes(patches(), "PNG")).image
     png16 = cv2.imencode(".png", rgb8[..., ::-1].astype(np.uint16) * 257)[1].tobytes()
-    assert np.array_equal(decode(png16).image, want)
+    tiff16 = cv2.imencode(".tiff", rgb8[..., ::-1].astype(np.uint16) * 257)[1].tobytes()
+    for data in (png16, tiff16):
+        assert read_header(data).bit_depth == 16
+        assert np.array_equal(decode(data).image, want)
     ten = (rgb8.astype(np.uint32) * 1023 + 127) // 255
     ok, avif10 = cv2.imencode(".avif", ten[..., ::-1].astype(np.uint16),
                               [cv2.IMWRITE_AVIF_DEPTH, 10, cv2.IMWRITE_AVIF_QUALITY, 100])
