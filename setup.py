@@ -15,12 +15,17 @@ INSTALL_REQUIRES = [
     "pyarrow>=25,<26",
     "numpy>=2.0,<3",
     "google-cloud-storage>=3,<4",
+    # Pillow decodes nothing on the JPEG path; its LittleCMS (ImageCms) converts
+    # embedded ICC / nclx colour to sRGB (transforms/colour.py).
+    "pillow>=12,<13",
+    # libheif with the HEVC decoder, as manylinux wheels: HEIC/HEIF uploads
+    # (iPhones); OpenCV wheels have no HEIC codec. AVIF stays with OpenCV.
+    "pillow-heif>=1.8,<2",
 ]
 
 EXTRAS_REQUIRE = {
-    # Pillow is a test-only oracle (EXIF checks, building odd image formats);
-    # the jobs themselves decode with OpenCV.
-    "test": ["pytest>=8", "gcp-storage-emulator>=2026.7", "pillow>=11",
+    # Pillow is also a test oracle (EXIF checks, building odd image formats).
+    "test": ["pytest>=8", "gcp-storage-emulator>=2026.7",
              # Property-based fuzzing of the per-image path (issue 7).
              "hypothesis>=6.100",
              # Dockerfile linter, a static binary wrapped as a wheel (templates/).

@@ -15,6 +15,20 @@ are preloaded in memory, in one process with OpenCV limited to one thread:
                image's short side): what a tool without DCT-scaled decode and a
                fixed analysis size pays (cleanvision-style).
 
+and beside them, from the same images (issue 13):
+
+  heic decode  libheif (pillow-heif) full decode of the primary image, one
+               decoding thread (transforms.decode.HEIF_DECODE_THREADS): HEVC has
+               no reduced decode, so this is the HEIC floor.
+  heic path    analyze_image on the same photos re-encoded as 12 MP HEIC
+               (x265, quality 75, ~iPhone file sizes): --heic N of them (default 4).
+               No embedded thumbnail: the full decode.
+  heic+thumbnail path  the same with a 320x240 thumbnail embedded, as phones
+               write: curate's 224 px analysis decodes the thumbnail.
+  p3 path      analyze_image on the JPEGs converted to Display P3 and tagged
+               with the profile, as an iPhone JPEG is: the cost of the colour
+               conversion on the JPEG path.
+
 Each repeat runs every variant over all N images, in an order rotated per
 repeat, so machine noise hits all of them alike. Reported: per-image ms (each
 image's median over repeats, averaged over the images, so the mix of baseline
@@ -43,7 +57,7 @@ import time  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks._common import cases_for, ground_truth, median, sample_set, table, write_json  # noqa: E402
+from benchmarks._common import CACHE_ROOT, cases_for, ground_truth, median, sample_set, table, write_json  # noqa: E402
 from schemas.policy import load_policy  # noqa: E402
 from transforms.analyze import analyze_image, thumbnail_jpeg  # noqa: E402
 from transforms.decode import decode, jpeg_scale  # noqa: E402
@@ -63,16 +77,60 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="sample-data seed (default 0)")
     p.add_argument("--thumbnail-px", type=int, default=96,
                    help="report thumbnail size passed to analyze_image, as AnalyzeImages does (default 96; 0 = none)")
+    p.add_argument("--heic", type=int, default=4,
+                   help="number of 12 MP HEIC images (encoded once, cached; default 4, 0 = none)")
     p.add_argument("--json", help="write the figures as JSON to this path")
     return p.parse_args(argv)
 
 
 def load_images(n: int, seed: int) -> list[tuple[str, bytes]]:
-    root = sample_set(cases_for(min_none=n, seed=seed), seed, SIZE_12MP)
-    rows = [r for r in ground_truth(root) if r["defect"] == "none"][:n]
+    # Plain sRGB JPEGs only: the sample set also holds P3 JPEGs and HEICs
+    # (about 1 in 5), which the p3/heic variants make from these instead.
+    root = sample_set(cases_for(min_none=n + n // 2 + 2, seed=seed), seed, SIZE_12MP)
+    rows = [r for r in ground_truth(root) if r["defect"] == "none" and r["image_path"].endswith(".jpg")
+            and read_header((root / r["image_path"]).read_bytes()).icc_profile is None][:n]
     if len(rows) < n:
         sys.exit(f"only {len(rows)} defect-free images in {root}")
     return [(str(root / r["image_path"]), (root / r["image_path"]).read_bytes()) for r in rows]
+
+
+def p3_jpeg(data: bytes) -> bytes:
+    """The photo as a P3-tagged JPEG: its colours in Display P3 code values, profile embedded."""
+    import io
+
+    from PIL import Image, ImageCms
+
+    from transforms.colour import display_p3_profile
+    p3 = display_p3_profile()
+    to_p3 = ImageCms.buildTransform(ImageCms.createProfile("sRGB"),
+                                    ImageCms.ImageCmsProfile(io.BytesIO(p3)), "RGB", "RGB")
+    img = ImageCms.applyTransform(Image.open(io.BytesIO(data)).convert("RGB"), to_p3)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90, icc_profile=p3)
+    return buf.getvalue()
+
+
+def heic_versions(images: list[tuple[str, bytes]], thumbnail: int = 0) -> list[tuple[str, bytes]]:
+    """Each image re-encoded as HEIC (x265 q75, optionally with an embedded
+    thumbnail of that long side, as phones write), cached (~10-20 s each)."""
+    import io
+
+    import pillow_heif
+    from PIL import Image
+    out = []
+    folder = "heic_q75" + (f"_thumb{thumbnail}" if thumbnail else "")
+    for uri, data in images:
+        cached = CACHE_ROOT / folder / (hashlib.sha256(data).hexdigest()[:16] + ".heic")
+        if not cached.exists():
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            buf = io.BytesIO()
+            pillow_heif.from_pillow(Image.open(io.BytesIO(data)).convert("RGB")).save(
+                buf, format="HEIF", quality=75, thumbnails=[thumbnail] if thumbnail else [])
+            tmp = cached.with_suffix(".tmp")
+            tmp.write_bytes(buf.getvalue())
+            tmp.rename(cached)
+        out.append((uri.rsplit(".", 1)[0] + ".heic", cached.read_bytes()))
+    return out
 
 
 def is_progressive(data: bytes) -> bool:
@@ -122,9 +180,25 @@ def main(argv=None) -> dict:
         for k, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             parts[k].append(dt)
 
+    def heic_decode(uri, data):
+        import pillow_heif
+
+        from transforms.decode import HEIF_DECODE_THREADS
+        pillow_heif.options.DECODE_THREADS = HEIF_DECODE_THREADS
+        heif = pillow_heif.open_heif(data, convert_hdr_to_8bit=False)
+        return np.asarray(heif[heif.primary_index])
+
     variants = {"decode-only": decode_only, "path": path, "naive": naive, "path-parts": path_parts}
+    inputs = {k: images for k in variants}
+    if args.heic:
+        heics = heic_versions(images[:args.heic])
+        thumbed = heic_versions(images[:args.heic], thumbnail=320)
+        variants.update({"heic decode": heic_decode, "heic path": path, "heic+thumbnail path": path})
+        inputs.update({"heic decode": heics, "heic path": heics, "heic+thumbnail path": thumbed})
+    variants["p3 path"] = path
+    inputs["p3 path"] = [(uri, p3_jpeg(data)) for uri, data in images]
     names = list(variants)
-    shown = names[:3]
+    shown = [k for k in names if k != "path-parts"]
 
     # Sanity: the path really decodes at the decode-only baseline's scale, and succeeds.
     uri, data = images[0]
@@ -137,25 +211,25 @@ def main(argv=None) -> dict:
           f"{sum(len(d) for _, d in images) / len(images) / 1e6:.1f} MB/image; DCT scale 1/{row['decode_scale']} "
           f"-> {small.shape[1]}x{small.shape[0]}; naive full decode {full_shape[1]}x{full_shape[0]}; "
           f"{args.repeats} repeats, opencv threads {cv2.getNumThreads()}", flush=True)
-    for fn in variants.values():  # warm-up (lazy init, allocator)
-        fn(*images[0])
+    for k, fn in variants.items():  # warm-up (lazy init, allocator)
+        fn(*inputs[k][0])
     for v in parts.values():
         v.clear()
 
     # times[name][i] = per-repeat ms of image i. Per image, the median over repeats
     # drops bursts of load; the mean over images keeps the mix honest (progressive
     # JPEGs decode several times slower at 1/8 than baseline ones).
-    times = {k: [[] for _ in images] for k in names}
+    times = {k: [[] for _ in inputs[k]] for k in names}
     per_repeat = {k: [] for k in names}    # mean per-image ms of each repeat
     for r in range(args.repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:
             fn = variants[name]
             t_rep = time.perf_counter()
-            for i, (uri, data) in enumerate(images):
+            for i, (uri, data) in enumerate(inputs[name]):
                 t0 = time.perf_counter()
                 fn(uri, data)
                 times[name][i].append((time.perf_counter() - t0) * 1000)
-            per_repeat[name].append((time.perf_counter() - t_rep) * 1000 / len(images))
+            per_repeat[name].append((time.perf_counter() - t_rep) * 1000 / len(inputs[name]))
         print(f"  repeat {r + 1}/{args.repeats}: mean ms/image " + ", ".join(
             f"{k} {per_repeat[k][-1]:.1f}" for k in shown), flush=True)
 
@@ -168,7 +242,12 @@ def main(argv=None) -> dict:
     part_ms = {k: typical([[t * 1000 for t in v[i::n]] for i in range(n)]) for k, v in parts.items()}
     rest_ms = ms["path"] - sum(part_ms.values())
     ratios = {"path_vs_decode_only": ips["path"] / ips["decode-only"],
-              "path_vs_naive": ips["path"] / ips["naive"]}
+              "path_vs_naive": ips["path"] / ips["naive"],
+              "p3_path_vs_path": ips["p3 path"] / ips["path"]}
+    if args.heic:
+        ratios.update({"heic_path_vs_jpeg_path": ips["heic path"] / ips["path"],
+                       "heic_thumbnail_path_vs_jpeg_path": ips["heic+thumbnail path"] / ips["path"],
+                       "heic_path_vs_heic_decode": ips["heic path"] / ips["heic decode"]})
     targets = {"path_vs_decode_only": 0.8, "path_vs_naive": 6.0}
 
     print()
@@ -179,7 +258,15 @@ def main(argv=None) -> dict:
     print()
     print(table(["ratio of images/s", "value", "target"],
                 [["path / decode-only", ratios["path_vs_decode_only"], ">= 0.8"],
-                 ["path / naive", ratios["path_vs_naive"], ">= 6"]]))
+                 ["path / naive", ratios["path_vs_naive"], ">= 6"],
+                 ["p3 path / path (colour conversion cost)", ratios["p3_path_vs_path"], ""]]
+                + ([["heic path / jpeg path", ratios["heic_path_vs_jpeg_path"], ""],
+                    ["heic+thumbnail path / jpeg path", ratios["heic_thumbnail_path_vs_jpeg_path"], ""],
+                    ["heic path / heic decode", ratios["heic_path_vs_heic_decode"], ""]] if args.heic else [])))
+    if args.heic:
+        mb = sum(len(d) for _, d in inputs["heic path"]) / len(inputs["heic path"]) / 1e6
+        print(f"HEIC: {len(inputs['heic path'])} images, {mb:.1f} MB/image, libheif decoding threads "
+              f"{__import__('transforms.decode', fromlist=['x']).HEIF_DECODE_THREADS}")
     print()
     labels = {"sha256": "sha256 of the bytes", "decode": f"decode() at 1/{row['decode_scale']}",
               "features": "compute_features()", "thumbnail": f"thumbnail_jpeg({args.thumbnail_px} px)"}
@@ -188,7 +275,7 @@ def main(argv=None) -> dict:
                 + [["rest: header, verdict, row (path minus the above)", rest_ms, f"{rest_ms / ms['path']:.0%}"]]))
     doc = {
         "benchmark": "curate_per_image",
-        "params": {"images": len(images), "repeats": args.repeats, "seed": args.seed,
+        "params": {"images": len(images), "repeats": args.repeats, "seed": args.seed, "heic": args.heic,
                    "size": list(SIZE_12MP), "thumbnail_px": args.thumbnail_px,
                    "decode_scale": row["decode_scale"], "analysis_short_side": side,
                    "progressive_images": progressive},

@@ -35,7 +35,7 @@ GEOMETRY = [
     _F("height", pa.int32(), "px", "displayed height at full resolution (after EXIF orientation)"),
     _F("aspect_ratio", pa.float32(), "ratio", "short side / long side (1 = square)"),
     _F("orientation", pa.int8(), "EXIF", "EXIF orientation tag (1 = upright)"),
-    _F("decode_scale", pa.int8(), "1/n", "JPEG DCT reduction used for the one decode (1, 2, 4, 8)"),
+    _F("decode_scale", pa.int8(), "1/n", "reduction of the one decode: JPEG DCT scale (1, 2, 4, 8); HEIC/AVIF area-reduced by the same factor after a full decode, or a HEIC's embedded thumbnail (full width / thumbnail width, rounded)"),
 ]
 PIXELS = [
     _F("brightness_mean", pa.float32(), "0-1", "mean luminance"),

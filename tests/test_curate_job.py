@@ -95,7 +95,7 @@ def test_rerun_into_the_same_output_gives_identical_bytes(labelled, curated, tmp
 
 def test_gcs_input_and_output_through_the_emulator(gcs_sample, gcs_emulator, sample_dir, tmp_path):
     gcs_emulator.create_bucket("curate-out")
-    run_curate("--input", f"{gcs_sample}/dataset/images/*.jpg", "--output", "gs://curate-out/run1")
+    run_curate("--input", f"{gcs_sample}/dataset/images/*", "--output", "gs://curate-out/run1")  # .jpg and .heic
     bucket = gcs_emulator.client().bucket("curate-out")
     summary = json.loads(bucket.blob("run1/summary.json").download_as_text())
     n_images = len(list((sample_dir / "dataset" / "images").iterdir()))
@@ -116,6 +116,36 @@ def _save(img, fmt, **kw):
     buf = io.BytesIO()
     img.save(buf, fmt, **kw)
     return buf.getvalue()
+
+
+def _heic(img, **kw):
+    import pillow_heif
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(img).save(buf, format="HEIF", quality=90, **kw)
+    return buf.getvalue()
+
+
+def _phone_formats(p) -> dict[str, tuple[bytes, str]]:
+    """HEIC and AVIF, good and bad, as phones (or attackers) send them (issue 13)."""
+    import pillow_heif
+    from transforms.colour import display_p3_profile
+    heic, avif = _heic(p), _save(p, "AVIF", quality=90)
+    at = heic.index(b"ispe") + 8
+    bomb = heic[:at] + (60_000).to_bytes(4, "big") * 2 + heic[at + 8:]
+    multi = pillow_heif.from_pillow(Image.new("RGB", (640, 640), "blue"))  # not the primary
+    multi.add_from_pillow(p)
+    buf = io.BytesIO()
+    multi.save(buf, format="HEIF", quality=90, primary_index=1)
+    return {
+        "photo.heic.good": (heic, "decoded:heic"),
+        "p3.heic": (_heic(p, icc_profile=display_p3_profile()), "decoded:heic"),
+        "multi.heic": (buf.getvalue(), "decoded:heic"),
+        "truncated.heic": (heic[: len(heic) // 2], "unreadable"),
+        "bomb.heic": (bomb, "too_large"),
+        "photo.avif": (avif, "decoded:avif"),
+        "truncated.avif": (avif[: len(avif) // 2], "unreadable"),
+        "p3.jpg": (_save(p, "JPEG", quality=90, icc_profile=display_p3_profile()), "decoded:jpeg"),
+    }
 
 
 def malformed_corpus() -> dict[str, tuple[bytes, str]]:
@@ -139,7 +169,8 @@ def malformed_corpus() -> dict[str, tuple[bytes, str]]:
         "progressive.jpg": (_save(p, "JPEG", progressive=True), "decoded:jpeg"),
         "photo.webp": (_save(p, "WEBP"), "decoded:webp"),
         "anim.gif": (gif.getvalue(), "decoded:gif"),
-        "photo.heic": (isobmff(b"heic", [b"mif1", b"heic"]), "unsupported_format"),
+        "photo.heic": (isobmff(b"heic", [b"mif1", b"heic"]), "unreadable"),
+        **_phone_formats(p),
         "bomb.png": (crafted_png(100_000, 100_000), "too_large"),
         "bomb.jpg": (crafted_jpeg(60_000, 60_000), "too_large"),
     }

@@ -54,10 +54,10 @@ def test_html_named_jpg_is_unsupported():
     assert e.header.format == "unknown"
 
 
-def test_fake_heic_is_unsupported():
+def test_header_only_heic_is_unreadable():
+    # HEIC is decoded (libheif); a file with a header and no image data is not.
     e = rejected(isobmff(b"heic", [b"mif1", b"heic"], ispe=[(4032, 3024)]))
-    assert e.reason == "unsupported_format"
-    assert str(e).startswith("HEIC is not a supported format")
+    assert e.reason == "unreadable" and e.header.format == "heic"
 
 
 def test_truncated_jpeg_is_unreadable():

@@ -71,7 +71,9 @@ def _write_bad_inputs(root: Path, cases_csv: Path) -> dict[str, str]:
     """Replace three images of accepted-looking cases with bad but EXIF-carrying bytes."""
     rows = list(csv.DictReader(open(cases_csv)))
     paths = [r[f"image_{k}_path"] for r in rows for k in (1, 2, 3) if r[f"image_{k}_path"]]
-    good = [p for p in paths if (root / p).stat().st_size > 5000 and _exif_facts(root / p)]
+    # JPEGs only: the garbling below walks JPEG segments (the set also holds HEIC).
+    good = [p for p in paths if p.endswith(".jpg") and (root / p).stat().st_size > 5000
+            and _exif_facts(root / p)]
     assert len(good) >= 3
     original = (root / good[0]).read_bytes()
     truncated = original[: len(original) // 2]                       # no EOI: unreadable

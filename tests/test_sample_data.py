@@ -25,7 +25,9 @@ from beam_jobs.sample_data.catalog import DEFECTS, RARE_CONDITION
 from beam_jobs.sample_data.exif import random_camera_tags
 from beam_jobs.sample_data.jpeg import ORIENTATIONS, encode_jpeg
 from beam_jobs.sample_data.plan import ImagePlan
-from beam_jobs.sample_data.render import render_image
+from beam_jobs.sample_data.render import decode_upright, render_image
+from transforms.colour import display_p3_profile
+from transforms.image_header import read_header
 from transforms.phash import hamming, phash64
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,11 +50,11 @@ def truth(dataset) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def decoded(dataset, truth) -> dict[str, np.ndarray]:
-    """Every decodable image, decoded once (cv2 applies EXIF orientation)."""
+    """Every decodable image, decoded once, upright sRGB (HEIC and P3 JPEG included)."""
     out = {}
     for row in truth.itertuples():
         if row.defect not in UNDECODABLE:
-            out[row.image_path] = cv2.imdecode(np.fromfile(dataset / row.image_path, np.uint8), cv2.IMREAD_COLOR)
+            out[row.image_path] = decode_upright((dataset / row.image_path).read_bytes())
     return out
 
 
@@ -183,7 +185,7 @@ def test_paths_consistent_between_csvs_and_disk(dataset, truth):
         for k in (1, 2, 3):
             path = getattr(row, f"image_{k}_path")
             if isinstance(path, str):
-                assert path.startswith("dataset/images/") and path.endswith(".jpg")
+                assert path.startswith("dataset/images/") and path.endswith((".jpg", ".heic"))
                 in_cases[path] = row.case_id
     assert truth.image_path.is_unique
     assert set(in_cases) == set(truth.image_path)
@@ -198,6 +200,8 @@ def test_exif_orientation_and_gps_parse_and_cv2_shows_displayed_size(dataset, tr
     rows = truth[~truth.defect.isin(UNDECODABLE)]
     assert {int(o) for o in rows.orientation} == set(ORIENTATIONS)
     for row in rows.itertuples():
+        if row.image_path.endswith(".heic"):  # orientation is HEIF irot; checked below
+            continue
         with Image.open(dataset / row.image_path) as im:
             exif = im.getexif()
             assert exif[0x0112] == int(row.orientation)
@@ -210,6 +214,20 @@ def test_exif_orientation_and_gps_parse_and_cv2_shows_displayed_size(dataset, tr
         turned = int(row.orientation) in (6, 8)
         assert stored == (expected[::-1] if turned else expected)
         assert decoded[row.image_path].shape[1::-1] == expected
+
+
+def test_some_uploads_are_p3_jpeg_or_heic_like_phone_uploads(dataset, truth, decoded):
+    """iPhones store Display P3 JPEG or HEIC; curate must see the same geometry and sRGB colours."""
+    kinds = Counter()
+    for row in truth[~truth.defect.isin(UNDECODABLE)].itertuples():
+        h = read_header((dataset / row.image_path).read_bytes())
+        kind = h.format + ("+p3" if h.icc_profile == display_p3_profile() else "")
+        kinds[kind] += 1
+        assert kind in ("jpeg", "jpeg+p3", "heic+p3"), (row.image_path, kind)
+        assert row.image_path.endswith(".heic") == (h.format == "heic")
+        assert (h.display_width, h.display_height, h.orientation) == \
+            (int(row.width), int(row.height), int(row.orientation))
+    assert kinds["jpeg+p3"] >= 5 and kinds["heic+p3"] >= 5, kinds
 
 
 def test_orientation_roundtrip_matches_pillow_and_upright_pixels():

@@ -220,9 +220,9 @@ def test_missing_or_empty_partitions_are_refused_and_never_marked_complete(tiny_
     _one_line_error(capsys, "no images in dt=2026-11-23", "--allow_empty")
     assert not out.exists()
     # Undated, a glob that matches nothing is the same mistake.
-    glob = ["--input", str(few_uploads / "dt=2026-11-20" / "*.heic")] + base[2:]
+    glob = ["--input", str(few_uploads / "dt=2026-11-20" / "*.tiff")] + base[2:]
     assert main(score.run, glob, prog="score") == 2
-    _one_line_error(capsys, "*.heic matches no files", "--allow_empty")
+    _one_line_error(capsys, "*.tiff matches no files", "--allow_empty")
     assert not out.exists()
     assert main(score.run, base + ["--date", "2026-11-23", "--allow_empty"], prog="score") == 0
     marker = json.loads((out / "predictions" / "dt=2026-11-23" / "model=tiny" / "_SUCCESS").read_text())

@@ -33,6 +33,7 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from transforms.colour import profile_for, to_srgb  # noqa: E402
 from transforms.image_header import Header, read_header  # noqa: E402
 
 JPEG_SCALES = (8, 4, 2, 1)
@@ -46,20 +47,30 @@ MAX_JPEG_PIXELS_PER_BYTE = 2_000
 
 _NAMES = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WebP", "bmp": "BMP",
           "tiff": "TIFF", "heic": "HEIC", "avif": "AVIF"}
-# Formats that only some OpenCV builds decode; probed once per process.
-_OPTIONAL_CODECS = {"heic": ".heic", "avif": ".avif", "tiff": ".tiff"}
+# Formats that only some OpenCV builds decode; probed once per process. HEIC
+# is decoded by libheif (pillow-heif), never by OpenCV: see _decode_heic.
+_OPTIONAL_CODECS = {"avif": ".avif", "tiff": ".tiff"}
+# HEIC and AVIF have no reduced decode (HEVC/AV1 are not DCT-scalable like
+# JPEG): they decode at full size and are then area-reduced by the factor a
+# JPEG of that size would get, so every later step sees the same array size
+# and colour conversion runs on the small array.
+_REDUCED_AFTER_DECODE = frozenset({"heic", "avif"})
+# libheif decodes one image on one thread: a worker runs one image per core
+# already, and extra threads only add contention (measured in
+# benchmarks/curate_per_image.py --heic).
+HEIF_DECODE_THREADS = 1
 _JPEG_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
                4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 # IMREAD_UNCHANGED keeps alpha (composited below) and 16-bit samples (scaled
 # below with rounding, where IMREAD_COLOR would truncate); it never rotates.
-# AVIF/HEIC use IMREAD_COLOR because their 10/12-bit samples come back unscaled
-# in uint16 otherwise; TIFF does because 4-channel TIFF may be CMYK, not BGRA.
+# AVIF's 10/12-bit samples come back unscaled in uint16 and are scaled by the
+# header's bit depth (to_8bit); TIFF uses IMREAD_COLOR because 4-channel TIFF
+# may be CMYK, not BGRA.
 _FLAGS = {
     "png": cv2.IMREAD_UNCHANGED, "webp": cv2.IMREAD_UNCHANGED,
     "gif": cv2.IMREAD_UNCHANGED, "bmp": cv2.IMREAD_UNCHANGED,
     "tiff": cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION,
-    "avif": cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION,
-    "heic": cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION,
+    "avif": cv2.IMREAD_UNCHANGED,
 }
 # Decoders that apply the orientation themselves even with IMREAD_IGNORE_ORIENTATION.
 _SELF_ORIENTING = frozenset({"tiff"})
@@ -119,6 +130,9 @@ def decode(data: bytes, *, analysis_short_side: int = 224,
     if width * height > max_pixels:
         raise ImageRejected("too_large", f"declared {width}x{height} = {_mp(width * height)} MP "
                                          f"exceeds max_pixels {_mp(max_pixels)} MP", header)
+    if header.coded_pixels > max_pixels:  # HEIF: decoded whole, then cropped to width x height
+        raise ImageRejected("too_large", f"declared coded size {_mp(header.coded_pixels)} MP "
+                                         f"exceeds max_pixels {_mp(max_pixels)} MP", header)
     if width <= 0 or height <= 0:
         raise ImageRejected("unreadable", f"{name} header declares no image size "
                                           "(truncated or corrupt header)", header)
@@ -131,20 +145,33 @@ def decode(data: bytes, *, analysis_short_side: int = 224,
             raise ImageRejected("unreadable", "truncated JPEG: no end-of-image marker", header)
         scale = jpeg_scale(width, height, analysis_short_side)
         flags = _JPEG_FLAGS[scale] | cv2.IMREAD_IGNORE_ORIENTATION
+    elif fmt == "heic":
+        scale, flags = jpeg_scale(width, height, analysis_short_side), None
+    elif fmt in _REDUCED_AFTER_DECODE:
+        scale, flags = jpeg_scale(width, height, analysis_short_side), _FLAGS[fmt]
     else:
         scale, flags = 1, _FLAGS[fmt]
-    need = decode_bytes(header, scale)
+    need = decode_bytes(header, scale if fmt == "jpeg" else 1)  # others decode whole, then reduce
     if max_decode_bytes is not None and need > max_decode_bytes:
         raise ImageRejected("too_large", f"decoding {name} {width}x{height} ({_layout(header)}) would take "
                                          f"~{need / 1e6:.0f} MB, over max_decode_bytes {max_decode_bytes / 1e6:.0f} MB",
                             header)
 
     with _BUDGET.hold(need, max_decode_bytes):
-        return _decode_pixels(data, flags, header, scale, name)
+        return _decode_pixels(data, flags, header, scale, name, analysis_short_side)
 
 
-def _decode_pixels(data: bytes, flags: int, header: Header, scale: int, name: str) -> Decoded:
+def _decode_pixels(data: bytes, flags, header: Header, scale: int, name: str,
+                   analysis_short_side: int) -> Decoded:
     fmt, width, height = header.format, header.width, header.height
+    if fmt == "heic":
+        image, icc, thumbnail = _decode_heic(data, header, analysis_short_side)
+        if thumbnail:
+            image = _to_bgr8(image, header)
+            return Decoded(image=to_srgb(image, icc), header=header,
+                           scale=min(127, round(header.display_width / image.shape[1])),
+                           width=header.display_width, height=header.display_height)
+        return _finish_reduced(image, header, scale, icc)
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as e:
@@ -153,6 +180,8 @@ def _decode_pixels(data: bytes, flags: int, header: Header, scale: int, name: st
     if image is None:
         raise ImageRejected("unreadable", f"OpenCV could not decode the {name} data "
                                           "(corrupt or unsupported variant)", header)
+    if fmt in _REDUCED_AFTER_DECODE:
+        return _finish_reduced(image, header, scale, profile_for(header.icc_profile, header.nclx))
     oriented = fmt in _SELF_ORIENTING
     if oriented:
         width, height = header.display_width, header.display_height
@@ -165,6 +194,8 @@ def _decode_pixels(data: bytes, flags: int, header: Header, scale: int, name: st
         image = _to_bgr8(image, header)
     if not oriented:
         image = apply_orientation(image, header.orientation)
+    if not (fmt == "png" and header.srgb_chunk):  # an sRGB chunk overrides iCCP
+        image = to_srgb(image, header.icc_profile)
     return Decoded(image=image, scale=scale, header=header,
                    width=header.display_width, height=header.display_height)
 
@@ -245,6 +276,87 @@ def _layout(header: Header) -> str:
     return f"{_channels(header)} channels x {8 * _sample_bytes(header)} bit"
 
 
+def _decode_heic(data: bytes, header: Header,
+                 min_short_side: int) -> tuple[np.ndarray, bytes | None, bool]:
+    """The primary image of a HEIF file, upright, 8-bit BGR(A), and its colour profile.
+
+    libheif applies the irot/imir/clap transforms (HEIF's orientation; the EXIF
+    Orientation tag inside a HEIF is informational and never applied again) and
+    returns the primary item whatever else the file holds (thumbnails, depth
+    maps, burst frames). When the primary carries a thumbnail whose short side
+    covers `min_short_side` at the same framing, that thumbnail is decoded
+    instead (phones embed one; ~10 ms against ~400 ms for 12 MP HEVC).
+    Returns (array, ICC profile to convert from, whether it is the thumbnail).
+    """
+    import pillow_heif  # imported here: only HEIC inputs pay for loading libheif
+
+    pillow_heif.options.DECODE_THREADS = HEIF_DECODE_THREADS
+    try:
+        # bgr_mode: libheif writes OpenCV's channel order, no full-size reshuffle here.
+        heif = pillow_heif.open_heif(data, convert_hdr_to_8bit=False, bgr_mode=True)
+        primary = heif[heif.primary_index]
+        source = _heic_thumbnail(primary, header, min_short_side) or primary
+        image = np.asarray(source)
+    except Exception as e:  # noqa: BLE001 -- libheif errors are plain ValueError/RuntimeError/OSError
+        raise ImageRejected("unreadable", f"libheif could not decode the HEIC data: {_one_line(e)}",
+                            header) from None
+    if image.dtype == np.uint16:
+        # pillow-heif returns 10/12-bit samples shifted to the top of 16 bits.
+        bits = max(9, min(16, source.info.get("bit_depth") or header.bit_depth or 16))
+        image = to_8bit(image >> (16 - bits), bits)
+    # Thumbnails carry no colour box of their own on phones: the primary's applies.
+    icc = profile_for(primary.info.get("icc_profile"), _nclx(primary.info.get("nclx_profile")))
+    return image, icc, source is not primary
+
+
+def _heic_thumbnail(primary, header: Header, min_short_side: int):
+    """The smallest embedded thumbnail covering min_short_side with the primary's framing, or None.
+
+    Framing: width/height within 1% of the primary's displayed aspect, so a
+    thumbnail that was cropped differently (or belongs to another edit) is
+    never judged in the photo's place.
+    """
+    best = None
+    for i in range(len(primary.info.get("thumbnails") or ())):
+        thumb = primary.get_thumbnail(i)
+        w, h = thumb.size
+        W, H = header.display_width, header.display_height
+        if min(w, h) < min_short_side or abs(w * H - h * W) > 0.01 * w * H:
+            continue
+        if (best is None or w * h < best.size[0] * best.size[1]) and w * h < W * H:
+            best = thumb
+    return best
+
+
+def _nclx(info: dict | None) -> tuple | None:
+    if not info:
+        return None
+    return (info.get("color_primaries"), info.get("transfer_characteristics"),
+            info.get("matrix_coefficients"), bool(info.get("full_range_flag")))
+
+
+def _finish_reduced(image: np.ndarray, header: Header, scale: int, icc: bytes | None) -> Decoded:
+    """HEIC/AVIF after the full decode: check size, 8-bit, upright, reduce, sRGB."""
+    name = _NAMES[header.format]
+    oriented = header.format == "heic"  # libheif applied irot/imir itself
+    h, w = (header.display_height, header.display_width) if oriented else (header.height, header.width)
+    if image.shape[:2] != (h, w):
+        raise ImageRejected("unreadable", f"decoded {name} is {image.shape[1]}x{image.shape[0]} "
+                                          f"but the header declares {w}x{h}", header)
+    image = _to_bgr8(image, header)
+    if not oriented:
+        image = apply_orientation(image, header.orientation)
+    if scale > 1:
+        dh, dw = image.shape[:2]
+        image = cv2.resize(image, (-(-dw // scale), -(-dh // scale)), interpolation=cv2.INTER_AREA)
+    return Decoded(image=to_srgb(image, icc), scale=scale, header=header,
+                   width=header.display_width, height=header.display_height)
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())[:300] or type(e).__name__
+
+
 def jpeg_scale(width: int, height: int, analysis_short_side: int) -> int:
     """Largest DCT reduction d in 8/4/2/1 whose decoded short side is >= `analysis_short_side`.
 
@@ -281,7 +393,13 @@ _STRIP_BYTES = 1 << 22
 
 
 def _to_bgr8(image: np.ndarray, header: Header) -> np.ndarray:
-    """Bring an IMREAD_UNCHANGED/ANYDEPTH result to 3-channel uint8 BGR, strip by strip."""
+    """Bring an IMREAD_UNCHANGED/ANYDEPTH result to 3-channel uint8 BGR, strip by strip.
+
+    Deeper samples map to 8 bits one way for every format (to_8bit): n-bit
+    code value v becomes round(v * 255 / (2**n - 1)), a linear rescale of code
+    values (no tone mapping): 16-bit PNG/TIFF divide by 257, 10-bit HEIC/AVIF
+    by 1023/255.
+    """
     if image.dtype not in (np.uint8, np.uint16):
         raise ImageRejected("unsupported_format", f"{_NAMES[header.format]} with {image.dtype} "
                                                   "samples is not supported", header)
@@ -297,7 +415,8 @@ def _to_bgr8(image: np.ndarray, header: Header) -> np.ndarray:
     for y in range(0, h, step):
         strip = image[y:y + step]
         if strip.dtype == np.uint16:
-            strip = cv2.convertScaleAbs(strip, alpha=1 / 257)  # 65535 -> 255, rounded
+            # OpenCV returns AVIF's 10/12-bit samples unscaled, PNG/TIFF's as 16-bit.
+            strip = to_8bit(strip, header.bit_depth if header.format == "avif" else 16)
         if channels == 1:
             out[y:y + step] = cv2.cvtColor(strip, cv2.COLOR_GRAY2BGR)
         elif channels == 4:
@@ -305,6 +424,17 @@ def _to_bgr8(image: np.ndarray, header: Header) -> np.ndarray:
         else:
             out[y:y + step] = strip
     return out
+
+
+def to_8bit(image: np.ndarray, bits: int) -> np.ndarray:
+    """n-bit code values -> uint8 as round(v * 255 / (2**n - 1)), saturated.
+
+    The one mapping for every deeper-than-8-bit input (16-bit PNG/TIFF, 10/12-bit
+    HEIC/AVIF): a linear rescale of code values, no tone mapping, so an image
+    saved at two bit depths gives the same 8-bit pixels to within one level.
+    """
+    bits = bits if 8 < bits <= 16 else 16
+    return cv2.convertScaleAbs(image, alpha=255 / ((1 << bits) - 1))
 
 
 def _over_white(bgra: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ headers give zero dimensions, which the caller turns into a rejection.
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass, field
 
 FORMATS = ("jpeg", "png", "gif", "webp", "bmp", "tiff", "heic", "avif", "unknown")
@@ -27,7 +28,11 @@ _HEIC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx",
                           b"hevm", b"hevs", b"mif1", b"msf1"})
 _PNG_COMPONENTS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 _TIFF_TAGS = {0x0100: "width", 0x0101: "height", 0x0102: "bit_depth",
-              0x0112: "orientation", 0x8769: "exif_ifd"}
+              0x0112: "orientation", 0x8769: "exif_ifd", 0x8773: "icc"}
+_ICC_MARKER = b"ICC_PROFILE\x00"
+# An ICC profile larger than this is not a display profile (those are 0.5-4 KB;
+# LUT-based printer profiles reach ~1 MB): ignored rather than inflated.
+MAX_ICC_BYTES = 4 << 20
 # Caps on header walks so that crafted files cannot make parsing slow.
 _MAX_CHUNKS = 1024
 _MAX_GIF_BLOCKS = 1 << 16
@@ -39,7 +44,9 @@ class Header:
 
     ``width``/``height`` are as stored; ``display_width``/``display_height`` are
     after the EXIF orientation (swapped for orientations 5-8). ``progressive``
-    and ``has_eoi`` are JPEG-only; ``components`` is known for JPEG (4 means
+    and ``has_eoi`` are JPEG-only; for HEIC/AVIF the size, ``orientation`` (from
+    the irot/imir transforms, as the equivalent EXIF code), ``bit_depth`` and
+    colour are those of the primary item; ``components`` is known for JPEG (4 means
     CMYK/YCCK) and PNG; ``color_type`` is PNG-only; ``sampling`` is JPEG's
     (horizontal, vertical) sampling factor per component (it sizes the
     coefficient buffer libjpeg keeps for a progressive image). ``has_eoi`` means an
@@ -60,6 +67,15 @@ class Header:
     has_eoi: bool = False
     exif_present: bool = False
     sampling: tuple = ()
+    # Embedded colour description: ICC profile bytes, or for HEIF/AVIF an nclx
+    # (colour_primaries, transfer_characteristics, matrix_coefficients,
+    # full_range); srgb_chunk is PNG's sRGB chunk. None/False: not declared.
+    icc_profile: bytes | None = field(default=None, repr=False)
+    nclx: tuple[int, int, int, bool] | None = None
+    srgb_chunk: bool = False
+    # Pixels the decoder allocates when more than width x height: a HEIF's
+    # coded extent (ispe) before its clean-aperture crop. 0 = width x height.
+    coded_pixels: int = 0
     display_width: int = field(init=False)
     display_height: int = field(init=False)
 
@@ -145,6 +161,10 @@ def _tiff_ifd0(data: bytes, start: int, end: int) -> dict:
                 tags[name] = struct.unpack_from(e + "H", data, at)[0]
         elif typ in (4, 13):  # LONG or IFD
             tags[name] = struct.unpack_from(e + "I", data, entry + 8)[0]
+        elif typ == 7 and name == "icc" and num > 4:  # UNDEFINED bytes at an offset
+            at = start + struct.unpack_from(e + "I", data, entry + 8)[0]
+            if num <= MAX_ICC_BYTES and at + num <= end:
+                tags[name] = bytes(data[at:at + num])
     return tags
 
 
@@ -155,6 +175,7 @@ def _exif_fields(data: bytes, start: int, end: int) -> dict:
 
 def _jpeg(data: bytes) -> dict:
     out: dict = {}
+    icc_parts: dict[int, bytes] = {}
     n = len(data)
     pos = 2
     while pos < n:
@@ -179,6 +200,9 @@ def _jpeg(data: bytes) -> dict:
         body, end = pos + 2, pos + seg_len
         if marker == 0xE1 and "exif_present" not in out and data.startswith(_EXIF_PREFIX, body):
             out.update(_exif_fields(data, body + len(_EXIF_PREFIX), end))
+        elif marker == 0xE2 and data.startswith(_ICC_MARKER, body) and end <= n:
+            # A profile over 64 KB is split across APP2 segments numbered 1..count.
+            icc_parts[data[body + 12]] = data[body + 14:end]
         elif marker in _JPEG_SOF and "width" not in out and body + 6 <= n:
             out["bit_depth"] = data[body]
             out["height"] = _u16be(data, body + 1)
@@ -194,6 +218,10 @@ def _jpeg(data: bytes) -> dict:
             out["has_eoi"] = end <= n and data.rfind(b"\xff\xd9", end) >= 0
             break
         pos = end
+    if icc_parts:
+        icc = b"".join(icc_parts[k] for k in sorted(icc_parts))
+        if len(icc) <= MAX_ICC_BYTES:
+            out["icc_profile"] = icc
     return out
 
 
@@ -217,8 +245,25 @@ def _png(data: bytes) -> dict:
             out["has_alpha"] = True
         elif kind == b"eXIf":
             out.update(_exif_fields(data, pos + 8, pos + 8 + length))
+        elif kind == b"sRGB":
+            out["srgb_chunk"] = True
+        elif kind == b"iCCP":
+            out.update(_png_icc(data[pos + 8:pos + 8 + length]))
         pos += 12 + length
     return out
+
+
+def _png_icc(body: bytes) -> dict:
+    """iCCP: name, NUL, method 0, zlib stream; inflated with a size cap (zip bombs)."""
+    name_end = body.find(b"\x00", 0, 80)
+    if name_end < 0:
+        return {}
+    try:
+        inflater = zlib.decompressobj()
+        icc = inflater.decompress(body[name_end + 2:], MAX_ICC_BYTES)
+    except zlib.error:
+        return {}
+    return {"icc_profile": icc} if icc and not inflater.unconsumed_tail else {}
 
 
 def _gif(data: bytes) -> dict:
@@ -267,26 +312,29 @@ def _webp(data: bytes) -> dict:
     out = {"width": int.from_bytes(data[24:27], "little") + 1,
            "height": int.from_bytes(data[27:30], "little") + 1,
            "bit_depth": 8, "has_alpha": bool(flags & 0x10), "animated": bool(flags & 0x02)}
-    if flags & 0x08:
+    if flags & 0x28:
         out.update(_webp_exif(data))
     return out
 
 
 def _webp_exif(data: bytes) -> dict:
-    """Find the EXIF chunk (usually last) by hopping over RIFF chunk headers."""
+    """Find the EXIF and ICCP chunks by hopping over RIFF chunk headers."""
     pos = 12
+    out: dict = {}
     for _ in range(_MAX_CHUNKS):
         if pos + 8 > len(data):
             break
         kind, length = struct.unpack_from("<4sI", data, pos)
-        if kind == b"EXIF":
+        if kind == b"ICCP" and length <= MAX_ICC_BYTES:
+            out["icc_profile"] = bytes(data[pos + 8:pos + 8 + length])
+        elif kind == b"EXIF":
             start = pos + 8
             # Some writers keep the JPEG-style "Exif\0\0" prefix inside the chunk.
             if data.startswith(_EXIF_PREFIX, start):
                 start += len(_EXIF_PREFIX)
-            return _exif_fields(data, start, pos + 8 + length)
+            out.update(_exif_fields(data, start, pos + 8 + length))
         pos += 8 + length + (length & 1)
-    return {}
+    return out
 
 
 def _bmp(data: bytes) -> dict:
@@ -303,23 +351,137 @@ def _tiff(data: bytes) -> dict:
     return {"width": tags.get("width", 0), "height": tags.get("height", 0),
             "bit_depth": tags.get("bit_depth", 0),
             "orientation": _valid_orientation(tags.get("orientation")),
-            "exif_present": "exif_ifd" in tags}
+            "exif_present": "exif_ifd" in tags, "icc_profile": tags.get("icc")}
 
 
 def _isobmff(data: bytes) -> dict:
-    """Size from the largest `ispe` (image spatial extent) under meta/iprp/ipco.
+    """Size, orientation, bit depth and colour of the primary item (meta/pitm).
 
-    The primary image of a HEIF/AVIF is the largest one: thumbnails and grid
-    tiles are smaller, so the maximum is also the safe bound for size checks.
+    Properties (ipco) are tied to items by ipma. A HEIF may hold thumbnails,
+    depth maps and other images beside the primary; only the primary is
+    decoded, so its declared size is what the pixel-bomb check needs. Files
+    without a usable pitm/ipma fall back to the largest ispe (a safe bound).
     """
-    best = (0, 0)
     for meta, meta_end in _boxes(data, 0, len(data), b"meta"):
-        for iprp, iprp_end in _boxes(data, meta + 4, meta_end, b"iprp"):  # meta is a full box
+        meta += 4  # meta is a full box
+        primary = None
+        for pitm, _ in _boxes(data, meta, meta_end, b"pitm"):
+            primary = _u32be(data, pitm + 4) if data[pitm] else _u16be(data, pitm + 4)
+        props: list[tuple[bytes, int, int]] = []
+        assoc: dict[int, list[int]] = {}
+        for iprp, iprp_end in _boxes(data, meta, meta_end, b"iprp"):
             for ipco, ipco_end in _boxes(data, iprp, iprp_end, b"ipco"):
-                for ispe, _ in _boxes(data, ipco, ipco_end, b"ispe"):
-                    size = struct.unpack_from(">II", data, ispe + 4)  # after version/flags
-                    best = max(best, size, key=lambda wh: wh[0] * wh[1])
-    return {"width": best[0], "height": best[1]}
+                props = list(_children(data, ipco, ipco_end))
+            for ipma, _ in _boxes(data, iprp, iprp_end, b"ipma"):
+                assoc = _ipma(data, ipma)
+        if not props:
+            continue
+        if primary in assoc:
+            return _item_fields(data, [props[i - 1] for i in assoc[primary] if 0 < i <= len(props)])
+        sizes = [struct.unpack_from(">II", data, p + 4) for k, p, _ in props if k == b"ispe"]
+        best = max(sizes, key=lambda wh: wh[0] * wh[1], default=(0, 0))
+        return {"width": best[0], "height": best[1]}
+    return {}
+
+
+def _ipma(data: bytes, pos: int) -> dict[int, list[int]]:
+    """Item id -> 1-based ipco indices, in association order."""
+    version, flags = data[pos], data[pos + 3]
+    count = _u32be(data, pos + 4)
+    pos += 8
+    out: dict[int, list[int]] = {}
+    for _ in range(min(count, _MAX_CHUNKS)):
+        if version < 1:
+            item, pos = _u16be(data, pos), pos + 2
+        else:
+            item, pos = _u32be(data, pos), pos + 4
+        n, pos = data[pos], pos + 1
+        indices = []
+        for _ in range(n):
+            if flags & 1:
+                indices.append(_u16be(data, pos) & 0x7FFF)
+                pos += 2
+            else:
+                indices.append(data[pos] & 0x7F)
+                pos += 1
+        out[item] = indices
+    return out
+
+
+def _item_fields(data: bytes, props: list[tuple[bytes, int, int]]) -> dict:
+    out: dict = {}
+    ops = []
+    for kind, start, end in props:
+        if kind == b"ispe":
+            out["width"], out["height"] = struct.unpack_from(">II", data, start + 4)
+        elif kind == b"clap" and start + 16 <= end:
+            # Clean aperture: HEVC codes whole 8/64 px blocks, the crop says what is shown.
+            wn, wd, hn, hd = struct.unpack_from(">IIII", data, start)
+            if wd and hd and 0 < wn // wd and 0 < hn // hd:
+                out["crop"] = (round(wn / wd), round(hn / hd))
+        elif kind == b"pixi" and start + 5 <= end and data[start + 4]:  # full box, count, depths
+            out["bit_depth"] = data[start + 5]
+        elif kind == b"irot":
+            ops.append(("rot", data[start] & 3))
+        elif kind == b"imir":
+            ops.append(("mir", data[start] & 1))
+        elif kind == b"colr" and "icc_profile" not in out and "nclx" not in out:
+            colour_type = data[start:start + 4]
+            if colour_type == b"nclx" and start + 11 <= end:
+                p, t, m = struct.unpack_from(">HHH", data, start + 4)
+                out["nclx"] = (p, t, m, bool(data[start + 10] & 0x80))
+            elif colour_type in (b"prof", b"rICC") and end - start - 4 <= MAX_ICC_BYTES:
+                out["icc_profile"] = bytes(data[start + 4:end])
+    crop = out.pop("crop", None)
+    if crop and "width" in out:
+        out["coded_pixels"] = out["width"] * out["height"]
+        out["width"], out["height"] = min(crop[0], out["width"]), min(crop[1], out["height"])
+    out["orientation"] = _heif_orientation(ops)
+    return out
+
+
+def _heif_orientation(ops: list[tuple[str, int]]) -> int:
+    """The EXIF orientation equivalent to HEIF's irot/imir, applied in order.
+
+    irot is an anticlockwise rotation by 90 degrees x n; imir axis 0 mirrors
+    left-right, axis 1 top-bottom. The result is found by applying the same
+    operations to a 2x2 marker grid and matching the EXIF table.
+    """
+    grid = ((0, 1), (2, 3))
+    for op, arg in ops:
+        if op == "rot":
+            for _ in range(arg):  # one anticlockwise quarter turn
+                grid = tuple(zip(*grid))[::-1]
+        elif arg == 0:
+            grid = tuple(row[::-1] for row in grid)
+        else:
+            grid = grid[::-1]
+    return _EXIF_GRIDS.get(tuple(map(tuple, grid)), 1)
+
+
+# What each EXIF orientation's correction does to the stored 2x2 grid ((0, 1), (2, 3)).
+_EXIF_GRIDS = {((0, 1), (2, 3)): 1, ((1, 0), (3, 2)): 2, ((3, 2), (1, 0)): 3,
+               ((2, 3), (0, 1)): 4, ((0, 2), (1, 3)): 5, ((2, 0), (3, 1)): 6,
+               ((3, 1), (2, 0)): 7, ((1, 3), (0, 2)): 8}
+
+
+def _children(data: bytes, start: int, end: int):
+    """Yield (type, payload start, payload end) of every child box in data[start:end]."""
+    pos = start
+    for _ in range(_MAX_CHUNKS):
+        if pos + 8 > end:
+            return
+        size, box = struct.unpack_from(">I4s", data, pos)
+        header = 8
+        if size == 1:
+            size = struct.unpack_from(">Q", data, pos + 8)[0]
+            header = 16
+        elif size == 0:
+            size = end - pos
+        if size < header:
+            return
+        yield box, pos + header, min(pos + size, end)
+        pos += size
 
 
 def _boxes(data: bytes, start: int, end: int, kind: bytes):

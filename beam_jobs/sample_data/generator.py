@@ -4,13 +4,12 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from beam_jobs.sample_data import ground_truth, scin_csv
 from beam_jobs.sample_data.catalog import DEFECTS, NONE
 from beam_jobs.sample_data.plan import ImagePlan, plan_dataset
-from beam_jobs.sample_data.render import RenderedImage, render_image
+from beam_jobs.sample_data.render import RenderedImage, decode_upright, render_image
 from transforms.phash import HASH_BITS, phash64
 
 MAX_AREA = 4032 * 3024
@@ -58,7 +57,7 @@ def _make_distinct(
     """Redraw ``item`` (next attempt) until its pHash is far from every earlier accepted image."""
     attempt = 0
     while True:
-        value = phash64(cv2.imdecode(np.frombuffer(result.data, np.uint8), cv2.IMREAD_COLOR))
+        value = phash64(decode_upright(result.data))
         if distinct.closest(value) >= _MIN_DISTINCT_BITS or attempt == _MAX_ATTEMPTS:
             distinct.add(value)
             return result
@@ -69,7 +68,8 @@ def _make_distinct(
 def generate(out_dir: str | Path, cases: int, seed: int, size: tuple[int, int] = (640, 480)) -> dict:
     """Write a SCIN-style sample dataset with known defects under ``out_dir``.
 
-    Produces ``dataset/images/<id>.jpg``, ``dataset/scin_cases.csv``,
+    Produces ``dataset/images/<id>.jpg`` (about 10% of the rendered photos
+    Display-P3-tagged JPEGs) and ``<id>.heic`` (about 10%, P3 HEIC), ``dataset/scin_cases.csv``,
     ``dataset/scin_labels.csv`` and ``ground_truth.csv``. ``size`` is the
     landscape frame (width, height); about a quarter of images are portrait.
     Same arguments give byte-identical files. Returns a summary dict

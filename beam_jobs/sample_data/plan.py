@@ -42,11 +42,14 @@ class ImagePlan:
     tone: int | None
     shot_type: str
     duplicate_of: int | None = None
+    # How a phone stored it: "jpeg" (sRGB, untagged), "p3_jpeg" (Display P3
+    # pixels with the profile embedded, as iPhones write JPEG) or "heic" (P3 HEIC).
+    container: str = "jpeg"
 
     @property
     def path(self) -> str:
         """The SCIN-style path, relative to the output directory."""
-        return f"dataset/images/{self.image_id}.jpg"
+        return f"dataset/images/{self.image_id}.{'heic' if self.container == 'heic' else 'jpg'}"
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,10 @@ def plan_dataset(n_cases: int, seed: int) -> DatasetPlan:
     ids = _image_ids(labels, duplicate_of, rng)
     case_ids = _unique_ids(rng, n_cases, exclude=set(ids))
     shots = rng.choice(len(SHOT_TYPES), size=len(labels), p=_SHOT_TYPE_P)
+    containers = _containers(labels, duplicate_of, seed)
     images = tuple(
-        ImagePlan(i, case_of[i], ids[i], labels[i], image_tone[i], SHOT_TYPES[shots[i]], duplicate_of.get(i))
+        ImagePlan(i, case_of[i], ids[i], labels[i], image_tone[i], SHOT_TYPES[shots[i]], duplicate_of.get(i),
+                  containers[i])
         for i in range(len(labels))
     )
     differentials = _differentials(n_cases, rng)
@@ -109,6 +114,22 @@ def plan_dataset(n_cases: int, seed: int) -> DatasetPlan:
         CasePlan(c, case_ids[c], tones[c], tuple(members[c]), differentials[c]) for c in range(n_cases)
     )
     return DatasetPlan(seed, cases, images)
+
+
+# Shares of phone containers among rendered images that are not duplicates or
+# their originals (duplicates are made from the original's bytes).
+CONTAINER_P = {"jpeg": 0.8, "p3_jpeg": 0.1, "heic": 0.1}
+_CONTAINER_DEFECTS = frozenset({"none", "dim_textured", "too_dark", "too_bright", "blurry",
+                                "not_skin", "corrupt"})
+
+
+def _containers(labels: list[str], duplicate_of: dict[int, int], seed: int) -> list[str]:
+    """Each image's container, from its own random stream so other plan draws stay put."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3,)))
+    draws = rng.choice(list(CONTAINER_P), size=len(labels), p=list(CONTAINER_P.values()))
+    originals = set(duplicate_of.values())
+    return [str(c) if d in _CONTAINER_DEFECTS and i not in originals and i not in duplicate_of else "jpeg"
+            for i, (d, c) in enumerate(zip(labels, draws))]
 
 
 def _place_duplicates(

@@ -7,6 +7,7 @@ rendered in any order or in parallel and still come out byte-identical.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -15,10 +16,12 @@ import numpy as np
 from beam_jobs.sample_data import defects
 from beam_jobs.sample_data.camera import develop, work_size
 from beam_jobs.sample_data.exif import random_camera_tags
-from beam_jobs.sample_data.jpeg import ORIENTATIONS, encode_jpeg
+from beam_jobs.sample_data.jpeg import ORIENTATIONS, encode_heic, encode_jpeg
 from beam_jobs.sample_data.plan import ImagePlan
 from beam_jobs.sample_data.scenes import render_scene
 from beam_jobs.sample_data.skin import monk_bgr, render_skin
+from transforms.colour import display_p3_profile
+from transforms.decode import decode
 from transforms.phash import hamming, phash64
 
 _ORIENTATION_P = (0.7, 0.07, 0.15, 0.08)
@@ -85,10 +88,39 @@ def render_image(
                       rng.uniform(*_NOISE.get(item.defect, _DEFAULT_NOISE)))
     orientation = int(rng.choice(ORIENTATIONS, p=_ORIENTATION_P))
     quality = int(rng.integers(85, 96))
-    data = encode_jpeg(upright, orientation, quality, rng.random() < _PROGRESSIVE_P, random_camera_tags(rng))
+    progressive, tags = rng.random() < _PROGRESSIVE_P, random_camera_tags(rng)
+    if item.container == "jpeg":
+        data = encode_jpeg(upright, orientation, quality, progressive, tags)
+    elif item.container == "p3_jpeg":
+        data = encode_jpeg(to_display_p3(upright), orientation, quality, progressive, tags, display_p3_profile())
+    else:
+        data = encode_heic(to_display_p3(upright), orientation, quality, tags, display_p3_profile())
     if item.defect == "corrupt":
         data = defects.truncate(data, rng)
     return RenderedImage(data, width, height, orientation)
+
+
+def to_display_p3(bgr: np.ndarray) -> np.ndarray:
+    """sRGB pixels as Display P3 code values (what a P3 phone stores for the same colours)."""
+    from PIL import Image, ImageCms
+
+    transform = _p3_transform()
+    rgb = Image.fromarray(np.ascontiguousarray(bgr[..., ::-1]))
+    return np.ascontiguousarray(np.asarray(ImageCms.applyTransform(rgb, transform))[..., ::-1])
+
+
+@functools.cache
+def _p3_transform():
+    import io
+
+    from PIL import ImageCms
+    return ImageCms.buildTransform(ImageCms.createProfile("sRGB"),
+                                   ImageCms.ImageCmsProfile(io.BytesIO(display_p3_profile())), "RGB", "RGB")
+
+
+def decode_upright(data: bytes) -> np.ndarray:
+    """Full-size upright sRGB pixels of a generated file, any container."""
+    return decode(data, analysis_short_side=1 << 20).image
 
 
 def _render_work(item: ImagePlan, rng: np.random.Generator, width: int, height: int) -> np.ndarray:
@@ -113,7 +145,7 @@ def _near_duplicate(original: RenderedImage, rng: np.random.Generator) -> Render
     """Re-encode, resize or crop the original; smaller file, fewer or equal
     pixels, orientation normalised to 1. Falls back to a milder edit if the
     perceptual hash moved too far."""
-    upright = cv2.imdecode(np.frombuffer(original.data, np.uint8), cv2.IMREAD_COLOR)
+    upright = decode_upright(original.data)
     reference = phash64(upright)
     tags = random_camera_tags(rng)
     first = int(rng.integers(len(_NEAR_DUP_VARIANTS)))

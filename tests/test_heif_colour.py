@@ -1,0 +1,234 @@
+"""HEIC/AVIF decoding, colour management to sRGB, and deep samples to 8 bits.
+
+Real encoders throughout: pillow-heif (libheif + x265) writes HEIC, Pillow
+and OpenCV (libavif) write AVIF, Pillow writes P3-tagged JPEG/PNG/WebP with
+a Display P3 profile built by transforms.colour.
+"""
+from __future__ import annotations
+
+import io
+import struct
+
+import cv2
+import numpy as np
+import pillow_heif
+import pytest
+from PIL import Image, ImageCms
+
+from transforms.colour import display_p3_profile, to_srgb
+from transforms.decode import ImageRejected, decode
+from transforms.image_header import read_header
+from transforms.preprocess import preprocess_to_jpeg
+
+# Flat patches (so lossy codecs keep them): sRGB red, a skin tone, a dark skin tone, grey.
+PATCHES = [(230, 30, 30), (224, 172, 140), (96, 64, 48), (128, 128, 128)]
+P3 = display_p3_profile()
+SRGB_TO_P3 = ImageCms.buildTransform(ImageCms.createProfile("sRGB"),
+                                     ImageCms.ImageCmsProfile(io.BytesIO(P3)), "RGB", "RGB")
+
+
+def patches(w=320, h=240) -> Image.Image:
+    """Four vertical bands of PATCHES, RGB."""
+    a = np.zeros((h, w, 3), np.uint8)
+    for i, c in enumerate(PATCHES):
+        a[:, i * w // 4:(i + 1) * w // 4] = c
+    return Image.fromarray(a)
+
+
+def centres(bgr: np.ndarray) -> list[tuple[int, int, int]]:
+    h, w = bgr.shape[:2]
+    return [tuple(int(v) for v in bgr[h // 2, (2 * i + 1) * w // 8][::-1]) for i in range(4)]
+
+
+def heic(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(img).save(buf, format="HEIF", quality=95, **kw)
+    return buf.getvalue()
+
+
+def pil_bytes(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def exif(orientation: int) -> bytes:
+    e = Image.Exif()
+    e[0x0112] = orientation
+    return e.tobytes()
+
+
+def close(got, want, tol):
+    return all(abs(int(a) - int(b)) <= tol for g, w in zip(got, want) for a, b in zip(g, w))
+
+
+# -- (1) decoding ---------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["heic", "avif"])
+def test_heic_and_avif_decode_like_a_jpeg(fmt):
+    img = patches()
+    data = heic(img) if fmt == "heic" else pil_bytes(img, "AVIF", quality=95)
+    d = decode(data, analysis_short_side=100)
+    assert d.header.format == fmt and (d.width, d.height) == (320, 240)
+    assert d.scale == 2 and d.image.shape == (120, 160, 3) and d.image.dtype == np.uint8
+    assert close(centres(d.image), PATCHES, 4), centres(d.image)
+
+
+@pytest.mark.parametrize("fmt", ["heic", "avif"])
+def test_orientation_is_applied_once(fmt):
+    img = patches(200, 100)
+    data = heic(img, exif=exif(6)) if fmt == "heic" else pil_bytes(img, "AVIF", exif=exif(6))
+    d = decode(data, analysis_short_side=50)
+    # Upright is 100 wide, 200 high; the first (red) band is now at the top.
+    assert (d.width, d.height) == (100, 200) and d.image.shape[:2] == (200 // d.scale, 100 // d.scale)
+    top = d.image[2, d.image.shape[1] // 2][::-1]
+    assert close([top], [PATCHES[0]], 6), top
+
+
+def test_the_primary_image_of_a_multi_image_heic_is_decoded():
+    # The primary is the smaller image: the header must not take the largest.
+    heif = pillow_heif.from_pillow(Image.new("RGB", (400, 400), (0, 0, 255)))
+    heif.add_from_pillow(patches())
+    buf = io.BytesIO()
+    heif.save(buf, format="HEIF", quality=95, primary_index=1)
+    assert pillow_heif.open_heif(buf.getvalue()).primary_index == 1
+    d = decode(buf.getvalue(), analysis_short_side=240)
+    assert (d.width, d.height) == (320, 240)
+    assert close(centres(d.image), PATCHES, 4)
+
+
+def test_an_embedded_thumbnail_covering_the_analysis_size_is_decoded_instead():
+    """Phones embed a ~320 px thumbnail; curate (224 px) uses it, the model path (256 px) cannot."""
+    from transforms.decode import _heic_thumbnail
+    img = patches(1600, 1200)
+    data = heic(img, thumbnails=[320], exif=exif(6))
+    fast = decode(data, analysis_short_side=224)
+    assert fast.image.shape == (320, 240, 3) and fast.scale == 5  # upright like the primary
+    assert (fast.width, fast.height) == (1200, 1600)
+    top = fast.image[2, 120][::-1]
+    assert close([top], [PATCHES[0]], 6), top
+    full = decode(data, analysis_short_side=256)  # 1/4 of the full decode: 300 x 400
+    assert full.image.shape == (400, 300, 3) and full.scale == 4
+    small_thumb = decode(heic(img, thumbnails=[200]), analysis_short_side=224)
+    assert small_thumb.image.shape == (300, 400, 3) and small_thumb.scale == 4
+    # A thumbnail framed differently from the primary is never used.
+    heif = pillow_heif.open_heif(data)
+    primary = heif[heif.primary_index]
+    assert _heic_thumbnail(primary, read_header(data), 224) is not None
+    other = read_header(heic(patches(1600, 900), exif=exif(6)))
+    assert _heic_thumbnail(primary, other, 224) is None
+
+
+def test_heic_bomb_is_refused_from_the_header():
+    data = heic(patches(64, 64))
+    # Rewrite the primary's ispe to 60000 x 60000: refused before libheif runs.
+    at = data.index(b"ispe") + 8
+    bomb = data[:at] + struct.pack(">II", 60_000, 60_000) + data[at + 8:]
+    with pytest.raises(ImageRejected) as e:
+        decode(bomb)
+    assert e.value.reason == "too_large"
+
+
+def test_a_huge_coded_extent_behind_a_small_crop_is_refused():
+    """HEVC codes whole blocks and clap crops them: the decoder allocates the ispe size."""
+    data = heic(patches(100, 60))
+    assert read_header(data).coded_pixels > 100 * 60  # x265 padded 60 rows to 64: a clap box
+    at = data.index(b"ispe") + 8
+    bomb = data[:at] + struct.pack(">II", 20_000, 20_000) + data[at + 8:]
+    assert read_header(bomb).width * read_header(bomb).height <= 100 * 60
+    with pytest.raises(ImageRejected) as e:
+        decode(bomb)
+    assert e.value.reason == "too_large"
+
+
+@pytest.mark.parametrize("fmt", ["heic", "avif"])
+def test_truncated_heic_and_avif_are_unreadable(fmt):
+    img = patches()
+    data = heic(img) if fmt == "heic" else pil_bytes(img, "AVIF", quality=95)
+    with pytest.raises(ImageRejected) as e:
+        decode(data[: len(data) * 2 // 3])
+    assert e.value.reason == "unreadable", str(e.value)
+
+
+# -- (2) colour management -------------------------------------------------------
+
+def p3_version(img: Image.Image) -> Image.Image:
+    """The P3 code values of `img`, untagged (the caller embeds the profile or not)."""
+    return Image.fromarray(np.asarray(ImageCms.applyTransform(img, SRGB_TO_P3)))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "AVIF", "HEIC"])
+def test_p3_tagged_images_decode_to_their_srgb_colours(fmt):
+    img = p3_version(patches())
+    raw = np.asarray(img)
+    assert not close([tuple(raw[120, 40])], [PATCHES[0]], 10)  # P3 code values really differ
+    kw = {"icc_profile": P3}
+    data = (heic(img, **kw) if fmt == "HEIC" else
+            pil_bytes(img, fmt, quality=95, **kw) if fmt != "PNG" else pil_bytes(img, fmt, **kw))
+    assert read_header(data).icc_profile == P3
+    d = decode(data, analysis_short_side=200)
+    assert close(centres(d.image), PATCHES, 4), (fmt, centres(d.image))
+
+
+def test_nclx_p3_avif_is_converted():
+    img = p3_version(patches())
+    data = pil_bytes(img, "AVIF", quality=95)
+    nclx = b"colrnclx" + struct.pack(">HH", 1, 13)
+    assert nclx in data
+    data = data.replace(nclx, b"colrnclx" + struct.pack(">HH", 12, 13))  # primaries: Display P3
+    assert read_header(data).nclx[:2] == (12, 13)
+    assert close(centres(decode(data, analysis_short_side=200).image), PATCHES, 4)
+
+
+def test_srgb_profiles_and_no_profile_leave_pixels_alone():
+    srgb_icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    img = patches()
+    plain = decode(pil_bytes(img, "PNG")).image
+    for icc in (srgb_icc, b"not a profile" * 20):
+        assert np.array_equal(decode(pil_bytes(img, "PNG", icc_profile=icc)).image, plain)
+    a = np.asarray(img)[..., ::-1]
+    assert to_srgb(a, None) is a and to_srgb(a, srgb_icc) is a
+
+
+def test_model_input_is_colour_managed():
+    """make_tfrecords and score share preprocess: a P3 upload gives the sRGB model image."""
+    img = patches(512, 512)
+    srgb = preprocess_to_jpeg(pil_bytes(img, "PNG"), image_size=64)
+    p3 = preprocess_to_jpeg(pil_bytes(p3_version(img), "PNG", icc_profile=P3), image_size=64)
+    a, b = (cv2.imdecode(np.frombuffer(x, np.uint8), cv2.IMREAD_COLOR).astype(int) for x in (srgb, p3))
+    assert np.abs(a - b).max() <= 3
+
+
+# -- (3) deep samples ------------------------------------------------------------
+
+def test_bit_depths_map_to_the_same_8bit_pixels():
+    rgb8 = np.asarray(patches())
+    want = decode(pil_bytes(patches(), "PNG")).image
+    png16 = cv2.imencode(".png", rgb8[..., ::-1].astype(np.uint16) * 257)[1].tobytes()
+    tiff16 = cv2.imencode(".tiff", rgb8[..., ::-1].astype(np.uint16) * 257)[1].tobytes()
+    for data in (png16, tiff16):
+        assert read_header(data).bit_depth == 16
+        assert np.array_equal(decode(data).image, want)
+    ten = (rgb8.astype(np.uint32) * 1023 + 127) // 255
+    ok, avif10 = cv2.imencode(".avif", ten[..., ::-1].astype(np.uint16),
+                              [cv2.IMWRITE_AVIF_DEPTH, 10, cv2.IMWRITE_AVIF_QUALITY, 100])
+    assert ok and read_header(avif10.tobytes()).bit_depth == 10
+    heic10 = pillow_heif.from_bytes("RGB;16", (320, 240), (ten.astype(np.uint16) << 6).tobytes())
+    buf = io.BytesIO()
+    heic10.save(buf, format="HEIF", quality=-1)  # lossless
+    for data in (avif10.tobytes(), buf.getvalue()):
+        d = decode(data)
+        assert d.header.bit_depth == 10
+        assert close(centres(d.image), PATCHES, 2), centres(d.image)
+
+
+def test_the_fast_matrix_path_agrees_with_littlecms():
+    """Matrix/TRC profiles skip LittleCMS's slower path; the result must be the same."""
+    from transforms.colour import _MatrixShaper, _transform, nclx_profile
+    pixels = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    for icc in (P3, nclx_profile(9, 13)):
+        assert isinstance(_transform(icc), _MatrixShaper)
+        cms = ImageCms.buildTransform(ImageCms.ImageCmsProfile(io.BytesIO(icc)),
+                                      ImageCms.createProfile("sRGB"), "RGB", "RGB")
+        want = np.asarray(ImageCms.applyTransform(Image.fromarray(pixels[..., ::-1]), cms))[..., ::-1]
+        assert np.abs(to_srgb(pixels, icc).astype(int) - want).max() <= 1

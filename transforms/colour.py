@@ -1,0 +1,245 @@
+"""Bring a decoded image to sRGB: the one colour-management step of every path.
+
+Phones record colour in Display P3 (iPhone HEIC/JPEG, ICC profile) or describe
+it with an nclx box (Android HEIC/AVIF). OpenCV ignores both and hands back the
+stored code values, which read as sRGB make skin look more saturated and shift
+ITA. `to_srgb` converts with LittleCMS (Pillow's ImageCms), relative
+colorimetric, after the decode and any reduction, so colour features, report
+thumbnails, TFRecord images and score inputs all see the same sRGB pixels.
+
+Cost is kept off the common path: an image with no profile is sRGB and is not
+touched; a profile is examined once per process (cached by its bytes) and one
+that maps every colour to itself within one level (the sRGB profiles most
+cameras embed) is skipped like no profile. Matrix/TRC profiles (Display P3,
+Adobe RGB, nclx; nearly every phone and camera profile) are applied as a
+16-bit linearising lookup, a 3x3 matrix and an sRGB-encoding lookup, about
+3x faster than LittleCMS's own 8-bit path here; that shortcut is used only
+when it agrees with LittleCMS within one level on a grid of 4913 colours,
+and LittleCMS converts everything else. A profile LittleCMS cannot read,
+or one that is not RGB (a grey or CMYK profile), is ignored: what a browser
+does with it, and the pixels are then taken as sRGB.
+"""
+from __future__ import annotations
+
+import functools
+import struct
+
+import cv2
+import numpy as np
+from PIL import Image, ImageCms
+
+# xy chromaticities of red, green, blue and white (ITU-T H.273 colour_primaries).
+PRIMARIES = {
+    1: ((0.640, 0.330), (0.300, 0.600), (0.150, 0.060), (0.3127, 0.3290)),   # BT.709 / sRGB
+    9: ((0.708, 0.292), (0.170, 0.797), (0.131, 0.046), (0.3127, 0.3290)),   # BT.2020
+    12: ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060), (0.3127, 0.3290)),  # Display P3
+}
+# H.273 transfer_characteristics that are (close to) the sRGB curve: BT.709,
+# unspecified, BT.601, sRGB, BT.2020 10/12-bit. PQ (16) and HLG (18) are HDR
+# curves; they are not tone-mapped here (see README, "HDR").
+SRGB_LIKE_TRANSFER = frozenset({1, 2, 6, 13, 14, 15})
+_D50 = (0.9642, 1.0, 0.8249)
+_BRADFORD = np.array([[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367],
+                      [0.0389, -0.0685, 1.0296]])
+_SRGB = ImageCms.createProfile("sRGB")
+
+
+def to_srgb(bgr: np.ndarray, icc_profile: bytes | None) -> np.ndarray:
+    """`bgr` (HxWx3 uint8) described by `icc_profile`, converted to sRGB; no profile = sRGB."""
+    if not icc_profile:
+        return bgr
+    transform = _transform(icc_profile)
+    if transform is None:
+        return bgr
+    if isinstance(transform, _MatrixShaper):
+        return transform(bgr)
+    rgb = Image.fromarray(np.ascontiguousarray(bgr[..., ::-1]))
+    out = np.asarray(ImageCms.applyTransform(rgb, transform))
+    return np.ascontiguousarray(out[..., ::-1])
+
+
+def profile_for(icc_profile: bytes | None, nclx: tuple | None) -> bytes | None:
+    """The ICC profile to convert from: the embedded one, else one built from nclx."""
+    if icc_profile:
+        return icc_profile
+    if nclx:
+        return nclx_profile(nclx[0], nclx[1])
+    return None
+
+
+@functools.lru_cache(maxsize=16)
+def nclx_profile(primaries: int, transfer: int) -> bytes | None:
+    """An ICC profile for nclx colour, or None when it is sRGB or not one we map.
+
+    PQ/HLG transfer is not tone-mapped: its primaries are still converted,
+    with the sRGB curve (a documented approximation; see README "HDR").
+    """
+    if primaries not in PRIMARIES or primaries == 1:
+        return None
+    return matrix_profile(*PRIMARIES[primaries], description=f"nclx primaries {primaries}")
+
+
+def matrix_profile(red, green, blue, white, *, description: str) -> bytes:
+    """A minimal ICC v2 RGB display profile: these primaries, the sRGB tone curve.
+
+    Colorants are Bradford-adapted to the D50 connection space, as ICC requires.
+    Also used to write Display P3 test images and sample uploads.
+    """
+    d50 = _d50_matrix(red, green, blue, white)
+    v = np.arange(1024) / 1023
+    curve = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+    curv = b"curv" + bytes(4) + struct.pack(">I", 1024) + np.round(curve * 65535).astype(">u2").tobytes()
+    text = description.encode("ascii") + b"\x00"
+    desc = (b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4) + bytes(4)
+            + bytes(2) + bytes(1) + bytes(67))
+    tags = [(b"desc", desc), (b"wtpt", _xyz(_D50)), (b"rXYZ", _xyz(d50[:, 0])),
+            (b"gXYZ", _xyz(d50[:, 1])), (b"bXYZ", _xyz(d50[:, 2])),
+            (b"rTRC", curv), (b"gTRC", curv), (b"bTRC", curv), (b"cprt", b"text" + bytes(4) + b"none\x00")]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = [], b""
+    for sig, data in tags:
+        body += b"\x00" * (-len(body) % 4)
+        table.append(struct.pack(">4sII", sig, offset + len(body), len(data)))
+        body += data
+    size = offset + len(body)
+    header = (struct.pack(">I4sI4s4s4s", size, b"lcms", 0x02100000, b"mntr", b"RGB ", b"XYZ ")
+              + bytes(12) + b"acsp" + bytes(24) + struct.pack(">I", 0) + _xyz(_D50)[8:] + bytes(48))
+    return header + struct.pack(">I", len(tags)) + b"".join(table) + body
+
+
+def _d50_matrix(red, green, blue, white) -> np.ndarray:
+    """Linear RGB -> XYZ under D50 (Bradford-adapted from `white`), columns = colorants."""
+    xyz = np.array([[x / y, 1.0, (1 - x - y) / y] for x, y in (red, green, blue)]).T
+    wx, wy = white
+    w = np.array([wx / wy, 1.0, (1 - wx - wy) / wy])
+    rgb_to_xyz = xyz * np.linalg.solve(xyz, w)
+    src, dst = _BRADFORD @ w, _BRADFORD @ np.array(_D50)
+    adapt = np.linalg.inv(_BRADFORD) @ np.diag(dst / src) @ _BRADFORD
+    return adapt @ rgb_to_xyz
+
+
+def display_p3_profile() -> bytes:
+    """Display P3 (P3 primaries, D65 white, sRGB curve): what iPhones embed."""
+    return matrix_profile(*PRIMARIES[12], description="Display P3")
+
+
+def _xyz(values) -> bytes:
+    return b"XYZ " + bytes(4) + b"".join(struct.pack(">i", round(float(v) * 65536)) for v in values)
+
+
+# Every 17th level of each channel (4913 colours): enough to see whether a
+# profile moves any colour, cheap enough to run once per distinct profile.
+_PROBE = np.stack(np.meshgrid(*[np.r_[0:256:16, 255]] * 3, indexing="ij"), -1).reshape(1, -1, 3)
+_PROBE = _PROBE.astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=64)
+def _transform(icc_profile: bytes):
+    """A cached profile -> sRGB conversion, or None when it would change nothing.
+
+    Either a _MatrixShaper (checked against LittleCMS) or a LittleCMS transform.
+    """
+    try:
+        profile = ImageCms.ImageCmsProfile(ImageCms.core.profile_frombytes(icc_profile))
+        if profile.profile.xcolor_space.strip() != "RGB":
+            return None
+        transform = ImageCms.buildTransform(profile, _SRGB, "RGB", "RGB",
+                                            renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC)
+        probe = Image.fromarray(_PROBE)
+        want = np.asarray(ImageCms.applyTransform(probe, transform)).astype(int)
+    except (OSError, ValueError, ImageCms.PyCMSError):
+        return None
+    if np.abs(want - _PROBE).max() <= 1:
+        return None
+    fast = _MatrixShaper.from_icc(icc_profile)
+    if fast is not None:
+        got = fast(np.ascontiguousarray(_PROBE[..., ::-1]))[..., ::-1].astype(int)
+        if np.abs(got - want).max() <= 1:
+            return fast
+    return transform
+
+
+class _MatrixShaper:
+    """Matrix/TRC profile -> sRGB on BGR uint8: lookup to 16-bit linear, 3x3, lookup to sRGB."""
+
+    # sRGB encoding of 16-bit linear light, and sRGB's D50 RGB->XYZ (its inverse is used).
+    _ENCODE = None
+    _SRGB_D50 = None
+
+    def __init__(self, linearise: np.ndarray, matrix: np.ndarray):
+        self.linearise = linearise  # (256, 1, 3) uint16, BGR channel order
+        self.matrix = matrix        # 3x3 float32 on BGR vectors
+
+    def __call__(self, bgr: np.ndarray) -> np.ndarray:
+        linear = cv2.LUT(bgr, self.linearise)
+        # transform saturates to 0..65535: out-of-gamut colours clip, as LittleCMS does.
+        return _MatrixShaper._ENCODE[cv2.transform(linear, self.matrix)]
+
+    @classmethod
+    def from_icc(cls, icc: bytes):
+        """Parse rXYZ/gXYZ/bXYZ and r/g/bTRC; None when the profile has LUT tags or odd curves."""
+        try:
+            tags = _icc_tags(icc)
+            if any(t in tags for t in (b"A2B0", b"A2B1", b"A2B2")):
+                return None
+            cols = np.array([_icc_xyz(tags[t]) for t in (b"rXYZ", b"gXYZ", b"bXYZ")]).T
+            curves = [_icc_curve(tags[t]) for t in (b"bTRC", b"gTRC", b"rTRC")]
+        except (KeyError, struct.error, ValueError, IndexError):
+            return None
+        if any(c is None for c in curves):
+            return None
+        if cls._ENCODE is None:
+            x = np.arange(65536) / 65535
+            cls._ENCODE = np.round(255 * np.where(x <= 0.0031308, 12.92 * x,
+                                                  1.055 * x ** (1 / 2.4) - 0.055)).astype(np.uint8)
+            cls._SRGB_D50 = _d50_matrix(*PRIMARIES[1])
+        rgb = np.linalg.solve(cls._SRGB_D50, cols)          # source linear RGB -> sRGB linear RGB
+        flip = np.eye(3)[::-1]
+        matrix = (flip @ rgb @ flip).astype(np.float32)     # the same on BGR vectors
+        linearise = np.stack([np.round(np.clip(c, 0, 1) * 65535) for c in curves], -1)
+        return cls(linearise.astype(np.uint16).reshape(256, 1, 3), matrix)
+
+
+def _icc_tags(icc: bytes) -> dict[bytes, bytes]:
+    count = struct.unpack_from(">I", icc, 128)[0]
+    tags = {}
+    for i in range(min(count, 100)):
+        sig, off, size = struct.unpack_from(">4sII", icc, 132 + 12 * i)
+        tags[sig] = icc[off:off + size]
+    return tags
+
+
+def _icc_xyz(tag: bytes) -> list[float]:
+    if tag[:4] != b"XYZ ":
+        raise ValueError("not XYZ")
+    return [v / 65536 for v in struct.unpack_from(">iii", tag, 8)]
+
+
+def _icc_curve(tag: bytes) -> np.ndarray | None:
+    """The curve at the 256 8-bit code values (0..1), or None for an unknown type."""
+    v = np.arange(256) / 255
+    if tag[:4] == b"curv":
+        n = struct.unpack_from(">I", tag, 8)[0]
+        if n == 0:
+            return v
+        if n == 1:
+            return v ** (struct.unpack_from(">H", tag, 12)[0] / 256)
+        table = np.frombuffer(tag, ">u2", n, 12) / 65535
+        return np.interp(v * (n - 1), np.arange(n), table)
+    if tag[:4] == b"para":
+        kind = struct.unpack_from(">H", tag, 8)[0]
+        nparams = {0: 1, 1: 3, 2: 4, 3: 5, 4: 7}.get(kind)
+        if nparams is None:
+            return None
+        g, a, b, c, d, e, f = (list(np.array(struct.unpack_from(f">{nparams}i", tag, 12)) / 65536)
+                               + [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0][nparams:])
+        if kind == 0:
+            return v ** g
+        if kind == 1:
+            return np.where(v >= -b / a, np.maximum(a * v + b, 0) ** g, 0)
+        if kind == 2:
+            return np.where(v >= -b / a, np.maximum(a * v + b, 0) ** g + c, c)
+        if kind == 3:
+            return np.where(v >= d, np.maximum(a * v + b, 0) ** g, c * v)
+        return np.where(v >= d, np.maximum(a * v + b, 0) ** g + e, c * v + f)
+    return None
