@@ -248,7 +248,21 @@ def main(argv=None) -> dict:
         ratios.update({"heic_path_vs_jpeg_path": ips["heic path"] / ips["path"],
                        "heic_thumbnail_path_vs_jpeg_path": ips["heic+thumbnail path"] / ips["path"],
                        "heic_path_vs_heic_decode": ips["heic path"] / ips["heic decode"]})
-    targets = {"path_vs_decode_only": 0.8, "path_vs_naive": 6.0}
+    # The ratio depends on the set's mix: a progressive JPEG decodes ~3-5x
+    # slower at 1/8, so the same feature cost weighs less beside it. Per kind,
+    # the figure does not depend on how many of each the sample happened to hold.
+    kinds = {"baseline": [i for i, (_u, d) in enumerate(images) if not is_progressive(d)],
+             "progressive": [i for i, (_u, d) in enumerate(images) if is_progressive(d)]}
+    by_kind = {}
+    for kind, idx in kinds.items():
+        if idx:
+            k_ms = {k: typical([times[k][i] for i in idx]) for k in ("decode-only", "path")}
+            by_kind[kind] = {"images": len(idx), "ms_per_image": k_ms,
+                             "path_vs_decode_only": k_ms["decode-only"] / k_ms["path"]}
+    for kind in by_kind:
+        ratios[f"path_vs_decode_only_{kind}"] = by_kind[kind]["path_vs_decode_only"]
+    targets = {"path_vs_decode_only": 0.8, "path_vs_naive": 6.0,
+               **{f"path_vs_decode_only_{kind}": 0.8 for kind in by_kind}}
 
     print()
     print(table(["variant", "ms/image", "images/s", "repeat means ms (min..max)"],
@@ -257,8 +271,10 @@ def main(argv=None) -> dict:
                       f"per-image median of {args.repeats} repeats, mean over images"))
     print()
     print(table(["ratio of images/s", "value", "target"],
-                [["path / decode-only", ratios["path_vs_decode_only"], ">= 0.8"],
-                 ["path / naive", ratios["path_vs_naive"], ">= 6"],
+                [["path / decode-only", ratios["path_vs_decode_only"], ">= 0.8"]]
+                + [[f"  ... {kind} JPEGs only ({v['images']})", v["path_vs_decode_only"], ">= 0.8"]
+                   for kind, v in by_kind.items()]
+                + [["path / naive", ratios["path_vs_naive"], ">= 6"],
                  ["p3 path / path (colour conversion cost)", ratios["p3_path_vs_path"], ""]]
                 + ([["heic path / jpeg path", ratios["heic_path_vs_jpeg_path"], ""],
                     ["heic+thumbnail path / jpeg path", ratios["heic_thumbnail_path_vs_jpeg_path"], ""],
@@ -283,7 +299,7 @@ def main(argv=None) -> dict:
         "ms_per_image": ms, "images_per_s": ips,
         "per_repeat_mean_ms_per_image": {k: per_repeat[k] for k in shown},
         "breakdown_ms": {**part_ms, "rest": rest_ms},
-        "ratios": ratios, "targets": targets,
+        "ratios": ratios, "targets": targets, "by_kind": by_kind,
     }
     write_json(args.json, doc)
     return doc
