@@ -25,7 +25,7 @@ def test_beam_matches_and_reads_gcs_objects(gcs_sample, sample_dir):
     assert len(expected) > 40
     with TestPipeline() as p:
         got = (p
-               | fileio.MatchFiles(f"{gcs_sample}/dataset/images/*.jpg")
+               | fileio.MatchFiles(f"{gcs_sample}/dataset/images/*")  # JPEG and HEIC uploads
                | fileio.ReadMatches()
                | beam.Map(lambda f: (f.metadata.path, hashlib.sha256(f.read()).hexdigest())))
         assert_that(got, equal_to(expected))
