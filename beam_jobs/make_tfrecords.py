@@ -7,7 +7,7 @@
       -> PreprocessImages    one decode at DCT scale, crop, resize, JPEG (no EXIF)
       -> tf.Transform        analyze on train only, transform every split
       -> {split}-SSSSS-of-NNNNN.tfrecord[.gz], transform_fn/, transformed_metadata/,
-         dataset_info.json, dead_letters/, _SUCCESS
+         metadata/ (the raw schema, for TFTransformOutput), dataset_info.json, dead_letters/, _SUCCESS
 
 Run: python -m beam_jobs.make_tfrecords --curated CURATE_OUT --scin_cases C --scin_labels L
          --image_root ROOT --output DIR [--image_size 224]
@@ -286,8 +286,10 @@ def _versions(o) -> dict:
 def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = None) -> beam.Pipeline:
     """The make_tfrecords pipeline, constructed but not run. `me` names the
     run in its lock (run_lock.new_lock_info); every write waits for the lock."""
+    import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
-    from tensorflow_transform.tf_metadata import schema_utils
+    from tensorflow_transform.beam.tft_beam_io import beam_metadata_io
+    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
     from tfx_bsl.public import tfxio
 
     from transforms.tft_preprocessing import preprocessing_fn
@@ -341,6 +343,16 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
                           | f"Transform{s.title()}" >> tft_beam.TransformDataset(output_record_batches=True))
             transformed.append(batches | f"Examples{s.title()}" >> beam.FlatMap(record_batch_examples, s))
         published = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out)
+        # The raw schema beside transform_fn/ (OUT/metadata/): without it
+        # TFTransformOutput.raw_feature_spec() fails and transform_features_layer()
+        # names its inputs inputs, inputs_1, ... instead of the raw features.
+        # Deferred on the lock, like every other write of the run.
+        raw = dataset_metadata.DatasetMetadata(schema)
+        raw_written = (beam_metadata_io.BeamDatasetMetadata(
+            raw, locked | "RawMetadata" >> beam.Map(lambda _marker: raw), {})
+            | "WriteRawMetadata" >> tft_beam.WriteMetadata(
+                FileSystems.join(out, tft.TFTransformOutput.RAW_METADATA_DIR), p))
+        published = (published, raw_written) | "AllMetadata" >> beam.Flatten()
 
     shards = (transformed
               | "AllSplits" >> beam.Flatten()

@@ -22,6 +22,7 @@ Run: python -m beam_jobs.score --input gs://b/uploads --model_uri gs://b/models/
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -167,10 +168,16 @@ def validate(o: ScoreOptions):
 
 def _row(uri, partition, version, status, scored_at, **kw):
     row = {f.name: None for f in P.SCHEMA}
-    row.update(uri=uri, partition=partition, model_version=version, status=status, scored_at=scored_at,
+    row.update(uri=uri, partition_date=None if partition == UNDATED else dt.date.fromisoformat(partition),
+               model_version=version, status=status, scored_at=scored_at,
                reasons=[], top_labels=[], top_probabilities=[], probabilities=[])
     row.update(kw)
     return row
+
+
+def _partition_of(row) -> str:
+    """The dt= partition a row is published in (undated runs: UNDATED)."""
+    return row["partition_date"].isoformat() if row["partition_date"] else UNDATED
 
 
 LISTING = "listing"
@@ -189,7 +196,14 @@ def _match(pattern: str, limit: int | None = None) -> list[str]:
 
 def list_partition(partition: str, input_root: str | None, manifest: str | None,
                    allow_empty: bool = False, limit: int | None = None) -> tuple[list[str], str]:
-    """(sorted image URIs, FOUND | EMPTY | MISSING) of one partition.
+    """(sorted image URIs, FOUND | EMPTY | MISSING) of one partition; see list_refs."""
+    refs, state = list_refs(partition, input_root, manifest, allow_empty, limit)
+    return sorted(refs), state
+
+
+def list_refs(partition: str, input_root: str | None, manifest: str | None,
+              allow_empty: bool = False, limit: int | None = None) -> tuple[dict[str, str], str]:
+    """({image URI: image_id}, FOUND | EMPTY | MISSING) of one partition.
 
     A date lists INPUT/dt=DATE/**; MISSING when nothing at all is there, not
     even the folder (locally a directory, on GCS the dt=DATE/ placeholder
@@ -197,31 +211,33 @@ def list_partition(partition: str, input_root: str | None, manifest: str | None,
     Raises ValueError for an unparseable manifest (or an empty one without
     allow_empty). `limit` caps each listing (enough to tell FOUND from EMPTY).
     """
-    from transforms.inputs import parse_manifest
+    from transforms.inputs import parse_manifest, stem
+    # image_id as curate gives it (the manifest's id, else the file stem), so
+    # a prediction joins curate's features on it as well as on sha256.
     if partition != UNDATED:
         folder = f"{input_root.rstrip('/')}/dt={partition}/"
         uris = _match(folder + "**", limit)
         if uris:
-            return sorted(set(uris)), FOUND
-        return [], EMPTY if FileSystems.exists(folder) else MISSING
-    uris = set(_match(input_root, limit)) if input_root else set()
+            return {u: stem(u) for u in uris}, FOUND
+        return {}, EMPTY if FileSystems.exists(folder) else MISSING
+    refs = {u: stem(u) for u in _match(input_root, limit)} if input_root else {}
     if manifest:
         with FileSystems.open(manifest, compression_type="uncompressed") as f:
             text = f.read().decode("utf-8-sig")
         if text.strip() or not allow_empty:
-            uris |= {r.uri for r in parse_manifest(text, manifest)}
-    return sorted(uris), FOUND if uris else EMPTY
+            refs.update((r.uri, r.image_id) for r in parse_manifest(text, manifest))  # the manifest's id wins
+    return refs, FOUND if refs else EMPTY
 
 
 def _list_partition(partition, input_root, manifest, allow_empty):
-    """(partition, uri) for every image of one partition, listed at run time,
-    and (partition, FOUND | EMPTY | MISSING) on LISTING."""
-    uris, state = list_partition(partition, input_root, manifest, allow_empty)
+    """(partition, uri, image_id) for every image of one partition, listed at
+    run time, and (partition, FOUND | EMPTY | MISSING) on LISTING."""
+    refs, state = list_refs(partition, input_root, manifest, allow_empty)
     if state == MISSING:
         logging.warning("score: dt=%s has no folder under %s: not scored, not marked complete", partition, input_root)
     yield beam.pvalue.TaggedOutput(LISTING, (partition, state))
-    for uri in uris:
-        yield partition, uri
+    for uri in sorted(refs):
+        yield partition, uri, refs[uri]
 
 
 def _publishable(state: str | None, allow_empty: bool) -> bool:
@@ -274,43 +290,46 @@ class _Prepare(PrefetchingDoFn):
         self.failed = Metrics.counter("score", "failed_input")
         self.internal = Metrics.counter("score", "internal_errors")
 
-    def _failed(self, partition, uri, reason, error) -> list:
+    def _failed(self, partition, uri, reason, error, **ids) -> list:
         # curate's reason codes (schemas/reasons.py), so dead letters of both
         # jobs can be counted and filtered the same way.
         self.failed.inc()
         return [beam.pvalue.TaggedOutput(DONE, _row(uri, partition, self.version, "failed", self.scored_at,
-                                                    reasons=[reason], error=first_line(error)))]
+                                                    reasons=[reason], error=first_line(error), **ids))]
 
     def work(self, item) -> list:
-        partition, uri = item
+        partition, uri, image_id = item
         try:
             data, _retries = read_bytes(uri, allowed=self.allowed, max_bytes=self.policy.max_bytes)
         except Refused as e:  # never read: outside the roots, a special file, over max_bytes
-            return self._failed(partition, uri, e.reason, str(e))
+            return self._failed(partition, uri, e.reason, str(e), image_id=image_id)
         except Missing as e:
-            return self._failed(partition, uri, "missing", str(e))
+            return self._failed(partition, uri, "missing", str(e), image_id=image_id)
         except Exception as e:  # I/O still failing after retries
-            return self._failed(partition, uri, "unreadable", f"read failed: {type(e).__name__}: {e}")
+            return self._failed(partition, uri, "unreadable", f"read failed: {type(e).__name__}: {e}",
+                                image_id=image_id)
+        ids = {"image_id": image_id, "sha256": hashlib.sha256(data).hexdigest()}  # curate's sha256: the join key
         try:
             reasons, array = prepare(data, self.policy, gate=self.gate, **self.settings)
         except ImageRejected as e:
-            return self._failed(partition, uri, e.reason, str(e))
+            return self._failed(partition, uri, e.reason, str(e), **ids)
         except Exception as e:  # a bug must not lose the image: a row, counted
             self.internal.inc()
-            return self._failed(partition, uri, "unreadable", f"internal error: {type(e).__name__}: {e}")
+            return self._failed(partition, uri, "unreadable", f"internal error: {type(e).__name__}: {e}", **ids)
         if reasons:
             self.skipped.inc()
             return [beam.pvalue.TaggedOutput(DONE, _row(uri, partition, self.version, "skipped_quality",
-                                                        self.scored_at, reasons=reasons))]
-        return [((partition, uri), array)]
+                                                        self.scored_at, reasons=reasons, **ids))]
+        return [((partition, uri, ids["image_id"], ids["sha256"]), array)]
 
 
 def _scored(result, vocabulary, k, version, scored_at):
-    (partition, uri), probabilities = result  # KerasBundleHandler yields bare vectors
+    (partition, uri, image_id, sha256), probabilities = result  # KerasBundleHandler yields bare vectors
     probs = np.asarray(probabilities, dtype=np.float32)
     labels, top = top_k(probs, vocabulary, k)
-    return _row(uri, partition, version, "scored", scored_at, top_labels=labels,
-                top_probabilities=top, probabilities=probs.tolist())
+    return _row(uri, partition, version, "scored", scored_at, image_id=image_id, sha256=sha256,
+                top_labels=labels, top_probabilities=top,
+                probabilities=[{"label": l, "probability": float(p)} for l, p in zip(vocabulary, probs)])
 
 
 def _error_line(error) -> str:
@@ -330,8 +349,9 @@ def _error_line(error) -> str:
 def _failed_batch(failure, version, scored_at):
     batch, error = failure
     line = f"inference failed: {_error_line(error)}"
-    for (partition, uri), _array in batch:
-        yield _row(uri, partition, version, "failed", scored_at, reasons=["inference_error"], error=line)
+    for (partition, uri, image_id, sha256), _array in batch:
+        yield _row(uri, partition, version, "failed", scored_at, image_id=image_id, sha256=sha256,
+                   reasons=["inference_error"], error=line)
 
 
 def lock_dir(output: str, partition: str, version: str) -> str:
@@ -419,7 +439,7 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: di
     partitions' locks (run_lock.new_lock_info)."""
     version, vocabulary = info["version"], list(info["label_vocabulary"])
     settings = _image_settings(info)
-    scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)  # a UTC TIMESTAMP column
     # Beside predictions/, not in it: readers of that tree (BigQuery external
     # tables, pyarrow.dataset) see only published partitions, even mid-run.
     staging = FileSystems.join(o.output, "_staging", uuid.uuid4().hex)
@@ -450,7 +470,7 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: di
     rows = (scored, failed, prepared[DONE]) | "AllRows" >> beam.Flatten()
 
     status_counts = (rows
-                     | "StatusOf" >> beam.Map(lambda r: ((r["partition"], r["status"]), 1))
+                     | "StatusOf" >> beam.Map(lambda r: ((_partition_of(r), r["status"]), 1))
                      | "CountStatus" >> beam.CombinePerKey(sum)
                      | "StatusList" >> beam.combiners.ToList()
                      | "StatusDict" >> beam.Map(_nest))
@@ -465,14 +485,14 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: di
     def staged(prefix, suffix):
         return lambda d, i, n: FileSystems.join(staging, f"dt={d}", shard_name(prefix, i, n, suffix))
 
-    by_partition = rows | "ByPartition" >> beam.Map(lambda r: (r["partition"], r))
+    by_partition = rows | "ByPartition" >> beam.Map(lambda r: (_partition_of(r), r))
     written = by_partition | "WriteStaged" >> WriteGroupedShards(
         staged("predictions", ".parquet"), parquet_encoder(P.SCHEMA), key_fn=lambda r: r["uri"],
         per_shard=o.rows_per_shard, groups=todo_again)
     dead = (by_partition
             | "Failed" >> beam.Filter(lambda pr: pr[1]["status"] == "failed")
             | "WriteStagedDeadLetters" >> WriteGroupedShards(
-                staged("dead_letters", ".jsonl"), jsonl_encoder(["uri", "partition", "model_version", "reasons", "error"]),
+                staged("dead_letters", ".jsonl"), jsonl_encoder(list(P.DEAD_LETTER_FIELDS)),
                 key_fn=lambda r: r["uri"], per_shard=o.rows_per_shard))
     all_written = (written, dead) | "AllStaged" >> beam.Flatten()
     _ = (todo_again

@@ -12,18 +12,31 @@ import pyarrow as pa
 
 STATUSES = ("scored", "skipped_quality", "failed")
 
+# One class and its probability. A list of these, rather than a bare float
+# list, carries the labels with the numbers: BigQuery (Parquet list inference)
+# reads it as ARRAY<STRUCT<label STRING, probability FLOAT64>>, pandas as a
+# list of {"label", "probability"} dicts, duckdb as LIST(STRUCT(...)).
+LABEL_PROBABILITY = pa.struct([pa.field("label", pa.string()), pa.field("probability", pa.float32())])
+
+# Names that are not reserved in BigQuery and do not clash with the hive keys
+# of the path (dt=, model=), which readers add as columns of their own.
 SCHEMA = pa.schema([
     pa.field("uri", pa.string()),
-    pa.field("partition", pa.string()),          # the dt=YYYY-MM-DD date
+    pa.field("image_id", pa.string()),           # as curate's: the manifest's image_id/id, else the file stem
+    pa.field("sha256", pa.string()),             # hex SHA-256 of the bytes scored (curate's sha256); null if never read
+    pa.field("partition_date", pa.date32()),     # the dt=YYYY-MM-DD input partition; null for undated runs
     pa.field("model_version", pa.string()),
     pa.field("status", pa.string()),             # one of STATUSES
     pa.field("reasons", pa.list_(pa.string())),  # schemas/reasons.py codes: quality when skipped, input/inference when failed
     pa.field("top_labels", pa.list_(pa.string())),
-    pa.field("top_probabilities", pa.list_(pa.float32())),
-    pa.field("probabilities", pa.list_(pa.float32())),  # in label_vocabulary order
+    pa.field("top_probabilities", pa.list_(pa.float32())),  # parallel to top_labels
+    pa.field("probabilities", pa.list_(LABEL_PROBABILITY)),  # every class, in label_vocabulary order
     pa.field("error", pa.string()),
-    pa.field("scored_at", pa.string()),          # run start, UTC ISO 8601
+    pa.field("scored_at", pa.timestamp("us", tz="UTC")),  # run start
 ])
+
+# Dead-letter JSONL keys: the identifying columns of the same row.
+DEAD_LETTER_FIELDS = ("uri", "image_id", "sha256", "partition_date", "model_version", "reasons", "error")
 
 
 def partition_dir(output: str, date: str, version: str) -> str:

@@ -29,3 +29,11 @@ def test_every_policy_entry_and_reason_is_documented():
             assert f"| `{key}` |" in README and value["why"] in README, key
     for reason in REASONS:
         assert f"`{reason}`" in README, reason
+
+
+def test_every_prediction_column_is_documented():
+    from schemas.predictions import SCHEMA
+    rows = README.split("Rows (`schemas/predictions.py`", 1)[1].split("\n\n", 2)[1]
+    documented = {name for line in rows.splitlines() if line.startswith("| `")
+                  for name in line.split("|")[1].replace("`", "").replace(" ", "").split(",")}
+    assert documented == set(SCHEMA.names)

@@ -107,7 +107,8 @@ def test_dataset_info_and_transform_fn(tfrecords):
 
 
 def test_rerun_gives_byte_identical_records(labelled, curated, tfrecords):
-    data = lambda d: {p.name: p.read_bytes() for p in d.iterdir() if p.suffix in (".gz", ".json")}
+    data = lambda d: {p.name: p.read_bytes() for p in [*d.iterdir(), *(d / "metadata").iterdir()]
+                      if p.suffix in (".gz", ".json", ".pbtxt")}
     before = data(tfrecords)
     make_tfrecords.run(_args(labelled, curated, tfrecords, "--image_size", "96"))
     assert data(tfrecords) == before
@@ -127,6 +128,50 @@ def test_a_keras_model_trains_on_the_train_split(tfrecords):
     hist = model.fit(ds, steps_per_epoch=5, epochs=2, verbose=0)
     losses = hist.history["loss"]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0] + 0.5
+
+
+def test_tf_transform_clients_read_the_records_and_transform_raw_features_by_name(curated, tfrecords):
+    """Only tf.data, TFTransformOutput and pyarrow (no project helper): the raw
+    schema is saved, the records parse with the transformed spec, and
+    transform_features_layer() maps raw features, by name, to what the records hold."""
+    import pyarrow.parquet as pq
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    out = tft.TFTransformOutput(str(tfrecords))
+    raw_spec = out.raw_feature_spec()  # raised before the raw metadata was written
+    assert {"image", "label", "uri", "brightness_mean", "age_group", "body_parts"} <= set(raw_spec)
+    files = sorted(tf.io.gfile.glob(str(tfrecords / "train-*.tfrecord.gz")))
+    records = [tf.io.parse_single_example(r, out.transformed_feature_spec())
+               for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(8)]
+    assert records and tf.io.decode_jpeg(records[0]["image"]).shape == (96, 96, 3)
+
+    # Raw features by name: pass-through ones from the records, categoricals
+    # back from their vocabularies, numerics from curate's own features table.
+    features = pq.read_table(str(curated / "features")).to_pylist()
+    curate_row = {r["uri"]: r for r in features}
+    numeric = [k[:-2] for k in out.transformed_feature_spec() if k.endswith("_z")]
+    categorical = [k[:-3] for k in out.transformed_feature_spec()
+                   if k.endswith("_id") and k[:-3] in raw_spec and k != "label_id"]
+    assert len(numeric) == 6 and len(categorical) == 5, (numeric, categorical)
+    raw = {}
+    for name, spec in raw_spec.items():
+        if name in numeric:
+            values = [curate_row[r["uri"].numpy().decode()][name] for r in records]
+        elif name in categorical:
+            vocab = out.vocabulary_by_name(name)
+            values = [vocab[int(r[f"{name}_id"])] if int(r[f"{name}_id"]) >= 0 else b"never-seen"
+                      for r in records]
+        else:
+            values = [r[name] for r in records]
+        raw[name] = tf.constant(np.stack([np.asarray(v) for v in values]), dtype=spec.dtype)
+    layer = out.transform_features_layer()
+    got = layer(raw)
+    for key in ["label_id"] + [f"{k}_id" for k in categorical]:
+        np.testing.assert_array_equal(got[key].numpy(), [int(r[key]) for r in records], err_msg=key)
+    for k in numeric:
+        np.testing.assert_allclose(got[f"{k}_z"].numpy(), [float(r[f"{k}_z"]) for r in records],
+                                   rtol=1e-5, atol=1e-5, err_msg=k)
+    assert [u.decode() for u in got["uri"].numpy()] == [r["uri"].numpy().decode() for r in records]
 
 
 def test_split_of_a_group_never_moves_as_groups_are_added():

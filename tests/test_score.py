@@ -86,10 +86,11 @@ def test_backfill_over_gcs_partitions_with_a_gcs_model(model_dir, uploads, gcs_e
     by_uri = {r["uri"].rsplit("/", 1)[1]: r for r in table}
     assert by_uri["zz_truncated.jpg"]["status"] == "failed" and "truncated" in by_uri["zz_truncated.jpg"]["error"]
     for r in table:
-        assert r["partition"] == truncated_date and r["model_version"] == version
+        assert r["partition_date"].isoformat() == truncated_date and r["model_version"] == version
         if r["status"] == "scored":
-            assert len(r["probabilities"]) == len(vocab) and abs(sum(r["probabilities"]) - 1) < 1e-3
-            assert r["top_labels"][0] == vocab[int(np.argmax(r["probabilities"]))]
+            assert [p["label"] for p in r["probabilities"]] == vocab
+            probs = [p["probability"] for p in r["probabilities"]]
+            assert abs(sum(probs) - 1) < 1e-3 and r["top_labels"][0] == vocab[int(np.argmax(probs))]
         if r["status"] == "skipped_quality":
             assert r["reasons"] and not r["probabilities"]
     assert by_uri["zz_truncated.jpg"]["reasons"] == ["unreadable"]
@@ -304,15 +305,16 @@ def test_inference_failures_are_inference_error_rows_with_the_error_line(tiny_mo
         assert sorted(r["uri"] for r in rows) == ["u1", "u2"]
         for r in rows:
             assert r["status"] == "failed" and r["reasons"] == ["inference_error"], r
+            assert r["image_id"] == r["uri"] and r["sha256"] == "0" * 64  # the join keys survive a failed batch
             assert r["error"].startswith("inference failed: ValueError:") and "incompatible" in r["error"]
             assert "\n" not in r["error"] and "Traceback" not in r["error"] and len(r["error"]) < 500
 
     with beam.Pipeline() as p:  # 16 px arrays into a 32 px model
         _ok, bad = (p
-                    | beam.Create([(("2026-11-20", u), np.zeros((16, 16, 3), np.uint8)) for u in ("u1", "u2")])
+                    | beam.Create([(("2026-11-20", u, u, "0" * 64), np.zeros((16, 16, 3), np.uint8)) for u in ("u1", "u2")])
                     | RunInference(KeyedModelHandler(KerasBundleHandler(str(tiny_model), min_batch_size=2,
                                                                         max_batch_size=2))).with_exception_handling())
-        rows = bad.failed_inferences | beam.FlatMap(score._failed_batch, "tiny", "t")
+        rows = bad.failed_inferences | beam.FlatMap(score._failed_batch, "tiny", None)
         assert_that(rows, check)
 
 
@@ -359,3 +361,62 @@ def test_on_gcs_an_empty_night_is_its_folder_placeholder_and_no_prefix_is_missin
     _one_line_error(capsys, "no folder under --input gs://nights/up for dt=2026-11-24")
     assert score.list_partition("2026-11-23", "gs://nights/up", None) == ([], score.EMPTY)
     assert not [b.name for b in bucket.list_blobs(prefix="out/")]
+
+
+# ------------------------------------------------ issue 15: predictions for real clients
+
+def test_predictions_read_in_duckdb_and_pyarrow_typed_labelled_and_joined_to_curate(
+        tiny_model, uploads, curated, tmp_path):
+    """What a BigQuery/pandas/duckdb user needs: a DATE partition column that
+    is neither reserved nor the hive key, a UTC timestamp, each probability
+    with its label, and sha256/image_id joining curate's features."""
+    import hashlib
+
+    import duckdb
+    import pyarrow.dataset as ds
+    from schemas import predictions as P
+    out = tmp_path / "o"
+    score.run(["--input", str(uploads), "--model_uri", str(tiny_model), "--output", str(out), "--date", DATES[1]])
+    night = sorted((uploads / f"dt={DATES[1]}").iterdir())
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"uri,image_id\n{night[0]},case-7-img-1\n")
+    score.run(["--manifest", str(manifest), "--allowed_roots", str(uploads), "--model_uri", str(tiny_model),
+               "--output", str(out)])
+
+    # pyarrow / pandas: typed columns beside the hive keys dt and model
+    table = ds.dataset(str(out / "predictions"), format="parquet", partitioning="hive").to_table()
+    assert table.schema.field("partition_date").type == pa.date32()
+    assert table.schema.field("scored_at").type == pa.timestamp("us", tz="UTC")
+    assert table.schema.field("probabilities").type == pa.list_(P.LABEL_PROBABILITY)
+    assert "partition" not in table.schema.names
+    frame = table.to_pandas()
+    assert str(frame["scored_at"].dtype) == "datetime64[us, UTC]"
+    by_dt = {d: g for d, g in frame.groupby("dt")}
+    assert set(by_dt) == {DATES[1], "undated"} and len(by_dt[DATES[1]]) == len(night)
+    assert by_dt[DATES[1]]["partition_date"].map(str).eq(DATES[1]).all()
+    assert by_dt["undated"]["partition_date"].isna().all() and list(by_dt["undated"]["image_id"]) == ["case-7-img-1"]
+    for row in frame[frame["status"] == "scored"].itertuples():
+        assert [p["label"] for p in row.probabilities] == ["a", "b"]
+    for path in night:  # sha256 of the bytes scored, whatever became of them (the truncated upload too)
+        rows = frame[frame["uri"] == str(path)]
+        assert set(rows["sha256"]) == {hashlib.sha256(path.read_bytes()).hexdigest()}
+    dead = [json.loads(l) for f in (out / "dead_letters").rglob("*.jsonl") for l in f.read_text().splitlines()]
+    assert dead and all(list(d) == sorted(P.DEAD_LETTER_FIELDS) for d in dead)
+    assert {d["partition_date"] for d in dead} == {DATES[1]} and all(d["sha256"] for d in dead)
+
+    # duckdb over the same hive tree, and a join to curate's features on sha256
+    con = duckdb.connect()
+    preds = f"read_parquet('{out}/predictions/*/*/*.parquet', hive_partitioning = true)"
+    types = dict(con.sql(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {preds})").fetchall())
+    assert types["partition_date"] == "DATE" and types["scored_at"] == "TIMESTAMP WITH TIME ZONE"
+    assert types["probabilities"].replace('"', "") == "STRUCT(label VARCHAR, probability FLOAT)[]"
+    got = con.sql(f"""
+        SELECT p.uri, p.image_id, f.image_id AS curate_id, f.status AS verdict,
+               list_filter(p.probabilities, lambda x: x.label = 'b')[1].probability AS p_b,
+               p.top_labels, p.top_probabilities
+        FROM {preds} p JOIN read_parquet('{curated}/features/*.parquet') f USING (sha256)
+        WHERE p.dt = '{DATES[1]}' AND p.status = 'scored' ORDER BY p.uri""").fetchall()
+    assert got, "no scored prediction joined curate's features"
+    for uri, image_id, curate_id, verdict, p_b, top_labels, top_probs in got:
+        assert image_id == curate_id and verdict in ("accepted", "rejected")
+        assert abs(p_b - dict(zip(top_labels, top_probs))["b"]) < 1e-6
