@@ -486,22 +486,9 @@ def _children(data: bytes, start: int, end: int):
 
 def _boxes(data: bytes, start: int, end: int, kind: bytes):
     """Yield (payload start, payload end) of each child box of type `kind` in data[start:end]."""
-    pos = start
-    for _ in range(_MAX_CHUNKS):
-        if pos + 8 > end:
-            return
-        size, box = struct.unpack_from(">I4s", data, pos)
-        header = 8
-        if size == 1:  # a 64-bit size follows the type
-            size = struct.unpack_from(">Q", data, pos + 8)[0]
-            header = 16
-        elif size == 0:  # the box runs to the end of its container
-            size = end - pos
-        if size < header:
-            return
+    for box, payload_start, payload_end in _children(data, start, end):
         if box == kind:
-            yield pos + header, min(pos + size, end)
-        pos += size
+            yield payload_start, payload_end
 
 
 _PARSERS = {"jpeg": _jpeg, "png": _png, "gif": _gif, "webp": _webp, "bmp": _bmp,
