@@ -26,22 +26,90 @@ from templates.launch import JOB_FLAG, JOBS, option_actions, options_class
 
 HERE = pathlib.Path(__file__).resolve().parent
 
-GCS_PATH = r"^gs://[^\n\r]+$"
-INTEGER = r"^[0-9]+$"
-NUMBER = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)$"
+# Value rules. Every regex is anchored with ^...$ and is meant as a whole-value
+# match: the console's JavaScript (RegExp.test, no m flag) and RE2 give `$`
+# that meaning, and in Python the tests and tools apply them with
+# re.fullmatch (`matches` below). Python's re.search/re.match would let `$`
+# match before a trailing newline; `\A...\Z` would fix that in Python but is
+# not JavaScript (`\A` is a literal "A" there), so the anchors stay ^...$.
+# A bucket name (3-222 characters of a-z0-9._-, starting and ending with a
+# letter or digit), then an optional object path or glob on one line.
+GCS_PATH = r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/[^\n\r]*)?$"
+POSITIVE_INT = r"^[1-9][0-9]*$"
+NON_NEGATIVE_INT = r"^(0|[1-9][0-9]*)$"
+PERCENT = r"^([1-9][0-9]?|100)$"
+POSITIVE_NUMBER = r"^([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]*\.[0-9]*[1-9][0-9]*)$"
+NON_NEGATIVE_NUMBER = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)$"
+UNIT_FRACTION = r"^(0?\.[0-9]*[1-9][0-9]*|1(\.0+)?)$"  # in (0, 1]
 BOOLEAN = r"^(true|false)$"
+_DATE = r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
 # Dates may also be relative to the launch, for schedulers that cannot
-# template dates (Cloud Scheduler); see cloud_scheduler_score.json.
-DATE_OR_RELATIVE = r"^(\d{4}-\d{2}-\d{2}|yesterday|today)$"
-FRACTIONS = r"^[0-9.]+,[0-9.]+,[0-9.]+$"
+# template dates (Cloud Scheduler); see cloud_scheduler_score.json. The job
+# itself refuses days a month lacks (2026-02-30).
+DATE_OR_RELATIVE = rf"^({_DATE}|yesterday|today)$"
+_FRACTION = r"(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)"  # a decimal in [0, 1]
+FRACTIONS = rf"^{_FRACTION},{_FRACTION},{_FRACTION}$"  # the job checks the sum is 1
 RUN_ID = r"^[A-Za-z0-9_.:+=@-]{1,200}$"  # what beam_jobs.options.lock_options accepts (Airflow run ids fit)
 
 # On Dataflow every location is a gs:// path (the launcher and the workers
-# share no local disk).
-PATH_OPTIONS = {"input", "manifest", "policy", "output", "scin_cases", "image_root",
-                "curated", "scin_labels", "labels_csv", "model_uri"}
+# share no local disk). The console's picker for each: what the job does with it.
+READ_FILE, READ_FOLDER, WRITE_FOLDER = "GCS_READ_FILE", "GCS_READ_FOLDER", "GCS_WRITE_FOLDER"
+PATH_TYPES = {"input": READ_FILE, "manifest": READ_FILE, "policy": READ_FILE, "output": WRITE_FOLDER,
+              "scin_cases": READ_FILE, "image_root": READ_FOLDER, "curated": READ_FOLDER,
+              "scin_labels": READ_FILE, "labels_csv": READ_FILE, "model_uri": READ_FOLDER}
+# Where one job uses a shared path differently: score's --input is the root
+# holding dt=YYYY-MM-DD/ folders, not curate's glob of files.
+JOB_PATH_TYPES = {("score", "input"): READ_FOLDER}
+PATH_OPTIONS = set(PATH_TYPES)
 STRING_RULES = {"date": DATE_OR_RELATIVE, "start_date": DATE_OR_RELATIVE, "end_date": DATE_OR_RELATIVE,
                 "split_fractions": FRACTIONS, "run_id": RUN_ID}
+# Numbers are positive unless listed here (what each job's validation accepts).
+NUMBER_RULES = {"dup_radius": NON_NEGATIVE_INT, "examples_per_reason": NON_NEGATIVE_INT,
+                "jpeg_quality": PERCENT, "crop_fraction": UNIT_FRACTION,
+                "min_label_weight": NON_NEGATIVE_NUMBER}
+# The CLI takes local paths too; a template (Dataflow) takes only gs://, and
+# its help says so.
+LOCAL_PHRASES = ((r"\blocal or gs://", "gs://"), (r"\blocal dir or gs:// prefix", "gs:// prefix"))
+
+
+def matches(regex: str, value: str) -> bool:
+    """A template regex applied as the console applies it: to the whole value."""
+    return re.fullmatch(regex, value) is not None
+
+
+def template_help(dest: str, text: str) -> str:
+    """The CLI help of an option as a template says it: paths are gs:// only."""
+    if dest not in PATH_OPTIONS:
+        return text
+    for phrase, replacement in LOCAL_PHRASES:
+        text = re.sub(phrase, replacement, text)
+    if re.search(r"\blocal\b", text):
+        raise ValueError(f"--{dest}: help offers a local path, which a template cannot take; "
+                         f"add its phrase to LOCAL_PHRASES in templates/metadata.py: {text!r}")
+    if "gs://" not in text:
+        text += " A gs:// path."
+    return text
+
+
+def param_type(job: str, action) -> str:
+    """The console's input widget for one option, from its argparse definition."""
+    if isinstance(action, argparse._StoreTrueAction):
+        return "BOOLEAN"
+    if action.choices:
+        return "ENUM"
+    if action.type in (int, float):
+        return "NUMBER"
+    if action.dest in PATH_TYPES:
+        return JOB_PATH_TYPES.get((job, action.dest), PATH_TYPES[action.dest])
+    return "TEXT"
+
+
+def default_value(action) -> str | None:
+    """The option's default as the metadata wants it (a string), or None."""
+    if isinstance(action, argparse._StoreTrueAction):
+        return "false"
+    return None if action.default is None else str(action.default)
+
 
 LABEL_WORDS = {"uri": "URI", "jpeg": "JPEG", "mb": "MB", "scin": "SCIN", "csv": "CSV", "k": "k"}
 
@@ -100,10 +168,8 @@ def regex_for(action) -> str:
         return BOOLEAN
     if action.choices:
         return "^(" + "|".join(re.escape(str(c)) for c in action.choices) + ")$"
-    if action.type is int:
-        return INTEGER
-    if action.type is float:
-        return NUMBER
+    if action.type in (int, float):
+        return NUMBER_RULES.get(action.dest, POSITIVE_INT if action.type is int else POSITIVE_NUMBER)
     if action.dest in PATH_OPTIONS:
         return GCS_PATH
     if action.dest in STRING_RULES:
@@ -113,7 +179,7 @@ def regex_for(action) -> str:
 
 
 def help_text(action, spec: JobSpec) -> str:
-    text = (action.help or "").strip()
+    text = template_help(action.dest, (action.help or "").strip())
     if isinstance(action, argparse._StoreTrueAction):
         text += " true or false (default false)."
     elif action.default is not None:
@@ -135,7 +201,7 @@ def parameters(job: str) -> list[dict]:
     params = [{"name": JOB_FLAG[2:], "label": "Job",
                "helpText": f"Must be {job}: the image serves three jobs and this picks one "
                            f"(templates/launch.py).",
-               "isOptional": False, "regexes": [f"^{job}$"]}]
+               "isOptional": False, "regexes": [f"^{job}$"], "paramType": "TEXT", "defaultValue": job}]
     actions = option_actions(options_class(job))
     unknown = set(spec.shared) - {d for d, (_, cls) in actions.items() if cls is SharedOptions}
     if unknown:
@@ -143,8 +209,15 @@ def parameters(job: str) -> list[dict]:
     for dest, (action, cls) in actions.items():
         if cls is SharedOptions and dest not in spec.shared:
             continue
-        params.append({"name": dest, "label": label(dest), "helpText": help_text(action, spec),
-                       "isOptional": dest not in spec.required, "regexes": [regex_for(action)]})
+        param = {"name": dest, "label": label(dest), "helpText": help_text(action, spec),
+                 "isOptional": dest not in spec.required, "regexes": [regex_for(action)],
+                 "paramType": param_type(job, action)}
+        if param["paramType"] == "ENUM":
+            param["enumOptions"] = [{"value": str(c), "label": str(c), "description": f"--{dest}={c}"}
+                                    for c in action.choices]
+        if default_value(action) is not None:
+            param["defaultValue"] = default_value(action)
+        params.append(param)
     return params
 
 

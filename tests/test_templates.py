@@ -3,6 +3,7 @@ staged package, scheduling files, and each job's full Dataflow graph built
 offline through the image's real entry point (templates/launch.py)."""
 from __future__ import annotations
 
+import argparse
 import ast
 import json
 import os
@@ -70,7 +71,7 @@ def test_metadata_has_every_option_the_job_reads_and_nothing_else():
         for p in meta(job)["parameters"]:
             assert p["label"] and p["helpText"] and p["regexes"], (job, p["name"])
             if p["name"] in actions:
-                assert actions[p["name"]][0].help.strip() in p["helpText"]
+                assert M.template_help(p["name"], actions[p["name"]][0].help.strip()) in p["helpText"]
 
 
 def _attributes_read(module) -> set:
@@ -85,7 +86,8 @@ def test_shared_flags_in_metadata_are_exactly_those_the_job_reads():
         assert {d for d in shared if d in read} == set(M.SPECS[job].shared), job
 
 
-PLAUSIBLE = {M.GCS_PATH: "gs://skin-bucket/{name}/x", M.INTEGER: "7", M.NUMBER: "0.5",
+PLAUSIBLE = {M.GCS_PATH: "gs://skin-bucket/{name}/x", M.POSITIVE_INT: "7", M.NON_NEGATIVE_INT: "0",
+             M.PERCENT: "90", M.POSITIVE_NUMBER: "0.5", M.NON_NEGATIVE_NUMBER: "0.5", M.UNIT_FRACTION: "0.5",
              M.BOOLEAN: "true", M.DATE_OR_RELATIVE: "2026-11-20",
              M.FRACTIONS: "0.8,0.1,0.1", M.RUN_ID: "scheduled__2026-11-22T02:00:00+00:00"}
 
@@ -107,6 +109,105 @@ def test_every_metadata_parameter_parses_with_the_jobs_options():
         for name, text in given.items():
             kind = actions[name][0].type or (bool if text == "true" else str)
             assert getattr(options, name) == kind(text), (job, name)
+
+
+# Each tightened rule: values it must take and nonsense it must refuse. A
+# trailing newline is refused by all of them (as a whole-value match).
+RULES = {
+    M.DATE_OR_RELATIVE: (["2026-11-21", "2026-01-01", "2026-12-31", "today", "yesterday"],
+                         ["2026-13-45", "2026-00-10", "2026-11-32", "2026-11-00", "26-11-21", "2026-1-5",
+                          "tomorrow", "2026-11-21\n", "yesterday\n", ""]),
+    M.FRACTIONS: (["0.8,0.1,0.1", "1,0,0", ".7,.2,.1", "0.70,0.15,0.15", "1.0,0,0"],
+                  ["...,.,.", "0.8,0.1", "0.8,0.1,0.1,0", "2,0,0", "0.8,,0.1", "1.5,0,0", "a,b,c",
+                   "0.8,0.1,0.1\n"]),
+    M.POSITIVE_INT: (["1", "7", "64", "100000"], ["0", "00", "-1", "07", "1.5", "", " 7", "7\n"]),
+    M.NON_NEGATIVE_INT: (["0", "6", "20"], ["-1", "01", "", "6\n"]),
+    M.PERCENT: (["1", "90", "100"], ["0", "101", "1000", "90\n"]),
+    M.POSITIVE_NUMBER: (["24", "24.0", "0.5", ".5", "150.0"], ["0", "0.0", ".", "", "-1", "1.", "1e3", "24\n"]),
+    M.NON_NEGATIVE_NUMBER: (["0", "0.0", "0.5", ".25"], [".", "", "-0.1", "1.", "0.5\n"]),
+    M.UNIT_FRACTION: (["0.875", "1", "1.0", ".5"], ["0", "0.0", "1.5", "2", "0.875\n"]),
+    M.GCS_PATH: (["gs://skin-bucket/uploads/dt=2026-11-21/**", "gs://b12/x.csv", "gs://my.bucket_1"],
+                 ["/data/uploads", "gs://", "gs:///x", "gs://B/x", "gs://-b/x", "s3://b/x",
+                  "gs://b/x\n", "gs://b/x\ny"]),
+}
+
+
+def test_value_rules_accept_real_values_and_refuse_nonsense():
+    for regex, (good, bad) in RULES.items():
+        for value in good:
+            assert M.matches(regex, value), (regex, value)
+        for value in bad:
+            assert not M.matches(regex, value), (regex, value)
+    # Why whole-value matching matters: re.search lets `$` match before a
+    # trailing newline; every rule is anchored, and `matches` refuses it.
+    assert re.search(M.POSITIVE_INT, "7\n") and not M.matches(M.POSITIVE_INT, "7\n")
+    for job in JOBS:
+        for p in meta(job)["parameters"]:
+            for regex in p["regexes"]:
+                assert regex.startswith("^") and regex.endswith("$"), (job, p["name"], regex)
+
+
+def test_value_rules_mean_the_same_in_the_consoles_javascript():
+    node = shutil.which("node")
+    if not node:
+        pytest.skip("node not installed")
+    cases = [(r, v, True) for r, (good, _) in RULES.items() for v in good] + \
+            [(r, v, False) for r, (_, bad) in RULES.items() for v in bad]
+    script = ("const cases = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+              "console.log(JSON.stringify(cases.map(([r, v]) => new RegExp(r).test(v))));")
+    done = subprocess.run([node, "-e", script], input=json.dumps(cases), capture_output=True, text=True, check=True)
+    got = json.loads(done.stdout)
+    assert [c for c, g in zip(cases, got) if g != c[2]] == []
+
+
+def test_parameters_have_console_types_defaults_and_enum_options():
+    for job in JOBS:
+        actions = launch.option_actions(launch.options_class(job))
+        for name, p in params(job).items():
+            if name == "job":
+                assert p["paramType"] == "TEXT" and p["defaultValue"] == job
+                continue
+            action = actions[name][0]
+            if isinstance(action, argparse._StoreTrueAction):
+                assert p["paramType"] == "BOOLEAN" and p["defaultValue"] == "false", (job, name)
+            elif action.choices:
+                assert p["paramType"] == "ENUM", (job, name)
+                assert [o["value"] for o in p["enumOptions"]] == list(action.choices)
+                assert all(o["label"] and o["description"] for o in p["enumOptions"])
+                assert p["defaultValue"] in action.choices
+            elif action.type in (int, float):
+                assert p["paramType"] == "NUMBER", (job, name)
+            elif name in M.PATH_TYPES:
+                assert p["paramType"] in {"GCS_READ_FILE", "GCS_READ_FOLDER", "GCS_WRITE_FOLDER"}, (job, name)
+            else:
+                assert p["paramType"] == "TEXT", (job, name)
+            # A default is a string the parameter's own rule accepts, and it
+            # parses back to the option's default.
+            if action.default is None:
+                assert "defaultValue" not in p, (job, name)
+            else:
+                assert isinstance(p["defaultValue"], str)
+                assert all(M.matches(r, p["defaultValue"]) for r in p["regexes"]), (job, name)
+                if not isinstance(action, argparse._StoreTrueAction):
+                    assert (action.type or str)(p["defaultValue"]) == action.default, (job, name)
+    assert params("curate")["output"]["paramType"] == "GCS_WRITE_FOLDER"
+    assert params("make_tfrecords")["labels_csv"]["paramType"] == "GCS_READ_FILE"
+    assert params("score")["input"]["paramType"] == "GCS_READ_FOLDER"  # the root of dt= folders
+    assert params("curate")["input"]["paramType"] == "GCS_READ_FILE"  # a glob of files
+
+
+def test_template_path_help_offers_only_gs():
+    # The CLI takes local paths; the template's regex takes only gs://, and
+    # its help says the same.
+    shared = launch.option_actions(SharedOptions)
+    assert "local or gs://" in shared["output"][0].help
+    for job in JOBS:
+        for name, p in params(job).items():
+            if name in M.PATH_OPTIONS:
+                assert "gs://" in p["helpText"] and not re.search(r"\blocal\b", p["helpText"]), (job, name)
+    assert params("curate")["output"]["helpText"].startswith("Output directory, gs://.")
+    with pytest.raises(ValueError, match="LOCAL_PHRASES"):
+        M.template_help("output", "A local folder.")
 
 
 # A minimal valid launch per job; alternatives show what "one of" means.
