@@ -80,8 +80,11 @@ class _ScinRecords(beam.DoFn):
     def process(self, kv):
         case_id, grouped = kv
         cases, labels = list(grouped["cases"]), list(grouped["labels"])
-        if not cases:
-            return  # labels for a case with no images: nothing to align
+        if cases:  # labels for a case with no images: nothing to align
+            yield from self._records(case_id, cases, labels)
+
+    def _records(self, case_id, cases, labels):
+        # A plain generator: Beam warns about `return` in a yielding process().
         try:
             if len(labels) > 1:
                 raise BadLabelRow(f"{len(labels)} label rows for case {case_id}")
