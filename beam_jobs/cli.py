@@ -41,11 +41,93 @@ def _not_job_failed(record) -> bool:
         return True
 
 
+# Warnings Beam logs on every healthy run, which say nothing a person can act on:
+# (logger, message start). Only these exact ones are dropped; any other warning
+# or error, from Beam or a job, still shows.
+BENIGN_WARNINGS = (
+    # Every PipelineOptions view re-parses argv and complains about the other
+    # views' flags; check_flags has already refused flags no view defines.
+    ("apache_beam.options.pipeline_options", "Discarding invalid overrides"),
+    ("apache_beam.options.pipeline_options", "Discarding unparseable args"),
+    ("apache_beam.options.pipeline_options", "Unparseable argument"),
+    # RunInference's memory metric, once per model load.
+    ("root", "Resource module is not available for current platform"),
+)
+
+
+def _not_benign(record) -> bool:
+    if record.levelno > logging.WARNING:
+        return True
+    try:
+        message = record.getMessage()
+    except Exception:  # a malformed record is the handler's to report
+        return True
+    return not any(record.name == name and message.startswith(start) for name, start in BENIGN_WARNINGS)
+
+
+def quiet_logging() -> None:
+    """Log warnings and errors, without Beam's benign start-up warnings.
+
+    Installed by main() and the demo (the entry points), never on import."""
+    logging.basicConfig()
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)
+    for logger in {root, *(logging.getLogger(name) for name, _ in BENIGN_WARNINGS)}:
+        if _not_benign not in logger.filters:
+            logger.addFilter(_not_benign)
+    for handler in root.handlers:
+        if _not_benign not in handler.filters:
+            handler.addFilter(_not_benign)
+
+
+# TensorFlow's C++ start-up lines. They are written straight to file
+# descriptor 2 before absl logging is initialised, so TF_CPP_MIN_LOG_LEVEL
+# does not reach them (and the CUDA probe is an ERROR on any CPU-only host).
+TF_STARTUP_NOISE = (
+    "All log messages before absl::InitializeLog() is called",
+    "oneDNN custom operations are on",
+    "cudart_stub.cc",
+    "failed call to cuInit",
+    "Could not find cuda drivers",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "To enable the following instructions:",
+    "Unable to register cuDNN factory",
+    "Unable to register cuFFT factory",
+    "Unable to register cuBLAS factory",
+    "computation placer already registered",
+    "TF-TRT Warning: Could not find TensorRT",
+)
+
+
+def quiet_tensorflow() -> None:
+    """Import TensorFlow and probe its devices with stderr captured, then
+    re-print every captured line that is not known start-up noise.
+
+    For the entry points of jobs that use TensorFlow; a no-op once loaded."""
+    if "tensorflow" in sys.modules:
+        return
+    import tempfile
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+            tf.config.list_physical_devices()  # the CUDA probe happens here
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines():
+                if not any(noise in line for noise in TF_STARTUP_NOISE):
+                    print(line, file=sys.stderr)
+
+
 def main(run, argv=None, prog="job") -> int:
     """Call run(argv); turn UsageError into `prog: error: ...` and exit code 2,
     JobFailed into the same one line and exit code 1."""
-    logging.basicConfig()
-    logging.getLogger().setLevel(logging.WARNING)
+    quiet_logging()
     # Beam logs a failing DoFn's traceback (and a worker's, in multi-process
     # runs) before re-raising; for JobFailed the one line below says it all.
     for handler in logging.getLogger().handlers:

@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--epochs", type=int, default=3, help="baseline training epochs")
     a = ap.parse_args(argv)
+    from beam_jobs.cli import quiet_logging
+    quiet_logging()  # progress and real warnings, not Beam's benign ones
     if a.cases < 10:
         ap.error("--cases must be at least 10")
     out = os.path.abspath(a.out)

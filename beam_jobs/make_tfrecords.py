@@ -21,7 +21,7 @@ from collections import Counter, defaultdict
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.cli import JobFailed, UsageError, execute, main, new_pipeline, runs_on_dataflow
+from beam_jobs.cli import JobFailed, UsageError, execute, main, new_pipeline, quiet_tensorflow, runs_on_dataflow
 from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_options
 from schemas import examples as E
 from schemas import scin
@@ -387,6 +387,7 @@ def run(argv=None):
     """Parse argv, validate, build and run make_tfrecords; returns the result."""
     options = MakeTFRecordsOptions(argv)
     fractions = validate(options)
+    quiet_tensorflow()  # tf.Transform loads TensorFlow: without its start-up lines
     if not runs_on_dataflow(options):
         check_inputs(options)
     me = run_lock.new_lock_info("make_tfrecords", options.run_id)

@@ -37,7 +37,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.metrics import Metrics
 
-from beam_jobs.cli import UsageError, execute, main, new_pipeline, runs_on_dataflow
+from beam_jobs.cli import UsageError, execute, main, new_pipeline, quiet_tensorflow, runs_on_dataflow
 from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_options
 from schemas import predictions as P
 from schemas.policy import load_policy
@@ -544,6 +544,7 @@ def run(argv=None):
     """Parse argv, validate (model included), build and run the score job."""
     options = ScoreOptions(argv)
     dates, policy = validate(options)
+    quiet_tensorflow()  # the model is Keras: load TensorFlow without its start-up lines
     info = load_model_info(options.model_uri)
     if not runs_on_dataflow(options):
         check_partitions(options, dates, info["version"])

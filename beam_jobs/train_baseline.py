@@ -19,7 +19,7 @@ import os
 import sys
 import time
 
-from beam_jobs.cli import UsageError, main
+from beam_jobs.cli import UsageError, main, quiet_tensorflow
 
 # Decoded training images are cached in memory only below this size, so a
 # large real dataset streams from the shards instead of exhausting RAM.
@@ -179,6 +179,7 @@ def run(argv=None) -> dict:
     info, info_bytes = load_dataset_info(o.tfrecords)
     version = o.version or default_version(info_bytes, o.seed)
 
+    quiet_tensorflow()
     import keras
     import tensorflow as tf
     from schemas.model_bundle import INPUT_CONTRACT, MODEL_FILE, write_bundle
