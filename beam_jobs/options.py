@@ -25,6 +25,53 @@ class _OneLineParser(_BeamArgumentParser):
         raise UsageError(message)
 
 
+# --help lists a job's options under these headings (in this order); an
+# option not named here goes under "policy / model". Beam's own flags are
+# accepted but only RUNNER_FLAGS are listed.
+HELP_GROUPS = {
+    "inputs": ("input", "manifest", "scin_cases", "image_root", "allowed_roots", "curated",
+               "scin_labels", "labels_csv", "date", "start_date", "end_date"),
+    "outputs": ("output", "rows_per_shard", "examples_per_reason", "target_shard_mb", "compression"),
+    "policy / model": (),
+    "run control / locks": ("run_id", "lock_ttl_hours", "break_lock", "force", "allow_empty",
+                            "min_batch_size", "max_batch_size", "prepare_threads", "share_model"),
+}
+RUNNER_FLAGS = ("runner", "project", "region", "temp_location", "staging_location",
+                "direct_num_workers", "direct_running_mode")
+
+
+def print_help(options_cls) -> None:
+    """The job's usage: its own and shared options grouped, a few runner flags."""
+    import argparse
+    module = sys.modules[options_cls.__module__]
+    spec = getattr(module, "__spec__", None)  # run as `python -m`: the module is __main__
+    name = spec.name if spec is not None else options_cls.__module__
+    doc = (module.__doc__ or "").strip().splitlines()
+    help_parser = argparse.ArgumentParser(
+        prog=f"python -m {name}", usage="%(prog)s [options]", description=doc[0] if doc else None,
+        epilog="Other Beam pipeline options (e.g. --max_num_workers, --setup_file, "
+               "--service_account_email) are accepted and passed to Beam.")
+    groups = {h: help_parser.add_argument_group(h) for h in (*HELP_GROUPS, "runner (Beam)")}
+    heading = {dest: h for h, dests in HELP_GROUPS.items() for dest in dests}
+    own = _BeamArgumentParser(allow_abbrev=False, add_help=False, conflict_handler="resolve")
+    for cls in reversed(options_cls.__mro__):
+        if isinstance(cls, type) and issubclass(cls, PipelineOptions) and "_add_argparse_args" in vars(cls):
+            cls._add_argparse_args(own)
+    ignored = set(getattr(options_cls, "ignored_shared", ()))
+    for action in own._actions:
+        if action.dest not in ignored:
+            groups[heading.get(action.dest, "policy / model")]._add_action(action)
+    beam = _BeamArgumentParser(allow_abbrev=False, add_help=False, conflict_handler="resolve")
+    for cls in _all_subclasses(PipelineOptions):
+        if not issubclass(cls, SharedOptions) and "_add_argparse_args" in vars(cls):
+            cls._add_argparse_args(beam)
+    runner = {a.dest: a for a in beam._actions if a.dest in RUNNER_FLAGS}
+    for dest in RUNNER_FLAGS:
+        if dest in runner:
+            groups["runner (Beam)"]._add_action(runner[dest])
+    help_parser.print_help()
+
+
 def _all_subclasses(cls):
     for sub in cls.__subclasses__():
         yield sub
@@ -40,7 +87,8 @@ def check_flags(options_cls, flags) -> None:
     (registered in the same global parser once imported) do not count.
     """
     if "-h" in flags or "--help" in flags:
-        return  # Beam's parser prints the job's usage
+        print_help(options_cls)
+        raise SystemExit(0)
     parser = _OneLineParser(allow_abbrev=False, add_help=False, conflict_handler="resolve")
     own = [c for c in reversed(options_cls.__mro__) if isinstance(c, type) and issubclass(c, PipelineOptions)]
     beam = [c for c in _all_subclasses(PipelineOptions) if not issubclass(c, SharedOptions)]
