@@ -95,7 +95,7 @@ class _Parser(argparse.ArgumentParser):
 
 def run(argv=None) -> dict:
     """Parse argv, score the curate output, print the report; returns the metrics."""
-    ap = _Parser(prog="evaluate_curate", description=__doc__.splitlines()[0], allow_abbrev=False)
+    ap = _Parser(prog="python -m beam_jobs.evaluate_curate", description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--curated", required=True, help="curate --output directory")
     ap.add_argument("--ground_truth", required=True, help="ground_truth.csv from beam_jobs.sample_data")
     ap.add_argument("--image_root", required=True, help="the root image paths in ground truth are relative to")

@@ -108,3 +108,11 @@ def test_tensorflow_loads_without_its_start_up_lines():
     assert proc.returncode == 0 and proc.stdout.strip() == "2", proc.stderr
     for noise in ("absl::InitializeLog", "oneDNN", "cuda", "cuInit"):
         assert noise not in proc.stderr, proc.stderr
+
+
+def test_evaluate_curates_help_names_the_module(capsys):
+    from beam_jobs import evaluate_curate
+    with pytest.raises(SystemExit) as exit_:
+        evaluate_curate.run(["--help"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: python -m beam_jobs.evaluate_curate")
