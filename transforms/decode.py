@@ -145,13 +145,11 @@ def decode(data: bytes, *, analysis_short_side: int = 224,
             raise ImageRejected("unreadable", "truncated JPEG: no end-of-image marker", header)
         scale = jpeg_scale(width, height, analysis_short_side)
         flags = _JPEG_FLAGS[scale] | cv2.IMREAD_IGNORE_ORIENTATION
-    elif fmt == "heic":
-        scale, flags = jpeg_scale(width, height, analysis_short_side), None
-    elif fmt in _REDUCED_AFTER_DECODE:
-        scale, flags = jpeg_scale(width, height, analysis_short_side), _FLAGS[fmt]
+    elif fmt in _REDUCED_AFTER_DECODE:  # HEIC goes to libheif: no OpenCV flags
+        scale, flags = jpeg_scale(width, height, analysis_short_side), _FLAGS.get(fmt)
     else:
         scale, flags = 1, _FLAGS[fmt]
-    need = decode_bytes(header, scale if fmt == "jpeg" else 1)  # others decode whole, then reduce
+    need = decode_bytes(header, scale)
     if max_decode_bytes is not None and need > max_decode_bytes:
         raise ImageRejected("too_large", f"decoding {name} {width}x{height} ({_layout(header)}) would take "
                                          f"~{need / 1e6:.0f} MB, over max_decode_bytes {max_decode_bytes / 1e6:.0f} MB",
@@ -258,7 +256,11 @@ def decode_bytes(header: Header, scale: int = 1) -> int:
     286 MB of pixels), and a progressive JPEG keeps every DCT coefficient (2
     bytes each, per component at its sampling) whatever the scale it is
     decoded at. Converting to 8-bit BGR afterwards needs less than that.
+    Only JPEG decodes at a reduced `scale`; every other format decodes whole
+    and is reduced afterwards, so it is charged at full size.
     """
+    if header.format != "jpeg":
+        scale = 1
     w, h = header.width, header.height
     out = -(-w // scale) * -(-h // scale) * max(3, _channels(header) * _sample_bytes(header))
     if header.format != "jpeg" or not header.progressive:
