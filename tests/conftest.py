@@ -58,3 +58,16 @@ def curated(labelled, tmp_path_factory):
     curate.run(["--scin_cases", str(labelled / "dataset" / "scin_cases.csv"),
                 "--image_root", str(labelled), "--output", str(out)])
     return out
+
+
+@pytest.fixture(scope="session")
+def tfrecords64(labelled, curated, tmp_path_factory):
+    """make_tfrecords over the curated labelled set, 64 px, every class kept
+    (read only: shared by the score, train_baseline and evaluate tests)."""
+    from beam_jobs import make_tfrecords
+    ds = labelled / "dataset"
+    out = tmp_path_factory.mktemp("tfrecords64")
+    make_tfrecords.run(["--curated", str(curated), "--scin_cases", str(ds / "scin_cases.csv"),
+                        "--scin_labels", str(ds / "scin_labels.csv"), "--image_root", str(labelled),
+                        "--output", str(out), "--image_size", "64", "--min_class_count", "1"])
+    return out

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from beam_jobs import make_tfrecords, score, train_baseline
+from beam_jobs import score, train_baseline
 from beam_jobs.cli import main
 from schemas.examples import read_split
 from schemas.policy import load_policy
@@ -21,13 +21,9 @@ DATES = ("2026-11-20", "2026-11-21")
 
 
 @pytest.fixture(scope="module")
-def model_dir(labelled, curated, tmp_path_factory):
+def model_dir(tfrecords64, tmp_path_factory):
     """A model trained by train_baseline on make_tfrecords output (64 px)."""
-    ds = labelled / "dataset"
-    records = tmp_path_factory.mktemp("score_records")
-    make_tfrecords.run(["--curated", str(curated), "--scin_cases", str(ds / "scin_cases.csv"),
-                        "--scin_labels", str(ds / "scin_labels.csv"), "--image_root", str(labelled),
-                        "--output", str(records), "--image_size", "64", "--min_class_count", "1"])
+    records = tfrecords64
     model = tmp_path_factory.mktemp("model")
     train_baseline.run(["--tfrecords", str(records), "--output", str(model), "--epochs", "1"])
     return model, records

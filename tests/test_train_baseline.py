@@ -9,19 +9,14 @@ import sys
 import numpy as np
 import pytest
 
-from beam_jobs import make_tfrecords, train_baseline
+from beam_jobs import train_baseline
 from schemas.examples import dataset_info, read_split
 from schemas.model_bundle import INFO_FILE, MODEL_FILE, load_bundle
 
 
 @pytest.fixture(scope="module")
-def tfrecords(labelled, curated, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tb_tfrecords")
-    ds = labelled / "dataset"
-    make_tfrecords.run(["--curated", str(curated), "--scin_cases", str(ds / "scin_cases.csv"),
-                        "--scin_labels", str(ds / "scin_labels.csv"), "--image_root", str(labelled),
-                        "--output", str(out), "--image_size", "64", "--min_class_count", "1"])
-    return out
+def tfrecords(tfrecords64):
+    return tfrecords64
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,246 @@
+"""evaluate: one or two model versions on a frozen make_tfrecords split -> sliced metrics with intervals.
+
+    DIR/dataset_info.json + the split's TFRecord shards
+      -> ReadExamples       every shard the split lists; the count is checked
+      -> Prepare            key, label id, slices (Monk group, Fitzpatrick, body
+                            part, shot type), the stored JPEG decoded by the
+                            trainer's own op: exactly the training-time array
+      -> RunInference       batched, per model (--model_uri, --compare_model_uri)
+      -> Evaluate           metrics per slice with seeded bootstrap intervals,
+                            paired differences when comparing, a verdict line
+      -> OUT/metrics.json (schemas/metrics.py), OUT/report.html, OUT/_SUCCESS last;
+         OUT/_LOCK/<attempt>.json while a run writes OUT
+
+Run: python -m beam_jobs.evaluate --tfrecords DIR --model_uri M [--compare_model_uri M0]
+         [--split validation] --output OUT
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+from beam_jobs.cli import JobFailed, UsageError, execute, main, new_pipeline, quiet_tensorflow, runs_on_dataflow
+from beam_jobs.options import LockOptions, SharedOptions, lock_options
+from schemas import metrics as M
+from transforms import run_lock
+from transforms.evaluation_metrics import DEFAULT_BINS, DEFAULT_RESAMPLES
+from transforms.evaluation_report import evaluate_set, render_html
+from transforms.inference import KerasBundleHandler
+from transforms.sharded_write import write_atomically
+
+MARKER = "_SUCCESS"
+LOCK = "_LOCK"  # OUT/_LOCK/<attempt>.json while a run writes OUT (transforms/run_lock.py)
+ROLES = ("model", "compare")
+
+
+class EvaluateOptions(SharedOptions, LockOptions):
+    """Options of the evaluate job. Also --output (metrics.json, report.html) from SharedOptions."""
+
+    ignored_shared = ("input", "manifest", "policy", "scin_cases", "allowed_roots", "image_root")
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--tfrecords", help="make_tfrecords output directory (dataset_info.json, shards, transform_fn/).")
+        parser.add_argument("--model_uri", help="Model directory (model.keras + model_info.json) or the .keras file, local or gs://.")
+        parser.add_argument("--compare_model_uri", help="A second model (e.g. the current production version), evaluated on the identical examples; differences get paired bootstrap intervals.")
+        parser.add_argument("--split", default="validation", help="Split to evaluate on (train, validation, test).")
+        parser.add_argument("--bootstrap_resamples", type=int, default=DEFAULT_RESAMPLES, help="Bootstrap resamples per slice (at least 1000).")
+        parser.add_argument("--seed", type=int, default=0, help="Seed of the bootstrap draws.")
+        parser.add_argument("--min_slice_n", type=int, default=30, help="Slices with fewer examples are reported but marked below_min_n.")
+        parser.add_argument("--calibration_bins", type=int, default=DEFAULT_BINS, help="Equal-width confidence bins of the ECE and the reliability table.")
+        parser.add_argument("--min_batch_size", type=int, help="RunInference minimum batch size. Default: --max_batch_size.")
+        parser.add_argument("--max_batch_size", type=int, default=64, help="RunInference maximum batch size.")
+
+
+def validate(o: EvaluateOptions) -> None:
+    if not o.tfrecords or not o.model_uri or not o.output:
+        raise UsageError("--tfrecords, --model_uri and --output are required")
+    lock_options(o)
+    if o.bootstrap_resamples < 1000:
+        raise UsageError(f"--bootstrap_resamples {o.bootstrap_resamples}: use at least 1000")
+    if o.min_batch_size is None:
+        o.min_batch_size = o.max_batch_size
+    for name in ("min_slice_n", "calibration_bins", "min_batch_size", "max_batch_size"):
+        if getattr(o, name) < 1:
+            raise UsageError(f"--{name} must be positive")
+    if o.min_batch_size > o.max_batch_size:
+        raise UsageError("--min_batch_size exceeds --max_batch_size")
+
+
+def load_dataset(tfrecords: str, split: str) -> tuple[dict, list[str]]:
+    """(dataset_info, the split's shard paths), or UsageError naming what is wrong."""
+    path = FileSystems.join(tfrecords, "dataset_info.json")
+    if not FileSystems.exists(path):
+        raise UsageError(f"--tfrecords {tfrecords}: no dataset_info.json (not a make_tfrecords output?)")
+    if not FileSystems.exists(FileSystems.join(tfrecords, MARKER)):
+        raise UsageError(f"--tfrecords {tfrecords}: no {MARKER}; make_tfrecords has not finished there")
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            info = json.loads(f.read())
+        vocabulary, splits = info["label_vocabulary"], info["splits"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"invalid dataset_info.json ({type(e).__name__}): {path}") from None
+    if split not in splits:
+        raise UsageError(f"--split {split}: {path} has splits {', '.join(sorted(splits))}")
+    shards = [FileSystems.join(tfrecords, s["file"]) for s in splits[split]["shards"]]
+    if not splits[split].get("examples") or not shards:
+        raise UsageError(f"--split {split} is empty in {path}: nothing to evaluate")
+    if not vocabulary:
+        raise UsageError(f"{path} has no label_vocabulary")
+    return info, shards
+
+
+def load_model_info(model_uri: str, flag: str, vocabulary: list[str]) -> dict:
+    """The bundle's model_info.json, its model probed on one batch; UsageError
+    if unusable or if its vocabulary is not the split's."""
+    from schemas.model_bundle import load_bundle
+    from transforms.inference import probe_model
+    try:
+        model, info = load_bundle(model_uri)
+        probe_model(model, int(info["image_size"]), len(info["label_vocabulary"]))
+    except ValueError as e:
+        raise UsageError(f"--{flag} {e}") from None
+    if list(info["label_vocabulary"]) != list(vocabulary):
+        theirs, ours = list(info["label_vocabulary"]), list(vocabulary)
+        diff = sorted(set(theirs) ^ set(ours))
+        detail = (f"classes only on one side: {', '.join(diff[:5])}" if diff
+                  else "same classes in another order")
+        raise UsageError(f"--{flag} {model_uri}: the model's label_vocabulary ({len(theirs)} classes) is not "
+                         f"the split's ({len(ours)}; {detail}); its outputs cannot be read against these labels")
+    return info
+
+
+class _Prepare(beam.DoFn):
+    """Serialized example -> ((key, label_id, slices), uint8 image)."""
+
+    def __init__(self, context: dict, image_size: int):
+        self.context, self.image_size = context, image_size
+
+    def setup(self):
+        from transforms import eval_examples
+        self.ex = eval_examples
+
+    def process(self, serialized):
+        f = self.ex.parse_example(serialized)
+        image = self.ex.decode(f["image"])
+        if image.shape[:2] != (self.image_size, self.image_size):
+            raise JobFailed(f"example {f['key']} is {image.shape[1]}x{image.shape[0]}, the models take "
+                            f"{self.image_size}x{self.image_size} images (made with another --image_size?)")
+        yield (f["key"], f["label_id"], self.ex.slices_of(f, self.context)), image
+
+
+def _finalize(rows, output, settings, models, expected, me=None, _locked=None):
+    """Metrics over every prediction, written under the lock, then the marker."""
+    lock_dir = FileSystems.join(output, LOCK)
+    by_key: dict = {}
+    for role, (key, label_id, slices), probs in rows:
+        entry = by_key.setdefault(key, {"label_id": label_id, "slices": slices})
+        entry[role] = probs
+    if len(by_key) != expected:
+        raise JobFailed(f"read {len(by_key)} examples of split {settings['split']}, dataset_info.json "
+                        f"lists {expected}: the shards do not match it (rerun make_tfrecords)")
+    metrics = evaluate_set(by_key, settings, models)
+    if me is not None:
+        run_lock.check(lock_dir, me, output)
+    write_atomically(FileSystems.join(output, M.METRICS_FILE),
+                     (json.dumps(metrics, indent=1, sort_keys=True) + "\n").encode())
+    write_atomically(FileSystems.join(output, M.REPORT_FILE), render_html(metrics).encode())
+    if me is not None:
+        run_lock.check(lock_dir, me, output)
+    write_atomically(FileSystems.join(output, MARKER), json.dumps(
+        {"fingerprint": metrics["fingerprint"], "examples": metrics["examples"]["evaluated"]},
+        sort_keys=True).encode())
+    return metrics["verdict"]
+
+
+def _clear_marker(path):
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    return path
+
+
+def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: dict, models: dict,
+                   me: dict | None = None) -> beam.Pipeline:
+    """The evaluate pipeline, constructed but not run. `models` maps a role
+    (model, compare) to {"uri", "version", "image_size"}; `context` is
+    eval_examples.dataset_context()."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.tfrecordio import ReadAllFromTFRecord
+
+    out = o.output
+    me, lock = me or run_lock.new_lock_info("evaluate", o.run_id), lock_options(o)
+    sizes = {m["image_size"] for m in models.values()}
+    if len(sizes) != 1:
+        raise UsageError(f"the models take different image sizes ({', '.join(map(str, sorted(sizes)))})")
+    image_size = sizes.pop()
+    settings = {"split": o.split, "tfrecords": o.tfrecords, "resamples": o.bootstrap_resamples,
+                "seed": o.seed, "min_slice_n": o.min_slice_n, "bins": o.calibration_bins,
+                "vocabulary": list(info["label_vocabulary"]),
+                "evaluated_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    compression = CompressionTypes.GZIP if info.get("compression") == "gzip" else CompressionTypes.UNCOMPRESSED
+
+    p = new_pipeline(o)
+    locked = (p
+              | "Start" >> beam.Create([FileSystems.join(out, MARKER)])
+              | "AcquireLock" >> beam.Map(
+                  lambda marker: (run_lock.acquire(FileSystems.join(out, LOCK), me, out, **lock), marker)[1])
+              | "ClearMarker" >> beam.Map(_clear_marker))
+    prepared = (p
+                | "Shards" >> beam.Create(shards)
+                | "ReadExamples" >> ReadAllFromTFRecord(compression_type=compression)
+                | "Reshuffle" >> beam.Reshuffle()
+                | "Prepare" >> beam.ParDo(_Prepare(context, image_size)))
+    scored = []
+    for role, m in models.items():
+        handler = KeyedModelHandler(KerasBundleHandler(
+            m["uri"], min_batch_size=o.min_batch_size, max_batch_size=o.max_batch_size, image_size=image_size))
+        title = role.title()
+        # No dead-letter output: a model failing on some examples would leave
+        # the two models on different sets, so the job fails instead.
+        scored.append(prepared
+                      | f"RunInference{title}" >> RunInference(handler)
+                      | f"Tag{title}" >> beam.Map(lambda kv, r=role: (r, kv[0], [float(x) for x in kv[1]])))
+    expected = int(info["splits"][o.split]["examples"])
+    _ = (tuple(scored)
+         | "AllPredictions" >> beam.Flatten()
+         | "Gather" >> beam.combiners.ToList()
+         | "Evaluate" >> beam.Map(_finalize, output=out, settings=settings, models=models, expected=expected,
+                                  me=me, _locked=beam.pvalue.AsSingleton(locked))
+         | "ReleaseLock" >> beam.Map(lambda _v: run_lock.release_own(FileSystems.join(out, LOCK), me)))
+    return p
+
+
+def run(argv=None):
+    """Parse argv, validate (dataset and models included), build and run evaluate."""
+    options = EvaluateOptions(argv)
+    validate(options)
+    info, shards = load_dataset(options.tfrecords, options.split)
+    quiet_tensorflow()
+    models = {}
+    for role, flag, uri in (("model", "model_uri", options.model_uri),
+                            ("compare", "compare_model_uri", options.compare_model_uri)):
+        if uri:
+            m = load_model_info(uri, flag, info["label_vocabulary"])
+            models[role] = {"uri": uri, "version": m["version"], "image_size": int(m["image_size"])}
+    from transforms.eval_examples import dataset_context
+    try:
+        context = dataset_context(options.tfrecords)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--tfrecords {options.tfrecords}: cannot read transform_fn/ ({str(e).splitlines()[0]})") from None
+    me = run_lock.new_lock_info("evaluate", options.run_id)
+    result = execute(build_pipeline(options, info, shards, context, models, me), options,
+                   f"evaluate: done. {FileSystems.join(options.output, M.METRICS_FILE)}  "
+                   f"report: {FileSystems.join(options.output, M.REPORT_FILE)}",
+                   on_failure=lambda: run_lock.release_quietly(FileSystems.join(options.output, LOCK), me))
+    if not runs_on_dataflow(options):
+        print(f"evaluate: {M.load(options.output)['verdict']}", file=sys.stderr)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main(run, prog="evaluate"))

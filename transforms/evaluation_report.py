@@ -1,0 +1,208 @@
+"""evaluate's metrics.json (schemas/metrics.py) and report.html from gathered predictions. Pure.
+
+evaluate_set() takes every example's label, slices and probability vectors
+(one per model role) and returns the metrics document; render_html() turns it
+into a self-contained page of tables.
+"""
+from __future__ import annotations
+
+import html
+from collections import Counter, defaultdict
+
+import numpy as np
+
+from schemas import metrics as M
+from transforms import evaluation_metrics as EM
+from transforms.eval_examples import FAMILIES
+
+ROLE_NAMES = {"a": "model", "b": "compare"}
+# Order of values within a family in the report (others follow alphabetically).
+VALUE_ORDER = {"monk_group": ("light", "medium", "dark")}
+
+
+def _value_key(family: str, value: str):
+    order = VALUE_ORDER.get(family, ())
+    return (order.index(value) if value in order else len(order), value)
+
+
+def evaluate_set(by_key: dict, settings: dict, models: dict) -> dict:
+    """The metrics document. by_key: {key: {"label_id", "slices", ROLE: probs}};
+    settings: split, tfrecords, vocabulary, resamples, seed, min_slice_n, bins,
+    evaluated_at; models: {ROLE: {"uri", "version", ...}}."""
+    vocabulary = settings["vocabulary"]
+    roles = [r for r in ("model", "compare") if r in models]
+    keys = sorted(k for k, e in by_key.items() if e["label_id"] >= 0)
+    y = np.array([by_key[k]["label_id"] for k in keys], dtype=np.int64)
+    probs = {r: np.array([by_key[k][r] for k in keys], dtype=np.float64).reshape(len(keys), len(vocabulary))
+             for r in roles}
+    members: dict = defaultdict(list)
+    sources: dict = defaultdict(Counter)
+    for i, k in enumerate(keys):
+        for family, value, source in by_key[k]["slices"]:
+            members[(family, value)].append(i)
+            if source:
+                sources[(family, value)][source] += 1
+    bins, resamples, seed = settings["bins"], settings["resamples"], settings["seed"]
+    slices = []
+    for family, value in sorted(members, key=lambda fv: (FAMILIES.index(fv[0]), _value_key(*fv))):
+        idx = np.array(members[(family, value)])
+        ys = y[idx]
+        point = {r: EM.headline(probs[r][idx], ys, None, bins) for r in roles}
+        boot = dict(zip(roles, EM.bootstrap([probs[r][idx] for r in roles], ys, resamples, seed,
+                                            f"{family}={value}", bins)))
+        entry = {"family": family, "value": value, "n": int(len(idx)),
+                 "below_min_n": bool(len(idx) < settings["min_slice_n"]),
+                 "metrics": {r: EM.with_intervals(point[r], boot[r]) for r in roles}}
+        if sources.get((family, value)):
+            entry["sources"] = dict(sorted(sources[(family, value)].items()))
+        if len(roles) == 2:
+            diff = EM.paired_differences(point["model"], point["compare"], boot["model"], boot["compare"])
+            for d in diff.values():
+                # A few examples give degenerate intervals ([1, 1] from n = 1):
+                # a small slice's difference is shown but never called significant.
+                if entry["below_min_n"]:
+                    d["significant"], d["better"] = False, None
+                d["better"] = ROLE_NAMES.get(d["better"])
+            entry["difference"] = diff
+        slices.append(entry)
+    doc = {
+        "schema_version": M.SCHEMA_VERSION,
+        "split": settings["split"], "tfrecords": settings["tfrecords"],
+        "fingerprint": EM.fingerprint(keys),
+        "examples": {"in_split": len(by_key), "evaluated": len(keys),
+                     "skipped_unknown_label": len(by_key) - len(keys)},
+        "label_vocabulary": vocabulary,
+        "models": {r: {"uri": models[r]["uri"], "version": models[r]["version"]} for r in roles},
+        "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95,
+                      "method": "percentile; multinomial resamples per slice, shared by both models (paired)"},
+        "calibration_bins": bins, "min_slice_n": settings["min_slice_n"],
+        "overall": {r: EM.point_metrics(probs[r], y, vocabulary, bins) for r in roles},
+        "slices": slices,
+        "evaluated_at": settings.get("evaluated_at"),
+    }
+    doc["verdict"] = verdict(doc)
+    return doc
+
+
+def _fmt(x, signed=False) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:+.3f}" if signed else f"{x:.3f}"
+
+
+def _ci(ci, signed=False) -> str:
+    return "[n/a]" if not ci else f"[{_fmt(ci[0], signed)}, {_fmt(ci[1], signed)}]"
+
+
+def verdict(doc: dict) -> str:
+    """One line: the model's headline figures, or with a comparison which model
+    is better on what and where the difference is not significant."""
+    overall = next(s for s in doc["slices"] if s["family"] == "all")
+    n = doc["examples"]["evaluated"]
+    models = doc["models"]
+    if "difference" not in overall:
+        m = overall["metrics"]["model"]
+        figs = ", ".join(f"{k} {_fmt(m[k]['value'])} {_ci(m[k]['ci95'])}"
+                         for k in ("accuracy", "macro_f1", "ece"))
+        return f"model {models['model']['version']} on {n} {doc['split']} examples: {figs}"
+    diff = overall["difference"]
+    said = {"model": [], "compare": []}
+    flat = []
+    for k in EM.HEADLINE:
+        d = diff[k]
+        if d["better"]:
+            said[d["better"]].append(f"{k} {_fmt(d['value'], True)} {_ci(d['ci95'], True)}")
+        else:
+            flat.append(k)
+    a, b = models["model"]["version"], models["compare"]["version"]
+    parts = []
+    if said["model"]:
+        parts.append(f"model {a} is better on " + ", ".join(said["model"]))
+    if said["compare"]:
+        parts.append(f"compare {b} is better on " + ", ".join(said["compare"]) + " (model - compare)")
+    if flat:
+        parts.append("no significant difference on " + ", ".join(flat))
+    return f"{a} vs {b} on {n} {doc['split']} examples: " + "; ".join(parts)
+
+
+def compare_reports(a: dict, b: dict) -> list[str]:
+    """Lines of headline differences a - b of two metrics documents (point values
+    only: intervals need the examples, i.e. one evaluate run with both models).
+    Raises schemas.metrics.NotComparable for different example sets."""
+    M.comparable(a, b)
+    ha, hb = a["overall"]["model"]["headline"], b["overall"]["model"]["headline"]
+    va, vb = a["models"]["model"]["version"], b["models"]["model"]["version"]
+    lines = [f"{va} - {vb} on the same {a['examples']['evaluated']} examples (fingerprint {a['fingerprint'][:12]}):"]
+    for k in EM.HEADLINE:
+        if ha[k] is None or hb[k] is None:
+            lines.append(f"  {k}: n/a")
+        else:
+            lines.append(f"  {k}: {ha[k]:.3f} - {hb[k]:.3f} = {ha[k] - hb[k]:+.3f}")
+    return lines
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85em}td,th{padding:3px 8px;border-bottom:1px solid #eee;text-align:right}
+th:first-child,td:first-child,td.l{text-align:left}.small{color:#999}.sig{font-weight:bold}
+.note{color:#666;font-size:.85em}"""
+
+
+def _cell(m: dict, k: str) -> str:
+    return f"{_fmt(m[k]['value'])} <span class=note>{_ci(m[k]['ci95'])}</span>"
+
+
+def render_html(doc: dict) -> str:
+    """report.html: verdict, per-slice tables with intervals, per class, confusion, reliability."""
+    e = html.escape
+    roles = list(doc["models"])
+    out = [f"<!doctype html><meta charset=utf-8><title>evaluate: {e(doc['split'])}</title><style>{_CSS}</style>",
+           f"<h1>Evaluation on {e(doc['split'])} ({doc['examples']['evaluated']} examples)</h1>",
+           f"<p><b>{e(doc['verdict'])}</b></p>",
+           f"<p class=note>fingerprint {e(doc['fingerprint'])}; {doc['examples']['skipped_unknown_label']} "
+           f"examples skipped (class unseen in train); 95% percentile bootstrap, {doc['bootstrap']['resamples']} "
+           f"resamples, seed {doc['bootstrap']['seed']}; slices under n={doc['min_slice_n']} greyed. "
+           + "; ".join(f"{r}: {e(m['version'])} ({e(m['uri'])})" for r, m in doc["models"].items()) + "</p>"]
+    figs = EM.HEADLINE
+    for role in roles:
+        out.append(f"<h2>{e(role)} {e(doc['models'][role]['version'])}: figures by slice</h2><table><tr><th>slice</th>"
+                   "<th>n</th><th>source</th>" + "".join(f"<th>{k}</th>" for k in figs) + "</tr>")
+        for s in doc["slices"]:
+            src = ", ".join(f"{k} {v}" for k, v in (s.get("sources") or {}).items())
+            cls = " class=small" if s["below_min_n"] else ""
+            out.append(f"<tr{cls}><td>{e(s['family'])}={e(s['value'])}</td><td>{s['n']}</td><td class=l>{e(src)}</td>"
+                       + "".join(f"<td>{_cell(s['metrics'][role], k)}</td>" for k in figs) + "</tr>")
+        out.append("</table>")
+    if len(roles) == 2:
+        out.append("<h2>Differences, model - compare (paired bootstrap; bold: interval excludes 0)</h2>"
+                   "<table><tr><th>slice</th><th>n</th>" + "".join(f"<th>{k}</th>" for k in figs) + "</tr>")
+        for s in doc["slices"]:
+            cls = " class=small" if s["below_min_n"] else ""
+            cells = "".join(
+                f"<td{' class=sig' if s['difference'][k]['significant'] else ''}>{_fmt(s['difference'][k]['value'], True)}"
+                f" <span class=note>{_ci(s['difference'][k]['ci95'], True)}</span></td>" for k in figs)
+            out.append(f"<tr{cls}><td>{e(s['family'])}={e(s['value'])}</td><td>{s['n']}</td>{cells}</tr>")
+        out.append("</table>")
+    vocab = doc["label_vocabulary"]
+    for role in roles:
+        o = doc["overall"][role]
+        out.append(f"<h2>{e(role)}: per class</h2><table><tr><th>class</th><th>support</th><th>precision</th>"
+                   "<th>recall</th><th>F1</th><th>AUROC</th></tr>")
+        for c in vocab:
+            pc = o["per_class"][c]
+            out.append(f"<tr><td>{e(c)}</td><td>{pc['support']}</td>" + "".join(
+                f"<td>{_fmt(pc[k])}</td>" for k in ("precision", "recall", "f1", "auroc")) + "</tr>")
+        out.append("</table>")
+        out.append(f"<h2>{e(role)}: confusion matrix (rows true, columns predicted)</h2><table><tr><th></th>"
+                   + "".join(f"<th>{e(c)}</th>" for c in vocab) + "</tr>")
+        for c, row in zip(vocab, o["confusion_matrix"]):
+            out.append(f"<tr><td>{e(c)}</td>" + "".join(f"<td>{v or ''}</td>" for v in row) + "</tr>")
+        out.append("</table>")
+        out.append(f"<h2>{e(role)}: reliability (ECE {_fmt(o['headline']['ece'])})</h2><table><tr><th>confidence bin</th>"
+                   "<th>n</th><th>mean confidence</th><th>accuracy</th></tr>")
+        for b in o["reliability"]:
+            if b["n"]:
+                out.append(f"<tr><td>{b['lower']:.2f}-{b['upper']:.2f}</td><td>{b['n']}</td>"
+                           f"<td>{_fmt(b['confidence'])}</td><td>{_fmt(b['accuracy'])}</td></tr>")
+        out.append("</table>")
+    return "\n".join(out) + "\n"
