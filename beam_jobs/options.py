@@ -30,7 +30,7 @@ class _OneLineParser(_BeamArgumentParser):
 # accepted but only RUNNER_FLAGS are listed.
 HELP_GROUPS = {
     "inputs": ("input", "manifest", "scin_cases", "image_root", "allowed_roots", "curated",
-               "scin_labels", "labels_csv", "date", "start_date", "end_date"),
+               "scin_labels", "labels_csv", "date", "start_date", "end_date", "tfrecords", "split"),
     "outputs": ("output", "rows_per_shard", "examples_per_reason", "target_shard_mb", "compression"),
     "policy / model": (),
     "run control / locks": ("run_id", "lock_ttl_hours", "break_lock", "force", "allow_empty",

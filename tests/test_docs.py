@@ -37,3 +37,9 @@ def test_every_prediction_column_is_documented():
     documented = {name for line in rows.splitlines() if line.startswith("| `")
                   for name in line.split("|")[1].replace("`", "").replace(" ", "").split(",")}
     assert documented == set(SCHEMA.names)
+
+
+def test_every_metrics_json_field_is_documented():
+    from schemas.metrics import FIELDS
+    for name, meaning in FIELDS:
+        assert f"| `{name}` | {meaning} |" in README, name
