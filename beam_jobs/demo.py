@@ -5,7 +5,8 @@
 Generates a labelled SCIN-format sample set, runs curate over it on
 DirectRunner and scores it against the ground truth, turns the accepted,
 labelled images into leak-free TFRecord splits with make_tfrecords, trains the
-baseline CNN on them, lays the uploads out as two nightly dt=YYYY-MM-DD/
+baseline CNN on them, evaluates it on the frozen validation split (sliced by
+skin tone, with bootstrap intervals), lays the uploads out as two nightly dt=YYYY-MM-DD/
 partitions and scores them as a backfill, and prints where every output is.
 """
 from __future__ import annotations
@@ -41,14 +42,14 @@ def main(argv=None) -> int:
     shutil.rmtree(out, ignore_errors=True)
     sample, curated = os.path.join(out, "sample"), os.path.join(out, "curate")
     records = os.path.join(out, "tfrecords")
-    model, uploads, scores = (os.path.join(out, d) for d in ("model", "uploads", "scores"))
+    model, uploads, scores, evaluation = (os.path.join(out, d) for d in ("model", "uploads", "scores", "evaluate"))
 
-    t = _step(f"1/5 sample data: {a.cases} SCIN cases, seed {a.seed}")
+    t = _step(f"1/6 sample data: {a.cases} SCIN cases, seed {a.seed}")
     from beam_jobs.sample_data import generate
     generate(sample, cases=a.cases, seed=a.seed)
     print(f"   took {time.monotonic() - t:.1f}s")
 
-    t = _step("2/5 curate on DirectRunner")
+    t = _step("2/6 curate on DirectRunner")
     curate.run(["--scin_cases", os.path.join(sample, "dataset", "scin_cases.csv"),
                 "--image_root", sample, "--output", curated])
     summary = json.load(open(os.path.join(curated, "summary.json")))
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
     print("\n   curate against the generator's ground truth:")
     print("   " + format_report(evaluate(load_features(curated), truth, sample)).replace("\n", "\n   "))
 
-    t = _step("3/5 make_tfrecords: labels, leak-free splits, tf.Transform, TFRecords")
+    t = _step("3/6 make_tfrecords: labels, leak-free splits, tf.Transform, TFRecords")
     from beam_jobs import make_tfrecords
     make_tfrecords.run(["--curated", curated, "--scin_cases", os.path.join(sample, "dataset", "scin_cases.csv"),
                         "--scin_labels", os.path.join(sample, "dataset", "scin_labels.csv"),
@@ -71,12 +72,26 @@ def main(argv=None) -> int:
     if any(info["missing_from"].values()):
         print(f"   classes missing from a split: {info['missing_from']}")
 
-    t = _step("4/5 train_baseline: a compact CNN on the train split (CPU)")
+    t = _step("4/6 train_baseline: a compact CNN on the train split (CPU)")
     from beam_jobs import train_baseline
     trained = train_baseline.run(["--tfrecords", records, "--output", model, "--epochs", str(a.epochs)])
     print(f"   took {time.monotonic() - t:.1f}s: {trained}")
 
-    t = _step("5/5 score: backfill of two nightly partitions with RunInference")
+    t = _step("5/6 evaluate: the baseline on the frozen validation split, sliced by skin tone")
+    from beam_jobs import evaluate as evaluate_job
+    from schemas import metrics as M
+    evaluate_job.run(["--tfrecords", records, "--model_uri", model, "--output", evaluation])
+    doc = M.load(evaluation)
+    chance = 1 / len(doc["label_vocabulary"])
+    print(f"   took {time.monotonic() - t:.1f}s: {doc['verdict']} (chance {chance:.3f})")
+    for s in doc["slices"]:
+        if s["family"] == "monk_group":
+            acc = s["metrics"]["model"]["accuracy"]
+            ci = acc["ci95"] or [float("nan")] * 2
+            print(f"   monk_group={s['value']:<7} n={s['n']:<4} accuracy {acc['value']:.3f} "
+                  f"[{ci[0]:.3f}, {ci[1]:.3f}]{'  (below min n)' if s['below_min_n'] else ''}")
+
+    t = _step("6/6 score: backfill of two nightly partitions with RunInference")
     images = sorted(os.listdir(os.path.join(sample, "dataset", "images")))
     dates = ("2026-11-20", "2026-11-21")
     for i, name in enumerate(images):
@@ -103,6 +118,8 @@ def main(argv=None) -> int:
                         ("TFRecords + transform_fn", records),
                         ("dataset info", os.path.join(records, "dataset_info.json")),
                         ("baseline model", model),
+                        ("evaluation (metrics.json)", os.path.join(evaluation, "metrics.json")),
+                        ("evaluation report", os.path.join(evaluation, "report.html")),
                         ("predictions (dt=/model= partitions)", os.path.join(scores, "predictions")),
                         ("score dead letters", os.path.join(scores, "dead_letters"))]:
         print(f"   {label:<28} {path}")

@@ -152,10 +152,73 @@ def _cell(m: dict, k: str) -> str:
     return f"{_fmt(m[k]['value'])} <span class=note>{_ci(m[k]['ci95'])}</span>"
 
 
+COLOURS = {"model": "#4a7fb5", "compare": "#e08a3c"}
+
+
+def slice_bars(doc: dict, figure: str = "accuracy", width: int = 560) -> str:
+    """SVG: the figure per slice as bars with their 95% interval as whiskers
+    (one bar per model; slices below min n in grey)."""
+    roles = [r for r in ("model", "compare") if r in doc["models"]]  # metrics.json sorts keys
+    bar_h, label_w = 9, 190
+    rows = doc["slices"]
+    row_h = bar_h * len(roles) + 6
+    h = 30 + row_h * len(rows)
+    scale = width - label_w - 20
+    parts = [f'<svg width="{width}" height="{h}" role="img" aria-label="{figure} by slice">',
+             f'<text x="0" y="14" font-size="13" font-weight="bold">{figure} by slice, 95% interval</text>']
+    for t in (0, 0.5, 1):
+        x = label_w + scale * t
+        parts.append(f'<line x1="{x}" y1="20" x2="{x}" y2="{h}" stroke="#ddd"/>'
+                     f'<text x="{x}" y="{h}" font-size="9" text-anchor="middle" dy="-1">{t:g}</text>')
+    for i, sl in enumerate(rows):
+        y = 24 + i * row_h
+        grey = sl["below_min_n"]
+        fill = ' fill="#999"' if grey else ""
+        parts.append(f'<text x="{label_w - 6}" y="{y + row_h / 2 + 2}" font-size="10" text-anchor="end"{fill}>'
+                     f'{html.escape(sl["family"])}={html.escape(sl["value"])} (n={sl["n"]})</text>')
+        for j, role in enumerate(roles):
+            fig = sl["metrics"][role][figure]
+            if fig["value"] is None:
+                continue
+            yy = y + j * bar_h
+            colour = "#bbb" if grey else COLOURS[role]
+            parts.append(f'<rect x="{label_w}" y="{yy}" width="{scale * fig["value"]:.1f}" height="{bar_h - 2}" fill="{colour}"/>')
+            if fig["ci95"]:
+                lo, hi = (label_w + scale * v for v in fig["ci95"])
+                mid = yy + (bar_h - 2) / 2
+                parts.append(f'<line x1="{lo:.1f}" y1="{mid}" x2="{hi:.1f}" y2="{mid}" stroke="#222"/>'
+                             f'<line x1="{lo:.1f}" y1="{mid - 3}" x2="{lo:.1f}" y2="{mid + 3}" stroke="#222"/>'
+                             f'<line x1="{hi:.1f}" y1="{mid - 3}" x2="{hi:.1f}" y2="{mid + 3}" stroke="#222"/>')
+    return "".join(parts) + "</svg>"
+
+
+def reliability_diagram(reliability: list[dict], role: str, size: int = 240) -> str:
+    """SVG: accuracy against confidence per bin (bars), the diagonal is perfect calibration."""
+    pad = 28
+    inner = size - 2 * pad
+    parts = [f'<svg width="{size}" height="{size}" role="img" aria-label="reliability diagram">',
+             f'<rect x="{pad}" y="{pad}" width="{inner}" height="{inner}" fill="none" stroke="#ccc"/>',
+             f'<line x1="{pad}" y1="{pad + inner}" x2="{pad + inner}" y2="{pad}" stroke="#999" stroke-dasharray="4 3"/>',
+             f'<text x="{size / 2}" y="{size - 6}" font-size="10" text-anchor="middle">confidence</text>',
+             f'<text x="10" y="{size / 2}" font-size="10" text-anchor="middle" transform="rotate(-90 10 {size / 2})">accuracy</text>',
+             f'<text x="{pad}" y="16" font-size="12" font-weight="bold">{html.escape(role)}: reliability</text>']
+    for b in reliability:
+        if not b["n"]:
+            continue
+        x = pad + inner * b["lower"]
+        w = inner * (b["upper"] - b["lower"])
+        hgt = inner * b["accuracy"]
+        cy = pad + inner * (1 - b["confidence"])
+        parts.append(f'<rect x="{x:.1f}" y="{pad + inner - hgt:.1f}" width="{w - 1:.1f}" height="{hgt:.1f}" '
+                     f'fill="{COLOURS.get(role, "#4a7fb5")}" opacity="0.8"><title>n={b["n"]}</title></rect>'
+                     f'<circle cx="{x + w / 2:.1f}" cy="{cy:.1f}" r="2.5" fill="#c33"/>')
+    return "".join(parts) + "</svg>"
+
+
 def render_html(doc: dict) -> str:
     """report.html: verdict, per-slice tables with intervals, per class, confusion, reliability."""
     e = html.escape
-    roles = list(doc["models"])
+    roles = [r for r in ("model", "compare") if r in doc["models"]]  # metrics.json sorts keys
     out = [f"<!doctype html><meta charset=utf-8><title>evaluate: {e(doc['split'])}</title><style>{_CSS}</style>",
            f"<h1>Evaluation on {e(doc['split'])} ({doc['examples']['evaluated']} examples)</h1>",
            f"<p><b>{e(doc['verdict'])}</b></p>",
@@ -164,6 +227,9 @@ def render_html(doc: dict) -> str:
            f"resamples, seed {doc['bootstrap']['seed']}; slices under n={doc['min_slice_n']} greyed. "
            + "; ".join(f"{r}: {e(m['version'])} ({e(m['uri'])})" for r, m in doc["models"].items()) + "</p>"]
     figs = EM.HEADLINE
+    out.append("<h2>Accuracy by slice</h2>" + slice_bars(doc)
+               + "<p class=note>" + ", ".join(f'<span style="color:{COLOURS[r]}">&#9632;</span> {e(r)}' for r in roles)
+               + "; grey: below min n; whiskers: 95% bootstrap interval</p>")
     for role in roles:
         out.append(f"<h2>{e(role)} {e(doc['models'][role]['version'])}: figures by slice</h2><table><tr><th>slice</th>"
                    "<th>n</th><th>source</th>" + "".join(f"<th>{k}</th>" for k in figs) + "</tr>")
@@ -196,9 +262,14 @@ def render_html(doc: dict) -> str:
         out.append(f"<h2>{e(role)}: confusion matrix (rows true, columns predicted)</h2><table><tr><th></th>"
                    + "".join(f"<th>{e(c)}</th>" for c in vocab) + "</tr>")
         for c, row in zip(vocab, o["confusion_matrix"]):
-            out.append(f"<tr><td>{e(c)}</td>" + "".join(f"<td>{v or ''}</td>" for v in row) + "</tr>")
+            total = sum(row) or 1  # shade by the row's share: where a true class goes
+            out.append(f"<tr><td>{e(c)}</td>" + "".join(
+                f'<td style="background:rgba(74,127,181,{v / total:.2f})">{v or ""}</td>' for v in row) + "</tr>")
         out.append("</table>")
-        out.append(f"<h2>{e(role)}: reliability (ECE {_fmt(o['headline']['ece'])})</h2><table><tr><th>confidence bin</th>"
+        out.append(f"<h2>{e(role)}: reliability (ECE {_fmt(o['headline']['ece'])})</h2>"
+                   + reliability_diagram(o["reliability"], role)
+                   + "<p class=note>bars: accuracy per confidence bin; red dots: mean confidence; "
+                   "dashed: perfect calibration</p><table><tr><th>confidence bin</th>"
                    "<th>n</th><th>mean confidence</th><th>accuracy</th></tr>")
         for b in o["reliability"]:
             if b["n"]:
