@@ -45,9 +45,9 @@ class EvaluateOptions(SharedOptions, LockOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--tfrecords", help="make_tfrecords output directory (dataset_info.json, shards, transform_fn/).")
+        parser.add_argument("--tfrecords", help="make_tfrecords output directory, local or gs:// (dataset_info.json, the shards, transform_fn/).")
         parser.add_argument("--model_uri", help="Model directory (model.keras + model_info.json) or the .keras file, local or gs://.")
-        parser.add_argument("--compare_model_uri", help="A second model (e.g. the current production version), evaluated on the identical examples; differences get paired bootstrap intervals.")
+        parser.add_argument("--compare_model_uri", help="A second model directory or .keras file, local or gs:// (e.g. the version in production), evaluated on the identical examples; differences get paired bootstrap intervals.")
         parser.add_argument("--split", default="validation", help="Split to evaluate on (train, validation, test).")
         parser.add_argument("--bootstrap_resamples", type=int, default=DEFAULT_RESAMPLES, help="Bootstrap resamples per slice (at least 1000).")
         parser.add_argument("--seed", type=int, default=0, help="Seed of the bootstrap draws.")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the one image (launcher + workers) on Cloud Build, then the three
+# Build the one image (launcher + workers) on Cloud Build, then the four
 # Flex Template specs that point at it.
 #
 #   PROJECT=my-project REGION=us-central1 REPO=skin BUCKET=my-bucket templates/build.sh
@@ -8,7 +8,7 @@
 # (default: UTC timestamp), MACHINE_TYPE and MAX_WORKERS (the templates'
 # default worker settings; see README "Running on Dataflow"), PYTHON (an
 # interpreter with the project installed, default .venv/bin/python).
-# Writes gs://BUCKET/templates/{curate,make_tfrecords,score}.json.
+# Writes gs://BUCKET/templates/{curate,make_tfrecords,score,evaluate}.json.
 set -euo pipefail
 
 : "${PROJECT:?set PROJECT}" "${REGION:?set REGION}" "${REPO:?set REPO}" "${BUCKET:?set BUCKET}"
@@ -17,7 +17,7 @@ MACHINE_TYPE="${MACHINE_TYPE:-n2-standard-4}"
 MAX_WORKERS="${MAX_WORKERS:-20}"
 PYTHON="${PYTHON:-.venv/bin/python}"
 IMAGE="${REGION}-docker.pkg.dev/${PROJECT}/${REPO}/skin-pipeline:${TAG}"
-JOBS=(curate make_tfrecords score)
+JOBS=(curate make_tfrecords score evaluate)
 
 cd "$(dirname "$0")/.."
 

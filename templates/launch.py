@@ -1,4 +1,4 @@
-"""Flex Template entry point: one image, three jobs.
+"""Flex Template entry point: one image, four jobs.
 
 The Dataflow launcher runs this file (FLEX_TEMPLATE_PYTHON_PY_FILE in
 templates/Dockerfile) as `python launch.py --job=curate --output=gs://... ...`,
@@ -10,7 +10,7 @@ Why one dispatching entry rather than one file per job: the launcher finds
 its script through an environment variable baked into the image, and
 `gcloud dataflow flex-template build --image` cannot set environment
 variables per template. One file per job would therefore need one image per
-job; with a `job` parameter the three templates share one image, which is
+job; with a `job` parameter the four templates share one image, which is
 also the workers' SDK container. Each template's metadata pins `job` to its
 own name with a regex, so the curate template cannot be launched as score.
 
@@ -41,6 +41,7 @@ JOBS = {
     "curate": ("beam_jobs.curate", "CurateOptions"),
     "make_tfrecords": ("beam_jobs.make_tfrecords", "MakeTFRecordsOptions"),
     "score": ("beam_jobs.score", "ScoreOptions"),
+    "evaluate": ("beam_jobs.evaluate", "EvaluateOptions"),
 }
 JOB_FLAG = "--job"
 IMAGE_ENV = "SDK_CONTAINER_IMAGE"

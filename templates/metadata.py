@@ -1,6 +1,6 @@
 """Generate each job's Flex Template metadata.json from its option definitions.
 
-    python -m templates.metadata            write templates/{curate,make_tfrecords,score}/metadata.json
+    python -m templates.metadata            write templates/{curate,make_tfrecords,score,evaluate}/metadata.json
     python -m templates.metadata --check    exit 1 if a committed file differs from a fresh one
     (--dir DIR: read/write DIR/JOB/metadata.json instead of templates/)
 
@@ -41,6 +41,7 @@ PERCENT = r"^([1-9][0-9]?|100)$"
 POSITIVE_NUMBER = r"^([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]*\.[0-9]*[1-9][0-9]*)$"
 NON_NEGATIVE_NUMBER = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)$"
 UNIT_FRACTION = r"^(0?\.[0-9]*[1-9][0-9]*|1(\.0+)?)$"  # in (0, 1]
+AT_LEAST_1000 = r"^[1-9][0-9]{3,}$"  # evaluate's bootstrap resamples
 BOOLEAN = r"^(true|false)$"
 _DATE = r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
 # Dates may also be relative to the launch, for schedulers that cannot
@@ -56,17 +57,20 @@ RUN_ID = r"^[A-Za-z0-9_.:+=@-]{1,200}$"  # what beam_jobs.options.lock_options a
 READ_FILE, READ_FOLDER, WRITE_FOLDER = "GCS_READ_FILE", "GCS_READ_FOLDER", "GCS_WRITE_FOLDER"
 PATH_TYPES = {"input": READ_FILE, "manifest": READ_FILE, "policy": READ_FILE, "output": WRITE_FOLDER,
               "scin_cases": READ_FILE, "image_root": READ_FOLDER, "curated": READ_FOLDER,
-              "scin_labels": READ_FILE, "labels_csv": READ_FILE, "model_uri": READ_FOLDER}
+              "scin_labels": READ_FILE, "labels_csv": READ_FILE, "model_uri": READ_FOLDER,
+              "tfrecords": READ_FOLDER, "compare_model_uri": READ_FOLDER}
 # Where one job uses a shared path differently: score's --input is the root
 # holding dt=YYYY-MM-DD/ folders, not curate's glob of files.
 JOB_PATH_TYPES = {("score", "input"): READ_FOLDER}
 PATH_OPTIONS = set(PATH_TYPES)
 STRING_RULES = {"date": DATE_OR_RELATIVE, "start_date": DATE_OR_RELATIVE, "end_date": DATE_OR_RELATIVE,
-                "split_fractions": FRACTIONS, "run_id": RUN_ID}
+                "split_fractions": FRACTIONS, "run_id": RUN_ID,
+                "split": r"^(train|validation|test|unlabeled)$"}  # make_tfrecords' split names
 # Numbers are positive unless listed here (what each job's validation accepts).
 NUMBER_RULES = {"dup_radius": NON_NEGATIVE_INT, "examples_per_reason": NON_NEGATIVE_INT,
                 "jpeg_quality": PERCENT, "crop_fraction": UNIT_FRACTION,
-                "min_label_weight": NON_NEGATIVE_NUMBER}
+                "min_label_weight": NON_NEGATIVE_NUMBER, "seed": NON_NEGATIVE_INT,
+                "bootstrap_resamples": AT_LEAST_1000}
 # The CLI takes local paths too; a template (Dataflow) takes only gs://, and
 # its help says so.
 LOCAL_PHRASES = ((r"\blocal or gs://", "gs://"), (r"\blocal dir or gs:// prefix", "gs:// prefix"))
@@ -153,6 +157,11 @@ SPECS = {
         needs={"date": ("input",), "start_date": ("end_date", "input"), "end_date": ("start_date", "input")},
         notes={"date": "Instead of --start_date/--end_date.",
                "manifest": "Not with --date/--start_date/--end_date (manifest rows carry no date)."}),
+    # evaluate.validate(): --tfrecords, --model_uri and --output; it reads no
+    # images, only the split's TFRecords.
+    "evaluate": JobSpec(
+        shared=("output",),
+        required=("tfrecords", "model_uri", "output")),
 }
 
 
@@ -199,7 +208,7 @@ def parameters(job: str) -> list[dict]:
     from beam_jobs.options import SharedOptions
     spec = SPECS[job]
     params = [{"name": JOB_FLAG[2:], "label": "Job",
-               "helpText": f"Must be {job}: the image serves three jobs and this picks one "
+               "helpText": f"Must be {job}: the image serves {len(JOBS)} jobs and this picks one "
                            f"(templates/launch.py).",
                "isOptional": False, "regexes": [f"^{job}$"], "paramType": "TEXT", "defaultValue": job}]
     actions = option_actions(options_class(job))

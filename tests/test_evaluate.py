@@ -148,11 +148,18 @@ def test_a_model_against_itself_differs_by_nothing(tfrecords64, models, tmp_path
     assert "no significant difference on " + ", ".join(HEADLINE) in doc["verdict"]
 
 
-def test_reports_of_different_sets_refuse_to_compare(tfrecords64, models, single, tmp_path, capsys):
-    evaluate.run(["--tfrecords", str(tfrecords64), "--model_uri", str(models[1]), "--split", "test",
-                  "--output", str(tmp_path)])
+def test_reports_of_different_sets_refuse_to_compare(tfrecords64, models, single, gcs_emulator, capsys):
+    """Also the whole job over gs:// (data, model and output), as on Dataflow."""
+    gcs_emulator.upload_tree(tfrecords64, "eval-data", "records")
+    gcs_emulator.upload_tree(models[1], "eval-models", "m2")
+    gcs_emulator.create_bucket("eval-out")
+    evaluate.run(["--tfrecords", "gs://eval-data/records", "--model_uri", "gs://eval-models/m2", "--split", "test",
+                  "--output", "gs://eval-out/test"])
+    bucket = gcs_emulator.client().bucket("eval-out")
+    assert {b.name for b in bucket.list_blobs(prefix="test/")} >= {"test/metrics.json", "test/report.html",
+                                                                 "test/_SUCCESS"}
     capsys.readouterr()
-    assert main(compare_metrics.run, [str(tmp_path), str(single)], prog="compare_metrics") == 2
+    assert main(compare_metrics.run, ["gs://eval-out/test", str(single)], prog="compare_metrics") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("compare_metrics: error: different example sets: fingerprint")
 

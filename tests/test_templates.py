@@ -16,7 +16,7 @@ import tarfile
 
 import pytest
 
-from beam_jobs import curate, make_tfrecords, score
+from beam_jobs import curate, evaluate, make_tfrecords, score
 from beam_jobs.cli import UsageError
 from beam_jobs.options import SharedOptions
 from templates import launch
@@ -25,10 +25,10 @@ from templates import metadata as M
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "templates"
 JOBS = list(launch.JOBS)
-MODULES = {"curate": curate, "make_tfrecords": make_tfrecords, "score": score}
+MODULES = {"curate": curate, "make_tfrecords": make_tfrecords, "score": score, "evaluate": evaluate}
 # The function each job's run() validates its options with (UsageError if bad).
 VALIDATE = {"curate": curate.resolve, "make_tfrecords": make_tfrecords.validate,
-            "score": score.validate}
+            "score": score.validate, "evaluate": evaluate.validate}
 IMAGE = "us-central1-docker.pkg.dev/my-project/skin/skin-pipeline:test"
 
 
@@ -89,7 +89,7 @@ def test_shared_flags_in_metadata_are_exactly_those_the_job_reads():
 PLAUSIBLE = {M.GCS_PATH: "gs://skin-bucket/{name}/x", M.POSITIVE_INT: "7", M.NON_NEGATIVE_INT: "0",
              M.PERCENT: "90", M.POSITIVE_NUMBER: "0.5", M.NON_NEGATIVE_NUMBER: "0.5", M.UNIT_FRACTION: "0.5",
              M.BOOLEAN: "true", M.DATE_OR_RELATIVE: "2026-11-20",
-             M.FRACTIONS: "0.8,0.1,0.1", M.RUN_ID: "scheduled__2026-11-22T02:00:00+00:00"}
+             M.FRACTIONS: "0.8,0.1,0.1", M.RUN_ID: "scheduled__2026-11-22T02:00:00+00:00", M.AT_LEAST_1000: "2000"}
 
 
 def _value(p: dict) -> str:
@@ -122,6 +122,7 @@ RULES = {
                    "0.8,0.1,0.1\n"]),
     M.POSITIVE_INT: (["1", "7", "64", "100000"], ["0", "00", "-1", "07", "1.5", "", " 7", "7\n"]),
     M.NON_NEGATIVE_INT: (["0", "6", "20"], ["-1", "01", "", "6\n"]),
+    M.AT_LEAST_1000: (["1000", "2000", "100000"], ["999", "0", "01000", "1e3", "", "1000\n"]),
     M.PERCENT: (["1", "90", "100"], ["0", "101", "1000", "90\n"]),
     M.POSITIVE_NUMBER: (["24", "24.0", "0.5", ".5", "150.0"], ["0", "0.0", ".", "", "-1", "1.", "1e3", "24\n"]),
     M.NON_NEGATIVE_NUMBER: (["0", "0.0", "0.5", ".25"], [".", "", "-0.1", "1.", "0.5\n"]),
@@ -216,6 +217,7 @@ MINIMAL = {
     "make_tfrecords": {"curated": "gs://b/curated", "labels_csv": "gs://b/labels.csv", "output": "gs://b/tfr"},
     "score": {"input": "gs://b/uploads", "model_uri": "gs://b/models/m1", "output": "gs://b/scores",
               "date": "2026-11-21"},
+    "evaluate": {"tfrecords": "gs://b/tfr", "model_uri": "gs://b/models/m2", "output": "gs://b/eval"},
 }
 ALTERNATIVES = {"input": {"manifest": "gs://b/m.csv"}, "manifest": {"input": "gs://b/u/**"},
                 "labels_csv": {"scin_cases": "gs://b/c.csv", "scin_labels": "gs://b/l.csv",
@@ -254,7 +256,8 @@ def test_conditional_needs_are_what_validation_enforces():
     full = {"curate": {"scin_cases": "gs://b/c.csv", "image_root": "gs://b/scin", "output": "gs://b/o"},
             "make_tfrecords": {"curated": "gs://b/c", "output": "gs://b/o", **ALTERNATIVES["labels_csv"]},
             "score": {"input": "gs://b/u", "model_uri": "gs://b/m", "output": "gs://b/o",
-                      "start_date": "2026-11-01", "end_date": "2026-11-02"}}
+                      "start_date": "2026-11-01", "end_date": "2026-11-02"},
+            "evaluate": MINIMAL["evaluate"]}
     for job, spec in M.SPECS.items():
         assert _valid(job, full[job]), job
         for option, needed in spec.needs.items():
@@ -415,6 +418,23 @@ def test_score_dataflow_graph(offline, model_dir):
     assert _worker_images(proto) == {IMAGE}
 
 
+def test_evaluate_dataflow_graph(offline, tfrecords64, tmp_path):
+    # The launcher reads dataset_info.json, transform_fn/ and the models (here
+    # local, untrained bundles with the split's vocabulary); the shards are
+    # read by the job's workers.
+    from beam_jobs.train_baseline import build_model
+    from schemas.model_bundle import write_bundle
+    vocab = json.loads((tfrecords64 / "dataset_info.json").read_text())["label_vocabulary"]
+    for name in ("m1", "m2"):
+        write_bundle(str(tmp_path / name), build_model(64, len(vocab)),
+                     {"label_vocabulary": vocab, "version": f"{name}-test", "image_size": 64})
+    proto, names = _dry_run("evaluate", {
+        "tfrecords": str(tfrecords64), "model_uri": str(tmp_path / "m2"),
+        "compare_model_uri": str(tmp_path / "m1"), "output": f"{NOWHERE}/evaluations/m2"}, offline)
+    assert {"RunInferenceModel", "RunInferenceCompare", "Evaluate"} <= names
+    assert _worker_images(proto) == {IMAGE}
+
+
 # ---------------------------------------------------------- staged package
 
 def test_sdist_holds_the_packages_and_nothing_else(tmp_path):
@@ -495,7 +515,7 @@ def test_dockerfile_sets_the_packages_opencv_pixel_limit():
 def test_build_script():
     subprocess.run(["bash", "-n", str(TEMPLATES / "build.sh")], check=True)
     build = (TEMPLATES / "build.sh").read_text()
-    assert "JOBS=(curate make_tfrecords score)" in build
+    assert "JOBS=(curate make_tfrecords score evaluate)" in build
     assert 'gcloud dataflow flex-template build "gs://${BUCKET}/templates/${job}.json"' in build
     for flag in ('--image "$IMAGE"', "--sdk-language PYTHON", '--metadata-file "templates/${job}/metadata.json"'):
         assert flag in build

@@ -30,6 +30,11 @@ def dataset_context(tfrecords_dir: str) -> dict:
     The z-score of ita_deg is linear, so transforming two raw rows (ITA 0 and
     1, everything else blank) gives its offset and scale exactly.
     """
+    if "://" in tfrecords_dir:
+        import tempfile
+        with tempfile.TemporaryDirectory() as local:
+            _copy_transform_output(tfrecords_dir, local)
+            return dataset_context(local)
     import numpy as np
     import tensorflow as tf
     import tensorflow_transform as tft
@@ -46,6 +51,28 @@ def dataset_context(tfrecords_dir: str) -> dict:
     if not np.isfinite(step) or step == 0:
         raise ValueError(f"cannot recover the ITA scale from {tfrecords_dir}/transform_fn")
     return {"vocabularies": vocabularies, "ita": (-float(z[0]) / step, 1.0 / step)}
+
+
+TRANSFORM_DIRS = ("transform_fn", "transformed_metadata", "metadata")
+
+
+def _copy_transform_output(remote: str, local: str) -> None:
+    """tf.Transform's saved output copied down through Beam's FileSystems, the
+    project's one gs:// client (TensorFlow's own would ignore STORAGE_EMULATOR_HOST)."""
+    import os
+    from apache_beam.io.filesystems import FileSystems
+    root = remote.rstrip("/") + "/"
+    found = [m.path for d in TRANSFORM_DIRS
+             for m in FileSystems.match([FileSystems.join(remote, d, "**")])[0].metadata_list]
+    if not found:
+        raise ValueError(f"no transform_fn/ under {remote}")
+    for path in found:
+        if path.endswith("/"):
+            continue
+        target = os.path.join(local, path[len(root):])
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with FileSystems.open(path, compression_type="uncompressed") as src, open(target, "wb") as dst:
+            dst.write(src.read())
 
 
 def _value(vocabulary: list[str], index: int) -> str:
