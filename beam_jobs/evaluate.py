@@ -227,6 +227,10 @@ def run(argv=None):
         if uri:
             m = load_model_info(uri, flag, info["label_vocabulary"])
             models[role] = {"uri": uri, "version": m["version"], "image_size": int(m["image_size"])}
+            made = (info.get("sources") or {}).get("image_size")
+            if made is not None and int(made) != models[role]["image_size"]:
+                raise UsageError(f"--{flag} {uri} takes {models[role]['image_size']} px images; the split's "
+                                 f"were made at {made} px (make_tfrecords --image_size)")
     from transforms.eval_examples import dataset_context
     try:
         context = dataset_context(options.tfrecords)

@@ -205,6 +205,13 @@ def test_a_model_of_another_vocabulary_is_a_one_line_error(tfrecords64, models, 
                              "--compare_model_uri", str(other), "--output", str(out)],
                     "--compare_model_uri", "label_vocabulary", "same classes in another order")
     assert not out.exists()
+    from beam_jobs.train_baseline import build_model
+    from schemas.model_bundle import write_bundle
+    small = write_bundle(str(tmp_path / "small"), build_model(32, len(info["label_vocabulary"])),
+                         {**info, "image_size": 32})
+    _one_line_error(capsys, ["--tfrecords", str(tfrecords64), "--model_uri", small, "--output", str(out)],
+                    "takes 32 px images", "made at 64 px")
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("extra, words", [
