@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from beam_jobs import curate, make_tfrecords, score
+from beam_jobs import curate, evaluate, make_tfrecords, score
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADINGS = ["inputs:", "outputs:", "policy / model:", "run control / locks:", "runner (Beam):"]
@@ -54,6 +54,7 @@ def test_help_names_the_module_and_groups_the_jobs_own_options():
 @pytest.mark.parametrize("job, name, own", [
     (score, "beam_jobs.score", {"--model_uri", "--start_date", "--quality_gate"}),
     (make_tfrecords, "beam_jobs.make_tfrecords", {"--curated", "--scin_labels", "--split_fractions"}),
+    (evaluate, "beam_jobs.evaluate", {"--tfrecords", "--split", "--compare_model_uri", "--bootstrap_resamples"}),
 ])
 def test_every_jobs_help_lists_its_options_under_the_headings(job, name, own, capsys):
     with pytest.raises(SystemExit) as exit_:
