@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     evaluate_job.run(["--tfrecords", records, "--model_uri", model, "--output", evaluation])
     doc = M.load(evaluation)
     chance = 1 / len(doc["label_vocabulary"])
-    print(f"   took {time.monotonic() - t:.1f}s: {doc['verdict']} (chance {chance:.3f})")
+    print(f"   took {time.monotonic() - t:.1f}s: {doc['verdict']} (1/classes {chance:.3f})")
     for s in doc["slices"]:
         if s["family"] == "monk_group":
             acc = s["metrics"]["model"]["accuracy"]
