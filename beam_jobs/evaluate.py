@@ -35,7 +35,6 @@ from transforms.sharded_write import write_atomically
 
 MARKER = "_SUCCESS"
 LOCK = "_LOCK"  # OUT/_LOCK/<attempt>.json while a run writes OUT (transforms/run_lock.py)
-ROLES = ("model", "compare")
 
 
 class EvaluateOptions(SharedOptions, LockOptions):
