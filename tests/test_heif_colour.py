@@ -180,6 +180,24 @@ def test_nclx_p3_avif_is_converted():
     assert close(centres(decode(data, analysis_short_side=200).image), PATCHES, 4)
 
 
+def test_ita_moves_by_the_share_of_pixels_that_round_the_other_way():
+    """One level of b* is 1-2 degrees of ITA. A conversion or re-encode rounds some
+    pixels the other way; the tone estimate must move by their share, not jump a level."""
+    from transforms.skin_tone import ita_degrees, skin_tone
+    lab = np.zeros((100, 100, 3), np.uint8)
+    lab[..., 0], lab[..., 1] = 160, 140   # L* 62.7, a* 12: light skin
+    mask = np.ones((100, 100), bool)
+
+    def ita(share_up: float) -> float:
+        lab[..., 2] = 145                  # b* 17 ...
+        lab.reshape(-1, 3)[:round(share_up * lab.size / 3), 2] = 146  # ... or 18
+        return skin_tone(lab, mask)["ita_deg"]
+
+    assert ita(0.0) == pytest.approx(ita_degrees(160 / 2.55, 17.0))  # a uniform patch: its own level
+    assert abs(ita_degrees(160 / 2.55, 17.0) - ita_degrees(160 / 2.55, 18.0)) > 1
+    assert abs(ita(0.49) - ita(0.51)) < 0.1
+
+
 def test_srgb_profiles_and_no_profile_leave_pixels_alone():
     srgb_icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     img = patches()
