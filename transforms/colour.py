@@ -98,23 +98,30 @@ def hdr_to_srgb(image: np.ndarray, bits: int, nclx: tuple) -> np.ndarray:
     """
     primaries, transfer = nclx[0], nclx[1]
     bits = bits if 8 <= bits <= 16 else 16
+    # One linearising table for all channels, so BGR order is kept throughout
+    # and the matrices are reordered instead (cv2.transform: float32, fast).
     lut = _hdr_linear_lut(transfer, bits)        # code value -> linear (nits / 203, or HLG scene light)
-    rgb = lut[np.minimum(image[..., ::-1], (1 << bits) - 1)]
+    bgr = np.take(lut, np.minimum(image, (1 << bits) - 1))
     to_srgb_matrix, luminance = _hdr_matrices(primaries)
     if transfer == HLG:
         # BT.2100 OOTF: display light = peak * Ys^(gamma - 1) * E, with gamma 1.2 at 1000 nits.
         gamma = 1.2 + 0.42 * np.log10(HLG_DISPLAY_PEAK_NITS / 1000.0)
-        ys = np.maximum(rgb @ luminance, 0)
-        rgb *= (HLG_DISPLAY_PEAK_NITS / HDR_REFERENCE_WHITE_NITS * ys ** (gamma - 1))[..., None]
-    rgb = np.maximum(rgb @ to_srgb_matrix.T, 0)  # gamut: clip what sRGB cannot show
-    peak = rgb.max(axis=-1)
-    k = HDR_KNEE
-    w = (HDR_PEAK_NITS / HDR_REFERENCE_WHITE_NITS - k) / (1 - k)
-    t = np.maximum(peak - k, 0) / (1 - k)
-    rolled = np.where(peak > k, k + (1 - k) * t * (1 + t / (w * w)) / (1 + t), peak)
-    rgb *= (np.minimum(rolled, 1) / np.maximum(peak, 1e-12))[..., None]
-    encoded = _srgb_encode_lut()[np.round(np.clip(rgb, 0, 1) * 65535).astype(np.uint16)]
-    return np.ascontiguousarray(encoded[..., ::-1])
+        ys = np.maximum(cv2.transform(bgr, luminance), 1e-12)
+        bgr *= (HLG_DISPLAY_PEAK_NITS / HDR_REFERENCE_WHITE_NITS * cv2.pow(ys, gamma - 1))[..., None]
+    bgr = cv2.transform(bgr, to_srgb_matrix)
+    np.maximum(bgr, 0, out=bgr)  # gamut: clip what sRGB cannot show
+    b, g, r = cv2.split(bgr)
+    peak = cv2.max(cv2.max(b, g), r)
+    over = peak > HDR_KNEE
+    if over.any():  # the roll-off touches only the pixels above the knee
+        k = HDR_KNEE
+        w = (HDR_PEAK_NITS / HDR_REFERENCE_WHITE_NITS - k) / (1 - k)
+        x = peak[over]
+        t = (x - k) / (1 - k)
+        rolled = np.minimum(k + (1 - k) * t * (1 + t / (w * w)) / (1 + t), 1)
+        bgr[over] *= (rolled / x)[:, None]
+    np.minimum(bgr, 1, out=bgr)
+    return _srgb_encode_lut()[(bgr * 65535 + 0.5).astype(np.uint16)]
 
 
 @functools.lru_cache(maxsize=8)
@@ -134,10 +141,11 @@ def _hdr_linear_lut(transfer: int, bits: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _hdr_matrices(primaries: int) -> tuple[np.ndarray, np.ndarray]:
-    """(linear RGB -> linear sRGB, luminance weights) for nclx primaries; BT.2020 when unknown."""
+    """(linear BGR -> linear sRGB BGR, 1x3 luminance weights on BGR) for nclx primaries; BT.2020 when unknown."""
     source = _rgb_to_xyz(*PRIMARIES.get(primaries, PRIMARIES[9]))
-    return (np.linalg.solve(_rgb_to_xyz(*PRIMARIES[1]), source).astype(np.float32),
-            source[1].astype(np.float32))
+    flip = np.eye(3)[::-1]                       # the same on BGR vectors
+    to_srgb_matrix = flip @ np.linalg.solve(_rgb_to_xyz(*PRIMARIES[1]), source) @ flip
+    return to_srgb_matrix.astype(np.float32), source[1:2, ::-1].astype(np.float32)
 
 
 def _rgb_to_xyz(red, green, blue, white) -> np.ndarray:
