@@ -329,6 +329,20 @@ def test_hdr_is_tone_mapped_to_srgb(transfer, fmt, tol):
         assert abs(patch_ita(g) - patch_ita(want)) <= 1.5, (g, want)
 
 
+def test_an_hdr_heics_thumbnail_is_tone_mapped_like_its_primary():
+    """Curate decodes the embedded thumbnail, make_tfrecords/score the primary: same colours."""
+    codes = hdr_codes(hdr_patches(HDR_PATCHES, 1600, 1200), PQ)
+    heif = pillow_heif.from_bytes("RGB;16", (1600, 1200), (codes << 6).tobytes())
+    buf = io.BytesIO()
+    heif.save(buf, format="HEIF", quality=90, color_primaries=9, transfer_characteristics=PQ,
+              full_range_flag=1, thumbnails=[320])
+    thumb = decode(buf.getvalue(), analysis_short_side=224)
+    primary = decode(buf.getvalue(), analysis_short_side=256)
+    assert thumb.image.shape == (240, 320, 3) and primary.image.shape == (300, 400, 3)
+    assert close(centres(thumb.image), centres(primary.image), 2)
+    assert close(centres(primary.image)[1:], HDR_PATCHES[1:], 4) and min(centres(primary.image)[0]) >= 236
+
+
 def test_hdr_highlights_roll_off_and_the_mapping_is_deterministic():
     nits = [50, 100, 203, 400, 1000, 4000]  # 4000: over the 1000 nit peak, clips (PQ only)
     grey = hdr_patches([(255, 255, 255)] * len(nits), w=60 * len(nits), h=60)
