@@ -38,7 +38,7 @@ HDR: a HEIC/AVIF whose nclx says PQ (SMPTE ST 2084, transfer 16) or HLG
    the t of ``HDR_PEAK_NITS`` = 1000, so the curve is smooth at the knee,
    1000 nits (HLG's nominal peak, the usual PQ mastering peak) reaches 1 and
    brighter PQ values clip; diffuse white lands at 0.875 linear, 240 in sRGB,
-   400 nits at 250;
+   400 nits at 251;
 5. negative channels (colours outside sRGB) clipped to 0, sRGB-encoded,
    rounded to 8 bits.
 """
