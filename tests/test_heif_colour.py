@@ -180,6 +180,24 @@ def test_nclx_p3_avif_is_converted():
     assert close(centres(decode(data, analysis_short_side=200).image), PATCHES, 4)
 
 
+def test_ita_moves_by_the_share_of_pixels_that_round_the_other_way():
+    """One level of b* is 1-2 degrees of ITA. A conversion or re-encode rounds some
+    pixels the other way; the tone estimate must move by their share, not jump a level."""
+    from transforms.skin_tone import ita_degrees, skin_tone
+    lab = np.zeros((100, 100, 3), np.uint8)
+    lab[..., 0], lab[..., 1] = 160, 140   # L* 62.7, a* 12: light skin
+    mask = np.ones((100, 100), bool)
+
+    def ita(share_up: float) -> float:
+        lab[..., 2] = 145                  # b* 17 ...
+        lab.reshape(-1, 3)[:round(share_up * lab.size / 3), 2] = 146  # ... or 18
+        return skin_tone(lab, mask)["ita_deg"]
+
+    assert ita(0.0) == pytest.approx(ita_degrees(160 / 2.55, 17.0))  # a uniform patch: its own level
+    assert abs(ita_degrees(160 / 2.55, 17.0) - ita_degrees(160 / 2.55, 18.0)) > 1
+    assert abs(ita(0.49) - ita(0.51)) < 0.1
+
+
 def test_srgb_profiles_and_no_profile_leave_pixels_alone():
     srgb_icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     img = patches()
@@ -232,3 +250,112 @@ def test_the_fast_matrix_path_agrees_with_littlecms():
                                       ImageCms.createProfile("sRGB"), "RGB", "RGB")
         want = np.asarray(ImageCms.applyTransform(Image.fromarray(pixels[..., ::-1]), cms))[..., ::-1]
         assert np.abs(to_srgb(pixels, icc).astype(int) - want).max() <= 1
+
+
+# -- (3b) HDR: PQ and HLG tone-mapped to sRGB -----------------------------------
+# The fixtures are built here from published constants (BT.2087's sRGB -> BT.2020
+# matrix, BT.2020 luminance, the ST 2084 and BT.2100 HLG formulas), not from
+# transforms.colour, so a wrong constant there cannot hide in both.
+
+SRGB_TO_BT2020 = np.array([[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]])
+BT2020_Y = np.array([0.2627, 0.6780, 0.0593])
+PQ, HLG = 16, 18
+# Diffuse white (BT.2408: 203 nits), the skin tones and grey of PATCHES.
+HDR_PATCHES = [(255, 255, 255)] + PATCHES[1:]
+
+
+def hdr_codes(rgb8: np.ndarray, transfer: int, white_nits: float = 203.0) -> np.ndarray:
+    """10-bit BT.2020 PQ/HLG code values showing sRGB `rgb8` with its white at `white_nits`."""
+    v = rgb8 / 255.0
+    nits = (np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4) @ SRGB_TO_BT2020.T) * white_nits
+    if transfer == PQ:  # inverse ST 2084 EOTF
+        m1, m2, c1, c2, c3 = 0.1593017578125, 78.84375, 0.8359375, 18.8515625, 18.6875
+        y = (nits / 10000) ** m1
+        e = ((c1 + c2 * y) / (1 + c3 * y)) ** m2
+    else:  # inverse OOTF at 1000 nits (gamma 1.2), then the HLG OETF
+        ys = ((nits @ BT2020_Y) / 1000) ** (1 / 1.2)
+        scene = nits / 1000 / np.maximum(ys, 1e-12)[..., None] ** 0.2
+        a = 0.17883277
+        b, c = 1 - 4 * a, 0.5 - a * np.log(4 * a)
+        e = np.where(scene <= 1 / 12, np.sqrt(3 * scene), a * np.log(np.maximum(12 * scene - b, 1e-12)) + c)
+    return np.round(np.clip(e, 0, 1) * 1023).astype(np.uint16)  # HLG cannot show over 1000 nits
+
+
+def hdr_file(codes: np.ndarray, transfer: int, fmt: str) -> bytes:
+    """10-bit HEIC (libheif/x265, nclx BT.2020 + PQ/HLG) or AVIF (OpenCV/libavif) of RGB codes."""
+    if fmt == "avif":
+        # OpenCV writes 10-bit AVIF with an nclx box (2, 2, 0): unspecified primaries
+        # and transfer, identity matrix. Its transfer is set here, as a phone would write it.
+        ok, buf = cv2.imencode(".avif", np.ascontiguousarray(codes[..., ::-1]),
+                               [cv2.IMWRITE_AVIF_DEPTH, 10, cv2.IMWRITE_AVIF_QUALITY, 100])
+        box = b"colrnclx" + struct.pack(">HHH", 2, 2, 0)
+        assert ok and box in buf.tobytes()
+        return buf.tobytes().replace(box, b"colrnclx" + struct.pack(">HHH", 9, transfer, 0))
+    h, w = codes.shape[:2]
+    heif = pillow_heif.from_bytes("RGB;16", (w, h), (codes << 6).tobytes())
+    buf = io.BytesIO()
+    lossless = fmt == "heic lossless"
+    heif.save(buf, format="HEIF", quality=-1 if lossless else 90, color_primaries=9,
+              transfer_characteristics=transfer, full_range_flag=1,
+              **({"matrix_coefficients": 0} if lossless else {}))
+    return buf.getvalue()
+
+
+def hdr_patches(values, w=320, h=240) -> np.ndarray:
+    a = np.zeros((h, w, 3), np.float64)
+    for i, c in enumerate(values):
+        a[:, i * w // len(values):(i + 1) * w // len(values)] = c
+    return a
+
+
+def patch_ita(rgb) -> float:
+    from transforms.skin_tone import ita_degrees, lab_float
+    L, _, b = lab_float(np.array([[rgb[::-1]]], np.uint8))[0, 0]
+    return ita_degrees(float(L), float(b))
+
+
+@pytest.mark.parametrize("transfer", [PQ, HLG])
+@pytest.mark.parametrize("fmt,tol", [("heic lossless", 1), ("heic", 4), ("avif", 1)])
+def test_hdr_is_tone_mapped_to_srgb(transfer, fmt, tol):
+    """Diffuse white (203 nits) is near sRGB white; skin tones keep their SDR values."""
+    data = hdr_file(hdr_codes(hdr_patches(HDR_PATCHES), transfer), transfer, fmt)
+    assert read_header(data).nclx[:2] == (9, transfer) and read_header(data).bit_depth == 10
+    got = centres(decode(data, analysis_short_side=200).image)
+    white, skin = got[0], got[1:]
+    # The old reading (PQ/HLG codes as if sRGB) put this white at 148 (PQ) or 191 (HLG).
+    assert min(white) >= 236 and max(white) - min(white) <= 2, white
+    assert close(skin, HDR_PATCHES[1:], tol), (skin, HDR_PATCHES[1:])
+    for g, want in zip(skin[:2], HDR_PATCHES[1:3]):  # the two skin tones
+        assert abs(patch_ita(g) - patch_ita(want)) <= 1.5, (g, want)
+
+
+def test_an_hdr_heics_thumbnail_is_tone_mapped_like_its_primary():
+    """Curate decodes the embedded thumbnail, make_tfrecords/score the primary: same colours."""
+    codes = hdr_codes(hdr_patches(HDR_PATCHES, 1600, 1200), PQ)
+    heif = pillow_heif.from_bytes("RGB;16", (1600, 1200), (codes << 6).tobytes())
+    buf = io.BytesIO()
+    heif.save(buf, format="HEIF", quality=90, color_primaries=9, transfer_characteristics=PQ,
+              full_range_flag=1, thumbnails=[320])
+    thumb = decode(buf.getvalue(), analysis_short_side=224)
+    primary = decode(buf.getvalue(), analysis_short_side=256)
+    assert thumb.image.shape == (240, 320, 3) and primary.image.shape == (300, 400, 3)
+    assert close(centres(thumb.image), centres(primary.image), 2)
+    assert close(centres(primary.image)[1:], HDR_PATCHES[1:], 4) and min(centres(primary.image)[0]) >= 236
+
+
+def test_hdr_highlights_roll_off_and_the_mapping_is_deterministic():
+    nits = [50, 100, 203, 400, 1000, 4000]  # 4000: over the 1000 nit peak, clips (PQ only)
+    grey = hdr_patches([(255, 255, 255)] * len(nits), w=60 * len(nits), h=60)
+    levels = {}
+    for transfer in (PQ, HLG):
+        codes = np.concatenate([hdr_codes(grey[:, i * 60:(i + 1) * 60], transfer, white_nits=n)
+                                for i, n in enumerate(nits)], axis=1)  # white at n nits
+        files = [hdr_file(codes, transfer, "heic lossless"), hdr_file(codes, transfer, "avif")]
+        images = [decode(f, analysis_short_side=60).image for f in files + files]
+        assert all(np.array_equal(images[0], im) for im in images[1:])  # decoders and runs agree
+        levels[transfer] = [int(images[0][30, i * 60 + 30, 1]) for i in range(len(nits))]
+        row = levels[transfer][:5]
+        assert row == sorted(row) and len(set(row)) == len(row), row  # brighter stays brighter
+        assert row[2] >= 236 and row[3] < 255 and row[4] == 255, row
+    # HLG and PQ of the same scene agree below the roll-off.
+    assert all(abs(p - h) <= 1 for p, h in zip(levels[PQ][:3], levels[HLG][:3])), levels

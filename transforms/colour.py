@@ -18,6 +18,29 @@ when it agrees with LittleCMS within one level on a grid of 4913 colours,
 and LittleCMS converts everything else. A profile LittleCMS cannot read,
 or one that is not RGB (a grey or CMYK profile), is ignored: what a browser
 does with it, and the pixels are then taken as sRGB.
+
+HDR: a HEIC/AVIF whose nclx says PQ (SMPTE ST 2084, transfer 16) or HLG
+(ARIB STD-B67, transfer 18), and which has no ICC profile, is tone-mapped by
+`hdr_to_srgb` from its 10/12-bit samples, the same way every time:
+
+1. code values (full range) to linear light in nits: PQ by its EOTF (absolute,
+   0-10000 nits); HLG by its inverse OETF and the BT.2100 OOTF for a nominal
+   ``HLG_DISPLAY_PEAK_NITS`` = 1000 nit display (gamma 1.2 on the luminance
+   of the file's primaries);
+2. divided by ``HDR_REFERENCE_WHITE_NITS`` = 203 (BT.2408 HDR reference /
+   diffuse white), so diffuse white is 1.0, sRGB's white;
+3. the file's primaries (BT.2020 when unspecified) to sRGB's, in linear light;
+4. a roll-off on x = max(R, G, B) that keeps the ratios (hue) and leaves
+   every colour whose largest channel is at most ``HDR_KNEE`` k = 0.75
+   unchanged (sRGB levels up to 225: skin and mid tones keep the values an
+   SDR rendering gives them); above it extended Reinhard on the part over the
+   knee, t = (x - k)/(1 - k), y = k + (1 - k) t (1 + t/w^2)/(1 + t), with w
+   the t of ``HDR_PEAK_NITS`` = 1000, so the curve is smooth at the knee,
+   1000 nits (HLG's nominal peak, the usual PQ mastering peak) reaches 1 and
+   brighter PQ values clip; diffuse white lands at 0.875 linear, 240 in sRGB,
+   400 nits at 251;
+5. negative channels (colours outside sRGB) clipped to 0, sRGB-encoded,
+   rounded to 8 bits.
 """
 from __future__ import annotations
 
@@ -36,8 +59,13 @@ PRIMARIES = {
 }
 # H.273 transfer_characteristics that are (close to) the sRGB curve: BT.709,
 # unspecified, BT.601, sRGB, BT.2020 10/12-bit. PQ (16) and HLG (18) are HDR
-# curves; they are not tone-mapped here (see README, "HDR").
+# curves, tone-mapped by hdr_to_srgb.
 SRGB_LIKE_TRANSFER = frozenset({1, 2, 6, 13, 14, 15})
+PQ, HLG = 16, 18
+HDR_REFERENCE_WHITE_NITS = 203.0   # BT.2408: HDR diffuse white -> sRGB white
+HLG_DISPLAY_PEAK_NITS = 1000.0     # BT.2100 nominal display for HLG's OOTF
+HDR_KNEE = 0.75                    # linear light (white = 1) below which nothing changes
+HDR_PEAK_NITS = 1000.0             # reaches sRGB's maximum; PQ above it clips
 _D50 = (0.9642, 1.0, 0.8249)
 _BRADFORD = np.array([[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367],
                       [0.0389, -0.0685, 1.0296]])
@@ -58,6 +86,82 @@ def to_srgb(bgr: np.ndarray, icc_profile: bytes | None) -> np.ndarray:
     return np.ascontiguousarray(out[..., ::-1])
 
 
+def is_hdr(icc_profile: bytes | None, nclx: tuple | None) -> bool:
+    """Whether the image is tone-mapped by hdr_to_srgb: nclx PQ/HLG and no ICC profile."""
+    return not icc_profile and bool(nclx) and nclx[1] in (PQ, HLG)
+
+
+def hdr_to_srgb(image: np.ndarray, bits: int, nclx: tuple) -> np.ndarray:
+    """n-bit PQ or HLG code values (HxWx3 BGR, `bits` 8-16) -> 8-bit sRGB BGR.
+
+    The tone mapping of the module docstring; `nclx` is (primaries, transfer, ...).
+    """
+    primaries, transfer = nclx[0], nclx[1]
+    bits = bits if 8 <= bits <= 16 else 16
+    # One linearising table for all channels, so BGR order is kept throughout
+    # and the matrices are reordered instead (cv2.transform: float32, fast).
+    lut = _hdr_linear_lut(transfer, bits)        # code value -> linear (nits / 203, or HLG scene light)
+    bgr = np.take(lut, np.minimum(image, (1 << bits) - 1))
+    to_srgb_matrix, luminance = _hdr_matrices(primaries)
+    if transfer == HLG:
+        # BT.2100 OOTF: display light = peak * Ys^(gamma - 1) * E, with gamma 1.2 at 1000 nits.
+        gamma = 1.2 + 0.42 * np.log10(HLG_DISPLAY_PEAK_NITS / 1000.0)
+        ys = np.maximum(cv2.transform(bgr, luminance), 1e-12)
+        bgr *= (HLG_DISPLAY_PEAK_NITS / HDR_REFERENCE_WHITE_NITS * cv2.pow(ys, gamma - 1))[..., None]
+    bgr = cv2.transform(bgr, to_srgb_matrix)
+    np.maximum(bgr, 0, out=bgr)  # gamut: clip what sRGB cannot show
+    b, g, r = cv2.split(bgr)
+    peak = cv2.max(cv2.max(b, g), r)
+    over = peak > HDR_KNEE
+    if over.any():  # the roll-off touches only the pixels above the knee
+        k = HDR_KNEE
+        w = (HDR_PEAK_NITS / HDR_REFERENCE_WHITE_NITS - k) / (1 - k)
+        x = peak[over]
+        t = (x - k) / (1 - k)
+        rolled = np.minimum(k + (1 - k) * t * (1 + t / (w * w)) / (1 + t), 1)
+        bgr[over] *= (rolled / x)[:, None]
+    np.minimum(bgr, 1, out=bgr)
+    return _srgb_encode_lut()[(bgr * 65535 + 0.5).astype(np.uint16)]
+
+
+@functools.lru_cache(maxsize=8)
+def _hdr_linear_lut(transfer: int, bits: int) -> np.ndarray:
+    """Every n-bit code value's linear light: PQ in units of reference white, HLG scene light 0-1."""
+    e = np.arange(1 << bits, dtype=np.float64) / ((1 << bits) - 1)
+    if transfer == PQ:  # SMPTE ST 2084 EOTF
+        m1, m2, c1, c2, c3 = 2610 / 16384, 2523 / 4096 * 128, 3424 / 4096, 2413 / 4096 * 32, 2392 / 4096 * 32
+        p = e ** (1 / m2)
+        linear = 10000.0 / HDR_REFERENCE_WHITE_NITS * (np.maximum(p - c1, 0) / (c2 - c3 * p)) ** (1 / m1)
+    else:  # HLG (ARIB STD-B67 / BT.2100) inverse OETF
+        a = 0.17883277
+        b, c = 1 - 4 * a, 0.5 - a * np.log(4 * a)
+        linear = np.where(e <= 0.5, e * e / 3, (np.exp((np.maximum(e, 0.5) - c) / a) + b) / 12)
+    return linear.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _hdr_matrices(primaries: int) -> tuple[np.ndarray, np.ndarray]:
+    """(linear BGR -> linear sRGB BGR, 1x3 luminance weights on BGR) for nclx primaries; BT.2020 when unknown."""
+    source = _rgb_to_xyz(*PRIMARIES.get(primaries, PRIMARIES[9]))
+    flip = np.eye(3)[::-1]                       # the same on BGR vectors
+    to_srgb_matrix = flip @ np.linalg.solve(_rgb_to_xyz(*PRIMARIES[1]), source) @ flip
+    return to_srgb_matrix.astype(np.float32), source[1:2, ::-1].astype(np.float32)
+
+
+def _rgb_to_xyz(red, green, blue, white) -> np.ndarray:
+    """Linear RGB -> XYZ under the primaries' own white (Y of white = 1)."""
+    xyz = np.array([[x / y, 1.0, (1 - x - y) / y] for x, y in (red, green, blue)]).T
+    wx, wy = white
+    return xyz * np.linalg.solve(xyz, np.array([wx / wy, 1.0, (1 - wx - wy) / wy]))
+
+
+@functools.cache
+def _srgb_encode_lut() -> np.ndarray:
+    """sRGB encoding of 16-bit linear light (index / 65535) to uint8, rounded."""
+    x = np.arange(65536) / 65535
+    return np.round(255 * np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055)).astype(np.uint8)
+
+
 def profile_for(icc_profile: bytes | None, nclx: tuple | None) -> bytes | None:
     """The ICC profile to convert from: the embedded one, else one built from nclx."""
     if icc_profile:
@@ -71,8 +175,8 @@ def profile_for(icc_profile: bytes | None, nclx: tuple | None) -> bytes | None:
 def nclx_profile(primaries: int, transfer: int) -> bytes | None:
     """An ICC profile for nclx colour, or None when it is sRGB or not one we map.
 
-    PQ/HLG transfer is not tone-mapped: its primaries are still converted,
-    with the sRGB curve (a documented approximation; see README "HDR").
+    The transfer is taken as the sRGB curve; PQ/HLG images never get here
+    (decode sends them to hdr_to_srgb).
     """
     if primaries not in PRIMARIES or primaries == 1:
         return None
@@ -189,9 +293,7 @@ class _MatrixShaper:
         if any(c is None for c in curves):
             return None
         if cls._ENCODE is None:
-            x = np.arange(65536) / 65535
-            cls._ENCODE = np.round(255 * np.where(x <= 0.0031308, 12.92 * x,
-                                                  1.055 * x ** (1 / 2.4) - 0.055)).astype(np.uint8)
+            cls._ENCODE = _srgb_encode_lut()
             cls._SRGB_D50 = _d50_matrix(*PRIMARIES[1])
         rgb = np.linalg.solve(cls._SRGB_D50, cols)          # source linear RGB -> sRGB linear RGB
         flip = np.eye(3)[::-1]

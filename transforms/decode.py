@@ -33,7 +33,7 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from transforms.colour import profile_for, to_srgb  # noqa: E402
+from transforms.colour import hdr_to_srgb, is_hdr, profile_for, to_srgb  # noqa: E402
 from transforms.image_header import Header, read_header  # noqa: E402
 
 JPEG_SCALES = (8, 4, 2, 1)
@@ -163,13 +163,14 @@ def _decode_pixels(data: bytes, flags, header: Header, scale: int, name: str,
                    analysis_short_side: int) -> Decoded:
     fmt, width, height = header.format, header.width, header.height
     if fmt == "heic":
-        image, icc, thumbnail = _decode_heic(data, header, analysis_short_side)
+        image, icc, nclx, bits, thumbnail = _decode_heic(data, header, analysis_short_side)
         if thumbnail:
-            image = _to_bgr8(image, header)
-            return Decoded(image=to_srgb(image, icc), header=header,
+            image = (_hdr_bgr8(image, header, bits, nclx) if is_hdr(icc, nclx)
+                     else to_srgb(_to_bgr8(image, header), profile_for(icc, nclx)))
+            return Decoded(image=image, header=header,
                            scale=min(127, round(header.display_width / image.shape[1])),
                            width=header.display_width, height=header.display_height)
-        return _finish_reduced(image, header, scale, icc)
+        return _finish_reduced(image, header, scale, icc, nclx, bits)
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as e:
@@ -178,8 +179,9 @@ def _decode_pixels(data: bytes, flags, header: Header, scale: int, name: str,
     if image is None:
         raise ImageRejected("unreadable", f"OpenCV could not decode the {name} data "
                                           "(corrupt or unsupported variant)", header)
-    if fmt in _REDUCED_AFTER_DECODE:
-        return _finish_reduced(image, header, scale, profile_for(header.icc_profile, header.nclx))
+    if fmt in _REDUCED_AFTER_DECODE:  # AVIF: OpenCV returns n-bit samples unscaled
+        bits = header.bit_depth if image.dtype == np.uint16 else 8
+        return _finish_reduced(image, header, scale, header.icc_profile, header.nclx, bits)
     oriented = fmt in _SELF_ORIENTING
     if oriented:
         width, height = header.display_width, header.display_height
@@ -279,8 +281,8 @@ def _layout(header: Header) -> str:
 
 
 def _decode_heic(data: bytes, header: Header,
-                 min_short_side: int) -> tuple[np.ndarray, bytes | None, bool]:
-    """The primary image of a HEIF file, upright, 8-bit BGR(A), and its colour profile.
+                 min_short_side: int) -> tuple[np.ndarray, bytes | None, tuple | None, int, bool]:
+    """The primary image of a HEIF file, upright, BGR(A), and its colour description.
 
     libheif applies the irot/imir/clap transforms (HEIF's orientation; the EXIF
     Orientation tag inside a HEIF is informational and never applied again) and
@@ -288,7 +290,9 @@ def _decode_heic(data: bytes, header: Header,
     maps, burst frames). When the primary carries a thumbnail whose short side
     covers `min_short_side` at the same framing, that thumbnail is decoded
     instead (phones embed one; ~10 ms against ~400 ms for 12 MP HEVC).
-    Returns (array, ICC profile to convert from, whether it is the thumbnail).
+    Returns (array, ICC profile, nclx, bits per sample, whether it is the
+    thumbnail). The array is 8-bit, except for HDR (PQ/HLG nclx): then it
+    holds the n-bit code values for hdr_to_srgb.
     """
     import pillow_heif  # imported here: only HEIC inputs pay for loading libheif
 
@@ -302,13 +306,17 @@ def _decode_heic(data: bytes, header: Header,
     except Exception as e:  # noqa: BLE001 -- libheif errors are plain ValueError/RuntimeError/OSError
         raise ImageRejected("unreadable", f"libheif could not decode the HEIC data: {_one_line(e)}",
                             header) from None
+    # Thumbnails carry no colour box of their own on phones: the primary's applies.
+    icc, nclx = primary.info.get("icc_profile"), _nclx(primary.info.get("nclx_profile"))
+    bits = 8
     if image.dtype == np.uint16:
         # pillow-heif returns 10/12-bit samples shifted to the top of 16 bits.
         bits = max(9, min(16, source.info.get("bit_depth") or header.bit_depth or 16))
-        image = to_8bit(image >> (16 - bits), bits)
-    # Thumbnails carry no colour box of their own on phones: the primary's applies.
-    icc = profile_for(primary.info.get("icc_profile"), _nclx(primary.info.get("nclx_profile")))
-    return image, icc, source is not primary
+        image = image >> (16 - bits)
+        if not is_hdr(icc, nclx):
+            image = to_8bit(image, bits)
+            bits = 8
+    return image, icc, nclx, bits, source is not primary
 
 
 def _heic_thumbnail(primary, header: Header, min_short_side: int):
@@ -337,22 +345,46 @@ def _nclx(info: dict | None) -> tuple | None:
             info.get("matrix_coefficients"), bool(info.get("full_range_flag")))
 
 
-def _finish_reduced(image: np.ndarray, header: Header, scale: int, icc: bytes | None) -> Decoded:
-    """HEIC/AVIF after the full decode: check size, 8-bit, upright, reduce, sRGB."""
+def _finish_reduced(image: np.ndarray, header: Header, scale: int, icc: bytes | None,
+                    nclx: tuple | None, bits: int) -> Decoded:
+    """HEIC/AVIF after the full decode: check size, 8-bit, upright, reduce, sRGB.
+
+    HDR (PQ/HLG) keeps its n-bit samples through the reduction and is
+    tone-mapped on the small array (hdr_to_srgb).
+    """
     name = _NAMES[header.format]
     oriented = header.format == "heic"  # libheif applied irot/imir itself
     h, w = (header.display_height, header.display_width) if oriented else (header.height, header.width)
     if image.shape[:2] != (h, w):
         raise ImageRejected("unreadable", f"decoded {name} is {image.shape[1]}x{image.shape[0]} "
                                           f"but the header declares {w}x{h}", header)
-    image = _to_bgr8(image, header)
+    hdr = is_hdr(icc, nclx)
+    if not hdr:
+        image = _to_bgr8(image, header)
     if not oriented:
         image = apply_orientation(image, header.orientation)
     if scale > 1:
         dh, dw = image.shape[:2]
         image = cv2.resize(image, (-(-dw // scale), -(-dh // scale)), interpolation=cv2.INTER_AREA)
-    return Decoded(image=to_srgb(image, icc), scale=scale, header=header,
+    image = _hdr_bgr8(image, header, bits, nclx) if hdr else to_srgb(image, profile_for(icc, nclx))
+    return Decoded(image=image, scale=scale, header=header,
                    width=header.display_width, height=header.display_height)
+
+
+def _hdr_bgr8(image: np.ndarray, header: Header, bits: int, nclx: tuple) -> np.ndarray:
+    """PQ/HLG n-bit grey, BGR or BGRA -> 8-bit sRGB BGR (alpha composited over white)."""
+    if image.dtype not in (np.uint8, np.uint16) or image.ndim not in (2, 3) or (
+            image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise ImageRejected("unsupported_format", f"HDR {_NAMES[header.format]} with {image.dtype} "
+                                                  f"samples in shape {image.shape} is not supported", header)
+    if image.ndim == 2 or image.shape[2] == 1:
+        image = np.repeat(image.reshape(image.shape[:2] + (1,)), 3, axis=2)
+    out = hdr_to_srgb(image[..., :3], bits, nclx)
+    if image.shape[2] == 4:
+        alpha = image[..., 3]
+        alpha = to_8bit(alpha, bits) if alpha.dtype == np.uint16 else alpha
+        out = _over_white(np.dstack([out, alpha]))
+    return out
 
 
 def _one_line(e: Exception) -> str:
@@ -400,7 +432,7 @@ def _to_bgr8(image: np.ndarray, header: Header) -> np.ndarray:
     Deeper samples map to 8 bits one way for every format (to_8bit): n-bit
     code value v becomes round(v * 255 / (2**n - 1)), a linear rescale of code
     values (no tone mapping): 16-bit PNG/TIFF divide by 257, 10-bit HEIC/AVIF
-    by 1023/255.
+    by 1023/255. (HDR HEIC/AVIF never come here: see _hdr_bgr8.)
     """
     if image.dtype not in (np.uint8, np.uint16):
         raise ImageRejected("unsupported_format", f"{_NAMES[header.format]} with {image.dtype} "
@@ -434,6 +466,8 @@ def to_8bit(image: np.ndarray, bits: int) -> np.ndarray:
     The one mapping for every deeper-than-8-bit input (16-bit PNG/TIFF, 10/12-bit
     HEIC/AVIF): a linear rescale of code values, no tone mapping, so an image
     saved at two bit depths gives the same 8-bit pixels to within one level.
+    HDR HEIC/AVIF (nclx PQ or HLG) is the exception: its code values are
+    tone-mapped by transforms.colour.hdr_to_srgb instead.
     """
     bits = bits if 8 < bits <= 16 else 16
     return cv2.convertScaleAbs(image, alpha=255 / ((1 << bits) - 1))

@@ -82,8 +82,19 @@ def skin_mask(lab: np.ndarray) -> np.ndarray:
 
 
 def _median_u8(values: np.ndarray) -> float:
-    cdf = np.cumsum(np.bincount(values, minlength=256))
-    return float(np.searchsorted(cdf, (cdf[-1] + 1) // 2))
+    """Median of 8-bit levels, interpolated within the median's level.
+
+    Each level k stands for the values [k - 0.5, k + 0.5), spread evenly (the
+    median of grouped data). The plain median jumps a whole level (1 unit of
+    b*, 1-2 degrees of ITA) when a few pixels cross a level boundary, e.g.
+    after a colour conversion's or a re-encode's rounding; this one moves by
+    the share of pixels that crossed. A uniform patch still gives its level.
+    """
+    counts = np.bincount(values, minlength=256)
+    cdf = np.cumsum(counts)
+    half = cdf[-1] / 2
+    k = int(np.searchsorted(cdf, half))
+    return float(k - 0.5 + (half - (cdf[k] - counts[k])) / counts[k])
 
 
 def ita_degrees(L_star: float, b_star: float) -> float:
@@ -123,8 +134,8 @@ MIN_SKIN_FRACTION_FOR_TONE = 0.10
 def skin_tone(lab: np.ndarray, mask: np.ndarray) -> dict:
     """ITA, its class and the Monk estimate from the median skin colour.
 
-    lab is a lab8() image. The medians of L* and b* over the mask resist
-    lesions and specular highlights. With too little skin in the frame, all
+    lab is a lab8() image. The medians of L* and b* over the mask (interpolated
+    within a level, _median_u8) resist lesions and specular highlights. With too little skin in the frame, all
     values are None.
     """
     if mask.mean() < MIN_SKIN_FRACTION_FOR_TONE:
