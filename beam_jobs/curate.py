@@ -182,7 +182,7 @@ def _report_parts(rows, thumbnails, n: int) -> dict:
                                               want=beam.pvalue.AsSingleton(keeper_uris))
     shown = ((examples | "ExampleUris" >> beam.FlatMap(lambda kv: [r["uri"] for r in kv[1]]),
               duplicates | "DuplicateUris" >> beam.FlatMap(lambda kv: [r["uri"] for r in kv[1]]),
-              keepers | "KeeperUris2" >> beam.Map(lambda r: r["uri"]))
+              keepers | "KeeperRowUris" >> beam.Map(lambda r: r["uri"]))
              | "ShownUris" >> beam.Flatten()
              | "ShownUriSet" >> beam.combiners.ToSet())
     thumbs = thumbnails | "ShownThumbnails" >> beam.Filter(lambda kv, want: kv[0] in want,
