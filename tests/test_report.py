@@ -18,7 +18,7 @@ from beam_jobs.evaluate_curate import load_features
 from schemas.policy import load_policy
 from schemas.reasons import DUPLICATE_REASONS, INPUT_REASONS
 from transforms.duplicates import pair_distance
-from transforms.report import nice_ticks, render_report
+from transforms.report import fmt_value, nice_ticks, render_report
 from transforms.stats import wilson_interval
 from transforms.summary import HISTOGRAMS
 from transforms.verdict import explain, thresholds
@@ -93,6 +93,18 @@ def test_threshold_lines_follow_the_policy(curated):
     page = render_report(summary, tests=thresholds(policy))
     assert "blurry ≤ 0.21<" in page and "too_dark ≤ 0.07<" in page
     assert "blurry ≤ 0.165<" not in page
+
+
+def test_real_report_captions_give_the_deciding_value_against_the_policy(curated):
+    page = (curated / "report.html").read_text()
+    policy = load_policy(with_model=False)
+    for feature, sign, limit in [("sharpness", "≤", policy.blur_max_sharpness),
+                                 ("lum_p99", "≤", policy.dark_max_p99),
+                                 ("overexposed_fraction", "≥", policy.bright_min_overexposed),
+                                 ("entropy", "≤", policy.info_max_entropy)]:
+        values = re.findall(rf"<br>{feature} ([0-9.e-]+) {sign} {fmt_value(limit)}(?:<br>|</figcaption>)", page)
+        assert values and all(float(v) <= limit if sign == "≤" else float(v) >= limit for v in values), feature
+    assert re.search(r"pHash distance <b>\d+</b> bits?", page) and "byte-identical (exact)" in page
 
 
 # --- the real page in headless Chromium ---------------------------------------
