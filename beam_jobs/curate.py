@@ -20,15 +20,17 @@ from beam_jobs.cli import UsageError, execute, main, new_pipeline, runs_on_dataf
 from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_options
 from schemas import features as F
 from schemas.policy import load_policy
+from schemas.reasons import DUPLICATE_REASONS
 from transforms import run_lock
 from transforms.allowed_roots import AllowedRoots
 from transforms.analyze_step import AnalyzeImages
-from transforms.duplicates import ClusterDuplicates
+from transforms.duplicates import ClusterDuplicates, pair_distance
 from transforms.inputs import ReadImageRefs, decode_text, input_glob, parse_manifest, parse_scin_cases
 from transforms.read import read_bytes
-from transforms.report import render_report
+from transforms.report import example_entry, render_report
 from transforms.sharded_write import WriteSortedShards, jsonl_encoder, parquet_encoder, write_atomically
 from transforms.summary import SummarizeRows
+from transforms.verdict import thresholds
 
 MARKER = "_SUCCESS"
 LOCK = "_LOCK"  # OUT/_LOCK/<attempt>.json while a run writes OUT (transforms/run_lock.py)
@@ -117,7 +119,17 @@ def check_inputs_exist(options: CurateOptions) -> None:
                 raise UsageError(f"--{flag} {e}") from None
 
 
-def _finalize(_, output, summary, matched, examples, policy_version, written, me):
+def _report(doc, examples, duplicates, keepers, thumbs, tests) -> str:
+    """report.html from the summary and the rows picked for it (see build_pipeline)."""
+    keepers = {r["uri"]: r for r in keepers}
+    pairs = [{"kind": kind, "distance": pair_distance(r, keepers[r["duplicate_of"]]),
+              "keeper": example_entry(keepers[r["duplicate_of"]], tests), "duplicate": example_entry(r, tests)}
+             for kind in DUPLICATE_REASONS for r in duplicates.get(kind, []) if r["duplicate_of"] in keepers]
+    examples = {label: [example_entry(r, tests) for r in rows] for label, rows in examples.items()}
+    return render_report(doc, examples, thumbs, pairs, tests)
+
+
+def _finalize(_, output, summary, matched, policy_version, written, me, **report_parts):
     """Write summary.json and report.html, drop stale shards, then the marker;
     each step only while this run holds the lock (released by the next step)."""
     lock_dir = FileSystems.join(output, LOCK)
@@ -125,8 +137,7 @@ def _finalize(_, output, summary, matched, examples, policy_version, written, me
     run_lock.check(lock_dir, me, output)
     write_atomically(FileSystems.join(output, "summary.json"),
                      json.dumps(doc, indent=2, sort_keys=True).encode())
-    examples = {k: [(uri, jpeg) for _sha, uri, jpeg in v] for k, v in examples.items()}
-    write_atomically(FileSystems.join(output, "report.html"), render_report(doc, examples).encode())
+    write_atomically(FileSystems.join(output, "report.html"), _report(doc, **report_parts).encode())
     keep = set(written)
     run_lock.check(lock_dir, me, output)  # "stale" must never mean another live run's shards
     for sub in ("features", "dead_letters"):
@@ -145,6 +156,39 @@ def _clear_marker(path):
     if FileSystems.exists(path):
         FileSystems.delete([path])
     return path
+
+
+def _smallest(n):
+    # Smallest (sha256, uri) first: a deterministic pick, the same on a rerun.
+    return beam.combiners.Top.PerKey(n, key=lambda r: (r["sha256"], r["uri"]), reverse=True)
+
+
+def _report_parts(rows, thumbnails, n: int) -> dict:
+    """Side inputs of the report: up to n example rows per label (first reason,
+    or accepted), n duplicate rows per kind with their keepers, and the
+    thumbnails of just those images."""
+    examples = (rows
+                | "Decoded" >> beam.Filter(lambda r: bool(r.get("phash")))  # these have thumbnails
+                | "ByLabel" >> beam.Map(lambda r: (r["reasons"][0] if r["reasons"] else "accepted", r))
+                | "ExamplesPerLabel" >> _smallest(n))
+    duplicates = (rows
+                  | "Duplicates" >> beam.Filter(lambda r: bool(r.get("duplicate_of")))
+                  | "ByKind" >> beam.Map(lambda r: (next(k for k in DUPLICATE_REASONS if k in r["reasons"]), r))
+                  | "DuplicatesPerKind" >> _smallest(n))
+    keeper_uris = (duplicates
+                   | "KeeperUris" >> beam.FlatMap(lambda kv: [r["duplicate_of"] for r in kv[1]])
+                   | "KeeperUriSet" >> beam.combiners.ToSet())
+    keepers = rows | "Keepers" >> beam.Filter(lambda r, want: r["uri"] in want,
+                                              want=beam.pvalue.AsSingleton(keeper_uris))
+    shown = ((examples | "ExampleUris" >> beam.FlatMap(lambda kv: [r["uri"] for r in kv[1]]),
+              duplicates | "DuplicateUris" >> beam.FlatMap(lambda kv: [r["uri"] for r in kv[1]]),
+              keepers | "KeeperRowUris" >> beam.Map(lambda r: r["uri"]))
+             | "ShownUris" >> beam.Flatten()
+             | "ShownUriSet" >> beam.combiners.ToSet())
+    thumbs = thumbnails | "ShownThumbnails" >> beam.Filter(lambda kv, want: kv[0] in want,
+                                                           want=beam.pvalue.AsSingleton(shown))
+    return {"examples": beam.pvalue.AsDict(examples), "duplicates": beam.pvalue.AsDict(duplicates),
+            "keepers": beam.pvalue.AsList(keepers), "thumbs": beam.pvalue.AsDict(thumbs)}
 
 
 def build_pipeline(options: CurateOptions, policy, me: dict | None = None) -> beam.Pipeline:
@@ -176,16 +220,14 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None) -> be
 
     matched = refs | "CountMatched" >> beam.combiners.Count.Globally()
     summary = rows | "Summarize" >> beam.CombineGlobally(SummarizeRows())
-    examples = (analyzed.examples
-                | "SmallestShaPerReason" >> beam.combiners.Top.PerKey(
-                    o.examples_per_reason, key=lambda e: e[0], reverse=True))
+    report_parts = _report_parts(rows, analyzed.thumbnails, o.examples_per_reason)
     written = (features, dead) | "AllWrittenFiles" >> beam.Flatten()
     _ = (p
          | "FinalizeStart" >> beam.Create([None])
          | "Finalize" >> beam.Map(
              _finalize, output=out, policy_version=policy.version,
              summary=beam.pvalue.AsSingleton(summary), matched=beam.pvalue.AsSingleton(matched),
-             examples=beam.pvalue.AsDict(examples), written=beam.pvalue.AsList(written), me=me)
+             written=beam.pvalue.AsList(written), me=me, tests=thresholds(policy), **report_parts)
          | "ReleaseLock" >> beam.Map(lambda _doc: run_lock.release_own(FileSystems.join(out, LOCK), me)))
     return p
 

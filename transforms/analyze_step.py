@@ -3,7 +3,8 @@
 Reads each image once through transforms.read (which refuses, unread, URIs
 outside the allowed roots, special files and files over max_bytes), runs transforms.analyze.analyze_image,
 and emits one row per input whatever happens, plus report thumbnails on a
-side output. Input failures become rows with a reason, never exceptions.
+side output (the report picks the few it shows after duplicates are
+resolved). Input failures become rows with a reason, never exceptions.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from transforms.inputs import ImageRef
 from transforms.progress import ProgressLog
 from transforms.read import Missing, Refused, read_bytes
 
-EXAMPLES = "examples"
+THUMBNAILS = "thumbnails"
 
 
 class _AnalyzeDoFn(beam.DoFn):
@@ -38,8 +39,7 @@ class _AnalyzeDoFn(beam.DoFn):
         self.progress.tick(row["status"] == "rejected")
         yield row
         if thumb:
-            label = row["reasons"][0] if row["reasons"] else "accepted"
-            yield beam.pvalue.TaggedOutput(EXAMPLES, (label, (row["sha256"], row["uri"], thumb)))
+            yield beam.pvalue.TaggedOutput(THUMBNAILS, (row["uri"], thumb))
 
     def _read_and_analyze(self, uri: str, ids: dict, listed_size: int | None = None):
         """(row, thumbnail or None); input failures and bugs become rows too."""
@@ -64,7 +64,8 @@ class _AnalyzeDoFn(beam.DoFn):
 
 
 class AnalyzeImages(beam.PTransform):
-    """ImageRef -> feature row (main output) and (label, example) on `examples`."""
+    """ImageRef -> feature row (main output) and (uri, thumbnail JPEG) on
+    `thumbnails` for every decoded image."""
 
     def __init__(self, policy: QualityPolicy, thumbnail_px: int = 96, allowed: AllowedRoots | None = None):
         super().__init__()
@@ -73,4 +74,4 @@ class AnalyzeImages(beam.PTransform):
 
     def expand(self, refs):
         return refs | "Analyze" >> beam.ParDo(
-            _AnalyzeDoFn(self.policy, self.thumbnail_px, self.allowed)).with_outputs(EXAMPLES, main="rows")
+            _AnalyzeDoFn(self.policy, self.thumbnail_px, self.allowed)).with_outputs(THUMBNAILS, main="rows")

@@ -24,6 +24,7 @@ from apache_beam.metrics import Metrics
 
 from schemas.reasons import DUPLICATE_REASONS, ordered
 from transforms.near_dups import connected_components, lsh_keys, owner_pairs_in_bucket
+from transforms.phash import min_hamming
 
 
 def hash_is_reliable(row: dict, exact_only_for) -> bool:
@@ -73,6 +74,19 @@ def resolve_cluster(rows: list[dict]) -> list[dict]:
                        reasons=ordered(row["reasons"] + [kind]))
         out.append(row)
     return out
+
+
+def pair_distance(row: dict, keeper: dict):
+    """"exact" for byte-identical rows, else the smallest Hamming distance
+    between any of their pHashes (what near-duplicate matching compares);
+    None without hashes. Members joined through a chain of close pairs can
+    lie beyond the radius from their keeper."""
+    if row.get("sha256") and row.get("sha256") == keeper.get("sha256"):
+        return "exact"
+    if not (row.get("phash") and keeper.get("phash")):
+        return None
+    return min_hamming(*([int(h, 16) for h in [r["phash"], *(r.get("phash_centre") or [])]]
+                         for r in (row, keeper)))
 
 
 def _owner_pairs(entries, radius: int) -> list[tuple[str, str]]:

@@ -14,14 +14,19 @@ from schemas.reasons import DUPLICATE_REASONS, INPUT_REASONS, REASONS
 
 # feature -> (low, high, bins, transform). Values outside clamp to the ends.
 HISTOGRAMS = {
-    "brightness_mean": (0.0, 1.0, 20, None),
     "sharpness": (0.0, 0.5, 25, None),
-    "ita_deg": (-90.0, 90.0, 18, None),
+    "lum_p99": (0.0, 1.0, 20, None),
+    "overexposed_fraction": (0.0, 1.0, 20, None),
     "entropy": (0.0, 8.0, 16, None),
-    "skin_fraction": (0.0, 1.0, 10, None),
+    "skin_probability": (0.0, 1.0, 20, None),
+    "skin_fraction": (0.0, 1.0, 20, None),
+    "brightness_mean": (0.0, 1.0, 20, None),
+    "ita_deg": (-90.0, 90.0, 18, None),
     "underexposed_fraction": (0.0, 1.0, 10, None),
-    "overexposed_fraction": (0.0, 1.0, 10, None),
 }
+# Histogram series: a row rejected only as a duplicate has a keeper's
+# features, so it is counted apart rather than blur the rejected series.
+SERIES = ("accepted", "rejected", "duplicate")
 TONE_KEYS = ("ita_category", "monk_estimate", "monk_group")
 # Exposure shifts the tone estimate itself (an overexposed photo of anyone
 # reads as light skin), so its rejections are tallied apart from the others.
@@ -42,7 +47,7 @@ class Summary:
         self.reasons = Counter()
         self.formats = Counter()
         self.scales = Counter()
-        self.hist = {k: [0] * v[2] for k, v in HISTOGRAMS.items()}
+        self.hist = {k: {series: [0] * v[2] for series in SERIES} for k, v in HISTOGRAMS.items()}
         # tone key -> group -> [images, rejected, quality-rejected, exposure-rejected]
         self.tones = {k: {} for k in TONE_KEYS}
 
@@ -52,11 +57,12 @@ class Summary:
         self.formats[row.get("format") or "none"] += 1
         if row.get("decode_scale"):
             self.scales[str(row["decode_scale"])] += 1
-        for k, spec in HISTOGRAMS.items():
-            if row.get(k) is not None:
-                self.hist[k][_bin(row[k], *spec)] += 1
         quality = [r for r in row["reasons"]
                    if r not in DUPLICATE_REASONS and r not in INPUT_REASONS]
+        series = "accepted" if row["status"] == "accepted" else ("rejected" if quality else "duplicate")
+        for k, spec in HISTOGRAMS.items():
+            if row.get(k) is not None:
+                self.hist[k][series][_bin(row[k], *spec)] += 1
         exposure = any(r in EXPOSURE_REASONS for r in quality)
         for k in TONE_KEYS:
             if row.get(k) is not None:
@@ -70,8 +76,9 @@ class Summary:
     def merge(self, other: "Summary") -> "Summary":
         for name in ("status", "reasons", "formats", "scales"):
             getattr(self, name).update(getattr(other, name))
-        for k in self.hist:
-            self.hist[k] = [a + b for a, b in zip(self.hist[k], other.hist[k])]
+        for k, by_series in self.hist.items():
+            for series, counts in by_series.items():
+                by_series[series] = [a + b for a, b in zip(counts, other.hist[k][series])]
         for k in TONE_KEYS:
             for group, cell in other.tones[k].items():
                 mine = self.tones[k].setdefault(group, [0, 0, 0, 0])
@@ -101,7 +108,8 @@ class Summary:
             "reasons": {r: self.reasons[r] for r in REASONS if self.reasons[r]},
             "formats": dict(sorted(self.formats.items())),
             "decode_scales": dict(sorted(self.scales.items())),
-            "histograms": {k: {"low": s[0], "high": s[1], "transform": s[3], "counts": self.hist[k]}
+            "histograms": {k: {"low": s[0], "high": s[1], "transform": s[3],
+                               "counts": [sum(c) for c in zip(*self.hist[k].values())], **self.hist[k]}
                            for k, s in HISTOGRAMS.items()},
             "fairness": fairness,
         }
