@@ -69,17 +69,12 @@ class MakeTFRecordsOptions(SharedOptions, LockOptions):
         parser.add_argument("--min_label_weight", type=float, default=0.0, help="Minimum weight of the top weighted_skin_condition_label.")
         parser.add_argument("--keep_unlabeled", action="store_true", default=False, help="Write unlabeled images to an 'unlabeled' split.")
         parser.add_argument("--target_shard_mb", type=float, default=150.0, help="Target TFRecord shard size in MB (at least one shard per split).")
-        parser.add_argument("--compression", default=None, choices=["gzip", "none"],
-                            help="TFRecord compression (default gzip; with --tfds none, as TFDS reads no GZIP records).")
+        parser.add_argument("--compression", default="gzip", choices=["gzip", "none"],
+                            help="TFRecord compression (none for --tfds: TFDS reads no GZIP records).")
         parser.add_argument("--tfds", action="store_true", default=False,
-                            help="Also make the output a TFDS dataset: records (uncompressed) and TFDS metadata "
-                                 "in OUTPUT/tfds/, loaded with tfds.builder_from_directory(OUTPUT/tfds); "
-                                 "dataset_info.json lists the same shards.")
-
-
-def record_compression(o: MakeTFRecordsOptions) -> str:
-    """--compression as given, else gzip, or none with --tfds."""
-    return o.compression or ("none" if o.tfds else "gzip")
+                            help="Also make the output a TFDS dataset: the records and TFDS metadata in "
+                                 "OUTPUT/tfds/, loaded with tfds.builder_from_directory(OUTPUT/tfds); "
+                                 "dataset_info.json lists the same shards. Needs --compression none.")
 
 
 def validate(o: MakeTFRecordsOptions) -> dict:
@@ -101,9 +96,8 @@ def validate(o: MakeTFRecordsOptions) -> dict:
         raise UsageError(f"--jpeg_quality {o.jpeg_quality} must be in 1..100")
     if o.min_class_count < 1 or o.target_shard_mb <= 0:
         raise UsageError("--min_class_count and --target_shard_mb must be positive")
-    if o.tfds and o.compression == "gzip":
-        raise UsageError("--tfds writes uncompressed records (TFDS reads no GZIP TFRecords): "
-                         "leave out --compression gzip")
+    if o.tfds and o.compression != "none":
+        raise UsageError(f"--tfds needs --compression none (TFDS reads no {o.compression} TFRecords)")
     try:
         return parse_fractions(o.split_fractions)
     except ValueError as e:
@@ -390,14 +384,14 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
                 FileSystems.join(out, tft.TFTransformOutput.RAW_METADATA_DIR), p))
         published = (published, raw_written) | "AllMetadata" >> beam.Flatten()
 
-    compression = record_compression(o)
-    records_dir, tfds_name = (FileSystems.join(out, E.TFDS_DIR), E.TFDS_NAME) if o.tfds else (out, None)
+    records_dir, tfds_name, in_dir = ((FileSystems.join(out, E.TFDS_DIR), E.TFDS_NAME, f"{E.TFDS_DIR}/")
+                                      if o.tfds else (out, None, ""))
     shards = (transformed
               | "AllSplits" >> beam.Flatten()
               | "WriteTFRecords" >> WriteTFRecordShards(records_dir, int(o.target_shard_mb * 1e6),
-                                                        compression == "gzip", tfds_name))
-    if o.tfds:  # dataset_info.json names each shard relative to OUT
-        shards = shards | "InTfdsDir" >> beam.Map(lambda w: (*w[:4], f"{E.TFDS_DIR}/{w[4]}"))
+                                                        o.compression == "gzip", tfds_name)
+              # dataset_info.json names each shard by its path under OUT
+              | "PathUnderOutput" >> beam.Map(lambda w: (*w[:4], in_dir + w[4])))
     dead = ((labels[DEAD], joined[DEAD], kept[DEAD], examples[DEAD])
             | "AllDeadLetters" >> beam.Flatten())
     dead_written = dead | "WriteDeadLetters" >> WriteSortedShards(
@@ -414,7 +408,7 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
     _ = (p
          | "FinalizeStart" >> beam.Create([None])
          | "Finalize" >> beam.Map(
-             _finalize, output=out, compression=compression, min_count=o.min_class_count,
+             _finalize, output=out, compression=o.compression, min_count=o.min_class_count,
              rare_policy=o.rare_classes, sources=_versions(o),
              class_counts=beam.pvalue.AsSingleton(class_counts),
              cells=beam.pvalue.AsSingleton(cells), shards=beam.pvalue.AsList(shards),
