@@ -147,3 +147,22 @@ def test_label_names_tfds_cannot_keep_become_numbered_classes():
     for bad in ([" padded", "b"], ["", "b"], ["two\nlines", "b"]):
         label = E.tfds_features(SIZE, bad)["label_id"]
         assert label.num_classes == 2 and label.names == ["0", "1"], bad
+
+
+def test_a_split_with_no_examples_is_left_out_of_the_tfds_splits(tmp_path):
+    """TFDS cannot read a split of 0 examples (it takes 0 for unknown); left
+    out, asking for it names the splits there are."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+    from transforms.example_step import to_example
+    from transforms.tfds_metadata import tfds_shard_name, write_tfds_metadata
+    with tf.io.TFRecordWriter(str(tmp_path / tfds_shard_name("d", "train", 0, 1))) as w:
+        w.write(to_example({"uri": "a"}))
+    (tmp_path / tfds_shard_name("d", "test", 0, 1)).write_bytes(b"")
+    write_tfds_metadata(str(tmp_path), "d", "1.0.0", tfds.features.FeaturesDict({"uri": tfds.features.Text()}),
+                        {"train": [1], "test": [0]}, "one example")
+    builder = tfds.builder_from_directory(str(tmp_path))
+    assert set(builder.info.splits) == {"train"}
+    assert [ex["uri"].numpy() for ex in builder.as_dataset(split="train")] == [b"a"]
+    with pytest.raises(ValueError, match="Unknown split"):
+        builder.as_dataset(split="test")

@@ -30,13 +30,16 @@ def write_tfds_metadata(directory: str, dataset: str, version: str, features, sh
 
     shard_lengths: {split: [examples in shard 0, 1, ...]}; the shards must be
     named tfds_shard_name(dataset, split, i, n) and exist (their sizes go into
-    the split info).
+    the split info). A split with no examples is left out: TFDS takes 0 for
+    "unknown" and fails to read it, where an absent split is a clear error.
     """
     import tensorflow_datasets as tfds
     sizes = {m.path.rsplit("/", 1)[-1]: m.size_in_bytes for m in
              FileSystems.match([FileSystems.join(directory, f"{dataset}-*.{FILE_FORMAT}-*")])[0].metadata_list}
     splits = []
     for split, lengths in sorted(shard_lengths.items()):
+        if not sum(lengths):
+            continue
         names = [tfds_shard_name(dataset, split, i, len(lengths)) for i in range(len(lengths))]
         missing = [n for n in names if n not in sizes]
         if missing:
