@@ -21,6 +21,9 @@ INSTALL_REQUIRES = [
     # libheif with the HEVC decoder, as manylinux wheels: HEIC/HEIF uploads
     # (iPhones); OpenCV wheels have no HEIC codec. AVIF stays with OpenCV.
     "pillow-heif>=1.8,<2",
+    # make_tfrecords --tfds writes TFDS's metadata with TFDS's own classes (on
+    # the worker that finalizes), so tfds.builder_from_directory reads it.
+    "tensorflow-datasets>=4.9.10,<4.10",
 ]
 
 EXTRAS_REQUIRE = {

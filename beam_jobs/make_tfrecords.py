@@ -8,9 +8,11 @@
       -> tf.Transform        analyze on train only, transform every split
       -> {split}-SSSSS-of-NNNNN.tfrecord[.gz], transform_fn/, transformed_metadata/,
          metadata/ (the raw schema, for TFTransformOutput), dataset_info.json, dead_letters/, _SUCCESS
+      (--tfds: the records in tfds/ as TFDS names them, uncompressed, with TFDS's
+       dataset_info.json and features.json, for tfds.builder_from_directory(OUT/tfds))
 
 Run: python -m beam_jobs.make_tfrecords --curated CURATE_OUT --scin_cases C --scin_labels L
-         --image_root ROOT --output DIR [--image_size 224]
+         --image_root ROOT --output DIR [--image_size 224] [--tfds]
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from transforms.labels import BadLabelRow, plain_record
 from transforms.sharded_write import WriteSortedShards, jsonl_encoder, write_atomically
 from transforms.split_step import UNLABELED, AssignSplits
 from transforms.splits import SPLITS, parse_fractions
+from transforms.tfds_metadata import write_tfds_metadata
 from transforms.tfrecords import WriteTFRecordShards
 
 MARKER = "_SUCCESS"
@@ -66,7 +69,12 @@ class MakeTFRecordsOptions(SharedOptions, LockOptions):
         parser.add_argument("--min_label_weight", type=float, default=0.0, help="Minimum weight of the top weighted_skin_condition_label.")
         parser.add_argument("--keep_unlabeled", action="store_true", default=False, help="Write unlabeled images to an 'unlabeled' split.")
         parser.add_argument("--target_shard_mb", type=float, default=150.0, help="Target TFRecord shard size in MB (at least one shard per split).")
-        parser.add_argument("--compression", default="gzip", choices=["gzip", "none"], help="TFRecord compression.")
+        parser.add_argument("--compression", default="gzip", choices=["gzip", "none"],
+                            help="TFRecord compression (none for --tfds: TFDS reads no GZIP records).")
+        parser.add_argument("--tfds", action="store_true", default=False,
+                            help="Also make the output a TFDS dataset: the records and TFDS metadata in "
+                                 "OUTPUT/tfds/, loaded with tfds.builder_from_directory(OUTPUT/tfds); "
+                                 "dataset_info.json lists the same shards. Needs --compression none.")
 
 
 def validate(o: MakeTFRecordsOptions) -> dict:
@@ -88,6 +96,8 @@ def validate(o: MakeTFRecordsOptions) -> dict:
         raise UsageError(f"--jpeg_quality {o.jpeg_quality} must be in 1..100")
     if o.min_class_count < 1 or o.target_shard_mb <= 0:
         raise UsageError("--min_class_count and --target_shard_mb must be positive")
+    if o.tfds and o.compression != "none":
+        raise UsageError(f"--tfds needs --compression none (TFDS reads no {o.compression} TFRecords)")
     try:
         return parse_fractions(o.split_fractions)
     except ValueError as e:
@@ -201,12 +211,26 @@ def _require_training_examples(output, cells, dead_counts) -> None:
                     f"dead letters: {dead}): too few labelled groups for --split_fractions")
 
 
+def _write_tfds(output, image_size, vocab, splits) -> dict:
+    """TFDS's metadata for the shards in OUT/tfds/ (--tfds); returns where it is."""
+    directory = FileSystems.join(output, E.TFDS_DIR)
+    write_tfds_metadata(
+        directory, E.TFDS_NAME, E.TFDS_VERSION, E.tfds_features(image_size, vocab),
+        {s: [sh["examples"] for sh in sorted(v["shards"], key=lambda sh: sh["index"])] for s, v in splits.items()},
+        description="Dermatology photos written by make_tfrecords: tf.Transform's output. label_id is the "
+                    "train label vocabulary's index (-1: a label not seen in train), *_id categorical ids "
+                    "(-1: unseen), *_z z-scores with train statistics; the transform_fn is in the parent "
+                    "folder, with its dataset_info.json (class weights, counts by Monk group).",
+        supervised_keys=("image", "label_id"))
+    return {"dir": E.TFDS_DIR, "name": E.TFDS_NAME, "version": E.TFDS_VERSION}
+
+
 def _finalize(_, output, compression, class_counts, min_count, rare_policy, cells, shards,
-              dead_counts, sources, published, me=None, dead_written=()):
-    """dataset_info.json (counts, shards, vocab, class weights), stale shards
-    of earlier runs dropped, then the marker; each step only while this run
-    holds the lock (released by the next step). No examples to train on:
-    JobFailed, and no marker."""
+              dead_counts, sources, published, me=None, dead_written=(), tfds=False, image_size=None):
+    """dataset_info.json (counts, shards, vocab, class weights) and, with
+    --tfds, TFDS's metadata, stale shards of earlier runs dropped, then the
+    marker; each step only while this run holds the lock (released by the
+    next step). No examples to train on: JobFailed, and no marker."""
     import tensorflow_transform as tft
     lock_dir = FileSystems.join(output, LOCK)
     if me is not None:
@@ -243,6 +267,7 @@ def _finalize(_, output, compression, class_counts, min_count, rare_policy, cell
                                                    for c, g in sorted(v["by_class_and_monk_group"].items())}}
                    for s, v in splits.items()},
         "sources": sources,
+        "tfds": _write_tfds(output, image_size, vocab, splits) if tfds else None,
     }
     write_atomically(FileSystems.join(output, "dataset_info.json"),
                      json.dumps(info, indent=2, sort_keys=True).encode())
@@ -251,17 +276,22 @@ def _finalize(_, output, compression, class_counts, min_count, rare_policy, cell
         FileSystems.delete([tmp])  # tf.Transform's scratch space
     if me is not None:
         run_lock.check(lock_dir, me, output)
-        _drop_stale_shards(output, {name for *_x, name in shards}, set(dead_written))
+        _drop_stale_shards(output, {name for *_x, name in shards}, set(dead_written), tfds)
     write_atomically(FileSystems.join(output, MARKER),
                      json.dumps({s: v["examples"] for s, v in info["splits"].items()}, sort_keys=True).encode())
     return info
 
 
-def _drop_stale_shards(output, records, dead):
+def _drop_stale_shards(output, records, dead, tfds=False):
     """Delete record and dead-letter shards this run did not write (an earlier
-    run's other shard counts), so the output holds one run's files only."""
+    run's other shard counts, or the other layout of --tfds), so the output
+    holds one run's files only. records are paths relative to output. A run
+    without --tfds also drops an earlier run's TFDS metadata."""
     top = FileSystems.match([FileSystems.join(output, "*.tfrecord*")])[0].metadata_list
     stale = [m.path for m in top if m.path.rsplit("/", 1)[-1] not in records]
+    in_tfds = FileSystems.match([FileSystems.join(output, E.TFDS_DIR, "*")])[0].metadata_list
+    stale += [m.path for m in in_tfds if not tfds or (
+        ".tfrecord" in m.path and f"{E.TFDS_DIR}/{m.path.rsplit('/', 1)[-1]}" not in records)]
     stale += [m.path for m in FileSystems.match([FileSystems.join(output, "dead_letters", "*")])[0].metadata_list
               if m.path not in dead]
     if stale:
@@ -354,9 +384,14 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
                 FileSystems.join(out, tft.TFTransformOutput.RAW_METADATA_DIR), p))
         published = (published, raw_written) | "AllMetadata" >> beam.Flatten()
 
+    records_dir, tfds_name, in_dir = ((FileSystems.join(out, E.TFDS_DIR), E.TFDS_NAME, f"{E.TFDS_DIR}/")
+                                      if o.tfds else (out, None, ""))
     shards = (transformed
               | "AllSplits" >> beam.Flatten()
-              | "WriteTFRecords" >> WriteTFRecordShards(out, int(o.target_shard_mb * 1e6), o.compression == "gzip"))
+              | "WriteTFRecords" >> WriteTFRecordShards(records_dir, int(o.target_shard_mb * 1e6),
+                                                        o.compression == "gzip", tfds_name)
+              # dataset_info.json names each shard by its path under OUT
+              | "PathUnderOutput" >> beam.Map(lambda w: (*w[:4], in_dir + w[4])))
     dead = ((labels[DEAD], joined[DEAD], kept[DEAD], examples[DEAD])
             | "AllDeadLetters" >> beam.Flatten())
     dead_written = dead | "WriteDeadLetters" >> WriteSortedShards(
@@ -378,7 +413,7 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
              class_counts=beam.pvalue.AsSingleton(class_counts),
              cells=beam.pvalue.AsSingleton(cells), shards=beam.pvalue.AsList(shards),
              dead_counts=beam.pvalue.AsSingleton(dead_counts), published=beam.pvalue.AsList(published),
-             me=me, dead_written=beam.pvalue.AsList(dead_written))
+             me=me, dead_written=beam.pvalue.AsList(dead_written), tfds=o.tfds, image_size=o.image_size)
          | "ReleaseLock" >> beam.Map(lambda _info: run_lock.release_own(FileSystems.join(out, LOCK), me)))
     return p
 
@@ -391,8 +426,10 @@ def run(argv=None):
     if not runs_on_dataflow(options):
         check_inputs(options)
     me = run_lock.new_lock_info("make_tfrecords", options.run_id)
-    return execute(build_pipeline(options, fractions, me), options,
-                   f"make_tfrecords: done. {FileSystems.join(options.output, 'dataset_info.json')}",
+    done = f"make_tfrecords: done. {FileSystems.join(options.output, 'dataset_info.json')}"
+    if options.tfds:
+        done += f"; TFDS: tfds.builder_from_directory({FileSystems.join(options.output, E.TFDS_DIR)!r})"
+    return execute(build_pipeline(options, fractions, me), options, done,
                    on_failure=lambda: run_lock.release_quietly(FileSystems.join(options.output, LOCK), me))
 
 

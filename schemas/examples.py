@@ -3,7 +3,8 @@
 RAW_FEATURE_SPEC is what make_tfrecords feeds tf.Transform; the TFRecords on
 disk hold the transformed features (TRANSFORMED_FEATURE_SPEC, also saved by
 tf.Transform as transformed_metadata/ beside the data). read_split() is the
-one way a trainer or test reads a split back.
+one way a trainer or test reads a split back. tfds_features() types the same
+records as TFDS features, for make_tfrecords --tfds (tfds.builder_from_directory).
 """
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ PASSTHROUGH_STR = ("key", "image", "label", "split", "case_id", "group_id", "uri
 PASSTHROUGH_INT = ("monk_us", "monk_india")
 LABEL_VOCAB = "label"
 UNKNOWN_ID = -1  # label/categorical value not in the train vocabulary
+# make_tfrecords --tfds: records and TFDS metadata in OUT/TFDS_DIR/, shards
+# named as TFDS names them ({TFDS_NAME}-{split}.tfrecord-SSSSS-of-NNNNN).
+TFDS_NAME = "skin_images"
+TFDS_DIR = "tfds"
+TFDS_VERSION = "1.0.0"
 
 
 def raw_feature_spec() -> dict:
@@ -41,6 +47,36 @@ def transformed_feature_spec() -> dict:
     spec.update({f"{k}_z": tf.io.FixedLenFeature([], tf.float32) for k in NUMERIC})
     spec["body_parts"] = tf.io.FixedLenFeature([len(BODY_PARTS)], tf.float32)
     return spec
+
+
+def _tfds_safe_names(names) -> bool:
+    """TFDS keeps ClassLabel names in a text file it reads back stripped, one a
+    line, dropping empty lines: only names that survive that can be given."""
+    names = list(names)
+    return all(n and n == n.strip() and "\n" not in n for n in names) and len(set(names)) == len(names)
+
+
+def tfds_features(image_size: int, label_names) -> "tfds.features.FeaturesDict":
+    """TRANSFORMED_FEATURE_SPEC as TFDS features: `image` a JPEG Image of
+    image_size x image_size x 3, `label_id` a ClassLabel named by the train
+    vocabulary (-1, TFDS's "no label", when the label was not seen in train),
+    strings Text, numbers Tensors of the spec's dtype and shape."""
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+    features = {}
+    for name, spec in transformed_feature_spec().items():
+        if name == "image":
+            features[name] = tfds.features.Image(shape=(image_size, image_size, 3), encoding_format="jpeg")
+        elif name == "label_id":
+            names = list(label_names)
+            features[name] = (tfds.features.ClassLabel(names=names) if _tfds_safe_names(names)
+                              else tfds.features.ClassLabel(num_classes=len(names)))
+        elif spec.dtype == tf.string:
+            features[name] = tfds.features.Text()
+        else:
+            features[name] = tfds.features.Tensor(shape=tuple(spec.shape), dtype=np.dtype(spec.dtype.as_numpy_dtype))
+    return tfds.features.FeaturesDict(features)
 
 
 def dataset_info(dataset_dir: str) -> dict:

@@ -115,7 +115,7 @@ def default_value(action) -> str | None:
     return None if action.default is None else str(action.default)
 
 
-LABEL_WORDS = {"uri": "URI", "jpeg": "JPEG", "mb": "MB", "scin": "SCIN", "csv": "CSV", "k": "k"}
+LABEL_WORDS = {"uri": "URI", "jpeg": "JPEG", "mb": "MB", "scin": "SCIN", "csv": "CSV", "k": "k", "tfds": "TFDS"}
 
 
 @dataclass(frozen=True)
