@@ -551,6 +551,14 @@ def test_airflow_dag_runs_curate_then_score_for_the_logical_date():
     tree = ast.parse((TEMPLATES / "airflow_nightly_dag.py").read_text())
     imports = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
     assert ("airflow.providers.google.cloud.operators.dataflow", "DataflowStartFlexTemplateOperator") in imports
+    # A data-interval timetable: ds is the day that just ended on Airflow 2 and
+    # 3 (a bare cron string is a trigger timetable on 3; test_airflow_dag.py
+    # checks the rendered run in real Airflow).
+    assert {("airflow.sdk", "CronDataIntervalTimetable"),
+            ("airflow.timetables.interval", "CronDataIntervalTimetable")} <= imports
+    dag_call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "DAG")
+    schedule = {k.arg: k.value for k in dag_call.keywords}["schedule"]
+    assert ast.unparse(schedule) == "CronDataIntervalTimetable('0 2 * * *', timezone='UTC')"
     tasks = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) \
