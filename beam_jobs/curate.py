@@ -152,12 +152,6 @@ def _finalize(_, output, summary, matched, policy_version, written, me, **report
     return doc
 
 
-def _clear_marker(path):
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    return path
-
-
 def _smallest(n):
     # Smallest (sha256, uri) first: a deterministic pick, the same on a rerun.
     return beam.combiners.Top.PerKey(n, key=lambda r: (r["sha256"], r["uri"]), reverse=True)
@@ -198,11 +192,7 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None) -> be
     out = o.output
     me, lock = me or run_lock.new_lock_info("curate", o.run_id), lock_options(o)
     p = new_pipeline(options)
-    started = (p
-               | "Start" >> beam.Create([FileSystems.join(out, MARKER)])
-               | "AcquireLock" >> beam.Map(
-                   lambda marker: (run_lock.acquire(FileSystems.join(out, LOCK), me, out, **lock), marker)[1])
-               | "ClearMarker" >> beam.Map(_clear_marker))
+    started = p | "LockOutput" >> run_lock.LockOutput(out, me, lock, MARKER, LOCK)
 
     refs = p | "ReadImageRefs" >> ReadImageRefs(o.input, o.manifest, o.scin_cases, o.image_root)
     analyzed = refs | "AnalyzeImages" >> AnalyzeImages(policy, allowed=allowed_roots(o))

@@ -157,12 +157,6 @@ def _finalize(rows, output, settings, models, expected, me=None, _locked=None):
     return metrics["verdict"]
 
 
-def _clear_marker(path):
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    return path
-
-
 def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: dict, models: dict,
                    me: dict | None = None) -> beam.Pipeline:
     """The evaluate pipeline, constructed but not run. `models` maps a role
@@ -184,11 +178,7 @@ def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: d
     compression = CompressionTypes.GZIP if info.get("compression") == "gzip" else CompressionTypes.UNCOMPRESSED
 
     p = new_pipeline(o)
-    locked = (p
-              | "Start" >> beam.Create([FileSystems.join(out, MARKER)])
-              | "AcquireLock" >> beam.Map(
-                  lambda marker: (run_lock.acquire(FileSystems.join(out, LOCK), me, out, **lock), marker)[1])
-              | "ClearMarker" >> beam.Map(_clear_marker))
+    locked = p | "LockOutput" >> run_lock.LockOutput(out, me, lock, MARKER, LOCK)
     prepared = (p
                 | "Shards" >> beam.Create(shards)
                 | "ReadExamples" >> ReadAllFromTFRecord(compression_type=compression)

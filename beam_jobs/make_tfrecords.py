@@ -298,12 +298,6 @@ def _drop_stale_shards(output, records, dead, tfds=False):
         FileSystems.delete(stale)
 
 
-def _clear_marker(path):
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    return path
-
-
 def _versions(o) -> dict:
     import apache_beam
     import tensorflow_transform
@@ -328,11 +322,7 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
     policy = load_policy(with_model=False)
     me, lock = me or run_lock.new_lock_info("make_tfrecords", o.run_id), lock_options(o)
     p = new_pipeline(o)
-    locked = (p
-              | "Start" >> beam.Create([FileSystems.join(out, MARKER)])
-              | "AcquireLock" >> beam.Map(
-                  lambda marker: (run_lock.acquire(FileSystems.join(out, LOCK), me, out, **lock), marker)[1])
-              | "ClearMarker" >> beam.Map(_clear_marker))
+    locked = p | "LockOutput" >> run_lock.LockOutput(out, me, lock, MARKER, LOCK)
     # Every record, the transform_fn and tf.Transform's scratch files derive
     # from the curated rows, so holding them back until the lock is taken
     # orders all those writes after it.

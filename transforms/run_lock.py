@@ -42,6 +42,7 @@ import socket
 import time
 import uuid
 
+import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli import Refused
@@ -192,3 +193,30 @@ def release_quietly(lock_dir: str, me: dict) -> bool:
         return release_own(lock_dir, me)
     except Exception:
         return False
+
+
+class LockOutput(beam.PTransform):
+    """Takes the output's lock (OUT/_LOCK, see acquire), then deletes OUT/_SUCCESS.
+
+    Yields one element once both are done, the marker's path. Every write of a
+    job waits for it as a side input, so nothing is written before the lock is
+    held and an old output stops reading as complete before any of it changes.
+    """
+
+    def __init__(self, out: str, me: dict, lock_options: dict, marker: str = "_SUCCESS", lock: str = "_LOCK"):
+        super().__init__()
+        self.out, self.me, self.lock_options = out, me, lock_options
+        self.marker_path, self.lock_dir = FileSystems.join(out, marker), FileSystems.join(out, lock)
+
+    def expand(self, pbegin):
+        lock_dir, me, out, options = self.lock_dir, self.me, self.out, self.lock_options
+        return (pbegin
+                | "Start" >> beam.Create([self.marker_path])
+                | "AcquireLock" >> beam.Map(lambda marker: (acquire(lock_dir, me, out, **options), marker)[1])
+                | "ClearMarker" >> beam.Map(_clear_marker))
+
+
+def _clear_marker(path: str) -> str:
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    return path
