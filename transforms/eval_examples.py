@@ -118,7 +118,8 @@ def parse_example(serialized: bytes) -> dict:
     f = tf.train.Example.FromString(serialized).features.feature
     ints = ("label_id", "monk_us", "monk_india", "fitzpatrick_derm_id", "fitzpatrick_self_id", "shot_type_id")
     out = {k: int(f[k].int64_list.value[0]) for k in ints}
-    out.update(key=f["key"].bytes_list.value[0].decode(), image=f["image"].bytes_list.value[0],
+    out.update(key=f["key"].bytes_list.value[0].decode(), uri=f["uri"].bytes_list.value[0].decode(),
+               image=f["image"].bytes_list.value[0],
                ita_deg_z=float(f["ita_deg_z"].float_list.value[0]),
                body_parts=list(f["body_parts"].float_list.value))
     return out
