@@ -80,9 +80,11 @@ def test_slices_carry_n_intervals_sources_and_small_flags(single):
     by = {(s["family"], s["value"]): s for s in doc["slices"]}
     n = doc["examples"]["evaluated"]
     assert by[("all", "all")]["n"] == n
-    for family in ("monk_group", "fitzpatrick", "shot_type"):  # one value per example
+    for family in ("monk_group", "fitzpatrick", "lighting", "shot_type"):  # one value per example
         assert sum(s["n"] for (f, _v), s in by.items() if f == family) == n, family
     assert sum(s["n"] for (f, _v), s in by.items() if f == "body_part") >= n  # several parts per case
+    assert {v for f, v in by if f == "lighting"} <= {"well_lit", "poor_lighting", X.UNKNOWN}
+    assert ("lighting", "well_lit") in by
     monk = [s for s in doc["slices"] if s["family"] == "monk_group"]
     assert {s["value"] for s in monk} <= {"light", "medium", "dark"} and len(monk) >= 2
     for s in monk:
@@ -180,6 +182,7 @@ def test_curate_estimate_stands_in_for_missing_monk_labels(tfrecords64, curated)
                  "body_parts": [0.0] * 12}
         slices = X.slices_of(plain, context)
         assert ("monk_group", row["monk_group"], X.CURATE_ESTIMATE) in slices
+        assert ("lighting", X.UNKNOWN, None) in slices  # records without lighting_id
         assert ("fitzpatrick", X.UNKNOWN, None) in slices and ("shot_type", X.NOT_IN_TRAIN, None) in slices
         checked += 1
     assert checked == 20

@@ -17,7 +17,7 @@ from transforms.eval_examples import FAMILIES
 
 ROLE_NAMES = {"a": "model", "b": "compare"}
 # Order of values within a family in the report (others follow alphabetically).
-VALUE_ORDER = {"monk_group": ("light", "medium", "dark")}
+VALUE_ORDER = {"monk_group": ("light", "medium", "dark"), "lighting": ("well_lit", "poor_lighting")}
 
 
 def _value_key(family: str, value: str):
