@@ -86,16 +86,18 @@ def validate(o: EvaluateOptions) -> None:
             raise UsageError(f"--{name} must be positive")
     if o.min_batch_size > o.max_batch_size:
         raise UsageError("--min_batch_size exceeds --max_batch_size")
-    serving = ("allowed_roots", "image_root", "crop_fraction", "jpeg_quality")
+    # --allowed_roots is read through allowed_roots(), as in the other jobs
+    # (no template exposes it); --image_root is the template's way in.
+    serving = {"allowed_roots": getattr(o, "allowed_roots"), "image_root": o.image_root,
+               "crop_fraction": o.crop_fraction, "jpeg_quality": o.jpeg_quality}
     if not o.from_images:
-        given = [f"--{n}" for n in serving if getattr(o, n) is not None]
+        given = [f"--{n}" for n, v in serving.items() if v is not None]
         if given:
             raise UsageError(f"{', '.join(given)} only apply with --from_images")
         return
-    if not (o.allowed_roots or o.image_root):
+    if not allowed_roots(o).roots:  # a bad --allowed_roots fails here too, before any work
         raise UsageError("--from_images reads the images the records name: give --allowed_roots "
                          "(or --image_root) bounding where they may be read")
-    allowed_roots(o)  # a bad --allowed_roots fails here, before any work
     if o.crop_fraction is not None and not 0.1 <= o.crop_fraction <= 1.0:
         raise UsageError(f"--crop_fraction {o.crop_fraction} must be in [0.1, 1]")
     if o.jpeg_quality is not None and not 1 <= o.jpeg_quality <= 100:
@@ -175,7 +177,7 @@ class _Prepare(beam.DoFn):
         from schemas.policy import load_policy
         from transforms import eval_examples
         self.ex = eval_examples
-        self.policy = load_policy(with_model=False) if self.serving else None
+        self.quality_policy = load_policy(with_model=False) if self.serving else None
 
     def process(self, serialized):
         f = self.ex.parse_example(serialized)
@@ -197,8 +199,8 @@ class _Prepare(beam.DoFn):
         from transforms.read import Missing, Refused, read_bytes
         from transforms.score_prep import prepare
         try:
-            data, _retries = read_bytes(uri, allowed=self.allowed, max_bytes=self.policy.max_bytes)
-            _reasons, served = prepare(data, self.policy, gate=False, **self.serving)
+            data, _retries = read_bytes(uri, allowed=self.allowed, max_bytes=self.quality_policy.max_bytes)
+            _reasons, served = prepare(data, self.quality_policy, gate=False, **self.serving)
         except (Refused, Missing, ImageRejected, OSError) as e:
             # Every example must be measured, or the figures are of another set.
             raise JobFailed(f"--from_images: cannot prepare {uri}: {type(e).__name__}: {e}") from None
