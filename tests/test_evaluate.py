@@ -84,7 +84,7 @@ def test_slices_carry_n_intervals_sources_and_small_flags(single):
         assert sum(s["n"] for (f, _v), s in by.items() if f == family) == n, family
     assert sum(s["n"] for (f, _v), s in by.items() if f == "body_part") >= n  # several parts per case
     assert {v for f, v in by if f == "lighting"} <= {"well_lit", "poor_lighting", X.UNKNOWN}
-    assert ("lighting", "well_lit") in by
+    assert ("lighting", "well_lit") in by and ("lighting", "poor_lighting") in by  # seeded set: 3 of 25 dim
     monk = [s for s in doc["slices"] if s["family"] == "monk_group"]
     assert {s["value"] for s in monk} <= {"light", "medium", "dark"} and len(monk) >= 2
     for s in monk:
