@@ -50,3 +50,13 @@ def test_the_tfrecords_carry_the_label_of_curates_features(tfrecords64, curated)
     assert set(seen) == {0, 1}  # the sample set has dim photos curate keeps
     info = json.loads((tfrecords64 / "dataset_info.json").read_text())
     assert info["sources"]["lighting"] == T
+
+
+def test_the_readme_states_each_rule_and_threshold():
+    import pathlib
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = {"dim": f"`lum_p99` < {T['max_lum_p99']:.2f}",
+            "clipped_highlights": f"`overexposed_fraction` >= {T['min_overexposed_fraction']:.2f}",
+            "crushed_shadows": f"`underexposed_fraction` >= {T['min_underexposed_fraction']:.2f}"}
+    for rule, threshold in rows.items():
+        assert f"| `{rule}` | {threshold} |" in readme, rule
