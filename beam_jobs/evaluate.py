@@ -5,14 +5,18 @@
       -> Prepare            key, label id, slices (Monk group, Fitzpatrick, body
                             part, shot type), the stored JPEG decoded by the
                             trainer's own op: exactly the training-time array
-      -> RunInference       batched, per model (--model_uri, --compare_model_uri)
+                            (--from_images: the source image the record names,
+                            read and prepared by score's own code, and its
+                            difference from the stored array)
+      -> RunInference       batched, per model (--model_uri, --compare_model_uri;
+                            --from_images: the model also on the stored arrays)
       -> Evaluate           metrics per slice with seeded bootstrap intervals,
                             paired differences when comparing, a verdict line
       -> OUT/metrics.json (schemas/metrics.py), OUT/report.html, OUT/_SUCCESS last;
          OUT/_LOCK/<attempt>.json while a run writes OUT
 
 Run: python -m beam_jobs.evaluate --tfrecords DIR --model_uri M [--compare_model_uri M0]
-         [--split validation] --output OUT
+         [--split validation] [--from_images --allowed_roots R] --output OUT
 """
 from __future__ import annotations
 
@@ -25,11 +29,11 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from beam_jobs.cli import JobFailed, UsageError, execute, main, new_pipeline, quiet_tensorflow, runs_on_dataflow
-from beam_jobs.options import LockOptions, SharedOptions, lock_options
+from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_options
 from schemas import metrics as M
 from transforms import run_lock
 from transforms.evaluation_metrics import DEFAULT_BINS, DEFAULT_RESAMPLES
-from transforms.evaluation_report import evaluate_set, render_html
+from transforms.evaluation_report import evaluate_set, parity_line, render_html
 from transforms.inference import KerasBundleHandler
 from transforms.sharded_write import write_atomically
 
@@ -40,7 +44,7 @@ LOCK = "_LOCK"  # OUT/_LOCK/<attempt>.json while a run writes OUT (transforms/ru
 class EvaluateOptions(SharedOptions, LockOptions):
     """Options of the evaluate job. Also --output (metrics.json, report.html) from SharedOptions."""
 
-    ignored_shared = ("input", "manifest", "policy", "scin_cases", "allowed_roots", "image_root")
+    ignored_shared = ("input", "manifest", "policy", "scin_cases")
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -54,6 +58,19 @@ class EvaluateOptions(SharedOptions, LockOptions):
         parser.add_argument("--calibration_bins", type=int, default=DEFAULT_BINS, help="Equal-width confidence bins of the ECE and the reliability table.")
         parser.add_argument("--min_batch_size", type=int, help="RunInference minimum batch size. Default: --max_batch_size.")
         parser.add_argument("--max_batch_size", type=int, default=64, help="RunInference maximum batch size.")
+        parser.add_argument("--from_images", action="store_true", default=False,
+                            help="Read each example's source image (the uri its record names) through score's "
+                                 "preprocessing instead of the stored array, and report train/serve parity: "
+                                 "examples whose arrays differ, the largest pixel difference, changed predictions. "
+                                 "Reads are bounded by --allowed_roots (or --image_root).")
+        parser.add_argument("--crop_fraction", type=float,
+                            help="With --from_images: the serving crop. Default: make_tfrecords' (dataset_info.json); "
+                                 "another value measures what a serving change would do.")
+        parser.add_argument("--jpeg_quality", type=int,
+                            help="With --from_images: the serving JPEG quality. Default: make_tfrecords'.")
+        parser.add_argument("--parity_tolerance", type=int, default=0,
+                            help="With --from_images: largest per-pixel difference (0-255) still counted as equal. "
+                                 "0: the same code on the same bytes gives identical arrays.")
 
 
 def validate(o: EvaluateOptions) -> None:
@@ -69,6 +86,34 @@ def validate(o: EvaluateOptions) -> None:
             raise UsageError(f"--{name} must be positive")
     if o.min_batch_size > o.max_batch_size:
         raise UsageError("--min_batch_size exceeds --max_batch_size")
+    # --allowed_roots is read through allowed_roots(), as in the other jobs
+    # (no template exposes it); --image_root is the template's way in.
+    serving = {"allowed_roots": getattr(o, "allowed_roots"), "image_root": o.image_root,
+               "crop_fraction": o.crop_fraction, "jpeg_quality": o.jpeg_quality}
+    if not o.from_images:
+        given = [f"--{n}" for n, v in serving.items() if v is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply with --from_images")
+        return
+    if not allowed_roots(o).roots:  # a bad --allowed_roots fails here too, before any work
+        raise UsageError("--from_images reads the images the records name: give --allowed_roots "
+                         "(or --image_root) bounding where they may be read")
+    if o.crop_fraction is not None and not 0.1 <= o.crop_fraction <= 1.0:
+        raise UsageError(f"--crop_fraction {o.crop_fraction} must be in [0.1, 1]")
+    if o.jpeg_quality is not None and not 1 <= o.jpeg_quality <= 100:
+        raise UsageError(f"--jpeg_quality {o.jpeg_quality} must be in 1..100")
+    if not 0 <= o.parity_tolerance <= 255:
+        raise UsageError(f"--parity_tolerance {o.parity_tolerance} must be in 0..255")
+
+
+def serving_settings(o: EvaluateOptions, info: dict, image_size: int) -> dict:
+    """score_prep.prepare's settings for --from_images: make_tfrecords' own
+    (dataset_info.json sources), unless overridden."""
+    sources = info.get("sources") or {}
+    return {"image_size": image_size,
+            "crop_fraction": float(o.crop_fraction if o.crop_fraction is not None
+                                   else sources.get("crop_fraction", 0.875)),
+            "jpeg_quality": int(o.jpeg_quality if o.jpeg_quality is not None else sources.get("jpeg_quality", 90))}
 
 
 def load_dataset(tfrecords: str, split: str) -> tuple[dict, list[str]]:
@@ -114,15 +159,25 @@ def load_model_info(model_uri: str, flag: str, vocabulary: list[str]) -> dict:
     return info
 
 
-class _Prepare(beam.DoFn):
-    """Serialized example -> ((key, label_id, slices), uint8 image)."""
+STORED, PIXELS = "stored", "pixels"  # --from_images outputs: the stored arrays, per-example pixel differences
 
-    def __init__(self, context: dict, image_size: int):
-        self.context, self.image_size = context, image_size
+
+class _Prepare(beam.DoFn):
+    """Serialized example -> ((key, label_id, slices), uint8 image).
+
+    With `serving` (--from_images) the image is the source image the record
+    names, read and prepared by score's code (transforms/score_prep.py), and
+    the stored array and the largest pixel difference go to STORED and PIXELS.
+    """
+
+    def __init__(self, context: dict, image_size: int, serving: dict | None = None, allowed=None):
+        self.context, self.image_size, self.serving, self.allowed = context, image_size, serving, allowed
 
     def setup(self):
+        from schemas.policy import load_policy
         from transforms import eval_examples
         self.ex = eval_examples
+        self.quality_policy = load_policy(with_model=False) if self.serving else None
 
     def process(self, serialized):
         f = self.ex.parse_example(serialized)
@@ -130,11 +185,52 @@ class _Prepare(beam.DoFn):
         if image.shape[:2] != (self.image_size, self.image_size):
             raise JobFailed(f"example {f['key']} is {image.shape[1]}x{image.shape[0]}, the models take "
                             f"{self.image_size}x{self.image_size} images (made with another --image_size?)")
-        yield (f["key"], f["label_id"], self.ex.slices_of(f, self.context)), image
+        meta = (f["key"], f["label_id"], self.ex.slices_of(f, self.context))
+        if not self.serving:
+            yield meta, image
+            return
+        served = self._serve(f["uri"])
+        yield meta, served
+        yield beam.pvalue.TaggedOutput(STORED, (meta, image))
+        yield beam.pvalue.TaggedOutput(PIXELS, (PIXELS, meta, pixel_difference(served, image)))
+
+    def _serve(self, uri):
+        from transforms.decode import ImageRejected
+        from transforms.read import Missing, Refused, read_bytes
+        from transforms.score_prep import prepare
+        try:
+            data, _retries = read_bytes(uri, allowed=self.allowed, max_bytes=self.quality_policy.max_bytes)
+            _reasons, served = prepare(data, self.quality_policy, gate=False, **self.serving)
+        except (Refused, Missing, ImageRejected, OSError) as e:
+            # Every example must be measured, or the figures are of another set.
+            raise JobFailed(f"--from_images: cannot prepare {uri}: {type(e).__name__}: {e}") from None
+        return served
 
 
-def _finalize(rows, output, settings, models, expected, me=None, _locked=None):
-    """Metrics over every prediction, written under the lock, then the marker."""
+def pixel_difference(a, b) -> int:
+    """Largest absolute per-pixel difference of two uint8 arrays (255 if their shapes differ)."""
+    import numpy as np
+    if a.shape != b.shape:
+        return 255
+    return int(np.max(np.abs(a.astype(np.int16) - b.astype(np.int16)))) if a.size else 0
+
+
+def parity(by_key: dict, serving: dict, tolerance: int) -> dict:
+    """metrics.json's `parity`: the source images through score's preprocessing
+    against the stored arrays, over every example of the split."""
+    import numpy as np
+    keys = sorted(by_key)
+    diffs = [by_key[k][PIXELS] for k in keys]
+    moved = [k for k in keys if int(np.argmax(by_key[k]["model"])) != int(np.argmax(by_key[k][STORED]))]
+    differ = [k for k, d in zip(keys, diffs) if d > tolerance]
+    return {"examples": len(keys), "settings": serving, "tolerance": tolerance,
+            "arrays_differ": len(differ), "max_abs_pixel_diff": max(diffs, default=0),
+            "predictions_differ": len(moved), "examples_differing": sorted(set(differ) | set(moved))[:20]}
+
+
+def _finalize(rows, output, settings, models, expected, me=None, _locked=None, serving=None, tolerance=0):
+    """Metrics over every prediction (and, with `serving`, the parity of the
+    source images with the stored arrays), written under the lock, then the marker."""
     lock_dir = FileSystems.join(output, LOCK)
     by_key: dict = {}
     for role, (key, label_id, slices), probs in rows:
@@ -144,6 +240,8 @@ def _finalize(rows, output, settings, models, expected, me=None, _locked=None):
         raise JobFailed(f"read {len(by_key)} examples of split {settings['split']}, dataset_info.json "
                         f"lists {expected}: the shards do not match it (rerun make_tfrecords)")
     metrics = evaluate_set(by_key, settings, models)
+    metrics["input"] = "source_images" if serving else "tfrecord_arrays"
+    metrics["parity"] = parity(by_key, serving, tolerance) if serving else None
     if me is not None:
         run_lock.check(lock_dir, me, output)
     write_atomically(FileSystems.join(output, M.METRICS_FILE),
@@ -161,7 +259,9 @@ def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: d
                    me: dict | None = None) -> beam.Pipeline:
     """The evaluate pipeline, constructed but not run. `models` maps a role
     (model, compare) to {"uri", "version", "image_size"}; `context` is
-    eval_examples.dataset_context()."""
+    eval_examples.dataset_context(). With --from_images the models see the
+    source images as score prepares them, and the model also runs on the
+    stored arrays so the parity counts changed predictions."""
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.tfrecordio import ReadAllFromTFRecord
 
@@ -179,19 +279,24 @@ def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: d
 
     p = new_pipeline(o)
     locked = p | "LockOutput" >> run_lock.LockOutput(out, me, lock, MARKER, LOCK)
-    prepared = (p
-                | "Shards" >> beam.Create(shards)
-                | "ReadExamples" >> ReadAllFromTFRecord(compression_type=compression)
-                | "Reshuffle" >> beam.Reshuffle()
-                | "Prepare" >> beam.ParDo(_Prepare(context, image_size)))
-    scored = []
-    for role, m in models.items():
+    serving = serving_settings(o, info, image_size) if o.from_images else None
+    prep = (p
+            | "Shards" >> beam.Create(shards)
+            | "ReadExamples" >> ReadAllFromTFRecord(compression_type=compression)
+            | "Reshuffle" >> beam.Reshuffle()
+            | "Prepare" >> beam.ParDo(_Prepare(context, image_size, serving, allowed_roots(o) if serving else None))
+            .with_outputs(STORED, PIXELS, main="images"))
+    runs = [(role, m["uri"], prep.images) for role, m in models.items()]
+    if serving:
+        runs.append((STORED, models["model"]["uri"], prep[STORED]))
+    scored = [prep[PIXELS]] if serving else []
+    for role, uri, images in runs:
         handler = KeyedModelHandler(KerasBundleHandler(
-            m["uri"], min_batch_size=o.min_batch_size, max_batch_size=o.max_batch_size, image_size=image_size))
+            uri, min_batch_size=o.min_batch_size, max_batch_size=o.max_batch_size, image_size=image_size))
         title = role.title()
         # No dead-letter output: a model failing on some examples would leave
         # the two models on different sets, so the job fails instead.
-        scored.append(prepared
+        scored.append(images
                       | f"RunInference{title}" >> RunInference(handler)
                       | f"Tag{title}" >> beam.Map(lambda kv, r=role: (r, kv[0], [float(x) for x in kv[1]])))
     expected = int(info["splits"][o.split]["examples"])
@@ -199,7 +304,8 @@ def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: d
          | "AllPredictions" >> beam.Flatten()
          | "Gather" >> beam.combiners.ToList()
          | "Evaluate" >> beam.Map(_finalize, output=out, settings=settings, models=models, expected=expected,
-                                  me=me, _locked=beam.pvalue.AsSingleton(locked))
+                                  me=me, _locked=beam.pvalue.AsSingleton(locked), serving=serving,
+                                  tolerance=o.parity_tolerance)
          | "ReleaseLock" >> beam.Map(lambda _v: run_lock.release_own(FileSystems.join(out, LOCK), me)))
     return p
 
@@ -231,7 +337,10 @@ def run(argv=None):
                    f"report: {FileSystems.join(options.output, M.REPORT_FILE)}",
                    on_failure=lambda: run_lock.release_quietly(FileSystems.join(options.output, LOCK), me))
     if not runs_on_dataflow(options):
-        print(f"evaluate: {M.load(options.output)['verdict']}", file=sys.stderr)
+        doc = M.load(options.output)
+        print(f"evaluate: {doc['verdict']}", file=sys.stderr)
+        if doc.get("parity"):
+            print(f"evaluate: {parity_line(doc['parity'])}", file=sys.stderr)
     return result
 
 

@@ -27,6 +27,7 @@ from beam_jobs.cli import JobFailed, UsageError, execute, main, new_pipeline, qu
 from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_options
 from schemas import examples as E
 from schemas import scin
+from schemas.lighting import load_thresholds
 from schemas.policy import load_policy
 from transforms import run_lock
 from transforms.example_step import PreprocessImages, record_batch_examples, to_example
@@ -303,7 +304,8 @@ def _versions(o) -> dict:
     import tensorflow_transform
     return {"curated": o.curated, "labels": o.labels_csv or [o.scin_cases, o.scin_labels],
             "image_size": o.image_size, "crop_fraction": o.crop_fraction, "jpeg_quality": o.jpeg_quality,
-            "split_fractions": o.split_fractions, "apache_beam": apache_beam.__version__,
+            "split_fractions": o.split_fractions, "lighting": load_thresholds(),
+            "apache_beam": apache_beam.__version__,
             "tensorflow_transform": tensorflow_transform.__version__}
 
 

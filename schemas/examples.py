@@ -19,7 +19,9 @@ NUMERIC = ("brightness_mean", "sharpness", "entropy", "colorfulness", "skin_frac
 CATEGORICAL = ("fitzpatrick_self", "fitzpatrick_derm", "age_group", "sex_at_birth", "shot_type")
 # Kept as they are (ids for tracing, Monk labels for fairness slicing).
 PASSTHROUGH_STR = ("key", "image", "label", "split", "case_id", "group_id", "uri")
-PASSTHROUGH_INT = ("monk_us", "monk_india")
+# lighting_id: schemas.lighting's label of curate's exposure features (0
+# well_lit, 1 poor_lighting, -1 unknown), an auxiliary label for a multitask head.
+PASSTHROUGH_INT = ("monk_us", "monk_india", "lighting_id")
 LABEL_VOCAB = "label"
 UNKNOWN_ID = -1  # label/categorical value not in the train vocabulary
 # make_tfrecords --tfds: records and TFDS metadata in OUT/TFDS_DIR/, shards
@@ -60,7 +62,7 @@ def tfds_features(image_size: int, label_names) -> "tfds.features.FeaturesDict":
     """TRANSFORMED_FEATURE_SPEC as TFDS features: `image` a JPEG Image of
     image_size x image_size x 3, `label_id` a ClassLabel named by the train
     vocabulary (-1, TFDS's "no label", when the label was not seen in train),
-    strings Text, numbers Tensors of the spec's dtype and shape."""
+    `lighting_id` a ClassLabel named well_lit, poor_lighting, strings Text, numbers Tensors of the spec's dtype and shape."""
     import numpy as np
     import tensorflow as tf
     import tensorflow_datasets as tfds
@@ -72,6 +74,9 @@ def tfds_features(image_size: int, label_names) -> "tfds.features.FeaturesDict":
             names = list(label_names)
             features[name] = (tfds.features.ClassLabel(names=names) if _tfds_safe_names(names)
                               else tfds.features.ClassLabel(num_classes=len(names)))
+        elif name == "lighting_id":
+            from schemas.lighting import LABELS
+            features[name] = tfds.features.ClassLabel(names=list(LABELS))
         elif spec.dtype == tf.string:
             features[name] = tfds.features.Text()
         else:

@@ -29,10 +29,12 @@ FIELDS = [
     ("overall.ROLE.per_class.CLASS", "precision (null if never predicted), recall (null if no examples), f1, support, one-vs-rest auroc (null without positives and negatives)"),
     ("overall.ROLE.confusion_matrix", "counts, rows true class, columns predicted class, vocabulary order"),
     ("overall.ROLE.reliability", "per confidence bin: lower, upper, n, mean confidence, accuracy (the reliability diagram's points)"),
-    ("slices[]", "family (all, monk_group, fitzpatrick, body_part, shot_type), value, n, below_min_n"),
+    ("slices[]", "family (all, monk_group, fitzpatrick, lighting, body_part, shot_type), value, n, below_min_n"),
     ("slices[].sources", "for monk_group and fitzpatrick: how many examples took their value from each source (scin_monk_us, scin_monk_india, curate_ita_estimate; dermatologist, self_reported)"),
     ("slices[].metrics.ROLE.FIG", "value and ci95 [low, high] (null if no resample defined it)"),
     ("slices[].difference.FIG", "model - compare: value, ci95 (paired bootstrap), significant (ci95 excludes 0 and n >= min_slice_n), better (model, compare or null; lower ECE is better)"),
+    ("input", "tfrecord_arrays (the stored training-time arrays) or source_images (--from_images: each record's source uri read and prepared by score's code)"),
+    ("parity", "null, or with --from_images the train/serve parity over every example of the split: examples, settings (image_size, crop_fraction, jpeg_quality of score's preprocessing), tolerance, arrays_differ (examples whose served array differs from the stored one by more than tolerance at some pixel), max_abs_pixel_diff (0-255), predictions_differ (examples whose predicted class differs between the two arrays), examples_differing (up to 20 keys)"),
     ("verdict", "one line: the headline figures, or which model is better on what and where the difference is not significant"),
     ("evaluated_at", "UTC time of the run"),
 ]

@@ -70,7 +70,7 @@ STRING_RULES = {"date": DATE_OR_RELATIVE, "start_date": DATE_OR_RELATIVE, "end_d
 NUMBER_RULES = {"dup_radius": NON_NEGATIVE_INT, "examples_per_reason": NON_NEGATIVE_INT,
                 "jpeg_quality": PERCENT, "crop_fraction": UNIT_FRACTION,
                 "min_label_weight": NON_NEGATIVE_NUMBER, "seed": NON_NEGATIVE_INT,
-                "bootstrap_resamples": AT_LEAST_1000}
+                "bootstrap_resamples": AT_LEAST_1000, "parity_tolerance": NON_NEGATIVE_INT}
 # The CLI takes local paths too; a template (Dataflow) takes only gs://, and
 # its help says so.
 LOCAL_PHRASES = ((r"\blocal or gs://", "gs://"), (r"\blocal dir or gs:// prefix", "gs:// prefix"))
@@ -157,11 +157,14 @@ SPECS = {
         needs={"date": ("input",), "start_date": ("end_date", "input"), "end_date": ("start_date", "input")},
         notes={"date": "Instead of --start_date/--end_date.",
                "manifest": "Not with --date/--start_date/--end_date (manifest rows carry no date)."}),
-    # evaluate.validate(): --tfrecords, --model_uri and --output; it reads no
-    # images, only the split's TFRecords.
+    # evaluate.validate(): --tfrecords, --model_uri and --output; it reads
+    # images only with --from_images, which needs --allowed_roots or --image_root.
     "evaluate": JobSpec(
-        shared=("output",),
-        required=("tfrecords", "model_uri", "output")),
+        shared=("output", "image_root"),
+        required=("tfrecords", "model_uri", "output"),
+        needs={"crop_fraction": ("from_images",), "jpeg_quality": ("from_images",),
+               "image_root": ("from_images",)},
+        notes={"from_images": "Needs --allowed_roots or --image_root."}),
 }
 
 

@@ -80,9 +80,11 @@ def test_slices_carry_n_intervals_sources_and_small_flags(single):
     by = {(s["family"], s["value"]): s for s in doc["slices"]}
     n = doc["examples"]["evaluated"]
     assert by[("all", "all")]["n"] == n
-    for family in ("monk_group", "fitzpatrick", "shot_type"):  # one value per example
+    for family in ("monk_group", "fitzpatrick", "lighting", "shot_type"):  # one value per example
         assert sum(s["n"] for (f, _v), s in by.items() if f == family) == n, family
     assert sum(s["n"] for (f, _v), s in by.items() if f == "body_part") >= n  # several parts per case
+    assert {v for f, v in by if f == "lighting"} <= {"well_lit", "poor_lighting", X.UNKNOWN}
+    assert ("lighting", "well_lit") in by and ("lighting", "poor_lighting") in by  # seeded set: 3 of 25 dim
     monk = [s for s in doc["slices"] if s["family"] == "monk_group"]
     assert {s["value"] for s in monk} <= {"light", "medium", "dark"} and len(monk) >= 2
     for s in monk:
@@ -180,6 +182,7 @@ def test_curate_estimate_stands_in_for_missing_monk_labels(tfrecords64, curated)
                  "body_parts": [0.0] * 12}
         slices = X.slices_of(plain, context)
         assert ("monk_group", row["monk_group"], X.CURATE_ESTIMATE) in slices
+        assert ("lighting", X.UNKNOWN, None) in slices  # records without lighting_id
         assert ("fitzpatrick", X.UNKNOWN, None) in slices and ("shot_type", X.NOT_IN_TRAIN, None) in slices
         checked += 1
     assert checked == 20
@@ -220,6 +223,8 @@ def test_a_model_of_another_vocabulary_is_a_one_line_error(tfrecords64, models, 
     (["--bootstrap_resamples", "200"], ("at least 1000",)),
     (["--min_slice_n", "0"], ("--min_slice_n must be positive",)),
     (["--compare_model", "x"], ("unknown option --compare_model",)),
+    (["--jpeg_quality", "60"], ("--jpeg_quality only apply with --from_images",)),
+    (["--from_images"], ("--from_images reads the images", "--allowed_roots")),
 ])
 def test_bad_arguments_are_one_line_errors(extra, words, tfrecords64, models, tmp_path, capsys):
     base = [] if not extra else ["--tfrecords", str(tfrecords64), "--model_uri", str(models[0]),
@@ -231,3 +236,25 @@ def test_bad_arguments_are_one_line_errors(extra, words, tfrecords64, models, tm
 def test_tfrecords_that_are_not_a_make_tfrecords_output(tmp_path, models, capsys):
     _one_line_error(capsys, ["--tfrecords", str(tmp_path), "--model_uri", str(models[0]),
                              "--output", str(tmp_path / "o")], "no dataset_info.json")
+
+
+def test_from_images_measures_train_serve_parity(tfrecords64, labelled, models, single, tmp_path, capsys):
+    """The split's source images through score's preprocessing give the stored
+    arrays exactly; another serving JPEG quality is caught on every example."""
+    base = ["--tfrecords", str(tfrecords64), "--model_uri", str(models[0]), "--from_images",
+            "--image_root", str(labelled), "--max_batch_size", "16"]
+    evaluate.run(base + ["--output", str(tmp_path / "same")])
+    doc, stored = _doc(tmp_path / "same"), _doc(single)
+    p = doc["parity"]
+    assert doc["input"] == "source_images" and stored["input"] == "tfrecord_arrays" and stored["parity"] is None
+    assert p["examples"] == doc["examples"]["in_split"] > 0
+    assert (p["arrays_differ"], p["max_abs_pixel_diff"], p["predictions_differ"], p["examples_differing"]) == (0, 0, 0, [])
+    assert p["settings"] == {"image_size": 64, "crop_fraction": 0.875, "jpeg_quality": 90} and p["tolerance"] == 0
+    assert doc["overall"] == stored["overall"] and doc["fingerprint"] == stored["fingerprint"]
+    assert "train/serve parity holds" in (tmp_path / "same" / M.REPORT_FILE).read_text()
+    capsys.readouterr()
+    evaluate.run(base + ["--jpeg_quality", "60", "--output", str(tmp_path / "q60")])
+    p = _doc(tmp_path / "q60")["parity"]
+    assert p["arrays_differ"] == p["examples"] and p["max_abs_pixel_diff"] > 8
+    assert p["settings"]["jpeg_quality"] == 60 and len(p["examples_differing"]) == min(20, p["examples"])
+    assert "train/serve parity BROKEN" in capsys.readouterr().err

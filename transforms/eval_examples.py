@@ -10,12 +10,13 @@ trainer uses (schemas.examples.decode_image).
 from __future__ import annotations
 
 from schemas import examples as E
+from schemas.lighting import LABELS as LIGHTING
 from schemas.scin import BODY_PARTS
 from transforms.skin_tone import monk_group, nearest_monk
 
 # Slice families, in report order. Values are strings; an example belongs to
 # one value of each family except body_part (SCIN cases name several parts).
-FAMILIES = ("all", "monk_group", "fitzpatrick", "body_part", "shot_type")
+FAMILIES = ("all", "monk_group", "fitzpatrick", "lighting", "body_part", "shot_type")
 UNKNOWN = "unknown"
 NOT_IN_TRAIN = "not_in_train_vocabulary"  # a value the train split never had: its id is -1
 FITZPATRICK_TYPES = tuple(f"FST{i}" for i in range(1, 7))
@@ -79,6 +80,11 @@ def _value(vocabulary: list[str], index: int) -> str:
     return vocabulary[index] if 0 <= index < len(vocabulary) else NOT_IN_TRAIN
 
 
+def _lighting(index: int) -> str:
+    """schemas.lighting's label, or unknown (curate's features missing, or records made before it)."""
+    return LIGHTING[index] if 0 <= index < len(LIGHTING) else UNKNOWN
+
+
 def monk_slice(monk_us: int, monk_india: int, ita_deg: float) -> tuple[str, str]:
     """(group, source): SCIN's US label, else its India label, else curate's ITA estimate."""
     if monk_us >= 1:
@@ -105,7 +111,8 @@ def slices_of(features: dict, context: dict) -> tuple:
     group, monk_source = monk_slice(features["monk_us"], features["monk_india"], ita)
     fitz, fitz_source = fitzpatrick_slice(_value(vocab["fitzpatrick_derm"], features["fitzpatrick_derm_id"]),
                                           _value(vocab["fitzpatrick_self"], features["fitzpatrick_self_id"]))
-    out = [("all", "all", None), ("monk_group", group, monk_source), ("fitzpatrick", fitz, fitz_source)]
+    out = [("all", "all", None), ("monk_group", group, monk_source), ("fitzpatrick", fitz, fitz_source),
+           ("lighting", _lighting(features.get("lighting_id", -1)), None)]
     parts = [p for p, on in zip(BODY_PARTS, features["body_parts"]) if on > 0]
     out += [("body_part", p, None) for p in parts] or [("body_part", UNKNOWN, None)]
     out.append(("shot_type", _value(vocab["shot_type"], features["shot_type_id"]), None))
@@ -118,7 +125,10 @@ def parse_example(serialized: bytes) -> dict:
     f = tf.train.Example.FromString(serialized).features.feature
     ints = ("label_id", "monk_us", "monk_india", "fitzpatrick_derm_id", "fitzpatrick_self_id", "shot_type_id")
     out = {k: int(f[k].int64_list.value[0]) for k in ints}
-    out.update(key=f["key"].bytes_list.value[0].decode(), image=f["image"].bytes_list.value[0],
+    # Records made before the lighting label have no lighting_id: their slice is unknown.
+    out["lighting_id"] = int(f["lighting_id"].int64_list.value[0]) if "lighting_id" in f else -1
+    out.update(key=f["key"].bytes_list.value[0].decode(), uri=f["uri"].bytes_list.value[0].decode(),
+               image=f["image"].bytes_list.value[0],
                ita_deg_z=float(f["ita_deg_z"].float_list.value[0]),
                body_parts=list(f["body_parts"].float_list.value))
     return out

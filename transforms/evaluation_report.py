@@ -17,7 +17,7 @@ from transforms.eval_examples import FAMILIES
 
 ROLE_NAMES = {"a": "model", "b": "compare"}
 # Order of values within a family in the report (others follow alphabetically).
-VALUE_ORDER = {"monk_group": ("light", "medium", "dark")}
+VALUE_ORDER = {"monk_group": ("light", "medium", "dark"), "lighting": ("well_lit", "poor_lighting")}
 
 
 def _value_key(family: str, value: str):
@@ -215,6 +215,16 @@ def reliability_diagram(reliability: list[dict], role: str, size: int = 240) -> 
     return "".join(parts) + "</svg>"
 
 
+def parity_line(p: dict) -> str:
+    """One line on --from_images' train/serve parity (metrics.json `parity`)."""
+    held = not p["arrays_differ"] and not p["predictions_differ"]
+    return (f"train/serve parity {'holds' if held else 'BROKEN'} on {p['examples']} examples: "
+            f"{p['arrays_differ']} arrays differ by more than {p['tolerance']} "
+            f"(max abs pixel difference {p['max_abs_pixel_diff']}), {p['predictions_differ']} predicted classes "
+            f"differ (score's preprocessing at crop {p['settings']['crop_fraction']}, "
+            f"JPEG quality {p['settings']['jpeg_quality']})")
+
+
 def render_html(doc: dict) -> str:
     """report.html: verdict, per-slice tables with intervals, per class, confusion, reliability."""
     e = html.escape
@@ -226,6 +236,12 @@ def render_html(doc: dict) -> str:
            f"examples skipped (class unseen in train); 95% percentile bootstrap, {doc['bootstrap']['resamples']} "
            f"resamples, seed {doc['bootstrap']['seed']}; slices under n={doc['min_slice_n']} greyed. "
            + "; ".join(f"{r}: {e(m['version'])} ({e(m['uri'])})" for r, m in doc["models"].items()) + "</p>"]
+    if doc.get("parity"):
+        p = doc["parity"]
+        out.append(f"<h2>Train/serve parity</h2><p><b>{e(parity_line(p))}</b></p><p class=note>The models saw "
+                   "each example's source image prepared by score's code, not the stored array; "
+                   + (f"examples that differ: {e(', '.join(p['examples_differing']))}" if p["examples_differing"]
+                      else "no example differs") + "</p>")
     figs = EM.HEADLINE
     out.append("<h2>Accuracy by slice</h2>" + slice_bars(doc)
                + "<p class=note>" + ", ".join(f'<span style="color:{COLOURS[r]}">&#9632;</span> {e(r)}' for r in roles)

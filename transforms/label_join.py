@@ -18,12 +18,13 @@ from apache_beam.io.fileio import EmptyMatchTreatment
 from apache_beam.metrics import Metrics
 
 from schemas import examples as E
+from schemas import lighting
 from schemas import scin
 from transforms.inputs import join_root, normalize_uri, read_text
 from transforms.labels import BadLabelRow, plain_record, scin_image_records
 
 DEAD = "dead"
-CURATE_FIELDS = ("uri", "status", "reasons", "cluster_id", "sha256") + E.NUMERIC
+CURATE_FIELDS = ("uri", "status", "reasons", "cluster_id", "sha256") + E.NUMERIC + lighting.INPUTS
 
 
 def dead_letter(uri, reason, error, case_id=None):
@@ -141,6 +142,7 @@ class _Join(beam.DoFn):
     def __init__(self, keep_unlabeled: bool):
         self.keep_unlabeled = keep_unlabeled
         self.counts = {}
+        self.lighting = lighting.load_thresholds()
 
     def _count(self, name):
         if name not in self.counts:
@@ -186,7 +188,8 @@ class _Join(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
                 uri, "bad_metadata", f"curate features missing: {', '.join(missing)}", case_id))
             return
-        merged = dict(record, uri=uri, cluster_id=row["cluster_id"], **{k: float(row[k]) for k in E.NUMERIC})
+        merged = dict(record, uri=uri, cluster_id=row["cluster_id"], **{k: float(row[k]) for k in E.NUMERIC},
+                      lighting_id=lighting.lighting_id(row, self.lighting))
         if merged["label"] is None:
             self._count("unlabeled")
             if not self.keep_unlabeled:
