@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 
@@ -41,9 +42,10 @@ def _not_job_failed(record) -> bool:
         return True
 
 
-# Warnings Beam logs on every healthy run, which say nothing a person can act on:
-# (logger, message start). Only these exact ones are dropped; any other warning
-# or error, from Beam or a job, still shows.
+# Warnings Beam and TensorFlow log on every healthy run, which say nothing a
+# person can act on: (logger, regular expression matched at the message's start).
+# Only these are dropped; any other warning or error, from Beam, TensorFlow or a
+# job, still shows.
 BENIGN_WARNINGS = (
     # Every PipelineOptions view re-parses argv and complains about the other
     # views' flags; check_flags has already refused flags no view defines.
@@ -52,6 +54,11 @@ BENIGN_WARNINGS = (
     ("apache_beam.options.pipeline_options", "Unparseable argument"),
     # RunInference's memory metric, once per model load.
     ("root", "Resource module is not available for current platform"),
+    # Each model load (one per RunInference, per worker thread on DirectRunner)
+    # traces Keras's predict step once or twice; TensorFlow counts the traces of
+    # every copy of that step together and calls five of them "retracing".
+    ("tensorflow", r"\d+ out of the last \d+ calls to <function TensorFlowTrainer\.make_predict_function\."
+                   r"<locals>\.one_step_on_data\w* at 0x[0-9a-f]+> triggered tf\.function retracing"),
 )
 
 
@@ -62,7 +69,7 @@ def _not_benign(record) -> bool:
         message = record.getMessage()
     except Exception:  # a malformed record is the handler's to report
         return True
-    return not any(record.name == name and message.startswith(start) for name, start in BENIGN_WARNINGS)
+    return not any(record.name == name and re.match(pattern, message) for name, pattern in BENIGN_WARNINGS)
 
 
 def quiet_logging() -> None:

@@ -117,3 +117,20 @@ def test_evaluate_curates_help_names_the_module(capsys):
         evaluate_curate.run(["--help"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.startswith("usage: python -m beam_jobs.evaluate_curate")
+
+
+def test_model_loads_trace_quietly_but_other_tensorflow_warnings_show():
+    # Six copies of a model, each predicting two batch sizes as RunInference
+    # does: TensorFlow's retracing warning is about the copies, not a fault.
+    proc = _python("-c", "from beam_jobs.cli import quiet_logging, quiet_tensorflow\n"
+                         "quiet_tensorflow(); quiet_logging()\n"
+                         "import numpy as np, tensorflow as tf\n"
+                         "for _ in range(6):\n"
+                         "    i = tf.keras.Input((8, 8, 3))\n"
+                         "    m = tf.keras.Model(i, tf.keras.layers.Dense(2)(tf.keras.layers.Flatten()(i)))\n"
+                         "    m.predict_on_batch(np.zeros((1, 8, 8, 3))); m.predict_on_batch(np.zeros((3, 8, 8, 3)))\n"
+                         "tf.get_logger().warning('a real TensorFlow warning')\n"
+                         "print('ok')")
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    assert "a real TensorFlow warning" in proc.stderr
+    assert "retracing" not in proc.stderr, proc.stderr
