@@ -10,7 +10,11 @@
                             difference from the stored array)
       -> RunInference       batched, per model (--model_uri, --compare_model_uri;
                             --from_images: the model also on the stored arrays)
-      -> Evaluate           metrics per slice with seeded bootstrap intervals,
+      -> JoinRoles          one shuffle per example: its rows of every model
+      -> SliceMetrics       per slice it belongs to, a mergeable CombineFn of
+                            sufficient statistics and Poisson-bootstrap sums
+                            (transforms/evaluation_combine.py)
+      -> Evaluate           the slices' figures with seeded bootstrap intervals,
                             paired differences when comparing, a verdict line
       -> OUT/metrics.json (schemas/metrics.py), OUT/report.html, OUT/_SUCCESS last;
          OUT/_LOCK/<attempt>.json while a run writes OUT
@@ -33,7 +37,7 @@ from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_op
 from schemas import metrics as M
 from transforms import run_lock
 from transforms.evaluation_metrics import DEFAULT_BINS, DEFAULT_RESAMPLES
-from transforms.evaluation_report import evaluate_set, parity_line, render_html
+from transforms.evaluation_report import build_document, parity_line, render_html, slice_inputs, slice_metrics_fn
 from transforms.inference import KerasBundleHandler
 from transforms.sharded_write import write_atomically
 
@@ -215,33 +219,52 @@ def pixel_difference(a, b) -> int:
     return int(np.max(np.abs(a.astype(np.int16) - b.astype(np.int16)))) if a.size else 0
 
 
-def parity(by_key: dict, serving: dict, tolerance: int) -> dict:
+def parity(rows, serving: dict, tolerance: int) -> dict:
     """metrics.json's `parity`: the source images through score's preprocessing
-    against the stored arrays, over every example of the split."""
-    import numpy as np
-    keys = sorted(by_key)
-    diffs = [by_key[k][PIXELS] for k in keys]
-    moved = [k for k in keys if int(np.argmax(by_key[k]["model"])) != int(np.argmax(by_key[k][STORED]))]
-    differ = [k for k, d in zip(keys, diffs) if d > tolerance]
-    return {"examples": len(keys), "settings": serving, "tolerance": tolerance,
+    against the stored arrays, over every example of the split. rows: (key,
+    largest pixel difference, whether the predicted class moved) per example."""
+    rows = sorted(rows)
+    diffs = [d for _k, d, _m in rows]
+    moved = [k for k, _d, m in rows if m]
+    differ = [k for k, d, _m in rows if d > tolerance]
+    return {"examples": len(rows), "settings": serving, "tolerance": tolerance,
             "arrays_differ": len(differ), "max_abs_pixel_diff": max(diffs, default=0),
             "predictions_differ": len(moved), "examples_differing": sorted(set(differ) | set(moved))[:20]}
 
 
-def _finalize(rows, output, settings, models, expected, me=None, _locked=None, serving=None, tolerance=0):
-    """Metrics over every prediction (and, with `serving`, the parity of the
-    source images with the stored arrays), written under the lock, then the marker."""
+def join_roles(key, rows) -> tuple:
+    """(key, {"label_id", "slices", ROLE: probs, ...}) from one example's outputs."""
+    entry: dict = {}
+    for role, (_key, label_id, slices), value in rows:
+        entry.update(label_id=label_id, slices=slices)
+        entry[role] = value
+    return key, entry
+
+
+def key_row(key: str, entry: dict, serving) -> tuple:
+    """What the whole-set figures need of one example: its key and label id (the
+    fingerprint and counts) and, with --from_images, its parity (pixel difference,
+    predicted class moved)."""
+    if not serving:
+        return key, entry["label_id"], None
+    import numpy as np
+    moved = int(np.argmax(entry["model"])) != int(np.argmax(entry[STORED]))
+    return key, entry["label_id"], (entry[PIXELS], moved)
+
+
+def _finalize(slice_results, key_rows, output, settings, models, expected, me=None, _locked=None, serving=None,
+              tolerance=0):
+    """The metrics document from the slices' combined figures and the keys (and,
+    with `serving`, the parity of the source images with the stored arrays),
+    written under the lock, then the marker."""
     lock_dir = FileSystems.join(output, LOCK)
-    by_key: dict = {}
-    for role, (key, label_id, slices), probs in rows:
-        entry = by_key.setdefault(key, {"label_id": label_id, "slices": slices})
-        entry[role] = probs
-    if len(by_key) != expected:
-        raise JobFailed(f"read {len(by_key)} examples of split {settings['split']}, dataset_info.json "
+    if len(key_rows) != expected:
+        raise JobFailed(f"read {len(key_rows)} examples of split {settings['split']}, dataset_info.json "
                         f"lists {expected}: the shards do not match it (rerun make_tfrecords)")
-    metrics = evaluate_set(by_key, settings, models)
+    keys = [k for k, label_id, _p in key_rows if label_id >= 0]
+    metrics = build_document(dict(slice_results), keys, len(key_rows), settings, models)
     metrics["input"] = "source_images" if serving else "tfrecord_arrays"
-    metrics["parity"] = parity(by_key, serving, tolerance) if serving else None
+    metrics["parity"] = parity([(k, *p) for k, _l, p in key_rows], serving, tolerance) if serving else None
     if me is not None:
         run_lock.check(lock_dir, me, output)
     write_atomically(FileSystems.join(output, M.METRICS_FILE),
@@ -300,11 +323,25 @@ def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: d
                       | f"RunInference{title}" >> RunInference(handler)
                       | f"Tag{title}" >> beam.Map(lambda kv, r=role: (r, kv[0], [float(x) for x in kv[1]])))
     expected = int(info["splits"][o.split]["examples"])
-    _ = (tuple(scored)
-         | "AllPredictions" >> beam.Flatten()
-         | "Gather" >> beam.combiners.ToList()
-         | "Evaluate" >> beam.Map(_finalize, output=out, settings=settings, models=models, expected=expected,
-                                  me=me, _locked=beam.pvalue.AsSingleton(locked), serving=serving,
+    # One shuffle per example joins its rows; then per example only its key goes
+    # to one worker (the fingerprint needs every key) and, per slice it belongs
+    # to, its probabilities go to that slice's mergeable accumulator
+    # (transforms/evaluation_combine.py): no step holds every prediction.
+    examples = (tuple(scored)
+                | "AllPredictions" >> beam.Flatten()
+                | "ByExample" >> beam.Map(lambda row: (row[1][0], row))
+                | "JoinRoles" >> beam.GroupByKey()
+                | "Example" >> beam.MapTuple(join_roles))
+    key_rows = (examples
+                | "KeyRows" >> beam.Map(lambda kv, s=serving: key_row(*kv, s))
+                | "Keys" >> beam.combiners.ToList())
+    _ = (examples
+         | "BySlice" >> beam.FlatMap(lambda kv, r=tuple(models): slice_inputs(*kv, r))
+         | "SliceMetrics" >> beam.CombinePerKey(slice_metrics_fn(settings, models))
+         | "Slices" >> beam.combiners.ToList()
+         | "Evaluate" >> beam.Map(_finalize, key_rows=beam.pvalue.AsSingleton(key_rows), output=out,
+                                  settings=settings, models=models, expected=expected, me=me,
+                                  _locked=beam.pvalue.AsSingleton(locked), serving=serving,
                                   tolerance=o.parity_tolerance)
          | "ReleaseLock" >> beam.Map(lambda _v: run_lock.release_own(FileSystems.join(out, LOCK), me)))
     return p

@@ -23,7 +23,7 @@ FIELDS = [
     ("examples.skipped_unknown_label", "examples whose class the train split never had (label_id -1): no output unit to score"),
     ("label_vocabulary", "class names, index = model output unit = confusion-matrix row/column"),
     ("models.ROLE", "uri and version (model_info.json) of each model evaluated"),
-    ("bootstrap", "resamples, seed, level (0.95) and method: percentile intervals over multinomial resamples drawn per slice, the same draws for both models (paired)"),
+    ("bootstrap", "resamples, seed, level (0.95) and method: percentile intervals over Poisson resamples (each example's weights seeded by seed and key), the same weights for both models (paired)"),
     ("calibration_bins, min_slice_n", "settings: ECE bins; slices below min_slice_n are reported and flagged, not hidden"),
     ("overall.ROLE.headline.FIG", "accuracy, top3_accuracy, balanced_accuracy, macro_f1, macro_auroc, ece on the whole set (null when undefined)"),
     ("overall.ROLE.per_class.CLASS", "precision (null if never predicted), recall (null if no examples), f1, support, one-vs-rest auroc (null without positives and negatives)"),

@@ -1,4 +1,5 @@
-"""evaluate's metrics on hand-computed cases and against brute-force references (no sklearn)."""
+"""evaluate's metrics on hand-computed cases and against brute-force references (no sklearn);
+the job's mergeable CombineFn against them."""
 from __future__ import annotations
 
 import itertools
@@ -6,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from transforms import evaluation_combine as EC
 from transforms import evaluation_metrics as EM
 
 # Six examples, four classes; class 3 has no examples but is predicted once.
@@ -85,12 +87,16 @@ def test_accuracy_and_top3_match_plain_loops():
     assert h["top3_accuracy"][0] == pytest.approx(np.mean(top3))
 
 
-def test_bootstrap_is_seeded_per_stream_and_brackets_the_value():
+def _keys(n, prefix="k"):
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+def test_bootstrap_is_seeded_and_brackets_the_value():
     rng = np.random.default_rng(1)
     probs, y = _random_set(rng, n=200)
-    a = EM.bootstrap([probs], y, 1000, seed=0, stream="all=all")[0]
-    b = EM.bootstrap([probs], y, 1000, seed=0, stream="all=all")[0]
-    c = EM.bootstrap([probs], y, 1000, seed=0, stream="monk_group=dark")[0]
+    a = EC.bootstrap([probs], y, _keys(200), 1000, seed=0)[0]
+    b = EC.bootstrap([probs], y, _keys(200), 1000, seed=0)[0]
+    c = EC.bootstrap([probs], y, _keys(200), 1000, seed=1)[0]
     assert all(np.array_equal(a[k], b[k], equal_nan=True) for k in EM.HEADLINE)
     assert not np.array_equal(a["accuracy"], c["accuracy"])
     assert len(a["accuracy"]) == 1000
@@ -108,7 +114,7 @@ def test_a_model_against_itself_differs_by_zero_and_is_never_better():
     rng = np.random.default_rng(2)
     probs, y = _random_set(rng, n=80)
     point = EM.headline(probs, y)
-    boot_a, boot_b = EM.bootstrap([probs, probs.copy()], y, 1000, seed=3, stream="all=all")
+    boot_a, boot_b = EC.bootstrap([probs, probs.copy()], y, _keys(80), 1000, seed=3)
     diff = EM.paired_differences(point, point, boot_a, boot_b)
     for k in EM.HEADLINE:
         assert diff[k]["value"] == 0.0 and diff[k]["ci95"] == [0.0, 0.0]
@@ -122,7 +128,7 @@ def test_paired_difference_finds_the_better_model():
     good = np.full((n, c), 0.1)
     good[np.arange(n), y] = 0.7  # always right, calibrated-ish
     bad = rng.dirichlet(np.ones(c), size=n)  # chance
-    boot_g, boot_b = EM.bootstrap([good, bad], y, 1000, seed=0, stream="x")
+    boot_g, boot_b = EC.bootstrap([good, bad], y, _keys(n), 1000, seed=0)
     diff = EM.paired_differences(EM.headline(good, y), EM.headline(bad, y), boot_g, boot_b)
     assert diff["accuracy"]["better"] == "a" and diff["accuracy"]["ci95"][0] > 0
     reverse = EM.paired_differences(EM.headline(bad, y), EM.headline(good, y), boot_b, boot_g)
@@ -133,7 +139,7 @@ def test_ece_lower_is_better():
     y = np.zeros(100, dtype=int)
     right_confident = np.tile([0.95, 0.05], (100, 1))  # right 100% at .95: ECE .05
     right_unsure = np.tile([0.55, 0.45], (100, 1))     # right 100% at .55: ECE .45
-    boot = EM.bootstrap([right_confident, right_unsure], y, 1000, seed=0, stream="s")
+    boot = EC.bootstrap([right_confident, right_unsure], y, _keys(100), 1000, seed=0)
     diff = EM.paired_differences(EM.headline(right_confident, y), EM.headline(right_unsure, y), *boot)
     assert diff["ece"]["value"] == pytest.approx(-0.4)
     assert diff["ece"]["better"] == "a" and diff["accuracy"]["better"] is None
@@ -150,3 +156,73 @@ def test_undefined_figures_are_none_not_nan():
 
 def test_fingerprint_ignores_order():
     assert EM.fingerprint(["b", "a"]) == EM.fingerprint(["a", "b"]) != EM.fingerprint(["a", "c"])
+
+
+def _elements(probs_by_role, y, keys):
+    return [(k, int(t), None, {r: p[i] for r, p in probs_by_role.items()}) for i, (k, t) in enumerate(zip(keys, y))]
+
+
+def test_slice_combine_equals_the_reference_figures():
+    """The job's sufficient statistics give the in-memory reference's figures
+    (confidence sums are fixed point: ECE and bin confidences agree to 1e-9;
+    scores on a 1e-3 grid keep the 1e-4 AUROC histogram exact)."""
+    rng = np.random.default_rng(11)
+    probs, y = _random_set(rng, n=300)
+    probs = np.round(probs, 3)
+    vocab = [f"c{i}" for i in range(probs.shape[1])]
+    fn = EC.SliceMetricsFn(["model"], vocab, EM.DEFAULT_BINS, 1000, 0)
+    ours = EC.combine_locally(fn, _elements({"model": probs}, y, _keys(300)))["overall"]["model"]
+    ref = EM.point_metrics(probs, y, vocab)
+    assert ours["confusion_matrix"] == ref["confusion_matrix"]
+    assert ours["per_class"] == ref["per_class"]  # counts and AUROC: exactly
+    assert [(b["n"], b["accuracy"]) for b in ours["reliability"]] == [(b["n"], b["accuracy"]) for b in ref["reliability"]]
+    for a, b in zip(ours["reliability"], ref["reliability"]):
+        assert (a["confidence"] is None) == (b["confidence"] is None)
+        if a["confidence"] is not None:
+            assert a["confidence"] == pytest.approx(b["confidence"], abs=1e-9)
+    for k in EM.HEADLINE:
+        if k == "ece":
+            assert ours["headline"][k] == pytest.approx(ref["headline"][k], abs=1e-9)
+        else:
+            assert ours["headline"][k] == ref["headline"][k], k
+    # The histogram's AUROC agrees with all pairs on the tied scores of the hand set too.
+    hand = EC.combine_locally(EC.SliceMetricsFn(["m"], VOCAB, 5, 1000, 0), _elements({"m": PROBS}, Y, _keys(6)))
+    assert hand["overall"]["m"]["per_class"]["a"]["auroc"] == 7 / 8
+
+
+def test_slice_combine_does_not_depend_on_bundles_or_merge_order():
+    """Partial accumulators over any split of the input, merged in any order,
+    equal one accumulator over all of it: bit for bit, bootstrap included."""
+    rng = np.random.default_rng(12)
+    probs, y = _random_set(rng, n=90)
+    other = np.roll(probs, 1, axis=1)
+    els = _elements({"model": probs, "compare": other}, y, _keys(90))
+    fn = EC.SliceMetricsFn(["model", "compare"], [f"c{i}" for i in range(5)], EM.DEFAULT_BINS, 1000, 7)
+    whole = fn.create_accumulator()
+    for e in els:
+        whole = fn.add_input(whole, e)
+    order = rng.permutation(len(els))
+    parts = []
+    for chunk in np.array_split(order, [5, 40, 41, 70]):  # uneven bundles, shuffled examples
+        acc = fn.create_accumulator()
+        for i in chunk:
+            acc = fn.add_input(acc, els[i])
+        parts.append(acc)
+    parts.append(fn.create_accumulator())  # an empty bundle
+    merged = fn.merge_accumulators([fn.merge_accumulators(parts[:2]), fn.merge_accumulators(parts[2:][::-1])])
+    assert merged[0] == whole[0] == 90
+    for r in ("model", "compare"):
+        assert np.array_equal(merged[2][r], whole[2][r]) and np.array_equal(merged[3][r], whole[3][r])
+    a, b = fn.extract_output(merged), fn.extract_output(whole)
+    for r in ("model", "compare"):
+        for k in EM.HEADLINE:
+            assert np.array_equal(a["boot"][r][k], b["boot"][r][k], equal_nan=True)
+    assert a["overall"] == b["overall"]
+
+
+def test_poisson_weights_depend_on_seed_and_key_only():
+    w = EC.poisson_weights("case-1", 0, 1000)
+    assert np.array_equal(w, EC.poisson_weights("case-1", 0, 1000))
+    assert not np.array_equal(w, EC.poisson_weights("case-2", 0, 1000))
+    assert not np.array_equal(w, EC.poisson_weights("case-1", 1, 1000))
+    assert w.mean() == pytest.approx(1.0, abs=0.1) and w.var() == pytest.approx(1.0, abs=0.15)

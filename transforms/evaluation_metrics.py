@@ -1,11 +1,10 @@
 """Classification metrics, bootstrap intervals and paired differences: pure numpy.
 
 Every metric is computed from multiplicity weights w (w[i] = how often example
-i is drawn), so a bootstrap resample is a weight vector, not a copied array:
-the whole set (w = 1) and B resamples (a B x n matrix of multinomial counts) go
-through the same code, mostly as one matrix product. Drawing the weights once
-per slice and applying them to two models gives the paired bootstrap of their
-difference.
+i is drawn), so a resample is a weight vector, not a copied array. These are
+the in-memory reference definitions; the job computes the same figures from
+mergeable sufficient statistics (transforms/evaluation_combine.py), with the
+interval and difference helpers below shared.
 
 Conventions (sklearn's where it has one; sklearn itself is not a dependency):
   y          true class index, 0..C-1
@@ -142,36 +141,6 @@ def headline(probs, y, w=None, bins: int = DEFAULT_BINS) -> dict:
         "macro_auroc": _nanmean_rows(auroc_ovr(probs, y, w)),
         "ece": calibration(probs, y, w, bins)["ece"],
     }
-
-
-def _rng(seed: int, stream: str):
-    digest = int.from_bytes(hashlib.sha256(stream.encode()).digest()[:8], "little")
-    return np.random.default_rng([seed, digest])
-
-
-def resample_weights(n: int, resamples: int, seed: int, stream: str, chunk: int = 250):
-    """Yield (k, n) blocks of multinomial draw counts, `resamples` rows in all.
-
-    The same (seed, stream, n) gives the same draws, so each slice has its own
-    reproducible stream; blocks keep memory at chunk x n whatever the set size.
-    """
-    rng = _rng(seed, stream)
-    done = 0
-    while done < resamples:
-        k = min(chunk, resamples - done)
-        yield (rng.multinomial(n, np.full(n, 1.0 / n), size=k).astype(np.float64) if n
-               else np.zeros((k, 0)))
-        done += k
-
-
-def bootstrap(probs_list, y, resamples: int, seed: int, stream: str, bins: int = DEFAULT_BINS) -> list[dict]:
-    """HEADLINE figures over the same resamples for each model in probs_list:
-    [{figure: (resamples,) array}] (the draws are shared, so differences are paired)."""
-    parts = [[] for _ in probs_list]
-    for w in resample_weights(len(y), resamples, seed, stream):
-        for i, probs in enumerate(probs_list):
-            parts[i].append(headline(probs, y, w, bins))
-    return [{k: np.concatenate([p[k] for p in ps]) for k in HEADLINE} for ps in parts]
 
 
 def _interval(samples: np.ndarray, level: float = 0.95):

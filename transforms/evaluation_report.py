@@ -1,17 +1,17 @@
-"""evaluate's metrics.json (schemas/metrics.py) and report.html from gathered predictions. Pure.
+"""evaluate's metrics.json (schemas/metrics.py) and report.html. Pure.
 
-evaluate_set() takes every example's label, slices and probability vectors
-(one per model role) and returns the metrics document; render_html() turns it
-into a self-contained page of tables.
+slice_inputs() keys an example by every slice it belongs to; the job combines
+those with evaluation_combine.SliceMetricsFn per slice and build_document()
+turns the slices' figures into the metrics document (evaluate_set() does the
+same in one process); render_html() turns it into a self-contained page.
 """
 from __future__ import annotations
 
 import html
-from collections import Counter, defaultdict
-
-import numpy as np
+from collections import defaultdict
 
 from schemas import metrics as M
+from transforms import evaluation_combine as EC
 from transforms import evaluation_metrics as EM
 from transforms.eval_examples import FAMILIES
 
@@ -25,36 +25,52 @@ def _value_key(family: str, value: str):
     return (order.index(value) if value in order else len(order), value)
 
 
+def slice_inputs(key: str, entry: dict, roles) -> list:
+    """((family, value), (key, label_id, source, {role: probs})) for each slice
+    the example belongs to; none for an example whose class train never had."""
+    if entry["label_id"] < 0:
+        return []
+    probs = {r: entry[r] for r in roles}
+    return [((family, value), (key, entry["label_id"], source, probs))
+            for family, value, source in entry["slices"]]
+
+
+def slice_metrics_fn(settings: dict, models: dict) -> EC.SliceMetricsFn:
+    roles = [r for r in ("model", "compare") if r in models]
+    return EC.SliceMetricsFn(roles, settings["vocabulary"], settings["bins"], settings["resamples"], settings["seed"])
+
+
 def evaluate_set(by_key: dict, settings: dict, models: dict) -> dict:
-    """The metrics document. by_key: {key: {"label_id", "slices", ROLE: probs}};
-    settings: split, tfrecords, vocabulary, resamples, seed, min_slice_n, bins,
-    evaluated_at; models: {ROLE: {"uri", "version", ...}}."""
+    """The metrics document from every example in memory (the job combines the
+    same SliceMetricsFn across workers instead). by_key: {key: {"label_id",
+    "slices", ROLE: probs}}; settings: split, tfrecords, vocabulary, resamples,
+    seed, min_slice_n, bins, evaluated_at; models: {ROLE: {"uri", "version", ...}}."""
+    roles = [r for r in ("model", "compare") if r in models]
+    grouped: dict = defaultdict(list)
+    for k in sorted(by_key):
+        for sk, element in slice_inputs(k, by_key[k], roles):
+            grouped[sk].append(element)
+    fn = slice_metrics_fn(settings, models)
+    results = {sk: EC.combine_locally(fn, els) for sk, els in grouped.items()}
+    keys = [k for k, e in by_key.items() if e["label_id"] >= 0]
+    return build_document(results, keys, len(by_key), settings, models)
+
+
+def build_document(results: dict, keys, in_split: int, settings: dict, models: dict) -> dict:
+    """The metrics document from SliceMetricsFn's output per (family, value) and
+    the evaluated example keys (for the fingerprint)."""
     vocabulary = settings["vocabulary"]
     roles = [r for r in ("model", "compare") if r in models]
-    keys = sorted(k for k, e in by_key.items() if e["label_id"] >= 0)
-    y = np.array([by_key[k]["label_id"] for k in keys], dtype=np.int64)
-    probs = {r: np.array([by_key[k][r] for k in keys], dtype=np.float64).reshape(len(keys), len(vocabulary))
-             for r in roles}
-    members: dict = defaultdict(list)
-    sources: dict = defaultdict(Counter)
-    for i, k in enumerate(keys):
-        for family, value, source in by_key[k]["slices"]:
-            members[(family, value)].append(i)
-            if source:
-                sources[(family, value)][source] += 1
-    bins, resamples, seed = settings["bins"], settings["resamples"], settings["seed"]
     slices = []
-    for family, value in sorted(members, key=lambda fv: (FAMILIES.index(fv[0]), _value_key(*fv))):
-        idx = np.array(members[(family, value)])
-        ys = y[idx]
-        point = {r: EM.headline(probs[r][idx], ys, None, bins) for r in roles}
-        boot = dict(zip(roles, EM.bootstrap([probs[r][idx] for r in roles], ys, resamples, seed,
-                                            f"{family}={value}", bins)))
-        entry = {"family": family, "value": value, "n": int(len(idx)),
-                 "below_min_n": bool(len(idx) < settings["min_slice_n"]),
+    for family, value in sorted(results, key=lambda fv: (FAMILIES.index(fv[0]), _value_key(*fv))):
+        res = results[(family, value)]
+        point = res["point"]
+        boot = res["boot"]
+        entry = {"family": family, "value": value, "n": int(res["n"]),
+                 "below_min_n": bool(res["n"] < settings["min_slice_n"]),
                  "metrics": {r: EM.with_intervals(point[r], boot[r]) for r in roles}}
-        if sources.get((family, value)):
-            entry["sources"] = dict(sorted(sources[(family, value)].items()))
+        if res["sources"]:
+            entry["sources"] = dict(sorted(res["sources"].items()))
         if len(roles) == 2:
             diff = EM.paired_differences(point["model"], point["compare"], boot["model"], boot["compare"])
             for d in diff.values():
@@ -65,18 +81,21 @@ def evaluate_set(by_key: dict, settings: dict, models: dict) -> dict:
                 d["better"] = ROLE_NAMES.get(d["better"])
             entry["difference"] = diff
         slices.append(entry)
+    keys = list(keys)
+    overall = results.get(("all", "all"))
     doc = {
         "schema_version": M.SCHEMA_VERSION,
         "split": settings["split"], "tfrecords": settings["tfrecords"],
         "fingerprint": EM.fingerprint(keys),
-        "examples": {"in_split": len(by_key), "evaluated": len(keys),
-                     "skipped_unknown_label": len(by_key) - len(keys)},
+        "examples": {"in_split": in_split, "evaluated": len(keys),
+                     "skipped_unknown_label": in_split - len(keys)},
         "label_vocabulary": vocabulary,
         "models": {r: {"uri": models[r]["uri"], "version": models[r]["version"]} for r in roles},
-        "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95,
-                      "method": "percentile; multinomial resamples per slice, shared by both models (paired)"},
-        "calibration_bins": bins, "min_slice_n": settings["min_slice_n"],
-        "overall": {r: EM.point_metrics(probs[r], y, vocabulary, bins) for r in roles},
+        "bootstrap": {"resamples": settings["resamples"], "seed": settings["seed"], "level": 0.95,
+                      "method": "percentile; Poisson(1) weights per example seeded by (seed, key), "
+                                "shared by both models (paired)"},
+        "calibration_bins": settings["bins"], "min_slice_n": settings["min_slice_n"],
+        "overall": {r: overall["overall"][r] for r in roles} if overall else {},
         "slices": slices,
         "evaluated_at": settings.get("evaluated_at"),
     }
