@@ -179,12 +179,12 @@ def _contact_band(rng, m: _Masks, scale):
 
 
 def _bite_papules(rng, m: _Masks, scale):
-    """1-4 small round red papules with a pink halo and a dark central punctum."""
-    for _ in range(int(rng.integers(1, 5))):
+    """2-5 small round red papules with a pink halo and a dark central punctum."""
+    for _ in range(int(rng.integers(2, 6))):
         cy, cx = _centre(rng, m)
-        r0 = scale * rng.uniform(0.035, 0.06)
+        r0 = scale * rng.uniform(0.045, 0.07)
         region, halo = m.blob(rng, cy, cx, r0 * 2.2, 0.1, 0.4)
-        _add(m.red, region, halo, 0.5)
+        _add(m.red, region, halo, 0.6)
         m.dot(m.red, cy, cx, r0)
         m.dot(m.dark, cy, cx, max(scale * 0.012, 1.0), 0.8)
 
