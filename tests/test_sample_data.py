@@ -21,11 +21,13 @@ import pytest
 from PIL import Image, ImageOps
 
 from beam_jobs.sample_data import generate
-from beam_jobs.sample_data.catalog import DEFECTS, RARE_CONDITION
+from beam_jobs.sample_data.catalog import COMMON_CONDITIONS, DEFECTS, RARE_CONDITION
 from beam_jobs.sample_data.exif import random_camera_tags
 from beam_jobs.sample_data.jpeg import ORIENTATIONS, encode_jpeg
+from beam_jobs.sample_data.lesions import PATTERN_OF_CONDITION, draw_lesions
 from beam_jobs.sample_data.plan import ImagePlan
 from beam_jobs.sample_data.render import decode_upright, render_image
+from beam_jobs.sample_data.skin import monk_bgr, render_skin
 from transforms.colour import display_p3_profile
 from transforms.image_header import read_header
 from transforms.phash import hamming, phash64
@@ -418,3 +420,35 @@ def test_generate_rejects_bad_arguments(tmp_path):
                    {"cases": 1, "seed": 0, "size": (4033, 3024)}):
         with pytest.raises(ValueError):
             generate(tmp_path, **kwargs)
+
+
+# --- condition-specific lesions ------------------------------------------------
+
+def test_every_condition_has_its_own_lesion_pattern():
+    conditions = [name for name, _ in COMMON_CONDITIONS] + [RARE_CONDITION]
+    patterns = [PATTERN_OF_CONDITION.get(c) for c in conditions]
+    assert None not in patterns and "generic" not in patterns
+    assert len(set(patterns)) == len(conditions)
+
+
+def test_lesions_change_only_the_lesions_not_the_rest_of_the_photo():
+    a, b = (render_skin(np.random.default_rng(3), 320, 240, 6, 1.0, c) for c in ("Tinea", "Urticaria"))
+    again = render_skin(np.random.default_rng(3), 320, 240, 6, 1.0, "Tinea")
+    assert np.array_equal(a, again)
+    changed = np.abs(a - b).max(axis=2) > 1
+    # Same sheen, hair, background and lighting: only the lesion areas differ.
+    assert 0.005 < changed.mean() < 0.5
+
+
+@pytest.mark.parametrize("tone", [1, 5, 10])
+@pytest.mark.parametrize("condition", sorted(PATTERN_OF_CONDITION))
+def test_each_pattern_shows_at_64_px_on_light_and_dark_skin(condition, tone):
+    # On a flat swatch of the tone, the pattern must still move some pixels of a
+    # 64 px thumbnail by >= 12% of the skin's level (or 8 levels) in a channel.
+    h, w = 240, 320
+    skin = monk_bgr(tone)
+    planes = [np.full((h, w), c, np.float32) for c in skin]
+    draw_lesions(np.random.default_rng(11), planes, float(h), condition)
+    small = cv2.resize(cv2.merge(planes), (85, 64), interpolation=cv2.INTER_AREA)
+    contrast = np.abs(small - skin).max(axis=2)
+    assert (contrast >= max(0.12 * float(skin.max()), 8)).mean() > 0.003

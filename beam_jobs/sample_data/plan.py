@@ -45,6 +45,8 @@ class ImagePlan:
     # How a phone stored it: "jpeg" (sRGB, untagged), "p3_jpeg" (Display P3
     # pixels with the profile embedded, as iPhones write JPEG) or "heic" (P3 HEIC).
     container: str = "jpeg"
+    # The case's primary condition ("" = unlabelled): it selects the lesion pattern.
+    condition: str = ""
 
     @property
     def path(self) -> str:
@@ -104,12 +106,13 @@ def plan_dataset(n_cases: int, seed: int) -> DatasetPlan:
     case_ids = _unique_ids(rng, n_cases, exclude=set(ids))
     shots = rng.choice(len(SHOT_TYPES), size=len(labels), p=_SHOT_TYPE_P)
     containers = _containers(labels, duplicate_of, seed)
+    differentials = _differentials(n_cases, rng)
+    primary = [d[0][0][0] if d else "" for d in differentials]
     images = tuple(
         ImagePlan(i, case_of[i], ids[i], labels[i], image_tone[i], SHOT_TYPES[shots[i]], duplicate_of.get(i),
-                  containers[i])
+                  containers[i], primary[case_of[i]])
         for i in range(len(labels))
     )
-    differentials = _differentials(n_cases, rng)
     cases = tuple(
         CasePlan(c, case_ids[c], tones[c], tuple(members[c]), differentials[c]) for c in range(n_cases)
     )

@@ -131,7 +131,8 @@ def _render_work(item: ImagePlan, rng: np.random.Generator, width: int, height: 
     if item.defect == "low_information":
         colour = monk_bgr(item.tone) if item.tone else rng.uniform(20, 235, 3)
         return defects.flat_field(rng, ww, wh, colour)
-    skin = render_skin(rng, ww, wh, item.tone, rng.uniform(*_DETAIL[item.shot_type]))
+    skin = render_skin(rng, ww, wh, item.tone, rng.uniform(*_DETAIL[item.shot_type]),
+                       item.condition)
     edit = {
         "dim_textured": defects.underexpose,
         "too_dark": defects.crush_dark,

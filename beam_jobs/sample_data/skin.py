@@ -2,8 +2,9 @@
 
 The render is a float32 BGR canvas (0-255 scale) built from: the tone's base
 colour with a small jitter, multi-scale albedo texture (mottling, pores,
-pigment dots, specular sheen), 1-4 irregular lesions (red or brown), optional
-hair and a small background area, then a lighting gradient and vignetting.
+pigment dots, specular sheen), the lesion pattern of the case's condition
+(``lesions.PATTERN_OF_CONDITION``), optional hair and a small background
+area, then a lighting gradient and vignetting.
 Feature sizes are fractions of the frame, so texture that matters for the
 pipeline's sharpness check (measured at a 224 px short side) is several
 pixels wide at that scale whatever the output resolution.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from beam_jobs.sample_data.lesions import draw_lesions
 from beam_jobs.sample_data.noise import fractal_noise, linear_ramp, radial_distance, smooth_noise
 
 # Monk Skin Tone scale, tones 1..10 (RGB hex), from the project design notes.
@@ -40,9 +42,10 @@ def monk_bgr(tone: int) -> np.ndarray:
 
 
 def render_skin(
-    rng: np.random.Generator, width: int, height: int, tone: int, detail: float = 1.0
+    rng: np.random.Generator, width: int, height: int, tone: int, detail: float = 1.0, condition: str = ""
 ) -> np.ndarray:
-    """Render a well-exposed skin close-up of Monk ``tone`` as float32 BGR (height, width, 3).
+    """Render a well-exposed skin close-up of Monk ``tone`` as float32 BGR (height, width, 3),
+    showing the lesion pattern of ``condition`` ("" = unlabelled: generic blobs).
 
     ``detail`` (about 0.7-1.3) scales feature sizes: close-ups show bigger
     pores and lesions than shots taken at a distance.
@@ -66,8 +69,9 @@ def render_skin(
     planes = [cool * base[0], cool, albedo]
     cool *= base[1]
     albedo *= base[2]
-    for _ in range(int(rng.integers(1, 5))):
-        _add_lesion(rng, planes, short * detail)
+    # The lesions draw from their own stream, so the rest of the photo
+    # (sheen, hair, background, lighting) does not depend on the condition.
+    draw_lesions(np.random.default_rng(int(rng.integers(2**63))), planes, short * detail, condition)
     sheen = _sheen(rng, height, width, detail, tone)
     if rng.random() < 0.4:
         _add_hair(rng, planes, base, short * detail)
@@ -104,38 +108,6 @@ def _erythema(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     np.maximum(redness, 0, out=redness)
     redness *= np.float32(rng.uniform(0.02, 0.05))
     return redness
-
-
-def _add_lesion(rng: np.random.Generator, planes: list[np.ndarray], scale: float) -> None:
-    """Tint one irregular soft-edged blob, red (inflamed) or brown (pigmented), in place."""
-    h, w = planes[0].shape
-    r0 = scale * rng.uniform(0.05, 0.15)
-    cy, cx = rng.uniform(0.1, 0.9) * h, rng.uniform(0.1, 0.9) * w
-    y0, y1 = max(0, int(cy - 1.6 * r0)), min(h, int(cy + 1.6 * r0) + 1)
-    x0, x1 = max(0, int(cx - 1.6 * r0)), min(w, int(cx + 1.6 * r0) + 1)
-    if y1 - y0 < 2 or x1 - x0 < 2:
-        return
-    ys = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
-    xs = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
-    dist = np.sqrt(ys * ys + xs * xs)
-    theta = np.arctan2(ys, xs)
-    # A few angular harmonics plus local noise make the border irregular.
-    radius = np.ones_like(dist)
-    for k in range(2, 6):
-        amp = np.float32(rng.uniform(0, 0.22) / np.sqrt(k))
-        radius += amp * np.cos(k * theta + np.float32(rng.uniform(0, 2 * np.pi)))
-    bh, bw = dist.shape
-    radius = radius * np.float32(r0) + smooth_noise(rng, bh, bw, 6) * np.float32(0.12 * r0)
-    softness = np.float32(r0 * rng.uniform(0.06, 0.2))
-    mask = 1 / (1 + np.exp(np.clip((dist - radius) / softness, -30, 30)))
-    # Papules / scale inside the lesion: texture that survives downscaling.
-    bumps = 1 + smooth_noise(rng, bh, bw, max(bh, bw) / max(r0 * 0.12, 1.5)) * np.float32(0.1)
-    if rng.random() < 0.6:  # inflamed: green and blue drop, red holds
-        target = (rng.uniform(0.68, 0.82), rng.uniform(0.66, 0.8), rng.uniform(1.0, 1.07))
-    else:  # pigmented: darker, blue drops most
-        target = (rng.uniform(0.32, 0.45), rng.uniform(0.45, 0.58), rng.uniform(0.62, 0.75))
-    for plane, t in zip(planes, target):
-        plane[y0:y1, x0:x1] *= 1 + mask * (bumps * np.float32(t) - 1)
 
 
 def _sheen(rng: np.random.Generator, h: int, w: int, detail: float, tone: int) -> np.ndarray:
