@@ -57,8 +57,10 @@ BENIGN_WARNINGS = (
     # Each model load (one per RunInference, per worker thread on DirectRunner)
     # traces Keras's predict step once or twice; TensorFlow counts the traces of
     # every copy of that step together and calls five of them "retracing".
-    ("tensorflow", r"\d+ out of the last \d+ calls to <function TensorFlowTrainer\.make_predict_function\."
-                   r"<locals>\.one_step_on_data\w* at 0x[0-9a-f]+> triggered tf\.function retracing"),
+    # (Keras 3 names it TensorFlowTrainer's; tf_keras, which tf.Transform turns
+    # on for the process and its children, Model's.)
+    ("tensorflow", r"\d+ out of the last \d+ calls to <function (TensorFlowTrainer|Model)\.make_predict_function\."
+                   r"<locals>\.\w+ at 0x[0-9a-f]+> triggered tf\.function retracing"),
 )
 
 

@@ -119,9 +119,12 @@ def test_evaluate_curates_help_names_the_module(capsys):
     assert capsys.readouterr().out.startswith("usage: python -m beam_jobs.evaluate_curate")
 
 
-def test_model_loads_trace_quietly_but_other_tensorflow_warnings_show():
+@pytest.mark.parametrize("legacy_keras", ["0", "1"])
+def test_model_loads_trace_quietly_but_other_tensorflow_warnings_show(legacy_keras):
     # Six copies of a model, each predicting two batch sizes as RunInference
     # does: TensorFlow's retracing warning is about the copies, not a fault.
+    # Under Keras 3 and under tf_keras (which tf.Transform's import turns on).
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": legacy_keras}
     proc = _python("-c", "from beam_jobs.cli import quiet_logging, quiet_tensorflow\n"
                          "quiet_tensorflow(); quiet_logging()\n"
                          "import numpy as np, tensorflow as tf\n"
@@ -130,7 +133,7 @@ def test_model_loads_trace_quietly_but_other_tensorflow_warnings_show():
                          "    m = tf.keras.Model(i, tf.keras.layers.Dense(2)(tf.keras.layers.Flatten()(i)))\n"
                          "    m.predict_on_batch(np.zeros((1, 8, 8, 3))); m.predict_on_batch(np.zeros((3, 8, 8, 3)))\n"
                          "tf.get_logger().warning('a real TensorFlow warning')\n"
-                         "print('ok')")
+                         "print('ok')", env=env)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
     assert "a real TensorFlow warning" in proc.stderr
     assert "retracing" not in proc.stderr, proc.stderr

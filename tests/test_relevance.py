@@ -84,11 +84,13 @@ def test_trainer_writes_a_loadable_deterministic_model_with_cross_validated_figu
     # Same photos, same seed: the same model. Bit-identical floats are not
     # promised (numpy's float32 reductions may round differently by memory
     # alignment), so the weights must agree to 1e-5 and every figure exactly.
+    # The threshold is a low quantile of out-of-sample probabilities, where
+    # the logistic is steep: weights 1e-6 apart moved it by 3e-5 (seen in CI).
     model, again = (rel.RelevanceModel.load(tmp_path / n) for n in ("a.json", "b.json"))
     assert model.version == again.version
     for kind in ("colour", "grayscale"):
         first, second = (dict(m.doc["training"]["cross_validated"][kind]) for m in (model, again))
-        assert first.pop("threshold") == pytest.approx(second.pop("threshold"), abs=1e-5)
+        assert first.pop("threshold") == pytest.approx(second.pop("threshold"), abs=1e-4)
         assert first == second
         for n1, n2 in zip(model.nets[kind], again.nets[kind]):
             for key in n1:
