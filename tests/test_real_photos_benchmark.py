@@ -63,3 +63,51 @@ def test_training_csv_lists_each_original_once_with_its_label(tmp_path):
         rows = list(csv.DictReader(f))
     assert n == 2 and [(r["uri"], r["label"]) for r in rows] == [
         (f"{IMAGES}/a.jpg", "skin"), (f"{IMAGES}/cat.jpg", "not_skin")]
+
+
+def test_phone_formats_reencodes_what_curate_decodes_and_compares_verdicts(tmp_path):
+    """benchmarks.phone_formats on generated pixels: each format is written as
+    the file type it names (read back by curate's own decoder, P3 tagged where
+    asked, exact copies still byte copies, derived_from renamed); agreement
+    counts content verdicts per image and duplicate pairs unordered, so a
+    swapped kept member is no change but a lost pair and a new reason are."""
+    import numpy as np
+
+    from benchmarks import phone_formats as pf
+    from transforms.decode import decode
+    from transforms.image_header import read_header
+
+    src = tmp_path / "src"
+    src.mkdir()
+    y, x = np.mgrid[0:96, 0:128]
+    pixels = np.stack([x * 2, y * 2, 255 - x - y], -1).astype(np.uint8)  # smooth: every codec keeps it
+    import cv2
+    cv2.imwrite(str(src / "a.png"), pixels)
+    (src / "a__copy.png").write_bytes((src / "a.png").read_bytes())
+    labels = [_lab("a.png"), _lab("a__copy.png", degradation="exact_dup", derived_from="a.png")]
+    for fmt, kind in (("heic", "heic"), ("heic_p3", "heic"), ("avif", "avif"), ("jpeg_p3", "jpeg")):
+        new, refused = pf.reencode_folder(labels, str(src), fmt, tmp_path / fmt)
+        assert refused == [] and [lab["file"] for lab in new] == ["a" + pf.FORMATS[fmt], "a__copy" + pf.FORMATS[fmt]]
+        assert new[1]["derived_from"] == new[0]["file"]
+        data = (tmp_path / fmt / "images" / new[0]["file"]).read_bytes()
+        assert data == (tmp_path / fmt / "images" / new[1]["file"]).read_bytes()
+        assert read_header(data).format == kind
+        back = decode(data, analysis_short_side=1 << 30).image
+        assert back.shape == pixels.shape and np.abs(back.astype(int) - pixels).mean() < 3
+        assert (b"Display P3" in data) == fmt.endswith("_p3")
+
+    base_labels = {"a": _lab("a.png"), "b": _lab("b.png"), "c": _lab("c.png")}
+    base = {r["uri"]: r for r in [_row("a.png"), _row("b.png", ["near_duplicate"], duplicate_of="a.png"),
+                                  _row("c.png", ["blurry"])]}
+    heic = [_lab("a.heic"), _lab("b.heic"), _lab("c.heic")]
+    swapped = {f"/h/{r['uri'].split('/')[-1]}": dict(r, uri=f"/h/{r['uri'].split('/')[-1]}") for r in [
+        _row("a.heic", ["near_duplicate"], duplicate_of="b.heic"), _row("b.heic"), _row("c.heic", ["blurry"])]}
+    for r in swapped.values():
+        r["duplicate_of"] = r["duplicate_of"] and r["duplicate_of"].replace(IMAGES, "/h")
+    same = pf.agreement(heic, "/h", swapped, base_labels, IMAGES, base)
+    assert same["same_content_verdict"] == 1.0 and same["duplicate_pairs_same"] == 1 == same["original_duplicate_pairs"]
+    changed = {u: dict(r, reasons=[], duplicate_of=None, status="accepted") for u, r in swapped.items()}
+    changed["/h/c.heic"]["reasons"] = ["blurry", "no_skin"]
+    worse = pf.agreement(heic, "/h", changed, base_labels, IMAGES, base)
+    assert worse["same_content_verdict"] == 2 / 3 and worse["duplicate_pairs_lost"] == ["a+b"]
+    assert worse["content_changed"] == [("c.heic", "skin_clinical", "blurry", "blurry,no_skin")]
