@@ -115,7 +115,7 @@ def build_model(image_size: int, n_classes: int):
     widths = (16, 32, 64, 128)
     for i, width in enumerate(widths):
         # The first conv strides by 2: 224 px on 2 CPU cores must stay cheap;
-        # four blocks reach ~60 px of the input, a whole lesion at 128 px.
+        # four blocks see ~70 px of the input, a whole lesion at 128 px.
         x = L.Conv2D(width, 3, strides=2 if i == 0 else 1, padding="same", use_bias=False)(x)
         x = L.BatchNormalization(momentum=0.9)(x)  # few steps per run: the moving statistics must settle
         x = L.ReLU()(x)
