@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=20, help="Training epochs.")
     p.add_argument("--batch_size", type=int, default=32, help="Batch size.")
     p.add_argument("--seed", type=int, default=0, help="Seed for weights, shuffling and augmentation.")
-    p.add_argument("--learning_rate", type=float, default=3e-3, help="Adam's initial learning rate (cosine-decayed to 0 over the run).")
+    p.add_argument("--learning_rate", type=float, default=3e-3,
+                   help="Adam's initial learning rate (cosine-decayed to 0 over the run).")
     p.add_argument("--class_weighting", choices=CLASS_WEIGHTING, default="sqrt",
                    help="How dataset_info's balanced class weights are used: 'balanced' as they are, "
                         "'sqrt' their square root, 'none' all 1; then capped at --max_class_weight.")
@@ -247,8 +248,8 @@ def run(argv=None) -> dict:
         "metrics": metrics,
         "training": {"seed": o.seed, "epochs": o.epochs, "batch_size": o.batch_size,
                      "learning_rate": o.learning_rate, "class_weighting": o.class_weighting,
-                     "max_class_weight": o.max_class_weight, "class_weights": class_weight, "tensorflow": tf.__version__,
-                     "keras": keras.__version__},
+                     "max_class_weight": o.max_class_weight, "class_weights": class_weight,
+                     "tensorflow": tf.__version__, "keras": keras.__version__},
     })
     acc = metrics["validation_accuracy"]
     print(f"train_baseline: done in {seconds:.0f}s, validation accuracy "
