@@ -5,7 +5,7 @@
       -> MODEL_DIR/model.keras + model_info.json (schemas.model_bundle)
 
 Run: python -m beam_jobs.train_baseline --tfrecords DIR --output MODEL_DIR
-         [--epochs 10] [--batch_size 32] [--seed 0] [--version V]
+         [--epochs 20] [--batch_size 32] [--seed 0] [--version V]
 
 A baseline for the scoring job to load, not a clinical model: it runs on CPU in
 about a minute on the demo dataset.
@@ -26,6 +26,9 @@ from beam_jobs.cli import UsageError, main, quiet_tensorflow
 CACHE_LIMIT_BYTES = 1 << 30
 
 
+CLASS_WEIGHTING = ("sqrt", "balanced", "none")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         # argparse would print usage plus the error and exit; the jobs report one line.
@@ -36,9 +39,16 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="train_baseline", description=__doc__.splitlines()[0])
     p.add_argument("--tfrecords", required=True, help="make_tfrecords output directory (local or gs://).")
     p.add_argument("--output", required=True, help="Model directory to write (local or gs://).")
-    p.add_argument("--epochs", type=int, default=10, help="Training epochs.")
+    p.add_argument("--epochs", type=int, default=20, help="Training epochs.")
     p.add_argument("--batch_size", type=int, default=32, help="Batch size.")
     p.add_argument("--seed", type=int, default=0, help="Seed for weights, shuffling and augmentation.")
+    p.add_argument("--learning_rate", type=float, default=3e-3,
+                   help="Adam's initial learning rate (cosine-decayed to 0 over the run).")
+    p.add_argument("--class_weighting", choices=CLASS_WEIGHTING, default="sqrt",
+                   help="How dataset_info's balanced class weights are used: 'balanced' as they are, "
+                        "'sqrt' their square root, 'none' all 1; then capped at --max_class_weight.")
+    p.add_argument("--max_class_weight", type=float, default=3.0,
+                   help="Cap on any class weight (a class of 2 images must not dominate the loss).")
     p.add_argument("--version", help="Model version (default baseline-<dataset_info sha256[:8]>-s<seed>).")
     return p
 
@@ -82,19 +92,35 @@ def default_version(info_bytes: bytes, seed: int) -> str:
     return f"baseline-{hashlib.sha256(info_bytes).hexdigest()[:8]}-s{seed}"
 
 
+def class_weights(vocab: list[str], balanced: dict, weighting: str, cap: float) -> dict[int, float]:
+    """Output-unit index -> loss weight from make_tfrecords' balanced weights
+    (n_train / (n_classes * n_class)): as they are, square-rooted or all 1, then capped."""
+    out = {}
+    for i, c in enumerate(vocab):
+        w = float(balanced.get(c, 1.0)) if weighting != "none" else 1.0
+        out[i] = round(min(w ** 0.5 if weighting == "sqrt" else w, cap), 6)
+    return out
+
+
 def build_model(image_size: int, n_classes: int):
-    """uint8 (N, S, S, 3) -> softmax (N, n_classes); rescaling is inside so the
-    scorer feeds exactly the decoded arrays."""
+    """uint8 (N, S, S, 3) -> softmax (N, n_classes); rescaling and per-image
+    standardisation are inside, so the scorer feeds exactly the decoded arrays."""
     import keras
     L = keras.layers
     x = inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     x = L.Rescaling(1.0 / 255)(x)
-    for i, width in enumerate((16, 32, 64)):
-        # The first conv strides by 2: 224 px on 2 CPU cores must stay cheap.
+    # Each image to zero mean and unit variance per channel: what is left is
+    # the lesion's contrast with the skin around it, not the skin tone, the
+    # exposure or the white balance, which say nothing about the condition.
+    x = L.LayerNormalization(axis=(1, 2), center=False, scale=False, epsilon=1e-3, name="standardise")(x)
+    widths = (16, 32, 64, 128)
+    for i, width in enumerate(widths):
+        # The first conv strides by 2: 224 px on 2 CPU cores must stay cheap;
+        # four blocks see ~70 px of the input, a whole lesion at 128 px.
         x = L.Conv2D(width, 3, strides=2 if i == 0 else 1, padding="same", use_bias=False)(x)
-        x = L.BatchNormalization()(x)
+        x = L.BatchNormalization(momentum=0.9)(x)  # few steps per run: the moving statistics must settle
         x = L.ReLU()(x)
-        if i < 2:
+        if i < len(widths) - 1:
             x = L.MaxPooling2D()(x)
     x = L.GlobalAveragePooling2D()(x)
     x = L.Dropout(0.3)(x)
@@ -176,6 +202,8 @@ def run(argv=None) -> dict:
     o = _parser().parse_args(argv)
     if o.epochs < 1 or o.batch_size < 1:
         raise UsageError("--epochs and --batch_size must be at least 1")
+    if not o.learning_rate > 0 or not o.max_class_weight >= 1:
+        raise UsageError("--learning_rate must be > 0 and --max_class_weight at least 1")
     info, info_bytes = load_dataset_info(o.tfrecords)
     version = o.version or default_version(info_bytes, o.seed)
 
@@ -191,11 +219,14 @@ def run(argv=None) -> dict:
         print("train_baseline: validation split has no examples with a train label; "
               "no validation metrics", file=sys.stderr)
     # Keys of class_weights are class names; Keras wants output-unit indices.
-    weights = info.get("class_weights") or {}
-    class_weight = {i: float(weights.get(c, 1.0)) for i, c in enumerate(vocab)}
+    class_weight = class_weights(vocab, info.get("class_weights") or {}, o.class_weighting, o.max_class_weight)
 
     model = build_model(size, len(vocab))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+    # Decaying to 0 makes the last epochs small steps: the saved model is not
+    # whichever side of a noisy minimum the final batches happened to push it.
+    steps = o.epochs * -(-n_train // o.batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(o.learning_rate, decay_steps=steps)
+    model.compile(optimizer=keras.optimizers.Adam(schedule),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     t0 = time.monotonic()
     hist = model.fit(train, validation_data=val, epochs=o.epochs, class_weight=class_weight,
@@ -216,8 +247,9 @@ def run(argv=None) -> dict:
                        "dataset_info_sha256": hashlib.sha256(info_bytes).hexdigest()},
         "metrics": metrics,
         "training": {"seed": o.seed, "epochs": o.epochs, "batch_size": o.batch_size,
-                     "class_weights": class_weight, "tensorflow": tf.__version__,
-                     "keras": keras.__version__},
+                     "learning_rate": o.learning_rate, "class_weighting": o.class_weighting,
+                     "max_class_weight": o.max_class_weight, "class_weights": class_weight,
+                     "tensorflow": tf.__version__, "keras": keras.__version__},
     })
     acc = metrics["validation_accuracy"]
     print(f"train_baseline: done in {seconds:.0f}s, validation accuracy "

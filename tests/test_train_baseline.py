@@ -121,3 +121,45 @@ def test_cli_bad_arguments_exit_2_with_one_line(tmp_path):
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [
         "train_baseline: error: the following arguments are required: --tfrecords"]
     assert not (tmp_path / "m").exists()
+
+
+def _labelled_arrays(tfrecords, splits):
+    images, labels = [], []
+    for split in splits:
+        for features, label_id in read_split(str(tfrecords), split, batch_size=64):
+            images.append(features["image"].numpy())
+            labels.append(label_id.numpy())
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    return images[labels >= 0], labels[labels >= 0]
+
+
+def test_the_default_baseline_learns_the_lesions_beyond_the_majority_class(tfrecords, tmp_path):
+    # The generator draws each condition's own lesion pattern; a baseline that
+    # only learned the class frequencies would score the majority rate. Held-out
+    # validation + test images (~40), default settings but the epochs.
+    result = train_baseline.run(["--tfrecords", str(tfrecords), "--output", str(tmp_path / "m"), "--seed", "0"])
+    model, _ = load_bundle(result["model_dir"])
+    images, labels = _labelled_arrays(tfrecords, ("validation", "test"))
+    accuracy = float((model.predict(images, verbose=0).argmax(axis=1) == labels).mean())
+    majority = np.bincount(labels).max() / len(labels)
+    print(f"baseline on {len(labels)} held-out images: accuracy {accuracy:.3f}, majority class {majority:.3f}")
+    assert len(labels) >= 30 and accuracy >= majority + 0.15, (accuracy, majority, len(labels))
+
+
+def test_class_weights_are_square_rooted_and_capped_by_default():
+    vocab = ["common", "rare", "unseen"]
+    balanced = {"common": 0.25, "rare": 11.7}
+    assert train_baseline.class_weights(vocab, balanced, "sqrt", 3.0) == {0: 0.5, 1: 3.0, 2: 1.0}
+    assert train_baseline.class_weights(vocab, balanced, "sqrt", 5.0) == {0: 0.5, 1: round(11.7 ** 0.5, 6), 2: 1.0}
+    assert train_baseline.class_weights(vocab, balanced, "balanced", 20.0) == {0: 0.25, 1: 11.7, 2: 1.0}
+    assert train_baseline.class_weights(vocab, balanced, "none", 3.0) == {0: 1.0, 1: 1.0, 2: 1.0}
+
+
+def test_bad_learning_rate_or_weight_cap_is_a_one_line_error(tmp_path):
+    from beam_jobs.cli import UsageError
+    for flag, value in (("--learning_rate", "0"), ("--max_class_weight", "0.5")):
+        with pytest.raises(UsageError) as e:
+            train_baseline.run(["--tfrecords", str(tmp_path), "--output", str(tmp_path / "m"), flag, value])
+        assert "\n" not in str(e.value) and flag in str(e.value)
+    with pytest.raises(UsageError, match="class_weighting"):
+        train_baseline.run(["--tfrecords", str(tmp_path), "--output", str(tmp_path / "m"), "--class_weighting", "log"])
