@@ -139,10 +139,43 @@ def shard_pairs(kv, radius: int):
         yield f"{a:016x}", f"{c:016x}"
 
 
+class _ShardEntries(beam.DoFn):
+    """shard_records, counting what it sends to the shuffle."""
+
+    def __init__(self, radius, exact_only_for, shards):
+        self.args = radius, exact_only_for, shards
+        self.records = Metrics.counter("duplicates", "shard_records")
+        self.bytes = Metrics.counter("duplicates", "shard_bytes")
+
+    def process(self, rows):
+        for key, blob in shard_records(rows, *self.args):
+            self.records.inc()
+            self.bytes.inc(len(blob))
+            yield key, blob
+
+
 def _needs_grouping(row, components, exact_only_for) -> bool:
     """Whether the row may share its cluster: its pHash is linked or shared
     (in `components`), or it clusters by bytes."""
     return not hash_is_reliable(row, exact_only_for) or row["phash"] in components
+
+
+class _AssignCluster(beam.DoFn):
+    """Sets cluster_id; a row that may have company goes, keyed by it, to the
+    GROUPED output, the rest straight on (they are their cluster's keeper)."""
+    GROUPED = "grouped"
+
+    def __init__(self, exact_only_for):
+        self.exact_only_for = exact_only_for
+        self.grouped = Metrics.counter("duplicates", "rows_grouped")
+
+    def process(self, row, components):
+        row = dict(row, cluster_id=cluster_id_for(row, components, self.exact_only_for))
+        if _needs_grouping(row, components, self.exact_only_for):
+            self.grouped.inc()
+            yield beam.pvalue.TaggedOutput(self.GROUPED, (row["cluster_id"], row))
+        else:
+            yield row
 
 
 class _Counted(beam.DoFn):
@@ -172,7 +205,7 @@ class NearDuplicatePairs(beam.PTransform):
         return (
             rows
             | "Batch" >> beam.BatchElements(*self.batch_rows)
-            | "ShardEntries" >> beam.FlatMap(shard_records, self.radius, self.exact_only_for, self.shards)
+            | "ShardEntries" >> beam.ParDo(_ShardEntries(self.radius, self.exact_only_for, self.shards))
             | "GroupByShard" >> beam.GroupByKey()
             | "PairsWithinRadius" >> beam.FlatMap(shard_pairs, self.radius))
 
@@ -194,17 +227,11 @@ class ClusterDuplicates(beam.PTransform):
             edges
             | "AllPairs" >> beam.combiners.ToList()
             | "Components" >> beam.Map(connected_components))
-        assigned = (
-            rows
-            | "AssignCluster" >> beam.Map(
-                lambda r, comps: dict(r, cluster_id=cluster_id_for(r, comps, exact_only)),
-                comps=beam.pvalue.AsSingleton(components))
-            | "MayHaveCompany" >> beam.Partition(
-                lambda r, _, comps: int(_needs_grouping(r, comps, exact_only)), 2,
-                comps=beam.pvalue.AsSingleton(components)))
+        assigned = rows | "AssignCluster" >> beam.ParDo(
+            _AssignCluster(exact_only), beam.pvalue.AsSingleton(components)).with_outputs(
+                _AssignCluster.GROUPED, main="alone")
         resolved = (
-            assigned[1]
-            | "KeyByCluster" >> beam.Map(lambda r: (r["cluster_id"], r))
+            assigned[_AssignCluster.GROUPED]
             | "GroupByCluster" >> beam.GroupByKey()
             | "KeepBestOfCluster" >> beam.ParDo(_Counted()))
-        return (assigned[0], resolved) | "AllRows" >> beam.Flatten()
+        return (assigned.alone, resolved) | "AllRows" >> beam.Flatten()
