@@ -134,7 +134,10 @@ def shard_pairs(kv, radius: int):
         values, counts = np.unique(own, return_counts=True)
         for o in values[counts > 1].tolist():
             yield f"{o:016x}", f"{o:016x}"
-    e = np.unique(e, axis=0)  # the same image in several batches, exact copies
+    # Exact copies repeat entries (their owner x owner combinations would
+    # multiply). np.unique(axis=0) was 3x the whole search: lexsort instead.
+    e = e[np.lexsort((e[:, 1], e[:, 0]))]
+    e = e[np.r_[True, (e[1:] != e[:-1]).any(axis=1)]]
     for a, c in owner_pairs(e[:, 0], e[:, 1], radius, leads=[lead]).tolist():
         yield f"{a:016x}", f"{c:016x}"
 
