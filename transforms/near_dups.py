@@ -16,9 +16,12 @@ N (see BLOCK); only the checks of unrelated hashes that share a key grow
 faster (N^2 / 2^28 per table at radius 4, ~2M cheap XOR-popcounts at 4M
 hashes, i.e. 1M images).
 
-lsh_keys() + owner_pairs_in_bucket() are what the Beam transform uses per
-hash and per bucket; image_pairs() (on near_duplicate_pairs()) is the same
-scheme vectorised in numpy, for one-machine use and the scale benchmark.
+near_duplicate_pairs() and owner_pairs() run it vectorised in numpy; the Beam
+transform (transforms/duplicates.py) runs owner_pairs() per shard of one lead
+band's values (`leads`, each pair reported from its first shared table only),
+image_pairs() on a whole set in one process (the scale benchmark). lsh_keys()
++ owner_pairs_in_bucket() are the same scheme per hash and per bucket, kept as
+the plain reference the tests check the vectorised search against.
 """
 from __future__ import annotations
 
