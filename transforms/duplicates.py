@@ -34,7 +34,7 @@ from schemas.reasons import DUPLICATE_REASONS, ordered
 from transforms.near_dups import bands, connected_components, lead_bands, owner_pairs
 from transforms.phash import min_hamming
 
-# Shards per lead band (a power of two, at most 2**(narrowest band width)): the
+# Shards per lead band (rounded up to a power of two, at most 2**band width): the
 # search's parallelism is (radius + 1) x SHARDS groups; at 1M images a group
 # holds ~50k entries (0.8 MB), which the vectorised search handles in cache-
 # sized blocks. More shards cost more, smaller records per batch.
@@ -106,8 +106,8 @@ def pair_distance(row: dict, keeper: dict):
 
 
 def shard_records(rows, radius: int, exact_only_for=(), shards: int = SHARDS):
-    """A batch of rows -> ((lead, shard), packed entries) records: each distinct
-    (hash, owner) entry of the batch under every lead band, as uint64 pairs."""
+    """A batch of rows -> ((lead, shard), packed entries) records: each row's
+    distinct (hash, owner) entries under every lead band, as uint64 pairs."""
     # Distinct per row, not per batch: band 0's shards count rows per pHash.
     entries = [e for row in rows for e in {(int(h, 16), int(o, 16)) for h, o in hash_entries(row, exact_only_for)}]
     if not entries:
@@ -196,8 +196,8 @@ class _Counted(beam.DoFn):
 class NearDuplicatePairs(beam.PTransform):
     """rows -> (owner, owner) pHash pairs, smaller first, within the radius:
     each pair of hashes found once (an image pair met through several of its
-    hashes comes once per hash pair), plus (pHash, pHash) for a pHash that
-    several rows share. See the module doc."""
+    hashes may come from several shards, once from each), plus (pHash, pHash)
+    for a pHash that several rows share. See the module doc."""
 
     def __init__(self, radius: int, exact_only_for=(), shards: int = SHARDS, batch_rows=BATCH_ROWS):
         super().__init__()
