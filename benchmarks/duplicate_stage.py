@@ -35,6 +35,7 @@ import argparse
 import importlib.util
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -217,6 +218,7 @@ def main(argv=None) -> dict:
            "sizes": {str(n): {**f, "runs": runs[n]} for n, f in per_size.items()},
            "targets": {"stage_own_vs_numpy_max": 3}}
     write_json(args.json, doc)
+    shutil.rmtree(tmp, ignore_errors=True)
     return doc
 
 
