@@ -15,8 +15,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from schemas.features import empty_row
 from schemas.policy import load_policy
 from transforms.decode import decode
-from transforms.duplicates import ClusterDuplicates, hash_entries
-from transforms.near_dups import (BLOCK, bands, connected_components, image_pairs, lsh_keys,
+from transforms.duplicates import ClusterDuplicates, NearDuplicatePairs, hash_entries
+from transforms.near_dups import (BLOCK, bands, connected_components, image_pairs, lead_bands, lsh_keys,
                                   near_duplicate_pairs, owner_pairs_in_bucket)
 from transforms.phash import CENTRE_FRACTIONS, centre_crop, centre_phashes, min_hamming, phash64
 from transforms.quality import compute_features, to_analysis_size
@@ -219,3 +219,32 @@ def test_cluster_duplicates_catches_a_crop_by_its_centre_hash():
             ("orig.jpg", [], None), ("orig_copy.jpg", ["exact_duplicate"], "orig.jpg"),
             ("crop.jpg", ["near_duplicate"], "orig.jpg"), ("other.jpg", [], None),
             ("dark.jpg", ["too_dark"], None)]))
+
+
+def test_lead_searches_run_apart_find_each_pair_once():
+    """near_duplicate_pairs(leads=[l], once=True) over every lead band, run
+    separately as the Beam shards run them, reports each close pair exactly
+    once: planted pairs share most bands, so several tables see them."""
+    h = planted_hashes(2000, 400, RADIUS, seed=11)
+    parts = [near_duplicate_pairs(h, RADIUS, block=64, leads=[lead], once=True) for lead in lead_bands(RADIUS)]
+    found = [tuple(p) for part in parts for p in part.tolist()]
+    assert len(found) == len(set(found))
+    assert set(found) == brute_force(h, RADIUS)
+
+
+@pytest.mark.parametrize("shards,batch", [(1, (50, 50)), (4, (1000, 1000)), (64, (7, 7))])
+def test_beam_shards_find_every_pair_within_radius_exactly_once(shards, batch):
+    """The Beam search over small single-hash rows reports every pair of
+    images within the radius exactly once, whatever the shards and batches
+    (pairs that share most bands lie in several leads' tables; a shard count
+    above a band's values is clamped), and a pHash shared by two rows once."""
+    h = planted_hashes(500, 150, RADIUS, seed=12)
+    rows = [_row(f"{i}.jpg", f"s{i}", int(x), []) for i, x in enumerate(h.tolist())]
+    rows.append(_row("copy.jpg", "c", int(h[7]), []))            # a second row with the same pHash
+    rows.append(_row("dark.jpg", "d", int(h[8]) ^ 1, [], reasons=["too_dark"]))  # unreliable: no pairs
+    expected = [(f"{int(h[i]):016x}", f"{int(h[j]):016x}") for i, j in brute_force(h, RADIUS)]
+    expected.append((f"{int(h[7]):016x}",) * 2)
+    assert len(expected) > 150
+    with TestPipeline() as p:
+        pairs = p | beam.Create(rows) | NearDuplicatePairs(RADIUS, ["too_dark"], shards=shards, batch_rows=batch)
+        assert_that(pairs, equal_to(expected))  # as a multiset: a repeat fails

@@ -16,9 +16,12 @@ N (see BLOCK); only the checks of unrelated hashes that share a key grow
 faster (N^2 / 2^28 per table at radius 4, ~2M cheap XOR-popcounts at 4M
 hashes, i.e. 1M images).
 
-lsh_keys() + owner_pairs_in_bucket() are what the Beam transform uses per
-hash and per bucket; image_pairs() (on near_duplicate_pairs()) is the same
-scheme vectorised in numpy, for one-machine use and the scale benchmark.
+near_duplicate_pairs() and owner_pairs() run it vectorised in numpy; the Beam
+transform (transforms/duplicates.py) runs owner_pairs() per shard of one lead
+band's values (`leads`, each pair reported from its first shared table only),
+image_pairs() on a whole set in one process (the scale benchmark). lsh_keys()
++ owner_pairs_in_bucket() are the same scheme per hash and per bucket, kept as
+the plain reference the tests check the vectorised search against.
 """
 from __future__ import annotations
 
@@ -77,9 +80,21 @@ def _blocks(lead: np.ndarray, block: int) -> list[int]:
     return [0, *np.unique(cuts).tolist(), n]
 
 
-def _pairs_in_block(hb: np.ndarray, b, lead: int, rest, radius: int):
+def _first_table(x: np.ndarray, b, triple) -> np.ndarray:
+    """Whether `triple` is the first three bands on which pairs with XOR `x`
+    agree: the one table of all that may report them (each pair once)."""
+    i, j, k = triple
+    ok = np.ones(x.size, dtype=bool)
+    for t in range(k):
+        if t not in triple:
+            ok &= ((x >> np.uint64(b[t][0])) & np.uint64((1 << b[t][1]) - 1)) != 0
+    return ok
+
+
+def _pairs_in_block(hb: np.ndarray, b, lead: int, rest, radius: int, once: bool = False):
     """Local index pairs (a, c) within radius among hb, for the tables
-    (lead, j, k) for (j, k) in rest.
+    (lead, j, k) for (j, k) in rest; with `once`, only from the first table
+    whose bands the pair shares (see near_duplicate_pairs).
 
     Each table sorts (key << index_bits) | local index, packed in one uint64,
     so equal keys are adjacent and no argsort is needed.
@@ -105,7 +120,10 @@ def _pairs_in_block(hb: np.ndarray, b, lead: int, rest, radius: int):
         while cand.size:
             a = (packed[cand] & mask).astype(np.intp)
             c = (packed[cand + off] & mask).astype(np.intp)
-            close = np.bitwise_count(hb[a] ^ hb[c]) <= radius
+            x = hb[a] ^ hb[c]
+            close = np.bitwise_count(x) <= radius
+            if once and close.any():
+                close[close] = _first_table(x[close], b, (lead, j, k))
             if close.any():
                 out_a.append(a[close])
                 out_c.append(c[close])
@@ -117,11 +135,23 @@ def _pairs_in_block(hb: np.ndarray, b, lead: int, rest, radius: int):
     return out_a, out_c
 
 
-def near_duplicate_pairs(hashes: np.ndarray, radius: int, block: int = BLOCK) -> np.ndarray:
+def lead_bands(radius: int) -> list[int]:
+    """Bands that lead a table (i, j, k), i < j < k: all but the last two."""
+    return list(range(radius + 1))
+
+
+def near_duplicate_pairs(hashes: np.ndarray, radius: int, block: int = BLOCK,
+                         leads=None, once: bool = False) -> np.ndarray:
     """Index pairs (i, j), i < j, of distinct hashes within `radius` bits.
 
     `hashes` must be distinct uint64 values (exact repeats are grouped first).
     Returns an (n, 2) int64 array, sorted.
+
+    `leads` restricts the search to the tables led by those bands, and `once`
+    reports a pair only from the first table it shares (its three lowest
+    agreeing bands), so the searches of the separate leads, run apart (the
+    Beam transform's shards), find every pair within the radius exactly once
+    between them. Without `once` repeats are merged here.
     """
     h = np.asarray(hashes, dtype=np.uint64)
     if h.size > 1 << 40:
@@ -131,7 +161,7 @@ def near_duplicate_pairs(hashes: np.ndarray, radius: int, block: int = BLOCK) ->
     found = []
     for lead, (shift, width) in enumerate(b):
         rest = [(j, k) for i, j, k in triples if i == lead]
-        if not rest:
+        if not rest or (leads is not None and lead not in leads):
             continue
         lead_values = ((h >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(
             np.uint8 if width <= 8 else np.uint16 if width <= 16 else np.uint32)
@@ -140,13 +170,16 @@ def near_duplicate_pairs(hashes: np.ndarray, radius: int, block: int = BLOCK) ->
         # Lead values recomputed from hp: sequential, where lead_values[order] is a random gather.
         edges = _blocks((hp >> np.uint64(shift)) & np.uint64((1 << width) - 1), block)
         for lo, hi in zip(edges[:-1], edges[1:]):
-            a, c = _pairs_in_block(hp[lo:hi], b, lead, rest, radius)
+            a, c = _pairs_in_block(hp[lo:hi], b, lead, rest, radius, once)
             if a:
                 a, c = order[lo + np.concatenate(a)], order[lo + np.concatenate(c)]
                 found.append(np.stack([np.minimum(a, c), np.maximum(a, c)], axis=1))
     if not found:
         return np.empty((0, 2), dtype=np.int64)
-    return np.unique(np.concatenate(found).astype(np.int64), axis=0)
+    p = np.concatenate(found).astype(np.int64)
+    if once:  # no repeats to merge: keep them visible to the tests that count
+        return p[np.lexsort((p[:, 1], p[:, 0]))]
+    return np.unique(p, axis=0)
 
 
 def _sort_order(values: np.ndarray, block: int = BLOCK) -> np.ndarray:
@@ -166,18 +199,30 @@ def image_pairs(hash_sets, radius: int, block: int = BLOCK) -> np.ndarray:
     """Image index pairs (i, j), i < j, where some hash of image i is within
     `radius` bits of some hash of image j. `hash_sets` is (n_images, k) uint64,
     row i the hashes of image i (repeats allowed). Returns an (n, 2) int64
-    array, sorted.
-
-    All n*k hashes go through one near_duplicate_pairs() call on their
-    distinct values; each pair of distinct hashes is then expanded to every
-    (owner, owner) combination, and images sharing an identical hash pair up
-    too. Owners per distinct hash are ~1, so this stays linear.
+    array, sorted. (owner_pairs() on every hash with its image index.)
     """
     hs = np.asarray(hash_sets, dtype=np.uint64)
     n, k = hs.shape
-    owner = np.repeat(np.arange(n, dtype=np.int64), k)
-    flat = hs.ravel()
-    order = _sort_order(flat)                          # owners grouped by distinct hash
+    return owner_pairs(hs.ravel(), np.repeat(np.arange(n, dtype=np.int64), k), radius, block)
+
+
+def owner_pairs(hashes, owners, radius: int, block: int = BLOCK, leads=None) -> np.ndarray:
+    """Owner pairs (a, b), a < b, where some hash owned by a is within `radius`
+    bits of some hash owned by b. `hashes` (uint64) and `owners` (integers) are
+    parallel arrays of entries; repeats allowed, an owner never pairs with itself.
+    Returns an (n, 2) array of owners, sorted, without repeats.
+
+    All hashes go through one near_duplicate_pairs() call on their distinct
+    values; each pair of distinct hashes is then expanded to every (owner,
+    owner) combination, and owners sharing an identical hash pair up too.
+    Owners per distinct hash are ~1, so this stays linear. With `leads` only
+    those bands' tables are searched, each hash pair from its first table
+    (near_duplicate_pairs' `once`), and owners sharing a hash are paired only
+    when band 0 is among the leads: the shards of the Beam transform.
+    """
+    flat = np.asarray(hashes, dtype=np.uint64)
+    owner = np.asarray(owners)
+    order = _sort_order(flat, block)                   # owners grouped by distinct hash
     ordered = flat[order]
     first = np.ones(flat.size, dtype=bool)
     first[1:] = ordered[1:] != ordered[:-1]
@@ -185,7 +230,7 @@ def image_pairs(hash_sets, radius: int, block: int = BLOCK) -> np.ndarray:
     uniq = ordered[starts]
     counts = np.diff(np.append(starts, flat.size))
     found = []
-    hp = near_duplicate_pairs(uniq, radius, block)
+    hp = near_duplicate_pairs(uniq, radius, block, leads=leads, once=leads is not None)
     if len(hp):
         u, v = hp[:, 0], hp[:, 1]
         cv = counts[v]
@@ -195,12 +240,13 @@ def image_pairs(hash_sets, radius: int, block: int = BLOCK) -> np.ndarray:
         a = owner[order[starts[pu] + kk // np.repeat(cv, reps)]]
         c = owner[order[starts[pv] + kk % np.repeat(cv, reps)]]
         found.append(np.stack([a, c], axis=1))
-    for d in np.flatnonzero(counts > 1):               # one hash, several owners: rare
-        members = np.unique(owner[order[starts[d]:starts[d] + counts[d]]])
-        if members.size > 1:
-            found.append(np.array(list(itertools.combinations(members, 2)), dtype=np.int64))
+    if leads is None or 0 in leads:
+        for d in np.flatnonzero(counts > 1):           # one hash, several owners: rare
+            members = np.unique(owner[order[starts[d]:starts[d] + counts[d]]])
+            if members.size > 1:
+                found.append(np.array(list(itertools.combinations(members, 2)), dtype=owner.dtype))
     if not found:
-        return np.empty((0, 2), dtype=np.int64)
+        return np.empty((0, 2), dtype=owner.dtype)
     p = np.concatenate(found)
     p = np.stack([p.min(axis=1), p.max(axis=1)], axis=1)
     return np.unique(p[p[:, 0] != p[:, 1]], axis=0)
