@@ -29,6 +29,8 @@ from beam_jobs import score
 from fault_proxy import FaultProxy
 from transforms.run_lock import new_lock_info as run_lock_info
 
+pytestmark = pytest.mark.e2e  # every test races whole jobs
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = "concurrent-runs"
 LOCK_LINE = "is locked by run "

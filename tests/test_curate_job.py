@@ -30,6 +30,7 @@ def _files(root):
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
+@pytest.mark.e2e
 def test_every_image_has_one_row_with_the_essential_columns(labelled, curated):
     truth = list(csv.DictReader(open(labelled / "ground_truth.csv")))
     rows = load_features(str(curated))
@@ -44,6 +45,7 @@ def test_every_image_has_one_row_with_the_essential_columns(labelled, curated):
             assert row["width"] > 0 and row["height"] > 0
 
 
+@pytest.mark.e2e
 def test_accuracy_and_fairness_against_ground_truth(labelled, curated):
     truth = list(csv.DictReader(open(labelled / "ground_truth.csv")))
     result = evaluate(load_features(str(curated)), truth, str(labelled))
@@ -58,6 +60,7 @@ def test_accuracy_and_fairness_against_ground_truth(labelled, curated):
     assert result["fairness_spread_pp"] <= 2.0
 
 
+@pytest.mark.e2e
 def test_outputs_account_for_every_input(curated):
     summary = json.loads((curated / "summary.json").read_text())
     rows = load_features(str(curated))
@@ -77,6 +80,7 @@ def test_outputs_account_for_every_input(curated):
     assert html.count("<svg") >= 8 and "data:image/jpeg;base64," in html and "Monk" in html
 
 
+@pytest.mark.e2e
 def test_duplicates_point_at_a_kept_member_of_their_cluster(curated):
     rows = load_features(str(curated))
     dups = [r for r in rows.values() if r["duplicate_of"]]
@@ -86,6 +90,7 @@ def test_duplicates_point_at_a_kept_member_of_their_cluster(curated):
         assert keeper["cluster_id"] == r["cluster_id"] and not keeper["duplicate_of"]
 
 
+@pytest.mark.e2e
 def test_rerun_into_the_same_output_gives_identical_bytes(labelled, curated, tmp_path):
     before = _files(curated)
     run_curate("--scin_cases", str(labelled / "dataset" / "scin_cases.csv"),
@@ -93,6 +98,7 @@ def test_rerun_into_the_same_output_gives_identical_bytes(labelled, curated, tmp
     assert _files(curated) == before
 
 
+@pytest.mark.e2e
 def test_gcs_input_and_output_through_the_emulator(gcs_sample, gcs_emulator, sample_dir, tmp_path):
     gcs_emulator.create_bucket("curate-out")
     run_curate("--input", f"{gcs_sample}/dataset/images/*", "--output", "gs://curate-out/run1")  # .jpg and .heic
@@ -176,6 +182,7 @@ def malformed_corpus() -> dict[str, tuple[bytes, str]]:
     }
 
 
+@pytest.mark.e2e
 def test_every_malformed_upload_is_decoded_or_rejected_with_a_reason(tmp_path):
     corpus = malformed_corpus()
     src = tmp_path / "uploads"
@@ -200,6 +207,7 @@ def test_every_malformed_upload_is_decoded_or_rejected_with_a_reason(tmp_path):
     assert summary["matched"] == len(corpus) == summary["accepted"] + summary["rejected"]
 
 
+@pytest.mark.e2e
 def test_manifest_with_missing_and_repeated_uris(tmp_path, sample_dir):
     images = sorted((sample_dir / "dataset" / "images").glob("*.jpg"))[:3]
     manifest = tmp_path / "m.csv"
@@ -230,6 +238,7 @@ def test_bad_arguments_give_one_line_errors(args, message, capsys):
     assert err.startswith("curate: error:") and message in err and "\n" not in err
 
 
+@pytest.mark.e2e
 def test_cli_entry_point_exits_2_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "beam_jobs.curate", "--input", "/nonexistent/*.jpg",
                            "--output", "/tmp/x"], capture_output=True, text=True, timeout=120)
