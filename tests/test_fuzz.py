@@ -33,6 +33,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import heic
 from jpeg_markers import metadata_problems
 from schemas.features import FIELDS
 from schemas.policy import load_policy
@@ -105,11 +106,8 @@ def _make_seeds() -> dict[str, bytes]:
 
 
 def _heic(image_bgr: np.ndarray) -> bytes:
-    import pillow_heif
     from PIL import Image
-    buf = io.BytesIO()
-    pillow_heif.from_pillow(Image.fromarray(image_bgr[..., ::-1].copy())).save(buf, format="HEIF", quality=80)
-    return buf.getvalue()
+    return heic(Image.fromarray(image_bgr[..., ::-1].copy()), quality=80)
 
 
 SEEDS = _make_seeds()
