@@ -1,5 +1,5 @@
 """curate's composites, each alone in a TestPipeline on a few files:
-ReadImageRefs and AnalyzeImages. (ClusterDuplicates is tested this way in
+ReadImageRefs, AnalyzeImages and the SummarizeRows combine. (ClusterDuplicates is tested this way in
 test_near_dups.py; read refusals of links and special files in
 test_read_refusals.py.)"""
 from __future__ import annotations
@@ -11,14 +11,16 @@ import cv2
 import numpy as np
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 from helpers import pil_bytes, skin_photo
 
+from schemas.features import empty_row
 from schemas.policy import load_policy
 from transforms.allowed_roots import AllowedRoots
 from transforms.analyze import analyze_image
 from transforms.analyze_step import THUMBNAILS, AnalyzeImages
 from transforms.inputs import ImageRef, ReadImageRefs
+from transforms.summary import SummarizeRows, Summary
 
 POLICY = load_policy()
 
@@ -78,3 +80,23 @@ def test_analyze_gives_one_row_per_image_whatever_happens_and_thumbnails_of_deco
     assert want_row["width"] == 400 and want_row["height"] == 300 and "unreadable" not in want_row["reasons"]
     thumb = cv2.imdecode(np.frombuffer(want_thumb, np.uint8), cv2.IMREAD_COLOR)
     assert min(thumb.shape[:2]) == 48
+
+
+def test_summarize_rows_as_a_global_combine_counts_every_row_once():
+    rows = [empty_row(uri=f"u{i}", status="rejected" if i % 3 == 0 else "accepted",
+                      reasons=["blurry"] if i % 3 == 0 else [], format="png" if i == 4 else "jpeg",
+                      monk_estimate=i % 10 + 1, brightness_mean=0.1 * i) for i in range(10)]
+    sequential = Summary()
+    for r in rows:
+        sequential.add(r)
+
+    def check(summaries):
+        [got] = summaries
+        if (dict(got.status), dict(got.reasons), dict(got.formats)) != (
+                {"accepted": 6, "rejected": 4}, {"blurry": 4}, {"jpeg": 9, "png": 1}):
+            raise BeamAssertException(f"{got.status} {got.reasons} {got.formats}")
+        if got.to_dict(10, "v") != sequential.to_dict(10, "v"):
+            raise BeamAssertException("the combined summary differs from one built row by row")
+
+    with TestPipeline() as p:
+        assert_that(p | beam.Create(rows) | beam.CombineGlobally(SummarizeRows()), check)
