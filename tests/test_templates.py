@@ -446,7 +446,7 @@ def test_sdist_holds_the_packages_and_nothing_else(tmp_path):
     # What Dataflow's --setup_file staging runs, on a copy of the working tree
     # (setup.py sdist writes egg-info next to setup.py).
     src = tmp_path / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", ".pytest_cache"))
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".venv-*", ".git", ".pytest_cache", ".hypothesis"))
     subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(tmp_path / "dist")],
                    cwd=src, check=True, capture_output=True)
     (archive,) = (tmp_path / "dist").glob("*.tar.gz")
