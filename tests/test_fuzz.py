@@ -328,6 +328,7 @@ FUZZ = settings(derandomize=True, database=None, deadline=2 * PER_CALL_SECONDS *
                 print_blob=False)
 
 
+@pytest.mark.e2e  # the fuzz campaign: hundreds of mutated and random inputs
 @settings(FUZZ, max_examples=MUTATION_EXAMPLES)
 @given(case=mutated, gate=st.booleans())
 def test_mutated_images_never_crash_hang_or_blow_up(whole_run_memory, case, gate):
@@ -338,6 +339,7 @@ def test_mutated_images_never_crash_hang_or_blow_up(whole_run_memory, case, gate
     check_example(data, gate, label=f"{seed} {[o[:3] if o[0] != 'insert' else o[:2] for o in ops]}")
 
 
+@pytest.mark.e2e  # the fuzz campaign: hundreds of mutated and random inputs
 @settings(FUZZ, max_examples=RANDOM_EXAMPLES)
 @given(data=random_bytes, gate=st.booleans())
 def test_random_bytes_never_crash_hang_or_blow_up(whole_run_memory, data, gate):
@@ -369,6 +371,7 @@ def test_declared_pixel_bombs_are_refused_before_decode(whole_run_memory, seed, 
         assert (_status_kb("VmHWM") - rss_before) / 1024 < 20
 
 
+@pytest.mark.e2e
 def test_memory_over_the_whole_fuzz_run_is_bounded(whole_run_memory):
     """Runs after the fuzz tests above (file order): no leak or blow-up across them."""
     growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - STATS["ru_maxrss_before"]) / 1024
