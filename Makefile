@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo_output
 
-.PHONY: demo test bench lock clean templates airflow-venv airflow-check
+.PHONY: demo test test-fast bench lock clean templates airflow-venv airflow-check
 
 $(STAMP): setup.py constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The fast tier: everything but the tests marked e2e (whole-job runs, the GCS
+# emulator, training, Chromium, Airflow); under a minute, for the edit-test loop.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not e2e"
 
 # Real-photo figures come from ../shared/real_photos when it is there (never
 # copied into the project): degraded, then each photo judged by a relevance

@@ -45,6 +45,7 @@ def _check(python, *args):
                           timeout=600)
 
 
+@pytest.mark.e2e
 def test_airflow3_renders_the_night_that_just_ended(airflow_python):
     done = _check(airflow_python)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -57,6 +58,7 @@ def test_airflow3_renders_the_night_that_just_ended(airflow_python):
     assert "input=gs://skin-bucket/uploads/dt=2026-11-21/**" in done.stdout
 
 
+@pytest.mark.e2e
 def test_the_check_refuses_a_bare_cron_schedule(airflow_python, tmp_path):
     # The DAG as it was: Airflow 3 makes "0 2 * * *" a trigger timetable, so
     # the 02:00 run would curate its own, two-hour-old day.

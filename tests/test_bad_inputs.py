@@ -70,6 +70,7 @@ def buckets(gcs_emulator, sample_dir):
     return images
 
 
+@pytest.mark.e2e
 def test_manifest_rows_outside_the_allowed_roots_are_refused_without_a_read(buckets, gcs_emulator, tmp_path):
     good = [f"gs://{BUCKET}/images/{p.name}" for p in buckets[:3]]
     refused = [f"gs://{OTHER}/private/x.jpg",                    # another bucket
@@ -101,6 +102,7 @@ def test_manifest_rows_outside_the_allowed_roots_are_refused_without_a_read(buck
     assert summary["reasons"]["outside_allowed_root"] == len(refused)
 
 
+@pytest.mark.e2e
 def test_objects_changed_or_deleted_between_listing_and_reading(buckets, gcs_emulator, tmp_path):
     """The glob lists three objects; as each one's read arrives, it is replaced
     (truncated, deleted, swapped for another photo). Rows describe the bytes
@@ -146,6 +148,7 @@ def test_an_empty_manifest_is_a_one_line_error(tmp_path, capsys):
     assert err.startswith("curate: error:") and "is empty" in err and "\n" not in err
 
 
+@pytest.mark.e2e
 def test_malformed_label_values_become_dead_letters(labelled, curated, tmp_path):
     """SCIN labels whose list/dict cells do not parse cost those cases a dead
     letter each; every other labelled image is still written."""
@@ -172,6 +175,7 @@ def test_malformed_label_values_become_dead_letters(labelled, curated, tmp_path)
     assert sum(s["examples"] for s in info["splits"].values()) > 0
 
 
+@pytest.mark.e2e
 def test_a_model_with_the_wrong_number_of_classes_is_a_one_line_error(tmp_path, capsys):
     from schemas.model_bundle import INFO_FILE, write_bundle
     model = build_model(32, 3)
@@ -188,6 +192,7 @@ def test_a_model_with_the_wrong_number_of_classes_is_a_one_line_error(tmp_path, 
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.e2e
 def test_score_refuses_manifest_rows_outside_allowed_roots(sample_dir, tmp_path):
     from schemas.model_bundle import write_bundle
     model = build_model(32, 2)

@@ -64,6 +64,7 @@ def _verdict(image):
     return quality_reasons(dict(f, width=w, height=h), POLICY), f
 
 
+@pytest.mark.e2e
 def test_generated_photos_pass_at_every_tone(sample_dir):
     with open(sample_dir / "ground_truth.csv", newline="") as f:
         truth = [t for t in csv.DictReader(f) if t["defect"] == "none"]
@@ -114,6 +115,7 @@ def test_sharpness_does_not_depend_on_brightness_or_contrast(sharp_photos):
         assert edge_sharpness(changed) == pytest.approx(base, rel=0.12), (scale, offset)
 
 
+@pytest.mark.e2e
 def test_seven_stops_under_is_too_dark_and_one_stop_is_not_at_every_tone(sample_dir):
     with open(sample_dir / "ground_truth.csv", newline="") as f:
         truth = [t for t in csv.DictReader(f) if t["defect"] == "none"]

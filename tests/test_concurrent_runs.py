@@ -27,7 +27,10 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs import score
 from fault_proxy import FaultProxy
+from helpers import tiny_bundle
 from transforms.run_lock import new_lock_info as run_lock_info
+
+pytestmark = pytest.mark.e2e  # every test races whole jobs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = "concurrent-runs"
@@ -177,15 +180,8 @@ DATE = "2026-11-21"
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A small fixed-weight Keras bundle (32 px, 3 classes): scoring stays cheap."""
-    import keras
-    from schemas.model_bundle import write_bundle
-    keras.utils.set_random_seed(3)
-    inputs = keras.Input((32, 32, 3), dtype="uint8")
-    x = keras.layers.Rescaling(1 / 255.0)(keras.ops.cast(inputs, "float32"))
-    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(x))
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
     local = tmp_path_factory.mktemp("concurrent_model")
-    write_bundle(str(local), model, {"label_vocabulary": ["a", "b", "c"], "version": "cc-m1", "image_size": 32})
+    tiny_bundle(local, vocabulary=("a", "b", "c"), version="cc-m1", image_size=32, seed=3)
     return local
 
 

@@ -12,12 +12,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from helpers import crafted_jpeg, crafted_png, heic, isobmff, pil_bytes, skin_photo
 
 from beam_jobs import curate
 from beam_jobs.cli import main
 from schemas.features import DEAD_LETTER_FIELDS
 from beam_jobs.evaluate_curate import evaluate, format_report, load_features
-from test_image_header import crafted_jpeg, crafted_png, isobmff
 
 ESSENTIAL = ["uri", "status", "reasons", "width", "height", "cluster_id"]
 
@@ -30,6 +30,7 @@ def _files(root):
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
+@pytest.mark.e2e
 def test_every_image_has_one_row_with_the_essential_columns(labelled, curated):
     truth = list(csv.DictReader(open(labelled / "ground_truth.csv")))
     rows = load_features(str(curated))
@@ -44,6 +45,7 @@ def test_every_image_has_one_row_with_the_essential_columns(labelled, curated):
             assert row["width"] > 0 and row["height"] > 0
 
 
+@pytest.mark.e2e
 def test_accuracy_and_fairness_against_ground_truth(labelled, curated):
     truth = list(csv.DictReader(open(labelled / "ground_truth.csv")))
     result = evaluate(load_features(str(curated)), truth, str(labelled))
@@ -58,6 +60,7 @@ def test_accuracy_and_fairness_against_ground_truth(labelled, curated):
     assert result["fairness_spread_pp"] <= 2.0
 
 
+@pytest.mark.e2e
 def test_outputs_account_for_every_input(curated):
     summary = json.loads((curated / "summary.json").read_text())
     rows = load_features(str(curated))
@@ -77,6 +80,7 @@ def test_outputs_account_for_every_input(curated):
     assert html.count("<svg") >= 8 and "data:image/jpeg;base64," in html and "Monk" in html
 
 
+@pytest.mark.e2e
 def test_duplicates_point_at_a_kept_member_of_their_cluster(curated):
     rows = load_features(str(curated))
     dups = [r for r in rows.values() if r["duplicate_of"]]
@@ -86,6 +90,7 @@ def test_duplicates_point_at_a_kept_member_of_their_cluster(curated):
         assert keeper["cluster_id"] == r["cluster_id"] and not keeper["duplicate_of"]
 
 
+@pytest.mark.e2e
 def test_rerun_into_the_same_output_gives_identical_bytes(labelled, curated, tmp_path):
     before = _files(curated)
     run_curate("--scin_cases", str(labelled / "dataset" / "scin_cases.csv"),
@@ -93,6 +98,7 @@ def test_rerun_into_the_same_output_gives_identical_bytes(labelled, curated, tmp
     assert _files(curated) == before
 
 
+@pytest.mark.e2e
 def test_gcs_input_and_output_through_the_emulator(gcs_sample, gcs_emulator, sample_dir, tmp_path):
     gcs_emulator.create_bucket("curate-out")
     run_curate("--input", f"{gcs_sample}/dataset/images/*", "--output", "gs://curate-out/run1")  # .jpg and .heic
@@ -105,54 +111,34 @@ def test_gcs_input_and_output_through_the_emulator(gcs_sample, gcs_emulator, sam
     assert not [n for n in names if ".tmp-" in n]
 
 
-def _skin_photo(w=400, h=300):
-    rng = np.random.default_rng(4)
-    base = np.array([150, 110, 90], np.float32)  # RGB, Monk ~6
-    img = base + rng.normal(0, 14, (h, w, 3)) + np.linspace(-20, 20, w)[None, :, None]
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
-
-
-def _save(img, fmt, **kw):
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-def _heic(img, **kw):
-    import pillow_heif
-    buf = io.BytesIO()
-    pillow_heif.from_pillow(img).save(buf, format="HEIF", quality=90, **kw)
-    return buf.getvalue()
-
-
 def _phone_formats(p) -> dict[str, tuple[bytes, str]]:
     """HEIC and AVIF, good and bad, as phones (or attackers) send them (issue 13)."""
     import pillow_heif
     from transforms.colour import display_p3_profile
-    heic, avif = _heic(p), _save(p, "AVIF", quality=90)
-    at = heic.index(b"ispe") + 8
-    bomb = heic[:at] + (60_000).to_bytes(4, "big") * 2 + heic[at + 8:]
+    good_heic, avif = heic(p, quality=90), pil_bytes(p, "AVIF", quality=90)
+    at = good_heic.index(b"ispe") + 8
+    bomb = good_heic[:at] + (60_000).to_bytes(4, "big") * 2 + good_heic[at + 8:]
     multi = pillow_heif.from_pillow(Image.new("RGB", (640, 640), "blue"))  # not the primary
     multi.add_from_pillow(p)
     buf = io.BytesIO()
     multi.save(buf, format="HEIF", quality=90, primary_index=1)
     return {
-        "photo.heic.good": (heic, "decoded:heic"),
-        "p3.heic": (_heic(p, icc_profile=display_p3_profile()), "decoded:heic"),
+        "photo.heic.good": (good_heic, "decoded:heic"),
+        "p3.heic": (heic(p, quality=90, icc_profile=display_p3_profile()), "decoded:heic"),
         "multi.heic": (buf.getvalue(), "decoded:heic"),
-        "truncated.heic": (heic[: len(heic) // 2], "unreadable"),
+        "truncated.heic": (good_heic[: len(good_heic) // 2], "unreadable"),
         "bomb.heic": (bomb, "too_large"),
         "photo.avif": (avif, "decoded:avif"),
         "truncated.avif": (avif[: len(avif) // 2], "unreadable"),
-        "p3.jpg": (_save(p, "JPEG", quality=90, icc_profile=display_p3_profile()), "decoded:jpeg"),
+        "p3.jpg": (pil_bytes(p, "JPEG", quality=90, icc_profile=display_p3_profile()), "decoded:jpeg"),
     }
 
 
 def malformed_corpus() -> dict[str, tuple[bytes, str]]:
     """file name -> (bytes, expectation): a reason code, or 'decoded:<format>'."""
-    p = _skin_photo()
-    good_jpeg = _save(p, "JPEG", quality=90)
-    frames = [_skin_photo(), _skin_photo().transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    p = skin_photo()
+    good_jpeg = pil_bytes(p, "JPEG", quality=90)
+    frames = [skin_photo(), skin_photo().transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
     gif = io.BytesIO()
     frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     arr16 = (np.asarray(p.convert("L"), np.uint16) * 257)
@@ -160,14 +146,14 @@ def malformed_corpus() -> dict[str, tuple[bytes, str]]:
         "truncated.jpg": (good_jpeg[: len(good_jpeg) // 2], "unreadable"),
         "zero.jpg": (b"", "empty"),
         "page.jpg": (b"<!DOCTYPE html><html><body>403 Forbidden</body></html>", "unsupported_format"),
-        "png_named.jpg": (_save(p, "PNG"), "decoded:png"),
-        "cmyk.jpg": (_save(p.convert("CMYK"), "JPEG"), "decoded:jpeg"),
-        "sixteen.png": (_save(Image.fromarray(arr16), "PNG"), "decoded:png"),
-        "palette.png": (_save(p.convert("P"), "PNG"), "decoded:png"),
-        "rgba.png": (_save(p.convert("RGBA"), "PNG"), "decoded:png"),
-        "gray.jpg": (_save(p.convert("L"), "JPEG"), "decoded:jpeg"),
-        "progressive.jpg": (_save(p, "JPEG", progressive=True), "decoded:jpeg"),
-        "photo.webp": (_save(p, "WEBP"), "decoded:webp"),
+        "png_named.jpg": (pil_bytes(p, "PNG"), "decoded:png"),
+        "cmyk.jpg": (pil_bytes(p.convert("CMYK"), "JPEG"), "decoded:jpeg"),
+        "sixteen.png": (pil_bytes(Image.fromarray(arr16), "PNG"), "decoded:png"),
+        "palette.png": (pil_bytes(p.convert("P"), "PNG"), "decoded:png"),
+        "rgba.png": (pil_bytes(p.convert("RGBA"), "PNG"), "decoded:png"),
+        "gray.jpg": (pil_bytes(p.convert("L"), "JPEG"), "decoded:jpeg"),
+        "progressive.jpg": (pil_bytes(p, "JPEG", progressive=True), "decoded:jpeg"),
+        "photo.webp": (pil_bytes(p, "WEBP"), "decoded:webp"),
         "anim.gif": (gif.getvalue(), "decoded:gif"),
         "photo.heic": (isobmff(b"heic", [b"mif1", b"heic"]), "unreadable"),
         **_phone_formats(p),
@@ -176,6 +162,7 @@ def malformed_corpus() -> dict[str, tuple[bytes, str]]:
     }
 
 
+@pytest.mark.e2e
 def test_every_malformed_upload_is_decoded_or_rejected_with_a_reason(tmp_path):
     corpus = malformed_corpus()
     src = tmp_path / "uploads"
@@ -200,6 +187,7 @@ def test_every_malformed_upload_is_decoded_or_rejected_with_a_reason(tmp_path):
     assert summary["matched"] == len(corpus) == summary["accepted"] + summary["rejected"]
 
 
+@pytest.mark.e2e
 def test_manifest_with_missing_and_repeated_uris(tmp_path, sample_dir):
     images = sorted((sample_dir / "dataset" / "images").glob("*.jpg"))[:3]
     manifest = tmp_path / "m.csv"
@@ -230,6 +218,7 @@ def test_bad_arguments_give_one_line_errors(args, message, capsys):
     assert err.startswith("curate: error:") and message in err and "\n" not in err
 
 
+@pytest.mark.e2e
 def test_cli_entry_point_exits_2_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "beam_jobs.curate", "--input", "/nonexistent/*.jpg",
                            "--output", "/tmp/x"], capture_output=True, text=True, timeout=120)

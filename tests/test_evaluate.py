@@ -52,6 +52,7 @@ def _doc(out):
     return json.loads((out / M.METRICS_FILE).read_text())
 
 
+@pytest.mark.e2e
 def test_metrics_are_those_of_the_training_arrays(tfrecords64, models, single):
     doc = _doc(single)
     model, info = load_bundle(str(models[0]))
@@ -75,6 +76,7 @@ def test_metrics_are_those_of_the_training_arrays(tfrecords64, models, single):
     assert doc["bootstrap"]["resamples"] == 1000 and doc["schema_version"] == M.SCHEMA_VERSION
 
 
+@pytest.mark.e2e
 def test_slices_carry_n_intervals_sources_and_small_flags(single):
     doc = _doc(single)
     by = {(s["family"], s["value"]): s for s in doc["slices"]}
@@ -100,6 +102,7 @@ def test_slices_carry_n_intervals_sources_and_small_flags(single):
     assert 0 <= acc["ci95"][0] <= acc["value"] <= acc["ci95"][1] <= 1
 
 
+@pytest.mark.e2e
 def test_outputs_marker_last_and_lock_released(single):
     names = sorted(os.listdir(single))
     assert {"metrics.json", "report.html", "_SUCCESS"} <= set(names)
@@ -113,12 +116,14 @@ def test_outputs_marker_last_and_lock_released(single):
     assert doc["verdict"].split(":")[0] in page and "monk_group=" in page and "confusion matrix" in page
 
 
+@pytest.mark.e2e
 def test_the_rerun_gives_the_same_figures(tfrecords64, models, single, tmp_path):
     evaluate.run(["--tfrecords", str(tfrecords64), "--model_uri", str(models[0]), "--output", str(tmp_path)])
     strip = lambda d: {k: v for k, v in d.items() if k != "evaluated_at"}
     assert strip(_doc(tmp_path)) == strip(_doc(single))
 
 
+@pytest.mark.e2e
 def test_comparison_on_the_identical_set_with_paired_differences(single, paired, models):
     one, two = _doc(single), _doc(paired)
     assert one["fingerprint"] == two["fingerprint"]
@@ -138,6 +143,7 @@ def test_comparison_on_the_identical_set_with_paired_differences(single, paired,
     assert lines[0].startswith(f"{v2} - {v1} on the same") and len(lines) == 1 + len(HEADLINE)
 
 
+@pytest.mark.e2e
 def test_a_model_against_itself_differs_by_nothing(tfrecords64, models, tmp_path):
     evaluate.run(["--tfrecords", str(tfrecords64), "--model_uri", str(models[0]),
                   "--compare_model_uri", str(models[0]), "--output", str(tmp_path), "--min_slice_n", "1"])
@@ -150,6 +156,7 @@ def test_a_model_against_itself_differs_by_nothing(tfrecords64, models, tmp_path
     assert "no significant difference on " + ", ".join(HEADLINE) in doc["verdict"]
 
 
+@pytest.mark.e2e
 def test_reports_of_different_sets_refuse_to_compare(tfrecords64, models, single, gcs_emulator, capsys):
     """Also the whole job over gs:// (data, model and output), as on Dataflow."""
     gcs_emulator.upload_tree(tfrecords64, "eval-data", "records")
@@ -166,6 +173,7 @@ def test_reports_of_different_sets_refuse_to_compare(tfrecords64, models, single
     assert len(err) == 1 and err[0].startswith("compare_metrics: error: different example sets: fingerprint")
 
 
+@pytest.mark.e2e
 def test_curate_estimate_stands_in_for_missing_monk_labels(tfrecords64, curated):
     """The ITA recovered from the z-scored feature is curate's, and gives curate's Monk group."""
     context = X.dataset_context(str(tfrecords64))
@@ -198,6 +206,7 @@ def _one_line_error(capsys, argv, *words):
     assert len(err) == 1 and err[0].startswith("evaluate: error: ") and all(w in err[0] for w in words), err
 
 
+@pytest.mark.e2e
 def test_a_model_of_another_vocabulary_is_a_one_line_error(tfrecords64, models, tmp_path, capsys):
     other = tmp_path / "other"
     shutil.copytree(models[0], other)
@@ -217,6 +226,7 @@ def test_a_model_of_another_vocabulary_is_a_one_line_error(tfrecords64, models, 
     assert not out.exists()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("extra, words", [
     ([], ("--tfrecords, --model_uri and --output are required",)),
     (["--split", "holdout"], ("--split holdout", "has splits")),
@@ -233,11 +243,13 @@ def test_bad_arguments_are_one_line_errors(extra, words, tfrecords64, models, tm
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.e2e
 def test_tfrecords_that_are_not_a_make_tfrecords_output(tmp_path, models, capsys):
     _one_line_error(capsys, ["--tfrecords", str(tmp_path), "--model_uri", str(models[0]),
                              "--output", str(tmp_path / "o")], "no dataset_info.json")
 
 
+@pytest.mark.e2e
 def test_from_images_measures_train_serve_parity(tfrecords64, labelled, models, single, tmp_path, capsys):
     """The split's source images through score's preprocessing give the stored
     arrays exactly; another serving JPEG quality is caught on every example."""

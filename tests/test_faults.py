@@ -120,6 +120,7 @@ def _rows(data: bytes, drop=()):
 
 # -- the proxy itself --------------------------------------------------------------
 
+@pytest.mark.e2e
 def test_proxy_passes_everything_through_untouched_when_no_faults(proxy, gcs_emulator):
     from apache_beam.io.filesystems import FileSystems
     from transforms.sharded_write import write_atomically
@@ -151,6 +152,7 @@ def test_proxy_passes_everything_through_untouched_when_no_faults(proxy, gcs_emu
         assert resp.headers["Location"].startswith(proxy.host)
 
 
+@pytest.mark.e2e
 def test_proxy_injects_about_the_configured_fraction_and_counts_by_kind(gcs_emulator):
     with FaultProxy(gcs_emulator.host, fraction=0.3, seed=1, delay=(0.0, 0.01)) as p:
         statuses = []
@@ -177,6 +179,7 @@ def http_client_errors():
     return http.client.HTTPException
 
 
+@pytest.mark.e2e
 def test_temporary_files_never_match_a_readers_glob(proxy, gcs_emulator):
     """write_atomically's temp object (seen in the upload request) is invisible
     to a reader globbing the final suffix, as curate's consumers do."""
@@ -199,6 +202,7 @@ def test_temporary_files_never_match_a_readers_glob(proxy, gcs_emulator):
 
 # -- the jobs under 10% faults ----------------------------------------------------------
 
+@pytest.mark.e2e
 def test_curate_over_gcs_under_faults_equals_a_fault_free_run(proxy, gcs_inputs, gcs_emulator):
     src, _ = gcs_inputs
     args = ["--scin_cases", f"{src}/sample/dataset/scin_cases.csv", "--image_root", f"{src}/sample"]
@@ -227,6 +231,7 @@ def test_curate_over_gcs_under_faults_equals_a_fault_free_run(proxy, gcs_inputs,
     assert _counter(result, "read_failures", "io") == 0
 
 
+@pytest.mark.e2e
 def test_score_over_gcs_under_faults_equals_a_fault_free_run(proxy, gcs_inputs, gcs_model, gcs_emulator):
     src, uploads = gcs_inputs
     args = ["--input", f"{src}/uploads", "--model_uri", gcs_model[0],
@@ -287,6 +292,7 @@ def _read_in_pipeline(uri, deadline, report):
     return json.loads(report.read_text()), result
 
 
+@pytest.mark.e2e
 def test_reads_give_up_within_their_deadline_at_100_percent_faults_and_count_retries(proxy, gcs_inputs, tmp_path):
     src, _ = gcs_inputs
     uri = f"{src}/sample/scin_cases_missing_is_not_this.txt"
@@ -359,6 +365,7 @@ def _kill_when(job: str, argv: list, ready) -> None:
     assert proc.returncode == -signal.SIGKILL, f"{job} was not killed midway: {proc.returncode}"
 
 
+@pytest.mark.e2e
 def test_curate_killed_midway_leaves_nothing_complete_and_a_rerun_equals_an_uninterrupted_run(
         sample_dir, tmp_path):
     args = ["--scin_cases", str(sample_dir / "dataset" / "scin_cases.csv"), "--image_root", str(sample_dir)]
@@ -400,6 +407,7 @@ def _same_but_scored_at(a: dict, b: dict) -> bool:
                else a[n] == b[n] for n in a)
 
 
+@pytest.mark.e2e
 def test_score_killed_midway_leaves_no_partial_partition_complete_and_a_rerun_equals_an_uninterrupted_run(
         gcs_inputs, gcs_model, tmp_path):
     _src, uploads = gcs_inputs

@@ -33,6 +33,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import heic
 from jpeg_markers import metadata_problems
 from schemas.features import FIELDS
 from schemas.policy import load_policy
@@ -105,11 +106,8 @@ def _make_seeds() -> dict[str, bytes]:
 
 
 def _heic(image_bgr: np.ndarray) -> bytes:
-    import pillow_heif
     from PIL import Image
-    buf = io.BytesIO()
-    pillow_heif.from_pillow(Image.fromarray(image_bgr[..., ::-1].copy())).save(buf, format="HEIF", quality=80)
-    return buf.getvalue()
+    return heic(Image.fromarray(image_bgr[..., ::-1].copy()), quality=80)
 
 
 SEEDS = _make_seeds()
@@ -330,6 +328,7 @@ FUZZ = settings(derandomize=True, database=None, deadline=2 * PER_CALL_SECONDS *
                 print_blob=False)
 
 
+@pytest.mark.e2e  # the fuzz campaign: hundreds of mutated and random inputs
 @settings(FUZZ, max_examples=MUTATION_EXAMPLES)
 @given(case=mutated, gate=st.booleans())
 def test_mutated_images_never_crash_hang_or_blow_up(whole_run_memory, case, gate):
@@ -340,6 +339,7 @@ def test_mutated_images_never_crash_hang_or_blow_up(whole_run_memory, case, gate
     check_example(data, gate, label=f"{seed} {[o[:3] if o[0] != 'insert' else o[:2] for o in ops]}")
 
 
+@pytest.mark.e2e  # the fuzz campaign: hundreds of mutated and random inputs
 @settings(FUZZ, max_examples=RANDOM_EXAMPLES)
 @given(data=random_bytes, gate=st.booleans())
 def test_random_bytes_never_crash_hang_or_blow_up(whole_run_memory, data, gate):
@@ -371,6 +371,7 @@ def test_declared_pixel_bombs_are_refused_before_decode(whole_run_memory, seed, 
         assert (_status_kb("VmHWM") - rss_before) / 1024 < 20
 
 
+@pytest.mark.e2e
 def test_memory_over_the_whole_fuzz_run_is_bounded(whole_run_memory):
     """Runs after the fuzz tests above (file order): no leak or blow-up across them."""
     growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - STATS["ru_maxrss_before"]) / 1024

@@ -6,11 +6,14 @@ import os
 import socket
 
 import apache_beam as beam
+import pytest
 from apache_beam.io import fileio
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from gcs_emulator import GcsEmulator
+
+pytestmark = pytest.mark.e2e  # each test runs the emulator process
 
 
 def _local_digests(sample_dir):

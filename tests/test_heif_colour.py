@@ -14,6 +14,7 @@ import numpy as np
 import pillow_heif
 import pytest
 from PIL import Image, ImageCms
+from helpers import exif_bytes, heic, pil_bytes
 
 from transforms.colour import display_p3_profile, to_srgb
 from transforms.decode import ImageRejected, decode
@@ -40,24 +41,6 @@ def centres(bgr: np.ndarray) -> list[tuple[int, int, int]]:
     return [tuple(int(v) for v in bgr[h // 2, (2 * i + 1) * w // 8][::-1]) for i in range(4)]
 
 
-def heic(img: Image.Image, **kw) -> bytes:
-    buf = io.BytesIO()
-    pillow_heif.from_pillow(img).save(buf, format="HEIF", quality=95, **kw)
-    return buf.getvalue()
-
-
-def pil_bytes(img: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-def exif(orientation: int) -> bytes:
-    e = Image.Exif()
-    e[0x0112] = orientation
-    return e.tobytes()
-
-
 def close(got, want, tol):
     return all(abs(int(a) - int(b)) <= tol for g, w in zip(got, want) for a, b in zip(g, w))
 
@@ -77,7 +60,7 @@ def test_heic_and_avif_decode_like_a_jpeg(fmt):
 @pytest.mark.parametrize("fmt", ["heic", "avif"])
 def test_orientation_is_applied_once(fmt):
     img = patches(200, 100)
-    data = heic(img, exif=exif(6)) if fmt == "heic" else pil_bytes(img, "AVIF", exif=exif(6))
+    data = heic(img, exif=exif_bytes(6)) if fmt == "heic" else pil_bytes(img, "AVIF", exif=exif_bytes(6))
     d = decode(data, analysis_short_side=50)
     # Upright is 100 wide, 200 high; the first (red) band is now at the top.
     assert (d.width, d.height) == (100, 200) and d.image.shape[:2] == (200 // d.scale, 100 // d.scale)
@@ -101,7 +84,7 @@ def test_an_embedded_thumbnail_covering_the_analysis_size_is_decoded_instead():
     """Phones embed a ~320 px thumbnail; curate (224 px) uses it, the model path (256 px) cannot."""
     from transforms.decode import _heic_thumbnail
     img = patches(1600, 1200)
-    data = heic(img, thumbnails=[320], exif=exif(6))
+    data = heic(img, thumbnails=[320], exif=exif_bytes(6))
     fast = decode(data, analysis_short_side=224)
     assert fast.image.shape == (320, 240, 3) and fast.scale == 5  # upright like the primary
     assert (fast.width, fast.height) == (1200, 1600)
@@ -115,7 +98,7 @@ def test_an_embedded_thumbnail_covering_the_analysis_size_is_decoded_instead():
     heif = pillow_heif.open_heif(data)
     primary = heif[heif.primary_index]
     assert _heic_thumbnail(primary, read_header(data), 224) is not None
-    other = read_header(heic(patches(1600, 900), exif=exif(6)))
+    other = read_header(heic(patches(1600, 900), exif=exif_bytes(6)))
     assert _heic_thumbnail(primary, other, 224) is None
 
 

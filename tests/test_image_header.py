@@ -1,70 +1,14 @@
 """read_header: formats, sizes, orientation and JPEG details from headers alone."""
 from __future__ import annotations
 
-import io
-import struct
-import zlib
-
 import numpy as np
 import pytest
 from PIL import Image
+from helpers import PIXELS, crafted_jpeg, crafted_png, encode, exif_bytes, isobmff, tiff_ifd, with_segment
 
 from transforms.image_header import FORMATS, Header, read_header
 
 RNG = np.random.default_rng(7)
-PIXELS = RNG.integers(0, 256, (40, 50, 3), dtype=np.uint8)  # 50 wide, 40 high
-
-
-def encode(fmt: str, image: Image.Image | None = None, **kw) -> bytes:
-    buf = io.BytesIO()
-    (image or Image.fromarray(PIXELS)).save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-def exif_bytes(orientation: int) -> bytes:
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    return exif.tobytes()
-
-
-def tiff_ifd(orientation: int, order: bytes) -> bytes:
-    """A minimal TIFF structure with one IFD0 entry: Orientation (SHORT)."""
-    e = "<" if order == b"II" else ">"
-    magic = struct.pack(e + "H", 42)
-    entry = struct.pack(e + "HHIHH", 0x0112, 3, 1, orientation, 0)
-    return order + magic + struct.pack(e + "I", 8) + struct.pack(e + "H", 1) + entry + b"\0\0\0\0"
-
-
-def with_segment(jpeg: bytes, marker: int, body: bytes) -> bytes:
-    """Insert a marker segment right after SOI."""
-    return jpeg[:2] + bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body + jpeg[2:]
-
-
-def png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def crafted_png(width: int, height: int) -> bytes:
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(b""))
-            + png_chunk(b"IEND", b""))
-
-
-def crafted_jpeg(width: int, height: int) -> bytes:
-    sof = struct.pack(">BHHB", 8, height, width, 3) + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
-    sos = b"\x03\x01\x00\x02\x11\x03\x11\x00\x3f\x00"
-    return (b"\xff\xd8" + b"\xff\xc0" + struct.pack(">H", len(sof) + 2) + sof
-            + b"\xff\xda" + struct.pack(">H", len(sos) + 2) + sos + b"\x00" * 16 + b"\xff\xd9")
-
-
-def isobmff(brand: bytes, compatible: list[bytes], ispe: list[tuple[int, int]] = ()) -> bytes:
-    def box(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload) + 8) + kind + payload
-
-    ftyp = box(b"ftyp", brand + b"\0\0\0\0" + b"".join(compatible))
-    props = b"".join(box(b"ispe", b"\0\0\0\0" + struct.pack(">II", w, h)) for w, h in ispe)
-    meta = box(b"meta", b"\0\0\0\0" + box(b"hdlr", b"\0" * 24) + box(b"iprp", box(b"ipco", props)))
-    return ftyp + meta + box(b"mdat", b"\0" * 32)
 
 
 # --- JPEG ---------------------------------------------------------------------------------

@@ -58,12 +58,14 @@ def test_unknown_flags_and_bad_values_are_one_line_errors(job, args, message, ca
     _one_line_error(capsys, "job", message)
 
 
+@pytest.mark.e2e
 def test_help_still_prints_the_usage(capsys):
     with pytest.raises(SystemExit) as exit_:
         curate.run(["--help"])
     assert exit_.value.code == 0 and "--dup_radius" in capsys.readouterr().out
 
 
+@pytest.mark.e2e
 def test_beam_options_pass_through_and_a_folder_input_keeps_manifest_ids(sample_dir, tmp_path):
     """--input naming a folder reads every file under it (it used to match the
     folder itself: one `unreadable` row); a URI also listed in --manifest keeps
@@ -88,6 +90,7 @@ def test_beam_options_pass_through_and_a_folder_input_keeps_manifest_ids(sample_
     assert (rows[listed]["image_id"], rows[listed]["case_id"]) == ("img-0", "case-7")
 
 
+@pytest.mark.e2e
 def test_an_input_folder_on_gcs_without_a_slash_is_a_one_line_error(gcs_sample, capsys):
     args = ["--input", f"{gcs_sample}/dataset/images", "--output", "/tmp/never"]
     assert main(curate.run, args, prog="curate") == 2
@@ -117,6 +120,7 @@ def test_a_bad_manifest_is_a_one_line_error_before_launch(content, message, tmp_
     assert not out.exists()
 
 
+@pytest.mark.e2e
 def test_a_header_only_scin_cases_file_is_a_one_line_error(labelled, tmp_path, capsys):
     cases = tmp_path / "cases.csv"
     cases.write_text((labelled / "dataset" / "scin_cases.csv").read_text().splitlines()[0] + "\n")
@@ -125,6 +129,7 @@ def test_a_header_only_scin_cases_file_is_a_one_line_error(labelled, tmp_path, c
     _one_line_error(capsys, "curate", "lists no images")
 
 
+@pytest.mark.e2e
 def test_an_unusable_output_fails_before_any_work(sample_dir, curated, tmp_path, capsys):
     from beam_jobs.train_baseline import build_model
     from schemas.model_bundle import write_bundle
@@ -156,6 +161,7 @@ def _tfr(curated, out, labels, *extra):
             "--image_size", "32", "--min_class_count", "1", *extra]
 
 
+@pytest.mark.e2e
 def test_make_tfrecords_refuses_labels_that_meet_no_curated_image(labelled, curated, tmp_path, capsys):
     ds = labelled / "dataset"
     wrong_root = ["--curated", str(curated), "--scin_cases", str(ds / "scin_cases.csv"),
@@ -178,6 +184,7 @@ def test_make_tfrecords_refuses_labels_that_meet_no_curated_image(labelled, cura
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.e2e
 def test_an_empty_train_split_fails_at_finalize_without_a_marker(curated, tmp_path, capsys):
     """One labelled image whose group hashes to validation: the pipeline runs
     (nothing up front can know the split) and refuses at finalize, in one line,
@@ -195,6 +202,7 @@ def test_an_empty_train_split_fails_at_finalize_without_a_marker(curated, tmp_pa
     assert not (out / "_SUCCESS").exists() and not (out / "dataset_info.json").exists()
 
 
+@pytest.mark.e2e
 def test_relative_label_paths_meet_absolute_curate_uris_and_conflicts_are_dead_letters(
         curated, tmp_path, monkeypatch):
     """Labels name curate's absolute URIs by paths relative to the working
@@ -223,6 +231,7 @@ def test_relative_label_paths_meet_absolute_curate_uris_and_conflicts_are_dead_l
 
 # -- evaluate_curate ---------------------------------------------------------------------
 
+@pytest.mark.e2e
 def test_evaluate_curate_refuses_to_score_nothing(labelled, curated, tmp_path, capsys):
     args = ["--curated", str(curated), "--ground_truth", str(labelled / "ground_truth.csv")]
     assert evaluate_curate.main(args + ["--image_root", str(tmp_path)]) == 2  # the module's entry point

@@ -39,6 +39,7 @@ def test_the_label_of_hand_made_rows(change, label):
     assert L.lighting_id(row, T) == (L.UNKNOWN_ID if label is None else L.LABELS.index(label))
 
 
+@pytest.mark.e2e
 def test_the_tfrecords_carry_the_label_of_curates_features(tfrecords64, curated):
     rows = {r["uri"]: r for r in pq.read_table(str(curated / "features"), columns=["uri", *L.INPUTS]).to_pylist()}
     seen = []

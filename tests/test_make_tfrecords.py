@@ -58,6 +58,7 @@ def _read_all(out):
     return got
 
 
+@pytest.mark.e2e
 def test_every_accepted_labelled_image_is_read_back_once(labelled, curated, tfrecords):
     expected = _expected_labelled_accepted(labelled, curated)
     got = _read_all(tfrecords)
@@ -79,6 +80,7 @@ def test_every_accepted_labelled_image_is_read_back_once(labelled, curated, tfre
                for label in [f["label"].numpy().decode()])
 
 
+@pytest.mark.e2e
 def test_no_case_or_duplicate_cluster_spans_two_splits(labelled, curated, tfrecords):
     expected = _expected_labelled_accepted(labelled, curated)
     splits_of_case, splits_of_cluster = defaultdict(set), defaultdict(set)
@@ -91,6 +93,7 @@ def test_no_case_or_duplicate_cluster_spans_two_splits(labelled, curated, tfreco
     assert len({next(iter(s)) for s in splits_of_case.values()}) == 3
 
 
+@pytest.mark.e2e
 def test_dataset_info_and_transform_fn(tfrecords):
     info = dataset_info(str(tfrecords))
     assert (tfrecords / "transform_fn" / "saved_model.pb").exists()
@@ -106,6 +109,7 @@ def test_dataset_info_and_transform_fn(tfrecords):
     assert (tfrecords / "_SUCCESS").exists()
 
 
+@pytest.mark.e2e
 def test_rerun_gives_byte_identical_records(labelled, curated, tfrecords):
     data = lambda d: {p.name: p.read_bytes() for p in [*d.iterdir(), *(d / "metadata").iterdir()]
                       if p.suffix in (".gz", ".json", ".pbtxt")}
@@ -114,6 +118,7 @@ def test_rerun_gives_byte_identical_records(labelled, curated, tfrecords):
     assert data(tfrecords) == before
 
 
+@pytest.mark.e2e
 def test_a_keras_model_trains_on_the_train_split(tfrecords):
     import tensorflow as tf
     info = dataset_info(str(tfrecords))
@@ -130,6 +135,7 @@ def test_a_keras_model_trains_on_the_train_split(tfrecords):
     assert all(np.isfinite(losses)) and losses[-1] < losses[0] + 0.5
 
 
+@pytest.mark.e2e
 def test_tf_transform_clients_read_the_records_and_transform_raw_features_by_name(curated, tfrecords):
     """Only tf.data, TFTransformOutput and pyarrow (no project helper): the raw
     schema is saved, the records parse with the transformed spec, and
@@ -186,6 +192,7 @@ def test_split_of_a_group_never_moves_as_groups_are_added():
     assert component_split([val, train], fractions) == "validation"
 
 
+@pytest.mark.e2e
 def test_labels_pointing_at_no_image_become_dead_letters(labelled, curated, tmp_path):
     labels = tmp_path / "labels.csv"
     rows = load_features(str(curated))
@@ -201,6 +208,7 @@ def test_labels_pointing_at_no_image_become_dead_letters(labelled, curated, tmp_
     assert sum(info["splits"][s]["examples"] for s in ("train", "validation", "test")) == 12
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("make_args, message", [
     (lambda d, l, c: ["--curated", str(c), "--output", str(d)], "give either --scin_cases with --scin_labels, or --labels_csv"),
     (lambda d, l, c: ["--curated", str(c), "--labels_csv", str(d / "nope.csv"), "--output", str(d)], "cannot read"),

@@ -61,6 +61,7 @@ def worst(tmp_path_factory):
     return d
 
 
+@pytest.mark.e2e
 def test_curate_and_score_stay_under_the_stated_memory_bound_on_the_worst_inputs(worst, tmp_path):
     from beam_jobs.train_baseline import build_model
     from schemas.model_bundle import write_bundle
@@ -105,6 +106,7 @@ def test_a_decode_over_max_decode_bytes_is_refused_from_the_header(tmp_path):
     assert time.perf_counter() - start < 1.0  # refused from the header, nothing decoded
 
 
+@pytest.mark.e2e
 def test_reads_stop_at_max_bytes_locally_and_over_gcs(tmp_path, gcs_emulator):
     from transforms.allowed_roots import AllowedRoots
     from transforms.read import Refused, read_bytes
@@ -131,6 +133,7 @@ def test_reads_stop_at_max_bytes_locally_and_over_gcs(tmp_path, gcs_emulator):
     assert read_bytes("gs://limits/empty.bin", allowed=allowed, max_bytes=1000)[0] == b""
 
 
+@pytest.mark.e2e
 def test_curate_refuses_a_listed_oversize_gcs_object_without_requesting_it(gcs_emulator, sample_dir, tmp_path):
     """The glob's listing gives each object's size: one over max_bytes is
     too_large without a single request for its bytes."""

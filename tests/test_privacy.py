@@ -236,6 +236,7 @@ def _assert_no_image_bytes(what: str, blob: bytes, base64_runs: bool = True) -> 
 
 # ---------------------------------------------------------------- preconditions
 
+@pytest.mark.e2e
 def test_inputs_carry_exif_with_gps(inputs):
     """Without EXIF+GPS in the inputs, the absence checks below would prove nothing."""
     facts = inputs["facts"]
@@ -253,6 +254,7 @@ def test_inputs_carry_exif_with_gps(inputs):
                if c != "race_ethnicity_two_or_more_after_mitigation"), inputs["person_values"]
 
 
+@pytest.mark.e2e
 def test_the_scanners_catch_exif_gps_and_image_bytes(inputs):
     """The checks used below do fire on the real inputs (so they can fail)."""
     uri, f = next(iter(inputs["facts"].items()))
@@ -273,6 +275,7 @@ def test_the_scanners_catch_exif_gps_and_image_bytes(inputs):
 
 # ---------------------------------------------------------------- no EXIF in outputs
 
+@pytest.mark.e2e
 def test_every_tfrecord_image_is_a_jpeg_without_exif(chain):
     from schemas.examples import dataset_info
     records = chain["dirs"]["tfrecords"]
@@ -284,6 +287,7 @@ def test_every_tfrecord_image_is_a_jpeg_without_exif(chain):
     print(f"\nprivacy: {len(images)} TFRecord JPEGs checked")
 
 
+@pytest.mark.e2e
 def test_every_report_thumbnail_is_a_jpeg_without_exif(chain):
     thumbs = _report_images(chain["dirs"]["curate"] / "report.html")
     assert len(thumbs) >= 5
@@ -293,6 +297,7 @@ def test_every_report_thumbnail_is_a_jpeg_without_exif(chain):
     print(f"\nprivacy: {len(thumbs)} report.html thumbnails checked")
 
 
+@pytest.mark.e2e
 def test_no_output_file_carries_exif_or_the_inputs_gps_time_or_camera(inputs, chain, scored):
     needles = _exif_needles(inputs)
     files = _files(*chain["dirs"].values())
@@ -307,6 +312,7 @@ def test_no_output_file_carries_exif_or_the_inputs_gps_time_or_camera(inputs, ch
     print(f"\nprivacy: {len(files)} output files ({scanned} views) scanned for {len(needles)} EXIF/GPS needles")
 
 
+@pytest.mark.e2e
 def test_score_writes_no_images(scored):
     files = _files(scored)
     assert files
@@ -334,6 +340,7 @@ def _check_dead_letters(rows, expected_keys: set[str] | None, allowed_keys: set[
         assert hit is None, f"{where}: per-person value {hit.group()!r} in {line[:300]}"
 
 
+@pytest.mark.e2e
 def test_curate_dead_letters_are_schema_rows_without_image_bytes_or_person_data(inputs, chain):
     from schemas.features import DEAD_LETTER_FIELDS
     rows = _dead_letter_rows(chain["dirs"]["curate"] / "dead_letters")
@@ -345,6 +352,7 @@ def test_curate_dead_letters_are_schema_rows_without_image_bytes_or_person_data(
     assert {"unreadable", "empty", "unsupported_format"} <= {x for _, r in rows for x in r["reasons"]}
 
 
+@pytest.mark.e2e
 def test_make_tfrecords_dead_letters_without_image_bytes_or_person_data(inputs, chain):
     from transforms.label_join import dead_letter
     keys = set(dead_letter(None, None, None))
@@ -352,6 +360,7 @@ def test_make_tfrecords_dead_letters_without_image_bytes_or_person_data(inputs, 
     _check_dead_letters(rows, keys, keys, inputs, "make_tfrecords dead letters")
 
 
+@pytest.mark.e2e
 def test_score_dead_letters_without_image_bytes_or_person_data(inputs, scored):
     from schemas import predictions as P
     rows = _dead_letter_rows(scored)
@@ -378,6 +387,7 @@ def _assert_no_person_columns(where: str, names) -> None:
         assert not any(frag in leaf for frag in PERSON_NAME_FRAGMENTS), f"{where}: column/key {name!r}"
 
 
+@pytest.mark.e2e
 def test_no_per_person_columns_or_values_in_features_predictions_summary_or_report(inputs, chain, scored):
     import pyarrow.parquet as pq
     pattern = _person_pattern(inputs)
@@ -403,6 +413,7 @@ def test_no_per_person_columns_or_values_in_features_predictions_summary_or_repo
 
 # ---------------------------------------------------------------- logs
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("job", ["curate", "make_tfrecords", "score"])
 def test_job_logs_carry_no_image_bytes_exif_or_person_data(inputs, chain, scored, job):
     logs = chain["logs"][job]
@@ -419,6 +430,7 @@ def test_job_logs_carry_no_image_bytes_exif_or_person_data(inputs, chain, scored
 
 # ---------------------------------------------------------------- robustness found by the fuzz
 
+@pytest.mark.e2e
 def test_score_survives_a_one_pixel_wide_upload(chain, tmp_path):
     import numpy as np
     from beam_jobs import score

@@ -33,6 +33,7 @@ def _python(*args, **kwargs):
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120, **kwargs)
 
 
+@pytest.mark.e2e
 def test_help_names_the_module_and_groups_the_jobs_own_options():
     proc = _python("-m", "beam_jobs.curate", "--help")
     assert proc.returncode == 0, proc.stderr
@@ -84,6 +85,7 @@ sys.exit(main(run, prog="curate"))
 """
 
 
+@pytest.mark.e2e
 def test_a_run_prints_its_done_line_and_real_warnings_not_beams_benign_ones(sample_dir, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
@@ -101,6 +103,7 @@ def test_a_run_prints_its_done_line_and_real_warnings_not_beams_benign_ones(samp
     assert len([l for l in err.splitlines() if l.strip()]) == 3, err
 
 
+@pytest.mark.e2e
 def test_tensorflow_loads_without_its_start_up_lines():
     proc = _python("-c", "from beam_jobs.cli import quiet_tensorflow\n"
                          "quiet_tensorflow()\n"
@@ -111,6 +114,7 @@ def test_tensorflow_loads_without_its_start_up_lines():
         assert noise not in proc.stderr, proc.stderr
 
 
+@pytest.mark.e2e
 def test_evaluate_curates_help_names_the_module(capsys):
     from beam_jobs import evaluate_curate
     with pytest.raises(SystemExit) as exit_:
@@ -119,6 +123,7 @@ def test_evaluate_curates_help_names_the_module(capsys):
     assert capsys.readouterr().out.startswith("usage: python -m beam_jobs.evaluate_curate")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("legacy_keras", ["0", "1"])
 def test_model_loads_trace_quietly_but_other_tensorflow_warnings_show(legacy_keras):
     # Six copies of a model, each predicting two batch sizes as RunInference

@@ -138,6 +138,7 @@ def test_a_local_manifest_implies_its_own_folder_as_the_root():
 
 # -- every job that reads images --------------------------------------------------
 
+@pytest.mark.e2e
 def test_curate_refuses_links_out_special_files_and_other_folders(tree, tmp_path):
     out = tmp_path / "o"
     with hang_guard(tree["in"] / "fifo.jpg", 30):
@@ -165,6 +166,7 @@ def test_curate_refuses_links_out_special_files_and_other_folders(tree, tmp_path
     assert load_features(str(tmp_path / "m2"))[elsewhere]["error"] is None
 
 
+@pytest.mark.e2e
 def test_score_refuses_links_out_and_special_files(tree, tmp_path):
     from schemas.model_bundle import write_bundle
     write_bundle(str(tmp_path / "m"), build_model(32, 2),

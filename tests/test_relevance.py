@@ -49,6 +49,7 @@ def test_an_image_smaller_than_a_cell_is_never_called_not_skin():
     assert load_policy().relevance.skin_probability(tiny, grayscale=False) == 1.0
 
 
+@pytest.mark.e2e
 def test_training_separates_skin_from_scenes_it_never_saw(generated):
     photos = [(rel.cell_descriptors(_analysis(p)), y) for p, y in generated]
     train = photos[::2]
@@ -59,6 +60,7 @@ def test_training_separates_skin_from_scenes_it_never_saw(generated):
     assert scores[labels == 1].min() > scores[labels == 0].max()
 
 
+@pytest.mark.e2e
 def test_the_grayscale_network_judges_grayscale_photos(generated):
     policy = load_policy()
     gray = rel.as_grayscale(_analysis(generated[0][0]))
@@ -76,6 +78,7 @@ def _labels_csv(path, rows):
     return str(path)
 
 
+@pytest.mark.e2e
 def test_trainer_writes_a_loadable_deterministic_model_with_cross_validated_figures(generated, tmp_path):
     labels = _labels_csv(tmp_path / "labels.csv",
                          [[str(p), "skin" if y else "not_skin", p.stem] for p, y in generated[:30] + generated[-12:]])
@@ -104,6 +107,7 @@ def test_trainer_writes_a_loadable_deterministic_model_with_cross_validated_figu
     assert load_policy(str(tmp_path / "policy.json")).relevance.version == model.version
 
 
+@pytest.mark.e2e
 def test_trainer_names_unreadable_photos_and_keeps_going(generated, tmp_path, capsys):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
@@ -130,6 +134,7 @@ def test_trainer_names_unreadable_photos_and_keeps_going(generated, tmp_path, ca
     assert "broken.jpg" in err and "not a regular file" in err
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("rows, message", [
     ([["a.jpg", "cat"]], "label 'cat' is not skin or not_skin"),
     ([["a.jpg", "skin"]], "need at least 2 photos of each label"),
@@ -142,6 +147,7 @@ def test_trainer_bad_labels_are_one_line_errors(tmp_path, rows, message):
         train_relevance.run(["--labels", str(path), "--output", str(tmp_path / "m.json")])
 
 
+@pytest.mark.e2e
 def test_trainer_needs_uri_and_label_columns(tmp_path):
     path = tmp_path / "l.csv"
     path.write_text("file,kind\na.jpg,skin\n")
@@ -158,6 +164,7 @@ def test_a_model_from_other_descriptors_is_refused_in_one_line(tmp_path):
         rel.RelevanceModel.load(path)
 
 
+@pytest.mark.e2e
 def test_trainer_reads_a_generated_sample_sets_ground_truth(sample_dir, tmp_path):
     doc = train_relevance.run(["--labels", str(sample_dir / "ground_truth.csv"), "--output",
                                str(tmp_path / "m.json"), "--folds", "2"])

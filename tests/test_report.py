@@ -50,6 +50,7 @@ def test_nice_ticks():
     assert nice_ticks(0, 37, 4) == [0, 10, 20, 30]
 
 
+@pytest.mark.e2e
 def test_every_quality_reason_is_explained_by_a_policy_threshold(curated):
     """The captions' feature-vs-threshold lines come from thresholds(policy):
     each quality reason of a real run is backed by one that holds."""
@@ -64,6 +65,7 @@ def test_every_quality_reason_is_explained_by_a_policy_threshold(curated):
     assert checked >= 20
 
 
+@pytest.mark.e2e
 def test_duplicate_distances(curated):
     policy = load_policy(with_model=False)
     rows = load_features(str(curated))
@@ -79,6 +81,7 @@ def test_duplicate_distances(curated):
     assert kinds == set(DUPLICATE_REASONS)
 
 
+@pytest.mark.e2e
 def test_histogram_series_add_up(curated):
     summary = json.loads((curated / "summary.json").read_text())
     for name, h in summary["histograms"].items():
@@ -86,6 +89,7 @@ def test_histogram_series_add_up(curated):
     assert sum(summary["histograms"]["sharpness"]["accepted"]) == summary["accepted"]
 
 
+@pytest.mark.e2e
 def test_threshold_lines_follow_the_policy(curated):
     """Change a threshold in the policy and the drawn line's label follows."""
     summary = json.loads((curated / "summary.json").read_text())
@@ -95,6 +99,7 @@ def test_threshold_lines_follow_the_policy(curated):
     assert "blurry ≤ 0.165<" not in page
 
 
+@pytest.mark.e2e
 def test_real_report_captions_give_the_deciding_value_against_the_policy(curated):
     page = (curated / "report.html").read_text()
     policy = load_policy(with_model=False)
@@ -160,6 +165,7 @@ def _png_size(path):
     return struct.unpack(">II", data[16:24])
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not os.path.exists(CHROMIUM),
                     reason=f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run installs it)")
 @pytest.mark.parametrize("width", [1280, 390])

@@ -17,7 +17,7 @@ from transforms.run_lock import LockHeld, LockLost
 LOCK_BUCKET = "lock-tests"
 
 
-@pytest.fixture(params=["local", "gcs"])
+@pytest.fixture(params=["local", pytest.param("gcs", marks=pytest.mark.e2e)])
 def lock_dir(request, tmp_path):
     if request.param == "local":
         return str(tmp_path / "out" / "_LOCK")

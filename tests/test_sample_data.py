@@ -79,6 +79,7 @@ def _rows(truth: pd.DataFrame, defect: str) -> pd.DataFrame:
 
 # --- composition -------------------------------------------------------------
 
+@pytest.mark.e2e
 def test_every_defect_class_present_with_expected_verdicts(truth):
     counts = Counter(truth.defect)
     assert set(counts) == set(DEFECTS)
@@ -96,6 +97,7 @@ def test_every_defect_class_present_with_expected_verdicts(truth):
     assert reasons["not_an_image"] == "unsupported_format"
 
 
+@pytest.mark.e2e
 def test_small_run_still_covers_every_defect_twice(tmp_path):
     generate(tmp_path, cases=50, seed=3)
     counts = Counter(pd.read_csv(tmp_path / "ground_truth.csv", dtype=str).defect)
@@ -103,6 +105,7 @@ def test_small_run_still_covers_every_defect_twice(tmp_path):
     assert min(counts.values()) >= 2
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("subset", ["all", "none"])
 def test_all_ten_tones_in_equal_measure(truth, subset):
     rows = truth[truth.monk_tone != ""]
@@ -113,6 +116,7 @@ def test_all_ten_tones_in_equal_measure(truth, subset):
     assert max(counts.values()) - min(counts.values()) <= 1, counts
 
 
+@pytest.mark.e2e
 def test_tone_is_empty_exactly_for_images_without_skin(truth):
     no_pixels = truth.defect.isin(["not_skin", "empty", "not_an_image"])
     assert (truth.monk_tone[no_pixels] == "").all()
@@ -120,12 +124,14 @@ def test_tone_is_empty_exactly_for_images_without_skin(truth):
     assert (truth.monk_tone[skin] != "").all()
 
 
+@pytest.mark.e2e
 def test_dim_images_include_dark_tones(truth):
     assert {"8", "9", "10"} <= set(_rows(truth, "dim_textured").monk_tone)
 
 
 # --- CSVs --------------------------------------------------------------------
 
+@pytest.mark.e2e
 def test_csvs_read_back_with_csv_and_pandas(dataset, truth):
     for name in ("dataset/scin_cases.csv", "dataset/scin_labels.csv", "ground_truth.csv"):
         with open(dataset / name, newline="", encoding="utf-8") as f:
@@ -145,6 +151,7 @@ def test_csvs_read_back_with_csv_and_pandas(dataset, truth):
     assert cases.age_group.str.startswith("AGE_").all()
 
 
+@pytest.mark.e2e
 def test_labels_parse_and_match_ground_truth(dataset, truth):
     labels = pd.read_csv(dataset / "dataset/scin_labels.csv", dtype=str, keep_default_na=False)
     condition_of_case = dict(zip(truth.case_id, truth.condition))
@@ -180,6 +187,7 @@ def test_labels_parse_and_match_ground_truth(dataset, truth):
     assert max(primaries.values()) >= 3 * min(primaries[n] for n in common)  # skewed
 
 
+@pytest.mark.e2e
 def test_paths_consistent_between_csvs_and_disk(dataset, truth):
     cases = pd.read_csv(dataset / "dataset/scin_cases.csv", dtype=str)
     in_cases = {}
@@ -198,6 +206,7 @@ def test_paths_consistent_between_csvs_and_disk(dataset, truth):
 
 # --- JPEG and EXIF -----------------------------------------------------------
 
+@pytest.mark.e2e
 def test_exif_orientation_and_gps_parse_and_cv2_shows_displayed_size(dataset, truth, decoded):
     rows = truth[~truth.defect.isin(UNDECODABLE)]
     assert {int(o) for o in rows.orientation} == set(ORIENTATIONS)
@@ -218,6 +227,7 @@ def test_exif_orientation_and_gps_parse_and_cv2_shows_displayed_size(dataset, tr
         assert decoded[row.image_path].shape[1::-1] == expected
 
 
+@pytest.mark.e2e
 def test_some_uploads_are_p3_jpeg_or_heic_like_phone_uploads(dataset, truth, decoded):
     """iPhones store Display P3 JPEG or HEIC; curate must see the same geometry and sRGB colours."""
     kinds = Counter()
@@ -246,6 +256,7 @@ def test_orientation_roundtrip_matches_pillow_and_upright_pixels():
         assert np.abs(via_pil.astype(int) - upright).mean() < 3
 
 
+@pytest.mark.e2e
 def test_some_progressive_and_some_portrait(dataset, truth):
     rows = truth[~truth.defect.isin(UNDECODABLE)]
     assert (rows.height.astype(int) > rows.width.astype(int)).any()
@@ -255,6 +266,7 @@ def test_some_progressive_and_some_portrait(dataset, truth):
 
 # --- measured invariants per defect class ------------------------------------
 
+@pytest.mark.e2e
 def test_exposure_invariants(truth, decoded):
     for defect, check in {
         "dim_textured": lambda g: 25 <= np.median(g) <= 50 and (g <= 10).mean() < 0.05,
@@ -266,6 +278,7 @@ def test_exposure_invariants(truth, decoded):
             assert check(_gray(decoded[path])), (defect, path)
 
 
+@pytest.mark.e2e
 def test_dark_tone_good_images_are_not_clipped_like_too_dark(truth, decoded):
     rows = truth[truth.defect.isin(["none", "dim_textured"]) & (truth.monk_tone == "10")]
     assert set(rows.defect) == {"none", "dim_textured"}
@@ -275,12 +288,14 @@ def test_dark_tone_good_images_are_not_clipped_like_too_dark(truth, decoded):
         assert np.median(gray) >= 25
 
 
+@pytest.mark.e2e
 def test_blurry_images_lack_the_texture_good_images_have(truth, decoded):
     good = [_sharpness(decoded[p]) for p in _rows(truth, "none").image_path]
     blurry = [_sharpness(decoded[p]) for p in _rows(truth, "blurry").image_path]
     assert max(blurry) * 2 < min(good)
 
 
+@pytest.mark.e2e
 def test_low_information_images_are_flat(truth, decoded):
     for path in _rows(truth, "low_information").image_path:
         gray = _gray(decoded[path]).astype(float)
@@ -288,6 +303,7 @@ def test_low_information_images_are_flat(truth, decoded):
         assert np.percentile(gray, 99.5) - np.percentile(gray, 0.5) <= 10
 
 
+@pytest.mark.e2e
 def test_not_skin_images_are_sharp_exposed_and_free_of_skin_hues(truth, decoded):
     for path in _rows(truth, "not_skin").image_path:
         image = decoded[path]
@@ -303,6 +319,7 @@ def test_not_skin_images_are_sharp_exposed_and_free_of_skin_hues(truth, decoded)
         assert skin.mean() < 0.02
 
 
+@pytest.mark.e2e
 def test_unreadable_and_non_image_files(dataset, truth):
     for path in _rows(truth, "empty").image_path:
         assert (dataset / path).stat().st_size == 0
@@ -319,6 +336,7 @@ def test_unreadable_and_non_image_files(dataset, truth):
 
 # --- duplicates and perceptual hashes ----------------------------------------
 
+@pytest.mark.e2e
 def test_duplicates_point_at_earlier_sorting_none_originals(dataset, truth):
     by_path = truth.set_index("image_path")
     for kind in ("exact_duplicate", "near_duplicate"):
@@ -333,11 +351,13 @@ def test_duplicates_point_at_earlier_sorting_none_originals(dataset, truth):
     assert (truth.duplicate_of[~truth.defect.str.endswith("duplicate")] == "").all()
 
 
+@pytest.mark.e2e
 def test_exact_duplicates_are_byte_identical(dataset, truth):
     for row in _rows(truth, "exact_duplicate").itertuples():
         assert (dataset / row.image_path).read_bytes() == (dataset / row.duplicate_of).read_bytes()
 
 
+@pytest.mark.e2e
 def test_near_duplicates_are_smaller_and_perceptually_close(dataset, truth, decoded):
     for row in _rows(truth, "near_duplicate").itertuples():
         copy, original = decoded[row.image_path], decoded[row.duplicate_of]
@@ -347,6 +367,7 @@ def test_near_duplicates_are_smaller_and_perceptually_close(dataset, truth, deco
         assert hamming(phash64(copy), phash64(original)) <= 6
 
 
+@pytest.mark.e2e
 def test_distinct_good_images_differ_in_phash(truth, decoded):
     paths = sorted(truth.image_path[truth.defect.isin(["none", "dim_textured"])])
     hashes = np.array([phash64(decoded[p]) for p in paths], dtype=np.uint64)
@@ -364,6 +385,7 @@ def _digests(root: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.e2e
 def test_same_seed_same_bytes_different_seed_different_output(tmp_path):
     summaries = [generate(tmp_path / name, cases=12, seed=s) for name, s in (("a", 5), ("b", 5), ("c", 6))]
     a, b, c = (_digests(tmp_path / name) for name in "abc")
@@ -383,6 +405,7 @@ def test_renders_a_12_megapixel_frame():
     assert _sharpness(image) > 15
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("args", [
     ["--cases", "-1"],
     ["--cases", "ten"],
@@ -403,6 +426,7 @@ def test_cli_rejects_bad_arguments_in_one_line(tmp_path, args):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.e2e
 def test_cli_generates_and_prints_one_summary_line(tmp_path):
     proc = subprocess.run([str(PYTHON), "-m", "beam_jobs.sample_data", "--out", str(tmp_path),
                            "--cases", "4", "--seed", "2", "--size", "320x240"],

@@ -57,6 +57,7 @@ def _version(model):
     return json.loads((model / "model_info.json").read_text())["version"]
 
 
+@pytest.mark.e2e
 def test_backfill_over_gcs_partitions_with_a_gcs_model(model_dir, uploads, gcs_emulator):
     model, _ = model_dir
     gcs_emulator.upload_tree(uploads, "nightly", "uploads")
@@ -95,6 +96,7 @@ def test_backfill_over_gcs_partitions_with_a_gcs_model(model_dir, uploads, gcs_e
     assert dead and "zz_truncated.jpg" in bucket.blob(dead[0]).download_as_text()
 
 
+@pytest.mark.e2e
 def test_complete_partitions_are_skipped_unless_forced(model_dir, uploads, tmp_path, capsys):
     model, _ = model_dir
     args = ["--input", str(uploads), "--model_uri", str(model), "--output", str(tmp_path), "--date", DATES[0]]
@@ -114,6 +116,7 @@ def test_complete_partitions_are_skipped_unless_forced(model_dir, uploads, tmp_p
     assert strip(_rows(folder)) == strip(rows_before)
 
 
+@pytest.mark.e2e
 def test_an_interrupted_partition_is_invisible_and_rerun_completes_it(model_dir, uploads, tmp_path):
     model, _ = model_dir
     folder = _partition(tmp_path, DATES[1], _version(model))
@@ -127,6 +130,7 @@ def test_an_interrupted_partition_is_invisible_and_rerun_completes_it(model_dir,
     assert len(_rows(folder)) == len(os.listdir(uploads / f"dt={DATES[1]}"))
 
 
+@pytest.mark.e2e
 def test_serving_input_equals_training_input(model_dir):
     _, records = model_dir
     info = json.loads((records / "dataset_info.json").read_text())["sources"]
@@ -139,6 +143,7 @@ def test_serving_input_equals_training_input(model_dir):
         assert reasons == [] and np.array_equal(served, features["image"].numpy())
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("extra, message", [
     (["--model_uri", "/nonexistent/model", "--date", "2026-11-20"], "/nonexistent/model"),
     (["--model_uri", "MODEL", "--date", "2026-13-01"], "--date 2026-13-01"),
@@ -201,6 +206,7 @@ def _one_line_error(capsys, *needles):
     return err
 
 
+@pytest.mark.e2e
 def test_missing_or_empty_partitions_are_refused_and_never_marked_complete(tiny_model, few_uploads, tmp_path, capsys):
     out = tmp_path / "o"
     base = ["--input", str(few_uploads), "--model_uri", str(tiny_model), "--output", str(out), "--quality_gate", "off"]
@@ -226,6 +232,7 @@ def test_missing_or_empty_partitions_are_refused_and_never_marked_complete(tiny_
     assert marker["images"] == 0
 
 
+@pytest.mark.e2e
 def test_on_dataflow_an_unlisted_partition_fails_the_job_after_the_others_publish(tiny_model, few_uploads, tmp_path):
     """The launcher of a Dataflow job lists nothing, so the pipeline itself
     refuses: the listed date is published, the missing one is not, the job fails."""
@@ -240,6 +247,7 @@ def test_on_dataflow_an_unlisted_partition_fails_the_job_after_the_others_publis
     assert not (out / "predictions" / "dt=2026-11-21").exists()
 
 
+@pytest.mark.e2e
 def test_manifest_with_dates_or_without_rows_is_a_one_line_error(tiny_model, few_uploads, tmp_path, capsys):
     out = tmp_path / "o"
     image = next((few_uploads / "dt=2026-11-20").iterdir())
@@ -266,6 +274,7 @@ def test_manifest_with_dates_or_without_rows_is_a_one_line_error(tiny_model, few
     assert sorted(r["uri"] for r in _rows(_partition(out, "undated", "tiny"))) == [str(first), str(second)]
 
 
+@pytest.mark.e2e
 def test_failed_rows_carry_reason_codes_and_predictions_read_as_one_hive_dataset(tiny_model, few_uploads, tmp_path):
     import pyarrow.dataset as ds
     night = few_uploads / "dt=2026-11-20"
@@ -289,6 +298,7 @@ def test_failed_rows_carry_reason_codes_and_predictions_read_as_one_hive_dataset
     assert sorted(os.listdir(out)) == ["dead_letters", "predictions"]  # no empty _staging/ left
 
 
+@pytest.mark.e2e
 def test_inference_failures_are_inference_error_rows_with_the_error_line(tiny_model):
     """A batch the model raises on: each image a failed row with a reason
     code and the error's line, not its ~4 KB traceback."""
@@ -324,6 +334,7 @@ def lying_model(tiny_model, tmp_path):
     return bundle
 
 
+@pytest.mark.e2e
 def test_a_model_info_that_contradicts_the_model_is_refused_before_work(lying_model, few_uploads, tmp_path, capsys):
     out = tmp_path / "o"
     args = ["--input", str(few_uploads), "--model_uri", str(lying_model), "--output", str(out), "--date", "2026-11-20"]
@@ -332,6 +343,7 @@ def test_a_model_info_that_contradicts_the_model_is_refused_before_work(lying_mo
     assert not out.exists()
 
 
+@pytest.mark.e2e
 def test_on_workers_a_contradicting_model_fails_the_job_not_its_rows(lying_model, few_uploads, tmp_path):
     """Where the launcher's probe did not run (a Dataflow worker), the model is
     probed at worker setup: the job fails and nothing is marked complete."""
@@ -345,6 +357,7 @@ def test_on_workers_a_contradicting_model_fails_the_job_not_its_rows(lying_model
     assert not list(out.rglob("_SUCCESS")) and not list(out.rglob("*.parquet"))
 
 
+@pytest.mark.e2e
 def test_on_gcs_an_empty_night_is_its_folder_placeholder_and_no_prefix_is_missing(tiny_model, gcs_emulator, capsys):
     """GCS has no folders: a night with no objects under dt=D/ is missing; an
     empty night is the dt=D/ placeholder object (console, uploaders)."""
@@ -361,6 +374,7 @@ def test_on_gcs_an_empty_night_is_its_folder_placeholder_and_no_prefix_is_missin
 
 # ------------------------------------------------ issue 15: predictions for real clients
 
+@pytest.mark.e2e
 def test_predictions_read_in_duckdb_and_pyarrow_typed_labelled_and_joined_to_curate(
         tiny_model, uploads, curated, tmp_path):
     """What a BigQuery/pandas/duckdb user needs: a DATE partition column that

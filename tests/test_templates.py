@@ -49,6 +49,7 @@ def test_committed_metadata_equals_generated():
     assert M.main(["--check"]) == 0
 
 
+@pytest.mark.e2e
 def test_check_mode_fails_in_one_line_when_stale(tmp_path):
     for job in JOBS:
         M.path_of(job, tmp_path).parent.mkdir()
@@ -370,6 +371,7 @@ def _worker_images(proto) -> set:
     return images
 
 
+@pytest.mark.e2e
 def test_curate_dataflow_graph(offline):
     proto, names = _dry_run("curate", {
         "input": f"{NOWHERE}/uploads/dt=2026-11-21/**", "manifest": f"{NOWHERE}/manifests/extra.csv",
@@ -380,6 +382,7 @@ def test_curate_dataflow_graph(offline):
     assert _worker_images(proto) == {IMAGE}
 
 
+@pytest.mark.e2e
 def test_make_tfrecords_dataflow_graph(offline, tmp_path):
     # --output is local here, unlike on Dataflow: tf.Transform writes its
     # scratch space (OUTPUT/tmp/tftransform_tmp: the temp dir and analyzer
@@ -410,6 +413,7 @@ def model_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.e2e
 def test_score_dataflow_graph(offline, model_dir):
     proto, names = _dry_run("score", {
         "input": f"{NOWHERE}/uploads", "start_date": "2026-11-01", "end_date": "2026-11-21",
@@ -418,6 +422,7 @@ def test_score_dataflow_graph(offline, model_dir):
     assert _worker_images(proto) == {IMAGE}
 
 
+@pytest.mark.e2e
 def test_evaluate_dataflow_graph(offline, tfrecords64, tmp_path):
     # The launcher reads dataset_info.json, transform_fn/ and the models (here
     # local, untrained bundles with the split's vocabulary); the shards are
@@ -441,7 +446,7 @@ def test_sdist_holds_the_packages_and_nothing_else(tmp_path):
     # What Dataflow's --setup_file staging runs, on a copy of the working tree
     # (setup.py sdist writes egg-info next to setup.py).
     src = tmp_path / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", ".pytest_cache"))
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".venv-*", ".git", ".pytest_cache", ".hypothesis"))
     subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(tmp_path / "dist")],
                    cwd=src, check=True, capture_output=True)
     (archive,) = (tmp_path / "dist").glob("*.tar.gz")

@@ -43,6 +43,7 @@ def _records_by_uri(files):
             (tf.io.parse_single_example(r, spec) for r in tf.data.TFRecordDataset(files))}
 
 
+@pytest.mark.e2e
 def test_tfds_loads_every_split_with_the_jobs_counts_and_typed_features(tfds_out):
     import tensorflow as tf
     import tensorflow_datasets as tfds
@@ -100,6 +101,7 @@ def test_tfds_loads_every_split_with_the_jobs_counts_and_typed_features(tfds_out
     assert images.shape == (4, SIZE, SIZE, 3) and labels.dtype == tf.int64
 
 
+@pytest.mark.e2e
 def test_project_readers_read_the_tfds_layout(tfds_out):
     """read_split follows dataset_info.json into tfds/: same examples as TFDS."""
     import tensorflow_datasets as tfds
@@ -109,6 +111,7 @@ def test_project_readers_read_the_tfds_layout(tfds_out):
     assert not list(tfds_out.glob("*.tfrecord*"))  # no second copy of the records
 
 
+@pytest.mark.e2e
 def test_stale_shards_of_the_other_layout_are_dropped(tfds_out, tmp_path):
     """Finalize's cleanup on a copy of a --tfds output: a run without --tfds
     drops the whole TFDS dataset (its shards and metadata would describe

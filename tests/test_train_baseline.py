@@ -27,6 +27,7 @@ def trained(tfrecords, tmp_path_factory):
     return out, result
 
 
+@pytest.mark.e2e
 def test_bundle_loads_from_the_directory_and_the_keras_file(tfrecords, trained):
     out, result = trained
     vocab = dataset_info(str(tfrecords))["label_vocabulary"]
@@ -39,6 +40,7 @@ def test_bundle_loads_from_the_directory_and_the_keras_file(tfrecords, trained):
         assert info["metrics"]["validation_accuracy"] == result["metrics"]["validation_accuracy"]
 
 
+@pytest.mark.e2e
 def test_predictions_on_a_validation_batch_are_finite_probabilities(tfrecords, trained):
     model, info = load_bundle(str(trained[0]))
     features, labels = next(iter(read_split(str(tfrecords), "validation", batch_size=16)))
@@ -49,6 +51,7 @@ def test_predictions_on_a_validation_batch_are_finite_probabilities(tfrecords, t
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.e2e
 def test_validation_metrics_skip_unknown_labels(tfrecords, trained):
     m = trained[1]["metrics"]
     n_split = dataset_info(str(tfrecords))["splits"]["validation"]["examples"]
@@ -57,6 +60,7 @@ def test_validation_metrics_skip_unknown_labels(tfrecords, trained):
     assert np.isfinite(m["validation_loss"])
 
 
+@pytest.mark.e2e
 def test_version_is_deterministic_for_dataset_and_seed(tfrecords, trained):
     raw = (tfrecords / "dataset_info.json").read_bytes()
     version = trained[1]["version"]
@@ -65,6 +69,7 @@ def test_version_is_deterministic_for_dataset_and_seed(tfrecords, trained):
     assert train_baseline.default_version(raw, 4) != version
 
 
+@pytest.mark.e2e
 def test_an_empty_validation_split_trains_without_validation_metrics(tfrecords, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(tfrecords, data)
@@ -85,6 +90,7 @@ def _one_line_value_error(uri, *words):
     assert "\n" not in msg and all(w in msg for w in words), msg
 
 
+@pytest.mark.e2e
 def test_load_bundle_errors_are_one_line(trained, tmp_path):
     _one_line_value_error(tmp_path / "nowhere", "not found", str(tmp_path / "nowhere"))
     (tmp_path / "empty").mkdir()
