@@ -21,19 +21,19 @@ from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_op
 from schemas import features as F
 from schemas.policy import load_policy
 from schemas.reasons import DUPLICATE_REASONS
-from transforms import run_lock
-from transforms.allowed_roots import AllowedRoots
-from transforms.analyze_step import AnalyzeImages
-from transforms.duplicates import ClusterDuplicates, pair_distance
-from transforms.inputs import ReadImageRefs, decode_text, input_glob, parse_manifest, parse_scin_cases
-from transforms.read import read_bytes
-from transforms.report import example_entry, render_report
-from transforms.sharded_write import WriteSortedShards, jsonl_encoder, parquet_encoder, write_atomically
-from transforms.summary import SummarizeRows
-from transforms.verdict import thresholds
+from transforms.io import run_lock
+from transforms.io.allowed_roots import AllowedRoots
+from transforms.curate.analyze_images import AnalyzeImages
+from transforms.curate.duplicates import ClusterDuplicates, pair_distance
+from transforms.io.inputs import ReadImageRefs, decode_text, input_glob, parse_manifest, parse_scin_cases
+from transforms.io.read import read_bytes
+from transforms.curate.report import example_entry, render_report
+from transforms.io.sharded_write import WriteSortedShards, jsonl_encoder, parquet_encoder, write_atomically
+from transforms.curate.summary import SummarizeRows
+from transforms.image.verdict import thresholds
 
 MARKER = "_SUCCESS"
-LOCK = "_LOCK"  # OUT/_LOCK/<attempt>.json while a run writes OUT (transforms/run_lock.py)
+LOCK = "_LOCK"  # OUT/_LOCK/<attempt>.json while a run writes OUT (transforms/io/run_lock.py)
 
 
 class CurateOptions(SharedOptions, LockOptions):

@@ -13,7 +13,7 @@
       -> JoinRoles          one shuffle per example: its rows of every model
       -> SliceMetrics       per slice it belongs to, a mergeable CombineFn of
                             sufficient statistics and Poisson-bootstrap sums
-                            (transforms/evaluation_combine.py)
+                            (transforms/evaluation/combine.py)
       -> Evaluate           the slices' figures with seeded bootstrap intervals,
                             paired differences when comparing, a verdict line
       -> OUT/metrics.json (schemas/metrics.py), OUT/report.html, OUT/_SUCCESS last;
@@ -35,14 +35,14 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from beam_jobs.cli import JobFailed, UsageError, execute, main, new_pipeline, quiet_tensorflow, runs_on_dataflow
 from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_options
 from schemas import metrics as M
-from transforms import run_lock
-from transforms.evaluation_metrics import DEFAULT_BINS, DEFAULT_RESAMPLES
-from transforms.evaluation_report import build_document, parity_line, render_html, slice_inputs, slice_metrics_fn
-from transforms.inference import KerasBundleHandler
-from transforms.sharded_write import write_atomically
+from transforms.io import run_lock
+from transforms.evaluation.metrics import DEFAULT_BINS, DEFAULT_RESAMPLES
+from transforms.evaluation.report import build_document, parity_line, render_html, slice_inputs, slice_metrics_fn
+from transforms.scoring.inference import KerasBundleHandler
+from transforms.io.sharded_write import write_atomically
 
 MARKER = "_SUCCESS"
-LOCK = "_LOCK"  # OUT/_LOCK/<attempt>.json while a run writes OUT (transforms/run_lock.py)
+LOCK = "_LOCK"  # OUT/_LOCK/<attempt>.json while a run writes OUT (transforms/io/run_lock.py)
 
 
 class EvaluateOptions(SharedOptions, LockOptions):
@@ -147,7 +147,7 @@ def load_model_info(model_uri: str, flag: str, vocabulary: list[str]) -> dict:
     """The bundle's model_info.json, its model probed on one batch; UsageError
     if unusable or if its vocabulary is not the split's."""
     from schemas.model_bundle import load_bundle
-    from transforms.inference import probe_model
+    from transforms.scoring.inference import probe_model
     try:
         model, info = load_bundle(model_uri)
         probe_model(model, int(info["image_size"]), len(info["label_vocabulary"]))
@@ -170,7 +170,7 @@ class _Prepare(beam.DoFn):
     """Serialized example -> ((key, label_id, slices), uint8 image).
 
     With `serving` (--from_images) the image is the source image the record
-    names, read and prepared by score's code (transforms/score_prep.py), and
+    names, read and prepared by score's code (transforms/scoring/prepare.py), and
     the stored array and the largest pixel difference go to STORED and PIXELS.
     """
 
@@ -179,7 +179,7 @@ class _Prepare(beam.DoFn):
 
     def setup(self):
         from schemas.policy import load_policy
-        from transforms import eval_examples
+        from transforms.evaluation import examples as eval_examples
         self.ex = eval_examples
         self.quality_policy = load_policy(with_model=False) if self.serving else None
 
@@ -199,9 +199,9 @@ class _Prepare(beam.DoFn):
         yield beam.pvalue.TaggedOutput(PIXELS, (PIXELS, meta, pixel_difference(served, image)))
 
     def _serve(self, uri):
-        from transforms.decode import ImageRejected
-        from transforms.read import Missing, Refused, read_bytes
-        from transforms.score_prep import prepare
+        from transforms.image.decode import ImageRejected
+        from transforms.io.read import Missing, Refused, read_bytes
+        from transforms.scoring.prepare import prepare
         try:
             data, _retries = read_bytes(uri, allowed=self.allowed, max_bytes=self.quality_policy.max_bytes)
             _reasons, served = prepare(data, self.quality_policy, gate=False, **self.serving)
@@ -326,7 +326,7 @@ def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: d
     # One shuffle per example joins its rows; then per example only its key goes
     # to one worker (the fingerprint needs every key) and, per slice it belongs
     # to, its probabilities go to that slice's mergeable accumulator
-    # (transforms/evaluation_combine.py): no step holds every prediction.
+    # (transforms/evaluation/combine.py): no step holds every prediction.
     examples = (tuple(scored)
                 | "AllPredictions" >> beam.Flatten()
                 | "ByExample" >> beam.Map(lambda row: (row[1][0], row))
@@ -363,7 +363,7 @@ def run(argv=None):
             if made is not None and int(made) != models[role]["image_size"]:
                 raise UsageError(f"--{flag} {uri} takes {models[role]['image_size']} px images; the split's "
                                  f"were made at {made} px (make_tfrecords --image_size)")
-    from transforms.eval_examples import dataset_context
+    from transforms.evaluation.examples import dataset_context
     try:
         context = dataset_context(options.tfrecords)
     except (OSError, ValueError) as e:

@@ -18,7 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_jobs.cli import UsageError
 from beam_jobs.cli import main as cli_main
 from schemas.reasons import REASONS
-from transforms.inputs import join_root, normalize_uri
+from transforms.io.inputs import join_root, normalize_uri
 
 
 def load_features(curated: str) -> dict[str, dict]:

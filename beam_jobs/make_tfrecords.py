@@ -29,19 +29,19 @@ from schemas import examples as E
 from schemas import scin
 from schemas.lighting import load_thresholds
 from schemas.policy import load_policy
-from transforms import run_lock
-from transforms.example_step import PreprocessImages, record_batch_examples, to_example
-from transforms.inputs import decode_text, join_root, normalize_uri
-from transforms.label_join import DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords, curated_features, dead_letter
-from transforms.labels import BadLabelRow, plain_record
-from transforms.sharded_write import WriteSortedShards, jsonl_encoder, write_atomically
-from transforms.split_step import UNLABELED, AssignSplits
-from transforms.splits import SPLITS, parse_fractions
-from transforms.tfds_metadata import write_tfds_metadata
-from transforms.tfrecords import WriteTFRecordShards
+from transforms.io import run_lock
+from transforms.dataset.examples import PreprocessImages, record_batch_examples, to_example
+from transforms.io.inputs import decode_text, join_root, normalize_uri
+from transforms.dataset.join_labels import DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords, curated_features, dead_letter
+from transforms.dataset.labels import BadLabelRow, plain_record
+from transforms.io.sharded_write import WriteSortedShards, jsonl_encoder, write_atomically
+from transforms.dataset.assign_splits import UNLABELED, AssignSplits
+from transforms.dataset.splits import SPLITS, parse_fractions
+from transforms.io.tfds_metadata import write_tfds_metadata
+from transforms.io.tfrecords import WriteTFRecordShards
 
 MARKER = "_SUCCESS"
-LOCK = "_LOCK"  # OUT/_LOCK/<attempt>.json while a run writes OUT (transforms/run_lock.py)
+LOCK = "_LOCK"  # OUT/_LOCK/<attempt>.json while a run writes OUT (transforms/io/run_lock.py)
 OTHER = "other"
 
 
@@ -318,7 +318,7 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
     from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
     from tfx_bsl.public import tfxio
 
-    from transforms.tft_preprocessing import preprocessing_fn
+    from transforms.dataset.tft_preprocessing import preprocessing_fn
 
     out = o.output
     policy = load_policy(with_model=False)

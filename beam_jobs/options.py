@@ -13,7 +13,7 @@ import sys
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 from beam_jobs.cli import UsageError
-from transforms.allowed_roots import AllowedRoots, default_roots, parse_roots
+from transforms.io.allowed_roots import AllowedRoots, default_roots, parse_roots
 
 
 class _OneLineParser(_BeamArgumentParser):
@@ -138,7 +138,7 @@ class SharedOptions(PipelineOptions):
 
 
 class LockOptions(PipelineOptions):
-    """One run at a time per output (transforms/run_lock.py); every job takes these."""
+    """One run at a time per output (transforms/io/run_lock.py); every job takes these."""
 
     @classmethod
     def _add_argparse_args(cls, parser):

@@ -41,13 +41,13 @@ from beam_jobs.cli import UsageError, execute, main, new_pipeline, quiet_tensorf
 from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_options
 from schemas import predictions as P
 from schemas.policy import load_policy
-from transforms import run_lock
-from transforms.decode import ImageRejected
-from transforms.inference import KerasBundleHandler, first_line, top_k
-from transforms.prefetch import PrefetchingDoFn
-from transforms.read import Missing, Refused, read_bytes
-from transforms.score_prep import prepare
-from transforms.sharded_write import WriteGroupedShards, jsonl_encoder, parquet_encoder, shard_name, write_atomically
+from transforms.io import run_lock
+from transforms.image.decode import ImageRejected
+from transforms.scoring.inference import KerasBundleHandler, first_line, top_k
+from transforms.io.prefetch import PrefetchingDoFn
+from transforms.io.read import Missing, Refused, read_bytes
+from transforms.scoring.prepare import prepare
+from transforms.io.sharded_write import WriteGroupedShards, jsonl_encoder, parquet_encoder, shard_name, write_atomically
 
 MARKER = "_SUCCESS"
 UNDATED = "undated"
@@ -120,7 +120,7 @@ def load_model_info(model_uri: str) -> dict:
     """The bundle's model_info.json, validated, with the model probed on one
     zero batch of the size model_info.json declares; UsageError if unusable."""
     from schemas.model_bundle import load_bundle
-    from transforms.inference import probe_model
+    from transforms.scoring.inference import probe_model
     try:
         model, info = load_bundle(model_uri)
         probe_model(model, _image_settings(info)["image_size"], len(info["label_vocabulary"]))
@@ -211,7 +211,7 @@ def list_refs(partition: str, input_root: str | None, manifest: str | None,
     Raises ValueError for an unparseable manifest (or an empty one without
     allow_empty). `limit` caps each listing (enough to tell FOUND from EMPTY).
     """
-    from transforms.inputs import parse_manifest, stem
+    from transforms.io.inputs import parse_manifest, stem
     # image_id as curate gives it (the manifest's id, else the file stem), so
     # a prediction joins curate's features on it as well as on sha256.
     if partition != UNDATED:

@@ -243,7 +243,7 @@ def cross_validated_rows(labels: list[dict], images: str, folds: int, tmp: str,
     from beam_jobs import train_relevance as T
     from beam_jobs.evaluate_curate import load_features
     from schemas.policy import DEFAULT_POLICY_PATH
-    from transforms import relevance as rel
+    from transforms.image import relevance as rel
 
     train_csv = os.path.join(tmp, "training.csv")
     write_training_csv(labels, images, train_csv)

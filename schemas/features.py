@@ -54,7 +54,7 @@ PIXELS = [
     _F("channel_diff", pa.float32(), "level", "mean absolute difference between colour channels"),
     _F("grayscale", pa.bool_(), "", "channel_diff below the policy's grayscale limit (judged on pixels, not file mode)"),
     _F("skin_fraction", pa.float32(), "fraction", "pixels whose Lab hue and chroma fall in the skin range (the skin tone is measured on them)"),
-    _F("skin_probability", pa.float32(), "0-1", "the relevance model's probability that the photo shows skin (transforms/relevance.py): the no_skin test"),
+    _F("skin_probability", pa.float32(), "0-1", "the relevance model's probability that the photo shows skin (transforms/image/relevance.py): the no_skin test"),
     _F("ita_deg", pa.float32(), "degrees", "Individual Typology Angle atan2(L*-50, b*) over skin pixels (median L*, b*)"),
     _F("ita_category", pa.string(), "", "very_light > 55 > light > 41 > intermediate > 28 > tan > 10 > brown > -30 > dark"),
     _F("monk_estimate", pa.int8(), "1-10", "Monk skin tone whose swatch ITA is nearest to ita_deg (ITA is less exposure-sensitive than L*)"),

@@ -128,7 +128,7 @@ def _heic(img, **kw):
 def _phone_formats(p) -> dict[str, tuple[bytes, str]]:
     """HEIC and AVIF, good and bad, as phones (or attackers) send them (issue 13)."""
     import pillow_heif
-    from transforms.colour import display_p3_profile
+    from transforms.image.colour import display_p3_profile
     heic, avif = _heic(p), _save(p, "AVIF", quality=90)
     at = heic.index(b"ispe") + 8
     bomb = heic[:at] + (60_000).to_bytes(4, "big") * 2 + heic[at + 8:]

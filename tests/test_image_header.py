@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transforms.image_header import FORMATS, Header, read_header
+from transforms.image.header import FORMATS, Header, read_header
 
 RNG = np.random.default_rng(7)
 PIXELS = RNG.integers(0, 256, (40, 50, 3), dtype=np.uint8)  # 50 wide, 40 high

@@ -15,7 +15,7 @@ from beam_jobs import score, train_baseline
 from beam_jobs.cli import main
 from schemas.examples import read_split
 from schemas.policy import load_policy
-from transforms.score_prep import prepare
+from transforms.scoring.prepare import prepare
 
 DATES = ("2026-11-20", "2026-11-21")
 
@@ -295,7 +295,7 @@ def test_inference_failures_are_inference_error_rows_with_the_error_line(tiny_mo
     import apache_beam as beam
     from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
     from apache_beam.testing.util import assert_that
-    from transforms.inference import KerasBundleHandler
+    from transforms.scoring.inference import KerasBundleHandler
 
     def check(rows):
         assert sorted(r["uri"] for r in rows) == ["u1", "u2"]

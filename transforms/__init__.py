@@ -6,7 +6,7 @@ import os as _os
 # also refuses declared sizes over the policy's max_pixels before decoding).
 _os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(100_000_000))
 
-from transforms.gcs_env import use_anonymous_credentials_with_emulator as _emulator  # noqa: E402
+from transforms.io.gcs_env import use_anonymous_credentials_with_emulator as _emulator  # noqa: E402
 
 # Runs in every process that unpickles our transforms, including DirectRunner's
 # multi-processing workers, which otherwise each wait ~30 s for credentials.

@@ -1,6 +1,6 @@
 """Quality verdict: features + policy -> rejection reason codes. Pure.
 
-Duplicate reasons are decided later, across images (transforms/duplicates.py);
+Duplicate reasons are decided later, across images (transforms/curate/duplicates.py);
 input failures (missing, empty, unreadable, ...) before any features exist.
 """
 from __future__ import annotations

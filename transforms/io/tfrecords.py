@@ -4,7 +4,7 @@ Records are framed as TFRecord files are (length, masked CRC32C of length,
 data, masked CRC32C of data), so files are written through Beam's FileSystems
 (local or gs://) without TensorFlow's own file layer. GZIP output uses a zero
 mtime so reruns give identical bytes. With a TFDS dataset name, shards are
-named as TFDS names them (transforms/tfds_metadata.py), uncompressed.
+named as TFDS names them (transforms/io/tfds_metadata.py), uncompressed.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import apache_beam as beam
 import google_crc32c
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.sharded_write import WriteGroupedShards, shard_name
-from transforms.tfds_metadata import tfds_shard_name
+from transforms.io.sharded_write import WriteGroupedShards, shard_name
+from transforms.io.tfds_metadata import tfds_shard_name
 
 
 def _masked_crc(data: bytes) -> int:

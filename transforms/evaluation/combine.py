@@ -39,7 +39,7 @@ from collections import Counter
 import apache_beam as beam
 import numpy as np
 
-from transforms import evaluation_metrics as EM
+from transforms.evaluation import metrics as EM
 
 POINT_AUROC_BINS = 10_000
 BOOTSTRAP_AUROC_BINS = 50

@@ -11,7 +11,7 @@ copy that keeps the centre 92% of its original lands 2-20 bits away from it
 moves it by 0-4 bits. So each image is also hashed over nested centre crops,
 a ladder of ratio 0.93 (CENTRE_FRACTIONS): a copy keeping anywhere from 80%
 to 100% of each side has a full-frame hash within ~3.5% in scale of one of its
-original's regions, and transforms/near_dups.py matches every hash of one
+original's regions, and transforms/curate/near_dups.py matches every hash of one
 image against every hash of another. Four hashes per image bound the cost.
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ def hamming(a: int, b: int) -> int:
 
 def min_hamming(hashes_a, hashes_b) -> int:
     """Smallest distance between any hash of one image and any of another:
-    the near-duplicate distance (see transforms/near_dups.py)."""
+    the near-duplicate distance (see transforms/curate/near_dups.py)."""
     a = np.asarray(hashes_a, dtype=np.uint64)
     b = np.asarray(hashes_b, dtype=np.uint64)
     return int(np.bitwise_count(a[:, None] ^ b[None, :]).min())

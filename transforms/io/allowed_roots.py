@@ -16,7 +16,7 @@ Local paths are judged by where they really lead, not by how they are
 written: the path and the roots are both resolved (os.path.realpath), so a
 symlink inside a root that points at /etc/passwd is outside it, and a root
 that is itself a symlink (/tmp on some systems) still holds its files. That
-check is repeated at read time, on the opened file, by transforms.read.
+check is repeated at read time, on the opened file, by transforms.io.read.
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ class AllowedRoots:
 
     For a local uri, refusal() resolves symlinks (it looks at the filesystem
     but reads nothing); local_root() gives the resolved root a resolved path
-    lies under, which transforms.read opens the file from.
+    lies under, which transforms.io.read opens the file from.
     """
 
     def __init__(self, roots):

@@ -11,9 +11,9 @@ import html
 from collections import defaultdict
 
 from schemas import metrics as M
-from transforms import evaluation_combine as EC
-from transforms import evaluation_metrics as EM
-from transforms.eval_examples import FAMILIES
+from transforms.evaluation import combine as EC
+from transforms.evaluation import metrics as EM
+from transforms.evaluation.examples import FAMILIES
 
 ROLE_NAMES = {"a": "model", "b": "compare"}
 # Order of values within a family in the report (others follow alphabetically).

@@ -1,7 +1,7 @@
 """Model-input preprocessing shared by make_tfrecords and score. Pure.
 
 One decode at the smallest JPEG DCT scale that still covers the crop, EXIF
-orientation applied (transforms.decode), a centred square crop, an area
+orientation applied (transforms.image.decode), a centred square crop, an area
 resize to the model's size, and a JPEG re-encode. cv2.imencode writes no EXIF,
 so nothing from the upload's metadata (GPS included) survives. Training
 records carry these JPEG bytes; scoring decodes the same bytes with the same
@@ -14,7 +14,7 @@ import math
 import cv2
 import numpy as np
 
-from transforms.decode import DEFAULT_MAX_DECODE_BYTES, decode
+from transforms.image.decode import DEFAULT_MAX_DECODE_BYTES, decode
 
 
 def decode_size_for(image_size: int, crop_fraction: float) -> int:
@@ -34,7 +34,7 @@ def center_crop_resize(image: np.ndarray, image_size: int, crop_fraction: float)
 
 def decode_for_model(data: bytes, image_size: int, crop_fraction: float,
                      max_pixels: int = 100_000_000, max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES):
-    """The one decode of the model path (transforms.decode.Decoded)."""
+    """The one decode of the model path (transforms.image.decode.Decoded)."""
     return decode(data, analysis_short_side=decode_size_for(image_size, crop_fraction),
                   max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
 

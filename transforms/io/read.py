@@ -197,7 +197,7 @@ def read_bytes(uri: str, *, allowed, max_bytes: int | None = None, listed_size: 
                attempts: int = 3, first_delay: float = 0.2, deadline: float = 120.0) -> tuple[bytes, int]:
     """Return (bytes, retries used). Raises Refused, Missing, or the last I/O error.
 
-    `allowed` (transforms.allowed_roots.AllowedRoots, required so that no
+    `allowed` (transforms.io.allowed_roots.AllowedRoots, required so that no
     caller can forget it) decides where reads may go; `max_bytes` caps what is
     read (None: no cap), and a `listed_size` (from a listing) over it is
     refused before any request. Refusals are never retried and read nothing.

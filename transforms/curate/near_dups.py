@@ -1,6 +1,6 @@
 """Near-duplicate search over 64-bit hashes without all-pairs comparison. Pure.
 
-An image carries a few hashes (transforms/phash.py: the full frame and nested
+An image carries a few hashes (transforms/image/phash.py: the full frame and nested
 centre crops); two images are near duplicates when any hash of one is within
 `radius` bits of any hash of the other, so a cropped copy's full-frame hash
 meets its original's centre-crop hash. The search runs on all hashes at once

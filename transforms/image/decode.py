@@ -33,8 +33,8 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from transforms.colour import hdr_to_srgb, is_hdr, profile_for, to_srgb  # noqa: E402
-from transforms.image_header import Header, read_header  # noqa: E402
+from transforms.image.colour import hdr_to_srgb, is_hdr, profile_for, to_srgb  # noqa: E402
+from transforms.image.header import Header, read_header  # noqa: E402
 
 JPEG_SCALES = (8, 4, 2, 1)
 
@@ -467,7 +467,7 @@ def to_8bit(image: np.ndarray, bits: int) -> np.ndarray:
     HEIC/AVIF): a linear rescale of code values, no tone mapping, so an image
     saved at two bit depths gives the same 8-bit pixels to within one level.
     HDR HEIC/AVIF (nclx PQ or HLG) is the exception: its code values are
-    tone-mapped by transforms.colour.hdr_to_srgb instead.
+    tone-mapped by transforms.image.colour.hdr_to_srgb instead.
     """
     bits = bits if 8 < bits <= 16 else 16
     return cv2.convertScaleAbs(image, alpha=255 / ((1 << bits) - 1))

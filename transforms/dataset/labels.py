@@ -8,7 +8,7 @@ with a reason, never a NaN in the training data.
 from __future__ import annotations
 
 from schemas import scin
-from transforms.inputs import join_root, stem
+from transforms.io.inputs import join_root, stem
 
 MISSING_INT = -1  # Monk labels absent (SCIN leaves them blank when not gradable)
 

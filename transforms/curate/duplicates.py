@@ -2,10 +2,10 @@
 
 An image is identified by its full-frame pHash (`phash`, 16-digit hex);
 identical pHashes collapse first. Every image also carries the pHashes of its
-nested centre crops (`phash_centre`, transforms/phash.py), and two images are
+nested centre crops (`phash_centre`, transforms/image/phash.py), and two images are
 near duplicates when any of their hashes are within the radius, so a cropped
 copy meets its original. Each distinct (hash, owner pHash) entry is filed
-under the LSH band keys of transforms/near_dups.py, so a GroupByKey meets
+under the LSH band keys of transforms/curate/near_dups.py, so a GroupByKey meets
 every close pair without comparing all pairs.
 
 Shuffle volume per image is bounded: 1 + len(CENTRE_FRACTIONS) = 4 hashes,
@@ -23,8 +23,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from schemas.reasons import DUPLICATE_REASONS, ordered
-from transforms.near_dups import connected_components, lsh_keys, owner_pairs_in_bucket
-from transforms.phash import min_hamming
+from transforms.curate.near_dups import connected_components, lsh_keys, owner_pairs_in_bucket
+from transforms.image.phash import min_hamming
 
 
 def hash_is_reliable(row: dict, exact_only_for) -> bool:

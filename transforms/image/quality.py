@@ -8,8 +8,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from transforms import skin_tone
-from transforms.phash import centre_phashes, phash64
+from transforms.image import skin_tone
+from transforms.image.phash import centre_phashes, phash64
 
 UNDEREXPOSED_LEVEL = 10   # luminance <= 10/255 counts as crushed to black
 OVEREXPOSED_LEVEL = 250   # luminance >= 250/255 counts as clipped to white
@@ -145,7 +145,7 @@ def compute_features(image_bgr: np.ndarray, analysis_short_side: int = 224,
 
     Blur is judged at blur_short_side, the size a model sees, not at the
     analysis size: what matters is whether the model gets a sharp image.
-    skin_probability comes from `relevance` (a transforms.relevance
+    skin_probability comes from `relevance` (a transforms.image.relevance
     RelevanceModel), None without one; grayscale images (mean channel
     difference under gray_max_channel_diff) go to its grayscale network.
     """

@@ -5,8 +5,8 @@ from collections import defaultdict
 
 import apache_beam as beam
 
-from transforms.near_dups import connected_components
-from transforms.splits import component_split, split_of
+from transforms.curate.near_dups import connected_components
+from transforms.dataset.splits import component_split, split_of
 
 UNLABELED = "unlabeled"
 

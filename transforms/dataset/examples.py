@@ -1,7 +1,7 @@
 """Build raw training examples: one read and decode per image, JPEG out, tf.Example.
 
 PreprocessImages reads each record's image and runs the shared model-input
-path (transforms/preprocess.py); a failure becomes a dead letter. to_example /
+path (transforms/image/preprocess.py); a failure becomes a dead letter. to_example /
 record_batch_examples convert between dicts, tf.Example and tf.Transform's
 Arrow record batches.
 """
@@ -13,10 +13,10 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from schemas import examples as E
-from transforms.decode import ImageRejected
-from transforms.label_join import DEAD, dead_letter
-from transforms.preprocess import preprocess_to_jpeg
-from transforms.read import Missing, Refused, read_bytes
+from transforms.image.decode import ImageRejected
+from transforms.dataset.join_labels import DEAD, dead_letter
+from transforms.image.preprocess import preprocess_to_jpeg
+from transforms.io.read import Missing, Refused, read_bytes
 
 
 def example_key(uri: str) -> str:

@@ -14,7 +14,7 @@ import tempfile
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.sharded_write import write_atomically
+from transforms.io.sharded_write import write_atomically
 
 FILE_FORMAT = "tfrecord"  # TFDS reads TFRecords uncompressed only
 

@@ -36,9 +36,9 @@ import pathlib
 import cv2
 import numpy as np
 
-from transforms.quality import to_analysis_size
+from transforms.image.quality import to_analysis_size
 
-DEFAULT_MODEL_PATH = pathlib.Path(__file__).resolve().parent.parent / "schemas" / "relevance_model.json"
+DEFAULT_MODEL_PATH = pathlib.Path(__file__).resolve().parents[2] / "schemas" / "relevance_model.json"
 
 SHORT_SIDE = 224   # the size a model sees
 CELL = 28          # px: 8 cells across the short side
@@ -356,7 +356,7 @@ def load_model(path: str | None = None) -> RelevanceModel:
 def model_document(*, version: str, colour: dict, grayscale: dict, training: dict) -> dict:
     """The JSON document of a trained model (see RelevanceModel)."""
     doc = {"version": version,
-           "doc": ("Skin relevance networks for curate's no_skin check (transforms/relevance.py). "
+           "doc": ("Skin relevance networks for curate's no_skin check (transforms/image/relevance.py). "
                    "Each network scores 28 px cells of the 224 px image; a photo's probability is the "
                    "mean over its more skin-like half; below `threshold` it is no_skin. Trained by "
                    "`python -m beam_jobs.train_relevance`; `training` says on what and how well it "

@@ -134,7 +134,7 @@ def acquire(lock_dir: str, me: dict, where: str, ttl_hours: float = DEFAULT_TTL_
 
     Idempotent for the same attempt (a retried bundle finds its own candidate).
     """
-    from transforms.sharded_write import write_atomically
+    from transforms.io.sharded_write import write_atomically
     mine = _candidate(lock_dir, me["attempt"])
     for attempt in range(retries):
         write_atomically(mine, json.dumps(me, sort_keys=True).encode())

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from schemas.policy import QualityPolicy
-from transforms.preprocess import decode_for_model, model_jpeg
-from transforms.quality import policy_features
-from transforms.verdict import quality_reasons
+from transforms.image.preprocess import decode_for_model, model_jpeg
+from transforms.image.quality import policy_features
+from transforms.image.verdict import quality_reasons
 
 
 def model_input_from_jpeg(jpeg: bytes) -> np.ndarray:
@@ -25,7 +25,7 @@ def prepare(data: bytes, policy: QualityPolicy, *, image_size: int, crop_fractio
             jpeg_quality: int, gate: bool) -> tuple[list[str], np.ndarray | None]:
     """(quality reasons, model input). Reasons non-empty -> no input (skipped).
 
-    Raises transforms.decode.ImageRejected for unreadable input.
+    Raises transforms.image.decode.ImageRejected for unreadable input.
     """
     decoded = decode_for_model(data, image_size, crop_fraction, policy.max_pixels, policy.max_decode_bytes)
     if gate:

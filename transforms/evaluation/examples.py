@@ -12,7 +12,7 @@ from __future__ import annotations
 from schemas import examples as E
 from schemas.lighting import LABELS as LIGHTING
 from schemas.scin import BODY_PARTS
-from transforms.skin_tone import monk_group, nearest_monk
+from transforms.image.skin_tone import monk_group, nearest_monk
 
 # Slice families, in report order. Values are strings; an example belongs to
 # one value of each family except body_part (SCIN cases name several parts).

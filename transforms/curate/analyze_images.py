@@ -1,7 +1,7 @@
 """AnalyzeImages: the expensive per-image step of curate, as a PTransform.
 
-Reads each image once through transforms.read (which refuses, unread, URIs
-outside the allowed roots, special files and files over max_bytes), runs transforms.analyze.analyze_image,
+Reads each image once through transforms.io.read (which refuses, unread, URIs
+outside the allowed roots, special files and files over max_bytes), runs transforms.image.analyze.analyze_image,
 and emits one row per input whatever happens, plus report thumbnails on a
 side output (the report picks the few it shows after duplicates are
 resolved). Input failures become rows with a reason, never exceptions.
@@ -12,11 +12,11 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from schemas.policy import QualityPolicy
-from transforms.allowed_roots import AllowedRoots
-from transforms.analyze import analyze_image, input_failure
-from transforms.inputs import ImageRef
-from transforms.progress import ProgressLog
-from transforms.read import Missing, Refused, read_bytes
+from transforms.io.allowed_roots import AllowedRoots
+from transforms.image.analyze import analyze_image, input_failure
+from transforms.io.inputs import ImageRef
+from transforms.io.progress import ProgressLog
+from transforms.io.read import Missing, Refused, read_bytes
 
 THUMBNAILS = "thumbnails"
 

@@ -3,7 +3,7 @@
 Every metric is computed from multiplicity weights w (w[i] = how often example
 i is drawn), so a resample is a weight vector, not a copied array. These are
 the in-memory reference definitions; the job computes the same figures from
-mergeable sufficient statistics (transforms/evaluation_combine.py), with the
+mergeable sufficient statistics (transforms/evaluation/combine.py), with the
 interval and difference helpers below shared.
 
 Conventions (sklearn's where it has one; sklearn itself is not a dependency):

@@ -11,9 +11,9 @@ import cv2
 
 from schemas.features import empty_row
 from schemas.policy import QualityPolicy
-from transforms.decode import ImageRejected, decode
-from transforms.quality import half_size, policy_features, to_analysis_size
-from transforms.verdict import quality_reasons
+from transforms.image.decode import ImageRejected, decode
+from transforms.image.quality import half_size, policy_features, to_analysis_size
+from transforms.image.verdict import quality_reasons
 
 
 def input_failure(uri: str, reason: str, error: str, policy: QualityPolicy, **ids) -> dict:

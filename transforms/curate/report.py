@@ -14,8 +14,8 @@ import posixpath
 
 from schemas.features import FIELDS
 from schemas.reasons import REASONS
-from transforms.stats import wilson_interval
-from transforms.verdict import closest_call, explain
+from transforms.curate.stats import wilson_interval
+from transforms.image.verdict import closest_call, explain
 
 _UNITS = {f.name: f.unit for f in FIELDS}
 _UNITS["short_side"] = "px"
@@ -185,7 +185,7 @@ def _rate_chart(title: str, groups: dict, count_key: str, color: str, prefix: st
 
 def example_entry(row: dict, tests) -> dict:
     """What a thumbnail's caption needs from a feature row (see caption_lines);
-    tests are transforms.verdict.thresholds(policy)."""
+    tests are transforms.image.verdict.thresholds(policy)."""
     return {"uri": row["uri"], "reasons": list(row["reasons"]), "duplicate_of": row.get("duplicate_of"),
             "explained": explain(row, tests), "closest": None if row["reasons"] else closest_call(row, tests)}
 
@@ -230,7 +230,7 @@ def _pair(pair: dict, thumbs: dict[str, bytes]) -> str:
 
 
 def threshold_lines(tests) -> dict[str, list[tuple[float, str]]]:
-    """feature -> [(threshold, label)] from transforms.verdict.thresholds()."""
+    """feature -> [(threshold, label)] from transforms.image.verdict.thresholds()."""
     out: dict[str, list] = {}
     for reason, feature, op, limit, applies_to in tests:
         label = f"{reason}{' (' + applies_to + ')' if applies_to and feature == 'skin_probability' else ''}" \
@@ -247,7 +247,7 @@ def render_report(summary: dict, examples: dict[str, list[dict]] | None = None,
     summary: summary.json's dict. examples: {label: [entry]} where an entry
     is {uri, reasons, explained, closest, duplicate_of} (see caption_lines).
     thumbs: {uri: jpeg}. pairs: [{kind, distance ("exact" or bits), keeper,
-    duplicate}] with entries as above. tests: transforms.verdict.thresholds().
+    duplicate}] with entries as above. tests: transforms.image.verdict.thresholds().
     """
     s, thumbs = summary, thumbs or {}
     reasons = [r for r in REASONS if s["reasons"].get(r)]

@@ -20,8 +20,8 @@ from apache_beam.metrics import Metrics
 from schemas import examples as E
 from schemas import lighting
 from schemas import scin
-from transforms.inputs import join_root, normalize_uri, read_text
-from transforms.labels import BadLabelRow, plain_record, scin_image_records
+from transforms.io.inputs import join_root, normalize_uri, read_text
+from transforms.dataset.labels import BadLabelRow, plain_record, scin_image_records
 
 DEAD = "dead"
 CURATE_FIELDS = ("uri", "status", "reasons", "cluster_id", "sha256") + E.NUMERIC + lighting.INPUTS

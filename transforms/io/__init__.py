@@ -1,0 +1,1 @@
+"""I/O plumbing: where inputs come from, the one read function, deterministic sharded writes, TFRecord/TFDS files, the run lock, prefetching, progress, GCS emulator setup; imports Beam and schemas, never image/ or a job's own logic."""
