@@ -34,15 +34,17 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from beam_jobs.cli import JobFailed, UsageError, execute, main, new_pipeline, quiet_tensorflow, runs_on_dataflow
 from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_options
+from beam_jobs.options import load_model_info as load_bundle_info
 from schemas import metrics as M
+from schemas.examples import IMAGE_DEFAULTS
+from schemas.model_bundle import image_settings
 from transforms.io import run_lock
+from transforms.io.run_lock import LOCK, MARKER
 from transforms.evaluation.metrics import DEFAULT_BINS, DEFAULT_RESAMPLES
 from transforms.evaluation.report import build_document, parity_line, render_html, slice_inputs, slice_metrics_fn
 from transforms.scoring.inference import KerasBundleHandler
 from transforms.io.sharded_write import write_atomically
 
-MARKER = "_SUCCESS"
-LOCK = "_LOCK"  # OUT/_LOCK/<attempt>.json while a run writes OUT (transforms/io/run_lock.py)
 
 
 class EvaluateOptions(SharedOptions, LockOptions):
@@ -116,8 +118,8 @@ def serving_settings(o: EvaluateOptions, info: dict, image_size: int) -> dict:
     sources = info.get("sources") or {}
     return {"image_size": image_size,
             "crop_fraction": float(o.crop_fraction if o.crop_fraction is not None
-                                   else sources.get("crop_fraction", 0.875)),
-            "jpeg_quality": int(o.jpeg_quality if o.jpeg_quality is not None else sources.get("jpeg_quality", 90))}
+                                   else sources.get("crop_fraction", IMAGE_DEFAULTS["crop_fraction"])),
+            "jpeg_quality": int(o.jpeg_quality if o.jpeg_quality is not None else sources.get("jpeg_quality", IMAGE_DEFAULTS["jpeg_quality"]))}
 
 
 def load_dataset(tfrecords: str, split: str) -> tuple[dict, list[str]]:
@@ -144,15 +146,9 @@ def load_dataset(tfrecords: str, split: str) -> tuple[dict, list[str]]:
 
 
 def load_model_info(model_uri: str, flag: str, vocabulary: list[str]) -> dict:
-    """The bundle's model_info.json, its model probed on one batch; UsageError
-    if unusable or if its vocabulary is not the split's."""
-    from schemas.model_bundle import load_bundle
-    from transforms.scoring.inference import probe_model
-    try:
-        model, info = load_bundle(model_uri)
-        probe_model(model, int(info["image_size"]), len(info["label_vocabulary"]))
-    except ValueError as e:
-        raise UsageError(f"--{flag} {e}") from None
+    """The bundle's model_info.json, loaded and probed as score loads it;
+    UsageError if unusable or if its vocabulary is not the split's."""
+    info = load_bundle_info(model_uri, flag)
     if list(info["label_vocabulary"]) != list(vocabulary):
         theirs, ours = list(info["label_vocabulary"]), list(vocabulary)
         diff = sorted(set(theirs) ^ set(ours))
@@ -301,7 +297,7 @@ def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: d
     compression = CompressionTypes.GZIP if info.get("compression") == "gzip" else CompressionTypes.UNCOMPRESSED
 
     p = new_pipeline(o)
-    locked = p | "LockOutput" >> run_lock.LockOutput(out, me, lock, MARKER, LOCK)
+    locked = p | "LockOutput" >> run_lock.LockOutput(out, me, lock)
     serving = serving_settings(o, info, image_size) if o.from_images else None
     prep = (p
             | "Shards" >> beam.Create(shards)
@@ -358,7 +354,7 @@ def run(argv=None):
                             ("compare", "compare_model_uri", options.compare_model_uri)):
         if uri:
             m = load_model_info(uri, flag, info["label_vocabulary"])
-            models[role] = {"uri": uri, "version": m["version"], "image_size": int(m["image_size"])}
+            models[role] = {"uri": uri, "version": m["version"], "image_size": image_settings(m)["image_size"]}
             made = (info.get("sources") or {}).get("image_size")
             if made is not None and int(made) != models[role]["image_size"]:
                 raise UsageError(f"--{flag} {uri} takes {models[role]['image_size']} px images; the split's "

@@ -30,6 +30,7 @@ from schemas import scin
 from schemas.lighting import load_thresholds
 from schemas.policy import load_policy
 from transforms.io import run_lock
+from transforms.io.run_lock import LOCK, MARKER
 from transforms.dataset.examples import PreprocessImages, record_batch_examples, to_example
 from transforms.io.inputs import decode_text, join_root, normalize_uri
 from transforms.dataset.join_labels import DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords, curated_features, dead_letter
@@ -37,11 +38,10 @@ from transforms.dataset.labels import BadLabelRow, plain_record
 from transforms.io.sharded_write import WriteSortedShards, jsonl_encoder, write_atomically
 from transforms.dataset.assign_splits import UNLABELED, AssignSplits
 from transforms.dataset.splits import SPLITS, parse_fractions
+from transforms.image.skin_tone import monk_group
 from transforms.io.tfds_metadata import write_tfds_metadata
 from transforms.io.tfrecords import WriteTFRecordShards
 
-MARKER = "_SUCCESS"
-LOCK = "_LOCK"  # OUT/_LOCK/<attempt>.json while a run writes OUT (transforms/io/run_lock.py)
 OTHER = "other"
 
 
@@ -61,9 +61,9 @@ class MakeTFRecordsOptions(SharedOptions, LockOptions):
         parser.add_argument("--curated", help="Output directory of the curate job (its features/ are read).")
         parser.add_argument("--scin_labels", help="SCIN scin_labels.csv, joined to the cases on case_id.")
         parser.add_argument("--labels_csv", help="Plain labels CSV with columns image_uri,label[,group_id] (instead of SCIN).")
-        parser.add_argument("--image_size", type=int, default=224, help="Side of the square model input, pixels.")
-        parser.add_argument("--crop_fraction", type=float, default=0.875, help="Centre crop as a fraction of the short side.")
-        parser.add_argument("--jpeg_quality", type=int, default=90, help="JPEG quality of the stored images (1-100).")
+        parser.add_argument("--image_size", type=int, default=E.IMAGE_DEFAULTS["image_size"], help="Side of the square model input, pixels.")
+        parser.add_argument("--crop_fraction", type=float, default=E.IMAGE_DEFAULTS["crop_fraction"], help="Centre crop as a fraction of the short side.")
+        parser.add_argument("--jpeg_quality", type=int, default=E.IMAGE_DEFAULTS["jpeg_quality"], help="JPEG quality of the stored images (1-100).")
         parser.add_argument("--split_fractions", default="0.8,0.1,0.1", help="train,validation,test fractions summing to 1.")
         parser.add_argument("--min_class_count", type=int, default=5, help="Classes with fewer labelled images are rare.")
         parser.add_argument("--rare_classes", default="other", choices=["other", "drop"], help="Merge rare classes into 'other', or drop them.")
@@ -189,7 +189,7 @@ def _relabel(record, counts, min_count, policy):
 
 
 def _monk_group(tone: int) -> str:
-    return "unknown" if tone < 1 else "light" if tone <= 3 else "medium" if tone <= 6 else "dark"
+    return "unknown" if tone < 1 else monk_group(tone)
 
 
 def _require_training_examples(output, cells, dead_counts) -> None:
@@ -324,7 +324,7 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
     policy = load_policy(with_model=False)
     me, lock = me or run_lock.new_lock_info("make_tfrecords", o.run_id), lock_options(o)
     p = new_pipeline(o)
-    locked = p | "LockOutput" >> run_lock.LockOutput(out, me, lock, MARKER, LOCK)
+    locked = p | "LockOutput" >> run_lock.LockOutput(out, me, lock)
     # Every record, the transform_fn and tf.Transform's scratch files derive
     # from the curated rows, so holding them back until the lock is taken
     # orders all those writes after it.

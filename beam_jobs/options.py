@@ -156,6 +156,20 @@ def lock_options(options: LockOptions) -> dict:
     return {"ttl_hours": options.lock_ttl_hours, "break_lock": bool(options.break_lock)}
 
 
+def load_model_info(model_uri: str, flag: str | None = None) -> dict:
+    """The bundle's model_info.json, validated, with the model probed on one
+    zero batch of its image_settings() size; UsageError (naming --flag when
+    given) if unusable. score and evaluate both load their models through this."""
+    from schemas.model_bundle import image_settings, load_bundle
+    from transforms.scoring.inference import probe_model
+    try:
+        model, info = load_bundle(model_uri)
+        probe_model(model, image_settings(info)["image_size"], len(info["label_vocabulary"]))
+    except ValueError as e:
+        raise UsageError(f"--{flag} {e}" if flag else str(e)) from None
+    return info
+
+
 def allowed_roots(options: SharedOptions) -> AllowedRoots:
     """The AllowedRoots of a job's options: --allowed_roots, else its own inputs' roots."""
     try:

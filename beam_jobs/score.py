@@ -38,10 +38,12 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.metrics import Metrics
 
 from beam_jobs.cli import UsageError, execute, main, new_pipeline, quiet_tensorflow, runs_on_dataflow
-from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_options
+from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, load_model_info, lock_options
 from schemas import predictions as P
+from schemas.model_bundle import image_settings
 from schemas.policy import load_policy
 from transforms.io import run_lock
+from transforms.io.run_lock import MARKER
 from transforms.image.decode import ImageRejected
 from transforms.scoring.inference import KerasBundleHandler, first_line, top_k
 from transforms.io.prefetch import PrefetchingDoFn
@@ -49,7 +51,6 @@ from transforms.io.read import Missing, Refused, read_bytes
 from transforms.scoring.prepare import prepare
 from transforms.io.sharded_write import WriteGroupedShards, jsonl_encoder, parquet_encoder, shard_name, write_atomically
 
-MARKER = "_SUCCESS"
 UNDATED = "undated"
 MAX_DATES = 400
 DONE = "done"
@@ -114,27 +115,6 @@ def dates_of(o: ScoreOptions) -> list[str]:
             raise UsageError(f"backfill of {n} dates exceeds {MAX_DATES}; split it")
         return [(start + dt.timedelta(days=i)).isoformat() for i in range(n)]
     return []
-
-
-def load_model_info(model_uri: str) -> dict:
-    """The bundle's model_info.json, validated, with the model probed on one
-    zero batch of the size model_info.json declares; UsageError if unusable."""
-    from schemas.model_bundle import load_bundle
-    from transforms.scoring.inference import probe_model
-    try:
-        model, info = load_bundle(model_uri)
-        probe_model(model, _image_settings(info)["image_size"], len(info["label_vocabulary"]))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    return info
-
-
-def _image_settings(info: dict) -> dict:
-    # The model must see images made exactly as its training images were.
-    sources = (info.get("trained_on") or {}).get("sources") or {}
-    return {"image_size": int(info.get("image_size") or sources.get("image_size") or 224),
-            "crop_fraction": float(sources.get("crop_fraction", 0.875)),
-            "jpeg_quality": int(sources.get("jpeg_quality", 90))}
 
 
 def validate(o: ScoreOptions):
@@ -438,7 +418,7 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: di
     """The score pipeline, constructed but not run. `me` names the run in the
     partitions' locks (run_lock.new_lock_info)."""
     version, vocabulary = info["version"], list(info["label_vocabulary"])
-    settings = _image_settings(info)
+    settings = image_settings(info)  # the model sees images made as its training images were
     scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)  # a UTC TIMESTAMP column
     # Beside predictions/, not in it: readers of that tree (BigQuery external
     # tables, pyarrow.dataset) see only published partitions, even mid-run.

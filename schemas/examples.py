@@ -28,6 +28,11 @@ UNKNOWN_ID = -1  # label/categorical value not in the train vocabulary
 # named as TFDS names them ({TFDS_NAME}-{split}.tfrecord-SSSSS-of-NNNNN).
 TFDS_NAME = "skin_images"
 TFDS_DIR = "tfds"
+# How the stored images are made (make_tfrecords' --image_size, --crop_fraction,
+# --jpeg_quality defaults; dataset_info.json "sources" records the run's, and a
+# trained bundle carries them as trained_on.sources). score and evaluate
+# --from_images prepare images the same way (schemas.model_bundle.image_settings).
+IMAGE_DEFAULTS = {"image_size": 224, "crop_fraction": 0.875, "jpeg_quality": 90}
 TFDS_VERSION = "1.0.0"
 
 

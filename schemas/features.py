@@ -72,12 +72,26 @@ VERDICT = [
 ]
 
 FIELDS: list[Field] = IDENTITY + GEOMETRY + PIXELS + VERDICT
-FEATURE_NAMES = [f.name for f in GEOMETRY + PIXELS]
 SCHEMA = pa.schema([pa.field(f.name, f.type) for f in FIELDS])
 
 DEAD_LETTER_FIELDS = ["uri", "image_id", "case_id", "sha256", "status", "reasons",
                       "error", "duplicate_of", "policy_version"]
-DEAD_LETTER_SCHEMA = pa.schema([SCHEMA.field(n) for n in DEAD_LETTER_FIELDS])
+
+# Skin-tone class names, defined here only: ita_category's (lightest first) and
+# monk_group's (Monk 1-3, 4-6, 7-10); transforms/image/skin_tone.py assigns them.
+ITA_CATEGORIES = ("very_light", "light", "intermediate", "tan", "brown", "dark")
+MONK_GROUPS = ("light", "medium", "dark")
+
+# curate's output: OUT/features/*.parquet (SCHEMA), OUT/dead_letters/*.jsonl
+# (DEAD_LETTER_FIELDS), OUT/summary.json, OUT/report.html, and OUT/_SUCCESS
+# (transforms.io.run_lock.MARKER) written last.
+FEATURES_DIR, DEAD_LETTERS_DIR = "features", "dead_letters"
+SUMMARY_FILE, REPORT_FILE = "summary.json", "report.html"
+
+
+def features_glob(curated: str) -> str:
+    """The features shards of the curate output `curated` (local or gs://)."""
+    return f"{curated.rstrip('/')}/{FEATURES_DIR}/*.parquet"
 
 
 def empty_row(**values) -> dict:

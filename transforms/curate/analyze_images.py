@@ -28,7 +28,6 @@ class _AnalyzeDoFn(beam.DoFn):
     def setup(self):
         self.progress = ProgressLog("curate")
         self.images = Metrics.counter("curate", "images_analyzed")
-        self.retries = Metrics.counter("curate", "read_retries")
         self.bytes_read = Metrics.counter("curate", "bytes_read")
         self.internal = Metrics.counter("curate", "internal_errors")
 
@@ -44,9 +43,8 @@ class _AnalyzeDoFn(beam.DoFn):
     def _read_and_analyze(self, uri: str, ids: dict, listed_size: int | None = None):
         """(row, thumbnail or None); input failures and bugs become rows too."""
         try:
-            data, retries = read_bytes(uri, allowed=self.allowed, max_bytes=self.policy.max_bytes,
+            data, _retries = read_bytes(uri, allowed=self.allowed, max_bytes=self.policy.max_bytes,
                                        listed_size=listed_size)
-            self.retries.inc(retries)
             self.bytes_read.inc(len(data))
         except Refused as e:  # never read (or not past max_bytes)
             return input_failure(uri, e.reason, str(e), self.policy, **ids), None

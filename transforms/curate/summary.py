@@ -10,6 +10,7 @@ from collections import Counter
 
 import apache_beam as beam
 
+from schemas.features import ITA_CATEGORIES
 from schemas.reasons import DUPLICATE_REASONS, INPUT_REASONS, REASONS
 
 # feature -> (low, high, bins, transform). Values outside clamp to the ends.
@@ -116,7 +117,7 @@ class Summary:
 
 
 def _group_order(g: str):
-    order = ["very_light", "light", "intermediate", "tan", "brown", "dark", "medium"]
+    order = [*ITA_CATEGORIES, "medium"]
     return (0, int(g), "") if g.isdigit() else (1, order.index(g) if g in order else 99, g)
 
 

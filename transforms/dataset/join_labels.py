@@ -20,7 +20,9 @@ from apache_beam.metrics import Metrics
 from schemas import examples as E
 from schemas import lighting
 from schemas import scin
+from schemas.features import features_glob
 from transforms.io.inputs import join_root, normalize_uri, read_text
+from transforms.io.run_lock import MARKER
 from transforms.dataset.labels import BadLabelRow, plain_record, scin_image_records
 
 DEAD = "dead"
@@ -38,9 +40,6 @@ def _parquet_rows(readable):
         yield row["uri"], row
 
 
-CURATE_MARKER = "_SUCCESS"  # written last by beam_jobs.curate
-
-
 def curated_features(curated_dir: str) -> str:
     """The features glob of a finished curate output; ValueError if unfinished.
 
@@ -48,9 +47,9 @@ def curated_features(curated_dir: str) -> str:
     job's partial shards: training on them would silently drop images.
     """
     root = curated_dir.rstrip("/")
-    if not FileSystems.exists(f"{root}/{CURATE_MARKER}"):
-        raise ValueError(f"{root} has no {CURATE_MARKER}: curate has not finished there (rerun it)")
-    return f"{root}/features/*.parquet"
+    if not FileSystems.exists(f"{root}/{MARKER}"):
+        raise ValueError(f"{root} has no {MARKER}: curate has not finished there (rerun it)")
+    return features_glob(root)
 
 
 class ReadCuratedRows(beam.PTransform):

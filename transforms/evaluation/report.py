@@ -11,13 +11,14 @@ import html
 from collections import defaultdict
 
 from schemas import metrics as M
+from schemas.features import MONK_GROUPS
 from transforms.evaluation import combine as EC
 from transforms.evaluation import metrics as EM
 from transforms.evaluation.examples import FAMILIES
 
 ROLE_NAMES = {"a": "model", "b": "compare"}
 # Order of values within a family in the report (others follow alphabetically).
-VALUE_ORDER = {"monk_group": ("light", "medium", "dark"), "lighting": ("well_lit", "poor_lighting")}
+VALUE_ORDER = {"monk_group": MONK_GROUPS, "lighting": ("well_lit", "poor_lighting")}
 
 
 def _value_key(family: str, value: str):

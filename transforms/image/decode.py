@@ -22,7 +22,8 @@ import os
 import threading
 from dataclasses import dataclass
 
-DEFAULT_MAX_PIXELS = 100_000_000
+from transforms import DEFAULT_MAX_PIXELS
+
 DEFAULT_MAX_DECODE_BYTES = 400_000_000
 
 # Backstop for OpenCV's own per-image pixel limit (default 2**30). OpenCV reads it

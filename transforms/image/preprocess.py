@@ -14,7 +14,8 @@ import math
 import cv2
 import numpy as np
 
-from transforms.image.decode import DEFAULT_MAX_DECODE_BYTES, decode
+from schemas.examples import IMAGE_DEFAULTS
+from transforms.image.decode import DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS, decode
 
 
 def decode_size_for(image_size: int, crop_fraction: float) -> int:
@@ -33,7 +34,7 @@ def center_crop_resize(image: np.ndarray, image_size: int, crop_fraction: float)
 
 
 def decode_for_model(data: bytes, image_size: int, crop_fraction: float,
-                     max_pixels: int = 100_000_000, max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES):
+                     max_pixels: int = DEFAULT_MAX_PIXELS, max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES):
     """The one decode of the model path (transforms.image.decode.Decoded)."""
     return decode(data, analysis_short_side=decode_size_for(image_size, crop_fraction),
                   max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
@@ -48,8 +49,9 @@ def model_jpeg(image: np.ndarray, *, image_size: int, crop_fraction: float, qual
     return buf.tobytes()
 
 
-def preprocess_to_jpeg(data: bytes, *, image_size: int = 224, crop_fraction: float = 0.875,
-                       quality: int = 90, max_pixels: int = 100_000_000,
+def preprocess_to_jpeg(data: bytes, *, image_size: int = IMAGE_DEFAULTS["image_size"],
+                       crop_fraction: float = IMAGE_DEFAULTS["crop_fraction"],
+                       quality: int = IMAGE_DEFAULTS["jpeg_quality"], max_pixels: int = DEFAULT_MAX_PIXELS,
                        max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES) -> bytes:
     """Upload bytes -> model-ready JPEG (RGB content, no EXIF). Raises ImageRejected."""
     decoded = decode_for_model(data, image_size, crop_fraction, max_pixels, max_decode_bytes)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from schemas.features import ITA_CATEGORIES, MONK_GROUPS
+
 MONK_HEX = ("f6ede4", "f3e7db", "f7ead0", "eadaba", "d7bd96",
             "a07e56", "825c43", "604134", "3a312a", "292420")
 
@@ -25,8 +27,7 @@ STRONG_HUE_DEG = (10.0, 100.0)          # red .. yellow
 L_MIN, L_MAX = 3.0, 99.0
 
 # ITA class lower bounds, degrees (DESIGN.md "Skin tone").
-ITA_CLASSES = (("very_light", 55.0), ("light", 41.0), ("intermediate", 28.0),
-               ("tan", 10.0), ("brown", -30.0), ("dark", -np.inf))
+ITA_CLASSES = tuple(zip(ITA_CATEGORIES, (55.0, 41.0, 28.0, 10.0, -30.0, -np.inf), strict=True))
 
 
 def lab_float(image_bgr: np.ndarray) -> np.ndarray:
@@ -123,7 +124,8 @@ def nearest_monk(ita: float) -> int:
 
 
 def monk_group(monk: int) -> str:
-    return "light" if monk <= 3 else "medium" if monk <= 6 else "dark"
+    light, medium, dark = MONK_GROUPS
+    return light if monk <= 3 else medium if monk <= 6 else dark
 
 
 # Below this share of the frame the "skin" pixels are more likely warm objects

@@ -48,6 +48,10 @@ from apache_beam.io.filesystems import FileSystems
 from beam_jobs.cli import Refused
 
 DEFAULT_TTL_HOURS = 24.0
+# Every job's output: OUT/_LOCK/<attempt>.json while a run writes OUT, OUT/_SUCCESS
+# (or a partition's) written last, when it is complete.
+MARKER = "_SUCCESS"
+LOCK = "_LOCK"
 RETRIES = 4
 
 
@@ -203,7 +207,7 @@ class LockOutput(beam.PTransform):
     held and an old output stops reading as complete before any of it changes.
     """
 
-    def __init__(self, out: str, me: dict, lock_options: dict, marker: str = "_SUCCESS", lock: str = "_LOCK"):
+    def __init__(self, out: str, me: dict, lock_options: dict, marker: str = MARKER, lock: str = LOCK):
         super().__init__()
         self.out, self.me, self.lock_options = out, me, lock_options
         self.marker_path, self.lock_dir = FileSystems.join(out, marker), FileSystems.join(out, lock)

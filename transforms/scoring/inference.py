@@ -23,7 +23,6 @@ class KerasBundleHandler(ModelHandler):
                          large_model=share_across_processes)
         self.model_uri = model_uri
         self.image_size = image_size
-        self._share_across_processes = share_across_processes
 
     def load_model(self):
         from schemas.model_bundle import load_bundle
