@@ -10,10 +10,13 @@ import difflib
 import re
 import sys
 
-from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs.cli import UsageError
 from transforms.io.allowed_roots import AllowedRoots, default_roots, parse_roots
+from transforms.io.compat import add_action, beam_argument_parser_class, parser_actions
+
+_BeamArgumentParser = beam_argument_parser_class()
 
 
 class _OneLineParser(_BeamArgumentParser):
@@ -58,17 +61,17 @@ def print_help(options_cls) -> None:
         if isinstance(cls, type) and issubclass(cls, PipelineOptions) and "_add_argparse_args" in vars(cls):
             cls._add_argparse_args(own)
     ignored = set(getattr(options_cls, "ignored_shared", ()))
-    for action in own._actions:
+    for action in parser_actions(own):
         if action.dest not in ignored:
-            groups[heading.get(action.dest, "policy / model")]._add_action(action)
+            add_action(groups[heading.get(action.dest, "policy / model")], action)
     beam = _BeamArgumentParser(allow_abbrev=False, add_help=False, conflict_handler="resolve")
     for cls in _all_subclasses(PipelineOptions):
         if not issubclass(cls, SharedOptions) and "_add_argparse_args" in vars(cls):
             cls._add_argparse_args(beam)
-    runner = {a.dest: a for a in beam._actions if a.dest in RUNNER_FLAGS}
+    runner = {a.dest: a for a in parser_actions(beam) if a.dest in RUNNER_FLAGS}
     for dest in RUNNER_FLAGS:
         if dest in runner:
-            groups["runner (Beam)"]._add_action(runner[dest])
+            add_action(groups["runner (Beam)"], runner[dest])
     help_parser.print_help()
 
 
@@ -105,7 +108,7 @@ def check_flags(options_cls, flags) -> None:
         name = arg.split("=", 1)[0]
         if not name.startswith("-"):
             raise UsageError(f"unexpected argument {arg!r} (options are --name value or --name=value)")
-        known = [s for a in parser._actions for s in a.option_strings]
+        known = [s for a in parser_actions(parser) for s in a.option_strings]
         # `--analysis-size` is meant as `--analysis_size`: compare with dashes as underscores.
         close = difflib.get_close_matches("--" + name.lstrip("-").replace("-", "_"), known, n=1, cutoff=0.75)
         hint = f" (did you mean {close[0]}?)" if close else ""

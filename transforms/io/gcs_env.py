@@ -20,9 +20,6 @@ def use_anonymous_credentials_with_emulator() -> bool:
     """
     if not os.environ.get(EMULATOR_ENV):
         return False
-    from apache_beam.internal.gcp import auth
-
-    with auth._Credentials._credentials_lock:
-        auth._Credentials._credentials = None
-        auth._Credentials._credentials_init = True
+    from transforms.io.compat import set_beam_credentials_anonymous
+    set_beam_credentials_anonymous()
     return True

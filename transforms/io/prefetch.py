@@ -9,7 +9,8 @@ in input order, so results do not depend on thread timing.
 
 Beam finds the metrics container of the running step through a thread-local
 state tracker, so a counter incremented on a plain worker thread is silently
-dropped; each task therefore runs with the submitting step's state pinned.
+dropped; each task therefore runs with the submitting step's state pinned
+(transforms/io/compat.py run_in_step).
 """
 from __future__ import annotations
 
@@ -17,33 +18,9 @@ import collections
 from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
-from apache_beam.runners.worker import statesampler
 from apache_beam.utils.windowed_value import WindowedValue
 
-
-class _PinnedState:
-    """Stands in for Beam's thread-local state tracker on a worker thread: the
-    step that submitted the work is the step its counters and logs belong to."""
-
-    def __init__(self, state):
-        self._state = state
-
-    def current_state(self):
-        return self._state
-
-    def update_metric(self, typed_metric_name, value):
-        # What Beam's tracker does (statesampler_slow.StateSampler.update_metric).
-        container = self._state.metrics_container
-        if container is not None:
-            container.get_metric_cell(typed_metric_name).update(value)
-
-
-def _run_as(state, fn, element):
-    statesampler.set_current_tracker(_PinnedState(state) if state is not None else None)
-    try:
-        return fn(element)
-    finally:
-        statesampler.set_current_tracker(None)
+from transforms.io.compat import current_step_state, run_in_step
 
 
 class PrefetchingDoFn(beam.DoFn):
@@ -63,9 +40,8 @@ class PrefetchingDoFn(beam.DoFn):
         self._pending = collections.deque()
 
     def process(self, element, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
-        tracker = statesampler.get_current_tracker()
-        state = tracker.current_state() if tracker is not None else None
-        self._pending.append((self._pool.submit(_run_as, state, self.work, element), window, timestamp))
+        state = current_step_state()
+        self._pending.append((self._pool.submit(run_in_step, state, self.work, element), window, timestamp))
         # Emit what is finished at the head; block only when too much is in flight.
         while self._pending and (len(self._pending) > self.depth or self._pending[0][0].done()):
             future, _window, _timestamp = self._pending.popleft()

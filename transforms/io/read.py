@@ -26,7 +26,6 @@ import os
 import stat
 import time
 
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 RETRIES = Metrics.counter("io", "read_retries")
@@ -154,12 +153,13 @@ def _read_gcs(uri: str, deadline: float, first_delay: float,
     """
     from apache_beam.io.gcp.gcsio import parse_gcs_path
     from google.api_core.retry import Retry
-    from google.cloud.storage.retry import _should_retry
+
+    from transforms.io.compat import beam_gcs_client, gcs_should_retry
 
     failures = []
-    retry = Retry(predicate=_should_retry, initial=first_delay, maximum=max(first_delay, 16.0),
+    retry = Retry(predicate=gcs_should_retry, initial=first_delay, maximum=max(first_delay, 16.0),
                   timeout=deadline, on_error=failures.append)
-    client = FileSystems.get_filesystem(uri)._gcsIO().client
+    client = beam_gcs_client(uri)
     bucket, name = parse_gcs_path(uri)
     try:
         # raw_download: the stored bytes, never a transcoded (gunzipped) form, as Beam reads them.
