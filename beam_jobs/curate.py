@@ -211,13 +211,10 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None) -> be
     summary = rows | "Summarize" >> beam.CombineGlobally(SummarizeRows())
     report_parts = _report_parts(rows, analyzed.thumbnails, o.examples_per_reason)
     written = (features, dead) | "AllWrittenFiles" >> beam.Flatten()
-    _ = (p
-         | "FinalizeStart" >> beam.Create([None])
-         | "Finalize" >> beam.Map(
-             _finalize, output=out, policy_version=policy.version,
-             summary=beam.pvalue.AsSingleton(summary), matched=beam.pvalue.AsSingleton(matched),
-             written=beam.pvalue.AsList(written), me=me, tests=thresholds(policy), **report_parts)
-         | "ReleaseLock" >> beam.Map(lambda _doc: run_lock.release_own(FileSystems.join(out, LOCK), me)))
+    _ = p | "Finalize" >> run_lock.FinalizeOutput(
+        out, me, _finalize, output=out, policy_version=policy.version,
+        summary=beam.pvalue.AsSingleton(summary), matched=beam.pvalue.AsSingleton(matched),
+        written=beam.pvalue.AsList(written), me=me, tests=thresholds(policy), **report_parts)
     return p
 
 

@@ -36,6 +36,7 @@ from beam_jobs.cli import JobFailed, UsageError, execute, main, new_pipeline, qu
 from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_options
 from beam_jobs.options import load_model_info as load_bundle_info
 from schemas import metrics as M
+from schemas import examples as E
 from schemas.examples import IMAGE_DEFAULTS
 from schemas.model_bundle import image_settings
 from transforms.io import run_lock
@@ -113,7 +114,7 @@ def validate(o: EvaluateOptions) -> None:
 
 
 def serving_settings(o: EvaluateOptions, info: dict, image_size: int) -> dict:
-    """score_prep.prepare's settings for --from_images: make_tfrecords' own
+    """transforms.scoring.prepare.prepare's settings for --from_images: make_tfrecords' own
     (dataset_info.json sources), unless overridden."""
     sources = info.get("sources") or {}
     return {"image_size": image_size,
@@ -124,17 +125,18 @@ def serving_settings(o: EvaluateOptions, info: dict, image_size: int) -> dict:
 
 def load_dataset(tfrecords: str, split: str) -> tuple[dict, list[str]]:
     """(dataset_info, the split's shard paths), or UsageError naming what is wrong."""
-    path = FileSystems.join(tfrecords, "dataset_info.json")
+    path = FileSystems.join(tfrecords, E.DATASET_INFO)
     if not FileSystems.exists(path):
-        raise UsageError(f"--tfrecords {tfrecords}: no dataset_info.json (not a make_tfrecords output?)")
+        raise UsageError(f"--tfrecords {tfrecords}: no {E.DATASET_INFO} (not a make_tfrecords output?)")
     if not FileSystems.exists(FileSystems.join(tfrecords, MARKER)):
         raise UsageError(f"--tfrecords {tfrecords}: no {MARKER}; make_tfrecords has not finished there")
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        raw = f.read()
     try:
-        with FileSystems.open(path, compression_type="uncompressed") as f:
-            info = json.loads(f.read())
-        vocabulary, splits = info["label_vocabulary"], info["splits"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"invalid dataset_info.json ({type(e).__name__}): {path}") from None
+        info = E.parse_dataset_info(raw, path)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    vocabulary, splits = info["label_vocabulary"], info["splits"]
     if split not in splits:
         raise UsageError(f"--split {split}: {path} has splits {', '.join(sorted(splits))}")
     shards = [FileSystems.join(tfrecords, s["file"]) for s in splits[split]["shards"]]
@@ -278,7 +280,7 @@ def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: d
                    me: dict | None = None) -> beam.Pipeline:
     """The evaluate pipeline, constructed but not run. `models` maps a role
     (model, compare) to {"uri", "version", "image_size"}; `context` is
-    eval_examples.dataset_context(). With --from_images the models see the
+    transforms.evaluation.examples.dataset_context(). With --from_images the models see the
     source images as score prepares them, and the model also runs on the
     stored arrays so the parity counts changed predictions."""
     from apache_beam.io.filesystem import CompressionTypes
@@ -335,11 +337,10 @@ def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: d
          | "BySlice" >> beam.FlatMap(lambda kv, r=tuple(models): slice_inputs(*kv, r))
          | "SliceMetrics" >> beam.CombinePerKey(slice_metrics_fn(settings, models))
          | "Slices" >> beam.combiners.ToList()
-         | "Evaluate" >> beam.Map(_finalize, key_rows=beam.pvalue.AsSingleton(key_rows), output=out,
-                                  settings=settings, models=models, expected=expected, me=me,
-                                  _locked=beam.pvalue.AsSingleton(locked), serving=serving,
-                                  tolerance=o.parity_tolerance)
-         | "ReleaseLock" >> beam.Map(lambda _v: run_lock.release_own(FileSystems.join(out, LOCK), me)))
+         | "Evaluate" >> run_lock.FinalizeOutput(
+             out, me, _finalize, key_rows=beam.pvalue.AsSingleton(key_rows), output=out,
+             settings=settings, models=models, expected=expected, me=me,
+             _locked=beam.pvalue.AsSingleton(locked), serving=serving, tolerance=o.parity_tolerance))
     return p
 
 

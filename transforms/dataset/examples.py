@@ -14,7 +14,8 @@ from apache_beam.metrics import Metrics
 
 from schemas import examples as E
 from transforms.image.decode import ImageRejected
-from transforms.dataset.join_labels import DEAD, dead_letter
+from schemas.examples import dead_letter
+from transforms.dataset.join_labels import DEAD
 from transforms.image.preprocess import preprocess_to_jpeg
 from transforms.io.read import Missing, Refused, read_bytes
 

@@ -18,6 +18,7 @@ from apache_beam.io.fileio import EmptyMatchTreatment
 from apache_beam.metrics import Metrics
 
 from schemas import examples as E
+from schemas.examples import dead_letter
 from schemas import lighting
 from schemas import scin
 from schemas.features import features_glob
@@ -27,10 +28,6 @@ from transforms.dataset.labels import BadLabelRow, plain_record, scin_image_reco
 
 DEAD = "dead"
 CURATE_FIELDS = ("uri", "status", "reasons", "cluster_id", "sha256") + E.NUMERIC + lighting.INPUTS
-
-
-def dead_letter(uri, reason, error, case_id=None):
-    return {"uri": uri, "case_id": case_id, "reason": reason, "error": error}
 
 
 def _parquet_rows(readable):

@@ -220,6 +220,26 @@ class LockOutput(beam.PTransform):
                 | "ClearMarker" >> beam.Map(_clear_marker))
 
 
+class FinalizeOutput(beam.PTransform):
+    """The end of every job that writes one output: once its side inputs are
+    ready, finalize(element, **kwargs) writes the last files and the marker
+    (checking the lock before each, see check), then the output's lock is
+    released. Applied to the pipeline (one None element) or to a PCollection
+    whose elements are finalize's first argument; yields release_own's result."""
+
+    def __init__(self, out: str, me: dict, finalize, /, **kwargs):  # kwargs may hold finalize's own `me`
+        super().__init__()
+        self.lock_dir, self.me, self.finalize, self.kwargs = FileSystems.join(out, LOCK), me, finalize, kwargs
+
+    def expand(self, start):
+        lock_dir, me = self.lock_dir, self.me
+        if isinstance(start, beam.pvalue.PBegin):
+            start = start | "Start" >> beam.Create([None])
+        return (start
+                | "Write" >> beam.Map(self.finalize, **self.kwargs)
+                | "ReleaseLock" >> beam.Map(lambda _written: release_own(lock_dir, me)))
+
+
 def _clear_marker(path: str) -> str:
     if FileSystems.exists(path):
         FileSystems.delete([path])
