@@ -1,8 +1,9 @@
-"""DoFns, composite PTransforms and the pure per-image functions they call."""
+"""What the jobs are made of, one subpackage per concern: image (pure per-image functions), io
+(plumbing), curate, dataset, scoring, evaluation (each job's composites and algorithms)."""
 import os as _os
 
 # OpenCV reads its own pixel cap once, when cv2 first loads; set it before any
-# module here imports cv2 so a pixel bomb can never be allocated (decode.py
+# module here imports cv2 so a pixel bomb can never be allocated (image/decode.py
 # also refuses declared sizes over the policy's max_pixels before decoding).
 # The one definition of the default max_pixels (transforms.image.decode's default;
 # tests/test_templates.py checks templates/Dockerfile sets the same).
