@@ -2,7 +2,7 @@
 
     curate features (accepted) + labels (SCIN cases+labels | image_uri,label[,group_id] CSV)
       -> JoinLabels          align by uri; unusable images become dead letters with a reason
-      -> RelabelRareClasses  merged into 'other' (or dropped) below --min_class_count
+      -> rare classes        merged into 'other' (or dropped) below --min_class_count
       -> AssignSplits        hash of the group key; duplicate clusters keep groups together
       -> PreprocessImages    one decode at DCT scale, crop, resize, JPEG (no EXIF)
       -> tf.Transform        analyze on train only, transform every split
@@ -34,7 +34,7 @@ from transforms.io.run_lock import LOCK, MARKER
 from transforms.dataset.examples import PreprocessImages, record_batch_examples, to_example
 from transforms.io.inputs import decode_text, join_root, normalize_uri
 from transforms.dataset.dataset_info import assemble_dataset_info, example_cell
-from transforms.dataset.rare_classes import CLASS_COUNTS, RelabelRareClasses
+from transforms.dataset.rare_classes import relabel_rare
 from transforms.dataset.join_labels import DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords, curated_features
 from transforms.dataset.labels import BadLabelRow, plain_record
 from transforms.io.sharded_write import WriteSortedShards, jsonl_encoder, write_atomically
@@ -288,9 +288,17 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
                                                   o.min_label_weight)
     joined = (curated, labels.records) | "JoinLabels" >> JoinLabels(o.keep_unlabeled)
 
-    kept = joined.records | "RareClasses" >> RelabelRareClasses(o.min_class_count, o.rare_classes)
-    class_counts = kept[CLASS_COUNTS]
-    split_records = kept["records"] | "AssignSplits" >> AssignSplits(fractions)
+    # Flat steps under their own names, not one composite: nested in one, the
+    # records' z-scores differed from earlier runs' in their last bits
+    # (tf.Transform's analyzers then summed in another order).
+    class_counts = (joined.records
+                    | "Labels" >> beam.FlatMap(lambda r: [r["label"]] if r["label"] else [])
+                    | "CountPerClass" >> beam.combiners.Count.PerElement()
+                    | "ClassCounts" >> beam.combiners.ToDict())
+    kept = joined.records | "RareClasses" >> beam.FlatMap(
+        relabel_rare, counts=beam.pvalue.AsSingleton(class_counts), min_count=o.min_class_count,
+        policy=o.rare_classes).with_outputs(DEAD, main="records")
+    split_records = kept.records | "AssignSplits" >> AssignSplits(fractions)
     examples = split_records | "PreprocessImages" >> PreprocessImages(
         o.image_size, o.crop_fraction, o.jpeg_quality, policy.max_pixels, allowed_roots(o),
         policy.max_bytes, policy.max_decode_bytes)
