@@ -16,7 +16,7 @@ INSTALL_REQUIRES = [
     "numpy>=2.0,<3",
     "google-cloud-storage>=3,<4",
     # Pillow decodes nothing on the JPEG path; its LittleCMS (ImageCms) converts
-    # embedded ICC / nclx colour to sRGB (transforms/colour.py).
+    # embedded ICC / nclx colour to sRGB (transforms/image/colour.py).
     "pillow>=12,<13",
     # libheif with the HEVC decoder, as manylinux wheels: HEIC/HEIF uploads
     # (iPhones); OpenCV wheels have no HEIC codec. AVIF stays with OpenCV.

@@ -23,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
 def run(argv=None) -> list[str]:
     """Print and return the comparison lines; UsageError if the reports cannot be compared."""
     from schemas import metrics as M
-    from transforms.evaluation_report import compare_reports
+    from transforms.evaluation.report import compare_reports
     p = _Parser(prog="python -m beam_jobs.compare_metrics", description=__doc__.splitlines()[0])
     p.add_argument("new", help="metrics.json (or the evaluate output folder) of the new model")
     p.add_argument("old", help="metrics.json (or folder) of the model it is compared with")

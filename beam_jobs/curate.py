@@ -21,19 +21,18 @@ from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_op
 from schemas import features as F
 from schemas.policy import load_policy
 from schemas.reasons import DUPLICATE_REASONS
-from transforms import run_lock
-from transforms.allowed_roots import AllowedRoots
-from transforms.analyze_step import AnalyzeImages
-from transforms.duplicates import ClusterDuplicates, pair_distance
-from transforms.inputs import ReadImageRefs, decode_text, input_glob, parse_manifest, parse_scin_cases
-from transforms.read import read_bytes
-from transforms.report import example_entry, render_report
-from transforms.sharded_write import WriteSortedShards, jsonl_encoder, parquet_encoder, write_atomically
-from transforms.summary import SummarizeRows
-from transforms.verdict import thresholds
+from transforms.io import run_lock
+from transforms.io.run_lock import LOCK, MARKER
+from transforms.io.allowed_roots import AllowedRoots
+from transforms.curate.analyze_images import AnalyzeImages
+from transforms.curate.duplicates import ClusterDuplicates, pair_distance
+from transforms.io.inputs import ReadImageRefs, decode_text, input_glob, parse_manifest, parse_scin_cases
+from transforms.io.read import read_bytes
+from transforms.curate.report import example_entry, render_report
+from transforms.io.sharded_write import WriteSortedShards, jsonl_encoder, parquet_encoder, write_atomically
+from transforms.curate.summary import SummarizeRows
+from transforms.image.verdict import thresholds
 
-MARKER = "_SUCCESS"
-LOCK = "_LOCK"  # OUT/_LOCK/<attempt>.json while a run writes OUT (transforms/run_lock.py)
 
 
 class CurateOptions(SharedOptions, LockOptions):
@@ -135,12 +134,12 @@ def _finalize(_, output, summary, matched, policy_version, written, me, **report
     lock_dir = FileSystems.join(output, LOCK)
     doc = summary.to_dict(matched, policy_version)  # raises if accounting fails
     run_lock.check(lock_dir, me, output)
-    write_atomically(FileSystems.join(output, "summary.json"),
+    write_atomically(FileSystems.join(output, F.SUMMARY_FILE),
                      json.dumps(doc, indent=2, sort_keys=True).encode())
-    write_atomically(FileSystems.join(output, "report.html"), _report(doc, **report_parts).encode())
+    write_atomically(FileSystems.join(output, F.REPORT_FILE), _report(doc, **report_parts).encode())
     keep = set(written)
     run_lock.check(lock_dir, me, output)  # "stale" must never mean another live run's shards
-    for sub in ("features", "dead_letters"):
+    for sub in (F.FEATURES_DIR, F.DEAD_LETTERS_DIR):
         pattern = FileSystems.join(output, sub, "*")
         stale = [m.path for m in FileSystems.match([pattern])[0].metadata_list if m.path not in keep]
         if stale:
@@ -192,19 +191,19 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None) -> be
     out = o.output
     me, lock = me or run_lock.new_lock_info("curate", o.run_id), lock_options(o)
     p = new_pipeline(options)
-    started = p | "LockOutput" >> run_lock.LockOutput(out, me, lock, MARKER, LOCK)
+    started = p | "LockOutput" >> run_lock.LockOutput(out, me, lock)
 
     refs = p | "ReadImageRefs" >> ReadImageRefs(o.input, o.manifest, o.scin_cases, o.image_root)
     analyzed = refs | "AnalyzeImages" >> AnalyzeImages(policy, allowed=allowed_roots(o))
     rows = analyzed.rows | "ClusterDuplicates" >> ClusterDuplicates(policy.dup_radius, policy.exact_only_for)
 
     features = rows | "WriteFeatures" >> WriteSortedShards(
-        FileSystems.join(out, "features"), "features", ".parquet", parquet_encoder(F.SCHEMA),
+        FileSystems.join(out, F.FEATURES_DIR), F.FEATURES_DIR, ".parquet", parquet_encoder(F.SCHEMA),
         key_fn=lambda r: r["uri"], per_shard=o.rows_per_shard, after=started)
     dead = (rows
             | "Rejected" >> beam.Filter(lambda r: r["status"] == "rejected")
             | "WriteDeadLetters" >> WriteSortedShards(
-                FileSystems.join(out, "dead_letters"), "dead_letters", ".jsonl",
+                FileSystems.join(out, F.DEAD_LETTERS_DIR), F.DEAD_LETTERS_DIR, ".jsonl",
                 jsonl_encoder(F.DEAD_LETTER_FIELDS), key_fn=lambda r: r["uri"],
                 per_shard=o.rows_per_shard, after=started))
 
@@ -212,13 +211,10 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None) -> be
     summary = rows | "Summarize" >> beam.CombineGlobally(SummarizeRows())
     report_parts = _report_parts(rows, analyzed.thumbnails, o.examples_per_reason)
     written = (features, dead) | "AllWrittenFiles" >> beam.Flatten()
-    _ = (p
-         | "FinalizeStart" >> beam.Create([None])
-         | "Finalize" >> beam.Map(
-             _finalize, output=out, policy_version=policy.version,
-             summary=beam.pvalue.AsSingleton(summary), matched=beam.pvalue.AsSingleton(matched),
-             written=beam.pvalue.AsList(written), me=me, tests=thresholds(policy), **report_parts)
-         | "ReleaseLock" >> beam.Map(lambda _doc: run_lock.release_own(FileSystems.join(out, LOCK), me)))
+    _ = p | "Finalize" >> run_lock.FinalizeOutput(
+        out, me, _finalize, output=out, policy_version=policy.version,
+        summary=beam.pvalue.AsSingleton(summary), matched=beam.pvalue.AsSingleton(matched),
+        written=beam.pvalue.AsList(written), me=me, tests=thresholds(policy), **report_parts)
     return p
 
 

@@ -86,11 +86,12 @@ def main(argv=None) -> int:
 
     t = _step("3/6 make_tfrecords: labels, leak-free splits, tf.Transform, TFRecords")
     from beam_jobs import make_tfrecords
+    from schemas.examples import dataset_info
     make_tfrecords.run(["--curated", curated, "--scin_cases", os.path.join(sample, "dataset", "scin_cases.csv"),
                         "--scin_labels", os.path.join(sample, "dataset", "scin_labels.csv"),
                         "--image_root", sample, "--output", records,
                         "--image_size", str(a.image_size), "--split_fractions", SPLIT_FRACTIONS])
-    info = json.load(open(os.path.join(records, "dataset_info.json")))
+    info = dataset_info(records)
     print(f"   took {time.monotonic() - t:.1f}s: " + ", ".join(
         f"{s} {v['examples']}" for s, v in info["splits"].items()) +
         f" examples; {len(info['label_vocabulary'])} classes; excluded {info['dead_letters']}")

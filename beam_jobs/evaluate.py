@@ -13,7 +13,7 @@
       -> JoinRoles          one shuffle per example: its rows of every model
       -> SliceMetrics       per slice it belongs to, a mergeable CombineFn of
                             sufficient statistics and Poisson-bootstrap sums
-                            (transforms/evaluation_combine.py)
+                            (transforms/evaluation/combine.py)
       -> Evaluate           the slices' figures with seeded bootstrap intervals,
                             paired differences when comparing, a verdict line
       -> OUT/metrics.json (schemas/metrics.py), OUT/report.html, OUT/_SUCCESS last;
@@ -34,15 +34,18 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from beam_jobs.cli import JobFailed, UsageError, execute, main, new_pipeline, quiet_tensorflow, runs_on_dataflow
 from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_options
+from beam_jobs.options import load_model_info as load_bundle_info
 from schemas import metrics as M
-from transforms import run_lock
-from transforms.evaluation_metrics import DEFAULT_BINS, DEFAULT_RESAMPLES
-from transforms.evaluation_report import build_document, parity_line, render_html, slice_inputs, slice_metrics_fn
-from transforms.inference import KerasBundleHandler
-from transforms.sharded_write import write_atomically
+from schemas import examples as E
+from schemas.examples import IMAGE_DEFAULTS
+from schemas.model_bundle import image_settings
+from transforms.io import run_lock
+from transforms.io.run_lock import LOCK, MARKER
+from transforms.evaluation.metrics import DEFAULT_BINS, DEFAULT_RESAMPLES
+from transforms.evaluation.report import build_document, parity_line, render_html, slice_inputs, slice_metrics_fn
+from transforms.scoring.inference import KerasBundleHandler
+from transforms.io.sharded_write import write_atomically
 
-MARKER = "_SUCCESS"
-LOCK = "_LOCK"  # OUT/_LOCK/<attempt>.json while a run writes OUT (transforms/run_lock.py)
 
 
 class EvaluateOptions(SharedOptions, LockOptions):
@@ -111,28 +114,29 @@ def validate(o: EvaluateOptions) -> None:
 
 
 def serving_settings(o: EvaluateOptions, info: dict, image_size: int) -> dict:
-    """score_prep.prepare's settings for --from_images: make_tfrecords' own
+    """transforms.scoring.prepare.prepare's settings for --from_images: make_tfrecords' own
     (dataset_info.json sources), unless overridden."""
     sources = info.get("sources") or {}
     return {"image_size": image_size,
             "crop_fraction": float(o.crop_fraction if o.crop_fraction is not None
-                                   else sources.get("crop_fraction", 0.875)),
-            "jpeg_quality": int(o.jpeg_quality if o.jpeg_quality is not None else sources.get("jpeg_quality", 90))}
+                                   else sources.get("crop_fraction", IMAGE_DEFAULTS["crop_fraction"])),
+            "jpeg_quality": int(o.jpeg_quality if o.jpeg_quality is not None else sources.get("jpeg_quality", IMAGE_DEFAULTS["jpeg_quality"]))}
 
 
 def load_dataset(tfrecords: str, split: str) -> tuple[dict, list[str]]:
     """(dataset_info, the split's shard paths), or UsageError naming what is wrong."""
-    path = FileSystems.join(tfrecords, "dataset_info.json")
+    path = FileSystems.join(tfrecords, E.DATASET_INFO)
     if not FileSystems.exists(path):
-        raise UsageError(f"--tfrecords {tfrecords}: no dataset_info.json (not a make_tfrecords output?)")
+        raise UsageError(f"--tfrecords {tfrecords}: no {E.DATASET_INFO} (not a make_tfrecords output?)")
     if not FileSystems.exists(FileSystems.join(tfrecords, MARKER)):
         raise UsageError(f"--tfrecords {tfrecords}: no {MARKER}; make_tfrecords has not finished there")
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        raw = f.read()
     try:
-        with FileSystems.open(path, compression_type="uncompressed") as f:
-            info = json.loads(f.read())
-        vocabulary, splits = info["label_vocabulary"], info["splits"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"invalid dataset_info.json ({type(e).__name__}): {path}") from None
+        info = E.parse_dataset_info(raw, path)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    vocabulary, splits = info["label_vocabulary"], info["splits"]
     if split not in splits:
         raise UsageError(f"--split {split}: {path} has splits {', '.join(sorted(splits))}")
     shards = [FileSystems.join(tfrecords, s["file"]) for s in splits[split]["shards"]]
@@ -144,15 +148,9 @@ def load_dataset(tfrecords: str, split: str) -> tuple[dict, list[str]]:
 
 
 def load_model_info(model_uri: str, flag: str, vocabulary: list[str]) -> dict:
-    """The bundle's model_info.json, its model probed on one batch; UsageError
-    if unusable or if its vocabulary is not the split's."""
-    from schemas.model_bundle import load_bundle
-    from transforms.inference import probe_model
-    try:
-        model, info = load_bundle(model_uri)
-        probe_model(model, int(info["image_size"]), len(info["label_vocabulary"]))
-    except ValueError as e:
-        raise UsageError(f"--{flag} {e}") from None
+    """The bundle's model_info.json, loaded and probed as score loads it;
+    UsageError if unusable or if its vocabulary is not the split's."""
+    info = load_bundle_info(model_uri, flag)
     if list(info["label_vocabulary"]) != list(vocabulary):
         theirs, ours = list(info["label_vocabulary"]), list(vocabulary)
         diff = sorted(set(theirs) ^ set(ours))
@@ -170,7 +168,7 @@ class _Prepare(beam.DoFn):
     """Serialized example -> ((key, label_id, slices), uint8 image).
 
     With `serving` (--from_images) the image is the source image the record
-    names, read and prepared by score's code (transforms/score_prep.py), and
+    names, read and prepared by score's code (transforms/scoring/prepare.py), and
     the stored array and the largest pixel difference go to STORED and PIXELS.
     """
 
@@ -179,7 +177,7 @@ class _Prepare(beam.DoFn):
 
     def setup(self):
         from schemas.policy import load_policy
-        from transforms import eval_examples
+        from transforms.evaluation import examples as eval_examples
         self.ex = eval_examples
         self.quality_policy = load_policy(with_model=False) if self.serving else None
 
@@ -199,9 +197,9 @@ class _Prepare(beam.DoFn):
         yield beam.pvalue.TaggedOutput(PIXELS, (PIXELS, meta, pixel_difference(served, image)))
 
     def _serve(self, uri):
-        from transforms.decode import ImageRejected
-        from transforms.read import Missing, Refused, read_bytes
-        from transforms.score_prep import prepare
+        from transforms.image.decode import ImageRejected
+        from transforms.io.read import Missing, Refused, read_bytes
+        from transforms.scoring.prepare import prepare
         try:
             data, _retries = read_bytes(uri, allowed=self.allowed, max_bytes=self.quality_policy.max_bytes)
             _reasons, served = prepare(data, self.quality_policy, gate=False, **self.serving)
@@ -282,7 +280,7 @@ def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: d
                    me: dict | None = None) -> beam.Pipeline:
     """The evaluate pipeline, constructed but not run. `models` maps a role
     (model, compare) to {"uri", "version", "image_size"}; `context` is
-    eval_examples.dataset_context(). With --from_images the models see the
+    transforms.evaluation.examples.dataset_context(). With --from_images the models see the
     source images as score prepares them, and the model also runs on the
     stored arrays so the parity counts changed predictions."""
     from apache_beam.io.filesystem import CompressionTypes
@@ -301,7 +299,7 @@ def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: d
     compression = CompressionTypes.GZIP if info.get("compression") == "gzip" else CompressionTypes.UNCOMPRESSED
 
     p = new_pipeline(o)
-    locked = p | "LockOutput" >> run_lock.LockOutput(out, me, lock, MARKER, LOCK)
+    locked = p | "LockOutput" >> run_lock.LockOutput(out, me, lock)
     serving = serving_settings(o, info, image_size) if o.from_images else None
     prep = (p
             | "Shards" >> beam.Create(shards)
@@ -326,7 +324,7 @@ def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: d
     # One shuffle per example joins its rows; then per example only its key goes
     # to one worker (the fingerprint needs every key) and, per slice it belongs
     # to, its probabilities go to that slice's mergeable accumulator
-    # (transforms/evaluation_combine.py): no step holds every prediction.
+    # (transforms/evaluation/combine.py): no step holds every prediction.
     examples = (tuple(scored)
                 | "AllPredictions" >> beam.Flatten()
                 | "ByExample" >> beam.Map(lambda row: (row[1][0], row))
@@ -339,11 +337,10 @@ def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: d
          | "BySlice" >> beam.FlatMap(lambda kv, r=tuple(models): slice_inputs(*kv, r))
          | "SliceMetrics" >> beam.CombinePerKey(slice_metrics_fn(settings, models))
          | "Slices" >> beam.combiners.ToList()
-         | "Evaluate" >> beam.Map(_finalize, key_rows=beam.pvalue.AsSingleton(key_rows), output=out,
-                                  settings=settings, models=models, expected=expected, me=me,
-                                  _locked=beam.pvalue.AsSingleton(locked), serving=serving,
-                                  tolerance=o.parity_tolerance)
-         | "ReleaseLock" >> beam.Map(lambda _v: run_lock.release_own(FileSystems.join(out, LOCK), me)))
+         | "Evaluate" >> run_lock.FinalizeOutput(
+             out, me, _finalize, key_rows=beam.pvalue.AsSingleton(key_rows), output=out,
+             settings=settings, models=models, expected=expected, me=me,
+             _locked=beam.pvalue.AsSingleton(locked), serving=serving, tolerance=o.parity_tolerance))
     return p
 
 
@@ -358,12 +355,12 @@ def run(argv=None):
                             ("compare", "compare_model_uri", options.compare_model_uri)):
         if uri:
             m = load_model_info(uri, flag, info["label_vocabulary"])
-            models[role] = {"uri": uri, "version": m["version"], "image_size": int(m["image_size"])}
+            models[role] = {"uri": uri, "version": m["version"], "image_size": image_settings(m)["image_size"]}
             made = (info.get("sources") or {}).get("image_size")
             if made is not None and int(made) != models[role]["image_size"]:
                 raise UsageError(f"--{flag} {uri} takes {models[role]['image_size']} px images; the split's "
                                  f"were made at {made} px (make_tfrecords --image_size)")
-    from transforms.eval_examples import dataset_context
+    from transforms.evaluation.examples import dataset_context
     try:
         context = dataset_context(options.tfrecords)
     except (OSError, ValueError) as e:

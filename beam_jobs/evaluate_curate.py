@@ -17,13 +17,14 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli import UsageError
 from beam_jobs.cli import main as cli_main
+from schemas.features import features_glob
 from schemas.reasons import REASONS
-from transforms.inputs import join_root, normalize_uri
+from transforms.io.inputs import join_root, normalize_uri
 
 
 def load_features(curated: str) -> dict[str, dict]:
     """uri -> row, from every features shard of a curate output."""
-    paths = [m.path for m in FileSystems.match([FileSystems.join(curated, "features", "*.parquet")])[0].metadata_list]
+    paths = [m.path for m in FileSystems.match([features_glob(curated)])[0].metadata_list]
     rows = {}
     for path in sorted(paths):
         with FileSystems.open(path) as f:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -29,20 +29,19 @@ from schemas import examples as E
 from schemas import scin
 from schemas.lighting import load_thresholds
 from schemas.policy import load_policy
-from transforms import run_lock
-from transforms.example_step import PreprocessImages, record_batch_examples, to_example
-from transforms.inputs import decode_text, join_root, normalize_uri
-from transforms.label_join import DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords, curated_features, dead_letter
-from transforms.labels import BadLabelRow, plain_record
-from transforms.sharded_write import WriteSortedShards, jsonl_encoder, write_atomically
-from transforms.split_step import UNLABELED, AssignSplits
-from transforms.splits import SPLITS, parse_fractions
-from transforms.tfds_metadata import write_tfds_metadata
-from transforms.tfrecords import WriteTFRecordShards
-
-MARKER = "_SUCCESS"
-LOCK = "_LOCK"  # OUT/_LOCK/<attempt>.json while a run writes OUT (transforms/run_lock.py)
-OTHER = "other"
+from transforms.io import run_lock
+from transforms.io.run_lock import LOCK, MARKER
+from transforms.dataset.examples import PreprocessImages, record_batch_examples, to_example
+from transforms.io.inputs import decode_text, join_root, normalize_uri
+from transforms.dataset.dataset_info import assemble_dataset_info, example_cell
+from transforms.dataset.rare_classes import relabel_rare
+from transforms.dataset.join_labels import DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords, curated_features
+from transforms.dataset.labels import BadLabelRow, plain_record
+from transforms.io.sharded_write import WriteSortedShards, jsonl_encoder, write_atomically
+from transforms.dataset.assign_splits import UNLABELED, AssignSplits
+from transforms.dataset.splits import SPLITS, parse_fractions
+from transforms.io.tfds_metadata import write_tfds_metadata
+from transforms.io.tfrecords import WriteTFRecordShards
 
 
 class MakeTFRecordsOptions(SharedOptions, LockOptions):
@@ -61,9 +60,9 @@ class MakeTFRecordsOptions(SharedOptions, LockOptions):
         parser.add_argument("--curated", help="Output directory of the curate job (its features/ are read).")
         parser.add_argument("--scin_labels", help="SCIN scin_labels.csv, joined to the cases on case_id.")
         parser.add_argument("--labels_csv", help="Plain labels CSV with columns image_uri,label[,group_id] (instead of SCIN).")
-        parser.add_argument("--image_size", type=int, default=224, help="Side of the square model input, pixels.")
-        parser.add_argument("--crop_fraction", type=float, default=0.875, help="Centre crop as a fraction of the short side.")
-        parser.add_argument("--jpeg_quality", type=int, default=90, help="JPEG quality of the stored images (1-100).")
+        parser.add_argument("--image_size", type=int, default=E.IMAGE_DEFAULTS["image_size"], help="Side of the square model input, pixels.")
+        parser.add_argument("--crop_fraction", type=float, default=E.IMAGE_DEFAULTS["crop_fraction"], help="Centre crop as a fraction of the short side.")
+        parser.add_argument("--jpeg_quality", type=int, default=E.IMAGE_DEFAULTS["jpeg_quality"], help="JPEG quality of the stored images (1-100).")
         parser.add_argument("--split_fractions", default="0.8,0.1,0.1", help="train,validation,test fractions summing to 1.")
         parser.add_argument("--min_class_count", type=int, default=5, help="Classes with fewer labelled images are rare.")
         parser.add_argument("--rare_classes", default="other", choices=["other", "drop"], help="Merge rare classes into 'other', or drop them.")
@@ -176,22 +175,6 @@ def check_labels_meet_curated(o: MakeTFRecordsOptions, features: str) -> None:
         raise UsageError(f"curate rejected all {len(found)} labelled images it has: nothing to train on")
 
 
-def _relabel(record, counts, min_count, policy):
-    label = record["label"]
-    if label is None or counts.get(label, 0) >= min_count:
-        yield record
-    elif policy == "other":
-        yield dict(record, label=OTHER, original_label=label)
-    else:
-        yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
-            record["uri"], "rare_class", f"class {label!r} has {counts[label]} < {min_count} images",
-            record["case_id"]))
-
-
-def _monk_group(tone: int) -> str:
-    return "unknown" if tone < 1 else "light" if tone <= 3 else "medium" if tone <= 6 else "dark"
-
-
 def _require_training_examples(output, cells, dead_counts) -> None:
     """JobFailed (and no marker, not even an older run's) when the train split
     is empty: tf.Transform would publish a placeholder vocabulary and a
@@ -238,40 +221,10 @@ def _finalize(_, output, compression, class_counts, min_count, rare_policy, cell
         run_lock.check(lock_dir, me, output)
     _require_training_examples(output, cells, dead_counts)
     vocab = [v.decode() for v in tft.TFTransformOutput(output).vocabulary_by_name(E.LABEL_VOCAB)]
-    def new_split():
-        return {"examples": 0, "shards": [], "by_class": Counter(), "by_monk_group": Counter(),
-                "by_class_and_monk_group": defaultdict(Counter)}
-
-    splits = {s: new_split() for s in SPLITS}  # the three always appear, even empty
-    for (split, label, group), n in cells:
-        s = splits.setdefault(split, new_split())
-        s["examples"] += n
-        s["by_class"][label] += n
-        s["by_monk_group"][group] += n
-        s["by_class_and_monk_group"][label][group] += n
-    for split, index, num, count, name in sorted(shards):
-        splits[split]["shards"].append({"file": name, "index": index, "of": num, "examples": count})
-    train = splits["train"]["by_class"]
-    n_train, n_classes = sum(train.values()), max(1, len(train))
-    info = {
-        "compression": compression,
-        "label_vocabulary": vocab,
-        "class_weights": {c: round(n_train / (n_classes * train[c]), 6) for c in sorted(train)},
-        "rare_classes": {"min_class_count": min_count, "policy": rare_policy,
-                         "classes": {c: n for c, n in sorted(class_counts.items()) if n < min_count}},
-        "missing_from": {s: sorted(set(train) - set(splits[s]["by_class"])) for s in ("validation", "test")},
-        "dead_letters": dict(sorted(dead_counts)),
-        "splits": {s: {"examples": v["examples"], "shards": v["shards"],
-                       "by_class": dict(sorted(v["by_class"].items())),
-                       "by_monk_group": dict(sorted(v["by_monk_group"].items())),
-                       "by_class_and_monk_group": {c: dict(sorted(g.items()))
-                                                   for c, g in sorted(v["by_class_and_monk_group"].items())}}
-                   for s, v in splits.items()},
-        "sources": sources,
-        "tfds": _write_tfds(output, image_size, vocab, splits) if tfds else None,
-    }
-    write_atomically(FileSystems.join(output, "dataset_info.json"),
-                     json.dumps(info, indent=2, sort_keys=True).encode())
+    info = assemble_dataset_info(compression, vocab, class_counts, min_count, rare_policy, cells, shards,
+                                 dead_counts, sources)
+    info["tfds"] = _write_tfds(output, image_size, vocab, info["splits"]) if tfds else None
+    write_atomically(FileSystems.join(output, E.DATASET_INFO), E.encode_dataset_info(info))
     tmp = FileSystems.join(output, "tmp")
     if FileSystems.exists(tmp):
         FileSystems.delete([tmp])  # tf.Transform's scratch space
@@ -318,13 +271,13 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
     from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
     from tfx_bsl.public import tfxio
 
-    from transforms.tft_preprocessing import preprocessing_fn
+    from transforms.dataset.tft_preprocessing import preprocessing_fn
 
     out = o.output
     policy = load_policy(with_model=False)
     me, lock = me or run_lock.new_lock_info("make_tfrecords", o.run_id), lock_options(o)
     p = new_pipeline(o)
-    locked = p | "LockOutput" >> run_lock.LockOutput(out, me, lock, MARKER, LOCK)
+    locked = p | "LockOutput" >> run_lock.LockOutput(out, me, lock)
     # Every record, the transform_fn and tf.Transform's scratch files derive
     # from the curated rows, so holding them back until the lock is taken
     # orders all those writes after it.
@@ -335,12 +288,15 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
                                                   o.min_label_weight)
     joined = (curated, labels.records) | "JoinLabels" >> JoinLabels(o.keep_unlabeled)
 
+    # Flat steps under their own names, not one composite: nested in one, the
+    # records' z-scores differed from earlier runs' in their last bits
+    # (tf.Transform's analyzers then summed in another order).
     class_counts = (joined.records
                     | "Labels" >> beam.FlatMap(lambda r: [r["label"]] if r["label"] else [])
                     | "CountPerClass" >> beam.combiners.Count.PerElement()
                     | "ClassCounts" >> beam.combiners.ToDict())
     kept = joined.records | "RareClasses" >> beam.FlatMap(
-        _relabel, counts=beam.pvalue.AsSingleton(class_counts), min_count=o.min_class_count,
+        relabel_rare, counts=beam.pvalue.AsSingleton(class_counts), min_count=o.min_class_count,
         policy=o.rare_classes).with_outputs(DEAD, main="records")
     split_records = kept.records | "AssignSplits" >> AssignSplits(fractions)
     examples = split_records | "PreprocessImages" >> PreprocessImages(
@@ -390,23 +346,20 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
         FileSystems.join(out, "dead_letters"), "dead_letters", ".jsonl", jsonl_encoder(),
         key_fn=lambda d: f"{d['uri']}|{d['reason']}", after=locked)
     cells = (examples.examples
-             | "Cells" >> beam.Map(lambda e: (e["split"], e["label"], _monk_group(e["monk_us"])))
+             | "Cells" >> beam.Map(example_cell)
              | "CountCells" >> beam.combiners.Count.PerElement()
              | "AllCells" >> beam.combiners.ToList())
     dead_counts = (dead
                    | "DeadReasons" >> beam.Map(lambda d: d["reason"])
                    | "CountDead" >> beam.combiners.Count.PerElement()
                    | "AllDeadCounts" >> beam.combiners.ToList())
-    _ = (p
-         | "FinalizeStart" >> beam.Create([None])
-         | "Finalize" >> beam.Map(
-             _finalize, output=out, compression=o.compression, min_count=o.min_class_count,
-             rare_policy=o.rare_classes, sources=_versions(o),
-             class_counts=beam.pvalue.AsSingleton(class_counts),
-             cells=beam.pvalue.AsSingleton(cells), shards=beam.pvalue.AsList(shards),
-             dead_counts=beam.pvalue.AsSingleton(dead_counts), published=beam.pvalue.AsList(published),
-             me=me, dead_written=beam.pvalue.AsList(dead_written), tfds=o.tfds, image_size=o.image_size)
-         | "ReleaseLock" >> beam.Map(lambda _info: run_lock.release_own(FileSystems.join(out, LOCK), me)))
+    _ = p | "Finalize" >> run_lock.FinalizeOutput(
+        out, me, _finalize, output=out, compression=o.compression, min_count=o.min_class_count,
+        rare_policy=o.rare_classes, sources=_versions(o),
+        class_counts=beam.pvalue.AsSingleton(class_counts),
+        cells=beam.pvalue.AsSingleton(cells), shards=beam.pvalue.AsList(shards),
+        dead_counts=beam.pvalue.AsSingleton(dead_counts), published=beam.pvalue.AsList(published),
+        me=me, dead_written=beam.pvalue.AsList(dead_written), tfds=o.tfds, image_size=o.image_size)
     return p
 
 
@@ -418,7 +371,7 @@ def run(argv=None):
     if not runs_on_dataflow(options):
         check_inputs(options)
     me = run_lock.new_lock_info("make_tfrecords", options.run_id)
-    done = f"make_tfrecords: done. {FileSystems.join(options.output, 'dataset_info.json')}"
+    done = f"make_tfrecords: done. {FileSystems.join(options.output, E.DATASET_INFO)}"
     if options.tfds:
         done += f"; TFDS: tfds.builder_from_directory({FileSystems.join(options.output, E.TFDS_DIR)!r})"
     return execute(build_pipeline(options, fractions, me), options, done,

@@ -10,10 +10,13 @@ import difflib
 import re
 import sys
 
-from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs.cli import UsageError
-from transforms.allowed_roots import AllowedRoots, default_roots, parse_roots
+from transforms.io.allowed_roots import AllowedRoots, default_roots, parse_roots
+from transforms.io.compat import add_action, beam_argument_parser_class, parser_actions
+
+_BeamArgumentParser = beam_argument_parser_class()
 
 
 class _OneLineParser(_BeamArgumentParser):
@@ -58,17 +61,17 @@ def print_help(options_cls) -> None:
         if isinstance(cls, type) and issubclass(cls, PipelineOptions) and "_add_argparse_args" in vars(cls):
             cls._add_argparse_args(own)
     ignored = set(getattr(options_cls, "ignored_shared", ()))
-    for action in own._actions:
+    for action in parser_actions(own):
         if action.dest not in ignored:
-            groups[heading.get(action.dest, "policy / model")]._add_action(action)
+            add_action(groups[heading.get(action.dest, "policy / model")], action)
     beam = _BeamArgumentParser(allow_abbrev=False, add_help=False, conflict_handler="resolve")
     for cls in _all_subclasses(PipelineOptions):
         if not issubclass(cls, SharedOptions) and "_add_argparse_args" in vars(cls):
             cls._add_argparse_args(beam)
-    runner = {a.dest: a for a in beam._actions if a.dest in RUNNER_FLAGS}
+    runner = {a.dest: a for a in parser_actions(beam) if a.dest in RUNNER_FLAGS}
     for dest in RUNNER_FLAGS:
         if dest in runner:
-            groups["runner (Beam)"]._add_action(runner[dest])
+            add_action(groups["runner (Beam)"], runner[dest])
     help_parser.print_help()
 
 
@@ -105,7 +108,7 @@ def check_flags(options_cls, flags) -> None:
         name = arg.split("=", 1)[0]
         if not name.startswith("-"):
             raise UsageError(f"unexpected argument {arg!r} (options are --name value or --name=value)")
-        known = [s for a in parser._actions for s in a.option_strings]
+        known = [s for a in parser_actions(parser) for s in a.option_strings]
         # `--analysis-size` is meant as `--analysis_size`: compare with dashes as underscores.
         close = difflib.get_close_matches("--" + name.lstrip("-").replace("-", "_"), known, n=1, cutoff=0.75)
         hint = f" (did you mean {close[0]}?)" if close else ""
@@ -138,7 +141,7 @@ class SharedOptions(PipelineOptions):
 
 
 class LockOptions(PipelineOptions):
-    """One run at a time per output (transforms/run_lock.py); every job takes these."""
+    """One run at a time per output (transforms/io/run_lock.py); every job takes these."""
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -154,6 +157,20 @@ def lock_options(options: LockOptions) -> dict:
     if options.run_id is not None and not re.fullmatch(r"[A-Za-z0-9_.:+=@-]{1,200}", options.run_id):
         raise UsageError(f"--run_id {options.run_id!r}: use letters, digits and _.:+=@- only")
     return {"ttl_hours": options.lock_ttl_hours, "break_lock": bool(options.break_lock)}
+
+
+def load_model_info(model_uri: str, flag: str | None = None) -> dict:
+    """The bundle's model_info.json, validated, with the model probed on one
+    zero batch of its image_settings() size; UsageError (naming --flag when
+    given) if unusable. score and evaluate both load their models through this."""
+    from schemas.model_bundle import image_settings, load_bundle
+    from transforms.scoring.inference import probe_model
+    try:
+        model, info = load_bundle(model_uri)
+        probe_model(model, image_settings(info)["image_size"], len(info["label_vocabulary"]))
+    except ValueError as e:
+        raise UsageError(f"--{flag} {e}" if flag else str(e)) from None
+    return info
 
 
 def allowed_roots(options: SharedOptions) -> AllowedRoots:

@@ -22,37 +22,28 @@ Run: python -m beam_jobs.score --input gs://b/uploads --model_uri gs://b/models/
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import logging
-import os
 import re
 import sys
-import time
 import uuid
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
-from apache_beam.metrics import Metrics
 
 from beam_jobs.cli import UsageError, execute, main, new_pipeline, quiet_tensorflow, runs_on_dataflow
-from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_options
+from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, load_model_info, lock_options
 from schemas import predictions as P
+from schemas.model_bundle import image_settings
 from schemas.policy import load_policy
-from transforms import run_lock
-from transforms.decode import ImageRejected
-from transforms.inference import KerasBundleHandler, first_line, top_k
-from transforms.prefetch import PrefetchingDoFn
-from transforms.read import Missing, Refused, read_bytes
-from transforms.score_prep import prepare
-from transforms.sharded_write import WriteGroupedShards, jsonl_encoder, parquet_encoder, shard_name, write_atomically
+from transforms.io import run_lock
+from transforms.io.sharded_write import WriteGroupedShards, jsonl_encoder, parquet_encoder, shard_name
+from transforms.scoring.inference import KerasBundleHandler
+from transforms.scoring.prepare_images import DONE, PrepareImages
+from transforms.scoring.publish import claim_partition, drop_staging, is_complete, partition_lock_dir, publish_partition
+from transforms.scoring.rows import UNDATED, failed_batch_rows, partition_of, scored_row
 
-MARKER = "_SUCCESS"
-UNDATED = "undated"
 MAX_DATES = 400
-DONE = "done"
 
 
 class ScoreOptions(SharedOptions, LockOptions):
@@ -116,27 +107,6 @@ def dates_of(o: ScoreOptions) -> list[str]:
     return []
 
 
-def load_model_info(model_uri: str) -> dict:
-    """The bundle's model_info.json, validated, with the model probed on one
-    zero batch of the size model_info.json declares; UsageError if unusable."""
-    from schemas.model_bundle import load_bundle
-    from transforms.inference import probe_model
-    try:
-        model, info = load_bundle(model_uri)
-        probe_model(model, _image_settings(info)["image_size"], len(info["label_vocabulary"]))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    return info
-
-
-def _image_settings(info: dict) -> dict:
-    # The model must see images made exactly as its training images were.
-    sources = (info.get("trained_on") or {}).get("sources") or {}
-    return {"image_size": int(info.get("image_size") or sources.get("image_size") or 224),
-            "crop_fraction": float(sources.get("crop_fraction", 0.875)),
-            "jpeg_quality": int(sources.get("jpeg_quality", 90))}
-
-
 def validate(o: ScoreOptions):
     if not o.model_uri or not o.output:
         raise UsageError("--model_uri and --output are required")
@@ -164,20 +134,6 @@ def validate(o: ScoreOptions):
     except ValueError as e:
         raise UsageError(str(e)) from None
     return dates, policy
-
-
-def _row(uri, partition, version, status, scored_at, **kw):
-    row = {f.name: None for f in P.SCHEMA}
-    row.update(uri=uri, partition_date=None if partition == UNDATED else dt.date.fromisoformat(partition),
-               model_version=version, status=status, scored_at=scored_at,
-               reasons=[], top_labels=[], top_probabilities=[], probabilities=[])
-    row.update(kw)
-    return row
-
-
-def _partition_of(row) -> str:
-    """The dt= partition a row is published in (undated runs: UNDATED)."""
-    return row["partition_date"].isoformat() if row["partition_date"] else UNDATED
 
 
 LISTING = "listing"
@@ -211,7 +167,7 @@ def list_refs(partition: str, input_root: str | None, manifest: str | None,
     Raises ValueError for an unparseable manifest (or an empty one without
     allow_empty). `limit` caps each listing (enough to tell FOUND from EMPTY).
     """
-    from transforms.inputs import parse_manifest, stem
+    from transforms.io.inputs import parse_manifest, stem
     # image_id as curate gives it (the manifest's id, else the file stem), so
     # a prediction joins curate's features on it as well as on sha256.
     if partition != UNDATED:
@@ -276,169 +232,11 @@ def _fail_on_unlisted(_published, states: dict, allow_empty: bool, input_root, m
     return sorted(states)
 
 
-class _Prepare(PrefetchingDoFn):
-    """Read, decode, gate and preprocess uploads on threads ahead of inference."""
-
-    def __init__(self, policy, settings, gate, version, scored_at, allowed, threads, depth):
-        super().__init__(threads=threads, depth=depth)
-        self.policy, self.settings, self.gate, self.allowed = policy, settings, gate, allowed
-        self.version, self.scored_at = version, scored_at
-
-    def setup(self):
-        super().setup()
-        self.skipped = Metrics.counter("score", "skipped_quality")
-        self.failed = Metrics.counter("score", "failed_input")
-        self.internal = Metrics.counter("score", "internal_errors")
-
-    def _failed(self, partition, uri, reason, error, **ids) -> list:
-        # curate's reason codes (schemas/reasons.py), so dead letters of both
-        # jobs can be counted and filtered the same way.
-        self.failed.inc()
-        return [beam.pvalue.TaggedOutput(DONE, _row(uri, partition, self.version, "failed", self.scored_at,
-                                                    reasons=[reason], error=first_line(error), **ids))]
-
-    def work(self, item) -> list:
-        partition, uri, image_id = item
-        try:
-            data, _retries = read_bytes(uri, allowed=self.allowed, max_bytes=self.policy.max_bytes)
-        except Refused as e:  # never read: outside the roots, a special file, over max_bytes
-            return self._failed(partition, uri, e.reason, str(e), image_id=image_id)
-        except Missing as e:
-            return self._failed(partition, uri, "missing", str(e), image_id=image_id)
-        except Exception as e:  # I/O still failing after retries
-            return self._failed(partition, uri, "unreadable", f"read failed: {type(e).__name__}: {e}",
-                                image_id=image_id)
-        ids = {"image_id": image_id, "sha256": hashlib.sha256(data).hexdigest()}  # curate's sha256: the join key
-        try:
-            reasons, array = prepare(data, self.policy, gate=self.gate, **self.settings)
-        except ImageRejected as e:
-            return self._failed(partition, uri, e.reason, str(e), **ids)
-        except Exception as e:  # a bug must not lose the image: a row, counted
-            self.internal.inc()
-            return self._failed(partition, uri, "unreadable", f"internal error: {type(e).__name__}: {e}", **ids)
-        if reasons:
-            self.skipped.inc()
-            return [beam.pvalue.TaggedOutput(DONE, _row(uri, partition, self.version, "skipped_quality",
-                                                        self.scored_at, reasons=reasons, **ids))]
-        return [((partition, uri, ids["image_id"], ids["sha256"]), array)]
-
-
-def _scored(result, vocabulary, k, version, scored_at):
-    (partition, uri, image_id, sha256), probabilities = result  # KerasBundleHandler yields bare vectors
-    probs = np.asarray(probabilities, dtype=np.float32)
-    labels, top = top_k(probs, vocabulary, k)
-    return _row(uri, partition, version, "scored", scored_at, image_id=image_id, sha256=sha256,
-                top_labels=labels, top_probabilities=top,
-                probabilities=[{"label": l, "probability": float(p)} for l, p in zip(vocabulary, probs)])
-
-
-def _error_line(error) -> str:
-    """`Type: message` of the exception Beam's dead-letter output carries as
-    (type, repr, formatted traceback): the line, not the ~4 KB stack."""
-    if isinstance(error, tuple) and len(error) == 3 and isinstance(error[0], type):
-        exc_type, _repr, trace = error
-        name = exc_type.__name__
-        # The last line opening with the (maybe module-qualified) type name
-        # starts the final exception's message; the repr is the fallback.
-        heads = [l for l in "".join(trace or []).splitlines()
-                 if l[:1].strip() and l.split(":", 1)[0].rsplit(".", 1)[-1] == name]
-        return first_line(f"{name}:{heads[-1].split(':', 1)[1]}" if heads and ":" in heads[-1] else f"{name}: {_repr}")
-    return first_line(f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error))
-
-
-def _failed_batch(failure, version, scored_at):
-    batch, error = failure
-    line = f"inference failed: {_error_line(error)}"
-    for (partition, uri, image_id, sha256), _array in batch:
-        yield _row(uri, partition, version, "failed", scored_at, image_id=image_id, sha256=sha256,
-                   reasons=["inference_error"], error=line)
-
-
-def lock_dir(output: str, partition: str, version: str) -> str:
-    """Where a partition's lock lives: beside the partitions, not inside one
-    (publishing empties the partition folder, and readers glob dt=*)."""
-    return FileSystems.join(output, "predictions", "_locks", f"dt={partition}", f"model={version}")
-
-
-def _claim(partition, output, version, force, me, lock) -> bool:
-    """Lock the partition; keep it (True) unless it is complete and not forced."""
-    where = P.partition_dir(output, partition, version)
-    run_lock.acquire(lock_dir(output, partition, version), me, where, **lock)
-    if force or not _complete(output, partition, version):
-        return True
-    run_lock.release(lock_dir(output, partition, version), me, where)
-    # INFO: Dataflow's worker log shows it; a local launch already said it once
-    logging.info("score: dt=%s is complete for model %s: skipped (--force rescores it)", partition, version)
-    return False
-
-
-def _publish(partition, output, version, status_counts, written, me=None):
-    """Replace the partition's files with this run's staged shards (exactly the
-    ones its writers reported, never stray files), then write _SUCCESS; only
-    while this run holds the partition's lock (released by the next step)."""
-    final = P.partition_dir(output, partition, version)
-    dead_dir = P.dead_letter_dir(output, partition, version)
-    marker = FileSystems.join(final, MARKER)
-    if me is not None:
-        run_lock.check(lock_dir(output, partition, version), me, final)
-    if FileSystems.exists(marker):
-        FileSystems.delete([marker])
-    old = [m.path for folder in (final, dead_dir)
-           for m in FileSystems.match([FileSystems.join(folder, "*")])[0].metadata_list]
-    if old:
-        FileSystems.delete(old)
-    staged = sorted(path for group, _i, _n, _count, path in written if group == partition)
-    # Dead letters live outside predictions/, so the predictions tree is pure
-    # hive-partitioned Parquet (pyarrow.dataset, BigQuery external tables).
-    targets = [FileSystems.join(dead_dir if name.startswith("dead_letters") else final, name)
-               for name in (path.rsplit("/", 1)[1] for path in staged)]
-    for folder in sorted({final} | {t.rsplit("/", 1)[0] for t in targets}):
-        if not FileSystems.exists(folder):
-            FileSystems.mkdirs(folder)  # local renames need the directory; GCS has none
-    if staged:
-        FileSystems.rename(staged, targets)
-    counts = dict(status_counts.get(partition, {}))
-    write_atomically(marker, json.dumps({"partition": partition, "model_version": version,
-                                         "images": sum(counts.values()), **counts}, sort_keys=True).encode())
-    return partition
-
-
-# No run stages for this long; older staging folders are leftovers of killed
-# runs. (Younger ones may belong to a run still going, so they stay.)
-STALE_STAGING_SECONDS = 24 * 3600
-
-
-def _drop_staging(staging: str, now: float | None = None) -> list[str]:
-    """Delete this run's staging folder and other runs' stale ones; returns what went."""
-    root, _run = staging.rstrip("/").rsplit("/", 1)
-    now = time.time() if now is None else now
-    newest: dict[str, float] = {}
-    for m in FileSystems.match([FileSystems.join(root, "**")])[0].metadata_list:
-        run = m.path[len(root) + 1:].split("/", 1)[0]
-        newest[run] = max(newest.get(run, 0.0), m.last_updated_in_seconds or 0.0)
-    gone = [FileSystems.join(root, run) for run, t in sorted(newest.items())
-            if FileSystems.join(root, run) != staging.rstrip("/") and now - t > STALE_STAGING_SECONDS]
-    if FileSystems.exists(staging):
-        gone.insert(0, staging)
-    if gone:
-        FileSystems.delete(gone)
-    if "://" not in root:
-        try:  # no empty _staging/ left behind; rmdir (empty only) keeps a live run's
-            os.rmdir(root)
-        except OSError:
-            pass
-    return gone
-
-
-def _complete(output: str, date: str, version: str) -> bool:
-    return FileSystems.exists(FileSystems.join(P.partition_dir(output, date, version), MARKER))
-
-
 def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: dict | None = None) -> beam.Pipeline:
     """The score pipeline, constructed but not run. `me` names the run in the
     partitions' locks (run_lock.new_lock_info)."""
     version, vocabulary = info["version"], list(info["label_vocabulary"])
-    settings = _image_settings(info)
+    settings = image_settings(info)  # the model sees images made as its training images were
     scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)  # a UTC TIMESTAMP column
     # Beside predictions/, not in it: readers of that tree (BigQuery external
     # tables, pyarrow.dataset) see only published partitions, even mid-run.
@@ -453,24 +251,24 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: di
     # Each partition is locked before anything about it is decided or written.
     todo = (p
             | "Partitions" >> beam.Create(partitions)
-            | "SkipComplete" >> beam.Filter(_claim, output, version, force, me, lock))
+            | "SkipComplete" >> beam.Filter(claim_partition, output, version, force, me, lock))
     listed = todo | "ListPartitions" >> beam.FlatMap(
         _list_partition, input_root, manifest, allow_empty).with_outputs(LISTING, main="images")
     images = listed.images | "Reshuffle" >> beam.Reshuffle()
     states = beam.pvalue.AsDict(listed[LISTING])
     prepared = images | "Prepare" >> beam.ParDo(
-        _Prepare(policy, settings, o.quality_gate == "on", version, scored_at, allowed_roots(o),
-                 threads=o.prepare_threads, depth=2 * o.max_batch_size)).with_outputs(DONE, main="inputs")
+        PrepareImages(policy, settings, o.quality_gate == "on", version, scored_at, allowed_roots(o),
+                      threads=o.prepare_threads, depth=2 * o.max_batch_size)).with_outputs(DONE, main="inputs")
     handler = KeyedModelHandler(KerasBundleHandler(
         o.model_uri, min_batch_size=o.min_batch_size, max_batch_size=o.max_batch_size,
         share_across_processes=o.share_model, image_size=settings["image_size"]))
     predictions, failures = prepared.inputs | "RunInference" >> RunInference(handler).with_exception_handling()
-    scored = predictions | "ToRows" >> beam.Map(_scored, vocabulary, o.top_k, version, scored_at)
-    failed = failures.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch, version, scored_at)
+    scored = predictions | "ToRows" >> beam.Map(scored_row, vocabulary, o.top_k, version, scored_at)
+    failed = failures.failed_inferences | "FailedBatches" >> beam.FlatMap(failed_batch_rows, version, scored_at)
     rows = (scored, failed, prepared[DONE]) | "AllRows" >> beam.Flatten()
 
     status_counts = (rows
-                     | "StatusOf" >> beam.Map(lambda r: ((_partition_of(r), r["status"]), 1))
+                     | "StatusOf" >> beam.Map(lambda r: ((partition_of(r), r["status"]), 1))
                      | "CountStatus" >> beam.CombinePerKey(sum)
                      | "StatusList" >> beam.combiners.ToList()
                      | "StatusDict" >> beam.Map(_nest))
@@ -485,7 +283,7 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: di
     def staged(prefix, suffix):
         return lambda d, i, n: FileSystems.join(staging, f"dt={d}", shard_name(prefix, i, n, suffix))
 
-    by_partition = rows | "ByPartition" >> beam.Map(lambda r: (_partition_of(r), r))
+    by_partition = rows | "ByPartition" >> beam.Map(lambda r: (partition_of(r), r))
     written = by_partition | "WriteStaged" >> WriteGroupedShards(
         staged("predictions", ".parquet"), parquet_encoder(P.SCHEMA), key_fn=lambda r: r["uri"],
         per_shard=o.rows_per_shard, groups=todo_again)
@@ -498,13 +296,13 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: di
     _ = (todo_again
          | "OnlyListed" >> beam.Filter(lambda d, st: _publishable(st.get(d), allow_empty), st=states)
          | "Publish" >> beam.Map(
-             lambda d, w, sc: _publish(d, output, version, sc, w, me),
+             lambda d, w, sc: publish_partition(d, output, version, sc, w, me),
              w=beam.pvalue.AsList(all_written), sc=beam.pvalue.AsSingleton(status_counts))
-         | "ReleaseLocks" >> beam.Map(lambda d: (run_lock.release_own(lock_dir(output, d, version), me), d)[1])
+         | "ReleaseLocks" >> beam.Map(lambda d: (run_lock.release_own(partition_lock_dir(output, d, version), me), d)[1])
          | "AllPublished" >> beam.combiners.ToList()
-         | "DropStaging" >> beam.Map(lambda _: _drop_staging(staging))
+         | "DropStaging" >> beam.Map(lambda _: drop_staging(staging))
          | "FailOnUnlisted" >> beam.Map(_fail_on_unlisted, states, allow_empty, input_root, manifest,
-                                        release=lambda d: run_lock.release_own(lock_dir(output, d, version), me)))
+                                        release=lambda d: run_lock.release_own(partition_lock_dir(output, d, version), me)))
     return p
 
 
@@ -515,7 +313,7 @@ def check_partitions(o: ScoreOptions, dates: list[str], version: str) -> None:
     and refuse, in one line, partitions with no images to score."""
     todo = dates or [UNDATED]
     if dates and not o.force:
-        done = [d for d in dates if _complete(o.output, d, version)]
+        done = [d for d in dates if is_complete(o.output, d, version)]
         if done:
             print(f"score: skipping {len(done)} partition(s) already complete for model {version}: "
                   + ", ".join(f"dt={d}" for d in done) + "; --force rescores them", file=sys.stderr)
@@ -552,7 +350,7 @@ def run(argv=None):
 
     def release_all():  # a failed local run leaves no lock of its own behind
         for d in dates or [UNDATED]:
-            run_lock.release_quietly(lock_dir(options.output, d, info["version"]), me)
+            run_lock.release_quietly(partition_lock_dir(options.output, d, info["version"]), me)
 
     return execute(build_pipeline(options, dates, policy, info, me), options,
                    f"score: done. predictions under {FileSystems.join(options.output, 'predictions')}",

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import sys
 import time
 
 from beam_jobs.cli import UsageError, main, quiet_tensorflow
+from schemas import examples as E
 
 # Decoded training images are cached in memory only below this size, so a
 # large real dataset streams from the shards instead of exhausting RAM.
@@ -71,15 +71,17 @@ def load_dataset_info(tfrecords: str) -> tuple[dict, bytes]:
     """(dataset_info, its raw bytes), or UsageError naming what is wrong."""
     if "://" not in tfrecords and not os.path.isdir(tfrecords):
         raise UsageError(f"--tfrecords directory not found: {tfrecords}")
-    path = f"{tfrecords.rstrip('/')}/dataset_info.json"
+    path = f"{tfrecords.rstrip('/')}/{E.DATASET_INFO}"
     raw = _read_bytes(path)
     if raw is None:
-        raise UsageError(f"no dataset_info.json in {tfrecords} (not a make_tfrecords output?)")
+        raise UsageError(f"no {E.DATASET_INFO} in {tfrecords} (not a make_tfrecords output?)")
     try:
-        info = json.loads(raw)
+        info = E.parse_dataset_info(raw, path)
         vocab, train = info["label_vocabulary"], info["splits"]["train"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"invalid dataset_info.json ({type(e).__name__}: {e}): {path}") from None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    except (KeyError, TypeError) as e:
+        raise UsageError(f"invalid {E.DATASET_INFO} ({type(e).__name__}: {e}): {path}") from None
     if not vocab or not train.get("examples") or not train.get("shards"):
         raise UsageError(f"the train split is empty in {path}")
     if not isinstance((info.get("sources") or {}).get("image_size"), int):

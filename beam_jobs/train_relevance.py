@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 from beam_jobs.cli import UsageError, main
-from transforms import relevance as rel
+from transforms.image import relevance as rel
 
 LABELS = {"skin": 1, "1": 1, "true": 1, "yes": 1, "not_skin": 0, "no_skin": 0, "0": 0, "false": 0, "no": 0}
 DEFAULT_FALSE_REJECT = 0.02
@@ -71,7 +71,7 @@ def _read(path: str) -> bytes:
 
 def read_labels(paths: list[str], image_root: str | None) -> tuple[list[dict], bytes]:
     """Rows {uri, label, group} from every CSV, and their bytes (for the version)."""
-    from transforms.inputs import join_root
+    from transforms.io.inputs import join_root
     rows, raw = [], b""
     for source, path in enumerate(paths):
         try:
@@ -129,10 +129,10 @@ def describe_photos(rows: list[dict]) -> tuple[list[dict], list[str]]:
     Photos that cannot be read or decoded are left out and named, never silently.
     """
     from schemas.policy import load_policy
-    from transforms.allowed_roots import AllowedRoots, scheme_of
-    from transforms.decode import ImageRejected, decode
-    from transforms.quality import to_analysis_size
-    from transforms.read import Missing, Refused, read_bytes
+    from transforms.io.allowed_roots import AllowedRoots, scheme_of
+    from transforms.image.decode import ImageRejected, decode
+    from transforms.image.quality import to_analysis_size
+    from transforms.io.read import Missing, Refused, read_bytes
     policy = load_policy(with_model=False)  # the model is what is being made
     # The operator's own label files name the photos: no roots (and relative
     # local paths made absolute, so '../photos' works), but still only regular
@@ -256,7 +256,7 @@ def _pct(x):
 
 
 def _write(path: str, data: bytes) -> None:
-    from transforms.sharded_write import write_atomically
+    from transforms.io.sharded_write import write_atomically
     write_atomically(path, data)
 
 

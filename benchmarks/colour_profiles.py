@@ -20,9 +20,9 @@ a decoded JPEG on its own grid at a similar quality loses almost nothing
 fresh encode, the P3 one included (measured: mean pixel error 0.15 aligned,
 0.79 off-grid, 0.38 for the P3 codes, on one abdomen photo).
 
-Each goes through curate's per-image path (transforms.analyze.analyze_image),
+Each goes through curate's per-image path (transforms.image.analyze.analyze_image),
 P3 versions twice: as the pipeline does (converted to sRGB) and with the
-conversion switched off (transforms.decode.to_srgb replaced by the identity:
+conversion switched off (transforms.image.decode.to_srgb replaced by the identity:
 what the code did before, reading P3 values as sRGB). Reported: |ITA - ITA of
 the reference| (median, 95th percentile, max, degrees), the share within 1
 degree, and Monk estimate steps from the reference; for P3 lossy versions also
@@ -32,7 +32,7 @@ more than 1 degree off is listed with the median skin colour (L*, b*) it and
 the reference measured (ITA = atan2(L* - 50, b*) is ill-conditioned when that
 colour is near L* 50, b* 0: there a fraction of a level moves it degrees).
 And the cost of the conversion:
-transforms.colour.to_srgb on the decoded arrays (median ms) and the path on
+transforms.image.colour.to_srgb on the decoded arrays (median ms) and the path on
 p3.jpg vs srgb.jpg (median ms, ratio).
 
 Run:  .venv/bin/python -m benchmarks.colour_profiles --images ../shared/real_photos/images \\
@@ -49,13 +49,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms
 
-import transforms.decode as decode_module
+import transforms.image.decode as decode_module
 from benchmarks._common import median, table, write_json
 from schemas.policy import load_policy
-from transforms.analyze import analyze_image
-from transforms.colour import display_p3_profile, to_srgb
-from transforms.quality import half_size, to_analysis_size
-from transforms.skin_tone import _median_u8, lab8, skin_mask
+from transforms.image.analyze import analyze_image
+from transforms.image.colour import display_p3_profile, to_srgb
+from transforms.image.quality import half_size, to_analysis_size
+from transforms.image.skin_tone import _median_u8, lab8, skin_mask
 
 
 def parse_args(argv=None):

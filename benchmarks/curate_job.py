@@ -170,7 +170,7 @@ def path_only(root: Path) -> dict:
     import cv2
 
     from schemas.policy import load_policy
-    from transforms.analyze import analyze_image
+    from transforms.image.analyze import analyze_image
 
     cv2.setNumThreads(1)
     policy = load_policy()

@@ -4,9 +4,9 @@ Measures, on N generated 12 MP JPEGs (defect "none", EXIF included) whose bytes
 are preloaded in memory, in one process with OpenCV limited to one thread:
 
   decode-only  cv2.imdecode at the DCT scale the path picks
-               (transforms.decode.jpeg_scale(w, h, analysis_short_side), 1/8 for
+               (transforms.image.decode.jpeg_scale(w, h, analysis_short_side), 1/8 for
                12 MP): the floor for any pipeline that must decode the image.
-  path         transforms.analyze.analyze_image(uri, data, policy): sha256,
+  path         transforms.image.analyze.analyze_image(uri, data, policy): sha256,
                header parse, one decode at that scale, all features, verdict,
                and the 96 px report thumbnail as AnalyzeImages asks for
                (--thumbnail-px 0 to leave it out).
@@ -18,7 +18,7 @@ are preloaded in memory, in one process with OpenCV limited to one thread:
 and beside them, from the same images (issue 13):
 
   heic decode  libheif (pillow-heif) full decode of the primary image, one
-               decoding thread (transforms.decode.HEIF_DECODE_THREADS): HEVC has
+               decoding thread (transforms.image.decode.HEIF_DECODE_THREADS): HEVC has
                no reduced decode, so this is the HEIC floor.
   heic path    analyze_image on the same photos re-encoded as 12 MP HEIC
                (x265, quality 75, ~iPhone file sizes): --heic N of them (default 4).
@@ -59,10 +59,10 @@ import numpy as np  # noqa: E402
 
 from benchmarks._common import CACHE_ROOT, cases_for, ground_truth, median, sample_set, table, write_json  # noqa: E402
 from schemas.policy import load_policy  # noqa: E402
-from transforms.analyze import analyze_image, thumbnail_jpeg  # noqa: E402
-from transforms.decode import decode, jpeg_scale  # noqa: E402
-from transforms.image_header import read_header  # noqa: E402
-from transforms.quality import compute_features, policy_features  # noqa: E402
+from transforms.image.analyze import analyze_image, thumbnail_jpeg  # noqa: E402
+from transforms.image.decode import decode, jpeg_scale  # noqa: E402
+from transforms.image.header import read_header  # noqa: E402
+from transforms.image.quality import compute_features, policy_features  # noqa: E402
 
 SIZE_12MP = (4032, 3024)
 REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
@@ -100,7 +100,7 @@ def p3_jpeg(data: bytes) -> bytes:
 
     from PIL import Image, ImageCms
 
-    from transforms.colour import display_p3_profile
+    from transforms.image.colour import display_p3_profile
     p3 = display_p3_profile()
     to_p3 = ImageCms.buildTransform(ImageCms.createProfile("sRGB"),
                                     ImageCms.ImageCmsProfile(io.BytesIO(p3)), "RGB", "RGB")
@@ -183,7 +183,7 @@ def main(argv=None) -> dict:
     def heic_decode(uri, data):
         import pillow_heif
 
-        from transforms.decode import HEIF_DECODE_THREADS
+        from transforms.image.decode import HEIF_DECODE_THREADS
         pillow_heif.options.DECODE_THREADS = HEIF_DECODE_THREADS
         heif = pillow_heif.open_heif(data, convert_hdr_to_8bit=False)
         return np.asarray(heif[heif.primary_index])
@@ -282,7 +282,7 @@ def main(argv=None) -> dict:
     if args.heic:
         mb = sum(len(d) for _, d in inputs["heic path"]) / len(inputs["heic path"]) / 1e6
         print(f"HEIC: {len(inputs['heic path'])} images, {mb:.1f} MB/image, libheif decoding threads "
-              f"{__import__('transforms.decode', fromlist=['x']).HEIF_DECODE_THREADS}")
+              f"{__import__('transforms.image.decode', fromlist=['x']).HEIF_DECODE_THREADS}")
     print()
     labels = {"sha256": "sha256 of the bytes", "decode": f"decode() at 1/{row['decode_scale']}",
               "features": "compute_features()", "thumbnail": f"thumbnail_jpeg({args.thumbnail_px} px)"}

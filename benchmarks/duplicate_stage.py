@@ -6,7 +6,7 @@ benchmarks.near_dups_scale (4 hashes per image, 1% planted near-duplicates) are
 written once to a .npy file; each measurement then runs in a fresh child
 process (so its peak RSS is its own), round-robin over sizes and --repeats:
 
-  numpy     transforms.near_dups.image_pairs on the hash sets (what
+  numpy     transforms.curate.near_dups.image_pairs on the hash sets (what
             benchmarks.near_dups_scale times).
   rows      a DirectRunner pipeline that only makes the synthetic curate rows
             (schemas.features.empty_row with uri, sha256, size, pHashes; from
@@ -82,7 +82,7 @@ def _rows(start, path, n):
 
 def _stage(mode: str):
     if mode == "stage":
-        from transforms.duplicates import ClusterDuplicates
+        from transforms.curate.duplicates import ClusterDuplicates
         return ClusterDuplicates
     if mode.startswith("previous:"):
         spec = importlib.util.spec_from_file_location("previous_duplicates", mode.split(":", 1)[1])
@@ -97,7 +97,7 @@ def child(mode: str, path: str, out: str) -> None:
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from transforms.near_dups import image_pairs
+    from transforms.curate.near_dups import image_pairs
     stage = _stage(mode)
     hs = np.load(path)
     n = len(hs)
@@ -135,7 +135,7 @@ def run_child(mode: str, path: Path, tmp: Path) -> dict:
 def expected_near_duplicates(pairs_path: Path, n: int) -> int:
     """Rows a correct stage rejects: all but one per component of numpy's pairs
     (every synthetic row has its own bytes and pHash)."""
-    from transforms.near_dups import connected_components, image_pairs
+    from transforms.curate.near_dups import connected_components, image_pairs
     comps = connected_components(image_pairs(np.load(pairs_path), load_policy().dup_radius).tolist())
     return len(comps) - len(set(comps.values()))
 
@@ -155,7 +155,7 @@ def main(argv=None) -> dict:
     modes = {n: list(MODES) for n in args.sizes}
     if args.compare_rev:
         prev = tmp / "previous_duplicates.py"
-        prev.write_bytes(subprocess.run(["git", "show", f"{args.compare_rev}:transforms/duplicates.py"],
+        prev.write_bytes(subprocess.run(["git", "show", f"{args.compare_rev}:transforms/curate/duplicates.py"],
                                         cwd=REPO, check=True, capture_output=True).stdout)
         for n in args.sizes:
             if n <= args.compare_max:

@@ -3,7 +3,7 @@
 On a generated 640x480 sample set (curated once, untimed), runs the whole
 make_tfrecords job on DirectRunner in one process (one core for the per-image
 work) and, in the same run, the baseline every such job must pay: the shared
-preprocessing path alone (read bytes, transforms.preprocess.preprocess_to_jpeg)
+preprocessing path alone (read bytes, transforms.image.preprocess.preprocess_to_jpeg)
 over the same images. Reports job examples/s, baseline images/s, their ratio
 (pipeline + tf.Transform + write overhead), and TFRecord bytes per example
 for gzip and uncompressed output.
@@ -40,9 +40,9 @@ def _run(module: str, args: list[str]) -> float:
 def _one_size(cases: int, repeats: int) -> dict:
     """Curate once (untimed), then time make_tfrecords and the baseline."""
     from schemas.examples import dataset_info
-    from transforms.preprocess import preprocess_to_jpeg
-    from transforms.allowed_roots import AllowedRoots
-    from transforms.read import read_bytes
+    from transforms.image.preprocess import preprocess_to_jpeg
+    from transforms.io.allowed_roots import AllowedRoots
+    from transforms.io.read import read_bytes
 
     root = sample_set(cases, seed=5, size=(640, 480))
     work = Path(tempfile.mkdtemp(prefix="bench_tfr_"))

@@ -115,7 +115,7 @@ def make_inputs(out: str, names=None) -> dict[str, str]:
 _CHILD = """
 import json, resource, sys, time
 from schemas.policy import load_policy
-from transforms.analyze import analyze_image
+from transforms.image.analyze import analyze_image
 policy = load_policy()
 data = open(sys.argv[1], 'rb').read()
 def status(key):

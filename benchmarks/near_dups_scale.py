@@ -1,4 +1,4 @@
-"""Scaling and recall of transforms.near_dups.image_pairs on per-image hash sets.
+"""Scaling and recall of transforms.curate.near_dups.image_pairs on per-image hash sets.
 
 Each image carries 1 + len(CENTRE_FRACTIONS) = 4 random 64-bit hashes (full
 frame and nested centre crops, as curate computes them), drawn with
@@ -38,8 +38,8 @@ import numpy as np
 
 from benchmarks._common import median, table, write_json
 from schemas.policy import load_policy
-from transforms.near_dups import image_pairs
-from transforms.phash import CENTRE_FRACTIONS
+from transforms.curate.near_dups import image_pairs
+from transforms.image.phash import CENTRE_FRACTIONS
 
 HASHES_PER_IMAGE = 1 + len(CENTRE_FRACTIONS)
 

@@ -15,7 +15,7 @@ temporary folder outside the project, as:
   jpeg_p3  JPEG q95 in Display P3 with the profile embedded, as iPhones write
            when set to "Most Compatible"
 
-from the pixels curate itself decodes (transforms.decode: EXIF orientation
+from the pixels curate itself decodes (transforms.image.decode: EXIF orientation
 applied, the source's own profile honoured, full resolution). Exact copies
 stay byte copies (the copy is re-encoded from the same pixels: the encoders are
 deterministic, which this also checks) and a degraded variant keeps its
@@ -58,7 +58,7 @@ FORMATS = {"heic": ".heic", "heic_p3": ".heic", "avif": ".avif", "jpeg_p3": ".jp
 
 
 def _p3_transform():
-    from transforms.colour import display_p3_profile
+    from transforms.image.colour import display_p3_profile
     profile = display_p3_profile()
     transform = ImageCms.buildTransform(ImageCms.createProfile("sRGB"),
                                         ImageCms.ImageCmsProfile(io.BytesIO(profile)), "RGB", "RGB")
@@ -92,7 +92,7 @@ def reencode_folder(labels: list[dict], images: str, fmt: str, out: Path) -> tup
     out/labels.csv; returns the new labels and the files curate's decoder refused
     (they are left out, and listed: a benchmark must not hide them)."""
     from schemas.policy import load_policy
-    from transforms.decode import ImageRejected, decode
+    from transforms.image.decode import ImageRejected, decode
     max_pixels = load_policy().max_pixels
     p3 = _p3_transform() if fmt.endswith("_p3") else None
     (out / "images").mkdir(parents=True, exist_ok=True)

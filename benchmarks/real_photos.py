@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._common import table, write_json
+from schemas.features import MONK_GROUPS
 
 # "needed" figures of issue 11; each is (op, value) on a fraction.
 TARGETS = {
@@ -50,7 +51,7 @@ TARGETS = {
     "dark_strong": (">=", 0.90), "bright_strong": (">=", 0.90),
     "tiny": (">=", 0.90), "near_dup": (">=", 0.90), "exact_dup": (">=", 0.90),
 }
-TONE_GROUPS = ("light", "medium", "dark")
+TONE_GROUPS = MONK_GROUPS
 STRONG = ("blur_strong", "motion_strong", "dark_strong", "bright_strong", "tiny")
 DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate")
 
@@ -243,7 +244,7 @@ def cross_validated_rows(labels: list[dict], images: str, folds: int, tmp: str,
     from beam_jobs import train_relevance as T
     from beam_jobs.evaluate_curate import load_features
     from schemas.policy import DEFAULT_POLICY_PATH
-    from transforms import relevance as rel
+    from transforms.image import relevance as rel
 
     train_csv = os.path.join(tmp, "training.csv")
     write_training_csv(labels, images, train_csv)

@@ -78,7 +78,7 @@ def main(argv=None) -> int:
 
     from schemas.model_bundle import write_bundle
     from schemas.policy import load_policy
-    from transforms.score_prep import prepare
+    from transforms.scoring.prepare import prepare
 
     need = max(a.images)
     root = sample_set(cases_for(min_none=need, seed=9), seed=9, size=(640, 480))

@@ -28,6 +28,11 @@ UNKNOWN_ID = -1  # label/categorical value not in the train vocabulary
 # named as TFDS names them ({TFDS_NAME}-{split}.tfrecord-SSSSS-of-NNNNN).
 TFDS_NAME = "skin_images"
 TFDS_DIR = "tfds"
+# How the stored images are made (make_tfrecords' --image_size, --crop_fraction,
+# --jpeg_quality defaults; dataset_info.json "sources" records the run's, and a
+# trained bundle carries them as trained_on.sources). score and evaluate
+# --from_images prepare images the same way (schemas.model_bundle.image_settings).
+IMAGE_DEFAULTS = {"image_size": 224, "crop_fraction": 0.875, "jpeg_quality": 90}
 TFDS_VERSION = "1.0.0"
 
 
@@ -84,10 +89,42 @@ def tfds_features(image_size: int, label_names) -> "tfds.features.FeaturesDict":
     return tfds.features.FeaturesDict(features)
 
 
+# make_tfrecords' dead-letter row (OUT/dead_letters/*.jsonl); reason codes in
+# schemas/reasons.py. Never image bytes or per-person metadata.
+DEAD_LETTER_FIELDS = ("uri", "case_id", "reason", "error")
+
+
+def dead_letter(uri, reason, error, case_id=None) -> dict:
+    return dict(zip(DEAD_LETTER_FIELDS, (uri, case_id, reason, error), strict=True))
+
+
+# make_tfrecords' description of its output (counts, shards, vocabulary, class
+# weights, sources), written just before its _SUCCESS marker.
+DATASET_INFO = "dataset_info.json"
+
+
+def encode_dataset_info(info: dict) -> bytes:
+    """dataset_info.json's bytes: the one writer's format (train_baseline's
+    default model version hashes these bytes)."""
+    return json.dumps(info, indent=2, sort_keys=True).encode()
+
+
+def parse_dataset_info(raw: bytes, path: str) -> dict:
+    """dataset_info.json's content; ValueError naming `path` unless it is JSON
+    with label_vocabulary and splits."""
+    try:
+        info = json.loads(raw)
+        _ = info["label_vocabulary"], info["splits"]  # every reader needs both
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"invalid {DATASET_INFO} ({type(e).__name__}: {e}): {path}") from None
+    return info
+
+
 def dataset_info(dataset_dir: str) -> dict:
     import tensorflow as tf
-    with tf.io.gfile.GFile(os.path.join(dataset_dir, "dataset_info.json")) as f:
-        return json.load(f)
+    path = os.path.join(dataset_dir, DATASET_INFO)
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return parse_dataset_info(f.read(), path)
 
 
 def split_files(dataset_dir: str, split: str) -> list[str]:

@@ -54,7 +54,7 @@ PIXELS = [
     _F("channel_diff", pa.float32(), "level", "mean absolute difference between colour channels"),
     _F("grayscale", pa.bool_(), "", "channel_diff below the policy's grayscale limit (judged on pixels, not file mode)"),
     _F("skin_fraction", pa.float32(), "fraction", "pixels whose Lab hue and chroma fall in the skin range (the skin tone is measured on them)"),
-    _F("skin_probability", pa.float32(), "0-1", "the relevance model's probability that the photo shows skin (transforms/relevance.py): the no_skin test"),
+    _F("skin_probability", pa.float32(), "0-1", "the relevance model's probability that the photo shows skin (transforms/image/relevance.py): the no_skin test"),
     _F("ita_deg", pa.float32(), "degrees", "Individual Typology Angle atan2(L*-50, b*) over skin pixels (median L*, b*)"),
     _F("ita_category", pa.string(), "", "very_light > 55 > light > 41 > intermediate > 28 > tan > 10 > brown > -30 > dark"),
     _F("monk_estimate", pa.int8(), "1-10", "Monk skin tone whose swatch ITA is nearest to ita_deg (ITA is less exposure-sensitive than L*)"),
@@ -72,12 +72,26 @@ VERDICT = [
 ]
 
 FIELDS: list[Field] = IDENTITY + GEOMETRY + PIXELS + VERDICT
-FEATURE_NAMES = [f.name for f in GEOMETRY + PIXELS]
 SCHEMA = pa.schema([pa.field(f.name, f.type) for f in FIELDS])
 
 DEAD_LETTER_FIELDS = ["uri", "image_id", "case_id", "sha256", "status", "reasons",
                       "error", "duplicate_of", "policy_version"]
-DEAD_LETTER_SCHEMA = pa.schema([SCHEMA.field(n) for n in DEAD_LETTER_FIELDS])
+
+# Skin-tone class names, defined here only: ita_category's (lightest first) and
+# monk_group's (Monk 1-3, 4-6, 7-10); transforms/image/skin_tone.py assigns them.
+ITA_CATEGORIES = ("very_light", "light", "intermediate", "tan", "brown", "dark")
+MONK_GROUPS = ("light", "medium", "dark")
+
+# curate's output: OUT/features/*.parquet (SCHEMA), OUT/dead_letters/*.jsonl
+# (DEAD_LETTER_FIELDS), OUT/summary.json, OUT/report.html, and OUT/_SUCCESS
+# (transforms.io.run_lock.MARKER) written last.
+FEATURES_DIR, DEAD_LETTERS_DIR = "features", "dead_letters"
+SUMMARY_FILE, REPORT_FILE = "summary.json", "report.html"
+
+
+def features_glob(curated: str) -> str:
+    """The features shards of the curate output `curated` (local or gs://)."""
+    return f"{curated.rstrip('/')}/{FEATURES_DIR}/*.parquet"
 
 
 def empty_row(**values) -> dict:

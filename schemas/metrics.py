@@ -13,7 +13,7 @@ METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
 
 # (path, meaning). ROLE is `model` (--model_uri) or `compare` (--compare_model_uri);
-# FIG is a headline figure (transforms.evaluation_metrics.HEADLINE).
+# FIG is a headline figure (transforms.evaluation.metrics.HEADLINE).
 FIELDS = [
     ("schema_version", f"{SCHEMA_VERSION}; bumped when a field changes meaning"),
     ("split, tfrecords", "the split evaluated and the make_tfrecords output it came from"),

@@ -23,6 +23,17 @@ INPUT_CONTRACT = "uint8 RGB HxWx3, decoded by schemas.examples.decode_image from
 REQUIRED_KEYS = ("label_vocabulary", "version", "image_size", "input")
 
 
+def image_settings(info: dict) -> dict:
+    """How the bundle's model must see images: exactly as its training images
+    were made (image_size, else trained_on.sources'; crop and JPEG quality from
+    trained_on.sources; schemas.examples.IMAGE_DEFAULTS where a bundle is silent)."""
+    from schemas.examples import IMAGE_DEFAULTS
+    sources = (info.get("trained_on") or {}).get("sources") or {}
+    return {"image_size": int(info.get("image_size") or sources.get("image_size") or IMAGE_DEFAULTS["image_size"]),
+            "crop_fraction": float(sources.get("crop_fraction", IMAGE_DEFAULTS["crop_fraction"])),
+            "jpeg_quality": int(sources.get("jpeg_quality", IMAGE_DEFAULTS["jpeg_quality"]))}
+
+
 def _join(base: str, name: str) -> str:
     from apache_beam.io.filesystems import FileSystems
     return FileSystems.join(base, name)

@@ -64,7 +64,7 @@ class QualityPolicy:
 
     def with_relevance(self) -> "QualityPolicy":
         """This policy with its relevance model loaded (ValueError if it cannot be)."""
-        from transforms.relevance import load_model
+        from transforms.image.relevance import load_model
         return dataclasses.replace(self, relevance=load_model(resolve_model_path(self.relevance_model)))
 
     def with_overrides(self, **changes) -> "QualityPolicy":

@@ -14,7 +14,6 @@ IMAGE_PATH_COLUMNS = ("image_1_path", "image_2_path", "image_3_path")
 SHOT_TYPE_COLUMNS = ("image_1_shot_type", "image_2_shot_type", "image_3_shot_type")
 SHOT_TYPES = ("CLOSE_UP", "AT_AN_ANGLE", "AT_DISTANCE")
 LABEL_NAMES = "dermatologist_skin_condition_on_label_name"
-LABEL_CONFIDENCE = "dermatologist_skin_condition_confidence"
 WEIGHTED_LABEL = "weighted_skin_condition_label"
 MONK_US = "monk_skin_tone_label_us"
 MONK_INDIA = "monk_skin_tone_label_india"

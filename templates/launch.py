@@ -62,6 +62,8 @@ def option_actions(options_cls) -> dict:
     the SharedOptions it inherits, read from each class's _add_argparse_args
     on a fresh parser (Beam's global parser mixes every job's options)."""
     from apache_beam.options.pipeline_options import PipelineOptions
+
+    from transforms.io.compat import parser_actions
     found = {}
     for cls in reversed(options_cls.__mro__):
         if not (isinstance(cls, type) and issubclass(cls, PipelineOptions)) or cls is PipelineOptions:
@@ -70,14 +72,15 @@ def option_actions(options_cls) -> dict:
             continue
         parser = argparse.ArgumentParser(add_help=False)
         cls._add_argparse_args(parser)
-        for action in parser._actions:
+        for action in parser_actions(parser):
             found[action.dest] = (action, cls)
     return found
 
 
 def boolean_flags(options_cls) -> set:
+    from transforms.io.compat import is_flag
     return {dest for dest, (action, _) in option_actions(options_cls).items()
-            if isinstance(action, argparse._StoreTrueAction)}
+            if is_flag(action)}
 
 
 def split_job(argv: list[str]) -> tuple[str, list[str]]:

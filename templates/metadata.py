@@ -23,6 +23,7 @@ import sys
 from dataclasses import dataclass, field
 
 from templates.launch import JOB_FLAG, JOBS, option_actions, options_class
+from transforms.io.compat import is_flag
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -97,7 +98,7 @@ def template_help(dest: str, text: str) -> str:
 
 def param_type(job: str, action) -> str:
     """The console's input widget for one option, from its argparse definition."""
-    if isinstance(action, argparse._StoreTrueAction):
+    if is_flag(action):
         return "BOOLEAN"
     if action.choices:
         return "ENUM"
@@ -110,7 +111,7 @@ def param_type(job: str, action) -> str:
 
 def default_value(action) -> str | None:
     """The option's default as the metadata wants it (a string), or None."""
-    if isinstance(action, argparse._StoreTrueAction):
+    if is_flag(action):
         return "false"
     return None if action.default is None else str(action.default)
 
@@ -176,7 +177,7 @@ def label(dest: str) -> str:
 
 def regex_for(action) -> str:
     """The value rule of one option, from its argparse definition or the tables above."""
-    if isinstance(action, argparse._StoreTrueAction):
+    if is_flag(action):
         return BOOLEAN
     if action.choices:
         return "^(" + "|".join(re.escape(str(c)) for c in action.choices) + ")$"
@@ -192,7 +193,7 @@ def regex_for(action) -> str:
 
 def help_text(action, spec: JobSpec) -> str:
     text = template_help(action.dest, (action.help or "").strip())
-    if isinstance(action, argparse._StoreTrueAction):
+    if is_flag(action):
         text += " true or false (default false)."
     elif action.default is not None:
         text += f" Default: {action.default}."

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from gcs_emulator import GcsEmulator
-from transforms.gcs_env import EMULATOR_ENV, use_anonymous_credentials_with_emulator
+from transforms.io.gcs_env import EMULATOR_ENV, use_anonymous_credentials_with_emulator
 
 SAMPLE_BUCKET = "skin-uploads"
 

@@ -3,7 +3,7 @@
 Walks a JPEG stream from SOI through the marker segments up to the first SOS
 (start of scan), which is where every metadata segment (APP0-APP15, COM) lives.
 It is deliberately written from the JPEG spec (ITU T.81 B.1.1) rather than
-reusing transforms/image_header.py, so a bug there cannot hide a leak here.
+reusing transforms/image/header.py, so a bug there cannot hide a leak here.
 """
 from __future__ import annotations
 

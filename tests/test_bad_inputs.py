@@ -18,7 +18,7 @@ from beam_jobs.cli import main
 from beam_jobs.evaluate_curate import load_features
 from beam_jobs.train_baseline import build_model
 from fault_proxy import FaultProxy
-from transforms.allowed_roots import AllowedRoots, default_roots, glob_root, parse_roots
+from transforms.io.allowed_roots import AllowedRoots, default_roots, glob_root, parse_roots
 
 BUCKET, OTHER, OUT = "roots-in", "roots-elsewhere", "roots-out"
 

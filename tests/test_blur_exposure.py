@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from schemas.policy import load_policy
-from transforms.decode import decode
-from transforms.quality import edge_sharpness, policy_features, to_analysis_size
-from transforms.relevance import exposed
-from transforms.verdict import quality_reasons
+from transforms.image.decode import decode
+from transforms.image.quality import edge_sharpness, policy_features, to_analysis_size
+from transforms.image.relevance import exposed
+from transforms.image.verdict import quality_reasons
 
 POLICY = load_policy()
 
@@ -132,7 +132,7 @@ def test_a_flat_frame_has_no_edges_to_judge():
 def _sharpness_by_definition(gray):
     """edge_sharpness spelled out in float numpy: per direction, the masked
     ratio |central difference| / local range, its 99th-percentile 1/500 bin."""
-    from transforms import quality
+    from transforms.image import quality
     g = gray.astype(np.float64)
     local_range = (cv2.dilate(gray, quality._BLUR_ELEMENT).astype(np.float64)
                    - cv2.erode(gray, quality._BLUR_ELEMENT))
@@ -158,7 +158,7 @@ def test_edge_sharpness_equals_its_definition(sharp_photos):
 
 @pytest.mark.parametrize("shape", [(7, 9, 3), (6, 8), (1, 5, 3), (5, 1), (2, 2, 3)])
 def test_half_size_is_the_mean_of_2x2_blocks(shape):
-    from transforms.quality import half_size
+    from transforms.image.quality import half_size
     rng = np.random.default_rng(sum(shape))
     image = rng.integers(0, 256, shape, dtype=np.uint8)
     half = half_size(image)

@@ -16,11 +16,11 @@ from helpers import pil_bytes, skin_photo
 
 from schemas.features import empty_row
 from schemas.policy import load_policy
-from transforms.allowed_roots import AllowedRoots
-from transforms.analyze import analyze_image
-from transforms.analyze_step import THUMBNAILS, AnalyzeImages
-from transforms.inputs import ImageRef, ReadImageRefs
-from transforms.summary import SummarizeRows, Summary
+from transforms.io.allowed_roots import AllowedRoots
+from transforms.image.analyze import analyze_image
+from transforms.curate.analyze_images import THUMBNAILS, AnalyzeImages
+from transforms.io.inputs import ImageRef, ReadImageRefs
+from transforms.curate.summary import SummarizeRows, Summary
 
 POLICY = load_policy()
 

@@ -15,13 +15,13 @@ from helpers import pil_bytes, skin_photo
 
 from schemas import examples as E
 from schemas import lighting
-from transforms.allowed_roots import AllowedRoots
-from transforms.example_step import PreprocessImages, example_key
-from transforms.label_join import CURATE_FIELDS, DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords
-from transforms.labels import plain_record
-from transforms.preprocess import preprocess_to_jpeg
-from transforms.split_step import UNLABELED, AssignSplits
-from transforms.splits import component_split, split_of
+from transforms.io.allowed_roots import AllowedRoots
+from transforms.dataset.examples import PreprocessImages, example_key
+from transforms.dataset.join_labels import CURATE_FIELDS, DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords
+from transforms.dataset.labels import plain_record
+from transforms.image.preprocess import preprocess_to_jpeg
+from transforms.dataset.assign_splits import UNLABELED, AssignSplits
+from transforms.dataset.splits import component_split, split_of
 
 FRACTIONS = {"train": 0.5, "validation": 0.25, "test": 0.25}
 

@@ -10,10 +10,10 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.run_lock import LockOutput, new_lock_info
-from transforms.sharded_write import (WriteGroupedShards, WriteSortedShards, jsonl_encoder, shard_name,
+from transforms.io.run_lock import LockOutput, new_lock_info
+from transforms.io.sharded_write import (WriteGroupedShards, WriteSortedShards, jsonl_encoder, shard_name,
                                       stable_shard)
-from transforms.tfrecords import WriteTFRecordShards, example_order
+from transforms.io.tfrecords import WriteTFRecordShards, example_order
 
 
 def _lines(path) -> list[dict]:

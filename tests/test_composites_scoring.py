@@ -12,9 +12,9 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 from helpers import tiny_bundle
 
-from transforms import evaluation_combine as EC
-from transforms import evaluation_metrics as EM
-from transforms.inference import KerasBundleHandler
+from transforms.evaluation import combine as EC
+from transforms.evaluation import metrics as EM
+from transforms.scoring.inference import KerasBundleHandler
 
 
 @pytest.fixture(scope="module")

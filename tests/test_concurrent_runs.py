@@ -28,7 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_jobs import score
 from fault_proxy import FaultProxy
 from helpers import tiny_bundle
-from transforms.run_lock import new_lock_info as run_lock_info
+from transforms.io.run_lock import new_lock_info as run_lock_info
 
 pytestmark = pytest.mark.e2e  # every test races whole jobs
 
@@ -279,7 +279,7 @@ def test_two_make_tfrecords_runs_into_one_output_one_completes_the_other_is_refu
 def test_a_refusal_on_multi_process_workers_is_one_line_too(sample_dir, tmp_path):
     """With worker processes the refusal comes back as a RuntimeError holding
     the worker's traceback; the entry point still reports it as one line."""
-    from transforms.sharded_write import write_atomically
+    from transforms.io.sharded_write import write_atomically
     out = tmp_path / "out"
     holder = dict(run_lock_info("curate", "the-nightly-run"), pid=os.getpid())  # alive: this process
     write_atomically(str(out / "_LOCK" / f"{holder['attempt']}.json"), json.dumps(holder).encode())

@@ -114,7 +114,7 @@ def test_gcs_input_and_output_through_the_emulator(gcs_sample, gcs_emulator, sam
 def _phone_formats(p) -> dict[str, tuple[bytes, str]]:
     """HEIC and AVIF, good and bad, as phones (or attackers) send them (issue 13)."""
     import pillow_heif
-    from transforms.colour import display_p3_profile
+    from transforms.image.colour import display_p3_profile
     good_heic, avif = heic(p, quality=90), pil_bytes(p, "AVIF", quality=90)
     at = good_heic.index(b"ispe") + 8
     bomb = good_heic[:at] + (60_000).to_bytes(4, "big") * 2 + good_heic[at + 8:]

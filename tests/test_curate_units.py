@@ -7,10 +7,10 @@ import pytest
 
 from schemas.features import empty_row
 from schemas.policy import DEFAULT_POLICY_PATH, load_policy
-from transforms.duplicates import resolve_cluster
-from transforms.inputs import join_root, parse_manifest, parse_scin_cases
-from transforms.summary import Summary
-from transforms.verdict import quality_reasons
+from transforms.curate.duplicates import resolve_cluster
+from transforms.io.inputs import join_root, parse_manifest, parse_scin_cases
+from transforms.curate.summary import Summary
+from transforms.image.verdict import quality_reasons
 
 
 def _row(uri, sha="a", w=640, h=480, size=1000, reasons=()):

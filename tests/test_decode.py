@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 from helpers import crafted_jpeg, crafted_png, encode, exif_bytes, isobmff
 
-from transforms import decode as decode_module
-from transforms.decode import Decoded, ImageRejected, apply_orientation, decode, jpeg_scale
+from transforms.image import decode as decode_module
+from transforms.image.decode import Decoded, ImageRejected, apply_orientation, decode, jpeg_scale
 
 RNG = np.random.default_rng(3)
 REPO = Path(__file__).resolve().parents[1]
@@ -111,7 +111,7 @@ def test_opencv_errors_become_unreadable(monkeypatch):
 
 def test_opencv_pixel_limit_is_capped_in_a_fresh_process():
     # 20000x10000 = 200 MP: under OpenCV's default 1024 MP limit, over the 100 MP backstop.
-    code = ("import sys; sys.path.insert(0, 'tests'); import transforms.decode; import cv2;"
+    code = ("import sys; sys.path.insert(0, 'tests'); import transforms.image.decode; import cv2;"
             "import numpy as np; from helpers import crafted_png\n"
             "try: print(cv2.imdecode(np.frombuffer(crafted_png(20000, 10000), np.uint8), 1))\n"
             "except cv2.error as e: print(e.err)")

@@ -15,8 +15,8 @@ from beam_jobs.cli import main
 from schemas import metrics as M
 from schemas.examples import read_split
 from schemas.model_bundle import INFO_FILE, load_bundle
-from transforms import eval_examples as X
-from transforms.evaluation_metrics import HEADLINE
+from transforms.evaluation import examples as X
+from transforms.evaluation.metrics import HEADLINE
 
 
 @pytest.fixture(scope="module")

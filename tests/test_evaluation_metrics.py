@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from transforms import evaluation_combine as EC
-from transforms import evaluation_metrics as EM
+from transforms.evaluation import combine as EC
+from transforms.evaluation import metrics as EM
 
 # Six examples, four classes; class 3 has no examples but is predicted once.
 Y = np.array([0, 0, 1, 1, 2, 2])

@@ -123,7 +123,7 @@ def _rows(data: bytes, drop=()):
 @pytest.mark.e2e
 def test_proxy_passes_everything_through_untouched_when_no_faults(proxy, gcs_emulator):
     from apache_beam.io.filesystems import FileSystems
-    from transforms.sharded_write import write_atomically
+    from transforms.io.sharded_write import write_atomically
     gcs_emulator.create_bucket(OUT_BUCKET)
     payload = os.urandom(3 * 1024 * 1024 + 17)  # a few MB: more than one read buffer
     proxy.reset_counts()
@@ -184,7 +184,7 @@ def test_temporary_files_never_match_a_readers_glob(proxy, gcs_emulator):
     """write_atomically's temp object (seen in the upload request) is invisible
     to a reader globbing the final suffix, as curate's consumers do."""
     from apache_beam.io.filesystems import FileSystems
-    from transforms.sharded_write import write_atomically
+    from transforms.io.sharded_write import write_atomically
     gcs_emulator.create_bucket(OUT_BUCKET)
     proxy.reset_counts()
     with proxy.as_storage_host():
@@ -227,7 +227,6 @@ def test_curate_over_gcs_under_faults_equals_a_fault_free_run(proxy, gcs_inputs,
     retries = _counter(result, "read_retries", "io")
     print(f"curate: io/read_retries={retries}, image-read faults injected={image_faults}")
     assert retries == image_faults
-    assert _counter(result, "read_retries", "curate") == retries
     assert _counter(result, "read_failures", "io") == 0
 
 
@@ -270,8 +269,8 @@ class _ReadOrError(beam.DoFn):
         self.deadline, self.report = deadline, report
 
     def process(self, uri):
-        from transforms.allowed_roots import AllowedRoots
-        from transforms.read import read_bytes
+        from transforms.io.allowed_roots import AllowedRoots
+        from transforms.io.read import read_bytes
         start = time.monotonic()
         try:
             data, retries = read_bytes(uri, allowed=AllowedRoots([]), deadline=self.deadline)
@@ -296,8 +295,8 @@ def _read_in_pipeline(uri, deadline, report):
 def test_reads_give_up_within_their_deadline_at_100_percent_faults_and_count_retries(proxy, gcs_inputs, tmp_path):
     src, _ = gcs_inputs
     uri = f"{src}/sample/scin_cases_missing_is_not_this.txt"
-    from transforms.allowed_roots import AllowedRoots
-    from transforms.read import Missing, read_bytes
+    from transforms.io.allowed_roots import AllowedRoots
+    from transforms.io.read import Missing, read_bytes
     with proxy.as_storage_host():
         with pytest.raises(Missing):  # a missing object is not retried
             read_bytes(uri, allowed=AllowedRoots([]))

@@ -1,11 +1,11 @@
 """Fuzz the per-image path with random and mutated JPEG/PNG/HEIC/AVIF bytes (hypothesis).
 
 Properties, for every generated input:
-- transforms.analyze.analyze_image returns a complete features row (never
+- transforms.image.analyze.analyze_image returns a complete features row (never
   raises); status and reasons come from schemas/reasons.py; error text is
   short, printable and carries no image bytes; a thumbnail, when there is one,
   is a JPEG without EXIF;
-- transforms.score_prep.prepare returns or raises only ImageRejected (with an
+- transforms.scoring.prepare.prepare returns or raises only ImageRejected (with an
   input reason code);
 - each call finishes within PER_CALL_SECONDS (time.perf_counter) and the
   whole example within the hypothesis deadline;
@@ -38,10 +38,10 @@ from jpeg_markers import metadata_problems
 from schemas.features import FIELDS
 from schemas.policy import load_policy
 from schemas.reasons import INPUT_REASONS, REASONS, ordered
-from transforms.analyze import analyze_image
-from transforms.decode import ImageRejected
-from transforms.image_header import read_header
-from transforms.score_prep import prepare
+from transforms.image.analyze import analyze_image
+from transforms.image.decode import ImageRejected
+from transforms.image.header import read_header
+from transforms.scoring.prepare import prepare
 
 POLICY = load_policy()
 PER_CALL_SECONDS = 2.0

@@ -2,7 +2,7 @@
 
 Real encoders throughout: pillow-heif (libheif + x265) writes HEIC, Pillow
 and OpenCV (libavif) write AVIF, Pillow writes P3-tagged JPEG/PNG/WebP with
-a Display P3 profile built by transforms.colour.
+a Display P3 profile built by transforms.image.colour.
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import pytest
 from PIL import Image, ImageCms
 from helpers import exif_bytes, heic, pil_bytes
 
-from transforms.colour import display_p3_profile, to_srgb
-from transforms.decode import ImageRejected, decode
-from transforms.image_header import read_header
-from transforms.preprocess import preprocess_to_jpeg
+from transforms.image.colour import display_p3_profile, to_srgb
+from transforms.image.decode import ImageRejected, decode
+from transforms.image.header import read_header
+from transforms.image.preprocess import preprocess_to_jpeg
 
 # Flat patches (so lossy codecs keep them): sRGB red, a skin tone, a dark skin tone, grey.
 PATCHES = [(230, 30, 30), (224, 172, 140), (96, 64, 48), (128, 128, 128)]
@@ -82,7 +82,7 @@ def test_the_primary_image_of_a_multi_image_heic_is_decoded():
 
 def test_an_embedded_thumbnail_covering_the_analysis_size_is_decoded_instead():
     """Phones embed a ~320 px thumbnail; curate (224 px) uses it, the model path (256 px) cannot."""
-    from transforms.decode import _heic_thumbnail
+    from transforms.image.decode import _heic_thumbnail
     img = patches(1600, 1200)
     data = heic(img, thumbnails=[320], exif=exif_bytes(6))
     fast = decode(data, analysis_short_side=224)
@@ -166,7 +166,7 @@ def test_nclx_p3_avif_is_converted():
 def test_ita_moves_by_the_share_of_pixels_that_round_the_other_way():
     """One level of b* is 1-2 degrees of ITA. A conversion or re-encode rounds some
     pixels the other way; the tone estimate must move by their share, not jump a level."""
-    from transforms.skin_tone import ita_degrees, skin_tone
+    from transforms.image.skin_tone import ita_degrees, skin_tone
     lab = np.zeros((100, 100, 3), np.uint8)
     lab[..., 0], lab[..., 1] = 160, 140   # L* 62.7, a* 12: light skin
     mask = np.ones((100, 100), bool)
@@ -225,7 +225,7 @@ def test_bit_depths_map_to_the_same_8bit_pixels():
 
 def test_the_fast_matrix_path_agrees_with_littlecms():
     """Matrix/TRC profiles skip LittleCMS's slower path; the result must be the same."""
-    from transforms.colour import _MatrixShaper, _transform, nclx_profile
+    from transforms.image.colour import _MatrixShaper, _transform, nclx_profile
     pixels = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     for icc in (P3, nclx_profile(9, 13)):
         assert isinstance(_transform(icc), _MatrixShaper)
@@ -238,7 +238,7 @@ def test_the_fast_matrix_path_agrees_with_littlecms():
 # -- (3b) HDR: PQ and HLG tone-mapped to sRGB -----------------------------------
 # The fixtures are built here from published constants (BT.2087's sRGB -> BT.2020
 # matrix, BT.2020 luminance, the ST 2084 and BT.2100 HLG formulas), not from
-# transforms.colour, so a wrong constant there cannot hide in both.
+# transforms.image.colour, so a wrong constant there cannot hide in both.
 
 SRGB_TO_BT2020 = np.array([[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]])
 BT2020_Y = np.array([0.2627, 0.6780, 0.0593])
@@ -292,7 +292,7 @@ def hdr_patches(values, w=320, h=240) -> np.ndarray:
 
 
 def patch_ita(rgb) -> float:
-    from transforms.skin_tone import ita_degrees, lab_float
+    from transforms.image.skin_tone import ita_degrees, lab_float
     L, _, b = lab_float(np.array([[rgb[::-1]]], np.uint8))[0, 0]
     return ita_degrees(float(L), float(b))
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from helpers import PIXELS, crafted_jpeg, crafted_png, encode, exif_bytes, isobmff, tiff_ifd, with_segment
 
-from transforms.image_header import FORMATS, Header, read_header
+from transforms.image.header import FORMATS, Header, read_header
 
 RNG = np.random.default_rng(7)
 

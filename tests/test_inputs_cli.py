@@ -20,7 +20,7 @@ from beam_jobs.cli import main
 from beam_jobs.evaluate_curate import load_features
 from schemas.examples import dataset_info
 from schemas.reasons import EXAMPLE_REASONS
-from transforms.splits import split_of
+from transforms.dataset.splits import split_of
 
 
 def _one_line_error(capsys, prog, message):

@@ -13,8 +13,8 @@ from beam_jobs import make_tfrecords
 from beam_jobs.cli import main
 from beam_jobs.evaluate_curate import load_features
 from schemas.examples import dataset_info, read_split
-from transforms.inputs import join_root
-from transforms.splits import component_split, split_of
+from transforms.io.inputs import join_root
+from transforms.dataset.splits import component_split, split_of
 
 
 def _args(labelled, curated, out, *extra):

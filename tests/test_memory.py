@@ -91,9 +91,9 @@ def test_curate_and_score_stay_under_the_stated_memory_bound_on_the_worst_inputs
 def test_a_decode_over_max_decode_bytes_is_refused_from_the_header(tmp_path):
     from benchmarks.memory_per_image import write_png
     from schemas.policy import load_policy
-    from transforms.analyze import analyze_image
-    from transforms.decode import ImageRejected
-    from transforms.score_prep import prepare
+    from transforms.image.analyze import analyze_image
+    from transforms.image.decode import ImageRejected
+    from transforms.scoring.prepare import prepare
     policy = load_policy()
     path = tmp_path / "bomb.png"
     write_png(str(path), 10000, 9999, 4, 16)  # ~10 MB on disk, 800 MB of pixels
@@ -108,8 +108,8 @@ def test_a_decode_over_max_decode_bytes_is_refused_from_the_header(tmp_path):
 
 @pytest.mark.e2e
 def test_reads_stop_at_max_bytes_locally_and_over_gcs(tmp_path, gcs_emulator):
-    from transforms.allowed_roots import AllowedRoots
-    from transforms.read import Refused, read_bytes
+    from transforms.io.allowed_roots import AllowedRoots
+    from transforms.io.read import Refused, read_bytes
     allowed = AllowedRoots([])
     huge = tmp_path / HUGE
     with open(huge, "wb") as f:

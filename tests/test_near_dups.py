@@ -14,12 +14,12 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.features import empty_row
 from schemas.policy import load_policy
-from transforms.decode import decode
-from transforms.duplicates import ClusterDuplicates, NearDuplicatePairs, hash_entries
-from transforms.near_dups import (BLOCK, bands, connected_components, image_pairs, lead_bands, lsh_keys,
+from transforms.image.decode import decode
+from transforms.curate.duplicates import ClusterDuplicates, NearDuplicatePairs, hash_entries
+from transforms.curate.near_dups import (BLOCK, bands, connected_components, image_pairs, lead_bands, lsh_keys,
                                   near_duplicate_pairs, owner_pairs_in_bucket)
-from transforms.phash import CENTRE_FRACTIONS, centre_crop, centre_phashes, min_hamming, phash64
-from transforms.quality import compute_features, to_analysis_size
+from transforms.image.phash import CENTRE_FRACTIONS, centre_crop, centre_phashes, min_hamming, phash64
+from transforms.image.quality import compute_features, to_analysis_size
 
 RADIUS = load_policy().dup_radius
 

@@ -10,7 +10,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.prefetch import PrefetchingDoFn
+from transforms.io.prefetch import PrefetchingDoFn
 
 
 class _Square(PrefetchingDoFn):

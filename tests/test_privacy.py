@@ -354,7 +354,7 @@ def test_curate_dead_letters_are_schema_rows_without_image_bytes_or_person_data(
 
 @pytest.mark.e2e
 def test_make_tfrecords_dead_letters_without_image_bytes_or_person_data(inputs, chain):
-    from transforms.label_join import dead_letter
+    from schemas.examples import dead_letter
     keys = set(dead_letter(None, None, None))
     rows = _dead_letter_rows(chain["dirs"]["tfrecords"] / "dead_letters")
     _check_dead_letters(rows, keys, keys, inputs, "make_tfrecords dead letters")

@@ -1,4 +1,4 @@
-"""What the one read function (transforms/read.py) refuses, and that every job
+"""What the one read function (transforms/io/read.py) refuses, and that every job
 reading images goes through it: symlinks leading out of the allowed roots,
 special files (a FIFO would hang the read, /dev/zero never ends), swaps
 between the check and the open, and a local manifest's rows outside its own
@@ -21,8 +21,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from beam_jobs import curate, score
 from beam_jobs.evaluate_curate import load_features
 from beam_jobs.train_baseline import build_model
-from transforms.allowed_roots import AllowedRoots, default_roots
-from transforms.read import Refused, open_local, read_bytes
+from transforms.io.allowed_roots import AllowedRoots, default_roots
+from transforms.io.read import Refused, open_local, read_bytes
 
 SECRET = b"root:x:0:0:secret-line\n"
 
@@ -189,8 +189,8 @@ def test_score_refuses_links_out_and_special_files(tree, tmp_path):
 def test_make_tfrecords_reads_through_the_same_refusals(tree):
     """PreprocessImages (make_tfrecords' image read) in a real pipeline: a
     symlink out of the root and a FIFO become dead letters with their reasons."""
-    from transforms.example_step import PreprocessImages
-    from transforms.label_join import DEAD
+    from transforms.dataset.examples import PreprocessImages
+    from transforms.dataset.join_labels import DEAD
     records = [{"uri": str(tree["in"] / n), "case_id": None} for n in ("secret_link.jpg", "fifo.jpg")]
     with hang_guard(tree["in"] / "fifo.jpg", 30), TestPipeline() as p:
         out = (p | beam.Create(records)

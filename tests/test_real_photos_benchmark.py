@@ -74,8 +74,8 @@ def test_phone_formats_reencodes_what_curate_decodes_and_compares_verdicts(tmp_p
     import numpy as np
 
     from benchmarks import phone_formats as pf
-    from transforms.decode import decode
-    from transforms.image_header import read_header
+    from transforms.image.decode import decode
+    from transforms.image.header import read_header
 
     src = tmp_path / "src"
     src.mkdir()

@@ -16,9 +16,9 @@ import pytest
 from beam_jobs import train_relevance
 from beam_jobs.cli import UsageError
 from schemas.policy import DEFAULT_POLICY_PATH, load_policy
-from transforms import relevance as rel
-from transforms.decode import decode
-from transforms.quality import compute_features, to_analysis_size
+from transforms.image import relevance as rel
+from transforms.image.decode import decode
+from transforms.image.quality import compute_features, to_analysis_size
 
 
 @pytest.fixture(scope="module")

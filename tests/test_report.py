@@ -17,11 +17,11 @@ import pytest
 from beam_jobs.evaluate_curate import load_features
 from schemas.policy import load_policy
 from schemas.reasons import DUPLICATE_REASONS, INPUT_REASONS
-from transforms.duplicates import pair_distance
-from transforms.report import fmt_value, nice_ticks, render_report
-from transforms.stats import wilson_interval
-from transforms.summary import HISTOGRAMS
-from transforms.verdict import explain, thresholds
+from transforms.curate.duplicates import pair_distance
+from transforms.curate.report import fmt_value, nice_ticks, render_report
+from transforms.curate.stats import wilson_interval
+from transforms.curate.summary import HISTOGRAMS
+from transforms.image.verdict import explain, thresholds
 
 CHROMIUM = "/usr/bin/chromium"
 

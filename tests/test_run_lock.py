@@ -1,4 +1,4 @@
-"""The output lock (transforms/run_lock.py) on a local disk and on gs:// (the
+"""The output lock (transforms/io/run_lock.py) on a local disk and on gs:// (the
 real GCS emulator): one holder at a time, stale and same-run takeover, a
 holder that lost its lock cannot release or publish."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ import uuid
 import pytest
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import run_lock
-from transforms.run_lock import LockHeld, LockLost
+from transforms.io import run_lock
+from transforms.io.run_lock import LockHeld, LockLost
 
 LOCK_BUCKET = "lock-tests"
 
@@ -66,7 +66,7 @@ def test_release_or_check_by_a_non_holder_is_refused_and_removes_nothing(lock_di
 
 
 def _plant(lock_dir, info):
-    from transforms.sharded_write import write_atomically
+    from transforms.io.sharded_write import write_atomically
     write_atomically(FileSystems.join(lock_dir, f"{info['attempt']}.json"), json.dumps(info).encode())
 
 

@@ -28,9 +28,9 @@ from beam_jobs.sample_data.lesions import PATTERN_OF_CONDITION, draw_lesions
 from beam_jobs.sample_data.plan import ImagePlan
 from beam_jobs.sample_data.render import decode_upright, render_image
 from beam_jobs.sample_data.skin import monk_bgr, render_skin
-from transforms.colour import display_p3_profile
-from transforms.image_header import read_header
-from transforms.phash import hamming, phash64
+from transforms.image.colour import display_p3_profile
+from transforms.image.header import read_header
+from transforms.image.phash import hamming, phash64
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = REPO / ".venv" / "bin" / "python"

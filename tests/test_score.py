@@ -15,7 +15,9 @@ from beam_jobs import score, train_baseline
 from beam_jobs.cli import main
 from schemas.examples import read_split
 from schemas.policy import load_policy
-from transforms.score_prep import prepare
+from transforms.scoring.prepare import prepare
+from transforms.scoring.publish import drop_staging
+from transforms.scoring.rows import failed_batch_rows
 
 DATES = ("2026-11-20", "2026-11-21")
 
@@ -170,7 +172,7 @@ def test_stale_staging_of_killed_runs_is_dropped_and_young_staging_kept(tmp_path
         f.write_bytes(b"x")
         t = f.stat().st_mtime - age_h * 3600
         os.utime(f, (t, t))
-    gone = score._drop_staging(str(root / "mine"))
+    gone = drop_staging(str(root / "mine"))
     assert sorted(os.path.basename(g) for g in gone) == ["killed", "mine"]
     assert sorted(os.listdir(root)) == ["running"]
 
@@ -305,7 +307,7 @@ def test_inference_failures_are_inference_error_rows_with_the_error_line(tiny_mo
     import apache_beam as beam
     from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
     from apache_beam.testing.util import assert_that
-    from transforms.inference import KerasBundleHandler
+    from transforms.scoring.inference import KerasBundleHandler
 
     def check(rows):
         assert sorted(r["uri"] for r in rows) == ["u1", "u2"]
@@ -320,7 +322,7 @@ def test_inference_failures_are_inference_error_rows_with_the_error_line(tiny_mo
                     | beam.Create([(("2026-11-20", u, u, "0" * 64), np.zeros((16, 16, 3), np.uint8)) for u in ("u1", "u2")])
                     | RunInference(KeyedModelHandler(KerasBundleHandler(str(tiny_model), min_batch_size=2,
                                                                         max_batch_size=2))).with_exception_handling())
-        rows = bad.failed_inferences | beam.FlatMap(score._failed_batch, "tiny", None)
+        rows = bad.failed_inferences | beam.FlatMap(failed_batch_rows, "tiny", None)
         assert_that(rows, check)
 
 

@@ -510,9 +510,9 @@ def test_dockerfile_is_launcher_and_worker_with_pinned_dependencies():
 
 
 def test_dockerfile_sets_the_packages_opencv_pixel_limit():
-    # transforms.decode sets OPENCV_IO_MAX_IMAGE_PIXELS only if unset (setdefault);
+    # transforms.image.decode sets OPENCV_IO_MAX_IMAGE_PIXELS only if unset (setdefault);
     # the image sets the same value so a worker's OpenCV refuses the same bombs.
-    from transforms.decode import DEFAULT_MAX_PIXELS
+    from transforms.image.decode import DEFAULT_MAX_PIXELS
     env = dict(a.split("=", 1) for w, a in _instructions(TEMPLATES / "Dockerfile") if w == "ENV")
     assert int(env["OPENCV_IO_MAX_IMAGE_PIXELS"]) == DEFAULT_MAX_PIXELS
 

@@ -157,8 +157,8 @@ def test_a_split_with_no_examples_is_left_out_of_the_tfds_splits(tmp_path):
     out, asking for it names the splits there are."""
     import tensorflow as tf
     import tensorflow_datasets as tfds
-    from transforms.example_step import to_example
-    from transforms.tfds_metadata import tfds_shard_name, write_tfds_metadata
+    from transforms.dataset.examples import to_example
+    from transforms.io.tfds_metadata import tfds_shard_name, write_tfds_metadata
     with tf.io.TFRecordWriter(str(tmp_path / tfds_shard_name("d", "train", 0, 1))) as w:
         w.write(to_example({"uri": "a"}))
     (tmp_path / tfds_shard_name("d", "test", 0, 1)).write_bytes(b"")

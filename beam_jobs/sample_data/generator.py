@@ -10,7 +10,7 @@ from beam_jobs.sample_data import ground_truth, scin_csv
 from beam_jobs.sample_data.catalog import DEFECTS, NONE
 from beam_jobs.sample_data.plan import ImagePlan, plan_dataset
 from beam_jobs.sample_data.render import RenderedImage, decode_upright, render_image
-from transforms.phash import HASH_BITS, phash64
+from transforms.image.phash import HASH_BITS, phash64
 
 MAX_AREA = 4032 * 3024
 MIN_SIDE = 64

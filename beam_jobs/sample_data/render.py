@@ -20,9 +20,9 @@ from beam_jobs.sample_data.jpeg import ORIENTATIONS, encode_heic, encode_jpeg
 from beam_jobs.sample_data.plan import ImagePlan
 from beam_jobs.sample_data.scenes import render_scene
 from beam_jobs.sample_data.skin import monk_bgr, render_skin
-from transforms.colour import display_p3_profile
-from transforms.decode import decode
-from transforms.phash import hamming, phash64
+from transforms.image.colour import display_p3_profile
+from transforms.image.decode import decode
+from transforms.image.phash import hamming, phash64
 
 _ORIENTATION_P = (0.7, 0.07, 0.15, 0.08)
 _PORTRAIT_P = 0.25

@@ -1,0 +1,75 @@
+"""AnalyzeImages: the expensive per-image step of curate, as a PTransform.
+
+Reads each image once through transforms.io.read (which refuses, unread, URIs
+outside the allowed roots, special files and files over max_bytes), runs transforms.image.analyze.analyze_image,
+and emits one row per input whatever happens, plus report thumbnails on a
+side output (the report picks the few it shows after duplicates are
+resolved). Input failures become rows with a reason, never exceptions.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from schemas.policy import QualityPolicy
+from transforms.io.allowed_roots import AllowedRoots
+from transforms.image.analyze import analyze_image, input_failure
+from transforms.io.inputs import ImageRef
+from transforms.io.progress import ProgressLog
+from transforms.io.read import Missing, Refused, read_bytes
+
+THUMBNAILS = "thumbnails"
+
+
+class _AnalyzeDoFn(beam.DoFn):
+    def __init__(self, policy: QualityPolicy, thumbnail_px: int, allowed: AllowedRoots):
+        self.policy, self.thumbnail_px, self.allowed = policy, thumbnail_px, allowed
+
+    def setup(self):
+        self.progress = ProgressLog("curate")
+        self.images = Metrics.counter("curate", "images_analyzed")
+        self.bytes_read = Metrics.counter("curate", "bytes_read")
+        self.internal = Metrics.counter("curate", "internal_errors")
+
+    def process(self, ref: ImageRef):
+        ids = {"image_id": ref.image_id, "case_id": ref.case_id}
+        row, thumb = self._read_and_analyze(ref.uri, ids, ref.size)
+        self.images.inc()
+        self.progress.tick(row["status"] == "rejected")
+        yield row
+        if thumb:
+            yield beam.pvalue.TaggedOutput(THUMBNAILS, (row["uri"], thumb))
+
+    def _read_and_analyze(self, uri: str, ids: dict, listed_size: int | None = None):
+        """(row, thumbnail or None); input failures and bugs become rows too."""
+        try:
+            data, _retries = read_bytes(uri, allowed=self.allowed, max_bytes=self.policy.max_bytes,
+                                       listed_size=listed_size)
+            self.bytes_read.inc(len(data))
+        except Refused as e:  # never read (or not past max_bytes)
+            return input_failure(uri, e.reason, str(e), self.policy, **ids), None
+        except Missing as e:
+            return input_failure(uri, "missing", str(e), self.policy, **ids), None
+        except Exception as e:  # I/O still failing after retries
+            return input_failure(uri, "unreadable", f"read failed: {type(e).__name__}: {e}",
+                                 self.policy, **ids), None
+        try:
+            return analyze_image(uri, data, self.policy, thumbnail_px=self.thumbnail_px, **ids)
+        except Exception as e:  # a bug must not lose the image: record it
+            self.internal.inc()
+            return input_failure(uri, "unreadable", f"internal error: {type(e).__name__}: {e}",
+                                 self.policy, **ids), None
+
+
+class AnalyzeImages(beam.PTransform):
+    """ImageRef -> feature row (main output) and (uri, thumbnail JPEG) on
+    `thumbnails` for every decoded image."""
+
+    def __init__(self, policy: QualityPolicy, thumbnail_px: int = 96, allowed: AllowedRoots | None = None):
+        super().__init__()
+        self.policy, self.thumbnail_px = policy, thumbnail_px
+        self.allowed = allowed or AllowedRoots([])
+
+    def expand(self, refs):
+        return refs | "Analyze" >> beam.ParDo(
+            _AnalyzeDoFn(self.policy, self.thumbnail_px, self.allowed)).with_outputs(THUMBNAILS, main="rows")

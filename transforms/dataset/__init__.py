@@ -1,0 +1,1 @@
+"""make_tfrecords' pieces: labels, the label join, rare classes, leak-free splits, tf.Example building, tf.Transform preprocessing, dataset_info.json's content; may import image/, io/, curate.near_dups and schemas."""

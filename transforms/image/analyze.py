@@ -1,0 +1,63 @@
+"""The per-image path: bytes -> one decode -> features -> verdict row. Pure.
+
+analyze_image() never raises for bad input: every failure becomes a row with
+a reason code and error text, so the job accounts for every input.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import cv2
+
+from schemas.features import empty_row
+from schemas.policy import QualityPolicy
+from transforms.image.decode import ImageRejected, decode
+from transforms.image.quality import half_size, policy_features, to_analysis_size
+from transforms.image.verdict import quality_reasons
+
+
+def input_failure(uri: str, reason: str, error: str, policy: QualityPolicy, **ids) -> dict:
+    """A rejected row for an image that produced no pixels."""
+    return empty_row(uri=uri, status="rejected", reasons=[reason], error=error,
+                     policy_version=policy.version, **ids)
+
+
+def thumbnail_jpeg(image, size: int) -> bytes:
+    """A small square-ish JPEG for the report, from the already-decoded array."""
+    small = image
+    while min(small.shape[:2]) >= 2 * size:  # exact halvings, then one bilinear step: cheap and unaliased
+        small = half_size(small)
+    small = to_analysis_size(small, size)
+    ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return buf.tobytes() if ok else b""
+
+
+def analyze_image(uri: str, data: bytes, policy: QualityPolicy, *,
+                  image_id: str | None = None, case_id: str | None = None,
+                  thumbnail_px: int = 0) -> tuple[dict, bytes | None]:
+    """One schemas.features row for an image's bytes, and optionally a thumbnail.
+
+    The thumbnail (JPEG, no EXIF) comes from the same decoded array as the
+    features; it is None when thumbnail_px is 0 or nothing could be decoded.
+    """
+    ids = {"image_id": image_id, "case_id": case_id}
+    row = empty_row(uri=uri, sha256=hashlib.sha256(data).hexdigest(),
+                    file_size=len(data), policy_version=policy.version, **ids)
+    try:
+        decoded = decode(data, analysis_short_side=policy.analysis_short_side,
+                         max_pixels=policy.max_pixels, max_decode_bytes=policy.max_decode_bytes)
+    except ImageRejected as e:  # e.header: decode already parsed it
+        row.update(status="rejected", reasons=[e.reason], error=str(e),
+                   format=e.header.format if e.header else None)
+        return row, None
+    w, h = decoded.width, decoded.height
+    row.update(format=decoded.header.format, width=w, height=h,
+               aspect_ratio=min(w, h) / max(w, h), orientation=decoded.header.orientation,
+               decode_scale=decoded.scale)
+    # One resize to the analysis size serves the features and the thumbnail.
+    analysis = to_analysis_size(decoded.image, policy.analysis_short_side)
+    row.update(policy_features(analysis, policy))
+    reasons = quality_reasons(row, policy)
+    row.update(status="rejected" if reasons else "accepted", reasons=reasons)
+    thumb = thumbnail_jpeg(analysis, thumbnail_px) if thumbnail_px else None
+    return row, thumb

@@ -1,0 +1,1 @@
+"""I/O plumbing: where inputs come from, the one read function, deterministic sharded writes, TFRecord/TFDS files, the run lock and FinalizeOutput, prefetching, progress, GCS emulator setup, compat (library internals); imports Beam, schemas and beam_jobs.cli's errors, never another transforms subpackage."""

@@ -1,0 +1,246 @@
+"""One run at a time per output location: an exclusive lock on local paths and gs://.
+
+Two runs writing one output interleave (curate deletes the other's shards as
+stale, score runs delete each other's partition). Each job therefore takes a
+lock on every location it publishes to before its first write, checks it
+still holds it before deleting or marking anything complete, and releases it
+only after the `_SUCCESS` marker is written.
+
+The protocol needs only what both local disks and GCS (and the GCS emulator,
+which ignores `ifGenerationMatch` preconditions) guarantee: a whole object
+appears atomically, names are unique, and a listing shows every object whose
+write finished before the listing started. A lock is a folder LOCK_DIR; a run
+takes it by
+
+    1. writing its own candidate LOCK_DIR/<attempt>.json (unique name, no race),
+    2. listing LOCK_DIR: alone -> it holds the lock. Otherwise it deletes the
+       others only if they are dead: stale (older than ttl_hours), left by a
+       process on this machine that is gone, or (with the same --run_id, or
+       with --break_lock) built before this run; then it lists again. If a
+       live other remains it withdraws its candidate, waits a random moment and
+       retries a few times, then fails naming the holder.
+
+Two runs cannot both hold it: if A's listing missed B's candidate, B's write
+finished after A's listing began, so B's own later listing sees A and B
+withdraws. (Both may withdraw at once; the random retries break that tie.)
+Takeovers keep that: a --run_id retry or --break_lock only removes runs
+built before it, so of two such runs racing only the younger can win.
+A killed run leaves its candidate: a run on the same machine once that
+process is gone (local runs), a retry of the same --run_id, a run after
+ttl_hours, or --break_lock takes it over; the taken-over run, if it was alive
+after all, finds its candidate gone at its next check and fails before it
+deletes or marks anything.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import posixpath
+import random
+import socket
+import time
+import uuid
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from beam_jobs.cli import Refused
+
+DEFAULT_TTL_HOURS = 24.0
+# Every job's output: OUT/_LOCK/<attempt>.json while a run writes OUT, OUT/_SUCCESS
+# (or a partition's) written last, when it is complete.
+MARKER = "_SUCCESS"
+LOCK = "_LOCK"
+RETRIES = 4
+
+
+class LockHeld(Refused):
+    """Another live run holds the lock (one line naming it)."""
+
+
+class LockLost(Refused):
+    """This run's lock was taken over (or never taken): it must not publish."""
+
+
+def new_lock_info(job: str, run_id: str | None = None) -> dict:
+    """Who a run is, fixed when its pipeline is built: what the lock records."""
+    now = time.time()
+    return {"job": job, "run_id": run_id or uuid.uuid4().hex, "attempt": uuid.uuid4().hex,
+            "host": socket.gethostname(), "pid": os.getpid(), "started_unix": now,
+            "started": dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _candidate(lock_dir: str, attempt: str) -> str:
+    return FileSystems.join(lock_dir, f"{attempt}.json")
+
+
+def _others(lock_dir: str, me: dict) -> list[dict]:
+    """The other candidates in lock_dir, with their recorded info (or what is known)."""
+    pattern = FileSystems.join(lock_dir, "*.json")
+    # No try: a listing that fails must not read as "nobody there". (A local
+    # folder that does not exist yet lists as empty.)
+    found = FileSystems.match([pattern])[0].metadata_list
+    out = []
+    for m in found:
+        name = posixpath.basename(m.path)
+        if name == f"{me['attempt']}.json":
+            continue
+        try:
+            with FileSystems.open(m.path) as f:
+                info = json.loads(f.read())
+        except Exception:  # deleted meanwhile, or unreadable: judge by its age alone
+            if not FileSystems.exists(m.path):
+                continue
+            info = {"run_id": "?", "job": "?", "host": "?", "started_unix": m.last_updated_in_seconds or 0}
+        out.append(dict(info, path=m.path))
+    return out
+
+
+def _dead_here(info: dict) -> bool:
+    """The holder ran on this machine and its process is gone (a killed local run)."""
+    if info.get("host") != socket.gethostname() or not info.get("pid"):
+        return False
+    try:
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError):  # alive under another user, or a bad record
+        return False
+    return False
+
+
+def _older(other: dict, me: dict) -> bool:
+    """other's run was built before mine (a failed earlier try, or a holder
+    that --break_lock means to replace; never a contender that came later)."""
+    return float(other.get("started_unix") or 0) < float(me["started_unix"])
+
+
+def _age_hours(info: dict, now: float) -> float:
+    return (now - float(info.get("started_unix") or 0)) / 3600
+
+
+def _ago(hours: float) -> str:
+    return f"{hours * 60:.0f} min ago" if hours < 1 else f"{hours:.1f} h ago"
+
+
+def _held_message(where: str, other: dict, ttl_hours: float, now: float) -> str:
+    since = other.get("started") or "?"
+    return (f"{where} is locked by run {other.get('run_id')} ({other.get('job')} on {other.get('host')}, "
+            f"since {since} UTC, {_ago(_age_hours(other, now))}): another run is writing there. "
+            f"Wait for it to finish; if it died, rerun with its --run_id or with --break_lock "
+            f"(locks older than --lock_ttl_hours={ttl_hours:g} are taken over automatically)")
+
+
+def acquire(lock_dir: str, me: dict, where: str, ttl_hours: float = DEFAULT_TTL_HOURS,
+            break_lock: bool = False, retries: int = RETRIES) -> str:
+    """Take the lock for `me` (new_lock_info) or raise LockHeld; returns lock_dir.
+
+    Idempotent for the same attempt (a retried bundle finds its own candidate).
+    """
+    from transforms.io.sharded_write import write_atomically
+    mine = _candidate(lock_dir, me["attempt"])
+    for attempt in range(retries):
+        write_atomically(mine, json.dumps(me, sort_keys=True).encode())
+        while True:
+            now = time.time()
+            others = _others(lock_dir, me)
+            takeable = [o for o in others if _age_hours(o, now) > ttl_hours or _dead_here(o)
+                        or ((break_lock or o.get("run_id") == me["run_id"]) and _older(o, me))]
+            if not takeable:
+                break
+            for o in takeable:  # their run is dead (or declared so): its lock goes
+                try:
+                    FileSystems.delete([o["path"]])
+                except Exception:  # someone else removed it first
+                    pass
+        if not others:
+            return lock_dir
+        # A live other: either a holder or a contender that listed when we did.
+        # Withdraw, so two contenders cannot block each other, and try again.
+        FileSystems.delete([mine])
+        if attempt < retries - 1:
+            time.sleep(random.uniform(0.2, 0.6) * (attempt + 1))
+    holder = min(others, key=lambda o: float(o.get("started_unix") or 0))
+    raise LockHeld(_held_message(where, holder, ttl_hours, time.time()))
+
+
+def check(lock_dir: str, me: dict, where: str) -> None:
+    """Raise LockLost unless `me` still holds the lock on lock_dir."""
+    if not FileSystems.exists(_candidate(lock_dir, me["attempt"])):
+        others = _others(lock_dir, me)
+        by = f" by run {others[0].get('run_id')} ({others[0].get('job')} on {others[0].get('host')})" if others else ""
+        raise LockLost(f"{where}: this run ({me['run_id']}) no longer holds its lock (taken over{by}); "
+                       f"it stopped before publishing anything; rerun once the other run is done")
+
+
+def release(lock_dir: str, me: dict, where: str) -> None:
+    """Give the lock up; LockLost if `me` does not hold it (never removes another's)."""
+    check(lock_dir, me, where)
+    FileSystems.delete([_candidate(lock_dir, me["attempt"])])
+
+
+def release_own(lock_dir: str, me: dict) -> bool:
+    """Drop `me`'s candidate if it is still there, never anyone else's; True if
+    it was. For a pipeline's last step, which a runner may run again after it
+    succeeded (so "already released" is not an error)."""
+    mine = _candidate(lock_dir, me["attempt"])
+    if FileSystems.exists(mine):
+        FileSystems.delete([mine])
+        return True
+    return False
+
+
+def release_quietly(lock_dir: str, me: dict) -> bool:
+    """release_own, ignoring storage errors (cleanup after a failed local run)."""
+    try:
+        return release_own(lock_dir, me)
+    except Exception:
+        return False
+
+
+class LockOutput(beam.PTransform):
+    """Takes the output's lock (OUT/_LOCK, see acquire), then deletes OUT/_SUCCESS.
+
+    Yields one element once both are done, the marker's path. Every write of a
+    job waits for it as a side input, so nothing is written before the lock is
+    held and an old output stops reading as complete before any of it changes.
+    """
+
+    def __init__(self, out: str, me: dict, lock_options: dict, marker: str = MARKER, lock: str = LOCK):
+        super().__init__()
+        self.out, self.me, self.lock_options = out, me, lock_options
+        self.marker_path, self.lock_dir = FileSystems.join(out, marker), FileSystems.join(out, lock)
+
+    def expand(self, pbegin):
+        lock_dir, me, out, options = self.lock_dir, self.me, self.out, self.lock_options
+        return (pbegin
+                | "Start" >> beam.Create([self.marker_path])
+                | "AcquireLock" >> beam.Map(lambda marker: (acquire(lock_dir, me, out, **options), marker)[1])
+                | "ClearMarker" >> beam.Map(_clear_marker))
+
+
+class FinalizeOutput(beam.PTransform):
+    """The end of every job that writes one output: once its side inputs are
+    ready, finalize(element, **kwargs) writes the last files and the marker
+    (checking the lock before each, see check), then the output's lock is
+    released. Applied to the pipeline (one None element) or to a PCollection
+    whose elements are finalize's first argument; yields release_own's result."""
+
+    def __init__(self, out: str, me: dict, finalize, /, **kwargs):  # kwargs may hold finalize's own `me`
+        super().__init__()
+        self.lock_dir, self.me, self.finalize, self.kwargs = FileSystems.join(out, LOCK), me, finalize, kwargs
+
+    def expand(self, start):
+        lock_dir, me = self.lock_dir, self.me
+        if isinstance(start, beam.pvalue.PBegin):
+            start = start | "Start" >> beam.Create([None])
+        return (start
+                | "Write" >> beam.Map(self.finalize, **self.kwargs)
+                | "ReleaseLock" >> beam.Map(lambda _written: release_own(lock_dir, me)))
+
+
+def _clear_marker(path: str) -> str:
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    return path
