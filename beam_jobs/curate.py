@@ -42,6 +42,8 @@ class CurateOptions(SharedOptions, LockOptions):
     --output (features, dead letters, summary, report) from SharedOptions.
     """
 
+    reads = ("input", "manifest", "policy", "output", "scin_cases", "image_root", "allowed_roots")
+
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--analysis_size", type=int, help="Override the policy's analysis short side, in pixels.")

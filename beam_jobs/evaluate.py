@@ -51,7 +51,7 @@ from transforms.io.sharded_write import write_atomically
 class EvaluateOptions(SharedOptions, LockOptions):
     """Options of the evaluate job. Also --output (metrics.json, report.html) from SharedOptions."""
 
-    ignored_shared = ("input", "manifest", "policy", "scin_cases")
+    reads = ("output", "image_root", "allowed_roots")
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -93,8 +93,7 @@ def validate(o: EvaluateOptions) -> None:
             raise UsageError(f"--{name} must be positive")
     if o.min_batch_size > o.max_batch_size:
         raise UsageError("--min_batch_size exceeds --max_batch_size")
-    # --allowed_roots is read through allowed_roots(), as in the other jobs
-    # (no template exposes it); --image_root is the template's way in.
+    # --allowed_roots is read through allowed_roots(), as in the other jobs.
     serving = {"allowed_roots": getattr(o, "allowed_roots"), "image_root": o.image_root,
                "crop_fraction": o.crop_fraction, "jpeg_quality": o.jpeg_quality}
     if not o.from_images:

@@ -53,7 +53,7 @@ class MakeTFRecordsOptions(SharedOptions, LockOptions):
 
     # It uses the packaged policy and reads images only through --image_root /
     # the curated URIs, which --allowed_roots bounds.
-    ignored_shared = ("input", "manifest", "policy")
+    reads = ("output", "scin_cases", "image_root", "allowed_roots")
 
     @classmethod
     def _add_argparse_args(cls, parser):

@@ -60,7 +60,7 @@ def print_help(options_cls) -> None:
     for cls in reversed(options_cls.__mro__):
         if isinstance(cls, type) and issubclass(cls, PipelineOptions) and "_add_argparse_args" in vars(cls):
             cls._add_argparse_args(own)
-    ignored = set(getattr(options_cls, "ignored_shared", ()))
+    ignored = set(options_cls.ignored_shared()) if issubclass(options_cls, SharedOptions) else set()
     for action in parser_actions(own):
         if action.dest not in ignored:
             add_action(groups[heading.get(action.dest, "policy / model")], action)
@@ -99,7 +99,7 @@ def check_flags(options_cls, flags) -> None:
         if "_add_argparse_args" in vars(cls):
             cls._add_argparse_args(parser)
     given, unknown = parser.parse_known_args(flags)
-    for dest in getattr(options_cls, "ignored_shared", ()):
+    for dest in options_cls.ignored_shared() if issubclass(options_cls, SharedOptions) else ():
         if getattr(given, dest, None) is not None:
             raise UsageError(f"--{dest} is not an option of this job (it would be ignored)")
     for arg in unknown:
@@ -122,8 +122,15 @@ class SharedOptions(PipelineOptions):
     flag or a bad value is a one-line UsageError, not a warning.
     """
 
-    # SharedOptions flags a job never reads; giving one is an error, not a no-op.
-    ignored_shared: tuple = ()
+    # The SharedOptions flags this job reads: the one list both the flag check
+    # (any other shared flag is an error, not a silent no-op) and its Flex
+    # Template's parameters (templates/metadata.py) come from.
+    reads: tuple = ()
+
+    @classmethod
+    def ignored_shared(cls) -> tuple:
+        """SharedOptions flags the job never reads."""
+        return tuple(d for d in SHARED_FLAGS if d not in cls.reads)
 
     def __init__(self, flags=None, **kwargs):
         check_flags(type(self), sys.argv[1:] if flags is None else list(flags))
@@ -138,6 +145,9 @@ class SharedOptions(PipelineOptions):
         parser.add_argument("--scin_cases", help="SCIN scin_cases.csv; image_{1,2,3}_path are resolved against --image_root.")
         parser.add_argument("--allowed_roots", help="Comma-separated URI prefixes (gs://bucket/prefix or local dirs) images may be read from; other URIs, '..' paths and other schemes become dead letters with reason outside_allowed_root. Local paths are judged after resolving symlinks, and only regular files are read (not_a_regular_file otherwise). Default: the roots the job was given (--image_root, the --input glob's directory, a gs:// --manifest's bucket, a local --manifest's folder).")
         parser.add_argument("--image_root", help="Root that relative image paths are resolved against (local dir or gs:// prefix).")
+
+
+SHARED_FLAGS = ("input", "manifest", "policy", "output", "scin_cases", "allowed_roots", "image_root")
 
 
 class LockOptions(PipelineOptions):

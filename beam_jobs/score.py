@@ -53,6 +53,8 @@ class ScoreOptions(SharedOptions, LockOptions):
     --manifest, --policy and --output from SharedOptions.
     """
 
+    reads = ("input", "manifest", "policy", "output", "allowed_roots")
+
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--model_uri", help="Model directory (model.keras + model_info.json) or the .keras file, local or gs://.")

@@ -7,7 +7,7 @@
 Every parameter's name, help text, default and type come from the job's
 PipelineOptions classes (templates.launch.option_actions), so the templates
 cannot drift from the jobs. What the option definitions cannot say is written
-here explicitly, per job: which shared flags the job reads, which options its
+here explicitly, per job: which options its
 validation rejects when missing, which come in "one of" groups, and the value
 rules (regexes) for strings.
 """
@@ -64,7 +64,9 @@ PATH_TYPES = {"input": READ_FILE, "manifest": READ_FILE, "policy": READ_FILE, "o
 # holding dt=YYYY-MM-DD/ folders, not curate's glob of files.
 JOB_PATH_TYPES = {("score", "input"): READ_FOLDER}
 PATH_OPTIONS = set(PATH_TYPES)
-STRING_RULES = {"date": DATE_OR_RELATIVE, "start_date": DATE_OR_RELATIVE, "end_date": DATE_OR_RELATIVE,
+_GCS_PREFIX = r"gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/[^,\n\r]*)?"
+GCS_PREFIXES = rf"^{_GCS_PREFIX}(,{_GCS_PREFIX})*$"  # --allowed_roots: comma-separated
+STRING_RULES = {"allowed_roots": GCS_PREFIXES, "date": DATE_OR_RELATIVE, "start_date": DATE_OR_RELATIVE, "end_date": DATE_OR_RELATIVE,
                 "split_fractions": FRACTIONS, "run_id": RUN_ID,
                 "split": r"^(train|validation|test|unlabeled)$"}  # make_tfrecords' split names
 # Numbers are positive unless listed here (what each job's validation accepts).
@@ -123,8 +125,9 @@ LABEL_WORDS = {"uri": "URI", "jpeg": "JPEG", "mb": "MB", "scin": "SCIN", "csv": 
 class JobSpec:
     """What a job's validation needs, as the template should say it. Flex
     Template metadata has only "optional or not", so one-of groups and
-    conditional needs become optional parameters whose help text says the rule."""
-    shared: tuple            # SharedOptions flags the job reads; the others are left out
+    conditional needs become optional parameters whose help text says the rule.
+    Which SharedOptions flags a job takes is its options class's `reads`
+    (beam_jobs/options.py), the list its flag check uses too."""
     required: tuple          # rejected when missing, whatever else is given
     one_of: tuple = ()       # groups: at least one member is needed
     needs: dict = field(default_factory=dict)  # option -> options it is rejected without
@@ -135,7 +138,6 @@ SPECS = {
     # curate.resolve(): --output; one of --input/--manifest/--scin_cases;
     # --scin_cases needs --image_root.
     "curate": JobSpec(
-        shared=("input", "manifest", "policy", "output", "scin_cases", "image_root"),
         required=("output",),
         one_of=(("input", "manifest", "scin_cases"),),
         needs={"scin_cases": ("image_root",)}),
@@ -143,7 +145,6 @@ SPECS = {
     # --scin_cases with --scin_labels (and --image_root). It never reads
     # --input, --manifest or --policy (it uses the packaged policy's pixel limit).
     "make_tfrecords": JobSpec(
-        shared=("output", "scin_cases", "image_root"),
         required=("curated", "output"),
         one_of=(("labels_csv", "scin_cases"),),
         needs={"scin_cases": ("scin_labels", "image_root"), "scin_labels": ("scin_cases",)},
@@ -152,7 +153,6 @@ SPECS = {
     # are optional (without them --input is a plain glob) and need --input;
     # --manifest is refused with dates (its rows carry none).
     "score": JobSpec(
-        shared=("input", "manifest", "policy", "output"),
         required=("model_uri", "output"),
         one_of=(("input", "manifest"),),
         needs={"date": ("input",), "start_date": ("end_date", "input"), "end_date": ("start_date", "input")},
@@ -161,10 +161,9 @@ SPECS = {
     # evaluate.validate(): --tfrecords, --model_uri and --output; it reads
     # images only with --from_images, which needs --allowed_roots or --image_root.
     "evaluate": JobSpec(
-        shared=("output", "image_root"),
         required=("tfrecords", "model_uri", "output"),
         needs={"crop_fraction": ("from_images",), "jpeg_quality": ("from_images",),
-               "image_root": ("from_images",)},
+               "image_root": ("from_images",), "allowed_roots": ("from_images",)},
         notes={"from_images": "Needs --allowed_roots or --image_root."}),
 }
 
@@ -216,11 +215,12 @@ def parameters(job: str) -> list[dict]:
                            f"(templates/launch.py).",
                "isOptional": False, "regexes": [f"^{job}$"], "paramType": "TEXT", "defaultValue": job}]
     actions = option_actions(options_class(job))
-    unknown = set(spec.shared) - {d for d, (_, cls) in actions.items() if cls is SharedOptions}
+    reads = options_class(job).reads
+    unknown = set(reads) - {d for d, (_, cls) in actions.items() if cls is SharedOptions}
     if unknown:
         raise ValueError(f"{job}: {sorted(unknown)} are not SharedOptions flags")
     for dest, (action, cls) in actions.items():
-        if cls is SharedOptions and dest not in spec.shared:
+        if cls is SharedOptions and dest not in reads:
             continue
         param = {"name": dest, "label": label(dest), "helpText": help_text(action, spec),
                  "isOptional": dest not in spec.required, "regexes": [regex_for(action)],

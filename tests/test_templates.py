@@ -68,7 +68,7 @@ def test_metadata_has_every_option_the_job_reads_and_nothing_else():
     for job in JOBS:
         actions = launch.option_actions(launch.options_class(job))
         own = {d for d, (_, cls) in actions.items() if cls is not SharedOptions}
-        assert set(params(job)) == {"job"} | own | set(M.SPECS[job].shared), job
+        assert set(params(job)) == {"job"} | own | set(launch.options_class(job).reads), job
         for p in meta(job)["parameters"]:
             assert p["label"] and p["helpText"] and p["regexes"], (job, p["name"])
             if p["name"] in actions:
@@ -80,14 +80,26 @@ def _attributes_read(module) -> set:
     return {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
 
 
-def test_shared_flags_in_metadata_are_exactly_those_the_job_reads():
+def test_shared_flags_a_job_takes_are_exactly_those_it_reads():
+    """One list per job (its options class's `reads`) feeds the flag check and
+    the template; it must be what the job's code reads: its own attributes,
+    and --allowed_roots (read through options.allowed_roots()) for every job."""
+    from beam_jobs.options import SHARED_FLAGS
     shared = [d for d, (_, cls) in launch.option_actions(SharedOptions).items() if cls is SharedOptions]
+    assert tuple(shared) == SHARED_FLAGS
     for job in JOBS:
-        read = _attributes_read(MODULES[job])
-        assert {d for d in shared if d in read} == set(M.SPECS[job].shared), job
+        cls = launch.options_class(job)
+        source = pathlib.Path(MODULES[job].__file__).read_text()
+        read = {d for d in shared if d in _attributes_read(MODULES[job])}
+        if "allowed_roots(o" in source:
+            read.add("allowed_roots")
+        assert read == set(cls.reads), job
+        for dest in cls.ignored_shared():  # given anyway: a one-line error, not a silent no-op
+            with pytest.raises(UsageError, match=f"--{dest} is not an option of this job"):
+                cls([f"--{k}={v}" for k, v in {**MINIMAL[job], dest: "gs://b/x"}.items()])
 
 
-PLAUSIBLE = {M.GCS_PATH: "gs://skin-bucket/{name}/x", M.POSITIVE_INT: "7", M.NON_NEGATIVE_INT: "0",
+PLAUSIBLE = {M.GCS_PATH: "gs://skin-bucket/{name}/x", M.GCS_PREFIXES: "gs://skin-bucket/{name}", M.POSITIVE_INT: "7", M.NON_NEGATIVE_INT: "0",
              M.PERCENT: "90", M.POSITIVE_NUMBER: "0.5", M.NON_NEGATIVE_NUMBER: "0.5", M.UNIT_FRACTION: "0.5",
              M.BOOLEAN: "true", M.DATE_OR_RELATIVE: "2026-11-20",
              M.FRACTIONS: "0.8,0.1,0.1", M.RUN_ID: "scheduled__2026-11-22T02:00:00+00:00", M.AT_LEAST_1000: "2000"}
@@ -128,6 +140,8 @@ RULES = {
     M.POSITIVE_NUMBER: (["24", "24.0", "0.5", ".5", "150.0"], ["0", "0.0", ".", "", "-1", "1.", "1e3", "24\n"]),
     M.NON_NEGATIVE_NUMBER: (["0", "0.0", "0.5", ".25"], [".", "", "-0.1", "1.", "0.5\n"]),
     M.UNIT_FRACTION: (["0.875", "1", "1.0", ".5"], ["0", "0.0", "1.5", "2", "0.875\n"]),
+    M.GCS_PREFIXES: (["gs://skin-bucket/uploads", "gs://b12/a/,gs://b13", "gs://my.bucket_1/x,gs://b22/y/z"],
+                     ["/data", "gs://b/x,", ",gs://b/x", "gs://b/x,/etc", "gs://B/x", "gs://b/x\n", "gs://b/x,s3://c"]),
     M.GCS_PATH: (["gs://skin-bucket/uploads/dt=2026-11-21/**", "gs://b12/x.csv", "gs://my.bucket_1"],
                  ["/data/uploads", "gs://", "gs:///x", "gs://B/x", "gs://-b/x", "s3://b/x",
                   "gs://b/x\n", "gs://b/x\ny"]),
