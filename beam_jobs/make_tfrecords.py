@@ -44,6 +44,13 @@ from transforms.io.tfds_metadata import write_tfds_metadata
 from transforms.io.tfrecords import WriteTFRecordShards
 
 
+# Examples per record batch into tf.Transform. Fixed, not Beam's default
+# adaptive batching: that sizes batches by how long the last ones took, so the
+# analyzers' float sums (means, variances for the z-scores) ran in other
+# orders from run to run and a rerun's records could differ in their last bits.
+TFT_BATCH_SIZE = 256
+
+
 class MakeTFRecordsOptions(SharedOptions, LockOptions):
     """Options of the make_tfrecords job (also the Flex Template's parameters).
 
@@ -288,9 +295,7 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
                                                   o.min_label_weight)
     joined = (curated, labels.records) | "JoinLabels" >> JoinLabels(o.keep_unlabeled)
 
-    # Flat steps under their own names, not one composite: nested in one, the
-    # records' z-scores differed from earlier runs' in their last bits
-    # (tf.Transform's analyzers then summed in another order).
+    # Rare classes relabelled as flat steps under the names earlier runs used.
     class_counts = (joined.records
                     | "Labels" >> beam.FlatMap(lambda r: [r["label"]] if r["label"] else [])
                     | "CountPerClass" >> beam.combiners.Count.PerElement()
@@ -311,7 +316,7 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
         by_split[s] = (examples.examples
                        | f"Only{s.title()}" >> beam.Filter(lambda e, s=s: e["split"] == s)
                        | f"Serialize{s.title()}" >> beam.Map(to_example)
-                       | f"Batches{s.title()}" >> coder.BeamSource())
+                       | f"Batches{s.title()}" >> coder.BeamSource(batch_size=TFT_BATCH_SIZE))
     with tft_beam.Context(temp_dir=FileSystems.join(out, "tmp")):
         transform_fn = ((by_split["train"], coder.TensorAdapterConfig())
                         | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(preprocessing_fn))
