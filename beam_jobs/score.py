@@ -4,9 +4,10 @@
       -> SkipComplete        partitions already complete for this model version
                              are skipped unless --force (checked at run time)
       -> ListPartitions      deferred listing, then a reshuffle
-      -> Prepare             one decode; quality gate (curate's policy); the
-                             training path's crop/resize/JPEG/decode
-      -> RunInference        batched, model loaded once per process (or shared)
+      -> Score               ScoreImages: Prepare (one decode; quality gate,
+                             curate's policy; the training path's crop/resize/
+                             JPEG/decode), then RunInference, batched, model
+                             loaded once per process (or shared), then rows
       -> staged shards       Parquet (+ dead-letter JSONL) under _staging/RUN/,
                              then per partition
                              moved into predictions/dt=D/model=V/ (dead letters
@@ -29,7 +30,6 @@ import uuid
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from beam_jobs.cli import UsageError, execute, main, new_pipeline, quiet_tensorflow, runs_on_dataflow
 from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, load_model_info, lock_options
@@ -38,10 +38,9 @@ from schemas.model_bundle import image_settings
 from schemas.policy import load_policy
 from transforms.io import run_lock
 from transforms.io.sharded_write import WriteGroupedShards, jsonl_encoder, parquet_encoder, shard_name
-from transforms.scoring.inference import KerasBundleHandler
-from transforms.scoring.prepare_images import DONE, PrepareImages
 from transforms.scoring.publish import claim_partition, drop_staging, is_complete, partition_lock_dir, publish_partition
-from transforms.scoring.rows import UNDATED, failed_batch_rows, partition_of, scored_row
+from transforms.scoring.rows import UNDATED, partition_of
+from transforms.scoring.score_images import ScoreImages
 
 MAX_DATES = 400
 
@@ -258,16 +257,10 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: di
         _list_partition, input_root, manifest, allow_empty).with_outputs(LISTING, main="images")
     images = listed.images | "Reshuffle" >> beam.Reshuffle()
     states = beam.pvalue.AsDict(listed[LISTING])
-    prepared = images | "Prepare" >> beam.ParDo(
-        PrepareImages(policy, settings, o.quality_gate == "on", version, scored_at, allowed_roots(o),
-                      threads=o.prepare_threads, depth=2 * o.max_batch_size)).with_outputs(DONE, main="inputs")
-    handler = KeyedModelHandler(KerasBundleHandler(
-        o.model_uri, min_batch_size=o.min_batch_size, max_batch_size=o.max_batch_size,
-        share_across_processes=o.share_model, image_size=settings["image_size"]))
-    predictions, failures = prepared.inputs | "RunInference" >> RunInference(handler).with_exception_handling()
-    scored = predictions | "ToRows" >> beam.Map(scored_row, vocabulary, o.top_k, version, scored_at)
-    failed = failures.failed_inferences | "FailedBatches" >> beam.FlatMap(failed_batch_rows, version, scored_at)
-    rows = (scored, failed, prepared[DONE]) | "AllRows" >> beam.Flatten()
+    rows = images | "Score" >> ScoreImages(
+        o.model_uri, vocabulary, version, scored_at, policy=policy, settings=settings,
+        gate=o.quality_gate == "on", allowed=allowed_roots(o), top_k=o.top_k, min_batch_size=o.min_batch_size,
+        max_batch_size=o.max_batch_size, share_model=o.share_model, prepare_threads=o.prepare_threads)
 
     status_counts = (rows
                      | "StatusOf" >> beam.Map(lambda r: ((partition_of(r), r["status"]), 1))

@@ -98,3 +98,45 @@ def test_slice_metrics_combine_per_key_equals_the_in_memory_reference():
         got = (p | beam.Create(elements)
                | beam.CombinePerKey(EC.SliceMetricsFn(["model"], vocab, EM.DEFAULT_BINS, 200, 3)))
         assert_that(got, check)
+
+
+
+
+def test_score_images_gives_one_row_per_ref_scored_skipped_or_failed(bundle, tmp_path):
+    """ScoreImages alone: decodable images are scored with the bundle's top
+    labels, junk bytes and a missing file fail with curate's reason codes, and
+    with the gate on a black frame is skipped with its reason: one row each."""
+    import datetime as dt
+
+    from helpers import skin_photo
+    from PIL import Image
+
+    from schemas.model_bundle import image_settings
+    from schemas.policy import load_policy
+    from transforms.io.allowed_roots import AllowedRoots
+    from transforms.scoring.score_images import ScoreImages
+
+    path, _ = bundle
+    skin_photo().save(tmp_path / "photo.jpg", quality=92)
+    Image.new("RGB", (400, 300)).save(tmp_path / "black.jpg")
+    (tmp_path / "junk.jpg").write_bytes(b"not an image at all")
+    refs = [("2026-11-21", str(tmp_path / n), n.split(".")[0]) for n in ("photo.jpg", "black.jpg", "junk.jpg", "gone.jpg")]
+    settings = image_settings({"label_vocabulary": ["a", "b", "c"], "version": "tiny", "image_size": 32})
+
+    def score(refs, gate):
+        return ScoreImages(str(path), ["a", "b", "c"], "tiny", dt.datetime(2026, 11, 21, tzinfo=dt.timezone.utc),
+                           policy=load_policy(), settings=settings, gate=gate, allowed=AllowedRoots([str(tmp_path)]),
+                           top_k=2, min_batch_size=2, max_batch_size=2, share_model=False, prepare_threads=2)
+
+    def summary(r):
+        return r["image_id"], r["status"], tuple(r["reasons"] or ()), str(r["partition_date"]), len(r["top_labels"])
+
+    with TestPipeline() as p:
+        rows = p | "Refs" >> beam.Create(refs) | "Ungated" >> score(refs, gate=False)
+        assert_that(rows | "Summary" >> beam.Map(summary),
+                    equal_to([("photo", "scored", (), "2026-11-21", 2), ("black", "scored", (), "2026-11-21", 2),
+                              ("junk", "failed", ("unsupported_format",), "2026-11-21", 0),
+                              ("gone", "failed", ("missing",), "2026-11-21", 0)]))
+        gated = p | "Black" >> beam.Create(refs[1:2]) | "Gated" >> score(refs[1:2], gate=True)
+        assert_that(gated | "GatedSummary" >> beam.Map(summary),
+                    equal_to([("black", "skipped_quality", ("too_dark",), "2026-11-21", 0)]), label="Gate")

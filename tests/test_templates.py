@@ -432,7 +432,7 @@ def test_score_dataflow_graph(offline, model_dir):
     proto, names = _dry_run("score", {
         "input": f"{NOWHERE}/uploads", "start_date": "2026-11-01", "end_date": "2026-11-21",
         "model_uri": str(model_dir), "output": f"{NOWHERE}/scores", "force": "true"}, offline)
-    assert "ListPartitions" in names and "RunInference" in names
+    assert {"ListPartitions", "Score/Prepare", "Score/RunInference"} <= names
     assert _worker_images(proto) == {IMAGE}
 
 
