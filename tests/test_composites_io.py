@@ -1,5 +1,5 @@
 """The I/O composites, each alone in a TestPipeline on a few in-memory rows:
-WriteGroupedShards, WriteSortedShards, WriteTFRecordShards, LockOutput."""
+WriteGroupedShards, WriteSortedShards, WriteTFRecordShards, LockOutput, FinalizeOutput."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.io.run_lock import LockOutput, new_lock_info
+from transforms.io.run_lock import FinalizeOutput, LockOutput, new_lock_info
 from transforms.io.sharded_write import (WriteGroupedShards, WriteSortedShards, jsonl_encoder, shard_name,
                                       stable_shard)
 from transforms.io.tfrecords import WriteTFRecordShards, example_order
@@ -132,3 +132,37 @@ def test_lock_output_takes_the_lock_clears_the_marker_and_refuses_a_second_run(t
             p | LockOutput(str(out), other, {"retries": 1})
     assert (out / "_SUCCESS").exists()  # a refused run changes nothing
     assert os.listdir(out / "_LOCK") == [f"{me['attempt']}.json"]
+
+
+def test_finalize_output_writes_the_marker_then_releases_only_its_own_lock(tmp_path):
+    """LockOutput then FinalizeOutput in one pipeline: finalize runs once per
+    element with its kwargs and side inputs, the marker is written while the
+    lock is held, and only this run's lock candidate is dropped."""
+    out = tmp_path / "out"
+    out.mkdir()
+    me = new_lock_info("curate", run_id="mine")
+
+    def finalize(element, total, *, label):
+        held = os.listdir(out / "_LOCK")
+        assert held == [f"{me['attempt']}.json"], held  # still locked while the marker is written
+        (out / "_SUCCESS").write_text(json.dumps({"label": label, "total": total, "element": element}))
+        return element
+
+    with TestPipeline() as p:
+        locked = p | "Lock" >> LockOutput(str(out), me, {"retries": 1})
+        total = (p | "Values" >> beam.Create([1, 2, 3])
+                 | "Sum" >> beam.CombineGlobally(sum)
+                 | "AfterLock" >> beam.Map(lambda t, _l: t, beam.pvalue.AsSingleton(locked)))
+        released = p | "Finalize" >> FinalizeOutput(str(out), me, finalize, total=beam.pvalue.AsSingleton(total),
+                                                   label="night")
+        assert_that(released, equal_to([True]))
+    assert json.loads((out / "_SUCCESS").read_text()) == {"label": "night", "total": 6, "element": None}
+    assert os.listdir(out / "_LOCK") == []
+    # A PCollection start: finalize gets each element; someone else's lock stays.
+    other = new_lock_info("curate", run_id="other")
+    (out / "_LOCK" / f"{other['attempt']}.json").write_text("{}")
+    with TestPipeline() as p:
+        released = (p | beam.Create(["a"])
+                    | FinalizeOutput(str(out), me, lambda e: e))
+        assert_that(released, equal_to([False]))
+    assert os.listdir(out / "_LOCK") == [f"{other['attempt']}.json"]
