@@ -139,6 +139,7 @@ def _labelled_arrays(tfrecords, splits):
     return images[labels >= 0], labels[labels >= 0]
 
 
+@pytest.mark.e2e  # trains on the shared generated set
 def test_the_default_baseline_learns_the_lesions_beyond_the_majority_class(tfrecords, tmp_path):
     # The generator draws each condition's own lesion pattern; a baseline that
     # only learned the class frequencies would score the majority rate. Held-out
