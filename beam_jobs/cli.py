@@ -6,22 +6,7 @@ import os
 import re
 import sys
 
-
-class UsageError(ValueError):
-    """Bad options or inputs, reported as one line before any work starts."""
-
-
-class Refused(UsageError):
-    """A run refused at run time (e.g. another run holds its output's lock).
-
-    Raised inside the pipeline; Beam re-raises it with its type, so the entry
-    point reports it as one line like a bad argument.
-    """
-
-
-class JobFailed(RuntimeError):
-    """The job ran but refuses to publish (e.g. nothing to train on): one line,
-    exit code 1, and no completion marker. Raised inside the pipeline."""
+from transforms.errors import JobFailed, Refused, UsageError  # noqa: F401  (the jobs import them from here)
 
 
 def _job_failed_line(error: BaseException) -> str | None:

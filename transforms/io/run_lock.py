@@ -45,7 +45,7 @@ import uuid
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.cli import Refused
+from transforms.errors import Refused
 
 DEFAULT_TTL_HOURS = 24.0
 # Every job's output: OUT/_LOCK/<attempt>.json while a run writes OUT, OUT/_SUCCESS
