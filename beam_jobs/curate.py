@@ -17,7 +17,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli import UsageError, execute, main, new_pipeline, runs_on_dataflow
-from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_options
+from beam_jobs.options import JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, lock_options
 from schemas import features as F
 from schemas.policy import load_policy
 from schemas.reasons import DUPLICATE_REASONS
@@ -43,6 +43,9 @@ class CurateOptions(SharedOptions, LockOptions):
     """
 
     reads = ("input", "manifest", "policy", "output", "scin_cases", "image_root", "allowed_roots")
+    spec = JobSpec(required=("output",), one_of=(("input", "manifest", "scin_cases"),),
+                   needs={"scin_cases": ("image_root",)},
+                   messages={"scin_cases->image_root": "--scin_cases needs --image_root to resolve image paths"})
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -56,12 +59,7 @@ class CurateOptions(SharedOptions, LockOptions):
 def resolve(options: CurateOptions):
     """Validate options and return the effective quality policy; UsageError if bad."""
     o = options
-    if not (o.input or o.manifest or o.scin_cases):
-        raise UsageError("give at least one of --input, --manifest, --scin_cases")
-    if o.scin_cases and not o.image_root:
-        raise UsageError("--scin_cases needs --image_root to resolve image paths")
-    if not o.output:
-        raise UsageError("--output is required")
+    check_spec(o, o.spec)
     o.input = input_glob(o.input)  # a folder means everything under it
     allowed_roots(o)  # a bad --allowed_roots fails here, before any work
     lock_options(o)

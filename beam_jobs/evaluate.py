@@ -33,7 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from beam_jobs.cli import JobFailed, UsageError, execute, main, new_pipeline, quiet_tensorflow, runs_on_dataflow
-from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_options
+from beam_jobs.options import JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, lock_options
 from beam_jobs.options import load_model_info as load_bundle_info
 from schemas import metrics as M
 from schemas import examples as E
@@ -52,6 +52,12 @@ class EvaluateOptions(SharedOptions, LockOptions):
     """Options of the evaluate job. Also --output (metrics.json, report.html) from SharedOptions."""
 
     reads = ("output", "image_root", "allowed_roots")
+    spec = JobSpec(
+        required=("tfrecords", "model_uri", "output"),
+        needs={d: ("from_images",) for d in ("crop_fraction", "jpeg_quality", "image_root", "allowed_roots")},
+        notes={"from_images": "Needs --allowed_roots or --image_root."},
+        messages={f"{d}->from_images": f"--{d} only applies with --from_images"
+                  for d in ("crop_fraction", "jpeg_quality", "image_root", "allowed_roots")})
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -81,8 +87,7 @@ class EvaluateOptions(SharedOptions, LockOptions):
 
 
 def validate(o: EvaluateOptions) -> None:
-    if not o.tfrecords or not o.model_uri or not o.output:
-        raise UsageError("--tfrecords, --model_uri and --output are required")
+    check_spec(o, o.spec)
     lock_options(o)
     if o.bootstrap_resamples < 1000:
         raise UsageError(f"--bootstrap_resamples {o.bootstrap_resamples}: use at least 1000")
@@ -93,13 +98,7 @@ def validate(o: EvaluateOptions) -> None:
             raise UsageError(f"--{name} must be positive")
     if o.min_batch_size > o.max_batch_size:
         raise UsageError("--min_batch_size exceeds --max_batch_size")
-    # --allowed_roots is read through allowed_roots(), as in the other jobs.
-    serving = {"allowed_roots": getattr(o, "allowed_roots"), "image_root": o.image_root,
-               "crop_fraction": o.crop_fraction, "jpeg_quality": o.jpeg_quality}
-    if not o.from_images:
-        given = [f"--{n}" for n, v in serving.items() if v is not None]
-        if given:
-            raise UsageError(f"{', '.join(given)} only apply with --from_images")
+    if not o.from_images:  # the spec refused its serving options without it
         return
     if not allowed_roots(o).roots:  # a bad --allowed_roots fails here too, before any work
         raise UsageError("--from_images reads the images the records name: give --allowed_roots "

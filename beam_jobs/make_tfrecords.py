@@ -24,7 +24,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli import JobFailed, UsageError, execute, main, new_pipeline, quiet_tensorflow, runs_on_dataflow
-from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, lock_options
+from beam_jobs.options import JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, lock_options
 from schemas import examples as E
 from schemas import scin
 from schemas.lighting import load_thresholds
@@ -61,6 +61,14 @@ class MakeTFRecordsOptions(SharedOptions, LockOptions):
     # It uses the packaged policy and reads images only through --image_root /
     # the curated URIs, which --allowed_roots bounds.
     reads = ("output", "scin_cases", "image_root", "allowed_roots")
+    spec = JobSpec(
+        required=("curated", "output"), one_of=(("labels_csv", "scin_cases"),),
+        needs={"scin_cases": ("scin_labels", "image_root"), "scin_labels": ("scin_cases",)},
+        notes={"labels_csv": "Not with --scin_cases."},
+        messages={"one_of": "give either --scin_cases with --scin_labels, or --labels_csv",
+                  "scin_cases->scin_labels": "--scin_cases and --scin_labels go together",
+                  "scin_labels->scin_cases": "--scin_cases and --scin_labels go together",
+                  "scin_cases->image_root": "--image_root is required to resolve SCIN image paths"})
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -86,15 +94,10 @@ class MakeTFRecordsOptions(SharedOptions, LockOptions):
 
 def validate(o: MakeTFRecordsOptions) -> dict:
     """One-line UsageError for bad options; returns the split fractions."""
-    if not o.curated or not o.output:
-        raise UsageError("--curated and --output are required")
+    check_spec(o, o.spec)
+    if o.labels_csv and (o.scin_cases or o.scin_labels):  # the spec's note: one or the other
+        raise UsageError(o.spec.messages["one_of"])
     allowed_roots(o)  # a bad --allowed_roots fails here, before any work
-    if bool(o.labels_csv) == bool(o.scin_cases or o.scin_labels):
-        raise UsageError("give either --scin_cases with --scin_labels, or --labels_csv")
-    if (o.scin_cases or o.scin_labels) and not (o.scin_cases and o.scin_labels):
-        raise UsageError("--scin_cases and --scin_labels go together")
-    if o.scin_cases and not o.image_root:
-        raise UsageError("--image_root is required to resolve SCIN image paths")
     if not 32 <= o.image_size <= 1024:
         raise UsageError(f"--image_size {o.image_size} must be between 32 and 1024")
     if not 0.1 <= o.crop_fraction <= 1.0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 import sys
+from dataclasses import dataclass, field
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -148,6 +149,45 @@ class SharedOptions(PipelineOptions):
 
 
 SHARED_FLAGS = ("input", "manifest", "policy", "output", "scin_cases", "allowed_roots", "image_root")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Which of a job's options are needed, once: the job's validation checks
+    it (check_spec) and its Flex Template says it (templates/metadata.py).
+    Template metadata has only "optional or not", so one-of groups and
+    conditional needs become optional parameters whose help text says the rule."""
+    required: tuple          # rejected when missing, whatever else is given
+    one_of: tuple = ()       # groups: at least one member is needed
+    needs: dict = field(default_factory=dict)  # option -> options it is rejected without
+    notes: dict = field(default_factory=dict)  # extra help text per option (rules the job checks itself)
+    # The error line of a rule, where the generic one says too little:
+    # "one_of" (the first group), "required", or "OPTION->NEEDED".
+    messages: dict = field(default_factory=dict)
+
+
+def _given(o, dest: str) -> bool:
+    return getattr(o, dest, None) not in (None, False, "")
+
+
+def check_spec(o, spec: JobSpec) -> None:
+    """UsageError, one line, for the first rule of `spec` that `o` breaks:
+    one-of groups, then conditional needs, then required options."""
+    for i, group in enumerate(spec.one_of):
+        if not any(_given(o, d) for d in group):
+            raise UsageError(spec.messages.get("one_of" if i == 0 else f"one_of{i}",
+                                               "give at least one of " + ", ".join(f"--{d}" for d in group)))
+    for option, needed in spec.needs.items():
+        if _given(o, option):
+            for n in needed:
+                if not _given(o, n):
+                    raise UsageError(spec.messages.get(f"{option}->{n}", f"--{option} needs --{n}"))
+    missing = [d for d in spec.required if not _given(o, d)]
+    if missing:
+        names = [f"--{d}" for d in missing]
+        generic = (names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]) + \
+            (" is required" if len(names) == 1 else " are required")
+        raise UsageError(spec.messages.get("required", generic))
 
 
 class LockOptions(PipelineOptions):

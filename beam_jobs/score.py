@@ -32,7 +32,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli import UsageError, execute, main, new_pipeline, quiet_tensorflow, runs_on_dataflow
-from beam_jobs.options import LockOptions, SharedOptions, allowed_roots, load_model_info, lock_options
+from beam_jobs.options import JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, load_model_info, lock_options
 from schemas import predictions as P
 from schemas.model_bundle import image_settings
 from schemas.policy import load_policy
@@ -53,6 +53,18 @@ class ScoreOptions(SharedOptions, LockOptions):
     """
 
     reads = ("input", "manifest", "policy", "output", "allowed_roots")
+    # Dates are optional (without them --input is a plain glob) and need
+    # --input; --manifest is refused with dates (validate: its rows carry none).
+    spec = JobSpec(
+        required=("model_uri", "output"), one_of=(("input", "manifest"),),
+        needs={"date": ("input",), "start_date": ("end_date", "input"), "end_date": ("start_date", "input")},
+        notes={"date": "Instead of --start_date/--end_date.",
+               "manifest": "Not with --date/--start_date/--end_date (manifest rows carry no date)."},
+        messages={"one_of": "give --input (a glob, or with dates the root of dt=YYYY-MM-DD/ folders) or --manifest",
+                  "start_date->end_date": "--start_date and --end_date go together",
+                  "end_date->start_date": "--start_date and --end_date go together",
+                  **{f"{d}->input": "--date/--start_date need --input, the root of the dt=YYYY-MM-DD/ folders"
+                     for d in ("date", "start_date", "end_date")}})
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -91,13 +103,11 @@ def parse_date(text: str, flag: str, today: dt.date | None = None) -> dt.date:
 
 
 def dates_of(o: ScoreOptions) -> list[str]:
-    if o.date and (o.start_date or o.end_date):
-        raise UsageError("give --date or --start_date/--end_date, not both")
+    """The partitions to score, from options validate() has checked (one
+    date form, --start_date with --end_date)."""
     if o.date:
         return [parse_date(o.date, "date").isoformat()]
-    if o.start_date or o.end_date:
-        if not (o.start_date and o.end_date):
-            raise UsageError("--start_date and --end_date go together")
+    if o.start_date:
         start, end = parse_date(o.start_date, "start_date"), parse_date(o.end_date, "end_date")
         if end < start:
             raise UsageError(f"--end_date {end} is before --start_date {start}")
@@ -109,15 +119,12 @@ def dates_of(o: ScoreOptions) -> list[str]:
 
 
 def validate(o: ScoreOptions):
-    if not o.model_uri or not o.output:
-        raise UsageError("--model_uri and --output are required")
-    if not (o.input or o.manifest):
-        raise UsageError("give --input (a glob, or with dates the root of dt=YYYY-MM-DD/ folders) or --manifest")
+    if o.date and (o.start_date or o.end_date):  # the spec's note on --date: one form or the other
+        raise UsageError("give --date or --start_date/--end_date, not both")
+    check_spec(o, o.spec)
     allowed_roots(o)  # a bad --allowed_roots fails here, before any work
     lock_options(o)
     dates = dates_of(o)
-    if dates and not o.input:
-        raise UsageError("--date/--start_date need --input, the root of the dt=YYYY-MM-DD/ folders")
     if dates and o.manifest:
         # A manifest row carries no date: copying it into every partition scored
         # each image once per date. Dated runs read dt= folders only.

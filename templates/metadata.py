@@ -6,10 +6,11 @@
 
 Every parameter's name, help text, default and type come from the job's
 PipelineOptions classes (templates.launch.option_actions), so the templates
-cannot drift from the jobs. What the option definitions cannot say is written
-here explicitly, per job: which options its
-validation rejects when missing, which come in "one of" groups, and the value
-rules (regexes) for strings.
+cannot drift from the jobs: which shared flags a job takes (`reads`) and which
+options it needs (`spec`: required, one-of groups, conditional needs) are its
+options class's, the same ones its validation checks. What the option
+definitions cannot say is written here: the value rules (regexes) for strings
+and the console's widget for each path.
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ import os
 import pathlib
 import re
 import sys
-from dataclasses import dataclass, field
 
 from templates.launch import JOB_FLAG, JOBS, option_actions, options_class
 from transforms.io.compat import is_flag
@@ -121,51 +121,9 @@ def default_value(action) -> str | None:
 LABEL_WORDS = {"uri": "URI", "jpeg": "JPEG", "mb": "MB", "scin": "SCIN", "csv": "CSV", "k": "k", "tfds": "TFDS"}
 
 
-@dataclass(frozen=True)
-class JobSpec:
-    """What a job's validation needs, as the template should say it. Flex
-    Template metadata has only "optional or not", so one-of groups and
-    conditional needs become optional parameters whose help text says the rule.
-    Which SharedOptions flags a job takes is its options class's `reads`
-    (beam_jobs/options.py), the list its flag check uses too."""
-    required: tuple          # rejected when missing, whatever else is given
-    one_of: tuple = ()       # groups: at least one member is needed
-    needs: dict = field(default_factory=dict)  # option -> options it is rejected without
-    notes: dict = field(default_factory=dict)  # extra help text per option
-
-
-SPECS = {
-    # curate.resolve(): --output; one of --input/--manifest/--scin_cases;
-    # --scin_cases needs --image_root.
-    "curate": JobSpec(
-        required=("output",),
-        one_of=(("input", "manifest", "scin_cases"),),
-        needs={"scin_cases": ("image_root",)}),
-    # make_tfrecords.validate(): --curated and --output; --labels_csv, or
-    # --scin_cases with --scin_labels (and --image_root). It never reads
-    # --input, --manifest or --policy (it uses the packaged policy's pixel limit).
-    "make_tfrecords": JobSpec(
-        required=("curated", "output"),
-        one_of=(("labels_csv", "scin_cases"),),
-        needs={"scin_cases": ("scin_labels", "image_root"), "scin_labels": ("scin_cases",)},
-        notes={"labels_csv": "Not with --scin_cases."}),
-    # score.validate(): --model_uri and --output; --input or --manifest; dates
-    # are optional (without them --input is a plain glob) and need --input;
-    # --manifest is refused with dates (its rows carry none).
-    "score": JobSpec(
-        required=("model_uri", "output"),
-        one_of=(("input", "manifest"),),
-        needs={"date": ("input",), "start_date": ("end_date", "input"), "end_date": ("start_date", "input")},
-        notes={"date": "Instead of --start_date/--end_date.",
-               "manifest": "Not with --date/--start_date/--end_date (manifest rows carry no date)."}),
-    # evaluate.validate(): --tfrecords, --model_uri and --output; it reads
-    # images only with --from_images, which needs --allowed_roots or --image_root.
-    "evaluate": JobSpec(
-        required=("tfrecords", "model_uri", "output"),
-        needs={"crop_fraction": ("from_images",), "jpeg_quality": ("from_images",),
-               "image_root": ("from_images",), "allowed_roots": ("from_images",)},
-        notes={"from_images": "Needs --allowed_roots or --image_root."}),
-}
+def spec_of(job: str):
+    """The job's JobSpec (beam_jobs/options.py): its validation checks the same one."""
+    return options_class(job).spec
 
 
 def label(dest: str) -> str:
@@ -190,7 +148,7 @@ def regex_for(action) -> str:
                      f"STRING_RULES in templates/metadata.py")
 
 
-def help_text(action, spec: JobSpec) -> str:
+def help_text(action, spec) -> str:
     text = template_help(action.dest, (action.help or "").strip())
     if is_flag(action):
         text += " true or false (default false)."
@@ -209,7 +167,7 @@ def help_text(action, spec: JobSpec) -> str:
 def parameters(job: str) -> list[dict]:
     """The job's template parameters: the dispatch parameter, then every option."""
     from beam_jobs.options import SharedOptions
-    spec = SPECS[job]
+    spec = spec_of(job)
     params = [{"name": JOB_FLAG[2:], "label": "Job",
                "helpText": f"Must be {job}: the image serves {len(JOBS)} jobs and this picks one "
                            f"(templates/launch.py).",

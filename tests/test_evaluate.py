@@ -233,7 +233,7 @@ def test_a_model_of_another_vocabulary_is_a_one_line_error(tfrecords64, models, 
     (["--bootstrap_resamples", "200"], ("at least 1000",)),
     (["--min_slice_n", "0"], ("--min_slice_n must be positive",)),
     (["--compare_model", "x"], ("unknown option --compare_model",)),
-    (["--jpeg_quality", "60"], ("--jpeg_quality only apply with --from_images",)),
+    (["--jpeg_quality", "60"], ("--jpeg_quality only applies with --from_images",)),
     (["--from_images"], ("--from_images reads the images", "--allowed_roots")),
 ])
 def test_bad_arguments_are_one_line_errors(extra, words, tfrecords64, models, tmp_path, capsys):

@@ -16,7 +16,7 @@ import shutil
 import pytest
 
 from beam_jobs import curate, evaluate_curate, make_tfrecords, score
-from beam_jobs.cli import main
+from beam_jobs.cli import UsageError, main
 from beam_jobs.evaluate_curate import load_features
 from schemas.examples import dataset_info
 from schemas.reasons import EXAMPLE_REASONS
@@ -251,3 +251,30 @@ def test_evaluate_curate_reports_no_spread_from_fewer_than_two_tones():
     report = format_report(result)
     assert result["fairness_spread_pp"] is None and "0.0 percentage points" not in report
     assert "spread across tones: n/a" in report and "not in the curate output: 1" in report
+
+
+def test_a_job_spec_checks_one_of_then_needs_then_required_in_one_line():
+    """beam_jobs.options.check_spec: the rule set each job validates with and
+    its Flex Template publishes; generic lines unless the spec words one."""
+    import types
+
+    from beam_jobs.options import JobSpec, check_spec
+    spec = JobSpec(required=("model_uri", "output"), one_of=(("input", "manifest"),),
+                   needs={"date": ("input",), "from_images": ("allowed_roots",)},
+                   messages={"date->input": "--date needs --input, the root of dt= folders"})
+
+    def line(**given):
+        o = types.SimpleNamespace(**{d: None for d in ("model_uri", "output", "input", "manifest", "date",
+                                                       "from_images", "allowed_roots")} | given)
+        try:
+            check_spec(o, spec)
+        except UsageError as e:
+            return str(e)
+        return None
+
+    assert line() == "give at least one of --input, --manifest"
+    assert line(manifest="m.csv", date="2026-11-21") == "--date needs --input, the root of dt= folders"
+    assert line(manifest="m.csv", from_images=True) == "--from_images needs --allowed_roots"
+    assert line(manifest="m.csv", from_images=False) == "--model_uri and --output are required"
+    assert line(input="gs://b/u", output="gs://b/o") == "--model_uri is required"
+    assert line(input="gs://b/u", output="gs://b/o", model_uri="gs://b/m") is None
