@@ -6,7 +6,9 @@ here, and each job's own class adds the rest.
 """
 from __future__ import annotations
 
+import argparse
 import difflib
+import functools
 import re
 import sys
 from dataclasses import dataclass, field
@@ -131,7 +133,7 @@ class SharedOptions(PipelineOptions):
     @classmethod
     def ignored_shared(cls) -> tuple:
         """SharedOptions flags the job never reads."""
-        return tuple(d for d in SHARED_FLAGS if d not in cls.reads)
+        return tuple(d for d in shared_flags() if d not in cls.reads)
 
     def __init__(self, flags=None, **kwargs):
         check_flags(type(self), sys.argv[1:] if flags is None else list(flags))
@@ -148,7 +150,12 @@ class SharedOptions(PipelineOptions):
         parser.add_argument("--image_root", help="Root that relative image paths are resolved against (local dir or gs:// prefix).")
 
 
-SHARED_FLAGS = ("input", "manifest", "policy", "output", "scin_cases", "allowed_roots", "image_root")
+@functools.cache
+def shared_flags() -> tuple:
+    """The flags SharedOptions defines, in order, read from its own definition."""
+    parser = argparse.ArgumentParser(add_help=False)
+    SharedOptions._add_argparse_args(parser)
+    return tuple(a.dest for a in parser_actions(parser))
 
 
 @dataclass(frozen=True)
@@ -167,7 +174,9 @@ class JobSpec:
 
 
 def _given(o, dest: str) -> bool:
-    return getattr(o, dest, None) not in (None, False, "")
+    # By identity: a value of 0 (e.g. --jpeg_quality 0) is given, though 0 == False.
+    value = getattr(o, dest, None)
+    return not (value is None or value is False or value == "")
 
 
 def check_spec(o, spec: JobSpec) -> None:

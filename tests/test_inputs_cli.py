@@ -278,3 +278,5 @@ def test_a_job_spec_checks_one_of_then_needs_then_required_in_one_line():
     assert line(manifest="m.csv", from_images=False) == "--model_uri and --output are required"
     assert line(input="gs://b/u", output="gs://b/o") == "--model_uri is required"
     assert line(input="gs://b/u", output="gs://b/o", model_uri="gs://b/m") is None
+    # A value of 0 is given (0 == False, but --jpeg_quality 0 is not "no --jpeg_quality").
+    assert line(manifest="m.csv", date=0) == "--date needs --input, the root of dt= folders"

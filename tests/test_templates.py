@@ -85,9 +85,9 @@ def test_shared_flags_a_job_takes_are_exactly_those_it_reads():
     the template; it must be what the job's code reads: its own attributes,
     and --allowed_roots (read through options.allowed_roots(), which may also
     take --image_root) for every job."""
-    from beam_jobs.options import SHARED_FLAGS
+    from beam_jobs.options import shared_flags
     shared = [d for d, (_, cls) in launch.option_actions(SharedOptions).items() if cls is SharedOptions]
-    assert tuple(shared) == SHARED_FLAGS
+    assert tuple(shared) == shared_flags()
     for job in JOBS:
         cls = launch.options_class(job)
         source = pathlib.Path(MODULES[job].__file__).read_text()
