@@ -190,7 +190,7 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None) -> be
     o = options
     out = o.output
     me, lock = me or run_lock.new_lock_info("curate", o.run_id), lock_options(o)
-    p = new_pipeline(options)
+    p = new_pipeline(options, cores=True)
     started = p | "LockOutput" >> run_lock.LockOutput(out, me, lock)
 
     refs = p | "ReadImageRefs" >> ReadImageRefs(o.input, o.manifest, o.scin_cases, o.image_root)
