@@ -13,9 +13,13 @@ def _job_failed_line(error: BaseException) -> str | None:
     """JobFailed's message, also when a multi-process runner re-raised it as a
     RuntimeError carrying the worker's traceback text."""
     if isinstance(error, JobFailed):
-        return str(error)
+        return _WHILE_RUNNING.sub("", str(error))
     lines = [l for l in str(error).splitlines() if "JobFailed: " in l]
-    return lines[-1].split("JobFailed: ", 1)[1].strip() if lines else None
+    return _WHILE_RUNNING.sub("", lines[-1].split("JobFailed: ", 1)[1].strip()) if lines else None
+
+
+# Beam appends the step's name to an exception raised in a DoFn; the line says enough.
+_WHILE_RUNNING = re.compile(r" \[while running '[^']*'\]$")
 
 
 def _not_job_failed(record) -> bool:
