@@ -158,7 +158,6 @@ def test_a_night_whose_camera_breaks_raises_an_alert_and_fails_the_job_normal_ni
     assert sum(c.committed for c in counters if c.key.metric.name == "drift_alerts") == len(broken["alerts"])
     report = (out / "dt=2026-11-04" / "report.html").read_text()
     assert "Drift against earlier nights" in report and "2026-11-03" in report
-    print("broken night:", [a["message"] for a in broken["alerts"]])  # the figures the policy's "why" quotes
 
     # Again with --fail_on_drift: the same outputs, complete, and a failed job with one line.
     capsys.readouterr()
@@ -175,4 +174,3 @@ def test_a_night_whose_camera_breaks_raises_an_alert_and_fails_the_job_normal_ni
     assert normal["alerts"] == [] and len(normal["baseline_dates"]) == 4
     assert normal["status"] == "compared with 4 earlier night(s): 0 alert(s)"
     assert [r["alerts"] for r in normal["trend"]] == [0, 0, 0, len(broken["alerts"]), 0]
-    print("normal night, largest PSI:", max(c["value"] for c in normal["checks"] if c["statistic"] == "psi"))

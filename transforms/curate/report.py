@@ -241,30 +241,32 @@ def threshold_lines(tests) -> dict[str, list[tuple[float, str]]]:
 
 def drift_section(alerts: dict) -> str:
     """The night against the nights before it: status, alerts, and a trend
-    table (uploads, rejection rate and the reasons' rates per night, oldest
+    table (uploads, rejection rate and a few reasons' rates per night, oldest
     first) from alerts.json's document (transforms/curate/drift.py)."""
     rows = alerts.get("trend", [])
-    flagged = {a["name"] for a in alerts.get("alerts", []) if a["kind"] == "rejection_rate" and a["name"] != "all"}
+    items = "".join(f"<li class=bad>{html.escape(a['message'])}</li>" for a in alerts.get("alerts", []))
+    out = ("<h2 id=drift>Drift against earlier nights</h2>"
+           f"<p>{html.escape(alerts.get('status', ''))}.</p>" + (f"<ul>{items}</ul>" if items else ""))
+    if len(rows) < 2:  # no earlier night: nothing to trend
+        return out
+    flagged = [a["name"] for a in alerts.get("alerts", []) if a["kind"] == "rejection_rate" and a["name"] != "all"]
     seen = {r for row in rows for r in row.get("reasons", {})}
-    # The reasons to show: every alerting one, then the commonest, at most 6 columns.
-    common = sorted(seen - flagged, key=lambda r: -max(row["reasons"].get(r, 0) for row in rows))
-    reasons = [r for r in REASONS if r in flagged] + common[:max(0, 6 - len(flagged))]
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["night", "uploads", "rejected", *reasons, "alerts"])
+    # At most 2 reasons, so the table fits a phone: the alerting ones, then the commonest.
+    common = sorted(seen - set(flagged), key=lambda r: (-max(row["reasons"].get(r, 0) for row in rows), r))
+    reasons = (flagged + common)[:2]
+    head = "".join(f"<th>{html.escape(h).replace('_', '_<wbr>')}</th>"
+                   for h in ["night", "uploads", "rejected", *reasons, "alerts"])
     body = []
     for i, row in enumerate(rows):
         tonight = i == len(rows) - 1
-        cells = [html.escape(str(row["date"] or "this run")) + (" (this run)" if tonight and row["date"] else ""),
-                 str(row["matched"]),
+        cells = [html.escape(str(row["date"] or "this run")), str(row["matched"]),
                  f"{100 * row['rejection_rate']:.1f}%" if row["rejection_rate"] is not None else "n/a",
                  *(f"{100 * row['reasons'].get(r, 0):.1f}%" for r in reasons),
                  "" if row.get("alerts") is None else str(row["alerts"])]
         style = " style='font-weight:bold'" if tonight else ""
         body.append(f"<tr{style}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    items = "".join(f"<li class=bad>{html.escape(a['message'])}</li>" for a in alerts.get("alerts", []))
-    return ("<h2 id=drift>Drift against earlier nights</h2>"
-            f"<p>{html.escape(alerts.get('status', ''))}.</p>" + (f"<ul>{items}</ul>" if items else "")
-            + f"<div class=scroll><table><caption>trend over nights (rates are of uploads)</caption>"
-              f"<tr>{head}</tr>{''.join(body)}</table></div>"
+    return (out + "<div class=scroll><table><caption>trend over nights, this run last (rates are of "
+                  f"uploads)</caption><tr>{head}</tr>{''.join(body)}</table></div>"
             + "<p class=note>Compared: " + "; ".join(f"<b>{html.escape(k)}</b>: {html.escape(v)}"
                                                     for k, v in alerts.get("compared", {}).items()) + ".</p>")
 
