@@ -232,14 +232,16 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None) -> be
         summary=beam.pvalue.AsSingleton(summary), matched=beam.pvalue.AsSingleton(matched),
         written=beam.pvalue.AsList(written), me=me, tests=thresholds(policy),
         drift_thresholds=policy.drift, drift_window=o.drift_window or policy.drift.window_nights, **report_parts)
-    if o.fail_on_drift:
-        _ = released | "FailOnDrift" >> beam.Map(_fail_on_drift, output=out)
+    _ = released | "FailOnDrift" >> beam.Map(_fail_on_drift, output=out, fail=bool(o.fail_on_drift))
     return p
 
 
-def _fail_on_drift(_released, output: str) -> None:
-    """After the output is complete (marker written, lock released): one line
-    and a failed job when alerts.json holds alerts, so a scheduler sees it."""
+def _fail_on_drift(_released, output: str, fail: bool) -> None:
+    """With --fail_on_drift, after the output is complete (marker written,
+    lock released): one line and a failed job when alerts.json holds alerts,
+    so a scheduler sees it."""
+    if not fail:
+        return
     with FileSystems.open(FileSystems.join(output, drift.ALERTS_FILE)) as f:
         doc = json.loads(f.read())
     alerts = doc["alerts"]
