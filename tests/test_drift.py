@@ -174,3 +174,40 @@ def test_a_night_whose_camera_breaks_raises_an_alert_and_fails_the_job_normal_ni
     assert normal["alerts"] == [] and len(normal["baseline_dates"]) == 4
     assert normal["status"] == "compared with 4 earlier night(s): 0 alert(s)"
     assert [r["alerts"] for r in normal["trend"]] == [0, 0, 0, len(broken["alerts"]), 0]
+
+
+def _partition(root: str, date: str, summary: dict | None, complete: bool = True, alerts: int | None = None):
+    from transforms.io.sharded_write import write_atomically
+    from apache_beam.io.filesystems import FileSystems
+    folder = FileSystems.join(root, f"dt={date}")
+    if summary is not None:
+        write_atomically(FileSystems.join(folder, drift.SUMMARY_FILE), json.dumps(summary).encode())
+    if alerts is not None:
+        write_atomically(FileSystems.join(folder, drift.ALERTS_FILE), json.dumps({"alerts": [{}] * alerts}).encode())
+    if complete:
+        write_atomically(FileSystems.join(folder, drift.MARKER), b"{}")
+
+
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_the_baseline_is_the_complete_earlier_partitions_newest_window(where, tmp_path, request):
+    if where == "gcs":
+        emulator = request.getfixturevalue("gcs_emulator")
+        emulator.create_bucket("drift-out")
+        root = "gs://drift-out/curated"
+    else:
+        root = str(tmp_path / "curated")
+    for day in range(1, 7):
+        _partition(root, f"2026-11-0{day}", _summary(matched=100 + day), alerts=day % 2)
+    _partition(root, "2026-11-07", _summary(), complete=False)   # still being written: not a baseline night
+    _partition(root, "2026-11-09", _summary())                   # later than tonight
+    _partition(root, "2026-11-02x", _summary())                  # not a date
+    _partition(root, "2026-10-31", None)                         # no summary (an older layout): left out
+    tonight = f"{root}/dt=2026-11-08"
+    found = drift.find_baseline(tonight, 4)
+    assert [d for d, _ in found] == ["2026-11-03", "2026-11-04", "2026-11-05", "2026-11-06"]
+    assert [d for d, _ in drift.read_baseline(drift.find_baseline(tonight, 8))[0]][:2] == ["2026-11-01", "2026-11-02"]
+    nights, alerts = drift.read_baseline(found)
+    assert [(d, s["matched"]) for d, s in nights] == [("2026-11-03", 103), ("2026-11-04", 104), ("2026-11-05", 105),
+                                                      ("2026-11-06", 106)]
+    assert alerts == {"2026-11-03": 1, "2026-11-04": 0, "2026-11-05": 1, "2026-11-06": 0}
+    assert drift.find_baseline(f"{root}/latest", 4) == [] and drift.find_baseline(tonight, 0) == []
