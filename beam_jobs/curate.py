@@ -5,6 +5,8 @@
       -> AnalyzeImages      one read, one decode, features, quality verdict
       -> ClusterDuplicates  exact + near-duplicate clusters, keep the best
       -> features/*.parquet, dead_letters/*.jsonl, summary.json, report.html, _SUCCESS
+      -> alerts.json        an OUTPUT/dt=YYYY-MM-DD partition against the earlier ones beside it
+                            (transforms/curate/drift.py); --fail_on_drift fails the job after _SUCCESS
 
 Run: python -m beam_jobs.curate --input 'gs://bucket/uploads/**' --output DIR
 """
