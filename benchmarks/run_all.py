@@ -54,6 +54,9 @@ def headline(name: str, doc: dict) -> list[list]:
             if "job_vs_path_per_core" in r:
                 rows.append([name, f"{tag}: job images/s / path alone, per core", r["job_vs_path_per_core"],
                              ">= 0.6"])
+            if "marginal_job_vs_path_per_core" in r:
+                rows.append([name, f"{tag}: marginal job images/s / path alone, per core",
+                             r["marginal_job_vs_path_per_core"], ">= 0.6"])
         return rows
     if name == "near_dups_scale":
         sizes = doc["params"]["sizes"]
