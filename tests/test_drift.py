@@ -211,3 +211,9 @@ def test_the_baseline_is_the_complete_earlier_partitions_newest_window(where, tm
                                                       ("2026-11-06", 106)]
     assert alerts == {"2026-11-03": 1, "2026-11-04": 0, "2026-11-05": 1, "2026-11-06": 0}
     assert drift.find_baseline(f"{root}/latest", 4) == [] and drift.find_baseline(tonight, 0) == []
+
+
+def test_a_bad_drift_window_is_a_one_line_error(tmp_path, capsys):
+    assert main(curate.run, ["--input", f"{tmp_path}/", "--output", str(tmp_path / "out" / "dt=2026-11-01"),
+                             "--drift_window", "0"], prog="curate") == 2
+    assert capsys.readouterr().err == "curate: error: --drift_window must be positive, got 0\n"
