@@ -13,9 +13,13 @@ def _job_failed_line(error: BaseException) -> str | None:
     """JobFailed's message, also when a multi-process runner re-raised it as a
     RuntimeError carrying the worker's traceback text."""
     if isinstance(error, JobFailed):
-        return str(error)
+        return _WHILE_RUNNING.sub("", str(error))
     lines = [l for l in str(error).splitlines() if "JobFailed: " in l]
-    return lines[-1].split("JobFailed: ", 1)[1].strip() if lines else None
+    return _WHILE_RUNNING.sub("", lines[-1].split("JobFailed: ", 1)[1].strip()) if lines else None
+
+
+# Beam appends the step's name to an exception raised in a DoFn; the line says enough.
+_WHILE_RUNNING = re.compile(r" \[while running '[^']*'\]$")
 
 
 def _not_job_failed(record) -> bool:
@@ -39,6 +43,11 @@ BENIGN_WARNINGS = (
     ("apache_beam.options.pipeline_options", "Unparseable argument"),
     # RunInference's memory metric, once per model load.
     ("root", "Resource module is not available for current platform"),
+    # Multi-process DirectRunner: each worker process logs these two at start-up
+    # (Beam relays them through the job service, once per worker).
+    ("apache_beam.runners.portability.local_job_service",
+     r'Worker: severity: WARN .*?message: "(No semi_persistent_directory found|Discarding unparseable args'
+     r'|Discarding invalid overrides|Unparseable argument)'),
     # Each model load (one per RunInference, per worker thread on DirectRunner)
     # traces Keras's predict step once or twice; TensorFlow counts the traces of
     # every copy of that step together and calls five of them "retracing".
@@ -205,13 +214,55 @@ def check_output(output) -> None:
         raise UsageError(f"--output {output}: {existing} is not writable")
 
 
-def new_pipeline(options):
+# The default worker count of local runs given no runner options (the test
+# suite sets 1: most of its pipelines are tiny, and each worker process costs
+# a few seconds to start).
+LOCAL_WORKERS_ENV = "BEAM_JOBS_LOCAL_WORKERS"
+# Flags by which a user chooses how a run runs; given any, use_cores leaves it alone.
+_RUNNER_CHOICES = ("--runner", "--direct_num_workers", "--direct_running_mode")
+
+
+def local_cores() -> int:
+    """The cores this process may run on (its CPU affinity, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def use_cores(options) -> int:
+    """Make a local run use every core: DirectRunner in multi-processing mode
+    with one worker per core (or $BEAM_JOBS_LOCAL_WORKERS), unless the user
+    passed --runner, --direct_num_workers or --direct_running_mode. Returns
+    the worker count chosen (0: the user's runner options stand)."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+    flags = getattr(options, "_flags", None)
+    flags = sys.argv[1:] if flags is None else flags  # as Beam parses them
+    if options.view_as(StandardOptions).runner or any(
+            f == c or f.startswith(c + "=") for f in flags for c in _RUNNER_CHOICES):
+        return 0
+    raw = os.environ.get(LOCAL_WORKERS_ENV, "").strip()
+    if raw and not (raw.isdigit() and int(raw) >= 1):
+        raise UsageError(f"${LOCAL_WORKERS_ENV} must be a positive integer, got {raw!r}")
+    workers = int(raw) if raw else local_cores()
+    direct = options.view_as(DirectOptions)
+    direct.direct_num_workers = workers
+    # One worker runs in this process: no worker start-up cost.
+    direct.direct_running_mode = "multi_processing" if workers > 1 else "in_memory"
+    return workers
+
+
+def new_pipeline(options, cores: bool = False):
     """beam.Pipeline(options), with Beam's own option validation as a UsageError.
 
     Also checks a local --output (check_output), so every job fails on an
-    unusable output before any work."""
+    unusable output before any work. cores=True: a local run without runner
+    options uses every core (use_cores); jobs opt in once they are known to
+    work in multi-processing mode."""
     import apache_beam as beam
     check_output(getattr(options, "output", None))
+    if cores and not runs_on_dataflow(options):
+        use_cores(options)
     try:
         return beam.Pipeline(options=options)
     except ValueError as e:

@@ -5,6 +5,8 @@
       -> AnalyzeImages      one read, one decode, features, quality verdict
       -> ClusterDuplicates  exact + near-duplicate clusters, keep the best
       -> features/*.parquet, dead_letters/*.jsonl, summary.json, report.html, _SUCCESS
+      -> alerts.json        an OUTPUT/dt=YYYY-MM-DD partition against the earlier ones beside it
+                            (transforms/curate/drift.py); --fail_on_drift fails the job after _SUCCESS
 
 Run: python -m beam_jobs.curate --input 'gs://bucket/uploads/**' --output DIR
 """
@@ -16,7 +18,7 @@ import sys
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.cli import UsageError, execute, main, new_pipeline, runs_on_dataflow
+from beam_jobs.cli import JobFailed, UsageError, execute, main, new_pipeline, runs_on_dataflow
 from beam_jobs.options import JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, lock_options
 from schemas import features as F
 from schemas.policy import load_policy
@@ -24,6 +26,7 @@ from schemas.reasons import DUPLICATE_REASONS
 from transforms.io import run_lock
 from transforms.io.run_lock import LOCK, MARKER
 from transforms.io.allowed_roots import AllowedRoots
+from transforms.curate import drift
 from transforms.curate.analyze_images import AnalyzeImages
 from transforms.curate.duplicates import ClusterDuplicates, pair_distance
 from transforms.io.inputs import ReadImageRefs, decode_text, input_glob, parse_manifest, parse_scin_cases
@@ -54,6 +57,8 @@ class CurateOptions(SharedOptions, LockOptions):
         parser.add_argument("--max_pixels", type=int, help="Override the pixel-bomb limit (declared width x height).")
         parser.add_argument("--rows_per_shard", type=int, default=100_000, help="Feature rows per Parquet shard.")
         parser.add_argument("--examples_per_reason", type=int, default=6, help="Example thumbnails per reason in the report.")
+        parser.add_argument("--drift_window", type=int, help="When --output ends in dt=YYYY-MM-DD: compare this night with up to this many complete earlier dt= partitions beside it (alerts.json; default: the policy's drift.window_nights, 7).")
+        parser.add_argument("--fail_on_drift", action="store_true", default=False, help="Exit non-zero (one line) when alerts.json holds any alert; the outputs, alerts.json and _SUCCESS are written first.")
 
 
 def resolve(options: CurateOptions):
@@ -63,7 +68,7 @@ def resolve(options: CurateOptions):
     o.input = input_glob(o.input)  # a folder means everything under it
     allowed_roots(o)  # a bad --allowed_roots fails here, before any work
     lock_options(o)
-    for name in ("analysis_size", "dup_radius", "max_pixels", "rows_per_shard", "examples_per_reason"):
+    for name in ("analysis_size", "dup_radius", "max_pixels", "rows_per_shard", "examples_per_reason", "drift_window"):
         value = getattr(o, name)
         if value is not None and value < (0 if name in ("dup_radius", "examples_per_reason") else 1):
             raise UsageError(f"--{name} must be positive, got {value}")
@@ -118,25 +123,38 @@ def check_inputs_exist(options: CurateOptions) -> None:
                 raise UsageError(f"--{flag} {e}") from None
 
 
-def _report(doc, examples, duplicates, keepers, thumbs, tests) -> str:
+def _report(doc, examples, duplicates, keepers, thumbs, tests, drift=None) -> str:
     """report.html from the summary and the rows picked for it (see build_pipeline)."""
     keepers = {r["uri"]: r for r in keepers}
     pairs = [{"kind": kind, "distance": pair_distance(r, keepers[r["duplicate_of"]]),
               "keeper": example_entry(keepers[r["duplicate_of"]], tests), "duplicate": example_entry(r, tests)}
              for kind in DUPLICATE_REASONS for r in duplicates.get(kind, []) if r["duplicate_of"] in keepers]
     examples = {label: [example_entry(r, tests) for r in rows] for label, rows in examples.items()}
-    return render_report(doc, examples, thumbs, pairs, tests)
+    return render_report(doc, examples, thumbs, pairs, tests, drift=drift)
 
 
-def _finalize(_, output, summary, matched, policy_version, written, me, **report_parts):
-    """Write summary.json and report.html, drop stale shards, then the marker;
-    each step only while this run holds the lock (released by the next step)."""
+def _drift(doc: dict, output: str, thresholds, window: int) -> dict:
+    """alerts.json's document: this partition against the earlier ones beside it."""
+    nights, past_alerts = drift.read_baseline(drift.find_baseline(output, window))
+    alerts = drift.compare(doc, nights, thresholds, drift.partition_date(output), window, past_alerts)
+    beam.metrics.Metrics.counter("curate", "drift_alerts").inc(len(alerts["alerts"]))
+    return alerts
+
+
+def _finalize(_, output, summary, matched, policy_version, written, me, drift_thresholds, drift_window,
+              **report_parts):
+    """Write summary.json, alerts.json and report.html, drop stale shards,
+    then the marker; each step only while this run holds the lock (released
+    by the next step)."""
     lock_dir = FileSystems.join(output, LOCK)
     doc = summary.to_dict(matched, policy_version)  # raises if accounting fails
+    alerts = _drift(doc, output, drift_thresholds, drift_window)
     run_lock.check(lock_dir, me, output)
     write_atomically(FileSystems.join(output, F.SUMMARY_FILE),
                      json.dumps(doc, indent=2, sort_keys=True).encode())
-    write_atomically(FileSystems.join(output, F.REPORT_FILE), _report(doc, **report_parts).encode())
+    write_atomically(FileSystems.join(output, drift.ALERTS_FILE),
+                     json.dumps(alerts, indent=2, sort_keys=True).encode())
+    write_atomically(FileSystems.join(output, F.REPORT_FILE), _report(doc, drift=alerts, **report_parts).encode())
     keep = set(written)
     run_lock.check(lock_dir, me, output)  # "stale" must never mean another live run's shards
     for sub in (F.FEATURES_DIR, F.DEAD_LETTERS_DIR):
@@ -190,7 +208,7 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None) -> be
     o = options
     out = o.output
     me, lock = me or run_lock.new_lock_info("curate", o.run_id), lock_options(o)
-    p = new_pipeline(options)
+    p = new_pipeline(options, cores=True)
     started = p | "LockOutput" >> run_lock.LockOutput(out, me, lock)
 
     refs = p | "ReadImageRefs" >> ReadImageRefs(o.input, o.manifest, o.scin_cases, o.image_root)
@@ -211,11 +229,29 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None) -> be
     summary = rows | "Summarize" >> beam.CombineGlobally(SummarizeRows())
     report_parts = _report_parts(rows, analyzed.thumbnails, o.examples_per_reason)
     written = (features, dead) | "AllWrittenFiles" >> beam.Flatten()
-    _ = p | "Finalize" >> run_lock.FinalizeOutput(
+    released = p | "Finalize" >> run_lock.FinalizeOutput(
         out, me, _finalize, output=out, policy_version=policy.version,
         summary=beam.pvalue.AsSingleton(summary), matched=beam.pvalue.AsSingleton(matched),
-        written=beam.pvalue.AsList(written), me=me, tests=thresholds(policy), **report_parts)
+        written=beam.pvalue.AsList(written), me=me, tests=thresholds(policy),
+        drift_thresholds=policy.drift, drift_window=o.drift_window or policy.drift.window_nights, **report_parts)
+    _ = released | "FailOnDrift" >> beam.Map(_fail_on_drift, output=out, fail=bool(o.fail_on_drift))
     return p
+
+
+def _fail_on_drift(_released, output: str, fail: bool) -> None:
+    """With --fail_on_drift, after the output is complete (marker written,
+    lock released): one line and a failed job when alerts.json holds alerts,
+    so a scheduler sees it."""
+    if not fail:
+        return
+    with FileSystems.open(FileSystems.join(output, drift.ALERTS_FILE)) as f:
+        doc = json.loads(f.read())
+    alerts = doc["alerts"]
+    if alerts:
+        more = f" (+{len(alerts) - 1} more)" if len(alerts) > 1 else ""
+        raise JobFailed(f"drift: {len(alerts)} alert(s) against {len(doc['baseline_dates'])} earlier night(s): "
+                        f"{alerts[0]['message']}{more}. The outputs are complete; see "
+                        f"{FileSystems.join(output, drift.ALERTS_FILE)}")
 
 
 def run(argv=None):

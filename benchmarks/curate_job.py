@@ -4,9 +4,11 @@ For each sample-set size (default ~1,000 and ~2,000 images at 640x480; the
 generator makes ~2.1 images per case, so ~480 and ~960 SCIN cases) runs
 
     python -m beam_jobs.curate --scin_cases DIR/dataset/scin_cases.csv
-        --image_root DIR --output OUT --runner DirectRunner
-        --direct_running_mode=multi_processing --direct_num_workers=2
+        --image_root DIR --output OUT [--direct_num_workers=N ...]
 
+for each --workers setting: 'default' passes no runner flags (the job's own
+default, one worker process per core), a count N passes
+--direct_num_workers=N (multi_processing when N > 1, in_memory for 1). It runs
 as a subprocess and polls /proc every 0.2 s for the job's whole process tree
 (runner + SDK worker processes), summing RSS (and PSS, which does not count
 shared pages twice, where /proc/PID/smaps_rollup is readable). Reported per
@@ -16,13 +18,15 @@ the two sizes (start-up cancels out) and the ratio of peak memory largest vs
 smallest size, which should be ~1: the job's memory must not grow with the
 number of images. Also, if --path-baseline (default on), the per-image path
 alone (analyze_image over the same files, in this process, one core) and the
-ratio job images/s / path images/s on one core (2 workers: ~2 is the ceiling).
+ratio job images/s / path images/s on one core (N workers: ~N is the ceiling),
+and the same divided by the worker processes: per-core efficiency (issue 18.3
+wants >= 0.6).
 
 With --repeats > 1 the sizes are run round-robin and medians are reported.
 No assertions; on a shared machine read the ratios.
 
 Run:  cd /work/main && .venv/bin/python -m benchmarks.curate_job
-      [--images 1000 2000] [--repeats 1] [--workers 2] [--json out.json]
+      [--images 1000 2000] [--repeats 1] [--workers default 1] [--json out.json]
 Sample sets are generated once into /tmp/bench_cache and reused; job outputs
 go to a temporary directory that is removed afterwards (--keep to keep it).
 """
@@ -39,6 +43,7 @@ import threading
 import time
 from pathlib import Path
 
+from beam_jobs.cli import LOCAL_WORKERS_ENV, local_cores
 from benchmarks._common import CACHE_ROOT, cases_for, ground_truth, median, sample_set, table, write_json
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -51,7 +56,9 @@ def parse_args(argv=None):
                    help="approximate image counts of the sample sets (default 1000 2000)")
     p.add_argument("--size", default="640x480", help="frame WxH of the generated images (default 640x480)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2, help="--direct_num_workers (default 2)")
+    p.add_argument("--workers", type=_workers, nargs="+", default=["default", "1"],
+                   help="worker settings to compare, each 'default' (the job's own: no runner flags, one "
+                        "worker per core) or a --direct_num_workers count (default: default 1)")
     p.add_argument("--repeats", type=int, default=1, help="job runs per size, round-robin (default 1)")
     p.add_argument("--interval", type=float, default=0.2, help="memory poll interval, s (default 0.2)")
     p.add_argument("--no-path-baseline", dest="path_baseline", action="store_false",
@@ -133,16 +140,19 @@ class TreeMemory(threading.Thread):
 
 # ---- one job run ---------------------------------------------------------
 
-def run_job(root: Path, workers: int, interval: float, keep: bool) -> dict:
+def run_job(root: Path, workers: str, interval: float, keep: bool) -> dict:
     out = Path(tempfile.mkdtemp(prefix="curate_out_", dir=CACHE_ROOT))
     cmd = [sys.executable, "-m", "beam_jobs.curate",
            "--scin_cases", str(root / "dataset" / "scin_cases.csv"), "--image_root", str(root),
-           "--output", str(out / "curate"), "--runner", "DirectRunner",
-           "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+           "--output", str(out / "curate")]
+    if workers != "default":  # else the job's own default (beam_jobs.cli.use_cores)
+        cmd += [f"--direct_num_workers={workers}",
+                f"--direct_running_mode={'multi_processing' if int(workers) > 1 else 'in_memory'}"]
+    env = {k: v for k, v in os.environ.items() if k != LOCAL_WORKERS_ENV}
     log = out / "job.log"
     with open(log, "wb") as lf:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=lf, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=lf, stderr=subprocess.STDOUT)
         mem = TreeMemory(proc.pid, interval)
         mem.start()
         rc = proc.wait()
@@ -184,29 +194,17 @@ def path_only(root: Path) -> dict:
     return {"images": len(datas), "seconds": dt, "images_per_s": len(datas) / dt}
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    w, h = (int(v) for v in args.size.lower().split("x"))
-    sets = []
-    for n in args.images:
-        cases = cases_for(min_images=n, seed=args.seed)
-        root = sample_set(cases, args.seed, (w, h))
-        sets.append({"target": n, "cases": cases, "root": root, "images": len(ground_truth(root))})
-    print(f"curate job on DirectRunner, multi_processing, {args.workers} workers, {w}x{h} JPEGs; "
-          f"sets: " + ", ".join(f"{s['images']} images / {s['cases']} cases" for s in sets), flush=True)
+def _workers(text: str) -> str:
+    if text != "default" and not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"a worker count >= 1 or 'default', got {text!r}")
+    return text
 
-    runs = {s["target"]: [] for s in sets}
-    for r in range(args.repeats):
-        for s in sets:
-            res = run_job(s["root"], args.workers, args.interval, args.keep)
-            runs[s["target"]].append(res)
-            print(f"  run {r + 1}/{args.repeats}, {s['images']} images: {res['wall_s']:.1f} s, "
-                  f"peak RSS {res['peak_rss_mb']:.0f} MB over <= {res['max_processes']} processes, "
-                  f"exit {res['exit_code']}", flush=True)
 
+def _summarise(args, sets, runs, workers, w, h) -> dict:
+    """Median figures of one worker setting over every set, printed as a table."""
     rows, figures = [], []
     for s in sets:
-        ok = [x for x in runs[s["target"]] if x["exit_code"] == 0]
+        ok = [x for x in runs[workers, s["target"]] if x["exit_code"] == 0]
         if not ok:
             figures.append({**{k: s[k] for k in ("target", "cases", "images")}, "failed": True})
             rows.append([s["images"], s["cases"], "failed", "", "", "", ""])
@@ -218,53 +216,94 @@ def main(argv=None) -> dict:
         fig = {"target": s["target"], "cases": s["cases"], "images": s["images"], "wall_s": wall,
                "images_per_s": s["images"] / wall, "peak_rss_mb": rss, "peak_pss_mb": pss,
                "matched": last["matched"], "accepted": last["accepted"], "rejected": last["rejected"],
-               "runs": runs[s["target"]]}
+               "runs": runs[workers, s["target"]]}
         figures.append(fig)
         rows.append([s["images"], s["cases"], wall, fig["images_per_s"], rss, pss if pss is not None else "n/a",
                      f"{last['matched']}/{last['accepted']}/{last['rejected']}"])
-
     print()
     print(table(["images", "cases", "wall s", "images/s", "peak RSS MB", "peak PSS MB", "matched/acc/rej"], rows,
-                title=f"curate job, DirectRunner multi_processing x{args.workers}, {w}x{h}, "
+                title=f"curate job, DirectRunner, {_label(workers)}, {w}x{h}, "
                       f"median of {args.repeats}; memory summed over the process tree"))
-    ratios = {}
-    good = [f for f in figures if not f.get("failed")]
-    if len(good) >= 2:
-        a, b = good[0], good[-1]
-        ratios["peak_rss_largest_vs_smallest"] = b["peak_rss_mb"] / a["peak_rss_mb"]
-        if a["peak_pss_mb"] and b["peak_pss_mb"]:
-            ratios["peak_pss_largest_vs_smallest"] = b["peak_pss_mb"] / a["peak_pss_mb"]
-        if b["wall_s"] > a["wall_s"]:
-            ratios["marginal_images_per_s"] = (b["images"] - a["images"]) / (b["wall_s"] - a["wall_s"])
+    return {"workers": workers, "processes": _processes(workers), "sets": figures}
+
+
+def _label(workers: str) -> str:
+    return (f"job default (no runner flags: {local_cores()} workers here)" if workers == "default"
+            else f"--direct_num_workers={workers}")
+
+
+def _processes(workers: str) -> int:
+    return local_cores() if workers == "default" else int(workers)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    sets = []
+    for n in args.images:
+        cases = cases_for(min_images=n, seed=args.seed)
+        root = sample_set(cases, args.seed, (w, h))
+        sets.append({"target": n, "cases": cases, "root": root, "images": len(ground_truth(root))})
+    print(f"curate job on DirectRunner, {' vs '.join(_label(x) for x in args.workers)}, {w}x{h} JPEGs; "
+          f"sets: " + ", ".join(f"{s['images']} images / {s['cases']} cases" for s in sets), flush=True)
+
+    runs = {(x, s["target"]): [] for x in args.workers for s in sets}
+    for r in range(args.repeats):  # round-robin, so a busy spell on the shared machine hits every setting
+        for s in sets:
+            for x in args.workers:
+                res = run_job(s["root"], x, args.interval, args.keep)
+                runs[x, s["target"]].append(res)
+                print(f"  run {r + 1}/{args.repeats}, {s['images']} images, {_label(x)}: {res['wall_s']:.1f} s, "
+                      f"peak RSS {res['peak_rss_mb']:.0f} MB over <= {res['max_processes']} processes, "
+                      f"exit {res['exit_code']}", flush=True)
+
+    settings = [_summarise(args, sets, runs, x, w, h) for x in args.workers]
     baseline = None
-    if args.path_baseline and good:
+    if args.path_baseline and any(not f.get("failed") for st in settings for f in st["sets"]):
         baseline = path_only(sets[0]["root"])
-        ratios["job_vs_path_1core"] = good[-1]["images_per_s"] / baseline["images_per_s"]
-        if "marginal_images_per_s" in ratios:
-            ratios["marginal_job_vs_path_1core"] = ratios["marginal_images_per_s"] / baseline["images_per_s"]
-    print()
     trows = []
-    if "peak_rss_largest_vs_smallest" in ratios:
-        n0, n1 = good[0]["images"], good[-1]["images"]
-        trows.append([f"peak RSS {n1} / {n0} images", ratios["peak_rss_largest_vs_smallest"], "~1"])
-        if "peak_pss_largest_vs_smallest" in ratios:
-            trows.append([f"peak PSS {n1} / {n0} images", ratios["peak_pss_largest_vs_smallest"], "~1"])
-    if "marginal_images_per_s" in ratios:
-        trows.append(["marginal images/s (extra images / extra wall)", ratios["marginal_images_per_s"], ""])
+    for st in settings:
+        good = [f for f in st["sets"] if not f.get("failed")]
+        ratios = st["ratios"] = {}
+        name = _label(st["workers"])
+        if len(good) >= 2:
+            a, b = good[0], good[-1]
+            ratios["peak_rss_largest_vs_smallest"] = b["peak_rss_mb"] / a["peak_rss_mb"]
+            if a["peak_pss_mb"] and b["peak_pss_mb"]:
+                ratios["peak_pss_largest_vs_smallest"] = b["peak_pss_mb"] / a["peak_pss_mb"]
+            if b["wall_s"] > a["wall_s"]:
+                ratios["marginal_images_per_s"] = (b["images"] - a["images"]) / (b["wall_s"] - a["wall_s"])
+            trows.append([f"{name}: peak RSS {b['images']} / {a['images']} images",
+                          ratios["peak_rss_largest_vs_smallest"], "~1"])
+        if "marginal_images_per_s" in ratios:
+            trows.append([f"{name}: marginal images/s (extra images / extra wall)",
+                          ratios["marginal_images_per_s"], ""])
+        if baseline and good:
+            n = st["processes"]
+            ratios["job_vs_path_1core"] = good[-1]["images_per_s"] / baseline["images_per_s"]
+            ratios["job_vs_path_per_core"] = ratios["job_vs_path_1core"] / n
+            trows.append([f"{name}: job images/s ({good[-1]['images']} images) / path alone 1 core",
+                          ratios["job_vs_path_1core"], f"<= {n}"])
+            trows.append([f"{name}: the same per core (/ {n})", ratios["job_vs_path_per_core"], ">= 0.6 wanted"])
+            if "marginal_images_per_s" in ratios:
+                ratios["marginal_job_vs_path_per_core"] = ratios["marginal_images_per_s"] / baseline["images_per_s"] / n
+                trows.append([f"{name}: marginal job images/s / path alone, per core",
+                              ratios["marginal_job_vs_path_per_core"], ">= 0.6 wanted"])
+    if len(settings) >= 2:
+        a, b = settings[0]["sets"][-1], settings[1]["sets"][-1]
+        if not a.get("failed") and not b.get("failed"):
+            trows.append([f"{_label(settings[0]['workers'])} / {_label(settings[1]['workers'])}: "
+                          f"images/s ({a['images']} images)", a["images_per_s"] / b["images_per_s"], ""])
     if baseline:
-        trows.append([f"analyze_image alone, 1 core, images/s ({baseline['images']} images)",
-                      baseline["images_per_s"], ""])
-        trows.append([f"job images/s ({good[-1]['images']} images) / path alone 1 core",
-                      ratios["job_vs_path_1core"], f"<= {args.workers}"])
-        if "marginal_job_vs_path_1core" in ratios:
-            trows.append(["marginal job images/s / path alone 1 core", ratios["marginal_job_vs_path_1core"],
-                          f"<= {args.workers}"])
+        trows.insert(0, [f"analyze_image alone, 1 core, images/s ({baseline['images']} images)",
+                         baseline["images_per_s"], ""])
+    print()
     if trows:
         print(table(["figure", "value", "expect"], trows))
     doc = {"benchmark": "curate_job",
            "params": {"images": args.images, "size": [w, h], "seed": args.seed, "workers": args.workers,
-                      "repeats": args.repeats, "interval_s": args.interval},
-           "sets": figures, "ratios": ratios, "path_only": baseline}
+                      "cores": local_cores(), "repeats": args.repeats, "interval_s": args.interval},
+           "settings": settings, "path_only": baseline}
     write_json(args.json, doc)
     return doc
 

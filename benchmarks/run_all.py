@@ -42,16 +42,21 @@ def headline(name: str, doc: dict) -> list[list]:
                 [name, "path / decode-only (images/s)", r["path_vs_decode_only"], ">= 0.8"],
                 [name, "path / naive (images/s)", r["path_vs_naive"], ">= 6"]]
     if name == "curate_job":
-        rows = [[name, f"job images/s, {s['images']} images", s["images_per_s"], ""]
-                for s in doc["sets"] if not s.get("failed")]
-        rows += [[name, f"peak memory (MB, RSS sum), {s['images']} images", s["peak_rss_mb"], ""]
-                 for s in doc["sets"] if not s.get("failed")]
-        if "peak_rss_largest_vs_smallest" in r:
-            rows.append([name, "peak RSS largest / smallest set", r["peak_rss_largest_vs_smallest"], "~1"])
-        if "peak_pss_largest_vs_smallest" in r:
-            rows.append([name, "peak PSS largest / smallest set", r["peak_pss_largest_vs_smallest"], "~1"])
-        if "job_vs_path_1core" in r:
-            rows.append([name, "job images/s / path alone on 1 core", r["job_vs_path_1core"], ""])
+        rows = []
+        for st in doc["settings"]:
+            tag, r = f"{st['workers']} ({st['processes']} workers)", st.get("ratios", {})
+            rows += [[name, f"{tag}: job images/s, {s['images']} images", s["images_per_s"], ""]
+                     for s in st["sets"] if not s.get("failed")]
+            rows += [[name, f"{tag}: peak memory (MB, RSS sum), {s['images']} images", s["peak_rss_mb"], ""]
+                     for s in st["sets"] if not s.get("failed")]
+            if "peak_rss_largest_vs_smallest" in r:
+                rows.append([name, f"{tag}: peak RSS largest / smallest set", r["peak_rss_largest_vs_smallest"], "~1"])
+            if "job_vs_path_per_core" in r:
+                rows.append([name, f"{tag}: job images/s / path alone, per core", r["job_vs_path_per_core"],
+                             ">= 0.6"])
+            if "marginal_job_vs_path_per_core" in r:
+                rows.append([name, f"{tag}: marginal job images/s / path alone, per core",
+                             r["marginal_job_vs_path_per_core"], ">= 0.6"])
         return rows
     if name == "near_dups_scale":
         sizes = doc["params"]["sizes"]

@@ -13,6 +13,31 @@ DEFAULT_POLICY_PATH = pathlib.Path(__file__).with_name("quality_policy.json")
 
 
 @dataclasses.dataclass(frozen=True)
+class DriftThresholds:
+    """When a night's summary has drifted from the nights before it
+    (transforms/curate/drift.py; the policy's "drift" entry)."""
+    window_nights: int
+    min_baseline_nights: int
+    max_rate_change: float
+    rate_z: float
+    max_feature_psi: float
+    max_tone_psi: float
+    max_volume_ratio: float
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DriftThresholds":
+        t = cls(window_nights=int(d["window_nights"]), min_baseline_nights=int(d["min_baseline_nights"]),
+                max_rate_change=float(d["max_rate_change"]), rate_z=float(d["rate_z"]),
+                max_feature_psi=float(d["max_feature_psi"]), max_tone_psi=float(d["max_tone_psi"]),
+                max_volume_ratio=float(d["max_volume_ratio"]))
+        if t.window_nights < 1 or t.min_baseline_nights < 1 or t.max_volume_ratio <= 1 or min(
+                t.max_rate_change, t.rate_z, t.max_feature_psi, t.max_tone_psi) < 0:
+            raise ValueError("'drift': window_nights and min_baseline_nights >= 1, max_volume_ratio > 1, "
+                             "the other thresholds >= 0")
+        return t
+
+
+@dataclasses.dataclass(frozen=True)
 class QualityPolicy:
     version: str
     analysis_short_side: int
@@ -32,6 +57,7 @@ class QualityPolicy:
     dup_radius: int
     exact_only_for: tuple
     suppressed_by: dict
+    drift: DriftThresholds
     # The loaded relevance model; filled by from_dict, not part of equality.
     relevance: object = dataclasses.field(default=None, compare=False, repr=False)
 
@@ -57,6 +83,7 @@ class QualityPolicy:
                 dup_radius=int(d["duplicates"]["radius"]),
                 exact_only_for=tuple(d["duplicates"]["exact_only_for"]),
                 suppressed_by={k: tuple(v) for k, v in d["suppressed_by"].items() if k != "why"},
+                drift=DriftThresholds.from_dict(d["drift"]),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"invalid quality policy: missing or bad key {e}") from None

@@ -10,6 +10,12 @@ from transforms.io.gcs_env import EMULATOR_ENV, use_anonymous_credentials_with_e
 
 SAMPLE_BUCKET = "skin-uploads"
 
+# Local runs default to one worker process per core (beam_jobs.cli.use_cores);
+# the suite's pipelines are tiny, where each worker's start-up (a few seconds)
+# would dominate, so they run in-process unless a test says otherwise
+# (tests/test_local_cores.py runs the default). Subprocesses inherit this.
+os.environ.setdefault("BEAM_JOBS_LOCAL_WORKERS", "1")
+
 
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory):

@@ -239,15 +239,48 @@ def threshold_lines(tests) -> dict[str, list[tuple[float, str]]]:
     return out
 
 
+def drift_section(alerts: dict) -> str:
+    """The night against the nights before it: status, alerts, and a trend
+    table (uploads, rejection rate and a few reasons' rates per night, oldest
+    first) from alerts.json's document (transforms/curate/drift.py)."""
+    rows = alerts.get("trend", [])
+    items = "".join(f"<li class=bad>{html.escape(a['message'])}</li>" for a in alerts.get("alerts", []))
+    out = ("<h2 id=drift>Drift against earlier nights</h2>"
+           f"<p>{html.escape(alerts.get('status', ''))}.</p>" + (f"<ul>{items}</ul>" if items else ""))
+    if len(rows) < 2:  # no earlier night: nothing to trend
+        return out
+    flagged = [a["name"] for a in alerts.get("alerts", []) if a["kind"] == "rejection_rate" and a["name"] != "all"]
+    seen = {r for row in rows for r in row.get("reasons", {})}
+    # At most 2 reasons, so the table fits a phone: the alerting ones, then the commonest.
+    common = sorted(seen - set(flagged), key=lambda r: (-max(row["reasons"].get(r, 0) for row in rows), r))
+    reasons = (flagged + common)[:2]
+    head = "".join(f"<th>{html.escape(h).replace('_', '_<wbr>')}</th>"
+                   for h in ["night", "uploads", "rejected", *reasons, "alerts"])
+    body = []
+    for i, row in enumerate(rows):
+        tonight = i == len(rows) - 1
+        cells = [html.escape(str(row["date"] or "this run")), str(row["matched"]),
+                 f"{100 * row['rejection_rate']:.1f}%" if row["rejection_rate"] is not None else "n/a",
+                 *(f"{100 * row['reasons'].get(r, 0):.1f}%" for r in reasons),
+                 "" if row.get("alerts") is None else str(row["alerts"])]
+        style = " style='font-weight:bold'" if tonight else ""
+        body.append(f"<tr{style}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return (out + "<div class=scroll><table><caption>trend over nights, this run last (rates are of "
+                  f"uploads)</caption><tr>{head}</tr>{''.join(body)}</table></div>"
+            + "<p class=note>Compared: " + "; ".join(f"<b>{html.escape(k)}</b>: {html.escape(v)}"
+                                                    for k, v in alerts.get("compared", {}).items()) + ".</p>")
+
+
 def render_report(summary: dict, examples: dict[str, list[dict]] | None = None,
                   thumbs: dict[str, bytes] | None = None, pairs: list[dict] | None = None,
-                  tests=(), title: str = "Curate report") -> str:
+                  tests=(), title: str = "Curate report", drift: dict | None = None) -> str:
     """The whole page.
 
     summary: summary.json's dict. examples: {label: [entry]} where an entry
     is {uri, reasons, explained, closest, duplicate_of} (see caption_lines).
     thumbs: {uri: jpeg}. pairs: [{kind, distance ("exact" or bits), keeper,
     duplicate}] with entries as above. tests: transforms.image.verdict.thresholds().
+    drift: alerts.json's document, shown with the trend over nights.
     """
     s, thumbs = summary, thumbs or {}
     reasons = [r for r in REASONS if s["reasons"].get(r)]
@@ -264,6 +297,8 @@ def render_report(summary: dict, examples: dict[str, list[dict]] | None = None,
             bar_chart("images per reason", reasons, [s["reasons"][r] for r in reasons]) if reasons
             else "<p>No rejections.</p>",
             "<p class=note>" + "<br>".join(f"<b>{r}</b>: {html.escape(REASONS[r])}" for r in reasons) + "</p>"]
+    if drift:
+        body.insert(2, drift_section(drift))
     if pairs:
         body += ["<h2 id=duplicates>Duplicates: kept and rejected side by side</h2>",
                  "<p class=note>The distance is the smallest Hamming distance between any of the two images' "
