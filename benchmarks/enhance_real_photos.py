@@ -10,7 +10,8 @@ degrade.py does, through curate's per-image path with enhancement
            rescued;
   mild     milder steps of our own, in linear light as degrade.py does:
            dim -3, -4, -5, -6 EV (with degrade.py's read noise), dim and
-           low-contrast (-4 EV after halving contrast), Gaussian blur of
+           low-contrast (-4 EV after halving contrast), contrast squeezed to
+           0.12, 0.16, 0.2 of itself around the mean, Gaussian blur of
            sigma 0.004, 0.006, 0.008 of the short side, and noise (sigma 8
            levels) on -4 EV: the borderline cases;
   non-skin every non-skin photo as it is and with the mild steps: must never
@@ -42,8 +43,8 @@ import cv2
 import numpy as np
 
 STRONG = ("blur_strong", "motion_strong", "dark_strong", "bright_strong")
-MILD = ("dim_-3ev", "dim_-4ev", "dim_-5ev", "dim_-6ev", "dim_lowcontrast", "blur_0.004", "blur_0.006",
-        "blur_0.008", "noisy_dim")
+MILD = ("dim_-3ev", "dim_-4ev", "dim_-5ev", "dim_-6ev", "dim_lowcontrast", "flat_0.12", "flat_0.16", "flat_0.2",
+        "blur_0.004", "blur_0.006", "blur_0.008", "noisy_dim")
 WORK_SHORT_SIDE = 672
 
 _degrade = None
@@ -65,6 +66,9 @@ def mild(d, img: np.ndarray, kind: str, rng) -> np.ndarray:
         lin = d.to_linear(img)
         lin = 0.5 * lin + 0.5 * lin.mean()
         return d.to_srgb8(lin * 2.0 ** -4)
+    if kind.startswith("flat_"):  # contrast squeezed towards the mean (fog, a dirty lens, a flat scan)
+        m = img.reshape(-1, 3).mean(0)
+        return np.clip(np.round(m + (img.astype(np.float32) - m) * float(kind[5:])), 0, 255).astype(np.uint8)
     if kind.startswith("blur_"):
         return cv2.GaussianBlur(img, (0, 0), float(kind[5:]) * s)
     if kind == "noisy_dim":

@@ -14,13 +14,12 @@ from apache_beam.metrics import Metrics
 from schemas.policy import QualityPolicy
 from transforms.io.allowed_roots import AllowedRoots
 from transforms.image.analyze import analyze_and_enhance, analyze_image, input_failure
+from transforms.image.enhance import BEFORE_ENHANCE
 from transforms.io.inputs import ImageRef
 from transforms.io.progress import ProgressLog
 from transforms.io.read import Missing, Refused, read_bytes
 
 THUMBNAILS = "thumbnails"
-# Thumbnail key of an enhanced image before enhancement: its uri + this suffix.
-BEFORE_ENHANCE = "#before_enhance"
 
 
 class _AnalyzeDoFn(beam.DoFn):

@@ -44,6 +44,8 @@ from transforms.image.verdict import not_skin, quality_reasons
 RECIPE_NAME = "lift-denoise-clahe-usm/1"
 # Outcomes written to enhance_outcome (schemas/features.py).
 RESCUED, STILL_REJECTED, REFUSED_ITA, STRONG = "rescued", "still_rejected", "refused_ita", "strong_defect"
+# Report thumbnail key of a rescued image before enhancement: its uri + this suffix.
+BEFORE_ENHANCE = "#before_enhance"
 
 
 @dataclasses.dataclass(frozen=True)
