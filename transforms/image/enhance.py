@@ -22,7 +22,8 @@ score to the model's 224 px square.
 
 Never attempted: input failures, duplicates (decided later), no_skin,
 too_small, too_bright (clipped pixels hold nothing to recover), or a reason
-whose feature is beyond the policy's strong bound. A result is accepted only
+whose feature is beyond the policy's strong bound, nor a photo whose own
+skin test fails or (exposure fixes) cannot judge it (skin_verified). A result is accepted only
 if every quality test passes on features recomputed from the enhanced array
 (transforms/image/quality.py, the same code), the skin test is applied even
 where the verdict would abstain for darkness, and the median ITA of the skin
@@ -44,6 +45,7 @@ from transforms.image.verdict import not_skin, quality_reasons
 RECIPE_NAME = "lift-denoise-clahe-usm/1"
 # Outcomes written to enhance_outcome (schemas/features.py).
 RESCUED, STILL_REJECTED, REFUSED_ITA, STRONG = "rescued", "still_rejected", "refused_ita", "strong_defect"
+SKIN_UNVERIFIED = "skin_unverified"
 # Report thumbnail key of a rescued image before enhancement: its uri + this suffix.
 BEFORE_ENHANCE = "#before_enhance"
 
@@ -126,6 +128,24 @@ def eligible(row: dict, policy: QualityPolicy) -> bool:
     return bool(reasons) and row.get("lum_p99") is not None and set(reasons) <= policy.enhance.fixable
 
 
+def skin_verified(row: dict, reasons, policy: QualityPolicy) -> bool:
+    """The upload itself passes the skin test, which quality_reasons hides
+    behind blurry, too_dark and low_information; and, for an exposure or
+    contrast fix, it is bright enough for that test and for its ITA to mean
+    anything (the policy's min_brightness_to_judge).
+
+    On real photos, blurred non-skin photos (a cat, a crate) passed the skin
+    test after unsharp masking, and dim photos whose skin stayed near black
+    after the recipe kept an ITA of about -85 degrees whatever the true tone
+    (a light-skinned arm read as Monk 10): the ITA shift limit cannot catch
+    that, since before and after are both pinned near -90.
+    """
+    if not_skin(row, policy):
+        return False
+    exposure = "too_dark" in reasons or "low_information" in reasons
+    return not exposure or row["brightness_mean"] >= policy.skin_min_brightness
+
+
 def recipe_for(reasons, policy: QualityPolicy, ev: float) -> dict:
     e = policy.enhance
     dark, flat, blurry = "too_dark" in reasons, "low_information" in reasons, "blurry" in reasons
@@ -147,6 +167,8 @@ def attempt(analysis: np.ndarray, row: dict, policy: QualityPolicy) -> Attempt |
     reasons = row["reasons"]
     if is_strong(row, reasons, policy):
         return Attempt(STRONG)
+    if not skin_verified(row, reasons, policy):
+        return Attempt(SKIN_UNVERIFIED)
     e = policy.enhance
     recipe = None
     for ev in (e.ev_steps if "too_dark" in reasons else (0.0,)):
