@@ -29,6 +29,7 @@ class EnhancePolicy:
     unsharp_sigma: float
     unsharp_amount: float
     max_ita_shift_deg: float
+    min_skin_probability_after: float
 
     @classmethod
     def from_dict(cls, e: dict) -> "EnhancePolicy":
@@ -42,7 +43,8 @@ class EnhancePolicy:
                    min_lift_p99=float(e["min_lum_p99_after_lift"]), denoise_h=float(e["denoise_h"]),
                    clahe_clip=float(e["clahe_clip"]), clahe_tiles=int(e["clahe_tiles"]),
                    unsharp_sigma=float(e["unsharp_sigma"]), unsharp_amount=float(e["unsharp_amount"]),
-                   max_ita_shift_deg=float(e["max_ita_shift_deg"]))
+                   max_ita_shift_deg=float(e["max_ita_shift_deg"]),
+                   min_skin_probability_after=float(e["min_skin_probability_after"]))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,8 @@ whose feature is beyond the policy's strong bound, nor a photo whose own
 skin test fails or (exposure fixes) cannot judge it (skin_verified). A result is accepted only
 if every quality test passes on features recomputed from the enhanced array
 (transforms/image/quality.py, the same code), the skin test is applied even
-where the verdict would abstain for darkness, and the median ITA of the skin
+where the verdict would abstain for darkness, the relevance model's skin
+probability reaches the policy's min_skin_probability_after, and the median ITA of the skin
 region moved by at most max_ita_shift_deg (else refused: the recipe must not
 change skin colour).
 """
@@ -146,6 +147,12 @@ def skin_verified(row: dict, reasons, policy: QualityPolicy) -> bool:
     return not exposure or row["brightness_mean"] >= policy.skin_min_brightness
 
 
+def _surely_skin(features: dict, e) -> bool:
+    # Blur and smoothing read as skin to the relevance model: a rescue needs a higher bar.
+    p = features.get("skin_probability")
+    return p is None or p >= e.min_skin_probability_after
+
+
 def recipe_for(reasons, policy: QualityPolicy, ev: float) -> dict:
     e = policy.enhance
     dark, flat, blurry = "too_dark" in reasons, "low_information" in reasons, "blurry" in reasons
@@ -175,7 +182,7 @@ def attempt(analysis: np.ndarray, row: dict, policy: QualityPolicy) -> Attempt |
         recipe = recipe_for(reasons, policy, float(ev))
         image = apply_recipe(analysis, recipe)
         features = dict(policy_features(image, policy), width=row["width"], height=row["height"])
-        if quality_reasons(features, policy) or not_skin(features, policy):
+        if quality_reasons(features, policy) or not_skin(features, policy) or not _surely_skin(features, e):
             continue
         if recipe["ev"] and features["lum_p99"] < e.min_lift_p99:  # over the line but still too dim to use
             continue
