@@ -158,3 +158,39 @@ def test_a_policy_that_would_enhance_no_skin_is_a_one_line_error(tmp_path, capsy
     assert main(curate.run, args, prog="curate") == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("curate: error:") and "enhance.fixable" in err and "\n" not in err
+
+
+def test_score_enhance_scores_the_rescued_photo_and_skips_the_strong_defect(photos, tmp_path):
+    import datetime as dt
+
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+    from helpers import tiny_bundle
+
+    from schemas.model_bundle import image_settings
+    from transforms.io.allowed_roots import AllowedRoots
+    from transforms.scoring.score_images import ScoreImages
+
+    folder, roles = photos
+    tiny_bundle(tmp_path / "m", image_size=32)
+    settings = image_settings({"label_vocabulary": ["a", "b", "c"], "version": "tiny", "image_size": 32})
+    refs = [("2026-11-21", str(roles[k]), k) for k in ("low_contrast", "too_dark", "good0")]
+
+    def score(enhance):
+        return ScoreImages(str(tmp_path / "m"), ["a", "b", "c"], "tiny", dt.datetime(2026, 11, 21, tzinfo=dt.timezone.utc),
+                           policy=POLICY, settings=settings, gate=True, allowed=AllowedRoots([str(folder)]),
+                           top_k=2, min_batch_size=1, max_batch_size=2, share_model=False, prepare_threads=1,
+                           enhance=enhance)
+
+    def summary(r):
+        return r["image_id"], r["status"], tuple(r["reasons"]), r["enhanced"]
+
+    with TestPipeline() as p:
+        rows = p | "Refs" >> beam.Create(refs) | "Enhance" >> score(True)
+        assert_that(rows | "Summary" >> beam.Map(summary), equal_to([
+            ("low_contrast", "scored", (), True), ("too_dark", "skipped_quality", ("too_dark",), None),
+            ("good0", "scored", (), False)]))
+        plain = p | "PlainRefs" >> beam.Create(refs[:1]) | "Plain" >> score(False)
+        assert_that(plain | "PlainSummary" >> beam.Map(summary),
+                    equal_to([("low_contrast", "skipped_quality", ("low_information",), None)]), label="Plain")
