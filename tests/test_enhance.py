@@ -194,3 +194,18 @@ def test_score_enhance_scores_the_rescued_photo_and_skips_the_strong_defect(phot
         plain = p | "PlainRefs" >> beam.Create(refs[:1]) | "Plain" >> score(False)
         assert_that(plain | "PlainSummary" >> beam.Map(summary),
                     equal_to([("low_contrast", "skipped_quality", ("low_information",), None)]), label="Plain")
+
+
+def test_the_exposure_lift_is_a_gain_in_linear_light_on_every_channel():
+    from transforms.image.enhance import lift_exposure
+
+    def linear(v):
+        x = np.asarray(v, np.float64) / 255.0
+        return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+    patch = np.array([[[40, 60, 90], [20, 25, 30], [118, 118, 118]]], np.uint8)  # BGR
+    lifted = lift_exposure(patch, 1.0)
+    # Twice the light on every channel (to 8-bit rounding), so the chromaticity is kept.
+    assert np.allclose(linear(lifted), 2 * linear(patch), rtol=0.03, atol=0.002)
+    assert lift_exposure(patch, 0.0) is patch
+    assert (lift_exposure(np.full((1, 1, 3), 200, np.uint8), 2.0) == 255).all()  # clipped, never wrapped
