@@ -34,6 +34,7 @@ from transforms.io.read import read_bytes
 from transforms.curate.report import example_entry, render_report
 from transforms.io.sharded_write import WriteSortedShards, jsonl_encoder, parquet_encoder, write_atomically
 from transforms.curate.summary import SummarizeRows
+from transforms.image.enhance import BEFORE_ENHANCE
 from transforms.image.verdict import thresholds
 
 
@@ -59,6 +60,8 @@ class CurateOptions(SharedOptions, LockOptions):
         parser.add_argument("--examples_per_reason", type=int, default=6, help="Example thumbnails per reason in the report.")
         parser.add_argument("--drift_window", type=int, help="When --output ends in dt=YYYY-MM-DD: compare this night with up to this many complete earlier dt= partitions beside it (alerts.json; default: the policy's drift.window_nights, 7).")
         parser.add_argument("--fail_on_drift", action="store_true", default=False, help="Exit non-zero (one line) when alerts.json holds any alert; the outputs, alerts.json and _SUCCESS are written first.")
+        parser.add_argument("--enhance", action="store_true", default=False,
+                            help="Try the policy's enhancement recipe on photos rejected only for fixable reasons (borderline exposure, contrast, blur) and accept those that then pass, marked enhanced.")
 
 
 def resolve(options: CurateOptions):
@@ -123,14 +126,15 @@ def check_inputs_exist(options: CurateOptions) -> None:
                 raise UsageError(f"--{flag} {e}") from None
 
 
-def _report(doc, examples, duplicates, keepers, thumbs, tests, drift=None) -> str:
+def _report(doc, examples, duplicates, keepers, thumbs, tests, drift=None, enhanced=None) -> str:
     """report.html from the summary and the rows picked for it (see build_pipeline)."""
     keepers = {r["uri"]: r for r in keepers}
     pairs = [{"kind": kind, "distance": pair_distance(r, keepers[r["duplicate_of"]]),
               "keeper": example_entry(keepers[r["duplicate_of"]], tests), "duplicate": example_entry(r, tests)}
              for kind in DUPLICATE_REASONS for r in duplicates.get(kind, []) if r["duplicate_of"] in keepers]
     examples = {label: [example_entry(r, tests) for r in rows] for label, rows in examples.items()}
-    return render_report(doc, examples, thumbs, pairs, tests, drift=drift)
+    return render_report(doc, examples, thumbs, pairs, tests, drift=drift,
+                         enhanced=(enhanced or {}).get("enhanced"))
 
 
 def _drift(doc: dict, output: str, thresholds, window: int) -> dict:
@@ -189,17 +193,24 @@ def _report_parts(rows, thumbnails, n: int) -> dict:
     keeper_uris = (duplicates
                    | "KeeperUris" >> beam.FlatMap(lambda kv: [r["duplicate_of"] for r in kv[1]])
                    | "KeeperUriSet" >> beam.combiners.ToSet())
+    enhanced = (rows
+                | "Enhanced" >> beam.Filter(lambda r: bool(r.get("enhanced")))
+                | "EnhancedKey" >> beam.Map(lambda r: ("enhanced", r))
+                | "EnhancedShown" >> _smallest(n))
     keepers = rows | "Keepers" >> beam.Filter(lambda r, want: r["uri"] in want,
                                               want=beam.pvalue.AsSingleton(keeper_uris))
     shown = ((examples | "ExampleUris" >> beam.FlatMap(lambda kv: [r["uri"] for r in kv[1]]),
               duplicates | "DuplicateUris" >> beam.FlatMap(lambda kv: [r["uri"] for r in kv[1]]),
-              keepers | "KeeperRowUris" >> beam.Map(lambda r: r["uri"]))
+              keepers | "KeeperRowUris" >> beam.Map(lambda r: r["uri"]),
+              enhanced | "EnhancedUris" >> beam.FlatMap(
+                  lambda kv: [u for r in kv[1] for u in (r["uri"], r["uri"] + BEFORE_ENHANCE)]))
              | "ShownUris" >> beam.Flatten()
              | "ShownUriSet" >> beam.combiners.ToSet())
     thumbs = thumbnails | "ShownThumbnails" >> beam.Filter(lambda kv, want: kv[0] in want,
                                                            want=beam.pvalue.AsSingleton(shown))
     return {"examples": beam.pvalue.AsDict(examples), "duplicates": beam.pvalue.AsDict(duplicates),
-            "keepers": beam.pvalue.AsList(keepers), "thumbs": beam.pvalue.AsDict(thumbs)}
+            "keepers": beam.pvalue.AsList(keepers), "thumbs": beam.pvalue.AsDict(thumbs),
+            "enhanced": beam.pvalue.AsDict(enhanced)}
 
 
 def build_pipeline(options: CurateOptions, policy, me: dict | None = None) -> beam.Pipeline:
@@ -212,7 +223,7 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None) -> be
     started = p | "LockOutput" >> run_lock.LockOutput(out, me, lock)
 
     refs = p | "ReadImageRefs" >> ReadImageRefs(o.input, o.manifest, o.scin_cases, o.image_root)
-    analyzed = refs | "AnalyzeImages" >> AnalyzeImages(policy, allowed=allowed_roots(o))
+    analyzed = refs | "AnalyzeImages" >> AnalyzeImages(policy, allowed=allowed_roots(o), enhance=o.enhance)
     rows = analyzed.rows | "ClusterDuplicates" >> ClusterDuplicates(policy.dup_radius, policy.exact_only_for)
 
     features = rows | "WriteFeatures" >> WriteSortedShards(

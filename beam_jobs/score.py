@@ -74,6 +74,7 @@ class ScoreOptions(SharedOptions, LockOptions):
         parser.add_argument("--end_date", help="Backfill: last date (YYYY-MM-DD, or today/yesterday), inclusive.")
         parser.add_argument("--force", action="store_true", default=False, help="Rescore partitions already complete for this model version.")
         parser.add_argument("--quality_gate", default="on", choices=["on", "off"], help="Skip images curate's policy would reject (status skipped_quality).")
+        parser.add_argument("--enhance", action="store_true", default=False, help="Images the quality gate rejects only for fixable reasons get curate's enhancement recipe (the policy's enhance entry) and are scored on the enhanced input if it then passes, exactly as make_tfrecords prepares curate's enhanced images (column enhanced). Needs --quality_gate on.")
         parser.add_argument("--top_k", type=int, default=3, help="Labels per row in top_labels.")
         parser.add_argument("--min_batch_size", type=int, help="RunInference minimum batch size. Default: --max_batch_size (fixed-size batches, fastest per image on CPU; Beam's adaptive sizing settled at 8-9 images here, 1.4x slower).")
         parser.add_argument("--max_batch_size", type=int, default=64, help="RunInference maximum batch size.")
@@ -130,6 +131,8 @@ def validate(o: ScoreOptions):
         # each image once per date. Dated runs read dt= folders only.
         raise UsageError("--manifest cannot be split into date partitions: give --input (the root of the "
                          "dt=YYYY-MM-DD/ folders) with --date/--start_date, or --manifest without dates")
+    if o.enhance and o.quality_gate != "on":
+        raise UsageError("--enhance needs --quality_gate on: the gate decides which images the recipe may rescue")
     if o.min_batch_size is None:
         o.min_batch_size = o.max_batch_size
     for name in ("top_k", "min_batch_size", "max_batch_size", "rows_per_shard", "prepare_threads"):
@@ -267,7 +270,8 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: di
     rows = images | "Score" >> ScoreImages(
         o.model_uri, vocabulary, version, scored_at, policy=policy, settings=settings,
         gate=o.quality_gate == "on", allowed=allowed_roots(o), top_k=o.top_k, min_batch_size=o.min_batch_size,
-        max_batch_size=o.max_batch_size, share_model=o.share_model, prepare_threads=o.prepare_threads)
+        max_batch_size=o.max_batch_size, share_model=o.share_model, prepare_threads=o.prepare_threads,
+        enhance=o.enhance)
 
     status_counts = (rows
                      | "StatusOf" >> beam.Map(lambda r: ((partition_of(r), r["status"]), 1))

@@ -70,8 +70,16 @@ VERDICT = [
     _F("duplicate_of", pa.string(), "", "uri of the kept cluster member, for rejected duplicates"),
     _F("policy_version", pa.string(), "", "version of the quality policy that judged this row"),
 ]
+# curate --enhance (transforms/image/enhance.py); null on rows it did not try.
+ENHANCE = [
+    _F("enhanced", pa.bool_(), "", "true: rejected for a fixable reason, accepted after the enhancement recipe (pixel features are those of the enhanced image); false: tried and not rescued; null: not tried"),
+    _F("enhance_outcome", pa.string(), "", "rescued, still_rejected (fails a test after the recipe), refused_ita (skin ITA moved more than the policy allows, or not measurable), strong_defect (beyond the policy's strong bound, not tried), skin_unverified (the upload fails the skin test the verdict hid, or is too dark for it: not tried); null: not eligible"),
+    _F("enhance_recipe", pa.string(), "JSON", "the recipe and its parameters (name, ev, denoise_h, clahe_clip, clahe_tiles, unsharp_sigma, unsharp_amount) tried last; make_tfrecords applies it when enhanced"),
+    _F("reasons_before_enhance", pa.list_(pa.string()), "", "the rejection reasons the image had before enhancement (rows tried only)"),
+    _F("enhance_ita_shift", pa.float32(), "degrees", "median skin ITA of the enhanced image minus the original's"),
+]
 
-FIELDS: list[Field] = IDENTITY + GEOMETRY + PIXELS + VERDICT
+FIELDS: list[Field] = IDENTITY + GEOMETRY + PIXELS + VERDICT + ENHANCE
 SCHEMA = pa.schema([pa.field(f.name, f.type) for f in FIELDS])
 
 DEAD_LETTER_FIELDS = ["uri", "image_id", "case_id", "sha256", "status", "reasons",

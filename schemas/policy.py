@@ -38,6 +38,41 @@ class DriftThresholds:
 
 
 @dataclasses.dataclass(frozen=True)
+class EnhancePolicy:
+    """The policy's `enhance` entry: which rejections the recipe may try to
+    fix (transforms/image/enhance.py), the strong bounds it never tries past,
+    the recipe's parameters and the ITA shift it may cause."""
+    fixable: frozenset
+    strong_dark_max_p99: float
+    strong_blur_max_sharpness: float
+    strong_flat_max_entropy: float
+    ev_steps: tuple
+    min_lift_p99: float
+    denoise_h: float
+    clahe_clip: float
+    clahe_tiles: int
+    unsharp_sigma: float
+    unsharp_amount: float
+    max_ita_shift_deg: float
+    min_skin_probability_after: float
+
+    @classmethod
+    def from_dict(cls, e: dict) -> "EnhancePolicy":
+        fixable = frozenset(e["fixable"])
+        if not fixable <= {"too_dark", "low_information", "blurry"}:
+            raise ValueError(f"enhance.fixable may name only too_dark, low_information, blurry, got {sorted(fixable)}")
+        return cls(fixable=fixable, strong_dark_max_p99=float(e["strong_dark_max_lum_p99"]),
+                   strong_blur_max_sharpness=float(e["strong_blur_max_sharpness"]),
+                   strong_flat_max_entropy=float(e["strong_flat_max_entropy_bits"]),
+                   ev_steps=tuple(float(v) for v in e["ev_steps"]),
+                   min_lift_p99=float(e["min_lum_p99_after_lift"]), denoise_h=float(e["denoise_h"]),
+                   clahe_clip=float(e["clahe_clip"]), clahe_tiles=int(e["clahe_tiles"]),
+                   unsharp_sigma=float(e["unsharp_sigma"]), unsharp_amount=float(e["unsharp_amount"]),
+                   max_ita_shift_deg=float(e["max_ita_shift_deg"]),
+                   min_skin_probability_after=float(e["min_skin_probability_after"]))
+
+
+@dataclasses.dataclass(frozen=True)
 class QualityPolicy:
     version: str
     analysis_short_side: int
@@ -58,6 +93,7 @@ class QualityPolicy:
     exact_only_for: tuple
     suppressed_by: dict
     drift: DriftThresholds
+    enhance: EnhancePolicy | None = None
     # The loaded relevance model; filled by from_dict, not part of equality.
     relevance: object = dataclasses.field(default=None, compare=False, repr=False)
 
@@ -84,6 +120,7 @@ class QualityPolicy:
                 exact_only_for=tuple(d["duplicates"]["exact_only_for"]),
                 suppressed_by={k: tuple(v) for k, v in d["suppressed_by"].items() if k != "why"},
                 drift=DriftThresholds.from_dict(d["drift"]),
+                enhance=EnhancePolicy.from_dict(d["enhance"]),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"invalid quality policy: missing or bad key {e}") from None

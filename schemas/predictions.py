@@ -33,6 +33,7 @@ SCHEMA = pa.schema([
     pa.field("probabilities", pa.list_(LABEL_PROBABILITY)),  # every class, in label_vocabulary order
     pa.field("error", pa.string()),
     pa.field("scored_at", pa.timestamp("us", tz="UTC")),  # run start
+    pa.field("enhanced", pa.bool_()),            # score --enhance: true if scored after the enhancement recipe; null without it
 ])
 
 # Dead-letter JSONL keys: the identifying columns of the same row.

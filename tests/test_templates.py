@@ -297,7 +297,7 @@ def test_launcher_dispatch_and_flex_conventions():
     with pytest.raises(UsageError):
         launch.split_job(["--job=train"])
     flags = launch.boolean_flags(score.ScoreOptions)
-    assert flags == {"force", "share_model", "allow_empty", "break_lock"}
+    assert flags == {"force", "share_model", "allow_empty", "break_lock", "enhance"}
     assert launch.flex_booleans_to_flags(["--force=true", "--share_model=False", "--top_k=3"], flags) \
         == ["--force", "--top_k=3"]
     with pytest.raises(UsageError):

@@ -13,7 +13,8 @@ from apache_beam.metrics import Metrics
 
 from schemas.policy import QualityPolicy
 from transforms.io.allowed_roots import AllowedRoots
-from transforms.image.analyze import analyze_image, input_failure
+from transforms.image.analyze import analyze_and_enhance, analyze_image, input_failure
+from transforms.image.enhance import BEFORE_ENHANCE
 from transforms.io.inputs import ImageRef
 from transforms.io.progress import ProgressLog
 from transforms.io.read import Missing, Refused, read_bytes
@@ -22,54 +23,66 @@ THUMBNAILS = "thumbnails"
 
 
 class _AnalyzeDoFn(beam.DoFn):
-    def __init__(self, policy: QualityPolicy, thumbnail_px: int, allowed: AllowedRoots):
+    def __init__(self, policy: QualityPolicy, thumbnail_px: int, allowed: AllowedRoots, enhance: bool = False):
         self.policy, self.thumbnail_px, self.allowed = policy, thumbnail_px, allowed
+        self.enhance = enhance
 
     def setup(self):
         self.progress = ProgressLog("curate")
         self.images = Metrics.counter("curate", "images_analyzed")
         self.bytes_read = Metrics.counter("curate", "bytes_read")
         self.internal = Metrics.counter("curate", "internal_errors")
+        self.enhanced = Metrics.counter("curate", "enhanced")
 
     def process(self, ref: ImageRef):
         ids = {"image_id": ref.image_id, "case_id": ref.case_id}
-        row, thumb = self._read_and_analyze(ref.uri, ids, ref.size)
+        row, thumb, before = self._read_and_analyze(ref.uri, ids, ref.size)
         self.images.inc()
         self.progress.tick(row["status"] == "rejected")
         yield row
         if thumb:
             yield beam.pvalue.TaggedOutput(THUMBNAILS, (row["uri"], thumb))
+        if row.get("enhanced"):
+            self.enhanced.inc()
+            if before:
+                yield beam.pvalue.TaggedOutput(THUMBNAILS, (row["uri"] + BEFORE_ENHANCE, before))
 
     def _read_and_analyze(self, uri: str, ids: dict, listed_size: int | None = None):
-        """(row, thumbnail or None); input failures and bugs become rows too."""
+        """(row, thumbnail or None, thumbnail before enhancement or None);
+        input failures and bugs become rows too."""
         try:
             data, _retries = read_bytes(uri, allowed=self.allowed, max_bytes=self.policy.max_bytes,
                                        listed_size=listed_size)
             self.bytes_read.inc(len(data))
         except Refused as e:  # never read (or not past max_bytes)
-            return input_failure(uri, e.reason, str(e), self.policy, **ids), None
+            return input_failure(uri, e.reason, str(e), self.policy, **ids), None, None
         except Missing as e:
-            return input_failure(uri, "missing", str(e), self.policy, **ids), None
+            return input_failure(uri, "missing", str(e), self.policy, **ids), None, None
         except Exception as e:  # I/O still failing after retries
             return input_failure(uri, "unreadable", f"read failed: {type(e).__name__}: {e}",
-                                 self.policy, **ids), None
+                                 self.policy, **ids), None, None
         try:
-            return analyze_image(uri, data, self.policy, thumbnail_px=self.thumbnail_px, **ids)
+            if self.enhance:
+                return analyze_and_enhance(uri, data, self.policy, thumbnail_px=self.thumbnail_px, **ids)
+            return (*analyze_image(uri, data, self.policy, thumbnail_px=self.thumbnail_px, **ids), None)
         except Exception as e:  # a bug must not lose the image: record it
             self.internal.inc()
             return input_failure(uri, "unreadable", f"internal error: {type(e).__name__}: {e}",
-                                 self.policy, **ids), None
+                                 self.policy, **ids), None, None
 
 
 class AnalyzeImages(beam.PTransform):
     """ImageRef -> feature row (main output) and (uri, thumbnail JPEG) on
-    `thumbnails` for every decoded image."""
+    `thumbnails` for every decoded image (and, with enhance, the image before
+    enhancement under uri + BEFORE_ENHANCE for every rescued one)."""
 
-    def __init__(self, policy: QualityPolicy, thumbnail_px: int = 96, allowed: AllowedRoots | None = None):
+    def __init__(self, policy: QualityPolicy, thumbnail_px: int = 96, allowed: AllowedRoots | None = None,
+                 enhance: bool = False):
         super().__init__()
         self.policy, self.thumbnail_px = policy, thumbnail_px
         self.allowed = allowed or AllowedRoots([])
+        self.enhance = enhance
 
     def expand(self, refs):
         return refs | "Analyze" >> beam.ParDo(
-            _AnalyzeDoFn(self.policy, self.thumbnail_px, self.allowed)).with_outputs(THUMBNAILS, main="rows")
+            _AnalyzeDoFn(self.policy, self.thumbnail_px, self.allowed, self.enhance)).with_outputs(THUMBNAILS, main="rows")

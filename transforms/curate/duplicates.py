@@ -74,7 +74,8 @@ def keeper_order(row: dict):
     """
     has_own_reasons = any(r not in DUPLICATE_REASONS for r in row["reasons"])
     pixels = (row.get("width") or 0) * (row.get("height") or 0)
-    return (has_own_reasons, -pixels, -(row.get("file_size") or 0), row["uri"])
+    # An original beats a copy that passed only after enhancement.
+    return (has_own_reasons, bool(row.get("enhanced")), -pixels, -(row.get("file_size") or 0), row["uri"])
 
 
 def resolve_cluster(rows: list[dict]) -> list[dict]:

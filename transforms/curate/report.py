@@ -15,6 +15,7 @@ import posixpath
 from schemas.features import FIELDS
 from schemas.reasons import REASONS
 from transforms.curate.stats import wilson_interval
+from transforms.image.enhance import BEFORE_ENHANCE
 from transforms.image.verdict import closest_call, explain
 
 _UNITS = {f.name: f.unit for f in FIELDS}
@@ -229,6 +230,26 @@ def _pair(pair: dict, thumbs: dict[str, bytes]) -> str:
             f"<div><div class=note>rejected</div>{_figure(dup, thumbs)}</div></div></div>")
 
 
+def _enhanced_pair(row: dict, thumbs: dict[str, bytes]) -> str:
+    """One rescued image: before and after thumbnails, the reasons it had,
+    the recipe and the ITA shift."""
+    name = posixpath.basename(row["uri"].rstrip("/")) or row["uri"]
+    shift = row.get("enhance_ita_shift")
+
+    def img(key, alt):
+        jpeg = thumbs.get(key)
+        return (f'<figure><img alt="{alt}" width=96 height=96 src="data:image/jpeg;base64,'
+                f'{base64.b64encode(jpeg).decode()}"></figure>' if jpeg else "<figure></figure>")
+    return (f"<div class=pair><div class=dist><span class=name title=\"{html.escape(row['uri'])}\">"
+            f"{html.escape(name)}</span>: was <b class=bad>{html.escape(', '.join(row.get('reasons_before_enhance') or []))}"
+            f"</b>, now <b class={'ok' if row['status'] == 'accepted' else 'bad'}>"
+            f"{html.escape(', '.join(row['reasons']) or 'accepted')}</b>"
+            f"{'' if shift is None else f'; ITA moved {shift:+.1f}°'}</div><div class=two>"
+            f"<div><div class=note>before</div>{img(row['uri'] + BEFORE_ENHANCE, 'before enhancement')}</div>"
+            f"<div><div class=note>after</div>{img(row['uri'], 'after enhancement')}</div></div>"
+            f"<div class=note>{html.escape(row.get('enhance_recipe') or '')}</div></div>")
+
+
 def threshold_lines(tests) -> dict[str, list[tuple[float, str]]]:
     """feature -> [(threshold, label)] from transforms.image.verdict.thresholds()."""
     out: dict[str, list] = {}
@@ -273,7 +294,8 @@ def drift_section(alerts: dict) -> str:
 
 def render_report(summary: dict, examples: dict[str, list[dict]] | None = None,
                   thumbs: dict[str, bytes] | None = None, pairs: list[dict] | None = None,
-                  tests=(), title: str = "Curate report", drift: dict | None = None) -> str:
+                  tests=(), title: str = "Curate report", drift: dict | None = None,
+                  enhanced: list[dict] | None = None) -> str:
     """The whole page.
 
     summary: summary.json's dict. examples: {label: [entry]} where an entry
@@ -281,6 +303,8 @@ def render_report(summary: dict, examples: dict[str, list[dict]] | None = None,
     thumbs: {uri: jpeg}. pairs: [{kind, distance ("exact" or bits), keeper,
     duplicate}] with entries as above. tests: transforms.image.verdict.thresholds().
     drift: alerts.json's document, shown with the trend over nights.
+    enhanced: feature rows of images curate --enhance rescued, shown before and
+    after (thumbs keyed uri + BEFORE_ENHANCE and uri).
     """
     s, thumbs = summary, thumbs or {}
     reasons = [r for r in REASONS if s["reasons"].get(r)]
@@ -305,6 +329,14 @@ def render_report(summary: dict, examples: dict[str, list[dict]] | None = None,
                  "pHashes (full frame and centre crops); byte-identical files are exact. The kept member has "
                  "no quality rejection of its own and the most pixels, then the most bytes.</p>",
                  "<div class=pairs id=gallery>", *(_pair(p, thumbs) for p in pairs), "</div>"]
+    outcomes = s.get("enhancement", {}).get("outcomes")
+    if outcomes or enhanced:
+        body += ["<h2 id=enhanced>Enhanced: before and after</h2>",
+                 "<p class=note>With --enhance, photos rejected only for a fixable reason (too dark, low "
+                 "information, blurry; not beyond the policy's strong bounds) get the policy's recipe and are "
+                 "judged again; accepted only if every test passes and the skin's ITA moved within the policy's "
+                 "limit. Outcomes: " + html.escape(", ".join(f"{k} {v}" for k, v in (outcomes or {}).items()))
+                 + ".</p>", "<div class=pairs>", *(_enhanced_pair(r, thumbs) for r in enhanced or []), "</div>"]
     body += ["<h2>Feature distributions</h2>",
              "<p class=note>Accepted and rejected images overlaid on the same bins (images rejected only as "
              "duplicates are left out: they look like what they duplicate). Dashed lines: the policy's "

@@ -51,6 +51,8 @@ class Summary:
         self.hist = {k: {series: [0] * v[2] for series in SERIES} for k, v in HISTOGRAMS.items()}
         # tone key -> group -> [images, rejected, quality-rejected, exposure-rejected]
         self.tones = {k: {} for k in TONE_KEYS}
+        # curate --enhance: outcome -> images tried; monk_group -> images rescued
+        self.enhance, self.rescued = Counter(), Counter()
 
     def add(self, row: dict) -> "Summary":
         self.status[row["status"]] += 1
@@ -72,10 +74,14 @@ class Summary:
                 cell[1] += row["status"] == "rejected"
                 cell[2] += bool(quality) and not exposure
                 cell[3] += exposure
+        if row.get("enhance_outcome"):
+            self.enhance[row["enhance_outcome"]] += 1
+            if row.get("enhanced"):
+                self.rescued[row.get("monk_group") or "none"] += 1
         return self
 
     def merge(self, other: "Summary") -> "Summary":
-        for name in ("status", "reasons", "formats", "scales"):
+        for name in ("status", "reasons", "formats", "scales", "enhance", "rescued"):
             getattr(self, name).update(getattr(other, name))
         for k, by_series in self.hist.items():
             for series, counts in by_series.items():
@@ -113,6 +119,8 @@ class Summary:
                                "counts": [sum(c) for c in zip(*self.hist[k].values())], **self.hist[k]}
                            for k, s in HISTOGRAMS.items()},
             "fairness": fairness,
+            "enhancement": {"outcomes": dict(sorted(self.enhance.items())),
+                            "rescued_by_monk_group": dict(sorted(self.rescued.items()))},
         }
 
 

@@ -16,6 +16,7 @@ from schemas import examples as E
 from transforms.image.decode import ImageRejected
 from schemas.examples import dead_letter
 from transforms.dataset.join_labels import DEAD
+from transforms.image.enhance import parse_recipe
 from transforms.image.preprocess import preprocess_to_jpeg
 from transforms.io.read import Missing, Refused, read_bytes
 
@@ -73,7 +74,8 @@ class _Preprocess(beam.DoFn):
     def process(self, record):
         try:
             data, _retries = read_bytes(record["uri"], allowed=self.allowed, max_bytes=self.max_bytes)
-            jpeg = preprocess_to_jpeg(data, **self.kw)
+            # curate's recipe for an image it rescued by enhancement: the same pixels score --enhance gives
+            jpeg = preprocess_to_jpeg(data, recipe=parse_recipe(record.get("enhance_recipe")), **self.kw)
         except Refused as e:  # never read: a location or file curate would not read either
             self.failed.inc()
             yield beam.pvalue.TaggedOutput(DEAD, dead_letter(record["uri"], e.reason, str(e), record["case_id"]))

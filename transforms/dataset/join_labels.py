@@ -28,11 +28,16 @@ from transforms.dataset.labels import BadLabelRow, plain_record, scin_image_reco
 
 DEAD = "dead"
 CURATE_FIELDS = ("uri", "status", "reasons", "cluster_id", "sha256") + E.NUMERIC + lighting.INPUTS
+# Read when present: curate outputs written before enhancement lack them.
+OPTIONAL_CURATE_FIELDS = ("enhanced", "enhance_recipe")
 
 
 def _parquet_rows(readable):
     with readable.open() as f:
-        table = pq.read_table(f, columns=list(CURATE_FIELDS), use_threads=False)  # see evaluate_curate
+        present = set(pq.read_schema(f).names)
+        f.seek(0)
+        columns = list(CURATE_FIELDS) + [c for c in OPTIONAL_CURATE_FIELDS if c in present]
+        table = pq.read_table(f, columns=columns, use_threads=False)  # see evaluate_curate
     for row in table.to_pylist():
         yield row["uri"], row
 
@@ -185,7 +190,8 @@ class _Join(beam.DoFn):
                 uri, "bad_metadata", f"curate features missing: {', '.join(missing)}", case_id))
             return
         merged = dict(record, uri=uri, cluster_id=row["cluster_id"], **{k: float(row[k]) for k in E.NUMERIC},
-                      lighting_id=lighting.lighting_id(row, self.lighting))
+                      lighting_id=lighting.lighting_id(row, self.lighting),
+                      enhance_recipe=row.get("enhance_recipe") if row.get("enhanced") else None)
         if merged["label"] is None:
             self._count("unlabeled")
             if not self.keep_unlabeled:

@@ -12,6 +12,7 @@ import cv2
 from schemas.features import empty_row
 from schemas.policy import QualityPolicy
 from transforms.image.decode import ImageRejected, decode
+from transforms.image.enhance import RESCUED, attempt, recipe_json
 from transforms.image.quality import half_size, policy_features, to_analysis_size
 from transforms.image.verdict import quality_reasons
 
@@ -40,7 +41,38 @@ def analyze_image(uri: str, data: bytes, policy: QualityPolicy, *,
     The thumbnail (JPEG, no EXIF) comes from the same decoded array as the
     features; it is None when thumbnail_px is 0 or nothing could be decoded.
     """
-    ids = {"image_id": image_id, "case_id": case_id}
+    row, analysis = _analyze(uri, data, policy, {"image_id": image_id, "case_id": case_id})
+    thumb = thumbnail_jpeg(analysis, thumbnail_px) if thumbnail_px and analysis is not None else None
+    return row, thumb
+
+
+def analyze_and_enhance(uri: str, data: bytes, policy: QualityPolicy, *,
+                        image_id: str | None = None, case_id: str | None = None,
+                        thumbnail_px: int = 0) -> tuple[dict, bytes | None, bytes | None]:
+    """analyze_image() with curate --enhance: a row rejected only for fixable
+    reasons gets transforms/image/enhance.py's recipe; if the enhanced array
+    passes, the row is accepted with its features, `enhanced` true and the
+    reasons it had before in reasons_before_enhance. Returns (row, thumbnail,
+    thumbnail before enhancement or None); the thumbnail is of the enhanced
+    array when rescued. Rows not eligible cost one set comparison more."""
+    row, analysis = _analyze(uri, data, policy, {"image_id": image_id, "case_id": case_id})
+    tried = attempt(analysis, row, policy) if analysis is not None and row["reasons"] else None
+    before = None
+    if tried is not None:
+        row.update(enhanced=tried.outcome == RESCUED, enhance_outcome=tried.outcome,
+                   enhance_recipe=recipe_json(tried.recipe), reasons_before_enhance=list(row["reasons"]),
+                   enhance_ita_shift=tried.ita_shift)
+        if tried.outcome == RESCUED:
+            before = thumbnail_jpeg(analysis, thumbnail_px) if thumbnail_px else None
+            row.update({k: v for k, v in tried.features.items() if k not in ("width", "height")})
+            row.update(status="accepted", reasons=[])
+            analysis = tried.image
+    thumb = thumbnail_jpeg(analysis, thumbnail_px) if thumbnail_px and analysis is not None else None
+    return row, thumb, before
+
+
+def _analyze(uri: str, data: bytes, policy: QualityPolicy, ids: dict):
+    """(row, the analysis-size array or None when nothing was decoded)."""
     row = empty_row(uri=uri, sha256=hashlib.sha256(data).hexdigest(),
                     file_size=len(data), policy_version=policy.version, **ids)
     try:
@@ -59,5 +91,4 @@ def analyze_image(uri: str, data: bytes, policy: QualityPolicy, *,
     row.update(policy_features(analysis, policy))
     reasons = quality_reasons(row, policy)
     row.update(status="rejected" if reasons else "accepted", reasons=reasons)
-    thumb = thumbnail_jpeg(analysis, thumbnail_px) if thumbnail_px else None
-    return row, thumb
+    return row, analysis

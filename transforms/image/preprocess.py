@@ -16,6 +16,7 @@ import numpy as np
 
 from schemas.examples import IMAGE_DEFAULTS
 from transforms.image.decode import DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS, decode
+from transforms.image.enhance import apply_recipe
 
 
 def decode_size_for(image_size: int, crop_fraction: float) -> int:
@@ -40,9 +41,16 @@ def decode_for_model(data: bytes, image_size: int, crop_fraction: float,
                   max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
 
 
-def model_jpeg(image: np.ndarray, *, image_size: int, crop_fraction: float, quality: int) -> bytes:
-    """Decoded BGR array -> the model-ready JPEG training records store."""
+def model_jpeg(image: np.ndarray, *, image_size: int, crop_fraction: float, quality: int,
+               recipe: dict | None = None) -> bytes:
+    """Decoded BGR array -> the model-ready JPEG training records store.
+
+    recipe: an enhancement recipe (transforms/image/enhance.py) applied to the
+    resized square, for images curate (or score --enhance) rescued with it.
+    """
     square = center_crop_resize(image, image_size, crop_fraction)
+    if recipe:
+        square = apply_recipe(square, recipe)
     ok, buf = cv2.imencode(".jpg", square, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError("JPEG encode failed")
@@ -52,7 +60,9 @@ def model_jpeg(image: np.ndarray, *, image_size: int, crop_fraction: float, qual
 def preprocess_to_jpeg(data: bytes, *, image_size: int = IMAGE_DEFAULTS["image_size"],
                        crop_fraction: float = IMAGE_DEFAULTS["crop_fraction"],
                        quality: int = IMAGE_DEFAULTS["jpeg_quality"], max_pixels: int = DEFAULT_MAX_PIXELS,
-                       max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES) -> bytes:
-    """Upload bytes -> model-ready JPEG (RGB content, no EXIF). Raises ImageRejected."""
+                       max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES, recipe: dict | None = None) -> bytes:
+    """Upload bytes -> model-ready JPEG (RGB content, no EXIF). Raises ImageRejected.
+    recipe: the enhancement recipe curate recorded for the image, if any."""
     decoded = decode_for_model(data, image_size, crop_fraction, max_pixels, max_decode_bytes)
-    return model_jpeg(decoded.image, image_size=image_size, crop_fraction=crop_fraction, quality=quality)
+    return model_jpeg(decoded.image, image_size=image_size, crop_fraction=crop_fraction, quality=quality,
+                      recipe=recipe)

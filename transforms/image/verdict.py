@@ -18,6 +18,12 @@ def _not_skin(f: dict, policy: QualityPolicy) -> bool:
     return p is not None and policy.relevance is not None and not policy.relevance.is_skin(p, gray)
 
 
+def not_skin(f: dict, policy: QualityPolicy) -> bool:
+    """The skin test alone, without quality_reasons' abstention on dark frames
+    (enhancement applies it to every result it would accept)."""
+    return _not_skin(f, policy)
+
+
 def quality_reasons(f: dict, policy: QualityPolicy) -> list[str]:
     """Reason codes for one image's features; [] means it passes."""
     found = set()

@@ -22,18 +22,24 @@ def prediction_row(uri, partition, version, status, scored_at, **kw) -> dict:
     return row
 
 
+def _enhanced(key) -> bool | None:
+    """A key's fifth element, score --enhance's flag; None when it has none."""
+    return key[4] if len(key) > 4 else None
+
+
 def partition_of(row) -> str:
     """The dt= partition a row is published in (undated runs: UNDATED)."""
     return row["partition_date"].isoformat() if row["partition_date"] else UNDATED
 
 
 def scored_row(result, vocabulary, k, version, scored_at) -> dict:
-    """The row of one RunInference result ((partition, uri, image_id, sha256), probabilities)."""
-    (partition, uri, image_id, sha256), probabilities = result  # KerasBundleHandler yields bare vectors
+    """The row of one RunInference result ((partition, uri, image_id, sha256[, enhanced]), probabilities)."""
+    key, probabilities = result  # KerasBundleHandler yields bare vectors
+    (partition, uri, image_id, sha256), enhanced = key[:4], _enhanced(key)
     probs = np.asarray(probabilities, dtype=np.float32)
     labels, top = top_k(probs, vocabulary, k)
     return prediction_row(uri, partition, version, "scored", scored_at, image_id=image_id, sha256=sha256,
-                top_labels=labels, top_probabilities=top,
+                enhanced=enhanced, top_labels=labels, top_probabilities=top,
                 probabilities=[{"label": l, "probability": float(p)} for l, p in zip(vocabulary, probs)])
 
 
@@ -55,6 +61,8 @@ def failed_batch_rows(failure, version, scored_at):
     """A failed row per image of a batch RunInference could not score (its dead-letter output)."""
     batch, error = failure
     line = f"inference failed: {error_line(error)}"
-    for (partition, uri, image_id, sha256), _array in batch:
+    for key, _array in batch:
+        (partition, uri, image_id, sha256), enhanced = key[:4], _enhanced(key)
         yield prediction_row(uri, partition, version, "failed", scored_at, image_id=image_id, sha256=sha256,
+                   enhanced=enhanced,
                    reasons=["inference_error"], error=line)

@@ -21,22 +21,25 @@ class ScoreImages(beam.PTransform):
 
     settings: the model's image settings (schemas.model_bundle.image_settings);
     gate: apply the quality policy before inference; allowed: the roots images
-    may be read from; batch sizes and share_model tune RunInference.
+    may be read from; batch sizes and share_model tune RunInference;
+    enhance: images the gate rejects only for fixable reasons get curate's
+    enhancement recipe and are scored if it rescues them (needs gate).
     """
 
     def __init__(self, model_uri: str, vocabulary: list[str], version: str, scored_at, *, policy, settings: dict,
                  gate: bool, allowed, top_k: int, min_batch_size: int, max_batch_size: int,
-                 share_model: bool, prepare_threads: int):
+                 share_model: bool, prepare_threads: int, enhance: bool = False):
         super().__init__()
         self._model_uri, self._vocabulary, self._version, self._scored_at = model_uri, vocabulary, version, scored_at
         self._policy, self._settings, self._gate, self._allowed = policy, settings, gate, allowed
         self._top_k, self._share_model, self._threads = top_k, share_model, prepare_threads
         self._min_batch, self._max_batch = min_batch_size, max_batch_size
+        self._enhance = enhance
 
     def expand(self, images):
         prepared = images | "Prepare" >> beam.ParDo(PrepareImages(
             self._policy, self._settings, self._gate, self._version, self._scored_at, self._allowed,
-            threads=self._threads, depth=2 * self._max_batch)).with_outputs(DONE, main="inputs")
+            threads=self._threads, depth=2 * self._max_batch, enhance=self._enhance)).with_outputs(DONE, main="inputs")
         handler = KeyedModelHandler(KerasBundleHandler(
             self._model_uri, min_batch_size=self._min_batch, max_batch_size=self._max_batch,
             share_across_processes=self._share_model, image_size=self._settings["image_size"]))
