@@ -209,6 +209,20 @@ class LockOptions(PipelineOptions):
         parser.add_argument("--break_lock", action="store_true", default=False, help="Take over the output's lock whoever holds it (only when that run is known to be dead).")
 
 
+class DateOptions(PipelineOptions):
+    """Date partitions (transforms/io/partitions.py), for the nightly jobs (score, curate):
+    one night or a backfill range of dt=YYYY-MM-DD/ folders under --input,
+    each published once; a complete partition is skipped unless --force."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--date", help="One night: the dt=YYYY-MM-DD partition under --input (or today/yesterday, UTC).")
+        parser.add_argument("--start_date", help="Backfill: first date (YYYY-MM-DD, or today/yesterday), inclusive.")
+        parser.add_argument("--end_date", help="Backfill: last date (YYYY-MM-DD, or today/yesterday), inclusive.")
+        parser.add_argument("--force", action="store_true", default=False, help="Redo partitions already complete (score: for this model version).")
+        parser.add_argument("--allow_empty", action="store_true", default=False, help="Empty nights are expected: mark a date whose dt=YYYY-MM-DD/ folder exists but holds no images complete (score: _SUCCESS with images 0; curate: an output with no rows), and (score) accept a manifest that lists no images. Without it such a partition is never marked complete and the job fails naming it. A date with no dt= folder at all (a typo in --input, uploads not there yet) is never marked complete, even with this flag; on GCS an empty night's folder is its dt=YYYY-MM-DD/ placeholder object.")
+
+
 def lock_options(options: LockOptions) -> dict:
     """The lock settings of a job's options, checked; UsageError if bad."""
     if not options.lock_ttl_hours or options.lock_ttl_hours <= 0:
