@@ -141,7 +141,7 @@ class SharedOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--input", help="Glob of image files, local or gs:// (for score with --date: the root holding dt=YYYY-MM-DD/ folders).")
+        parser.add_argument("--input", help="Glob of image files, local or gs:// (with --date or --start_date: the root holding dt=YYYY-MM-DD/ folders).")
         parser.add_argument("--manifest", help="CSV (header with uri[,image_id][,case_id]) or JSONL listing image URIs.")
         parser.add_argument("--policy", help="Quality policy JSON (default: the packaged schemas/quality_policy.json).")
         parser.add_argument("--output", help="Output directory, local or gs://.")

@@ -55,7 +55,8 @@ def test_airflow3_renders_the_night_that_just_ended(airflow_python):
     for job in ("curate", "score"):
         line = next(line for line in lines if line.startswith(f"ok: {job}:"))
         assert "ds=2026-11-21 " in line and "LaunchFlexTemplateRequest" in line, line
-    assert "input=gs://skin-bucket/uploads/dt=2026-11-21/**" in done.stdout
+    curate = next(line for line in lines if line.startswith("ok: curate:"))
+    assert "input=gs://skin-bucket/uploads date=2026-11-21 output=gs://skin-bucket/curated " in curate, curate
 
 
 @pytest.mark.e2e

@@ -254,7 +254,9 @@ class _RejectEarlier(beam.DoFn):
                          for k in ("exact_duplicate", "near_duplicate")}
 
     def process(self, row, index):
-        found = index.match(row, self.exact_only_for) if row["status"] == "accepted" else None
+        # Like the night's own clusters, a duplicate is marked whatever its
+        # quality; a row already pointing at its night's keeper keeps that.
+        found = None if row.get("duplicate_of") else index.match(row, self.exact_only_for)
         if found is None:
             yield row
             return
@@ -265,10 +267,11 @@ class _RejectEarlier(beam.DoFn):
 
 
 class RejectEarlierDuplicates(beam.PTransform):
-    """rows -> rows, those accepted that duplicate an image of an earlier
-    night in the reference index rejected (exact_duplicate / near_duplicate,
-    duplicate_of and duplicate_of_date naming it). Rows already rejected pass
-    as they are. See the module doc for which nights count as earlier."""
+    """rows -> rows, those that duplicate an image of an earlier night in the
+    reference index rejected (exact_duplicate / near_duplicate added to their
+    reasons, duplicate_of and duplicate_of_date naming it); a row already a
+    duplicate within its night keeps its keeper. See the module doc for which
+    nights count as earlier."""
 
     def __init__(self, reference: str, date: str, radius: int, exact_only_for=()):
         super().__init__()
