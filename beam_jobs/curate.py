@@ -78,7 +78,7 @@ class CurateOptions(SharedOptions, LockOptions, DateOptions):
         parser.add_argument("--max_pixels", type=int, help="Override the pixel-bomb limit (declared width x height).")
         parser.add_argument("--rows_per_shard", type=int, default=100_000, help="Feature rows per Parquet shard.")
         parser.add_argument("--examples_per_reason", type=int, default=6, help="Example thumbnails per reason in the report.")
-        parser.add_argument("--reference", help="Reference index of the images accepted on earlier nights (a folder, local or gs://; Parquet, made on first use): uploads that duplicate one are rejected exact_duplicate / near_duplicate with duplicate_of and duplicate_of_date naming it, and each night's accepted images are appended once the night is curated. A night is matched against earlier nights only, so a rerun never meets itself. Needs --date or --start_date/--end_date.")
+        parser.add_argument("--reference", help="Index of earlier nights' accepted images (folder, local or gs://): rejects their duplicates; each night is appended.")
 
 
 def resolve(options: CurateOptions):
@@ -315,10 +315,12 @@ def run_partitions(options: CurateOptions, policy, dates: list[str]):
     entries are in --reference before the next night is matched against it,
     so a backfill gives what the nightly runs gave. Local runs check every
     night's listing before any work; a Dataflow launch (which must not wait
-    for its job) takes one night."""
+    for its job, nor list at launch) takes one night, checked at run time."""
     o = options
     local = not runs_on_dataflow(o)
-    todo = dates if o.force else [d for d in dates if not is_complete(partition_output(o.output, d))]
+    # A Dataflow launch touches no storage: it recurates its night even when
+    # complete (the same bytes: a night is matched against earlier ones only).
+    todo = dates if o.force or not local else [d for d in dates if not is_complete(partition_output(o.output, d))]
     done = [d for d in dates if d not in todo]
     if done:
         print(f"curate: skipping {len(done)} partition(s) already complete: "

@@ -35,7 +35,7 @@ class _OneLineParser(_BeamArgumentParser):
 # option not named here goes under "policy / model". Beam's own flags are
 # accepted but only RUNNER_FLAGS are listed.
 HELP_GROUPS = {
-    "inputs": ("input", "manifest", "scin_cases", "image_root", "allowed_roots", "curated",
+    "inputs": ("input", "manifest", "scin_cases", "image_root", "allowed_roots", "curated", "reference",
                "scin_labels", "labels_csv", "date", "start_date", "end_date", "tfrecords", "split"),
     "outputs": ("output", "rows_per_shard", "examples_per_reason", "target_shard_mb", "compression", "tfds"),
     "policy / model": (),
@@ -216,11 +216,11 @@ class DateOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--date", help="One night: the dt=YYYY-MM-DD partition under --input (or today/yesterday, UTC).")
-        parser.add_argument("--start_date", help="Backfill: first date (YYYY-MM-DD, or today/yesterday), inclusive.")
-        parser.add_argument("--end_date", help="Backfill: last date (YYYY-MM-DD, or today/yesterday), inclusive.")
-        parser.add_argument("--force", action="store_true", default=False, help="Redo partitions already complete (score: for this model version).")
-        parser.add_argument("--allow_empty", action="store_true", default=False, help="Empty nights are expected: mark a date whose dt=YYYY-MM-DD/ folder exists but holds no images complete (score: _SUCCESS with images 0; curate: an output with no rows), and (score) accept a manifest that lists no images. Without it such a partition is never marked complete and the job fails naming it. A date with no dt= folder at all (a typo in --input, uploads not there yet) is never marked complete, even with this flag; on GCS an empty night's folder is its dt=YYYY-MM-DD/ placeholder object.")
+        parser.add_argument("--date", help="One night: dt=YYYY-MM-DD under --input (or today, yesterday; UTC).")
+        parser.add_argument("--start_date", help="Backfill: first date, inclusive (as --date).")
+        parser.add_argument("--end_date", help="Backfill: last date, inclusive (as --date).")
+        parser.add_argument("--force", action="store_true", default=False, help="Redo complete partitions (score: of this model).")
+        parser.add_argument("--allow_empty", action="store_true", default=False, help="Mark a date whose dt= folder holds no images complete (score: accept a manifest listing none); without it the job fails naming it. A date with no dt= folder (on GCS, no dt=D/ placeholder object) is never complete.")
 
 
 def lock_options(options: LockOptions) -> dict:
