@@ -202,3 +202,14 @@ def test_concurrent_appends_and_compactions_lose_no_entry(tmp_path):
     R.compact(ref, run_lock.new_lock_info("curate", "last"), at=1)
     assert len(R._files(ref)) == 1
     assert len(R.read_entries(ref)) == 36
+
+
+def test_sample_data_cli_writes_nights(tmp_path, capsys):
+    from beam_jobs.sample_data.__main__ import main
+    assert main(["--out", str(tmp_path), "--cases", "2", "--nights", "2", "--start_date", "2026-02-28",
+                 "--size", "200x150"]) == 0
+    assert "over 2 nights" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "uploads").iterdir()) == ["dt=2026-02-28", "dt=2026-03-01"]
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(tmp_path / "x"), "--cases", "2", "--nights", "0"])
+    assert e.value.code == 2 and "nights must be >= 1" in capsys.readouterr().err
