@@ -56,7 +56,9 @@ def test_airflow3_renders_the_night_that_just_ended(airflow_python):
         line = next(line for line in lines if line.startswith(f"ok: {job}:"))
         assert "ds=2026-11-21 " in line and "LaunchFlexTemplateRequest" in line, line
     curate = next(line for line in lines if line.startswith("ok: curate:"))
-    assert "input=gs://skin-bucket/uploads date=2026-11-21 output=gs://skin-bucket/curated " in curate, curate
+    for part in ("date=2026-11-21", "input=gs://skin-bucket/uploads ", "output=gs://skin-bucket/curated ",
+                 "reference=gs://skin-bucket/curated/_reference"):
+        assert part in curate + " ", (part, curate)
 
 
 @pytest.mark.e2e
