@@ -38,7 +38,7 @@ from transforms.curate.analyze_images import AnalyzeImages
 from transforms.curate.duplicates import ClusterDuplicates, pair_distance
 from transforms.curate.reference import RejectEarlierDuplicates, compact_quietly, entry_of, write_part
 from transforms.io.allowed_roots import default_roots
-from transforms.io.partitions import EMPTY, MISSING, dates_of, list_partition, partition_folder, publishable, unlisted_message
+from transforms.io.partitions import dates_of, list_partition, partition_folder, publishable, unlisted_message
 from transforms.io.inputs import ReadImageRefs, decode_text, input_glob, parse_manifest, parse_scin_cases
 from transforms.io.read import read_bytes
 from transforms.curate.report import example_entry, render_report
@@ -117,7 +117,6 @@ def resolve(options: CurateOptions):
 def roots_of(o: CurateOptions):
     """AllowedRoots of the run: --allowed_roots, else its inputs' (with dates, all under --input)."""
     if o.input and dates_of(o) and not o.allowed_roots:
-        from transforms.io.allowed_roots import AllowedRoots
         return AllowedRoots(default_roots(input_glob=o.input + "/**"))
     return allowed_roots(o)
 
