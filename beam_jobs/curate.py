@@ -9,6 +9,16 @@
                             (transforms/curate/drift.py); --fail_on_drift fails the job after _SUCCESS
 
 Run: python -m beam_jobs.curate --input 'gs://bucket/uploads/**' --output DIR
+
+Nightly, by date partition (as score): --date D (or --start_date/--end_date)
+curates INPUT/dt=D/ into OUTPUT/dt=D/, the layout above, one night after the
+other in date order; a complete night (its _SUCCESS) is skipped unless
+--force. With --reference REF, images accepted on earlier nights are an
+index (transforms/curate/reference.py) that each night's uploads are checked
+against, and each night's accepted images are appended to it:
+
+    python -m beam_jobs.curate --input gs://b/uploads --output gs://b/curated
+        --date yesterday --reference gs://b/curated/_reference
 """
 from __future__ import annotations
 
@@ -19,7 +29,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli import JobFailed, UsageError, execute, main, new_pipeline, runs_on_dataflow
-from beam_jobs.options import JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, lock_options
+from beam_jobs.options import DateOptions, JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, lock_options
 from schemas import features as F
 from schemas.policy import load_policy
 from schemas.reasons import DUPLICATE_REASONS
@@ -29,6 +39,9 @@ from transforms.io.allowed_roots import AllowedRoots
 from transforms.curate import drift
 from transforms.curate.analyze_images import AnalyzeImages
 from transforms.curate.duplicates import ClusterDuplicates, pair_distance
+from transforms.curate.reference import RejectEarlierDuplicates, compact_quietly, entry_of, write_part
+from transforms.io.allowed_roots import default_roots
+from transforms.io.partitions import dates_of, list_partition, partition_folder, publishable, unlisted_message
 from transforms.io.inputs import ReadImageRefs, decode_text, input_glob, parse_manifest, parse_scin_cases
 from transforms.io.read import read_bytes
 from transforms.curate.report import example_entry, render_report
@@ -39,17 +52,28 @@ from transforms.image.verdict import thresholds
 
 
 
-class CurateOptions(SharedOptions, LockOptions):
+class CurateOptions(SharedOptions, LockOptions, DateOptions):
     """Options of the curate job (also the Flex Template's parameters).
 
-    Also --input, --manifest, --scin_cases, --image_root, --policy and
-    --output (features, dead letters, summary, report) from SharedOptions.
+    Also --input (with dates: the root holding dt=YYYY-MM-DD/ folders),
+    --manifest, --scin_cases, --image_root, --policy and --output (features,
+    dead letters, summary, report; with dates one dt=YYYY-MM-DD/ folder of
+    them per night) from SharedOptions, and the dates from DateOptions.
     """
 
     reads = ("input", "manifest", "policy", "output", "scin_cases", "image_root", "allowed_roots")
     spec = JobSpec(required=("output",), one_of=(("input", "manifest", "scin_cases"),),
-                   needs={"scin_cases": ("image_root",)},
-                   messages={"scin_cases->image_root": "--scin_cases needs --image_root to resolve image paths"})
+                   needs={"scin_cases": ("image_root",), "date": ("input",),
+                          "start_date": ("end_date", "input"), "end_date": ("start_date", "input")},
+                   notes={"date": "Instead of --start_date/--end_date.",
+                          "manifest": "Not with --date/--start_date/--end_date (manifest rows carry no date).",
+                          "scin_cases": "Not with --date/--start_date/--end_date.",
+                          "reference": "Needs --date or --start_date/--end_date."},
+                   messages={"scin_cases->image_root": "--scin_cases needs --image_root to resolve image paths",
+                             "start_date->end_date": "--start_date and --end_date go together",
+                             "end_date->start_date": "--start_date and --end_date go together",
+                             **{f"{d}->input": "--date/--start_date need --input, the root of the dt=YYYY-MM-DD/ folders"
+                                for d in ("date", "start_date", "end_date")}})
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -62,14 +86,26 @@ class CurateOptions(SharedOptions, LockOptions):
         parser.add_argument("--fail_on_drift", action="store_true", default=False, help="Exit non-zero (one line) when alerts.json holds any alert; the outputs, alerts.json and _SUCCESS are written first.")
         parser.add_argument("--enhance", action="store_true", default=False,
                             help="Try the policy's enhancement recipe on photos rejected only for fixable reasons (borderline exposure, contrast, blur) and accept those that then pass, marked enhanced.")
+        parser.add_argument("--reference", help="Index of earlier nights' accepted images (folder, local or gs://): rejects their duplicates; each night is appended.")
 
 
 def resolve(options: CurateOptions):
     """Validate options and return the effective quality policy; UsageError if bad."""
     o = options
     check_spec(o, o.spec)
-    o.input = input_glob(o.input)  # a folder means everything under it
-    allowed_roots(o)  # a bad --allowed_roots fails here, before any work
+    if dates_of(o):
+        if o.manifest or o.scin_cases:
+            # A manifest row carries no date: dated runs read dt= folders only.
+            raise UsageError("--manifest and --scin_cases cannot be split into date partitions: give --input "
+                             "(the root of the dt=YYYY-MM-DD/ folders) with --date/--start_date")
+        if any(c in o.input for c in "*?["):
+            raise UsageError(f"--input {o.input}: with dates --input is the root of the dt=YYYY-MM-DD/ folders, not a glob")
+        o.input = o.input.rstrip("/")
+    else:
+        if o.reference:
+            raise UsageError("--reference needs --date or --start_date/--end_date (index entries carry their night)")
+        o.input = input_glob(o.input)  # a folder means everything under it
+    roots_of(o)  # a bad --allowed_roots fails here, before any work
     lock_options(o)
     for name in ("analysis_size", "dup_radius", "max_pixels", "rows_per_shard", "examples_per_reason", "drift_window"):
         value = getattr(o, name)
@@ -84,6 +120,22 @@ def resolve(options: CurateOptions):
     overrides = {k: v for k, v in (("analysis_short_side", o.analysis_size), ("dup_radius", o.dup_radius),
                                    ("max_pixels", o.max_pixels)) if v is not None}
     return policy.with_overrides(**overrides)
+
+
+def roots_of(o: CurateOptions):
+    """AllowedRoots of the run: --allowed_roots, else its inputs' (with dates, all under --input)."""
+    if o.input and dates_of(o) and not o.allowed_roots:
+        return AllowedRoots(default_roots(input_glob=o.input + "/**"))
+    return allowed_roots(o)
+
+
+def partition_output(output: str, date: str) -> str:
+    """OUTPUT/dt=DATE, one night's curate output (the undated layout)."""
+    return FileSystems.join(output, f"dt={date}")
+
+
+def is_complete(output: str) -> bool:
+    return FileSystems.exists(FileSystems.join(output, MARKER))
 
 
 def check_inputs_exist(options: CurateOptions) -> None:
@@ -146,10 +198,12 @@ def _drift(doc: dict, output: str, thresholds, window: int) -> dict:
 
 
 def _finalize(_, output, summary, matched, policy_version, written, me, drift_thresholds, drift_window,
-              **report_parts):
+              reference=None, date=None, entries=(), **report_parts):
     """Write summary.json, alerts.json and report.html, drop stale shards,
-    then the marker; each step only while this run holds the lock (released
-    by the next step)."""
+    append the night's accepted `entries` to the --reference index, then the
+    marker; each step only while this run holds the lock (released by the next
+    step). The index part goes before the marker: a complete night always has
+    its entries (a run killed in between leaves a part that its rerun supersedes)."""
     lock_dir = FileSystems.join(output, LOCK)
     doc = summary.to_dict(matched, policy_version)  # raises if accounting fails
     alerts = _drift(doc, output, drift_thresholds, drift_window)
@@ -166,10 +220,15 @@ def _finalize(_, output, summary, matched, policy_version, written, me, drift_th
         stale = [m.path for m in FileSystems.match([pattern])[0].metadata_list if m.path not in keep]
         if stale:
             FileSystems.delete(stale)
+    if reference:
+        run_lock.check(lock_dir, me, output)
+        write_part(reference, date, list(entries), me)
     run_lock.check(lock_dir, me, output)
     write_atomically(FileSystems.join(output, MARKER),
                      json.dumps({"matched": doc["matched"], "accepted": doc["accepted"],
                                  "rejected": doc["rejected"]}).encode())
+    if reference:
+        compact_quietly(reference, me)
     return doc
 
 
@@ -213,18 +272,40 @@ def _report_parts(rows, thumbnails, n: int) -> dict:
             "enhanced": beam.pvalue.AsDict(enhanced)}
 
 
-def build_pipeline(options: CurateOptions, policy, me: dict | None = None) -> beam.Pipeline:
+def _check_listed(marker, date, input_root, allow_empty):
+    # At run time too (a Dataflow launch lists nothing): a night with no
+    # folder, or an empty one without --allow_empty, is never marked complete.
+    _uris, state = list_partition(date, input_root, None, allow_empty, limit=3)
+    if not publishable(state, allow_empty):
+        raise UnlistedPartition("curate: " + unlisted_message({date: state}, input_root, None, "curated"))
+    return marker
+
+
+class UnlistedPartition(RuntimeError):
+    """A night with no dt= folder, or an empty one without --allow_empty."""
+
+
+def build_pipeline(options: CurateOptions, policy, me: dict | None = None, date: str | None = None) -> beam.Pipeline:
     """The curate pipeline, constructed but not run. `me` names the run in
-    its lock (run_lock.new_lock_info); every write waits for the lock."""
+    its lock (run_lock.new_lock_info); every write waits for the lock.
+    With `date`, it curates the night INPUT/dt=DATE/ into OUTPUT/dt=DATE/."""
     o = options
-    out = o.output
+    out = o.output if date is None else partition_output(o.output, date)
+    glob = o.input if date is None else partition_folder(o.input, date) + "**"
     me, lock = me or run_lock.new_lock_info("curate", o.run_id), lock_options(o)
     p = new_pipeline(options, cores=True)
     started = p | "LockOutput" >> run_lock.LockOutput(out, me, lock)
+    if date is not None:
+        started = started | "CheckListed" >> beam.Map(_check_listed, date, o.input, o.allow_empty)
 
-    refs = p | "ReadImageRefs" >> ReadImageRefs(o.input, o.manifest, o.scin_cases, o.image_root)
-    analyzed = refs | "AnalyzeImages" >> AnalyzeImages(policy, allowed=allowed_roots(o), enhance=o.enhance)
+    refs = p | "ReadImageRefs" >> ReadImageRefs(glob, o.manifest, o.scin_cases, o.image_root,
+                                                allow_empty=date is not None and o.allow_empty)
+    analyzed = refs | "AnalyzeImages" >> AnalyzeImages(policy, allowed=roots_of(o), enhance=o.enhance)
     rows = analyzed.rows | "ClusterDuplicates" >> ClusterDuplicates(policy.dup_radius, policy.exact_only_for)
+    reference = o.reference if date is not None else None
+    if reference:
+        rows = rows | "RejectEarlierNights" >> RejectEarlierDuplicates(
+            reference, date, policy.dup_radius, policy.exact_only_for)
 
     features = rows | "WriteFeatures" >> WriteSortedShards(
         FileSystems.join(out, F.FEATURES_DIR), F.FEATURES_DIR, ".parquet", parquet_encoder(F.SCHEMA),
@@ -240,6 +321,13 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None) -> be
     summary = rows | "Summarize" >> beam.CombineGlobally(SummarizeRows())
     report_parts = _report_parts(rows, analyzed.thumbnails, o.examples_per_reason)
     written = (features, dead) | "AllWrittenFiles" >> beam.Flatten()
+    if reference:
+        exact_only = tuple(policy.exact_only_for)
+        entries = beam.pvalue.AsList(
+            rows
+            | "AcceptedRows" >> beam.Filter(lambda r: r["status"] == "accepted")
+            | "IndexEntries" >> beam.Map(entry_of, date, exact_only))
+        report_parts.update(reference=reference, date=date, entries=entries)
     released = p | "Finalize" >> run_lock.FinalizeOutput(
         out, me, _finalize, output=out, policy_version=policy.version,
         summary=beam.pvalue.AsSingleton(summary), matched=beam.pvalue.AsSingleton(matched),
@@ -265,10 +353,48 @@ def _fail_on_drift(_released, output: str, fail: bool) -> None:
                         f"{FileSystems.join(output, drift.ALERTS_FILE)}")
 
 
+def run_partitions(options: CurateOptions, policy, dates: list[str]):
+    """Curate each night of `dates` not yet complete (all with --force), in
+    date order, each as one pipeline into OUTPUT/dt=D/: a night's index
+    entries are in --reference before the next night is matched against it,
+    so a backfill gives what the nightly runs gave. Local runs check every
+    night's listing before any work; a Dataflow launch (which must not wait
+    for its job, nor list at launch) takes one night, checked at run time."""
+    o = options
+    local = not runs_on_dataflow(o)
+    # A Dataflow launch touches no storage: it recurates its night even when
+    # complete (the same bytes: a night is matched against earlier ones only).
+    todo = dates if o.force or not local else [d for d in dates if not is_complete(partition_output(o.output, d))]
+    done = [d for d in dates if d not in todo]
+    if done:
+        print(f"curate: skipping {len(done)} partition(s) already complete: "
+              + ", ".join(f"dt={d}" for d in done) + "; --force recurates them", file=sys.stderr)
+    if local:
+        states = {d: list_partition(d, o.input, None, o.allow_empty, limit=3)[1] for d in todo}
+        bad = {d: s for d, s in states.items() if not publishable(s, o.allow_empty)}
+        if bad:
+            raise UsageError(unlisted_message(bad, o.input, None, "curated"))
+    elif len(todo) > 1:
+        raise UsageError(f"a Dataflow launch curates one night, and {len(todo)} are to do "
+                         f"({todo[0]}..{todo[-1]}): launch one per --date, in date order (the Airflow DAG does)")
+    result = None
+    for d in todo:
+        me, out = run_lock.new_lock_info("curate", o.run_id), partition_output(o.output, d)
+        result = execute(build_pipeline(o, policy, me, date=d), o,
+                         f"curate: dt={d} done. features: {FileSystems.join(out, 'features')}  "
+                         f"report: {FileSystems.join(out, 'report.html')}",
+                         on_failure=lambda out=out, me=me: run_lock.release_quietly(FileSystems.join(out, LOCK), me))
+    return result
+
+
 def run(argv=None):
-    """Parse argv, validate, build and run the curate job; returns the result."""
+    """Parse argv, validate, build and run the curate job; returns the result
+    (with dates, the last night's)."""
     options = CurateOptions(argv)
     policy = resolve(options)
+    dates = dates_of(options)
+    if dates:
+        return run_partitions(options, policy, dates)
     if not runs_on_dataflow(options):
         check_inputs_exist(options)
     me = run_lock.new_lock_info("curate", options.run_id)

@@ -72,7 +72,7 @@ class MakeTFRecordsOptions(SharedOptions, LockOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--curated", help="Output directory of the curate job (its features/ are read).")
+        parser.add_argument("--curated", help="Output directory of the curate job (its features/ are read), or a glob of several, e.g. CURATED/dt=* for nightly partitions (each must be complete).")
         parser.add_argument("--scin_labels", help="SCIN scin_labels.csv, joined to the cases on case_id.")
         parser.add_argument("--labels_csv", help="Plain labels CSV with columns image_uri,label[,group_id] (instead of SCIN).")
         parser.add_argument("--image_size", type=int, default=E.IMAGE_DEFAULTS["image_size"], help="Side of the square model input, pixels.")

@@ -35,7 +35,7 @@ class _OneLineParser(_BeamArgumentParser):
 # option not named here goes under "policy / model". Beam's own flags are
 # accepted but only RUNNER_FLAGS are listed.
 HELP_GROUPS = {
-    "inputs": ("input", "manifest", "scin_cases", "image_root", "allowed_roots", "curated",
+    "inputs": ("input", "manifest", "scin_cases", "image_root", "allowed_roots", "curated", "reference",
                "scin_labels", "labels_csv", "date", "start_date", "end_date", "tfrecords", "split"),
     "outputs": ("output", "rows_per_shard", "examples_per_reason", "target_shard_mb", "compression", "tfds"),
     "policy / model": (),
@@ -141,7 +141,7 @@ class SharedOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--input", help="Glob of image files, local or gs:// (for score with --date: the root holding dt=YYYY-MM-DD/ folders).")
+        parser.add_argument("--input", help="Glob of image files, local or gs:// (with --date or --start_date: the root holding dt=YYYY-MM-DD/ folders).")
         parser.add_argument("--manifest", help="CSV (header with uri[,image_id][,case_id]) or JSONL listing image URIs.")
         parser.add_argument("--policy", help="Quality policy JSON (default: the packaged schemas/quality_policy.json).")
         parser.add_argument("--output", help="Output directory, local or gs://.")
@@ -207,6 +207,20 @@ class LockOptions(PipelineOptions):
         parser.add_argument("--run_id", help="Name of this run in its output lock (default: a fresh id). A retry of a failed run given the same --run_id (e.g. Airflow's run id) takes over the lock the failed attempt left.")
         parser.add_argument("--lock_ttl_hours", type=float, default=24.0, help="A lock on the output older than this many hours is stale: its run is taken to be dead and the lock is taken over.")
         parser.add_argument("--break_lock", action="store_true", default=False, help="Take over the output's lock whoever holds it (only when that run is known to be dead).")
+
+
+class DateOptions(PipelineOptions):
+    """Date partitions (transforms/io/partitions.py), for the nightly jobs (score, curate):
+    one night or a backfill range of dt=YYYY-MM-DD/ folders under --input,
+    each published once; a complete partition is skipped unless --force."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--date", help="One night: dt=YYYY-MM-DD under --input (or today, yesterday; UTC).")
+        parser.add_argument("--start_date", help="Backfill: first date, inclusive (as --date).")
+        parser.add_argument("--end_date", help="Backfill: last date, inclusive (as --date).")
+        parser.add_argument("--force", action="store_true", default=False, help="Redo complete partitions (score: of this model).")
+        parser.add_argument("--allow_empty", action="store_true", default=False, help="Mark a date whose dt= folder holds no images complete (score: accept a manifest listing none); without it the job fails naming it. A date with no dt= folder (on GCS, no dt=D/ placeholder object) is never complete.")
 
 
 def lock_options(options: LockOptions) -> dict:

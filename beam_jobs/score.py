@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import sys
 import uuid
 
@@ -32,20 +31,22 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli import UsageError, execute, main, new_pipeline, quiet_tensorflow, runs_on_dataflow
-from beam_jobs.options import JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, load_model_info, lock_options
+from beam_jobs.options import DateOptions, JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, load_model_info, lock_options
 from schemas import predictions as P
 from schemas.model_bundle import image_settings
 from schemas.policy import load_policy
 from transforms.io import run_lock
 from transforms.io.sharded_write import WriteGroupedShards, jsonl_encoder, parquet_encoder, shard_name
 from transforms.scoring.publish import claim_partition, drop_staging, is_complete, partition_lock_dir, publish_partition
-from transforms.scoring.rows import UNDATED, partition_of
+from transforms.io.partitions import (EMPTY, FOUND, MAX_DATES, MISSING, RELATIVE_DATES, UNDATED,  # noqa: F401
+                                      dates_of, list_partition, list_refs, parse_date, publishable,
+                                      unlisted_message)
+from transforms.scoring.rows import partition_of
 from transforms.scoring.score_images import ScoreImages
 
-MAX_DATES = 400
 
 
-class ScoreOptions(SharedOptions, LockOptions):
+class ScoreOptions(SharedOptions, LockOptions, DateOptions):
     """Options of the score job (also the Flex Template's parameters).
 
     Also --input (with dates: the root holding dt=YYYY-MM-DD/ folders),
@@ -69,10 +70,6 @@ class ScoreOptions(SharedOptions, LockOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--model_uri", help="Model directory (model.keras + model_info.json) or the .keras file, local or gs://.")
-        parser.add_argument("--date", help="Score one night: the dt=YYYY-MM-DD partition under --input (or today/yesterday, UTC).")
-        parser.add_argument("--start_date", help="Backfill: first date (YYYY-MM-DD, or today/yesterday), inclusive.")
-        parser.add_argument("--end_date", help="Backfill: last date (YYYY-MM-DD, or today/yesterday), inclusive.")
-        parser.add_argument("--force", action="store_true", default=False, help="Rescore partitions already complete for this model version.")
         parser.add_argument("--quality_gate", default="on", choices=["on", "off"], help="Skip images curate's policy would reject (status skipped_quality).")
         parser.add_argument("--enhance", action="store_true", default=False, help="Images the quality gate rejects only for fixable reasons get curate's enhancement recipe (the policy's enhance entry) and are scored on the enhanced input if it then passes, exactly as make_tfrecords prepares curate's enhanced images (column enhanced). Needs --quality_gate on.")
         parser.add_argument("--top_k", type=int, default=3, help="Labels per row in top_labels.")
@@ -81,42 +78,6 @@ class ScoreOptions(SharedOptions, LockOptions):
         parser.add_argument("--prepare_threads", type=int, default=2, help="Threads per worker process that read and preprocess images ahead of inference (overlaps I/O and decoding with the model).")
         parser.add_argument("--share_model", action="store_true", default=False, help="Load one model per machine shared by its processes.")
         parser.add_argument("--rows_per_shard", type=int, default=200_000, help="Prediction rows per Parquet file.")
-        parser.add_argument("--allow_empty", action="store_true", default=False, help="Empty nights are expected: mark a date whose dt=YYYY-MM-DD/ folder exists but holds no images complete (_SUCCESS with images 0), and accept a manifest that lists no images. Without it such a partition is never marked complete and the job fails naming it. A date with no dt= folder at all (a typo in --input, uploads not there yet) is never marked complete, even with this flag; on GCS an empty night's folder is its dt=YYYY-MM-DD/ placeholder object.")
-
-
-# Schedulers that cannot template a date (Cloud Scheduler) pass these; they
-# resolve in UTC at launch, so a 03:00 UTC run of `yesterday` scores the day
-# that just ended.
-RELATIVE_DATES = {"today": 0, "yesterday": -1}
-
-
-def parse_date(text: str, flag: str, today: dt.date | None = None) -> dt.date:
-    """A YYYY-MM-DD date, or `today`/`yesterday` (UTC)."""
-    if (text or "").lower() in RELATIVE_DATES:
-        today = today or dt.datetime.now(dt.timezone.utc).date()
-        return today + dt.timedelta(days=RELATIVE_DATES[text.lower()])
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text or ""):
-        raise UsageError(f"--{flag} {text!r} is not a YYYY-MM-DD date (or today, yesterday)")
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError as e:
-        raise UsageError(f"--{flag} {text}: {e}") from None
-
-
-def dates_of(o: ScoreOptions) -> list[str]:
-    """The partitions to score, from options validate() has checked (one
-    date form, --start_date with --end_date)."""
-    if o.date:
-        return [parse_date(o.date, "date").isoformat()]
-    if o.start_date:
-        start, end = parse_date(o.start_date, "start_date"), parse_date(o.end_date, "end_date")
-        if end < start:
-            raise UsageError(f"--end_date {end} is before --start_date {start}")
-        n = (end - start).days + 1
-        if n > MAX_DATES:
-            raise UsageError(f"backfill of {n} dates exceeds {MAX_DATES}; split it")
-        return [(start + dt.timedelta(days=i)).isoformat() for i in range(n)]
-    return []
 
 
 def validate(o: ScoreOptions):
@@ -148,52 +109,6 @@ def validate(o: ScoreOptions):
 
 
 LISTING = "listing"
-# What listing a partition found: images, none in an existing folder (or
-# manifest, or glob), or no dt= folder at all.
-FOUND, EMPTY, MISSING = "found", "empty", "missing"
-
-
-def _match(pattern: str, limit: int | None = None) -> list[str]:
-    # Folder placeholder objects (gs://b/up/dt=D/, made by the console or
-    # uploaders) are not images. A listing error propagates: read as "no
-    # images", it could mark a night complete with --allow_empty.
-    found = FileSystems.match([pattern], limits=[limit] if limit else None)[0].metadata_list
-    return [m.path for m in found if not m.path.endswith("/")]
-
-
-def list_partition(partition: str, input_root: str | None, manifest: str | None,
-                   allow_empty: bool = False, limit: int | None = None) -> tuple[list[str], str]:
-    """(sorted image URIs, FOUND | EMPTY | MISSING) of one partition; see list_refs."""
-    refs, state = list_refs(partition, input_root, manifest, allow_empty, limit)
-    return sorted(refs), state
-
-
-def list_refs(partition: str, input_root: str | None, manifest: str | None,
-              allow_empty: bool = False, limit: int | None = None) -> tuple[dict[str, str], str]:
-    """({image URI: image_id}, FOUND | EMPTY | MISSING) of one partition.
-
-    A date lists INPUT/dt=DATE/**; MISSING when nothing at all is there, not
-    even the folder (locally a directory, on GCS the dt=DATE/ placeholder
-    object). Undated runs list the --input glob and the --manifest rows.
-    Raises ValueError for an unparseable manifest (or an empty one without
-    allow_empty). `limit` caps each listing (enough to tell FOUND from EMPTY).
-    """
-    from transforms.io.inputs import parse_manifest, stem
-    # image_id as curate gives it (the manifest's id, else the file stem), so
-    # a prediction joins curate's features on it as well as on sha256.
-    if partition != UNDATED:
-        folder = f"{input_root.rstrip('/')}/dt={partition}/"
-        uris = _match(folder + "**", limit)
-        if uris:
-            return {u: stem(u) for u in uris}, FOUND
-        return {}, EMPTY if FileSystems.exists(folder) else MISSING
-    refs = {u: stem(u) for u in _match(input_root, limit)} if input_root else {}
-    if manifest:
-        with FileSystems.open(manifest, compression_type="uncompressed") as f:
-            text = f.read().decode("utf-8-sig")
-        if text.strip() or not allow_empty:
-            refs.update((r.uri, r.image_id) for r in parse_manifest(text, manifest))  # the manifest's id wins
-    return refs, FOUND if refs else EMPTY
 
 
 def _list_partition(partition, input_root, manifest, allow_empty):
@@ -208,24 +123,11 @@ def _list_partition(partition, input_root, manifest, allow_empty):
 
 
 def _publishable(state: str | None, allow_empty: bool) -> bool:
-    return state == FOUND or (state == EMPTY and allow_empty)
+    return publishable(state, allow_empty)
 
 
 def _unlisted_message(states: dict, input_root: str | None, manifest: str | None) -> str:
-    """One line naming the partitions that listed no images, and what to do."""
-    if UNDATED in states:
-        where = " and ".join(filter(None, [input_root and f"--input {input_root} matches no files",
-                                          manifest and f"--manifest {manifest} lists no images"]))
-        return f"{where}; nothing scored (--allow_empty accepts an empty input)"
-    missing = [d for d, s in sorted(states.items()) if s == MISSING]
-    empty = [d for d, s in sorted(states.items()) if s == EMPTY]
-    parts = []
-    if missing:
-        parts.append(f"no folder under --input {input_root} for " + ", ".join(f"dt={d}" for d in missing))
-    if empty:
-        parts.append("no images in " + ", ".join(f"dt={d}" for d in empty)
-                     + " (--allow_empty marks empty nights complete)")
-    return "; ".join(parts) + "; those partitions are not scored nor marked complete"
+    return unlisted_message(states, input_root, manifest, "scored")
 
 
 class UnlistedPartitions(RuntimeError):

@@ -67,7 +67,8 @@ VERDICT = [
     _F("reasons", pa.list_(pa.string()), "", "rejection reason codes (schemas/reasons.py); empty when accepted"),
     _F("error", pa.string(), "", "error text for input failures; never image bytes"),
     _F("cluster_id", pa.string(), "", "duplicate cluster id; shared by exact and near duplicates"),
-    _F("duplicate_of", pa.string(), "", "uri of the kept cluster member, for rejected duplicates"),
+    _F("duplicate_of", pa.string(), "", "uri of the kept cluster member, for rejected duplicates (or of the earlier night's image, see duplicate_of_date)"),
+    _F("duplicate_of_date", pa.string(), "YYYY-MM-DD", "the night duplicate_of was accepted on, when it is an earlier night's image (--reference); null within a night"),
     _F("policy_version", pa.string(), "", "version of the quality policy that judged this row"),
 ]
 # curate --enhance (transforms/image/enhance.py); null on rows it did not try.
@@ -83,7 +84,7 @@ FIELDS: list[Field] = IDENTITY + GEOMETRY + PIXELS + VERDICT + ENHANCE
 SCHEMA = pa.schema([pa.field(f.name, f.type) for f in FIELDS])
 
 DEAD_LETTER_FIELDS = ["uri", "image_id", "case_id", "sha256", "status", "reasons",
-                      "error", "duplicate_of", "policy_version"]
+                      "error", "duplicate_of", "duplicate_of_date", "policy_version"]
 
 # Skin-tone class names, defined here only: ita_category's (lightest first) and
 # monk_group's (Monk 1-3, 4-6, 7-10); transforms/image/skin_tone.py assigns them.

@@ -16,7 +16,12 @@ run's data interval, i.e. the day that has just ended: the run at 2026-11-22
 bare `schedule="0 2 * * *"` means a CronTriggerTimetable on Airflow 3, whose
 logical date is the trigger time itself (that run would get ds=2026-11-22, a
 day only two hours old), while Airflow 2 made it a data-interval timetable.
-Backfills and reruns of a past day get that day's date.
+Backfills and reruns of a past day get that day's date. curate writes the
+night into curated/dt=DS/ and checks its uploads against the images accepted
+on earlier nights (`reference`, beam_jobs/curate.py); a night already
+complete is skipped (a cleared task reruns nothing), and with
+max_active_runs=1 a backfill runs the nights in date order, so each night is
+matched against the nights before it, as the nightly runs were.
 The score task starts only after the curate job has finished
 (`wait_until_finished`), so a failed or cancelled curate stops the night's
 scoring. The tasks block a worker slot while their job runs rather than
@@ -64,8 +69,10 @@ with DAG(
                 "containerSpecGcsPath": "gs://{{ var.value.skin_bucket }}/templates/curate.json",
                 "parameters": {
                     "job": "curate",
-                    "input": "gs://{{ var.value.skin_bucket }}/uploads/dt={{ ds }}/**",
-                    "output": "gs://{{ var.value.skin_bucket }}/curated/dt={{ ds }}",
+                    "input": "gs://{{ var.value.skin_bucket }}/uploads",
+                    "date": "{{ ds }}",
+                    "output": "gs://{{ var.value.skin_bucket }}/curated",
+                    "reference": "gs://{{ var.value.skin_bucket }}/curated/_reference",
                     "run_id": "{{ run_id }}",
                 },
             },

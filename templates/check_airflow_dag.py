@@ -189,10 +189,10 @@ def check(path: pathlib.Path) -> int:
         assert parameters["job"] == job and parameters["run_id"] == run_id, parameters
         print(f"ok: {job}: ds={context['ds']} run_id={run_id} body parses as LaunchFlexTemplateRequest; "
               + " ".join(f"{k}={v}" for k, v in parameters.items() if k not in ("job", "run_id")))
-    assert rendered["curate"]["body"]["launchParameter"]["parameters"]["input"] == \
-        f"gs://skin-bucket/uploads/dt={DAY}/**"
-    assert rendered["curate"]["body"]["launchParameter"]["parameters"]["output"] == \
-        f"gs://skin-bucket/curated/dt={DAY}"
+    curate = rendered["curate"]["body"]["launchParameter"]["parameters"]
+    assert curate["date"] == DAY and curate["input"] == "gs://skin-bucket/uploads", curate
+    assert curate["output"] == "gs://skin-bucket/curated", curate
+    assert curate["reference"] == "gs://skin-bucket/curated/_reference", curate
     score = rendered["score"]["body"]["launchParameter"]["parameters"]
     assert score["date"] == DAY and score["input"] == "gs://skin-bucket/uploads", score
     assert score["model_uri"] == VARIABLES["skin_model_uri"] and score["output"] == "gs://skin-bucket/scores"

@@ -59,7 +59,8 @@ READ_FILE, READ_FOLDER, WRITE_FOLDER = "GCS_READ_FILE", "GCS_READ_FOLDER", "GCS_
 PATH_TYPES = {"input": READ_FILE, "manifest": READ_FILE, "policy": READ_FILE, "output": WRITE_FOLDER,
               "scin_cases": READ_FILE, "image_root": READ_FOLDER, "curated": READ_FOLDER,
               "scin_labels": READ_FILE, "labels_csv": READ_FILE, "model_uri": READ_FOLDER,
-              "tfrecords": READ_FOLDER, "compare_model_uri": READ_FOLDER}
+              "tfrecords": READ_FOLDER, "compare_model_uri": READ_FOLDER,
+              "reference": WRITE_FOLDER}  # curate reads the index and appends to it
 # Where one job uses a shared path differently: score's --input is the root
 # holding dt=YYYY-MM-DD/ folders, not curate's glob of files.
 JOB_PATH_TYPES = {("score", "input"): READ_FOLDER}

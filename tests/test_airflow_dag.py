@@ -55,7 +55,10 @@ def test_airflow3_renders_the_night_that_just_ended(airflow_python):
     for job in ("curate", "score"):
         line = next(line for line in lines if line.startswith(f"ok: {job}:"))
         assert "ds=2026-11-21 " in line and "LaunchFlexTemplateRequest" in line, line
-    assert "input=gs://skin-bucket/uploads/dt=2026-11-21/**" in done.stdout
+    curate = next(line for line in lines if line.startswith("ok: curate:"))
+    for part in ("date=2026-11-21", "input=gs://skin-bucket/uploads ", "output=gs://skin-bucket/curated ",
+                 "reference=gs://skin-bucket/curated/_reference"):
+        assert part in curate + " ", (part, curate)
 
 
 @pytest.mark.e2e

@@ -368,12 +368,17 @@ def _labels_in_build_pipeline(module) -> set:
             and isinstance(n.left, ast.Constant) and isinstance(n.left.value, str)}
 
 
-def _dry_run(job, params, offline):
-    argv = [f"--job={job}"] + DATAFLOW + [f"--{k}={v}" for k, v in params.items()]
-    result = launch.launch(argv, image=IMAGE)
-    assert offline == [], f"{job} touched the network at construction: {offline[:5]}"
-    proto = result.job.proto_pipeline
-    names = {t.unique_name for t in proto.components.transforms.values()}
+def _dry_run(job, params, offline, also=None):
+    """Launch the job's template on a fake Dataflow; `also`: the parameters
+    of a second launch whose steps count too (a job whose graph differs by
+    its options)."""
+    names = set()
+    for ps in filter(None, (also, params)):
+        argv = [f"--job={job}"] + DATAFLOW + [f"--{k}={v}" for k, v in ps.items()]
+        result = launch.launch(argv, image=IMAGE)
+        assert offline == [], f"{job} touched the network at construction: {offline[:5]}"
+        proto = result.job.proto_pipeline
+        names |= {t.unique_name for t in proto.components.transforms.values()}
     missing = _labels_in_build_pipeline(MODULES[job]) - names
     assert not missing, f"{job}: steps missing from the Dataflow graph: {sorted(missing)}"
     return proto, names
@@ -393,9 +398,13 @@ def test_curate_dataflow_graph(offline):
     proto, names = _dry_run("curate", {
         "input": f"{NOWHERE}/uploads/dt=2026-11-21/**", "manifest": f"{NOWHERE}/manifests/extra.csv",
         "scin_cases": f"{NOWHERE}/scin/dataset/scin_cases.csv", "image_root": f"{NOWHERE}/scin",
-        "output": f"{NOWHERE}/curated/dt=2026-11-21", "dup_radius": "6"}, offline)
-    # Listing is a step of the job (MatchFiles at run time), not launcher work.
-    assert {"ReadImageRefs/MatchGlob", "ReadImageRefs/MatchManifest", "ReadImageRefs/MatchScinCases"} <= names
+        "output": f"{NOWHERE}/curated/dt=2026-11-21", "dup_radius": "6"}, offline,
+        also={"input": f"{NOWHERE}/uploads", "date": "2026-11-21", "output": f"{NOWHERE}/curated",
+              "reference": f"{NOWHERE}/curated/_reference"})
+    # Listing is a step of the job (MatchFiles at run time), not launcher work;
+    # so is a night's check for its dt= folder.
+    assert {"ReadImageRefs/MatchGlob", "ReadImageRefs/MatchManifest", "ReadImageRefs/MatchScinCases",
+            "CheckListed", "RejectEarlierNights/LoadIndex"} <= names
     assert _worker_images(proto) == {IMAGE}
 
 
@@ -597,7 +606,8 @@ def test_airflow_dag_runs_curate_then_score_for_the_logical_date():
     by_id = {t["task_id"]: t["body"]["launchParameter"] for t in tasks.values()}
     curated = _check_launch(by_id["curate"], "curate", _render)
     scored = _check_launch(by_id["score"], "score", _render)
-    assert curated["input"].endswith("/uploads/dt={{ ds }}/**")
+    assert curated["input"].endswith("/uploads") and curated["date"] == "{{ ds }}"  # into curated/dt={{ ds }}/
+    assert curated["reference"].endswith("/curated/_reference")
     assert scored["date"] == "{{ ds }}"
     # A retry of a failed task takes over the output lock its first try left.
     assert curated["run_id"] == scored["run_id"] == "{{ run_id }}"

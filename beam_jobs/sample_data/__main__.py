@@ -1,4 +1,4 @@
-"""CLI: ``python -m beam_jobs.sample_data --out DIR --cases N --seed S [--size WxH]``."""
+"""CLI: ``python -m beam_jobs.sample_data --out DIR --cases N --seed S [--size WxH] [--nights K --start_date D]``."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cases", required=True, type=int, help="number of cases (1-3 images each)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (>= 0); same seed, same bytes")
     parser.add_argument("--size", type=_size, default=(640, 480), help="landscape frame WxH (default 640x480)")
+    parser.add_argument("--nights", type=int, help="write K nights of --cases cases each as OUT/uploads/dt=YYYY-MM-DD/, "
+                        "with re-uploads of earlier nights' photos (beam_jobs/sample_data/nights.py)")
+    parser.add_argument("--start_date", default="2026-11-01", help="first night with --nights (YYYY-MM-DD)")
     return parser
 
 
@@ -70,6 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed < 0:
         parser.error(f"argument --seed: must be >= 0, got {args.seed}")
     _keep_freed_memory()
+    if args.nights is not None:
+        from beam_jobs.sample_data.nights import generate_nights
+        try:
+            summary = generate_nights(args.out, args.nights, args.cases, args.seed, args.start_date, args.size)
+        except ValueError as e:
+            parser.error(str(e))
+        print(f"sample_data: {summary['images']} images over {len(summary['dates'])} nights "
+              f"({summary['reuploads']} re-uploads of earlier nights) -> {summary['uploads']}/dt=*")
+        return 0
     summary = generate(args.out, args.cases, args.seed, args.size)
     mix = ", ".join(f"{n} {d}" for d, n in summary["defects"].items() if n)
     print(

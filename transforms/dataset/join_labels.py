@@ -43,12 +43,22 @@ def _parquet_rows(readable):
 
 
 def curated_features(curated_dir: str) -> str:
-    """The features glob of a finished curate output; ValueError if unfinished.
+    """The features glob of a finished curate output, or of several (a glob
+    such as CURATED/dt=* over nightly partitions); ValueError if one is unfinished.
 
     Without curate's marker, features/ may hold a killed or still-running
     job's partial shards: training on them would silently drop images.
     """
     root = curated_dir.rstrip("/")
+    if any(c in root for c in "*?["):
+        done = {m.path.rsplit("/", 1)[0] for m in FileSystems.match([f"{root}/{MARKER}"])[0].metadata_list}
+        started = {m.path.rsplit("/", 2)[0] for m in FileSystems.match([features_glob(root)])[0].metadata_list}
+        if not done:
+            raise ValueError(f"{root} matches no finished curate output (no {MARKER})")
+        unfinished = sorted(started - done)
+        if unfinished:
+            raise ValueError(f"{', '.join(unfinished)} has no {MARKER}: curate has not finished there (rerun it)")
+        return features_glob(root)
     if not FileSystems.exists(f"{root}/{MARKER}"):
         raise ValueError(f"{root} has no {MARKER}: curate has not finished there (rerun it)")
     return features_glob(root)

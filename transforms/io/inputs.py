@@ -140,17 +140,21 @@ class ReadImageRefs(beam.PTransform):
     work, acting as the reshuffle before the expensive per-image step.
     """
 
-    def __init__(self, input_glob=None, manifest=None, scin_cases=None, image_root=None):
+    def __init__(self, input_glob=None, manifest=None, scin_cases=None, image_root=None, allow_empty=False):
         super().__init__()
         self.input_glob, self.manifest = input_glob, manifest
         self.scin_cases, self.image_root = scin_cases, image_root
+        # An empty night's glob (curate --date --allow_empty) may match nothing.
+        self.empty = EmptyMatchTreatment.ALLOW if allow_empty else EmptyMatchTreatment.DISALLOW
 
     def expand(self, pbegin):
         sources = []
         if self.input_glob:
             sources.append(
                 pbegin
-                | "MatchGlob" >> fileio.MatchFiles(self.input_glob, EmptyMatchTreatment.DISALLOW)
+                | "MatchGlob" >> fileio.MatchFiles(self.input_glob, self.empty)
+                # a GCS folder placeholder object (gs://b/up/dt=D/) is not an image
+                | "NotFolders" >> beam.Filter(lambda m: not m.path.endswith("/"))
                 | "GlobToRefs" >> beam.Map(lambda m: ImageRef(m.path, stem(m.path), None, m.size_in_bytes)))
         if self.manifest:
             sources.append(

@@ -6,9 +6,8 @@ import datetime as dt
 import numpy as np
 
 from schemas import predictions as P
+from transforms.io.partitions import UNDATED  # the partition of a run without dates
 from transforms.scoring.inference import first_line, top_k
-
-UNDATED = "undated"  # the partition of a run without dates
 
 
 def prediction_row(uri, partition, version, status, scored_at, **kw) -> dict:
