@@ -82,10 +82,10 @@ class CurateOptions(SharedOptions, LockOptions, DateOptions):
         parser.add_argument("--max_pixels", type=int, help="Override the pixel-bomb limit (declared width x height).")
         parser.add_argument("--rows_per_shard", type=int, default=100_000, help="Feature rows per Parquet shard.")
         parser.add_argument("--examples_per_reason", type=int, default=6, help="Example thumbnails per reason in the report.")
-        parser.add_argument("--drift_window", type=int, help="When --output ends in dt=YYYY-MM-DD: compare this night with up to this many complete earlier dt= partitions beside it (alerts.json; default: the policy's drift.window_nights, 7).")
-        parser.add_argument("--fail_on_drift", action="store_true", default=False, help="Exit non-zero (one line) when alerts.json holds any alert; the outputs, alerts.json and _SUCCESS are written first.")
+        parser.add_argument("--drift_window", type=int, help="Compare a dt=YYYY-MM-DD night with up to this many complete earlier nights beside it (alerts.json; default: the policy's, 7).")
+        parser.add_argument("--fail_on_drift", action="store_true", default=False, help="Fail in one line when alerts.json holds an alert, after every output is written.")
         parser.add_argument("--enhance", action="store_true", default=False,
-                            help="Try the policy's enhancement recipe on photos rejected only for fixable reasons (borderline exposure, contrast, blur) and accept those that then pass, marked enhanced.")
+                            help="Rescue photos rejected only for fixable reasons with the policy's recipe (marked enhanced).")
         parser.add_argument("--reference", help="Index of earlier nights' accepted images (folder, local or gs://): rejects their duplicates; each night is appended.")
 
 

@@ -7,6 +7,7 @@ here, and each job's own class adds the rest.
 from __future__ import annotations
 
 import argparse
+import copy
 import difflib
 import functools
 import re
@@ -44,6 +45,14 @@ HELP_GROUPS = {
 }
 RUNNER_FLAGS = ("runner", "project", "region", "temp_location", "staging_location",
                 "direct_num_workers", "direct_running_mode")
+# Beam's own help for these lists every runner or says little; shorter and
+# what the jobs do with them (beam_jobs.cli.use_cores).
+RUNNER_HELP = {
+    "runner": "DirectRunner (default: on this machine) or DataflowRunner; any Beam runner name.",
+    "direct_num_workers": "Local workers (curate: one per core by default).",
+    "direct_running_mode": "How local workers run.",
+    "region": "Dataflow region.",
+}
 
 
 def print_help(options_cls) -> None:
@@ -74,7 +83,9 @@ def print_help(options_cls) -> None:
     runner = {a.dest: a for a in parser_actions(beam) if a.dest in RUNNER_FLAGS}
     for dest in RUNNER_FLAGS:
         if dest in runner:
-            add_action(groups["runner (Beam)"], runner[dest])
+            action = copy.copy(runner[dest])
+            action.help = RUNNER_HELP.get(dest, action.help)
+            add_action(groups["runner (Beam)"], action)
     help_parser.print_help()
 
 
