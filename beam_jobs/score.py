@@ -41,6 +41,7 @@ from transforms.io.sharded_write import WriteGroupedShards, jsonl_encoder, parqu
 from transforms.scoring.publish import claim_partition, drop_staging, is_complete, partition_lock_dir, publish_partition
 from transforms.scoring.rows import UNDATED, partition_of
 from transforms.scoring.score_images import ScoreImages
+from transforms.image.skin_crop import CROPS
 
 MAX_DATES = 400
 
@@ -73,6 +74,10 @@ class ScoreOptions(SharedOptions, LockOptions):
         parser.add_argument("--start_date", help="Backfill: first date (YYYY-MM-DD, or today/yesterday), inclusive.")
         parser.add_argument("--end_date", help="Backfill: last date (YYYY-MM-DD, or today/yesterday), inclusive.")
         parser.add_argument("--force", action="store_true", default=False, help="Rescore partitions already complete for this model version.")
+        parser.add_argument("--crop", choices=list(CROPS),
+                            help="center or skin (a square around the main skin region, the centre crop where none "
+                                 "is found; rows say which in crop_used). Default: the model's, as make_tfrecords "
+                                 "made its training images (trained_on.sources.crop), else center.")
         parser.add_argument("--quality_gate", default="on", choices=["on", "off"], help="Skip images curate's policy would reject (status skipped_quality).")
         parser.add_argument("--top_k", type=int, default=3, help="Labels per row in top_labels.")
         parser.add_argument("--min_batch_size", type=int, help="RunInference minimum batch size. Default: --max_batch_size (fixed-size batches, fastest per image on CPU; Beam's adaptive sizing settled at 8-9 images here, 1.4x slower).")
@@ -245,6 +250,8 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: di
     partitions' locks (run_lock.new_lock_info)."""
     version, vocabulary = info["version"], list(info["label_vocabulary"])
     settings = image_settings(info)  # the model sees images made as its training images were
+    if o.crop:
+        settings["crop"] = o.crop
     scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)  # a UTC TIMESTAMP column
     # Beside predictions/, not in it: readers of that tree (BigQuery external
     # tables, pyarrow.dataset) see only published partitions, even mid-run.

@@ -33,6 +33,7 @@ SCHEMA = pa.schema([
     pa.field("probabilities", pa.list_(LABEL_PROBABILITY)),  # every class, in label_vocabulary order
     pa.field("error", pa.string()),
     pa.field("scored_at", pa.timestamp("us", tz="UTC")),  # run start
+    pa.field("crop_used", pa.string()),          # the square the model saw: skin (around the main skin region) or center (--crop center, or no skin region found); null if not scored
 ])
 
 # Dead-letter JSONL keys: the identifying columns of the same row.

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from schemas.examples import IMAGE_DEFAULTS
+from transforms.image import skin_crop
 from transforms.image.decode import DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS, decode
 
 
@@ -34,9 +35,11 @@ def center_crop_resize(image: np.ndarray, image_size: int, crop_fraction: float)
 
 
 def decode_for_model(data: bytes, image_size: int, crop_fraction: float,
-                     max_pixels: int = DEFAULT_MAX_PIXELS, max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES):
-    """The one decode of the model path (transforms.image.decode.Decoded)."""
-    return decode(data, analysis_short_side=decode_size_for(image_size, crop_fraction),
+                     max_pixels: int = DEFAULT_MAX_PIXELS, max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES,
+                     crop: str = "center"):
+    """The one decode of the model path (transforms.image.decode.Decoded).
+    --crop skin may cut a smaller square (skin_crop.MIN_SIDE_FRACTION): its decode keeps more pixels."""
+    return decode(data, analysis_short_side=decode_size_for(image_size, skin_crop.decode_fraction(crop, crop_fraction)),
                   max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
 
 
@@ -56,3 +59,31 @@ def preprocess_to_jpeg(data: bytes, *, image_size: int = IMAGE_DEFAULTS["image_s
     """Upload bytes -> model-ready JPEG (RGB content, no EXIF). Raises ImageRejected."""
     decoded = decode_for_model(data, image_size, crop_fraction, max_pixels, max_decode_bytes)
     return model_jpeg(decoded.image, image_size=image_size, crop_fraction=crop_fraction, quality=quality)
+
+
+# --crop skin|center (transforms/image/skin_crop.py): the same decode, square,
+# resize and JPEG for both jobs, with the crop actually cut (crop_used).
+
+def encode_model_jpeg(square: np.ndarray, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", square, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encode failed")
+    return buf.tobytes()
+
+
+def model_jpeg_cropped(image: np.ndarray, *, image_size: int, crop_fraction: float, quality: int,
+                       crop: str = "center") -> tuple[bytes, str]:
+    """Decoded BGR array -> (model-ready JPEG, crop_used: "skin" or "center")."""
+    square, used = skin_crop.crop_resize(image, image_size, crop_fraction, crop)
+    return encode_model_jpeg(square, quality), used
+
+
+def preprocess_cropped(data: bytes, *, image_size: int = IMAGE_DEFAULTS["image_size"],
+                       crop_fraction: float = IMAGE_DEFAULTS["crop_fraction"],
+                       quality: int = IMAGE_DEFAULTS["jpeg_quality"], max_pixels: int = DEFAULT_MAX_PIXELS,
+                       max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES,
+                       crop: str = "center") -> tuple[bytes, str]:
+    """Upload bytes -> (model-ready JPEG, crop_used). Raises ImageRejected."""
+    decoded = decode_for_model(data, image_size, crop_fraction, max_pixels, max_decode_bytes, crop)
+    return model_jpeg_cropped(decoded.image, image_size=image_size, crop_fraction=crop_fraction,
+                              quality=quality, crop=crop)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from schemas.policy import QualityPolicy
-from transforms.image.preprocess import decode_for_model, model_jpeg
+from transforms.image.preprocess import decode_for_model, model_jpeg_cropped
 from transforms.image.quality import policy_features
 from transforms.image.verdict import quality_reasons
 
@@ -22,17 +22,26 @@ def model_input_from_jpeg(jpeg: bytes) -> np.ndarray:
 
 
 def prepare(data: bytes, policy: QualityPolicy, *, image_size: int, crop_fraction: float,
-            jpeg_quality: int, gate: bool) -> tuple[list[str], np.ndarray | None]:
+            jpeg_quality: int, gate: bool, crop: str = "center") -> tuple[list[str], np.ndarray | None]:
     """(quality reasons, model input). Reasons non-empty -> no input (skipped).
 
     Raises transforms.image.decode.ImageRejected for unreadable input.
     """
-    decoded = decode_for_model(data, image_size, crop_fraction, policy.max_pixels, policy.max_decode_bytes)
+    reasons, array, _used = prepare_cropped(data, policy, image_size=image_size, crop_fraction=crop_fraction,
+                                            jpeg_quality=jpeg_quality, gate=gate, crop=crop)
+    return reasons, array
+
+
+def prepare_cropped(data: bytes, policy: QualityPolicy, *, image_size: int, crop_fraction: float,
+                    jpeg_quality: int, gate: bool, crop: str = "center") -> tuple[list[str], np.ndarray | None, str | None]:
+    """prepare() and crop_used ("skin" or "center"; None when skipped)."""
+    decoded = decode_for_model(data, image_size, crop_fraction, policy.max_pixels, policy.max_decode_bytes, crop)
     if gate:
         w, h = decoded.width, decoded.height
         features = policy_features(decoded.image, policy)
         reasons = quality_reasons(dict(features, width=w, height=h), policy)
         if reasons:
-            return reasons, None
-    jpeg = model_jpeg(decoded.image, image_size=image_size, crop_fraction=crop_fraction, quality=jpeg_quality)
-    return [], model_input_from_jpeg(jpeg)
+            return reasons, None, None
+    jpeg, used = model_jpeg_cropped(decoded.image, image_size=image_size, crop_fraction=crop_fraction,
+                                    quality=jpeg_quality, crop=crop)
+    return [], model_input_from_jpeg(jpeg), used

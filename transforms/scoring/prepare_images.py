@@ -11,14 +11,14 @@ from transforms.image.decode import ImageRejected
 from transforms.io.prefetch import PrefetchingDoFn
 from transforms.io.read import Missing, Refused, read_bytes
 from transforms.scoring.inference import first_line
-from transforms.scoring.prepare import prepare
+from transforms.scoring.prepare import prepare_cropped
 from transforms.scoring.rows import prediction_row
 
 DONE = "done"  # output tag of rows already final (skipped_quality, failed)
 
 
 class PrepareImages(PrefetchingDoFn):
-    """(partition, uri, image_id) -> ((partition, uri, image_id, sha256), model input),
+    """(partition, uri, image_id) -> ((partition, uri, image_id, sha256, crop_used), model input),
     or a final row on DONE: skipped_quality (the gate) or failed (reason codes).
     Read, decode, gate and preprocess uploads on threads ahead of inference."""
 
@@ -53,7 +53,7 @@ class PrepareImages(PrefetchingDoFn):
                                 image_id=image_id)
         ids = {"image_id": image_id, "sha256": hashlib.sha256(data).hexdigest()}  # curate's sha256: the join key
         try:
-            reasons, array = prepare(data, self.policy, gate=self.gate, **self.settings)
+            reasons, array, crop_used = prepare_cropped(data, self.policy, gate=self.gate, **self.settings)
         except ImageRejected as e:
             return self._failed(partition, uri, e.reason, str(e), **ids)
         except Exception as e:  # a bug must not lose the image: a row, counted
@@ -63,4 +63,4 @@ class PrepareImages(PrefetchingDoFn):
             self.skipped.inc()
             return [beam.pvalue.TaggedOutput(DONE, prediction_row(uri, partition, self.version, "skipped_quality",
                                                         self.scored_at, reasons=reasons, **ids))]
-        return [((partition, uri, ids["image_id"], ids["sha256"]), array)]
+        return [((partition, uri, ids["image_id"], ids["sha256"], crop_used), array)]

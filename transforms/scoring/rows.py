@@ -28,12 +28,12 @@ def partition_of(row) -> str:
 
 
 def scored_row(result, vocabulary, k, version, scored_at) -> dict:
-    """The row of one RunInference result ((partition, uri, image_id, sha256), probabilities)."""
-    (partition, uri, image_id, sha256), probabilities = result  # KerasBundleHandler yields bare vectors
+    """The row of one RunInference result ((partition, uri, image_id, sha256[, crop_used]), probabilities)."""
+    (partition, uri, image_id, sha256, *crop), probabilities = result  # KerasBundleHandler yields bare vectors
     probs = np.asarray(probabilities, dtype=np.float32)
     labels, top = top_k(probs, vocabulary, k)
     return prediction_row(uri, partition, version, "scored", scored_at, image_id=image_id, sha256=sha256,
-                top_labels=labels, top_probabilities=top,
+                top_labels=labels, top_probabilities=top, crop_used=crop[0] if crop else None,
                 probabilities=[{"label": l, "probability": float(p)} for l, p in zip(vocabulary, probs)])
 
 
@@ -55,6 +55,6 @@ def failed_batch_rows(failure, version, scored_at):
     """A failed row per image of a batch RunInference could not score (its dead-letter output)."""
     batch, error = failure
     line = f"inference failed: {error_line(error)}"
-    for (partition, uri, image_id, sha256), _array in batch:
+    for (partition, uri, image_id, sha256, *_crop), _array in batch:
         yield prediction_row(uri, partition, version, "failed", scored_at, image_id=image_id, sha256=sha256,
                    reasons=["inference_error"], error=line)
