@@ -82,7 +82,7 @@ class MakeTFRecordsOptions(SharedOptions, LockOptions):
         parser.add_argument("--crop", default="center", choices=list(CROPS),
                             help="center: the centred square of --crop_fraction; skin: a square around the main skin "
                                  "region (transforms/image/skin_crop.py: its long side plus 0.15 of it on each side, at least "
-                                 "half the short side), or the centre crop where no skin region is found. Records say "
+                                 "half the short side, at most the centre crop), or the centre crop where no skin region is found. Records say "
                                  "which in crop_used; score uses the model's.")
         parser.add_argument("--split_fractions", default="0.8,0.1,0.1", help="train,validation,test fractions summing to 1.")
         parser.add_argument("--min_class_count", type=int, default=5, help="Classes with fewer labelled images are rare.")

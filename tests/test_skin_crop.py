@@ -15,7 +15,7 @@ from beam_jobs.evaluate_curate import load_features
 from schemas.examples import read_split
 from schemas.model_bundle import image_settings
 from schemas.policy import load_policy
-from tests.helpers import tiny_bundle
+from helpers import tiny_bundle
 from transforms.image import skin_crop
 from transforms.image.quality import compute_features
 from transforms.scoring.prepare import prepare_cropped
@@ -63,6 +63,9 @@ def test_the_square_holds_the_box_with_its_margin_inside_the_image():
     # a box wider than the short side: the square is the short side, never beyond the frame
     top, left, side = skin_crop.skin_square(h, w, (0.0, 0.1, 1.0, 0.9))
     assert side == h and top == 0 and 0 <= left <= w - h
+    # the model crop is never wider than the centre crop: then it is the centre crop moved onto the box
+    top, left, side = skin_crop.skin_square(h, w, (0.0, 0.1, 0.6, 0.9), max_fraction=0.875)
+    assert side == round(0.875 * h) and left == 0 and abs(top - (h - side) / 2) <= 0.5
 
 
 def test_without_a_skin_region_the_skin_crop_falls_back_to_the_centre_crop():
@@ -162,3 +165,18 @@ def test_a_bad_crop_is_a_one_line_error(job, args, message, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"{prog}: error:") and message in err and "\n" not in err, err
     assert not (tmp_path / "O").exists()
+
+
+def test_the_curate_report_draws_the_skin_region_and_crop_on_thumbnails():
+    from transforms.curate.report import _figure, skin_crop_entry
+    from transforms.image.analyze import thumbnail_jpeg
+    img = _scene()
+    row = dict(compute_features(img), uri="/u/disc.jpg", reasons=[], duplicate_of=None, width=800, height=600)
+    entry = {"uri": row["uri"], "reasons": [], "explained": [], "closest": None, **skin_crop_entry(row)}
+    x0, y0, x1, y1 = entry["crop_square"]
+    assert x0 <= row["skin_box_x0"] and x1 >= row["skin_box_x1"] and y0 <= row["skin_box_y0"]
+    assert (x1 - x0) * 800 == pytest.approx((y1 - y0) * 600)   # a square in pixels
+    figure = _figure(entry, {row["uri"]: thumbnail_jpeg(img, 96)})
+    assert "<svg" in figure and figure.count("<rect") == 2 and "skin crop solid" in figure
+    # no region: the plain thumbnail
+    assert skin_crop_entry(dict(row, skin_box_x0=None)) == {}
