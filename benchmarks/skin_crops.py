@@ -10,7 +10,10 @@ feet, abdomens: --background sources):
   - the median skin fraction of the model input, skin crop and centre crop;
   - how often a crop cuts away more than --cut share (default 10%) of the
     photo's skin (skin pixels of the whole frame outside the square);
+  - how often the skin input shows 2 points more (less) skin than the centre one;
   - how often --crop skin found no region and fell back to the centre crop;
+  - the same for the alternative not taken, the skin square allowed up to the
+    whole short side (skin uncapped);
   - the ms the region costs: on curate's mask (what compute_features adds per
     image) and the whole skin-crop path against the centre path.
 
@@ -45,13 +48,23 @@ IMAGE_SIZE, CROP_FRACTION = 224, 0.875
 BACKGROUND_SOURCES = ("FUSeg", "Abdominal")
 
 
+VARIANTS = ("skin", "center", "skin_uncapped")
+
+
 def measure(data: bytes, cut: float) -> dict:
-    """Both crops of one upload: skin fraction of the input, share of skin cut away, crop used, ms."""
+    """Each crop of one upload: skin fraction of the input, share of skin cut away, crop used, ms.
+    skin_uncapped is the alternative not taken: the skin square allowed up to the whole short side."""
     out = {}
-    for crop in skin_crop.CROPS:
+    for crop in VARIANTS:
         t0 = time.perf_counter()
-        image = decode_for_model(data, IMAGE_SIZE, CROP_FRACTION, crop=crop).image
-        (top, left, side), used = skin_crop.model_square(image, crop, CROP_FRACTION)
+        image = decode_for_model(data, IMAGE_SIZE, CROP_FRACTION, crop=crop.split("_")[0]).image
+        if crop == "skin_uncapped":
+            box = skin_crop.box_of(skin_crop.skin_region(image))
+            h, w = image.shape[:2]
+            (top, left, side), used = ((skin_crop.skin_square(h, w, box, 1.0), "skin") if box else
+                                       (skin_crop.center_square(h, w, CROP_FRACTION), "center"))
+        else:
+            (top, left, side), used = skin_crop.model_square(image, crop, CROP_FRACTION)
         square = cv2.resize(image[top:top + side, left:left + side], (IMAGE_SIZE, IMAGE_SIZE),
                             interpolation=cv2.INTER_AREA if side >= IMAGE_SIZE else cv2.INTER_LINEAR)
         ms = (time.perf_counter() - t0) * 1e3
@@ -83,10 +96,13 @@ def region_ms(data: bytes, repeats: int = 20) -> float:
 def summarise(name: str, results: list[dict]) -> list:
     n = len(results)
     row = [name, n]
-    for crop in ("skin", "center"):
+    for crop in VARIANTS:
         row.append(round(median([r[crop]["skin_fraction"] for r in results]), 3))
-    for crop in ("skin", "center"):
+    for crop in VARIANTS:
         row.append(round(sum(r[crop]["cut"] for r in results) / n, 3))
+    # photos whose skin input shows 2 points more (less) skin than the centre input
+    row.append(round(sum(r["skin"]["skin_fraction"] > r["center"]["skin_fraction"] + 0.02 for r in results) / n, 3))
+    row.append(round(sum(r["skin"]["skin_fraction"] < r["center"]["skin_fraction"] - 0.02 for r in results) / n, 3))
     row.append(round(sum(r["skin"]["used"] == "center" for r in results) / n, 3))
     row.append(round(median([r["skin"]["side"] for r in results]), 2))
     return row
@@ -114,8 +130,8 @@ def main(argv=None) -> int:
             background.append(m)
         ms_region.append(region_ms(data))
     rows = [summarise("usable skin photos", results), summarise("with background (FUSeg feet, abdomens)", background)]
-    headers = ["photos", "n", "skin frac skin", "skin frac center", f"cut>{a.cut:.0%} skin",
-               f"cut>{a.cut:.0%} center", "no region", "median side"]
+    headers = ["photos", "n", "skin frac: skin", "center", "skin uncapped", f"cut>{a.cut:.0%}: skin",
+               "center", "skin uncapped", "skin +2pp", "skin -2pp", "no region", "median side"]
     print(table(headers, rows, title="Model input: skin crop against centre crop (224 px)"))
     timing = [["region on curate's mask (added per image)", round(median(ms_region), 3)],
               ["model path, skin crop", round(median([r["skin"]["ms"] for r in results]), 2)],
