@@ -44,6 +44,7 @@ from transforms.scoring.score_images import ScoreImages
 from transforms.image.skin_crop import CROPS
 
 MAX_DATES = 400
+MODEL_CROP = "model"  # --crop default: the bundle's own crop (schemas.model_bundle.image_settings)
 
 
 class ScoreOptions(SharedOptions, LockOptions):
@@ -74,10 +75,11 @@ class ScoreOptions(SharedOptions, LockOptions):
         parser.add_argument("--start_date", help="Backfill: first date (YYYY-MM-DD, or today/yesterday), inclusive.")
         parser.add_argument("--end_date", help="Backfill: last date (YYYY-MM-DD, or today/yesterday), inclusive.")
         parser.add_argument("--force", action="store_true", default=False, help="Rescore partitions already complete for this model version.")
-        parser.add_argument("--crop", choices=list(CROPS),
-                            help="center or skin (a square around the main skin region, the centre crop where none "
-                                 "is found; rows say which in crop_used). Default: the model's, as make_tfrecords "
-                                 "made its training images (trained_on.sources.crop), else center.")
+        parser.add_argument("--crop", default=MODEL_CROP, choices=[MODEL_CROP, *CROPS],
+                            help="model: as make_tfrecords cut the model's training images (its bundle's "
+                                 "trained_on.sources.crop; center when the bundle does not say); center; or skin "
+                                 "(a square around the main skin region, the centre crop where none is found). "
+                                 "Rows say which square was cut in crop_used.")
         parser.add_argument("--quality_gate", default="on", choices=["on", "off"], help="Skip images curate's policy would reject (status skipped_quality).")
         parser.add_argument("--top_k", type=int, default=3, help="Labels per row in top_labels.")
         parser.add_argument("--min_batch_size", type=int, help="RunInference minimum batch size. Default: --max_batch_size (fixed-size batches, fastest per image on CPU; Beam's adaptive sizing settled at 8-9 images here, 1.4x slower).")
@@ -250,7 +252,7 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: di
     partitions' locks (run_lock.new_lock_info)."""
     version, vocabulary = info["version"], list(info["label_vocabulary"])
     settings = image_settings(info)  # the model sees images made as its training images were
-    if o.crop:
+    if o.crop != MODEL_CROP:
         settings["crop"] = o.crop
     scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)  # a UTC TIMESTAMP column
     # Beside predictions/, not in it: readers of that tree (BigQuery external
