@@ -45,6 +45,7 @@ from transforms.image import skin_crop  # noqa: E402
 from transforms.image.preprocess import decode_for_model  # noqa: E402
 
 IMAGE_SIZE, CROP_FRACTION = 224, 0.875
+cv2.setNumThreads(1)  # one core, as benchmarks/curate_per_image measures curate's path
 BACKGROUND_SOURCES = ("FUSeg", "Abdominal")
 
 
