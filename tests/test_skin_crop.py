@@ -177,6 +177,7 @@ def test_the_curate_report_draws_the_skin_region_and_crop_on_thumbnails():
     assert x0 <= row["skin_box_x0"] and x1 >= row["skin_box_x1"] and y0 <= row["skin_box_y0"]
     assert (x1 - x0) * 800 == pytest.approx((y1 - y0) * 600)   # a square in pixels
     figure = _figure(entry, {row["uri"]: thumbnail_jpeg(img, 96)})
-    assert "<svg" in figure and figure.count("<rect") == 2 and "skin crop solid" in figure
+    assert "<img" in figure and "<svg class=crop" in figure and figure.count("<rect") == 2
+    assert "skin crop solid" in figure
     # no region: the plain thumbnail
     assert skin_crop_entry(dict(row, skin_box_x0=None)) == {}

@@ -39,7 +39,8 @@ th:first-child,td:first-child{text-align:left}caption{text-align:left;font-weigh
 .pair .two{display:grid;grid-template-columns:1fr 1fr;gap:8px}
 .pair .dist{font-size:.85em;margin-bottom:6px}
 figure{margin:0;min-width:0}
-figure img,figure svg{width:96px;height:96px;object-fit:cover;border-radius:3px;display:block;background:#eee}
+figure img{width:96px;height:96px;object-fit:cover;border-radius:3px;display:block;background:#eee}
+.thumb{position:relative;width:96px;height:96px}.thumb svg.crop{position:absolute;left:0;top:0;width:96px;height:96px;pointer-events:none}
 figcaption{font-size:.78em;overflow-wrap:anywhere;margin-top:3px}
 figcaption .name{font-family:ui-monospace,monospace}
 .ok{color:#1e7d47}.bad{color:#b8322a}.note{color:#555;font-size:.85em}
@@ -204,9 +205,9 @@ def skin_crop_entry(row: dict) -> dict:
     return {"size": (w, h), "skin_box": box, "crop_square": (left / w, top / h, (left + side) / w, (top + side) / h)}
 
 
-def _thumbnail_with_crop(entry: dict, jpeg: bytes, alt: str) -> str:
-    """The thumbnail as an SVG that crops like the plain one (object-fit cover
-    = preserveAspectRatio slice), the skin region dashed and the skin crop solid."""
+def _crop_overlay(entry: dict) -> str:
+    """An SVG laid over the thumbnail that crops as it does (object-fit cover =
+    preserveAspectRatio slice): the skin region dashed, the skin crop solid."""
     w, h = entry["size"]
     scale = 96 / min(w, h)  # any frame of the photo's aspect: 96 px on the short side
     vw, vh = w * scale, h * scale
@@ -215,9 +216,8 @@ def _thumbnail_with_crop(entry: dict, jpeg: bytes, alt: str) -> str:
         x0, y0, x1, y1 = box
         return (f'<rect x="{x0 * vw:.1f}" y="{y0 * vh:.1f}" width="{(x1 - x0) * vw:.1f}" '
                 f'height="{(y1 - y0) * vh:.1f}" fill="none" {style}/>')
-    return (f'<svg width=96 height=96 viewBox="0 0 {vw:.1f} {vh:.1f}" preserveAspectRatio="xMidYMid slice" '
-            f'role="img" aria-label="{alt}; skin region dashed, skin crop solid">'
-            f'<image width="{vw:.1f}" height="{vh:.1f}" href="data:image/jpeg;base64,{base64.b64encode(jpeg).decode()}"/>'
+    return (f'<svg class=crop viewBox="0 0 {vw:.1f} {vh:.1f}" preserveAspectRatio="xMidYMid slice" '
+            f'aria-label="skin region dashed, skin crop solid">'
             + rect(entry["skin_box"], 'stroke="#ffd400" stroke-width="1.5" stroke-dasharray="3 2"')
             + rect(entry["crop_square"], 'stroke="#00c8ff" stroke-width="2"') + "</svg>")
 
@@ -247,7 +247,7 @@ def _figure(entry: dict, thumbs: dict[str, bytes]) -> str:
     img = (f'<img alt="{alt}" width=96 height=96 src="data:image/jpeg;base64,{base64.b64encode(jpeg).decode()}">'
            if jpeg else "")
     if jpeg and entry.get("skin_box"):
-        img = _thumbnail_with_crop(entry, jpeg, alt)
+        img = f"<div class=thumb>{img}{_crop_overlay(entry)}</div>"
     return f"<figure>{img}<figcaption>{'<br>'.join(caption_lines(entry))}</figcaption></figure>"
 
 
