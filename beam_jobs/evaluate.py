@@ -118,7 +118,9 @@ def serving_settings(o: EvaluateOptions, info: dict, image_size: int) -> dict:
     return {"image_size": image_size,
             "crop_fraction": float(o.crop_fraction if o.crop_fraction is not None
                                    else sources.get("crop_fraction", IMAGE_DEFAULTS["crop_fraction"])),
-            "jpeg_quality": int(o.jpeg_quality if o.jpeg_quality is not None else sources.get("jpeg_quality", IMAGE_DEFAULTS["jpeg_quality"]))}
+            "jpeg_quality": int(o.jpeg_quality if o.jpeg_quality is not None else sources.get("jpeg_quality", IMAGE_DEFAULTS["jpeg_quality"])),
+            # make_tfrecords --crop skin: served as made (named only then, so centre-crop settings read as before)
+            **({"crop": sources["crop"]} if sources.get("crop", "center") != "center" else {})}
 
 
 def load_dataset(tfrecords: str, split: str) -> tuple[dict, list[str]]:

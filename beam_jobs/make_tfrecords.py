@@ -42,6 +42,7 @@ from transforms.dataset.assign_splits import UNLABELED, AssignSplits
 from transforms.dataset.splits import SPLITS, parse_fractions
 from transforms.io.tfds_metadata import write_tfds_metadata
 from transforms.io.tfrecords import WriteTFRecordShards
+from transforms.image.skin_crop import CROPS
 
 
 # Examples per record batch into tf.Transform. Fixed, not Beam's default
@@ -78,6 +79,11 @@ class MakeTFRecordsOptions(SharedOptions, LockOptions):
         parser.add_argument("--image_size", type=int, default=E.IMAGE_DEFAULTS["image_size"], help="Side of the square model input, pixels.")
         parser.add_argument("--crop_fraction", type=float, default=E.IMAGE_DEFAULTS["crop_fraction"], help="Centre crop as a fraction of the short side.")
         parser.add_argument("--jpeg_quality", type=int, default=E.IMAGE_DEFAULTS["jpeg_quality"], help="JPEG quality of the stored images (1-100).")
+        parser.add_argument("--crop", default="center", choices=list(CROPS),
+                            help="center: the centred square of --crop_fraction; skin: a square around the main skin "
+                                 "region (transforms/image/skin_crop.py: its long side plus 0.15 of it on each side, at least "
+                                 "half the short side, at most the centre crop), or the centre crop where no skin region is found. Records say "
+                                 "which in crop_used; score uses the model's.")
         parser.add_argument("--split_fractions", default="0.8,0.1,0.1", help="train,validation,test fractions summing to 1.")
         parser.add_argument("--min_class_count", type=int, default=5, help="Classes with fewer labelled images are rare.")
         parser.add_argument("--rare_classes", default="other", choices=["other", "drop"], help="Merge rare classes into 'other', or drop them.")
@@ -267,6 +273,7 @@ def _versions(o) -> dict:
     import tensorflow_transform
     return {"curated": o.curated, "labels": o.labels_csv or [o.scin_cases, o.scin_labels],
             "image_size": o.image_size, "crop_fraction": o.crop_fraction, "jpeg_quality": o.jpeg_quality,
+            "crop": o.crop,
             "split_fractions": o.split_fractions, "lighting": load_thresholds(),
             "apache_beam": apache_beam.__version__,
             "tensorflow_transform": tensorflow_transform.__version__}
@@ -309,7 +316,7 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
     split_records = kept.records | "AssignSplits" >> AssignSplits(fractions)
     examples = split_records | "PreprocessImages" >> PreprocessImages(
         o.image_size, o.crop_fraction, o.jpeg_quality, policy.max_pixels, allowed_roots(o),
-        policy.max_bytes, policy.max_decode_bytes)
+        policy.max_bytes, policy.max_decode_bytes, crop=o.crop)
 
     schema = schema_utils.schema_from_feature_spec(E.raw_feature_spec())
     coder = tfxio.TFExampleBeamRecord(physical_format="inmem", telemetry_descriptors=["skin"], schema=schema)

@@ -43,7 +43,9 @@ from transforms.io.partitions import (EMPTY, FOUND, MAX_DATES, MISSING, RELATIVE
                                       unlisted_message)
 from transforms.scoring.rows import partition_of
 from transforms.scoring.score_images import ScoreImages
+from transforms.image.skin_crop import CROPS
 
+MODEL_CROP = "model"  # --crop default: the bundle's own crop (schemas.model_bundle.image_settings)
 
 
 class ScoreOptions(SharedOptions, LockOptions, DateOptions):
@@ -70,6 +72,11 @@ class ScoreOptions(SharedOptions, LockOptions, DateOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--model_uri", help="Model directory (model.keras + model_info.json) or the .keras file, local or gs://.")
+        parser.add_argument("--crop", default=MODEL_CROP, choices=[MODEL_CROP, *CROPS],
+                            help="model: as make_tfrecords cut the model's training images (its bundle's "
+                                 "trained_on.sources.crop; center when the bundle does not say); center; or skin "
+                                 "(a square around the main skin region, the centre crop where none is found). "
+                                 "Rows say which square was cut in crop_used.")
         parser.add_argument("--quality_gate", default="on", choices=["on", "off"], help="Skip images curate's policy would reject (status skipped_quality).")
         parser.add_argument("--enhance", action="store_true", default=False, help="Images the quality gate rejects only for fixable reasons get curate's enhancement recipe (the policy's enhance entry) and are scored on the enhanced input if it then passes, exactly as make_tfrecords prepares curate's enhanced images (column enhanced). Needs --quality_gate on.")
         parser.add_argument("--top_k", type=int, default=3, help="Labels per row in top_labels.")
@@ -150,6 +157,8 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: di
     partitions' locks (run_lock.new_lock_info)."""
     version, vocabulary = info["version"], list(info["label_vocabulary"])
     settings = image_settings(info)  # the model sees images made as its training images were
+    if o.crop != MODEL_CROP:
+        settings["crop"] = o.crop
     scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)  # a UTC TIMESTAMP column
     # Beside predictions/, not in it: readers of that tree (BigQuery external
     # tables, pyarrow.dataset) see only published partitions, even mid-run.

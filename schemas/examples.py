@@ -18,7 +18,9 @@ NUMERIC = ("brightness_mean", "sharpness", "entropy", "colorfulness", "skin_frac
 # Categorical metadata mapped to integer ids by vocabularies built on train.
 CATEGORICAL = ("fitzpatrick_self", "fitzpatrick_derm", "age_group", "sex_at_birth", "shot_type")
 # Kept as they are (ids for tracing, Monk labels for fairness slicing).
-PASSTHROUGH_STR = ("key", "image", "label", "split", "case_id", "group_id", "uri")
+PASSTHROUGH_STR = ("key", "image", "label", "split", "case_id", "group_id", "uri", "crop_used")
+# crop_used: the square `image` was cut from, "skin" (around the main skin
+# region, make_tfrecords --crop skin) or "center"; records made before it read as "center".
 # lighting_id: schemas.lighting's label of curate's exposure features (0
 # well_lit, 1 poor_lighting, -1 unknown), an auxiliary label for a multitask head.
 PASSTHROUGH_INT = ("monk_us", "monk_india", "lighting_id")
@@ -48,6 +50,7 @@ def raw_feature_spec() -> dict:
 def transformed_feature_spec() -> dict:
     import tensorflow as tf
     spec = {k: tf.io.FixedLenFeature([], tf.string) for k in PASSTHROUGH_STR}
+    spec["crop_used"] = tf.io.FixedLenFeature([], tf.string, default_value="center")
     spec.update({k: tf.io.FixedLenFeature([], tf.int64) for k in PASSTHROUGH_INT})
     spec["label_id"] = tf.io.FixedLenFeature([], tf.int64)
     spec.update({f"{k}_id": tf.io.FixedLenFeature([], tf.int64) for k in CATEGORICAL})

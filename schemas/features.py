@@ -62,6 +62,17 @@ PIXELS = [
     _F("phash", pa.string(), "hex", "64-bit DCT perceptual hash, 16 hex digits"),
     _F("phash_centre", pa.list_(pa.string()), "hex", "pHashes of the centred 93%, 86.5% and 80.4% of the frame (16 hex digits each): a cropped copy's phash meets one of them"),
 ]
+# The main skin region (transforms/image/skin_crop.py): the largest connected
+# patch of the skin mask after an opening and a closing, in 0-1 coordinates of
+# the oriented image (resolution-independent); make_tfrecords/score --crop skin
+# cut their square around it. Null when no patch covers 2% of the frame.
+SKIN_REGION = [
+    _F("skin_box_x0", pa.float32(), "0-1", "left edge of the main skin region's bounding box, a fraction of the width"),
+    _F("skin_box_y0", pa.float32(), "0-1", "top edge of the main skin region's bounding box, a fraction of the height"),
+    _F("skin_box_x1", pa.float32(), "0-1", "right edge (exclusive) of the main skin region's bounding box, a fraction of the width"),
+    _F("skin_box_y1", pa.float32(), "0-1", "bottom edge (exclusive) of the main skin region's bounding box, a fraction of the height"),
+    _F("skin_region_fraction", pa.float32(), "fraction", "share of the frame the main skin region covers (after the clean-up)"),
+]
 VERDICT = [
     _F("status", pa.string(), "", "accepted or rejected"),
     _F("reasons", pa.list_(pa.string()), "", "rejection reason codes (schemas/reasons.py); empty when accepted"),
@@ -80,7 +91,7 @@ ENHANCE = [
     _F("enhance_ita_shift", pa.float32(), "degrees", "median skin ITA of the enhanced image minus the original's"),
 ]
 
-FIELDS: list[Field] = IDENTITY + GEOMETRY + PIXELS + VERDICT + ENHANCE
+FIELDS: list[Field] = IDENTITY + GEOMETRY + PIXELS + SKIN_REGION + VERDICT + ENHANCE
 SCHEMA = pa.schema([pa.field(f.name, f.type) for f in FIELDS])
 
 DEAD_LETTER_FIELDS = ["uri", "image_id", "case_id", "sha256", "status", "reasons",

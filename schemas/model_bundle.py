@@ -31,7 +31,8 @@ def image_settings(info: dict) -> dict:
     sources = (info.get("trained_on") or {}).get("sources") or {}
     return {"image_size": int(info.get("image_size") or sources.get("image_size") or IMAGE_DEFAULTS["image_size"]),
             "crop_fraction": float(sources.get("crop_fraction", IMAGE_DEFAULTS["crop_fraction"])),
-            "jpeg_quality": int(sources.get("jpeg_quality", IMAGE_DEFAULTS["jpeg_quality"]))}
+            "jpeg_quality": int(sources.get("jpeg_quality", IMAGE_DEFAULTS["jpeg_quality"])),
+            "crop": str(sources.get("crop", "center"))}
 
 
 def _join(base: str, name: str) -> str:

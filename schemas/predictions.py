@@ -34,6 +34,7 @@ SCHEMA = pa.schema([
     pa.field("error", pa.string()),
     pa.field("scored_at", pa.timestamp("us", tz="UTC")),  # run start
     pa.field("enhanced", pa.bool_()),            # score --enhance: true if scored after the enhancement recipe; null without it
+    pa.field("crop_used", pa.string()),          # the square the model saw: skin (around the main skin region) or center (--crop center, or no skin region found); null if not scored
 ])
 
 # Dead-letter JSONL keys: the identifying columns of the same row.

@@ -167,7 +167,7 @@ def test_preprocess_gives_the_model_jpeg_and_features_or_a_dead_letter(tmp_path)
 
     records = [record(n) for n in ("good.jpg", "junk.jpg", "huge.jpg", "gone.jpg")]
     good_uri = str(tmp_path / "good.jpg")
-    want_jpeg = preprocess_to_jpeg(photo, image_size=32, crop_fraction=0.875, quality=90, max_pixels=10 ** 8)
+    want_jpeg, _crop = preprocess_to_jpeg(photo, image_size=32, crop_fraction=0.875, quality=90, max_pixels=10 ** 8)
     with TestPipeline() as p:
         out = (p | beam.Create(records)
                | PreprocessImages(32, 0.875, 90, 10 ** 8, AllowedRoots([str(tmp_path)]), max_bytes=len(photo) + 100))

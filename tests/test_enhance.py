@@ -18,7 +18,7 @@ from schemas.examples import read_split
 from schemas.policy import load_policy
 from transforms.image.analyze import analyze_and_enhance
 from transforms.image.enhance import parse_recipe
-from transforms.scoring.prepare import prepare, prepare_enhanced
+from transforms.scoring.prepare import prepare, prepare_model_input
 
 POLICY = load_policy()
 SETTINGS = {"image_size": 64, "crop_fraction": 0.875, "jpeg_quality": 90}
@@ -126,7 +126,7 @@ def test_make_tfrecords_and_score_enhance_give_the_model_the_same_array(photos, 
     flat_uri = str(roles["low_contrast"])
     assert flat_uri in trained and set(trained) == set(accepted)
     data = roles["low_contrast"].read_bytes()
-    reasons, served, recipe = prepare_enhanced(data, POLICY, gate=True, enhance=True, **SETTINGS)
+    reasons, served, _crop, recipe = prepare_model_input(data, POLICY, gate=True, enhance=True, **SETTINGS)
     assert reasons == [] and recipe == parse_recipe(rows[flat_uri]["enhance_recipe"])
     assert np.array_equal(served, trained[flat_uri])
     # The recipe is really in the array: the plain model input differs.
@@ -134,7 +134,8 @@ def test_make_tfrecords_and_score_enhance_give_the_model_the_same_array(photos, 
     assert not np.array_equal(raw, served)
     # Images curate did not enhance get the plain path on both sides.
     good = str(roles["good0"])
-    reasons, served, recipe = prepare_enhanced(roles["good0"].read_bytes(), POLICY, gate=True, enhance=True, **SETTINGS)
+    reasons, served, _crop, recipe = prepare_model_input(roles["good0"].read_bytes(), POLICY, gate=True, enhance=True,
+                                                         **SETTINGS)
     assert reasons == [] and recipe is None and np.array_equal(served, trained[good])
 
 

@@ -194,8 +194,8 @@ def test_srgb_profiles_and_no_profile_leave_pixels_alone():
 def test_model_input_is_colour_managed():
     """make_tfrecords and score share preprocess: a P3 upload gives the sRGB model image."""
     img = patches(512, 512)
-    srgb = preprocess_to_jpeg(pil_bytes(img, "PNG"), image_size=64)
-    p3 = preprocess_to_jpeg(pil_bytes(p3_version(img), "PNG", icc_profile=P3), image_size=64)
+    srgb, _ = preprocess_to_jpeg(pil_bytes(img, "PNG"), image_size=64)
+    p3, _ = preprocess_to_jpeg(pil_bytes(p3_version(img), "PNG", icc_profile=P3), image_size=64)
     a, b = (cv2.imdecode(np.frombuffer(x, np.uint8), cv2.IMREAD_COLOR).astype(int) for x in (srgb, p3))
     assert np.abs(a - b).max() <= 3
 

@@ -12,10 +12,12 @@ import html
 import math
 import posixpath
 
+from schemas.examples import IMAGE_DEFAULTS
 from schemas.features import FIELDS
 from schemas.reasons import REASONS
 from transforms.curate.stats import wilson_interval
 from transforms.image.enhance import BEFORE_ENHANCE
+from transforms.image.skin_crop import box_of, skin_square
 from transforms.image.verdict import closest_call, explain
 
 _UNITS = {f.name: f.unit for f in FIELDS}
@@ -39,6 +41,7 @@ th:first-child,td:first-child{text-align:left}caption{text-align:left;font-weigh
 .pair .dist{font-size:.85em;margin-bottom:6px}
 figure{margin:0;min-width:0}
 figure img{width:96px;height:96px;object-fit:cover;border-radius:3px;display:block;background:#eee}
+.thumb{position:relative;width:96px;height:96px}.thumb svg.crop{position:absolute;left:0;top:0;width:96px;height:96px;pointer-events:none}
 figcaption{font-size:.78em;overflow-wrap:anywhere;margin-top:3px}
 figcaption .name{font-family:ui-monospace,monospace}
 .ok{color:#1e7d47}.bad{color:#b8322a}.note{color:#555;font-size:.85em}
@@ -188,7 +191,36 @@ def example_entry(row: dict, tests) -> dict:
     """What a thumbnail's caption needs from a feature row (see caption_lines);
     tests are transforms.image.verdict.thresholds(policy)."""
     return {"uri": row["uri"], "reasons": list(row["reasons"]), "duplicate_of": row.get("duplicate_of"),
-            "explained": explain(row, tests), "closest": None if row["reasons"] else closest_call(row, tests)}
+            "explained": explain(row, tests), "closest": None if row["reasons"] else closest_call(row, tests),
+            **skin_crop_entry(row)}
+
+
+def skin_crop_entry(row: dict) -> dict:
+    """The main skin region and the square --crop skin would cut (at the
+    default crop_fraction), in 0-1 image coordinates, for the thumbnail."""
+    box = box_of(row)
+    if box is None or not row.get("width") or not row.get("height"):
+        return {}
+    w, h = int(row["width"]), int(row["height"])
+    top, left, side = skin_square(h, w, box, IMAGE_DEFAULTS["crop_fraction"])
+    return {"size": (w, h), "skin_box": box, "crop_square": (left / w, top / h, (left + side) / w, (top + side) / h)}
+
+
+def _crop_overlay(entry: dict) -> str:
+    """An SVG laid over the thumbnail that crops as it does (object-fit cover =
+    preserveAspectRatio slice): the skin region dashed, the skin crop solid."""
+    w, h = entry["size"]
+    scale = 96 / min(w, h)  # any frame of the photo's aspect: 96 px on the short side
+    vw, vh = w * scale, h * scale
+
+    def rect(box, style):
+        x0, y0, x1, y1 = box
+        return (f'<rect x="{x0 * vw:.1f}" y="{y0 * vh:.1f}" width="{(x1 - x0) * vw:.1f}" '
+                f'height="{(y1 - y0) * vh:.1f}" fill="none" {style}/>')
+    return (f'<svg class=crop viewBox="0 0 {vw:.1f} {vh:.1f}" preserveAspectRatio="xMidYMid slice" '
+            f'aria-label="skin region dashed, skin crop solid">'
+            + rect(entry["skin_box"], 'stroke="#ffd400" stroke-width="1.5" stroke-dasharray="3 2"')
+            + rect(entry["crop_square"], 'stroke="#00c8ff" stroke-width="2"') + "</svg>")
 
 
 def caption_lines(entry: dict) -> list[str]:
@@ -215,6 +247,8 @@ def _figure(entry: dict, thumbs: dict[str, bytes]) -> str:
     alt = html.escape(", ".join(entry.get("reasons") or ["accepted"]))
     img = (f'<img alt="{alt}" width=96 height=96 src="data:image/jpeg;base64,{base64.b64encode(jpeg).decode()}">'
            if jpeg else "")
+    if jpeg and entry.get("skin_box"):
+        img = f"<div class=thumb>{img}{_crop_overlay(entry)}</div>"
     return f"<figure>{img}<figcaption>{'<br>'.join(caption_lines(entry))}</figcaption></figure>"
 
 

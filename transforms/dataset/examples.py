@@ -43,10 +43,10 @@ def to_example(features: dict) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
-def raw_features(record: dict, jpeg: bytes) -> dict:
+def raw_features(record: dict, jpeg: bytes, crop_used: str = "center") -> dict:
     """The RAW_FEATURE_SPEC dict for one record and its preprocessed image."""
     out = {k: record[k] for k in E.CATEGORICAL + E.PASSTHROUGH_INT + E.NUMERIC}
-    out.update(key=example_key(record["uri"]), image=jpeg, label=record["label"] or "",
+    out.update(key=example_key(record["uri"]), image=jpeg, crop_used=crop_used, label=record["label"] or "",
                split=record["split"], case_id=record["case_id"] or "", group_id=record["group_id"],
                uri=record["uri"], body_parts=record["body_parts"])
     return out
@@ -62,9 +62,10 @@ def record_batch_examples(batch_and_passthrough, split: str):
 
 
 class _Preprocess(beam.DoFn):
-    def __init__(self, image_size, crop_fraction, quality, max_pixels, allowed, max_bytes, max_decode_bytes):
+    def __init__(self, image_size, crop_fraction, quality, max_pixels, allowed, max_bytes, max_decode_bytes,
+                 crop="center"):
         self.kw = dict(image_size=image_size, crop_fraction=crop_fraction,
-                       quality=quality, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
+                       quality=quality, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes, crop=crop)
         self.allowed, self.max_bytes = allowed, max_bytes
 
     def setup(self):
@@ -75,7 +76,7 @@ class _Preprocess(beam.DoFn):
         try:
             data, _retries = read_bytes(record["uri"], allowed=self.allowed, max_bytes=self.max_bytes)
             # curate's recipe for an image it rescued by enhancement: the same pixels score --enhance gives
-            jpeg = preprocess_to_jpeg(data, recipe=parse_recipe(record.get("enhance_recipe")), **self.kw)
+            jpeg, crop_used = preprocess_to_jpeg(data, recipe=parse_recipe(record.get("enhance_recipe")), **self.kw)
         except Refused as e:  # never read: a location or file curate would not read either
             self.failed.inc()
             yield beam.pvalue.TaggedOutput(DEAD, dead_letter(record["uri"], e.reason, str(e), record["case_id"]))
@@ -86,16 +87,17 @@ class _Preprocess(beam.DoFn):
                 record["uri"], "unreadable", f"{type(e).__name__}: {e}", record["case_id"]))
             return
         self.done.inc()
-        yield raw_features(record, jpeg)
+        yield raw_features(record, jpeg, crop_used)
 
 
 class PreprocessImages(beam.PTransform):
-    """record -> RAW_FEATURE_SPEC dict with the model-ready JPEG (+ `dead`)."""
+    """record -> RAW_FEATURE_SPEC dict with the model-ready JPEG (+ `dead`);
+    crop: "center" or "skin" (transforms/image/skin_crop.py), crop_used says which was cut."""
 
     def __init__(self, image_size, crop_fraction, quality, max_pixels, allowed, max_bytes=None,
-                 max_decode_bytes=None):
+                 max_decode_bytes=None, crop="center"):
         super().__init__()
-        self.args = (image_size, crop_fraction, quality, max_pixels, allowed, max_bytes, max_decode_bytes)
+        self.args = (image_size, crop_fraction, quality, max_pixels, allowed, max_bytes, max_decode_bytes, crop)
 
     def expand(self, records):
         return records | "Preprocess" >> beam.ParDo(_Preprocess(*self.args)).with_outputs(DEAD, main="examples")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from transforms.image import skin_tone
+from transforms.image import skin_crop, skin_tone
 from transforms.image.phash import centre_phashes, phash64
 
 UNDEREXPOSED_LEVEL = 10   # luminance <= 10/255 counts as crushed to black
@@ -203,4 +203,5 @@ def compute_features(image_bgr: np.ndarray, analysis_short_side: int = 224,
     features["skin_probability"] = (None if relevance is None
                                     else relevance.skin_probability(img, features["grayscale"]))
     features.update(skin_tone.skin_tone(lab, mask))
+    features.update(skin_crop.region_from_mask(mask))
     return features

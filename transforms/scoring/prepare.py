@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from schemas.policy import QualityPolicy
+from typing import NamedTuple
+
 from transforms.image.enhance import RESCUED, attempt
 from transforms.image.preprocess import decode_for_model, model_jpeg
 from transforms.image.quality import policy_features, to_analysis_size
@@ -23,26 +25,34 @@ def model_input_from_jpeg(jpeg: bytes) -> np.ndarray:
 
 
 def prepare(data: bytes, policy: QualityPolicy, *, image_size: int, crop_fraction: float,
-            jpeg_quality: int, gate: bool) -> tuple[list[str], np.ndarray | None]:
+            jpeg_quality: int, gate: bool, crop: str = "center") -> tuple[list[str], np.ndarray | None]:
     """(quality reasons, model input). Reasons non-empty -> no input (skipped).
 
     Raises transforms.image.decode.ImageRejected for unreadable input.
     """
-    reasons, array, _recipe = prepare_enhanced(data, policy, image_size=image_size, crop_fraction=crop_fraction,
-                                               jpeg_quality=jpeg_quality, gate=gate, enhance=False)
-    return reasons, array
+    p = prepare_model_input(data, policy, image_size=image_size, crop_fraction=crop_fraction,
+                            jpeg_quality=jpeg_quality, gate=gate, crop=crop)
+    return p.reasons, p.array
 
 
-def prepare_enhanced(data: bytes, policy: QualityPolicy, *, image_size: int, crop_fraction: float,
-                     jpeg_quality: int, gate: bool, enhance: bool) -> tuple[list[str], np.ndarray | None, dict | None]:
-    """prepare() with score --enhance: (reasons, model input, recipe or None).
+class Prepared(NamedTuple):
+    """What prepare_model_input() made of one upload."""
+    reasons: list          # quality reasons; non-empty -> no model input (skipped)
+    array: np.ndarray | None
+    crop_used: str | None  # "skin" or "center"; None when skipped
+    recipe: dict | None    # the enhancement recipe applied (score --enhance), else None
+
+
+def prepare_model_input(data: bytes, policy: QualityPolicy, *, image_size: int, crop_fraction: float,
+                        jpeg_quality: int, gate: bool, crop: str = "center", enhance: bool = False) -> Prepared:
+    """prepare() with the crop cut and, with score --enhance, the rescue.
 
     An image the gate rejects only for fixable reasons goes through the same
     attempt() as curate's (transforms/image/enhance.py), judged on the
     analysis-size array of this decode; if rescued, the model input is made
     with the recipe applied, by the same model_jpeg make_tfrecords uses.
     """
-    decoded = decode_for_model(data, image_size, crop_fraction, policy.max_pixels, policy.max_decode_bytes)
+    decoded = decode_for_model(data, image_size, crop_fraction, policy.max_pixels, policy.max_decode_bytes, crop)
     recipe = None
     if gate:
         w, h = decoded.width, decoded.height
@@ -54,7 +64,7 @@ def prepare_enhanced(data: bytes, policy: QualityPolicy, *, image_size: int, cro
             if tried is not None and tried.outcome == RESCUED:
                 reasons, recipe = [], tried.recipe
         if reasons:
-            return reasons, None, None
-    jpeg = model_jpeg(decoded.image, image_size=image_size, crop_fraction=crop_fraction, quality=jpeg_quality,
-                      recipe=recipe)
-    return [], model_input_from_jpeg(jpeg), recipe
+            return Prepared(reasons, None, None, None)
+    jpeg, used = model_jpeg(decoded.image, image_size=image_size, crop_fraction=crop_fraction,
+                            quality=jpeg_quality, crop=crop, recipe=recipe)
+    return Prepared([], model_input_from_jpeg(jpeg), used, recipe)

@@ -11,14 +11,14 @@ from transforms.image.decode import ImageRejected
 from transforms.io.prefetch import PrefetchingDoFn
 from transforms.io.read import Missing, Refused, read_bytes
 from transforms.scoring.inference import first_line
-from transforms.scoring.prepare import prepare_enhanced
+from transforms.scoring.prepare import prepare_model_input
 from transforms.scoring.rows import prediction_row
 
 DONE = "done"  # output tag of rows already final (skipped_quality, failed)
 
 
 class PrepareImages(PrefetchingDoFn):
-    """(partition, uri, image_id) -> ((partition, uri, image_id, sha256, enhanced), model input),
+    """(partition, uri, image_id) -> ((partition, uri, image_id, sha256, crop_used, enhanced), model input),
     or a final row on DONE: skipped_quality (the gate) or failed (reason codes).
     Read, decode, gate and preprocess uploads on threads ahead of inference."""
 
@@ -54,8 +54,9 @@ class PrepareImages(PrefetchingDoFn):
                                 image_id=image_id)
         ids = {"image_id": image_id, "sha256": hashlib.sha256(data).hexdigest()}  # curate's sha256: the join key
         try:
-            reasons, array, recipe = prepare_enhanced(data, self.policy, gate=self.gate, enhance=self.enhance,
-                                                      **self.settings)
+            prepared = prepare_model_input(data, self.policy, gate=self.gate, enhance=self.enhance,
+                                           **self.settings)
+            reasons, array = prepared.reasons, prepared.array
         except ImageRejected as e:
             return self._failed(partition, uri, e.reason, str(e), **ids)
         except Exception as e:  # a bug must not lose the image: a row, counted
@@ -66,5 +67,5 @@ class PrepareImages(PrefetchingDoFn):
             return [beam.pvalue.TaggedOutput(DONE, prediction_row(uri, partition, self.version, "skipped_quality",
                                                         self.scored_at, reasons=reasons, **ids))]
         # enhanced: None without --enhance, so the column says nothing it was not asked.
-        enhanced = (recipe is not None) if self.enhance else None
-        return [((partition, uri, ids["image_id"], ids["sha256"], enhanced), array)]
+        enhanced = (prepared.recipe is not None) if self.enhance else None
+        return [((partition, uri, ids["image_id"], ids["sha256"], prepared.crop_used, enhanced), array)]

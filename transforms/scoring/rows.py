@@ -21,9 +21,11 @@ def prediction_row(uri, partition, version, status, scored_at, **kw) -> dict:
     return row
 
 
-def _enhanced(key) -> bool | None:
-    """A key's fifth element, score --enhance's flag; None when it has none."""
-    return key[4] if len(key) > 4 else None
+def key_extras(key) -> tuple[str | None, bool | None]:
+    """A scoring key's (crop_used, enhanced): its fifth and sixth elements,
+    None where a key has none (enhanced is None without score --enhance)."""
+    extras = tuple(key[4:6])
+    return extras + (None,) * (2 - len(extras))
 
 
 def partition_of(row) -> str:
@@ -32,13 +34,13 @@ def partition_of(row) -> str:
 
 
 def scored_row(result, vocabulary, k, version, scored_at) -> dict:
-    """The row of one RunInference result ((partition, uri, image_id, sha256[, enhanced]), probabilities)."""
+    """The row of one RunInference result ((partition, uri, image_id, sha256, crop_used, enhanced), probabilities)."""
     key, probabilities = result  # KerasBundleHandler yields bare vectors
-    (partition, uri, image_id, sha256), enhanced = key[:4], _enhanced(key)
+    (partition, uri, image_id, sha256), (crop_used, enhanced) = key[:4], key_extras(key)
     probs = np.asarray(probabilities, dtype=np.float32)
     labels, top = top_k(probs, vocabulary, k)
     return prediction_row(uri, partition, version, "scored", scored_at, image_id=image_id, sha256=sha256,
-                enhanced=enhanced, top_labels=labels, top_probabilities=top,
+                enhanced=enhanced, crop_used=crop_used, top_labels=labels, top_probabilities=top,
                 probabilities=[{"label": l, "probability": float(p)} for l, p in zip(vocabulary, probs)])
 
 
@@ -61,7 +63,7 @@ def failed_batch_rows(failure, version, scored_at):
     batch, error = failure
     line = f"inference failed: {error_line(error)}"
     for key, _array in batch:
-        (partition, uri, image_id, sha256), enhanced = key[:4], _enhanced(key)
+        (partition, uri, image_id, sha256), (_crop_used, enhanced) = key[:4], key_extras(key)
         yield prediction_row(uri, partition, version, "failed", scored_at, image_id=image_id, sha256=sha256,
                    enhanced=enhanced,
                    reasons=["inference_error"], error=line)
