@@ -129,7 +129,8 @@ def test_trainer_also_learns_each_photo_as_a_phone_would_save_it_again_in_its_fo
     ok, avif = cv2.imencode(".avif", d.image, [cv2.IMWRITE_AVIF_QUALITY, 70])
     assert ok
     again = to_analysis_size(decode(avif.tobytes(), analysis_short_side=224).image, 224)
-    np.testing.assert_array_equal(by_copy["avif q70"]["colour"], rel.cell_descriptors(again))
+    # float32 reductions may round differently by memory alignment (as above): 1e-5, not bit-equal
+    np.testing.assert_allclose(by_copy["avif q70"]["colour"], rel.cell_descriptors(again), atol=1e-5)
     assert not np.array_equal(by_copy["avif q70"]["colour"], by_copy["+0 EV"]["colour"])
 
 
