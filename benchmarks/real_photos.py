@@ -255,7 +255,7 @@ def cross_validated_rows(labels: list[dict], images: str, folds: int, tmp: str,
     for p in photos:
         p["always_train"] = p["source"] > 0
     real = np.array([p["source"] == 0 for p in photos])
-    original = np.array([p["ev"] == 0.0 for p in photos]) & real
+    original = np.array([T.is_original(p) for p in photos]) & real
     y = np.array([p["label"] for p in photos])[original]
     fold_of_photo = np.array([T.fold_of(p["group"], folds) for p in photos])[original]
     parts = {}

@@ -100,11 +100,38 @@ def test_trainer_writes_a_loadable_deterministic_model_with_cross_validated_figu
                 np.testing.assert_allclose(n1[key], n2[key], atol=1e-5)
     cv = model.doc["training"]["cross_validated"]["colour"]
     assert cv["photos"] == 42 and cv["skin"] == 30 and cv["not_skin"] == 12 and 0.5 <= cv["auc"] <= 1.0
+    # The compressed copies were trained on and scored out of sample, beside the figures, not in them.
+    assert model.doc["training"]["augmented_codecs"] == ["avif q70"]
+    assert cv["copies"]["avif q70"]["photos"] == 42 and cv["copies"]["-2 EV"]["photos"] == 42
     # A policy can point curate at it.
     policy_doc = json.loads(DEFAULT_POLICY_PATH.read_text())
     policy_doc["no_skin"]["model"] = str(tmp_path / "a.json")
     (tmp_path / "policy.json").write_text(json.dumps(policy_doc))
     assert load_policy(str(tmp_path / "policy.json")).relevance.version == model.version
+
+
+def test_trainer_also_learns_each_photo_as_a_phone_would_save_it_again_in_its_fold(tmp_path):
+    """AVIF smoothing lifted non-skin photos over the threshold: every photo is
+    also learned from as curate decodes it after an AVIF q70 re-encode."""
+    import cv2
+    rng = np.random.default_rng(3)
+    texture = cv2.GaussianBlur(rng.normal(0, 25, (240, 320, 3)), (0, 0), 1.0)
+    photo = np.clip(np.array([110, 140, 190]) + texture, 0, 255).astype(np.uint8)   # skin-ish, fine grain
+    path, label = tmp_path / "p.jpg", 1
+    path.write_bytes(cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes())
+    photos, failed = train_relevance.describe_photos([{"uri": str(path), "label": label, "group": "g", "source": 0}])
+    assert not failed
+    by_copy = {p["copy"] or f"{p['ev']:+g} EV": p for p in photos}
+    assert set(by_copy) == {"+0 EV", "-2 EV", "avif q70"}
+    assert [p for p in photos if train_relevance.is_original(p)] == [by_copy["+0 EV"]]
+    assert {p["group"] for p in photos} == {"g"} and {p["label"] for p in photos} == {label}   # one fold
+    d = decode(path.read_bytes(), analysis_short_side=224)
+    ok, avif = cv2.imencode(".avif", d.image, [cv2.IMWRITE_AVIF_QUALITY, 70])
+    assert ok
+    again = to_analysis_size(decode(avif.tobytes(), analysis_short_side=224).image, 224)
+    # float32 reductions may round differently by memory alignment (as above): 1e-5, not bit-equal
+    np.testing.assert_allclose(by_copy["avif q70"]["colour"], rel.cell_descriptors(again), atol=1e-5)
+    assert not np.array_equal(by_copy["avif q70"]["colour"], by_copy["+0 EV"]["colour"])
 
 
 @pytest.mark.e2e
