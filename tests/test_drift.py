@@ -175,6 +175,24 @@ def test_a_night_whose_camera_breaks_raises_an_alert_and_fails_the_job_normal_ni
     assert normal["status"] == "compared with 4 earlier night(s): 0 alert(s)"
     assert [r["alerts"] for r in normal["trend"]] == [0, 0, 0, len(broken["alerts"]), 0]
 
+    # Dated runs over the same dt= folders (--start_date/--end_date): a night
+    # that failed on drift is complete, so a plain rerun skips it and exits 0 ...
+    dated = ["--input", str(uploads), "--output", str(out), "--fail_on_drift"]
+    stamp = (out / "dt=2026-11-05" / "_SUCCESS").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(curate.run, [*dated, "--start_date", "2026-11-01", "--end_date", "2026-11-05"], prog="curate") == 0
+    assert "skipping 5 partition(s) already complete" in capsys.readouterr().err
+    # ... --force recomputes its alerts and fails, and the backfill stops there:
+    # the next night is not rerun.
+    assert main(curate.run, [*dated, "--start_date", "2026-11-04", "--end_date", "2026-11-05", "--force"],
+                prog="curate") == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("curate: error: drift: ")
+    assert (out / "dt=2026-11-05" / "_SUCCESS").stat().st_mtime_ns == stamp
+    # Run again without --force, it carries on after the drifted night.
+    (out / "dt=2026-11-05" / "_SUCCESS").unlink()
+    assert main(curate.run, [*dated, "--start_date", "2026-11-04", "--end_date", "2026-11-05"], prog="curate") == 0
+    assert json.loads((out / "dt=2026-11-05" / drift.ALERTS_FILE).read_text())["alerts"] == []
+
 
 def _partition(root: str, date: str, summary: dict | None, complete: bool = True, alerts: int | None = None):
     from transforms.io.sharded_write import write_atomically
