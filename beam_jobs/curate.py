@@ -35,12 +35,11 @@ from schemas.policy import load_policy
 from schemas.reasons import DUPLICATE_REASONS
 from transforms.io import run_lock
 from transforms.io.run_lock import LOCK, MARKER
-from transforms.io.allowed_roots import AllowedRoots
+from transforms.io.allowed_roots import AllowedRoots, default_roots
 from transforms.curate import drift
 from transforms.curate.analyze_images import AnalyzeImages
 from transforms.curate.duplicates import ClusterDuplicates, pair_distance
 from transforms.curate.reference import RejectEarlierDuplicates, compact_quietly, entry_of, write_part
-from transforms.io.allowed_roots import default_roots
 from transforms.io.partitions import dates_of, list_partition, partition_folder, publishable, unlisted_message
 from transforms.io.inputs import ReadImageRefs, decode_text, input_glob, parse_manifest, parse_scin_cases
 from transforms.io.read import read_bytes

@@ -31,6 +31,7 @@ import numpy as np
 
 from beam_jobs.cli import UsageError, main
 from transforms.image import relevance as rel
+from transforms.image.colour import exposed
 
 LABELS = {"skin": 1, "1": 1, "true": 1, "yes": 1, "not_skin": 0, "no_skin": 0, "0": 0, "false": 0, "no": 0}
 DEFAULT_FALSE_REJECT = 0.02
@@ -173,7 +174,7 @@ def describe_photos(rows: list[dict]) -> tuple[list[dict], list[str]]:
             failed.append(f"{r['uri']}: {e}")
             continue
         image = to_analysis_size(d.image, policy.analysis_short_side)
-        shown = [(0.0, None, image)] + [(ev, None, rel.exposed(image, ev)) for ev in AUGMENT_EV]
+        shown = [(0.0, None, image)] + [(ev, None, exposed(image, ev)) for ev in AUGMENT_EV]
         for fmt, quality in AUGMENT_CODECS:
             again = decode(recompressed(d.image, fmt, quality), analysis_short_side=policy.analysis_short_side,
                            max_pixels=policy.max_pixels, max_decode_bytes=policy.max_decode_bytes)

@@ -107,6 +107,7 @@ MONK_GROUPS = ("light", "medium", "dark")
 # (transforms.io.run_lock.MARKER) written last.
 FEATURES_DIR, DEAD_LETTERS_DIR = "features", "dead_letters"
 SUMMARY_FILE, REPORT_FILE = "summary.json", "report.html"
+ALERTS_FILE = "alerts.json"  # drift against earlier nights (transforms/curate/drift.py)
 
 
 def features_glob(curated: str) -> str:

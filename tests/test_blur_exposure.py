@@ -12,7 +12,7 @@ import pytest
 from schemas.policy import load_policy
 from transforms.image.decode import decode
 from transforms.image.quality import edge_sharpness, policy_features, to_analysis_size
-from transforms.image.relevance import exposed
+from transforms.image.colour import exposed
 from transforms.image.verdict import quality_reasons
 
 POLICY = load_policy()

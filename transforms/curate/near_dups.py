@@ -30,12 +30,16 @@ import itertools
 import numpy as np
 
 
-def bands(radius: int) -> list[tuple[int, int]]:
-    """(shift, width) of each band: radius + 3 near-equal slices of 64 bits."""
-    m = radius + 3
+def bit_slices(m: int) -> list[tuple[int, int]]:
+    """(shift, width) of m near-equal slices of 64 bits, lowest first."""
     widths = [64 // m + (1 if i < 64 % m else 0) for i in range(m)]
     shifts = np.cumsum([0] + widths[:-1]).tolist()
     return list(zip(shifts, widths))
+
+
+def bands(radius: int) -> list[tuple[int, int]]:
+    """(shift, width) of each band: radius + 3 near-equal slices of 64 bits."""
+    return bit_slices(radius + 3)
 
 
 def _triples(radius: int):

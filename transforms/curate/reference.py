@@ -51,6 +51,7 @@ from apache_beam.metrics import Metrics
 
 from schemas.reasons import ordered
 from transforms.curate.duplicates import hash_is_reliable
+from transforms.curate.near_dups import bit_slices
 from transforms.io import run_lock
 from transforms.io.sharded_write import write_atomically
 
@@ -175,12 +176,6 @@ def compact_quietly(reference: str, me: dict, at: int = COMPACT_AT) -> str | Non
         return None
 
 
-def _band_layout(radius: int) -> list[tuple[int, int]]:
-    m = radius + 1
-    widths = [64 // m + (1 if i < 64 % m else 0) for i in range(m)]
-    return list(zip(np.cumsum([0] + widths[:-1]).tolist(), widths))
-
-
 class ReferenceIndex:
     """Lookups of rows against earlier nights' entries (see the module doc)."""
 
@@ -202,7 +197,7 @@ class ReferenceIndex:
                     owners.append(i)
         self.hashes = np.array(hashes, dtype=np.uint64)
         self.owners = np.array(owners, dtype=np.int64)
-        self.layout = _band_layout(radius)
+        self.layout = bit_slices(radius + 1)
         self.tables = []
         for shift, width in self.layout:
             values = (self.hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)

@@ -72,6 +72,17 @@ _BRADFORD = np.array([[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367],
 _SRGB = ImageCms.createProfile("sRGB")
 
 
+def exposed(image_bgr: np.ndarray, ev: float) -> np.ndarray:
+    """The photo as if taken `ev` stops over (under, if negative): scaled in
+    linear light, the same gain on every channel (one 8-bit table). Used by
+    train_relevance's dimmed copies and enhancement's exposure lift."""
+    x = np.arange(256, dtype=np.float64) / 255.0
+    linear = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4) * 2.0 ** ev
+    linear = np.clip(linear, 0.0, 1.0)
+    srgb = np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
+    return cv2.LUT(image_bgr, np.round(srgb * 255).astype(np.uint8))
+
+
 def to_srgb(bgr: np.ndarray, icc_profile: bytes | None) -> np.ndarray:
     """`bgr` (HxWx3 uint8) described by `icc_profile`, converted to sRGB; no profile = sRGB."""
     if not icc_profile:

@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 
 from schemas.policy import QualityPolicy
+from transforms.image.colour import exposed
 from transforms.image.quality import policy_features
 from transforms.image.verdict import not_skin, quality_reasons
 
@@ -62,17 +63,9 @@ class Attempt:
     ita_shift: float | None = None
 
 
-def _srgb_lut(ev: float) -> np.ndarray:
-    x = np.arange(256, dtype=np.float64) / 255.0
-    lin = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4) * 2.0 ** ev
-    lin = np.clip(lin, 0.0, 1.0)
-    out = np.where(lin <= 0.0031308, lin * 12.92, 1.055 * np.power(lin, 1 / 2.4) - 0.055)
-    return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
-
-
 def lift_exposure(image: np.ndarray, ev: float) -> np.ndarray:
     """2^ev gain in linear light on every channel (one 8-bit table)."""
-    return cv2.LUT(image, _srgb_lut(ev)) if ev else image
+    return exposed(image, ev) if ev else image
 
 
 def apply_recipe(image: np.ndarray, recipe: dict) -> np.ndarray:

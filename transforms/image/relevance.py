@@ -204,15 +204,6 @@ def _cell_grid(image_bgr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.stack(columns, axis=-1), dtype=np.float32)
 
 
-def exposed(image_bgr: np.ndarray, ev: float) -> np.ndarray:
-    """The photo as if taken `ev` stops over (under, if negative): scaled in linear light."""
-    x = np.arange(256, dtype=np.float64) / 255.0
-    linear = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4) * 2.0 ** ev
-    linear = np.clip(linear, 0.0, 1.0)
-    srgb = np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
-    return cv2.LUT(image_bgr, np.round(srgb * 255).astype(np.uint8))
-
-
 def as_grayscale(image_bgr: np.ndarray) -> np.ndarray:
     """The image with its colour removed, as the grayscale network sees every photo."""
     return cv2.cvtColor(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
