@@ -15,7 +15,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from schemas.features import empty_row
 from schemas.policy import load_policy
 from transforms.image.decode import decode
-from transforms.curate.duplicates import ClusterDuplicates, NearDuplicatePairs, hash_entries
+from transforms.curate.duplicates import ClusterDuplicates, NearDuplicatePairs, row_hashes
 from transforms.curate.near_dups import (BLOCK, bands, connected_components, image_pairs, lead_bands, lsh_keys,
                                   near_duplicate_pairs, owner_pairs_in_bucket)
 from transforms.image.phash import CENTRE_FRACTIONS, centre_crop, centre_phashes, min_hamming, phash64
@@ -210,7 +210,7 @@ def test_cluster_duplicates_catches_a_crop_by_its_centre_hash():
             _row("crop.jpg", "s2", crop[0], crop[1:], w=500, h=375),
             _row("other.jpg", "s3", other[0], other[1:]),
             _row("dark.jpg", "s4", dark[0], dark[1:], reasons=["too_dark"])]
-    assert len(hash_entries(rows[0], ())) == 1 + len(CENTRE_FRACTIONS) and not hash_entries(rows[4], ["too_dark"])
+    assert len(row_hashes(rows[0], ())) == 1 + len(CENTRE_FRACTIONS) and not row_hashes(rows[4], ["too_dark"])
     with TestPipeline() as p:
         out = (p | beam.Create(rows)
                | ClusterDuplicates(RADIUS, ["too_dark"])

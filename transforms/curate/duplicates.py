@@ -19,12 +19,20 @@ exactly once across shards (owners sharing an identical hash pair up in band
 ~320 bytes at radius 4, in a few records per batch (the per-key scheme sent
 140 records, ~7 KB). Pairs are few (duplicates are the exception), so their
 connected components are computed in one place and handed to every worker as
-a side input, together with the pHashes that several rows share. Only rows
+a side input, together with the pHashes that several rows share. Every row
+must wait for that side input, so the rows wait packed: each batch that was
+sharded is also pickled and compressed into one record (~0.1-0.3 KB per row
+instead of ~0.9 KB of per-row encoding, and one element for the runner
+instead of thousands; decoding rows one by one cost ~22 us each). Only rows
 that may have company (in a component, a shared pHash, or clustered by bytes
 because their hash is unreliable) group by cluster, where the best member is
 kept and the others are rejected, pointing at it; the rest pass straight on.
 """
 from __future__ import annotations
+
+import hashlib
+import pickle
+import zlib
 
 import apache_beam as beam
 import numpy as np
@@ -39,22 +47,49 @@ from transforms.image.phash import min_hamming
 # holds ~50k entries (0.8 MB), which the vectorised search handles in cache-
 # sized blocks. More shards cost more, smaller records per batch.
 SHARDS = 16
-# Rows per batch packed into shard records (BatchElements' bounds).
-BATCH_ROWS = (1_000, 10_000)
+# Rows per batch packed into shard records and into one waiting record
+# (BatchElements' bounds). Small batches keep few rows alive at once: with
+# 10,000-row batches Python's garbage collector, rescanning them, cost ~40%
+# more CPU than with 500 (benchmarks/duplicate_stage.py, 200k rows).
+BATCH_ROWS = (500, 500)
+# What the keeper choice reads of a row (keeper_order, cluster_id_for).
+KEEPER_FIELDS = ("uri", "sha256", "phash", "reasons", "enhanced", "width", "height", "file_size")
 
 
 def hash_is_reliable(row: dict, exact_only_for) -> bool:
     """Whether the row's pHash identifies its content (not a flat/clipped frame)."""
-    return bool(row.get("phash")) and not set(row["reasons"]).intersection(exact_only_for)
+    reasons = row["reasons"]
+    return bool(row.get("phash")) and not (reasons and set(reasons).intersection(exact_only_for))
 
 
-def hash_entries(row: dict, exact_only_for) -> list[tuple[str, str]]:
-    """(hash, owner) for each of a reliable row's hashes; the owner is its
-    full-frame pHash, the node its cluster is computed on."""
+def row_hashes(row: dict, exact_only_for) -> list[str]:
+    """A reliable row's hashes, its full-frame pHash first; none otherwise."""
     if not hash_is_reliable(row, exact_only_for):
         return []
-    owner = row["phash"]
-    return [(h, owner) for h in [owner, *(row.get("phash_centre") or [])]]
+    return [row["phash"], *(row.get("phash_centre") or [])]
+
+
+def hash_entries(rows, exact_only_for) -> np.ndarray:
+    """A batch's (hash, owner) uint64 pairs, one per hash of each reliable
+    row; the owner is the row's full-frame pHash, the node its cluster is
+    computed on. A centre hash equal to its own row's pHash is left out, so
+    that band 0 sees each row's pHash once (it counts rows per pHash)."""
+    hexes, counts = [], []
+    for row in rows:
+        hs = row_hashes(row, exact_only_for)
+        if hs:
+            hexes += hs
+            counts.append(len(hs))
+    if not counts:
+        return np.empty((0, 2), dtype=np.uint64)
+    # One parse for the batch: int(h, 16) per hash was most of this step.
+    h = np.frombuffer(bytes.fromhex("".join(hexes)), dtype=">u8").astype(np.uint64)
+    counts = np.array(counts)
+    firsts = np.cumsum(counts) - counts
+    owner = np.repeat(h[firsts], counts)
+    keep = h != owner
+    keep[firsts] = True
+    return np.stack([h[keep], owner[keep]], axis=1)
 
 
 def cluster_id_for(row: dict, components: dict, exact_only_for=()) -> str:
@@ -78,19 +113,30 @@ def keeper_order(row: dict):
     return (has_own_reasons, bool(row.get("enhanced")), -pixels, -(row.get("file_size") or 0), row["uri"])
 
 
+def duplicate_verdicts(members) -> dict:
+    """(key, has_phash, sha256, keeper_order) members of one cluster ->
+    {key: (keeper uri, reason)} for every member but the best. Pure.
+    Rows without a pHash (nothing decoded) are never resolved."""
+    if len(members) == 1 or not all(m[1] for m in members):
+        return {}
+    keeper = min(members, key=lambda m: m[3])
+    return {m[0]: (keeper[3][-1], "exact_duplicate" if m[2] == keeper[2] else "near_duplicate")
+            for m in members if m is not keeper}
+
+
+def member(key, row: dict):
+    return key, bool(row.get("phash")), row.get("sha256"), keeper_order(row)
+
+
+def mark_duplicate(row: dict, verdict) -> dict:
+    keeper_uri, kind = verdict
+    return dict(row, status="rejected", duplicate_of=keeper_uri, reasons=ordered(row["reasons"] + [kind]))
+
+
 def resolve_cluster(rows: list[dict]) -> list[dict]:
     """Mark every member but the best as a duplicate of it. Pure."""
-    if len(rows) == 1 or not rows[0].get("phash"):
-        return rows
-    keeper = min(rows, key=keeper_order)
-    out = []
-    for row in rows:
-        if row is not keeper:
-            kind = "exact_duplicate" if row["sha256"] == keeper["sha256"] else "near_duplicate"
-            row = dict(row, status="rejected", duplicate_of=keeper["uri"],
-                       reasons=ordered(row["reasons"] + [kind]))
-        out.append(row)
-    return out
+    verdicts = duplicate_verdicts([member(i, row) for i, row in enumerate(rows)])
+    return [mark_duplicate(row, verdicts[i]) if i in verdicts else row for i, row in enumerate(rows)]
 
 
 def pair_distance(row: dict, keeper: dict):
@@ -109,11 +155,9 @@ def pair_distance(row: dict, keeper: dict):
 def shard_records(rows, radius: int, exact_only_for=(), shards: int = SHARDS):
     """A batch of rows -> ((lead, shard), packed entries) records: each row's
     distinct (hash, owner) entries under every lead band, as uint64 pairs."""
-    # Distinct per row, not per batch: band 0's shards count rows per pHash.
-    entries = [e for row in rows for e in {(int(h, 16), int(o, 16)) for h, o in hash_entries(row, exact_only_for)}]
-    if not entries:
+    e = hash_entries(rows, exact_only_for)
+    if not len(e):
         return
-    e = np.array(entries, dtype=np.uint64)
     b = bands(radius)
     for lead in lead_bands(radius):
         shift, width = b[lead]
@@ -143,55 +187,100 @@ def shard_pairs(kv, radius: int):
         yield f"{a:016x}", f"{c:016x}"
 
 
-class _ShardEntries(beam.DoFn):
-    """shard_records, counting what it sends to the shuffle."""
+def pack(obj) -> bytes:
+    """A batch as one compact record (see the module doc)."""
+    return zlib.compress(pickle.dumps(obj, protocol=5), 1)
 
-    def __init__(self, radius, exact_only_for, shards):
-        self.args = radius, exact_only_for, shards
+
+def unpack(blob: bytes):
+    return pickle.loads(zlib.decompress(blob))
+
+
+class _ShardEntries(beam.DoFn):
+    """shard_records to the SHARDS output, counting what it sends to the
+    shuffle. With pack, also the batch itself, packed, to the main output
+    as (batch id, rows), and to MEMBERS the columns the keeper choice reads,
+    with each row's owner pHash (None when unreliable), packed apart so that
+    choosing reads no whole row."""
+    SHARDS, MEMBERS = "shards", "members"
+
+    def __init__(self, radius, exact_only_for, shards, pack=False):
+        self.args, self.pack = (radius, exact_only_for, shards), pack
         self.records = Metrics.counter("duplicates", "shard_records")
         self.bytes = Metrics.counter("duplicates", "shard_bytes")
+        self.packed_bytes = Metrics.counter("duplicates", "packed_row_bytes")
 
     def process(self, rows):
         for key, blob in shard_records(rows, *self.args):
             self.records.inc()
             self.bytes.inc(len(blob))
-            yield key, blob
+            yield beam.pvalue.TaggedOutput(self.SHARDS, (key, blob))
+        if self.pack:
+            blob = pack(rows)
+            # Identical batches (the same rows twice) share an id, harmlessly.
+            batch = hashlib.blake2b(blob, digest_size=8).digest()
+            self.packed_bytes.inc(len(blob))
+            yield batch, blob
+            columns = {f: [row.get(f) for row in rows] for f in KEEPER_FIELDS}
+            columns["owner"] = [row["phash"] if hash_is_reliable(row, self.args[1]) else None for row in rows]
+            yield beam.pvalue.TaggedOutput(self.MEMBERS, (batch, pack(columns)))
 
 
-def _needs_grouping(row, components, exact_only_for) -> bool:
-    """Whether the row may share its cluster: its pHash is linked or shared
-    (in `components`), or it clusters by bytes."""
-    return not hash_is_reliable(row, exact_only_for) or row["phash"] in components
+def _needs_grouping(owner, has_phash: bool, components) -> bool:
+    """Whether a row may share its cluster: its pHash is linked or shared
+    (in `components`), or it clusters by bytes (a pHash, but unreliable)."""
+    return owner in components if owner else has_phash
 
 
-class _AssignCluster(beam.DoFn):
-    """Sets cluster_id; a row that may have company goes, keyed by it, to the
-    GROUPED output, the rest straight on (they are their cluster's keeper)."""
-    GROUPED = "grouped"
+class _GroupedMembers(beam.DoFn):
+    """A batch's packed keeper columns -> (cluster_id, member) for each row
+    that may have company; the rest are their cluster's keeper."""
 
     def __init__(self, exact_only_for):
         self.exact_only_for = exact_only_for
         self.grouped = Metrics.counter("duplicates", "rows_grouped")
 
-    def process(self, row, components):
-        row = dict(row, cluster_id=cluster_id_for(row, components, self.exact_only_for))
-        if _needs_grouping(row, components, self.exact_only_for):
-            self.grouped.inc()
-            yield beam.pvalue.TaggedOutput(self.GROUPED, (row["cluster_id"], row))
-        else:
-            yield row
+    def process(self, kv, components):
+        batch, blob = kv
+        columns = unpack(blob)
+        for i, (owner, phash) in enumerate(zip(columns["owner"], columns["phash"])):
+            if _needs_grouping(owner, bool(phash), components):
+                self.grouped.inc()
+                row = {f: columns[f][i] for f in KEEPER_FIELDS}
+                yield cluster_id_for(row, components, self.exact_only_for), member((batch, i), row)
 
 
-class _Counted(beam.DoFn):
-    def __init__(self):
+class _AssignCluster(beam.DoFn):
+    """A packed batch -> its rows with cluster_id set and, where the cluster's
+    keeper is another row, rejected as its duplicate."""
+
+    def __init__(self, exact_only_for):
+        self.exact_only_for = exact_only_for
         self.counters = {r: Metrics.counter("curate", f"rejected_{r}") for r in DUPLICATE_REASONS}
 
-    def process(self, kv):
-        for row in resolve_cluster(list(kv[1])):
-            for reason in row["reasons"]:
-                if reason in self.counters:
-                    self.counters[reason].inc()
+    def process(self, kv, components, verdicts):
+        batch, blob = kv
+        for i, row in enumerate(unpack(blob)):
+            row["cluster_id"] = cluster_id_for(row, components, self.exact_only_for)
+            verdict = verdicts.get((batch, i))
+            if verdict:
+                self.counters[verdict[1]].inc()
+                row = mark_duplicate(row, verdict)
             yield row
+
+
+class _SearchShards(beam.PTransform):
+    """(lead, shard) records -> distinct owner pHash pairs within the radius."""
+
+    def __init__(self, radius: int):
+        super().__init__()
+        self.radius = radius
+
+    def expand(self, records):
+        return (
+            records
+            | "GroupByShard" >> beam.GroupByKey()
+            | "PairsWithinRadius" >> beam.FlatMap(shard_pairs, self.radius))
 
 
 class NearDuplicatePairs(beam.PTransform):
@@ -206,36 +295,39 @@ class NearDuplicatePairs(beam.PTransform):
         self.shards, self.batch_rows = shards, tuple(batch_rows)
 
     def expand(self, rows):
-        return (
+        entries = (
             rows
             | "Batch" >> beam.BatchElements(*self.batch_rows)
-            | "ShardEntries" >> beam.ParDo(_ShardEntries(self.radius, self.exact_only_for, self.shards))
-            | "GroupByShard" >> beam.GroupByKey()
-            | "PairsWithinRadius" >> beam.FlatMap(shard_pairs, self.radius))
+            | "ShardEntries" >> beam.ParDo(_ShardEntries(self.radius, self.exact_only_for, self.shards)).with_outputs(
+                _ShardEntries.SHARDS, main="none"))
+        return entries[_ShardEntries.SHARDS] | "Search" >> _SearchShards(self.radius)
 
 
 class ClusterDuplicates(beam.PTransform):
     """rows -> rows with cluster_id set and duplicates rejected (see module doc)."""
 
-    def __init__(self, radius: int, exact_only_for=(), shards: int = SHARDS):
+    def __init__(self, radius: int, exact_only_for=(), shards: int = SHARDS, batch_rows=BATCH_ROWS):
         super().__init__()
-        self.radius, self.exact_only_for, self.shards = radius, tuple(exact_only_for), shards
+        self.radius, self.exact_only_for = radius, tuple(exact_only_for)
+        self.shards, self.batch_rows = shards, tuple(batch_rows)
 
     def expand(self, rows):
         exact_only = self.exact_only_for
-        edges = (
+        batches = (
             rows
-            | "NearPairs" >> NearDuplicatePairs(self.radius, exact_only, self.shards)
-            | "DistinctPairs" >> beam.Distinct())
-        components = (
-            edges
+            | "Batch" >> beam.BatchElements(*self.batch_rows)
+            | "PackAndShard" >> beam.ParDo(_ShardEntries(self.radius, exact_only, self.shards, pack=True)).with_outputs(
+                _ShardEntries.SHARDS, _ShardEntries.MEMBERS, main="packed"))
+        components = beam.pvalue.AsSingleton(
+            batches[_ShardEntries.SHARDS]
+            | "NearPairs" >> _SearchShards(self.radius)
+            | "DistinctPairs" >> beam.Distinct()
             | "AllPairs" >> beam.combiners.ToList()
             | "Components" >> beam.Map(connected_components))
-        assigned = rows | "AssignCluster" >> beam.ParDo(
-            _AssignCluster(exact_only), beam.pvalue.AsSingleton(components)).with_outputs(
-                _AssignCluster.GROUPED, main="alone")
-        resolved = (
-            assigned[_AssignCluster.GROUPED]
+        verdicts = (
+            batches[_ShardEntries.MEMBERS]
+            | "MayHaveCompany" >> beam.ParDo(_GroupedMembers(exact_only), components)
             | "GroupByCluster" >> beam.GroupByKey()
-            | "KeepBestOfCluster" >> beam.ParDo(_Counted()))
-        return (assigned.alone, resolved) | "AllRows" >> beam.Flatten()
+            | "KeepBestOfCluster" >> beam.FlatMap(lambda kv: duplicate_verdicts(list(kv[1])).items()))
+        return batches.packed | "AssignCluster" >> beam.ParDo(
+            _AssignCluster(exact_only), components, beam.pvalue.AsDict(verdicts))
