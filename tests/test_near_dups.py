@@ -15,7 +15,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from schemas.features import empty_row
 from schemas.policy import load_policy
 from transforms.image.decode import decode
-from transforms.curate.duplicates import ClusterDuplicates, NearDuplicatePairs, row_hashes
+from transforms.curate.duplicates import ClusterDuplicates, NearDuplicatePairs, hash_entries, owners_of
 from transforms.curate.near_dups import (BLOCK, bands, connected_components, image_pairs, lead_bands, lsh_keys,
                                   near_duplicate_pairs, owner_pairs_in_bucket)
 from transforms.image.phash import CENTRE_FRACTIONS, centre_crop, centre_phashes, min_hamming, phash64
@@ -210,7 +210,8 @@ def test_cluster_duplicates_catches_a_crop_by_its_centre_hash():
             _row("crop.jpg", "s2", crop[0], crop[1:], w=500, h=375),
             _row("other.jpg", "s3", other[0], other[1:]),
             _row("dark.jpg", "s4", dark[0], dark[1:], reasons=["too_dark"])]
-    assert len(row_hashes(rows[0], ())) == 1 + len(CENTRE_FRACTIONS) and not row_hashes(rows[4], ["too_dark"])
+    assert len(hash_entries(rows[:1], owners_of(rows[:1], ()))) == 1 + len(CENTRE_FRACTIONS)
+    assert not len(hash_entries(rows[4:], owners_of(rows[4:], ["too_dark"])))
     with TestPipeline() as p:
         out = (p | beam.Create(rows)
                | ClusterDuplicates(RADIUS, ["too_dark"])
@@ -232,7 +233,7 @@ def test_lead_searches_run_apart_find_each_pair_once():
     assert set(found) == brute_force(h, RADIUS)
 
 
-@pytest.mark.parametrize("shards,batch", [(1, (50, 50)), (4, (1000, 1000)), (64, (7, 7))])
+@pytest.mark.parametrize("shards,batch", [(1, 50), (4, 1000), (64, 7)])
 def test_beam_shards_find_every_pair_within_radius_exactly_once(shards, batch):
     """The Beam search over small single-hash rows reports every pair of
     images within the radius exactly once, whatever the shards and batches
@@ -246,5 +247,5 @@ def test_beam_shards_find_every_pair_within_radius_exactly_once(shards, batch):
     expected.append((f"{int(h[7]):016x}",) * 2)
     assert len(expected) > 150
     with TestPipeline() as p:
-        pairs = p | beam.Create(rows) | NearDuplicatePairs(RADIUS, ["too_dark"], shards=shards, batch_rows=batch)
+        pairs = p | beam.Create(rows) | NearDuplicatePairs(RADIUS, ["too_dark"], shards=shards, shard_rows=batch)
         assert_that(pairs, equal_to(expected))  # as a multiset: a repeat fails

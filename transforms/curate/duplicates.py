@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-import zlib
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 
 from schemas.reasons import DUPLICATE_REASONS, ordered
 from transforms.curate.near_dups import bands, connected_components, lead_bands, owner_pairs
@@ -47,12 +48,14 @@ from transforms.image.phash import min_hamming
 # holds ~50k entries (0.8 MB), which the vectorised search handles in cache-
 # sized blocks. More shards cost more, smaller records per batch.
 SHARDS = 16
-# Rows per batch packed into shard records and into one waiting record
-# (BatchElements' bounds). Small batches keep few rows alive at once: with
-# 10,000-row batches Python's garbage collector, rescanning them, cost ~40%
-# more CPU than with 500 (benchmarks/duplicate_stage.py, 200k rows).
-BATCH_ROWS = (500, 500)
-# What the keeper choice reads of a row (keeper_order, cluster_id_for).
+# Rows per packed waiting record. Small, so that few rows are alive at once:
+# with 10,000 Python's garbage collector, rescanning them, cost ~40% more CPU
+# than with 500 (benchmarks/duplicate_stage.py, 200k rows).
+PACK_ROWS = 500
+# Rows of a bundle whose hash entries go out as one set of shard records (at
+# most (radius + 1) x SHARDS records): fewer, larger shuffle records.
+SHARD_ROWS = 10_000
+# What the keeper choice reads of a row (keeper_order, cluster_id).
 KEEPER_FIELDS = ("uri", "sha256", "phash", "reasons", "enhanced", "width", "height", "file_size")
 
 
@@ -62,22 +65,20 @@ def hash_is_reliable(row: dict, exact_only_for) -> bool:
     return bool(row.get("phash")) and not (reasons and set(reasons).intersection(exact_only_for))
 
 
-def row_hashes(row: dict, exact_only_for) -> list[str]:
-    """A reliable row's hashes, its full-frame pHash first; none otherwise."""
-    if not hash_is_reliable(row, exact_only_for):
-        return []
-    return [row["phash"], *(row.get("phash_centre") or [])]
+def owners_of(rows, exact_only_for) -> list:
+    """Each row's owner, the node its cluster is computed on: its full-frame
+    pHash when reliable, else None."""
+    return [row["phash"] if hash_is_reliable(row, exact_only_for) else None for row in rows]
 
 
-def hash_entries(rows, exact_only_for) -> np.ndarray:
-    """A batch's (hash, owner) uint64 pairs, one per hash of each reliable
-    row; the owner is the row's full-frame pHash, the node its cluster is
-    computed on. A centre hash equal to its own row's pHash is left out, so
-    that band 0 sees each row's pHash once (it counts rows per pHash)."""
+def hash_entries(rows, owners) -> np.ndarray:
+    """A batch's (hash, owner) uint64 pairs, one per hash of each row with an
+    owner (owners_of). A centre hash equal to its own row's pHash is left
+    out, so that band 0 sees each row's pHash once (it counts rows per pHash)."""
     hexes, counts = [], []
-    for row in rows:
-        hs = row_hashes(row, exact_only_for)
-        if hs:
+    for row, owner in zip(rows, owners):
+        if owner:
+            hs = [owner, *(row.get("phash_centre") or [])]
             hexes += hs
             counts.append(len(hs))
     if not counts:
@@ -92,10 +93,11 @@ def hash_entries(rows, exact_only_for) -> np.ndarray:
     return np.stack([h[keep], owner[keep]], axis=1)
 
 
-def cluster_id_for(row: dict, components: dict, exact_only_for=()) -> str:
-    """Stable id: the smallest pHash of the component, or one from the bytes."""
-    if hash_is_reliable(row, exact_only_for):
-        return "p" + components.get(row["phash"], row["phash"])
+def cluster_id(owner, row: dict, components: dict) -> str:
+    """Stable id: the smallest pHash of the owner's component (owners_of),
+    or one from the bytes."""
+    if owner:
+        return "p" + components.get(owner, owner)
     if row.get("sha256"):
         return f"s{row['sha256'][:16]}"
     return f"u{row['uri']}"  # nothing was read: a cluster of one
@@ -152,10 +154,9 @@ def pair_distance(row: dict, keeper: dict):
                          for r in (row, keeper)))
 
 
-def shard_records(rows, radius: int, exact_only_for=(), shards: int = SHARDS):
-    """A batch of rows -> ((lead, shard), packed entries) records: each row's
-    distinct (hash, owner) entries under every lead band, as uint64 pairs."""
-    e = hash_entries(rows, exact_only_for)
+def shard_records(e: np.ndarray, radius: int, shards: int = SHARDS):
+    """hash_entries -> ((lead, shard), packed entries) records: every entry
+    under every lead band, as uint64 pairs."""
     if not len(e):
         return
     b = bands(radius)
@@ -174,56 +175,99 @@ def shard_pairs(kv, radius: int):
     plus (owner, owner) for a pHash that several rows share."""
     (lead, _), blobs = kv
     e = np.frombuffer(b"".join(blobs), dtype=np.uint64).reshape(-1, 2)
+    e = e[np.argsort(e[:, 0])]
+    same = e[1:, 0] == e[:-1, 0]
+    if same.any():
+        # A repeated hash (exact copies, shared pHashes: rare): order its run
+        # by owner too, so that repeated entries, whose owner x owner
+        # combinations would multiply, are adjacent and dropped. (Sorting all
+        # entries by both columns cost ~40% of the shard's search.)
+        run = np.zeros(len(e), dtype=bool)
+        run[1:] |= same
+        run[:-1] |= same
+        at = np.flatnonzero(run)
+        sub = e[at]
+        e[at] = sub[np.lexsort((sub[:, 1], sub[:, 0]))]
     if lead == 0:  # each row's own (phash, phash) entry lands in a band-0 shard, once per row
         own = e[e[:, 0] == e[:, 1], 1]
-        values, counts = np.unique(own, return_counts=True)
-        for o in values[counts > 1].tolist():
+        for o in np.unique(own[1:][own[1:] == own[:-1]]).tolist():
             yield f"{o:016x}", f"{o:016x}"
-    # Exact copies repeat entries (their owner x owner combinations would
-    # multiply). np.unique(axis=0) was 3x the whole search: lexsort instead.
-    e = e[np.lexsort((e[:, 1], e[:, 0]))]
-    e = e[np.r_[True, (e[1:] != e[:-1]).any(axis=1)]]
-    for a, c in owner_pairs(e[:, 0], e[:, 1], radius, leads=[lead]).tolist():
+    if same.any():
+        e = e[np.r_[True, ~(same & (e[1:, 1] == e[:-1, 1]))]]
+    for a, c in owner_pairs(e[:, 0], e[:, 1], radius, leads=[lead], presorted=True).tolist():
         yield f"{a:016x}", f"{c:016x}"
 
 
 def pack(obj) -> bytes:
-    """A batch as one compact record (see the module doc)."""
-    return zlib.compress(pickle.dumps(obj, protocol=5), 1)
+    """A batch as one compact record (see the module doc): pickled, then
+    zstd (on real curate rows 183 bytes a row in 1.5 us, packing and
+    unpacking; zlib took 231 bytes and 6.9 us)."""
+    raw = pickle.dumps(obj, protocol=5)
+    return len(raw).to_bytes(8, "little") + pa.compress(raw, codec="zstd", asbytes=True)
 
 
 def unpack(blob: bytes):
-    return pickle.loads(zlib.decompress(blob))
+    size = int.from_bytes(blob[:8], "little")
+    return pickle.loads(pa.decompress(memoryview(blob)[8:], decompressed_size=size, codec="zstd", asbytes=True))
 
 
-class _ShardEntries(beam.DoFn):
-    """shard_records to the SHARDS output, counting what it sends to the
-    shuffle. With pack, also the batch itself, packed, to the main output
-    as (batch id, rows), and to MEMBERS the columns the keeper choice reads,
-    with each row's owner pHash (None when unreliable), packed apart so that
-    choosing reads no whole row."""
+class _PackAndShard(beam.DoFn):
+    """rows -> SHARDS: shard_records of every `shard_rows` rows of a bundle,
+    counting what goes to the shuffle. With pack, also every `pack_rows`
+    rows packed, as (batch id, rows) to the main output, and as (batch id,
+    the columns the keeper choice reads plus each row's owner pHash, None
+    when unreliable) to MEMBERS, packed apart so that choosing reads no
+    whole row. Rows are in the global window (a batch job's)."""
     SHARDS, MEMBERS = "shards", "members"
 
-    def __init__(self, radius, exact_only_for, shards, pack=False):
-        self.args, self.pack = (radius, exact_only_for, shards), pack
+    def __init__(self, radius, exact_only_for, shards=SHARDS, pack=False,
+                 pack_rows=PACK_ROWS, shard_rows=SHARD_ROWS):
+        self.radius, self.exact_only_for, self.shards, self.pack = radius, exact_only_for, shards, pack
+        self.pack_rows, self.shard_rows = pack_rows, shard_rows
         self.records = Metrics.counter("duplicates", "shard_records")
         self.bytes = Metrics.counter("duplicates", "shard_bytes")
         self.packed_bytes = Metrics.counter("duplicates", "packed_row_bytes")
 
-    def process(self, rows):
-        for key, blob in shard_records(rows, *self.args):
-            self.records.inc()
-            self.bytes.inc(len(blob))
-            yield beam.pvalue.TaggedOutput(self.SHARDS, (key, blob))
-        if self.pack:
-            blob = pack(rows)
-            # Identical batches (the same rows twice) share an id, harmlessly.
-            batch = hashlib.blake2b(blob, digest_size=8).digest()
-            self.packed_bytes.inc(len(blob))
-            yield batch, blob
-            columns = {f: [row.get(f) for row in rows] for f in KEEPER_FIELDS}
-            columns["owner"] = [row["phash"] if hash_is_reliable(row, self.args[1]) else None for row in rows]
-            yield beam.pvalue.TaggedOutput(self.MEMBERS, (batch, pack(columns)))
+    def start_bundle(self):
+        self.rows, self.entries, self.entry_rows = [], [], 0
+
+    def process(self, row):
+        self.rows.append(row)
+        if len(self.rows) >= self.pack_rows:
+            yield from self._flush(final=False)
+
+    def finish_bundle(self):
+        for out in self._flush(final=True):
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
+            else:
+                yield GlobalWindows.windowed_value(out)
+
+    def _flush(self, final: bool):
+        rows, self.rows = self.rows, []
+        if rows:
+            owners = owners_of(rows, self.exact_only_for)
+            self.entries.append(hash_entries(rows, owners))
+            self.entry_rows += len(rows)
+            if self.pack:
+                yield from self._packed(rows, owners)
+        if self.entries and (final or self.entry_rows >= self.shard_rows):
+            e = np.concatenate(self.entries)
+            self.entries, self.entry_rows = [], 0
+            for key, blob in shard_records(e, self.radius, self.shards):
+                self.records.inc()
+                self.bytes.inc(len(blob))
+                yield beam.pvalue.TaggedOutput(self.SHARDS, (key, blob))
+
+    def _packed(self, rows, owners):
+        blob = pack((owners, rows))
+        # Identical batches (the same rows twice) share an id, harmlessly.
+        batch = hashlib.blake2b(blob, digest_size=8).digest()
+        self.packed_bytes.inc(len(blob))
+        yield batch, blob
+        columns = {f: [row.get(f) for row in rows] for f in KEEPER_FIELDS}
+        columns["owner"] = owners
+        yield beam.pvalue.TaggedOutput(self.MEMBERS, (batch, pack(columns)))
 
 
 def _needs_grouping(owner, has_phash: bool, components) -> bool:
@@ -236,8 +280,7 @@ class _GroupedMembers(beam.DoFn):
     """A batch's packed keeper columns -> (cluster_id, member) for each row
     that may have company; the rest are their cluster's keeper."""
 
-    def __init__(self, exact_only_for):
-        self.exact_only_for = exact_only_for
+    def __init__(self):
         self.grouped = Metrics.counter("duplicates", "rows_grouped")
 
     def process(self, kv, components):
@@ -247,21 +290,21 @@ class _GroupedMembers(beam.DoFn):
             if _needs_grouping(owner, bool(phash), components):
                 self.grouped.inc()
                 row = {f: columns[f][i] for f in KEEPER_FIELDS}
-                yield cluster_id_for(row, components, self.exact_only_for), member((batch, i), row)
+                yield cluster_id(owner, row, components), member((batch, i), row)
 
 
 class _AssignCluster(beam.DoFn):
     """A packed batch -> its rows with cluster_id set and, where the cluster's
     keeper is another row, rejected as its duplicate."""
 
-    def __init__(self, exact_only_for):
-        self.exact_only_for = exact_only_for
+    def __init__(self):
         self.counters = {r: Metrics.counter("curate", f"rejected_{r}") for r in DUPLICATE_REASONS}
 
     def process(self, kv, components, verdicts):
         batch, blob = kv
-        for i, row in enumerate(unpack(blob)):
-            row["cluster_id"] = cluster_id_for(row, components, self.exact_only_for)
+        owners, rows = unpack(blob)
+        for i, (owner, row) in enumerate(zip(owners, rows)):
+            row["cluster_id"] = cluster_id(owner, row, components)
             verdict = verdicts.get((batch, i))
             if verdict:
                 self.counters[verdict[1]].inc()
@@ -289,45 +332,40 @@ class NearDuplicatePairs(beam.PTransform):
     hashes may come from several shards, once from each), plus (pHash, pHash)
     for a pHash that several rows share. See the module doc."""
 
-    def __init__(self, radius: int, exact_only_for=(), shards: int = SHARDS, batch_rows=BATCH_ROWS):
+    def __init__(self, radius: int, exact_only_for=(), shards: int = SHARDS, shard_rows: int = SHARD_ROWS):
         super().__init__()
         self.radius, self.exact_only_for = radius, tuple(exact_only_for)
-        self.shards, self.batch_rows = shards, tuple(batch_rows)
+        self.shards, self.shard_rows = shards, shard_rows
 
     def expand(self, rows):
-        entries = (
-            rows
-            | "Batch" >> beam.BatchElements(*self.batch_rows)
-            | "ShardEntries" >> beam.ParDo(_ShardEntries(self.radius, self.exact_only_for, self.shards)).with_outputs(
-                _ShardEntries.SHARDS, main="none"))
-        return entries[_ShardEntries.SHARDS] | "Search" >> _SearchShards(self.radius)
+        entries = rows | "ShardEntries" >> beam.ParDo(_PackAndShard(
+            self.radius, self.exact_only_for, self.shards, pack_rows=self.shard_rows,
+            shard_rows=self.shard_rows)).with_outputs(_PackAndShard.SHARDS, main="none")
+        return entries[_PackAndShard.SHARDS] | "Search" >> _SearchShards(self.radius)
 
 
 class ClusterDuplicates(beam.PTransform):
     """rows -> rows with cluster_id set and duplicates rejected (see module doc)."""
 
-    def __init__(self, radius: int, exact_only_for=(), shards: int = SHARDS, batch_rows=BATCH_ROWS):
+    def __init__(self, radius: int, exact_only_for=(), shards: int = SHARDS):
         super().__init__()
-        self.radius, self.exact_only_for = radius, tuple(exact_only_for)
-        self.shards, self.batch_rows = shards, tuple(batch_rows)
+        self.radius, self.exact_only_for, self.shards = radius, tuple(exact_only_for), shards
 
     def expand(self, rows):
         exact_only = self.exact_only_for
-        batches = (
-            rows
-            | "Batch" >> beam.BatchElements(*self.batch_rows)
-            | "PackAndShard" >> beam.ParDo(_ShardEntries(self.radius, exact_only, self.shards, pack=True)).with_outputs(
-                _ShardEntries.SHARDS, _ShardEntries.MEMBERS, main="packed"))
+        batches = rows | "PackAndShard" >> beam.ParDo(
+            _PackAndShard(self.radius, exact_only, self.shards, pack=True)).with_outputs(
+                _PackAndShard.SHARDS, _PackAndShard.MEMBERS, main="packed")
         components = beam.pvalue.AsSingleton(
-            batches[_ShardEntries.SHARDS]
+            batches[_PackAndShard.SHARDS]
             | "NearPairs" >> _SearchShards(self.radius)
             | "DistinctPairs" >> beam.Distinct()
             | "AllPairs" >> beam.combiners.ToList()
             | "Components" >> beam.Map(connected_components))
         verdicts = (
-            batches[_ShardEntries.MEMBERS]
-            | "MayHaveCompany" >> beam.ParDo(_GroupedMembers(exact_only), components)
+            batches[_PackAndShard.MEMBERS]
+            | "MayHaveCompany" >> beam.ParDo(_GroupedMembers(), components)
             | "GroupByCluster" >> beam.GroupByKey()
             | "KeepBestOfCluster" >> beam.FlatMap(lambda kv: duplicate_verdicts(list(kv[1])).items()))
         return batches.packed | "AssignCluster" >> beam.ParDo(
-            _AssignCluster(exact_only), components, beam.pvalue.AsDict(verdicts))
+            _AssignCluster(), components, beam.pvalue.AsDict(verdicts))

@@ -210,7 +210,8 @@ def image_pairs(hash_sets, radius: int, block: int = BLOCK) -> np.ndarray:
     return owner_pairs(hs.ravel(), np.repeat(np.arange(n, dtype=np.int64), k), radius, block)
 
 
-def owner_pairs(hashes, owners, radius: int, block: int = BLOCK, leads=None) -> np.ndarray:
+def owner_pairs(hashes, owners, radius: int, block: int = BLOCK, leads=None,
+                presorted: bool = False) -> np.ndarray:
     """Owner pairs (a, b), a < b, where some hash owned by a is within `radius`
     bits of some hash owned by b. `hashes` (uint64) and `owners` (integers) are
     parallel arrays of entries; repeats allowed, an owner never pairs with itself.
@@ -223,10 +224,12 @@ def owner_pairs(hashes, owners, radius: int, block: int = BLOCK, leads=None) -> 
     those bands' tables are searched, each hash pair from its first table
     (near_duplicate_pairs' `once`), and owners sharing a hash are paired only
     when band 0 is among the leads: the shards of the Beam transform.
+    `presorted`: the hashes are in ascending order already.
     """
     flat = np.asarray(hashes, dtype=np.uint64)
     owner = np.asarray(owners)
-    order = _sort_order(flat, block)                   # owners grouped by distinct hash
+    # Owners grouped by distinct hash.
+    order = np.arange(flat.size) if presorted else _sort_order(flat, block)
     ordered = flat[order]
     first = np.ones(flat.size, dtype=bool)
     first[1:] = ordered[1:] != ordered[:-1]
