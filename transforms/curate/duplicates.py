@@ -6,27 +6,30 @@ nested centre crops (`phash_centre`, transforms/image/phash.py), and two images 
 near duplicates when any of their hashes are within the radius, so a cropped
 copy meets its original.
 
-The search is sharded, not bucketed per key: rows are batched (Beam's
-BatchElements, within a bundle) and each batch's distinct (hash, owner pHash)
-entries are packed into arrays, one record per (lead band, shard) holding
-16 bytes per entry. Every table of transforms/curate/near_dups.py is led by one of
-radius + 1 bands, and a shard is the top bits of the lead band's value, so two
-hashes that share a table's key always meet in one shard; each shard runs the
-vectorised multi-index search over its lead's tables only and reports a hash
-pair from the first table it shares, so every pair within the radius is found
-exactly once across shards (owners sharing an identical hash pair up in band
-0's shards). Shuffle per image: 4 hashes x (radius + 1) leads = 20 entries,
-~320 bytes at radius 4, in a few records per batch (the per-key scheme sent
-140 records, ~7 KB). Pairs are few (duplicates are the exception), so their
-connected components are computed in one place and handed to every worker as
-a side input, together with the pHashes that several rows share. Every row
-must wait for that side input, so the rows wait packed: each batch that was
-sharded is also pickled and compressed into one record (~0.1-0.3 KB per row
-instead of ~0.9 KB of per-row encoding, and one element for the runner
-instead of thousands; decoding rows one by one cost ~22 us each). Only rows
-that may have company (in a component, a shared pHash, or clustered by bytes
-because their hash is unreliable) group by cluster, where the best member is
-kept and the others are rejected, pointing at it; the rest pass straight on.
+The search is sharded, not bucketed per key: each bundle's rows are gathered
+(PACK_ROWS, SHARD_ROWS) and their (hash, owner pHash) entries packed into
+arrays, one record per (lead band, shard) holding 16 bytes per entry. Every
+table of transforms/curate/near_dups.py is led by one of radius + 1 bands, and a
+shard is the top bits of the lead band's value, so two hashes that share a
+table's key always meet in one shard; each shard runs the vectorised
+multi-index search over its lead's tables only and reports a hash pair from
+the first table it shares, so every pair within the radius is found exactly
+once across shards (owners sharing an identical hash pair up in band 0's
+shards). Shuffle per image: 4 hashes x (radius + 1) leads = 20 entries, ~320
+bytes at radius 4, in at most (radius + 1) x SHARDS records per 10,000 rows
+(the per-key scheme sent 140 records, ~7 KB, per image).
+
+Pairs are few (duplicates are the exception), so their connected components
+are computed in one place and handed on as a side input. Every row must wait
+for it, so rows wait packed: every 500 rows are pickled and zstd-compressed
+into one record (~180 bytes a real row; one element for the runner instead
+of 500, where decoding rows one by one cost ~22 us each). Beside it goes a
+packed record of the few columns the keeper choice reads. Only rows that may
+have company (in a component, a shared pHash, or clustered by bytes because
+their hash is unreliable) send those columns through the cluster
+GroupByKey, where the best member is kept; the verdicts on the others
+(keeper and reason) are a side input of the one step that unpacks the rows
+and emits each once, so no Flatten makes the runner re-encode every row.
 """
 from __future__ import annotations
 
@@ -159,12 +162,14 @@ def shard_records(e: np.ndarray, radius: int, shards: int = SHARDS):
     under every lead band, as uint64 pairs."""
     if not len(e):
         return
+    # Each record's entries sorted by hash: the shard merges sorted runs.
+    e = e[np.argsort(e[:, 0])]
     b = bands(radius)
     for lead in lead_bands(radius):
         shift, width = b[lead]
         bits = min(int(shards - 1).bit_length(), width)
-        shard = (e[:, 0] >> np.uint64(shift + width - bits)) & np.uint64((1 << bits) - 1)
-        order = np.argsort(shard, kind="stable")
+        shard = ((e[:, 0] >> np.uint64(shift + width - bits)) & np.uint64((1 << bits) - 1)).astype(np.uint16)
+        order = np.argsort(shard, kind="stable")  # a radix sort; keeps the hash order
         cuts = np.flatnonzero(np.diff(shard[order])) + 1
         for part in np.split(order, cuts):
             yield (lead, int(shard[part[0]])), e[part].tobytes()
@@ -175,7 +180,7 @@ def shard_pairs(kv, radius: int):
     plus (owner, owner) for a pHash that several rows share."""
     (lead, _), blobs = kv
     e = np.frombuffer(b"".join(blobs), dtype=np.uint64).reshape(-1, 2)
-    e = e[np.argsort(e[:, 0])]
+    e = e[np.argsort(e[:, 0], kind="stable")]  # merges the records' sorted runs
     same = e[1:, 0] == e[:-1, 0]
     if same.any():
         # A repeated hash (exact copies, shared pHashes: rare): order its run
@@ -199,9 +204,10 @@ def shard_pairs(kv, radius: int):
 
 
 def pack(obj) -> bytes:
-    """A batch as one compact record (see the module doc): pickled, then
-    zstd (on real curate rows 183 bytes a row in 1.5 us, packing and
-    unpacking; zlib took 231 bytes and 6.9 us)."""
+    """A batch as one compact record (see the module doc): pickled (marshal
+    is faster but silently turns numpy scalars into bytes), then zstd (on
+    real rows 183 bytes a row in 1.5 us packing and unpacking, where zlib
+    took 231 bytes and 6.9 us)."""
     raw = pickle.dumps(obj, protocol=5)
     return len(raw).to_bytes(8, "little") + pa.compress(raw, codec="zstd", asbytes=True)
 
