@@ -21,9 +21,9 @@ bytes at radius 4, in at most (radius + 1) x SHARDS records per 10,000 rows
 
 Pairs are few (duplicates are the exception), so their connected components
 are computed in one place and handed on as a side input. Every row must wait
-for it, so rows wait packed: every 500 rows are pickled and zstd-compressed
+for it, so rows wait packed: every 250 rows are pickled and zstd-compressed
 into one record (~180 bytes a real row; one element for the runner instead
-of 500, where decoding rows one by one cost ~22 us each). Beside it goes a
+of 250, where decoding rows one by one cost ~22 us each). Beside it goes a
 packed record of the few columns the keeper choice reads. Only rows that may
 have company (in a component, a shared pHash, or clustered by bytes because
 their hash is unreliable) send those columns through the cluster
@@ -53,8 +53,9 @@ from transforms.image.phash import min_hamming
 SHARDS = 16
 # Rows per packed waiting record. Small, so that few rows are alive at once:
 # with 10,000 Python's garbage collector, rescanning them, cost ~40% more CPU
-# than with 500 (benchmarks/duplicate_stage.py, 200k rows).
-PACK_ROWS = 500
+# than with 500 at 200k rows, and 250 was ~5% faster than 500 at 1M
+# (benchmarks/duplicate_stage.py); 64 and 128 were no faster.
+PACK_ROWS = 250
 # Rows of a bundle whose hash entries go out as one set of shard records (at
 # most (radius + 1) x SHARDS records): fewer, larger shuffle records.
 SHARD_ROWS = 10_000
