@@ -222,6 +222,34 @@ def test_cluster_duplicates_catches_a_crop_by_its_centre_hash():
             ("dark.jpg", ["too_dark"], None)]))
 
 
+def test_cluster_duplicates_over_many_packed_batches_marks_each_copy_once():
+    """More rows than one packed record holds (PACK_ROWS), copies far from
+    their originals in the input: each copy is rejected once, pointing at its
+    original, and shares its cluster id; every other row passes untouched."""
+    from transforms.curate.duplicates import PACK_ROWS
+
+    rng = np.random.default_rng(21)
+    n = 3 * PACK_ROWS
+    hs = [[int(x) for x in rng.integers(0, 2**64, size=4, dtype=np.uint64)] for _ in range(n)]
+    rows = [_row(f"{i:04d}.jpg", f"s{i}", h[0], h[1:]) for i, h in enumerate(hs)]
+    originals = list(range(5, n, n // 6))
+    copies = [_row(f"copy{i:04d}.jpg", f"c{i}", flip(hs[i][0], 2, rng), hs[i][1:], w=320, h=240) for i in originals]
+    rows = copies[:3] + rows + copies[3:]
+    with TestPipeline() as p:
+        out = (p | beam.Create(rows) | ClusterDuplicates(RADIUS)
+               | beam.Map(lambda r: (r["uri"], r["reasons"], r["duplicate_of"], r["cluster_id"])))
+        want = {f"{i:04d}.jpg": ([], None) for i in range(n)}
+        want.update({f"copy{i:04d}.jpg": (["near_duplicate"], f"{i:04d}.jpg") for i in originals})
+
+        def check(got):
+            got = list(got)
+            assert len(got) == len(rows) and {u: (r, d) for u, r, d, _ in got} == want
+            cluster = {u: c for u, _, _, c in got}
+            assert all(cluster[f"copy{i:04d}.jpg"] == cluster[f"{i:04d}.jpg"] for i in originals)
+            assert len(set(cluster.values())) == n
+        assert_that(out, check)
+
+
 def test_lead_searches_run_apart_find_each_pair_once():
     """near_duplicate_pairs(leads=[l], once=True) over every lead band, run
     separately as the Beam shards run them, reports each close pair exactly

@@ -48,8 +48,8 @@ from transforms.image.phash import min_hamming
 
 # Shards per lead band (rounded up to a power of two, at most 2**band width): the
 # search's parallelism is (radius + 1) x SHARDS groups; at 1M images a group
-# holds ~50k entries (0.8 MB), which the vectorised search handles in cache-
-# sized blocks. More shards cost more, smaller records per batch.
+# holds ~250k entries (4 MB), which the vectorised search handles in cache-
+# sized blocks. More shards cost more, smaller records.
 SHARDS = 16
 # Rows per packed waiting record. Small, so that few rows are alive at once:
 # with 10,000 Python's garbage collector, rescanning them, cost ~40% more CPU
