@@ -261,6 +261,12 @@ def run(argv=None):
     dates, policy = validate(options)
     quiet_tensorflow()  # the model is Keras: load TensorFlow without its start-up lines
     info = load_model_info(options.model_uri)
+    trained_crop = image_settings(info)["crop"]
+    if options.crop not in (MODEL_CROP, trained_crop):
+        # Allowed (a comparison run), but never silently: the scores are not
+        # the ones the model was validated on.
+        print(f"score: --crop {options.crop} differs from the crop model {info['version']} was trained on "
+              f"({trained_crop}); its validated figures do not hold for these scores", file=sys.stderr)
     if not runs_on_dataflow(options):
         check_partitions(options, dates, info["version"])
     me = run_lock.new_lock_info("score", options.run_id)
