@@ -15,7 +15,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from schemas.features import empty_row
 from schemas.policy import load_policy
 from transforms.image.decode import decode
-from transforms.curate.duplicates import ClusterDuplicates, NearDuplicatePairs, hash_entries, owners_of, pack, unpack
+from transforms.curate.duplicates import ClusterDuplicates, NearDuplicatePairs, hash_entries, owners_of
+from transforms.io.packing import pack, unpack
 from transforms.curate.near_dups import (BLOCK, bands, connected_components, image_pairs, lead_bands, lsh_keys,
                                   near_duplicate_pairs, owner_pairs_in_bucket)
 from transforms.image.phash import CENTRE_FRACTIONS, centre_crop, centre_phashes, min_hamming, phash64
@@ -226,7 +227,7 @@ def test_cluster_duplicates_over_many_packed_batches_marks_each_copy_once():
     """More rows than one packed record holds (PACK_ROWS), copies far from
     their originals in the input: each copy is rejected once, pointing at its
     original, and shares its cluster id; every other row passes untouched."""
-    from transforms.curate.duplicates import PACK_ROWS
+    from transforms.io.packing import PACK_ELEMENTS as PACK_ROWS
 
     rng = np.random.default_rng(21)
     n = 3 * PACK_ROWS

@@ -7,8 +7,8 @@ near duplicates when any of their hashes are within the radius, so a cropped
 copy meets its original.
 
 The search is sharded, not bucketed per key: each bundle's rows are gathered
-(PACK_ROWS, SHARD_ROWS) and their (hash, owner pHash) entries packed into
-arrays, one record per (lead band, shard) holding 16 bytes per entry. Every
+and their (hash, owner pHash) entries packed into arrays, one record per
+(lead band, shard) per SHARD_ROWS rows, holding 16 bytes per entry. Every
 table of transforms/curate/near_dups.py is led by one of radius + 1 bands, and a
 shard is the top bits of the lead band's value, so two hashes that share a
 table's key always meet in one shard; each shard runs the vectorised
@@ -21,9 +21,9 @@ bytes at radius 4, in at most (radius + 1) x SHARDS records per 10,000 rows
 
 Pairs are few (duplicates are the exception), so their connected components
 are computed in one place and handed on as a side input. Every row must wait
-for it, so rows wait packed: every 250 rows are pickled and zstd-compressed
-into one record (~180 bytes a real row; one element for the runner instead
-of 250, where decoding rows one by one cost ~22 us each). Beside it goes a
+for it, so rows wait packed (transforms/io/packing.py: every 250 rows one
+record, ~180 bytes a real row, where one by one each cost ~22 us to decode
+and, in a DirectRunner GroupByKey, ~5 KB of memory). Beside it goes a
 packed record of the few columns the keeper choice reads. Only rows that may
 have company (in a component, a shared pHash, or clustered by bytes because
 their hash is unreliable) send those columns through the cluster
@@ -34,28 +34,22 @@ and emits each once, so no Flatten makes the runner re-encode every row.
 from __future__ import annotations
 
 import hashlib
-import pickle
 
 import apache_beam as beam
 import numpy as np
-import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from schemas.reasons import DUPLICATE_REASONS, ordered
 from transforms.curate.near_dups import bands, connected_components, lead_bands, owner_pairs
 from transforms.image.phash import min_hamming
+from transforms.io.packing import PACK_ELEMENTS, pack, unpack
 
 # Shards per lead band (rounded up to a power of two, at most 2**band width): the
 # search's parallelism is (radius + 1) x SHARDS groups; at 1M images a group
 # holds ~250k entries (4 MB), which the vectorised search handles in cache-
 # sized blocks. More shards cost more, smaller records.
 SHARDS = 16
-# Rows per packed waiting record. Small, so that few rows are alive at once:
-# with 10,000 Python's garbage collector, rescanning them, cost ~40% more CPU
-# than with 500 at 200k rows, and 250 was ~5% faster than 500 at 1M
-# (benchmarks/duplicate_stage.py); 64 and 128 were no faster.
-PACK_ROWS = 250
 # Rows of a bundle whose hash entries go out as one set of shard records (at
 # most (radius + 1) x SHARDS records): fewer, larger shuffle records.
 SHARD_ROWS = 10_000
@@ -204,20 +198,6 @@ def shard_pairs(kv, radius: int):
         yield f"{a:016x}", f"{c:016x}"
 
 
-def pack(obj) -> bytes:
-    """A batch as one compact record (see the module doc): pickled (marshal
-    is faster but silently turns numpy scalars into bytes), then zstd (on
-    real rows 183 bytes a row in 1.5 us packing and unpacking, where zlib
-    took 231 bytes and 6.9 us)."""
-    raw = pickle.dumps(obj, protocol=5)
-    return len(raw).to_bytes(8, "little") + pa.compress(raw, codec="zstd", asbytes=True)
-
-
-def unpack(blob: bytes):
-    size = int.from_bytes(blob[:8], "little")
-    return pickle.loads(pa.decompress(memoryview(blob)[8:], decompressed_size=size, codec="zstd", asbytes=True))
-
-
 class _PackAndShard(beam.DoFn):
     """rows -> SHARDS: shard_records of every `shard_rows` rows of a bundle,
     counting what goes to the shuffle. With pack, also every `pack_rows`
@@ -228,7 +208,7 @@ class _PackAndShard(beam.DoFn):
     SHARDS, MEMBERS = "shards", "members"
 
     def __init__(self, radius, exact_only_for, shards=SHARDS, pack=False,
-                 pack_rows=PACK_ROWS, shard_rows=SHARD_ROWS):
+                 pack_rows=PACK_ELEMENTS, shard_rows=SHARD_ROWS):
         self.radius, self.exact_only_for, self.shards, self.pack = radius, exact_only_for, shards, pack
         self.pack_rows, self.shard_rows = pack_rows, shard_rows
         self.records = Metrics.counter("duplicates", "shard_records")

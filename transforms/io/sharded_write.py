@@ -19,6 +19,8 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.io.packing import PackInBundles, pack, unpack
+
 
 def stable_shard(key: str, num_shards: int) -> int:
     """Shard index from a hash that does not vary across processes or runs."""
@@ -72,6 +74,22 @@ def shards_for(total: float, per_shard: float) -> int:
     return max(1, math.ceil(total / per_shard))
 
 
+def _packed_by_shard(blob: bytes, key_fn, n: dict):
+    """A packed list of (group, element) -> ((group, shard index), packed
+    list of its (group, element)) per shard; the record itself when all of
+    it goes to one shard (one-shard outputs: no repacking)."""
+    ges = unpack(blob)
+    keys = [(g, stable_shard(key_fn(e), n[g])) for g, e in ges]
+    if all(k == keys[0] for k in keys):
+        yield keys[0], blob
+        return
+    by_shard: dict = {}
+    for k, ge in zip(keys, ges):
+        by_shard.setdefault(k, []).append(ge)
+    for k, part in by_shard.items():
+        yield k, pack(part)
+
+
 class WriteGroupedShards(beam.PTransform):
     """(group, element) -> per group, shard files whose contents follow from keys.
 
@@ -104,15 +122,18 @@ class WriteGroupedShards(beam.PTransform):
         n_side = beam.pvalue.AsDict(num_shards)
         every_shard = num_shards | "EveryShard" >> beam.FlatMap(
             lambda gn: [((gn[0], i), None) for i in range(gn[1])])
-        keyed = grouped | "KeyByShard" >> beam.Map(
-            lambda ge, n: ((ge[0], stable_shard(key_fn(ge[1]), n[ge[0]])), ge[1]), n=n_side)
+        # Elements wait for the shard counts and group by shard packed
+        # (transforms/io/packing.py): a runner holds all of them meanwhile.
+        keyed = (grouped
+                 | "PackWaiting" >> beam.ParDo(PackInBundles())
+                 | "KeyByShard" >> beam.FlatMap(_packed_by_shard, key_fn, n=n_side))
         write_kwargs = {"n": n_side}
         if self.after is not None:
             write_kwargs["_after"] = beam.pvalue.AsList(self.after)
 
         def write(kv, n, _after=None):
-            (group, index), items = kv
-            items = sorted((e for e in items if e is not None), key=order_fn)
+            (group, index), packed = kv
+            items = sorted((e for blob in packed if blob is not None for _g, e in unpack(blob)), key=order_fn)
             path = write_atomically(path_fn(group, index, n[group]), encode(items))
             return group, index, n[group], len(items), path
 

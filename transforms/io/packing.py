@@ -1,0 +1,55 @@
+"""Many elements as one compact record, for where a runner must hold them.
+
+A step that waits for a side input, or a GroupByKey, makes the runner keep
+every element until it can go on. One element at a time, Beam's generic coder
+costs ~1 KB and, decoding a curate row, ~22 us each, and DirectRunner keeps
+the decoded rows of a GroupByKey in memory (~5 KB each). Packed, a few hundred
+elements are one record: pickled, then zstd (pyarrow): on real curate rows
+~180 bytes a row and ~3 us to pack and unpack. (marshal is faster but turns
+numpy scalars into bytes; zlib took 231 bytes and 6.9 us.)
+"""
+from __future__ import annotations
+
+import pickle
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.transforms.window import GlobalWindows
+
+# Elements per packed record: small enough that few are alive at once (with
+# 10,000 Python's garbage collector, rescanning them, cost ~40% more CPU than
+# with 500; 250 was ~5% faster than 500 at 1M rows: benchmarks/duplicate_stage.py).
+PACK_ELEMENTS = 250
+
+
+def pack(obj) -> bytes:
+    """Any picklable object as one compact record."""
+    raw = pickle.dumps(obj, protocol=5)
+    return len(raw).to_bytes(8, "little") + pa.compress(raw, codec="zstd", asbytes=True)
+
+
+def unpack(blob: bytes):
+    size = int.from_bytes(blob[:8], "little")
+    return pickle.loads(pa.decompress(memoryview(blob)[8:], decompressed_size=size, codec="zstd", asbytes=True))
+
+
+class PackInBundles(beam.DoFn):
+    """elements -> packed lists of up to `size` of them, gathered within a
+    bundle (the global window: a batch job's)."""
+
+    def __init__(self, size: int = PACK_ELEMENTS):
+        self.size = size
+
+    def start_bundle(self):
+        self.buffer = []
+
+    def process(self, element):
+        self.buffer.append(element)
+        if len(self.buffer) >= self.size:
+            yield pack(self.buffer)
+            self.buffer = []
+
+    def finish_bundle(self):
+        if self.buffer:
+            yield GlobalWindows.windowed_value(pack(self.buffer))
+            self.buffer = []
