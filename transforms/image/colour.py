@@ -72,15 +72,22 @@ _BRADFORD = np.array([[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367],
 _SRGB = ImageCms.createProfile("sRGB")
 
 
+def srgb_to_linear(v: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values in [0, 1] to linear light (the IEC 61966-2-1 curve)."""
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(x: np.ndarray) -> np.ndarray:
+    """Linear light in [0, 1] to sRGB-encoded values (srgb_to_linear's inverse)."""
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055)
+
+
 def exposed(image_bgr: np.ndarray, ev: float) -> np.ndarray:
     """The photo as if taken `ev` stops over (under, if negative): scaled in
     linear light, the same gain on every channel (one 8-bit table). Used by
     train_relevance's dimmed copies and enhancement's exposure lift."""
-    x = np.arange(256, dtype=np.float64) / 255.0
-    linear = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4) * 2.0 ** ev
-    linear = np.clip(linear, 0.0, 1.0)
-    srgb = np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
-    return cv2.LUT(image_bgr, np.round(srgb * 255).astype(np.uint8))
+    linear = np.clip(srgb_to_linear(np.arange(256, dtype=np.float64) / 255.0) * 2.0 ** ev, 0.0, 1.0)
+    return cv2.LUT(image_bgr, np.round(linear_to_srgb(linear) * 255).astype(np.uint8))
 
 
 def to_srgb(bgr: np.ndarray, icc_profile: bytes | None) -> np.ndarray:
@@ -169,8 +176,7 @@ def _rgb_to_xyz(red, green, blue, white) -> np.ndarray:
 @functools.cache
 def _srgb_encode_lut() -> np.ndarray:
     """sRGB encoding of 16-bit linear light (index / 65535) to uint8, rounded."""
-    x = np.arange(65536) / 65535
-    return np.round(255 * np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055)).astype(np.uint8)
+    return np.round(255 * linear_to_srgb(np.arange(65536) / 65535)).astype(np.uint8)
 
 
 def profile_for(icc_profile: bytes | None, nclx: tuple | None) -> bytes | None:
@@ -201,8 +207,7 @@ def matrix_profile(red, green, blue, white, *, description: str) -> bytes:
     Also used to write Display P3 test images and sample uploads.
     """
     d50 = _d50_matrix(red, green, blue, white)
-    v = np.arange(1024) / 1023
-    curve = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+    curve = srgb_to_linear(np.arange(1024) / 1023)
     curv = b"curv" + bytes(4) + struct.pack(">I", 1024) + np.round(curve * 65535).astype(">u2").tobytes()
     text = description.encode("ascii") + b"\x00"
     desc = (b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4) + bytes(4)
