@@ -36,9 +36,9 @@ import posixpath
 import re
 import statistics
 
-from schemas.features import ALERTS_FILE, ITA_CATEGORIES, SUMMARY_FILE  # noqa: F401  (ALERTS_FILE: curate and tests name it drift.ALERTS_FILE)
-from transforms.io.run_lock import MARKER
+from schemas.features import ALERTS_FILE, ITA_CATEGORIES, SUMMARY_FILE
 from schemas.reasons import REASONS
+from transforms.io.run_lock import MARKER
 
 _PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 SMOOTHING = 0.5  # added to every bin count before proportions (Jeffreys)

@@ -38,12 +38,11 @@ import hashlib
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import GlobalWindows
 
 from schemas.reasons import DUPLICATE_REASONS, ordered
 from transforms.curate.near_dups import bands, connected_components, lead_bands, owner_pairs
 from transforms.image.phash import min_hamming
-from transforms.io.packing import PACK_ELEMENTS, pack, unpack
+from transforms.io.packing import PACK_ELEMENTS, InBundles, pack, unpack
 
 # Shards per lead band (rounded up to a power of two, at most 2**band width): the
 # search's parallelism is (radius + 1) x SHARDS groups; at 1M images a group
@@ -177,7 +176,8 @@ def shard_pairs(kv, radius: int):
     e = np.frombuffer(b"".join(blobs), dtype=np.uint64).reshape(-1, 2)
     e = e[np.argsort(e[:, 0], kind="stable")]  # merges the records' sorted runs
     same = e[1:, 0] == e[:-1, 0]
-    if same.any():
+    repeats = bool(same.any())
+    if repeats:
         # A repeated hash (exact copies, shared pHashes: rare): order its run
         # by owner too, so that repeated entries, whose owner x owner
         # combinations would multiply, are adjacent and dropped. (Sorting all
@@ -192,46 +192,35 @@ def shard_pairs(kv, radius: int):
         own = e[e[:, 0] == e[:, 1], 1]
         for o in np.unique(own[1:][own[1:] == own[:-1]]).tolist():
             yield f"{o:016x}", f"{o:016x}"
-    if same.any():
+    if repeats:
         e = e[np.r_[True, ~(same & (e[1:, 1] == e[:-1, 1]))]]
     for a, c in owner_pairs(e[:, 0], e[:, 1], radius, leads=[lead], presorted=True).tolist():
         yield f"{a:016x}", f"{c:016x}"
 
 
-class _PackAndShard(beam.DoFn):
+class _PackAndShard(InBundles):
     """rows -> SHARDS: shard_records of every `shard_rows` rows of a bundle,
     counting what goes to the shuffle. With pack, also every `pack_rows`
     rows packed, as (batch id, rows) to the main output, and as (batch id,
     the columns the keeper choice reads plus each row's owner pHash, None
     when unreliable) to MEMBERS, packed apart so that choosing reads no
-    whole row. Rows are in the global window (a batch job's)."""
+    whole row."""
     SHARDS, MEMBERS = "shards", "members"
 
     def __init__(self, radius, exact_only_for, shards=SHARDS, pack=False,
                  pack_rows=PACK_ELEMENTS, shard_rows=SHARD_ROWS):
+        super().__init__(pack_rows)
         self.radius, self.exact_only_for, self.shards, self.pack = radius, exact_only_for, shards, pack
-        self.pack_rows, self.shard_rows = pack_rows, shard_rows
+        self.shard_rows = shard_rows
         self.records = Metrics.counter("duplicates", "shard_records")
         self.bytes = Metrics.counter("duplicates", "shard_bytes")
         self.packed_bytes = Metrics.counter("duplicates", "packed_row_bytes")
 
     def start_bundle(self):
-        self.rows, self.entries, self.entry_rows = [], [], 0
+        super().start_bundle()
+        self.entries, self.entry_rows = [], 0
 
-    def process(self, row):
-        self.rows.append(row)
-        if len(self.rows) >= self.pack_rows:
-            yield from self._flush(final=False)
-
-    def finish_bundle(self):
-        for out in self._flush(final=True):
-            if isinstance(out, beam.pvalue.TaggedOutput):
-                yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
-            else:
-                yield GlobalWindows.windowed_value(out)
-
-    def _flush(self, final: bool):
-        rows, self.rows = self.rows, []
+    def batch(self, rows, final):
         if rows:
             owners = owners_of(rows, self.exact_only_for)
             self.entries.append(hash_entries(rows, owners))

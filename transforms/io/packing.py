@@ -33,12 +33,17 @@ def unpack(blob: bytes):
     return pickle.loads(pa.decompress(memoryview(blob)[8:], decompressed_size=size, codec="zstd", asbytes=True))
 
 
-class PackInBundles(beam.DoFn):
-    """elements -> packed lists of up to `size` of them, gathered within a
-    bundle (the global window: a batch job's)."""
+class InBundles(beam.DoFn):
+    """Gathers a bundle's elements `size` at a time and hands each run to
+    batch(elements, final), final once at the bundle's end (elements may be
+    empty then). What batch yields, plain or TaggedOutput, goes out in the
+    global window (a batch job's), also from finish_bundle."""
 
-    def __init__(self, size: int = PACK_ELEMENTS):
+    def __init__(self, size: int):
         self.size = size
+
+    def batch(self, elements: list, final: bool):
+        raise NotImplementedError
 
     def start_bundle(self):
         self.buffer = []
@@ -46,10 +51,26 @@ class PackInBundles(beam.DoFn):
     def process(self, element):
         self.buffer.append(element)
         if len(self.buffer) >= self.size:
-            yield pack(self.buffer)
-            self.buffer = []
+            yield from self._take(final=False)
 
     def finish_bundle(self):
-        if self.buffer:
-            yield GlobalWindows.windowed_value(pack(self.buffer))
-            self.buffer = []
+        for out in self._take(final=True):
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
+            else:
+                yield GlobalWindows.windowed_value(out)
+
+    def _take(self, final: bool):
+        elements, self.buffer = self.buffer, []
+        return self.batch(elements, final)
+
+
+class PackInBundles(InBundles):
+    """elements -> packed lists of up to `size` of them, gathered within a bundle."""
+
+    def __init__(self, size: int = PACK_ELEMENTS):
+        super().__init__(size)
+
+    def batch(self, elements, final):
+        if elements:
+            yield pack(elements)
