@@ -175,6 +175,19 @@ def runs_on_dataflow(options) -> bool:
     return "dataflow" in str(options.view_as(StandardOptions).runner or "").lower()
 
 
+def local_spill_root(options) -> str | None:
+    """Where a stage may spill what the runner would hold in memory: the
+    machine's temp folder (TMPDIR) when every worker runs on this machine
+    (DirectRunner, its FnApiRunner, Prism), else None (a distributed
+    runner's workers share no disk; its shuffle is its own business)."""
+    import tempfile
+
+    from apache_beam.options.pipeline_options import StandardOptions
+    runner = str(options.view_as(StandardOptions).runner or "DirectRunner").lower()
+    here = any(name in runner for name in ("direct", "fnapirunner", "prism"))
+    return tempfile.gettempdir() if here else None
+
+
 def execute(pipeline, options, done_message: str, on_failure=None):
     """Run a built pipeline. Local runs wait and print done_message; Dataflow
     launches return once the job is submitted (a Flex Template launcher must

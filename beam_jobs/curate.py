@@ -28,7 +28,7 @@ import sys
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.cli import JobFailed, UsageError, execute, main, new_pipeline, runs_on_dataflow
+from beam_jobs.cli import JobFailed, UsageError, execute, local_spill_root, main, new_pipeline, runs_on_dataflow
 from beam_jobs.options import DateOptions, JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, lock_options
 from schemas import features as F
 from schemas.policy import load_policy
@@ -300,7 +300,8 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None, date:
     refs = p | "ReadImageRefs" >> ReadImageRefs(glob, o.manifest, o.scin_cases, o.image_root,
                                                 allow_empty=date is not None and o.allow_empty)
     analyzed = refs | "AnalyzeImages" >> AnalyzeImages(policy, allowed=roots_of(o), enhance=o.enhance)
-    rows = analyzed.rows | "ClusterDuplicates" >> ClusterDuplicates(policy.dup_radius, policy.exact_only_for)
+    rows = analyzed.rows | "ClusterDuplicates" >> ClusterDuplicates(policy.dup_radius, policy.exact_only_for,
+                                                                    spill=local_spill_root(o))
     reference = o.reference if date is not None else None
     if reference:
         rows = rows | "RejectEarlierNights" >> RejectEarlierDuplicates(

@@ -12,16 +12,21 @@ process (so its peak RSS is its own), round-robin over sizes and --repeats:
             (schemas.features.empty_row with uri, sha256, size, pHashes; from
             the .npy in slices of 10,000) and counts them: the baseline.
   stage     the same pipeline with ClusterDuplicates(policy radius) between
-            making and counting.
+            making and counting, its records spilled to the temp folder as
+            curate runs it locally (transforms/io/spill.py).
+  shuffle   the same with spill=None: the runner carries the records, as
+            on Dataflow (whose shuffle is disk-backed; DirectRunner's is not).
   previous  (with --compare-rev REV, sizes <= --compare-max only) the
             ClusterDuplicates of git revision REV on the same rows.
 
 Reported per size, as medians over the repeats of per-repeat figures: wall and
 CPU (time.process_time of the child: DirectRunner runs in that one process)
 seconds; the stage's own cost = stage - rows; the ratio of that cost to
-numpy's (target <= 3); the peak RSS of each child and stage - rows; and, from
-the stage's Beam counters, the shuffle records and bytes per image of the
-search (duplicates/shard_records, shard_bytes), the rows that went through
+numpy's (target <= 3), for stage and shuffle; the peak RSS of each child and
+stage - rows (target: bounded, i.e. not growing with the images); and, from
+the stage's Beam counters, the records and bytes per image of the search
+(duplicates/shard_records, shard_bytes: on Dataflow its shuffle, locally
+what it spills), the rows that went through
 the cluster GroupByKey (duplicates/rows_grouped) and rows rejected as near
 duplicates, checked against the components of numpy's pairs.
 
@@ -50,7 +55,7 @@ from schemas.policy import load_policy
 
 REPO = Path(__file__).resolve().parent.parent
 SLICE = 10_000
-MODES = ("numpy", "rows", "stage")
+MODES = ("numpy", "rows", "stage", "shuffle")
 
 
 def parse_args(argv=None):
@@ -81,9 +86,12 @@ def _rows(start, path, n):
 
 
 def _stage(mode: str):
-    if mode == "stage":
+    if mode in ("stage", "shuffle"):
+        import tempfile as tf
+
         from transforms.curate.duplicates import ClusterDuplicates
-        return ClusterDuplicates
+        spill = tf.gettempdir() if mode == "stage" else None
+        return lambda radius, exact_only_for: ClusterDuplicates(radius, exact_only_for, spill=spill)
     if mode.startswith("previous:"):
         spec = importlib.util.spec_from_file_location("previous_duplicates", mode.split(":", 1)[1])
         mod = importlib.util.module_from_spec(spec)
@@ -185,7 +193,10 @@ def main(argv=None) -> dict:
             fig[f"stage_total_vs_numpy_{k.split('_')[0]}"] = median([s[k] / x[k] for s, x in zip(R["stage"], R["numpy"])])
             for prev in [R[m] for m in modes[n] if m.startswith("previous")]:
                 fig[f"previous_own_{k}"] = median([s[k] - b[k] for s, b in zip(prev, R["rows"])])
-        fig["stage_own_rss_mb"] = median([s["peak_rss_mb"] - b["peak_rss_mb"] for s, b in zip(R["stage"], R["rows"])])
+        for m in ("stage", "shuffle"):
+            fig[f"{m}_own_rss_mb"] = median([s["peak_rss_mb"] - b["peak_rss_mb"] for s, b in zip(R[m], R["rows"])])
+        fig["shuffle_own_vs_numpy_wall"] = median([(s["wall_s"] - b["wall_s"]) / x["wall_s"]
+                                                   for s, b, x in zip(R["shuffle"], R["rows"], R["numpy"])])
         c = R["stage"][-1]
         fig.update(shard_records=c.get("duplicates/shard_records", 0), shard_bytes=c.get("duplicates/shard_bytes", 0),
                    rows_grouped=c.get("duplicates/rows_grouped", 0),
@@ -195,12 +206,14 @@ def main(argv=None) -> dict:
         rows.append([f"{n:,}", fig["numpy_wall_s"], fig["rows_wall_s"], fig["stage_wall_s"], fig["stage_own_wall_s"],
                      fig["stage_own_vs_numpy_wall"], fig["stage_own_vs_numpy_cpu"], fig["stage_total_vs_numpy_wall"],
                      f"{fig['rows_peak_rss_mb']:,.0f} / {fig['stage_peak_rss_mb']:,.0f}",
+                     fig["shuffle_own_vs_numpy_wall"], f"{fig['shuffle_peak_rss_mb']:,.0f}",
                      f"{1e6 * fig['stage_own_wall_s'] / n:.1f}",
                      f"{fig['shard_records'] / n:.4f}", f"{fig['shard_bytes'] / n:.0f}",
                      f"{fig['rows_grouped']:,}", f"{fig['near_duplicates']:,} / {fig['expected_near_duplicates']:,}"])
     print()
     print(table(["images", "numpy s", "rows s", "rows+stage s", "stage s", "stage/numpy", "(cpu)",
-                 "rows+stage/numpy", "peak RSS MB rows / +stage", "stage us/image", "shuffle rec/image",
+                 "rows+stage/numpy", "peak RSS MB rows / +stage", "shuffle: stage/numpy", "peak MB",
+                 "stage us/image", "shuffle rec/image",
                  "shuffle B/image", "rows grouped", "near dups / expected"], rows,
                 title=f"ClusterDuplicates on DirectRunner vs numpy image_pairs, {HASHES_PER_IMAGE} hashes per image, "
                       f"radius {radius}, {args.planted:.0%} planted, median of {args.repeats}"))

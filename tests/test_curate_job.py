@@ -225,3 +225,37 @@ def test_cli_entry_point_exits_2_without_traceback():
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "curate: error: --input /nonexistent/*.jpg matched no files"
+
+
+@pytest.mark.e2e
+def test_a_local_run_spills_its_duplicate_stage_to_the_temp_folder_and_removes_it(tmp_path, monkeypatch):
+    """On DirectRunner curate's duplicate stage writes its records under the
+    temp folder (so the runner does not hold them in memory) and leaves
+    nothing there; a Dataflow run would leave them to the runner's shuffle."""
+    import tempfile
+
+    from apache_beam.metrics.metric import MetricsFilter
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from beam_jobs.cli import local_spill_root
+
+    src = tmp_path / "uploads"
+    src.mkdir()
+    photo = skin_photo()
+    photo.save(src / "a.jpg", quality=92)
+    photo.save(src / "a_copy.png")
+    (src / "a_again.jpg").write_bytes((src / "a.jpg").read_bytes())
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    result = curate.run(["--input", str(src / "*"), "--output", str(tmp_path / "out")])
+    spilled = [c.committed for c in result.metrics().query(MetricsFilter().with_name("spilled_bytes"))["counters"]]
+    assert sum(spilled) > 0
+    assert [p.name for p in temp.iterdir() if p.name.startswith("skin-pipeline-")] == []
+    rows = {r["uri"].rsplit("/", 1)[1]: r for r in load_features(str(tmp_path / "out")).values()}
+    # The lossless copy is the keeper; both JPEGs point at it.
+    assert {n: r["duplicate_of"] and r["duplicate_of"].rsplit("/", 1)[1] for n, r in rows.items()} == {
+        "a.jpg": "a_copy.png", "a_again.jpg": "a_copy.png", "a_copy.png": None}
+    assert local_spill_root(PipelineOptions(["--runner", "DataflowRunner"])) is None
+    assert local_spill_root(PipelineOptions(["--runner", "FlinkRunner"])) is None
+    assert local_spill_root(PipelineOptions([])) == str(temp)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import itertools
+import os
+import pathlib
 
 import apache_beam as beam
 import cv2
@@ -223,10 +225,12 @@ def test_cluster_duplicates_catches_a_crop_by_its_centre_hash():
             ("dark.jpg", ["too_dark"], None)]))
 
 
-def test_cluster_duplicates_over_many_packed_batches_marks_each_copy_once():
+@pytest.mark.parametrize("spilled", [False, True])
+def test_cluster_duplicates_over_many_packed_batches_marks_each_copy_once(spilled, tmp_path):
     """More rows than one packed record holds (PACK_ROWS), copies far from
     their originals in the input: each copy is rejected once, pointing at its
-    original, and shares its cluster id; every other row passes untouched."""
+    original, and shares its cluster id; every other row passes untouched.
+    Spilled (as curate runs locally), the same, and the stage leaves no files."""
     from transforms.io.packing import PACK_ELEMENTS as PACK_ROWS
 
     rng = np.random.default_rng(21)
@@ -237,7 +241,7 @@ def test_cluster_duplicates_over_many_packed_batches_marks_each_copy_once():
     copies = [_row(f"copy{i:04d}.jpg", f"c{i}", flip(hs[i][0], 2, rng), hs[i][1:], w=320, h=240) for i in originals]
     rows = copies[:3] + rows + copies[3:]
     with TestPipeline() as p:
-        out = (p | beam.Create(rows) | ClusterDuplicates(RADIUS)
+        out = (p | beam.Create(rows) | ClusterDuplicates(RADIUS, spill=str(tmp_path) if spilled else None)
                | beam.Map(lambda r: (r["uri"], r["reasons"], r["duplicate_of"], r["cluster_id"])))
         want = {f"{i:04d}.jpg": ([], None) for i in range(n)}
         want.update({f"copy{i:04d}.jpg": (["near_duplicate"], f"{i:04d}.jpg") for i in originals})
@@ -249,6 +253,7 @@ def test_cluster_duplicates_over_many_packed_batches_marks_each_copy_once():
             assert all(cluster[f"copy{i:04d}.jpg"] == cluster[f"{i:04d}.jpg"] for i in originals)
             assert len(set(cluster.values())) == n
         assert_that(out, check)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_lead_searches_run_apart_find_each_pair_once():
@@ -262,8 +267,8 @@ def test_lead_searches_run_apart_find_each_pair_once():
     assert set(found) == brute_force(h, RADIUS)
 
 
-@pytest.mark.parametrize("shards,batch", [(1, 50), (4, 1000), (64, 7)])
-def test_beam_shards_find_every_pair_within_radius_exactly_once(shards, batch):
+@pytest.mark.parametrize("shards,batch,spilled", [(1, 50, False), (4, 1000, False), (64, 7, False), (16, 30, True)])
+def test_beam_shards_find_every_pair_within_radius_exactly_once(shards, batch, spilled, tmp_path):
     """The Beam search over small single-hash rows reports every pair of
     images within the radius exactly once, whatever the shards and batches
     (pairs that share most bands lie in several leads' tables; a shard count
@@ -276,8 +281,54 @@ def test_beam_shards_find_every_pair_within_radius_exactly_once(shards, batch):
     expected.append((f"{int(h[7]):016x}",) * 2)
     assert len(expected) > 150
     with TestPipeline() as p:
-        pairs = p | beam.Create(rows) | NearDuplicatePairs(RADIUS, ["too_dark"], shards=shards, shard_rows=batch)
+        pairs = p | beam.Create(rows) | NearDuplicatePairs(RADIUS, ["too_dark"], shards=shards, shard_rows=batch,
+                                                          spill=str(tmp_path) if spilled else None)
         assert_that(pairs, equal_to(expected))  # as a multiset: a repeat fails
+    assert list(tmp_path.iterdir()) == []
+
+
+def _outputs(fn, rows):
+    """(tag, element) of everything one bundle of a DoFn yields, in order,
+    each checked by `fn.on_output` as it goes out."""
+    fn.setup() if hasattr(fn, "setup") else None
+    fn.start_bundle()
+    out = []
+    for o in itertools.chain(*(fn.process(r) for r in rows), fn.finish_bundle() or ()):
+        tag, value = (o.tag, o.value) if isinstance(o, beam.pvalue.TaggedOutput) else (None, o)
+        value = getattr(value, "value", value)  # finish_bundle's WindowedValue
+        fn.on_output(value)
+        out.append((tag, value))
+    return out
+
+
+def test_spilled_records_are_references_to_files_written_before_they_go_out(tmp_path):
+    """With spill, every record the stage sends on (shard entries, packed
+    rows, keeper columns) is a small reference, to a file that already
+    exists when the reference goes out, and reads back as the very record
+    the runner would otherwise have carried."""
+    from transforms.curate.duplicates import _PackAndShard
+    from transforms.io import spill
+
+    rng = np.random.default_rng(5)
+    rows = [_row(f"{i}.jpg", f"s{i}", int(h[0]), [int(x) for x in h[1:]])
+            for i, h in enumerate(rng.integers(0, 2**64, size=(1200, 4), dtype=np.uint64))]
+    plain = _PackAndShard(RADIUS, (), pack=True, pack_rows=250, shard_rows=500)
+    plain.on_output = lambda value: None
+    spilled = _PackAndShard(RADIUS, (), pack=True, pack_rows=250, shard_rows=500, spill=str(tmp_path / "d"))
+
+    def written(value):
+        path, offset, length = value[1]
+        assert pathlib.Path(path).parent == tmp_path / "d" and os.path.getsize(path) >= offset + length
+    spilled.on_output = written
+    records = _outputs(plain, rows)
+    refs = _outputs(spilled, rows)
+    assert all(isinstance(v[1], bytes) for _, v in records)
+    assert {t for t, _ in records} == {None, "members", "shards"}
+    # Three files: two per 500 rows, one at the bundle's end; the records
+    # were 16+ bytes per hash entry, the references are a few dozen bytes.
+    assert len({v[1][0] for _, v in refs}) == 3
+    assert (sorted((t or "", repr(v[0]), spill.load(v[1])) for t, v in refs)
+            == sorted((t or "", repr(v[0]), v[1]) for t, v in records))
 
 
 def test_packed_rows_come_back_equal_and_of_the_same_types():

@@ -30,6 +30,14 @@ their hash is unreliable) send those columns through the cluster
 GroupByKey, where the best member is kept; the verdicts on the others
 (keeper and reason) are a side input of the one step that unpacks the rows
 and emits each once, so no Flatten makes the runner re-encode every row.
+
+On DirectRunner (ClusterDuplicates(spill=the temp folder), as curate runs
+locally) every one of those records is written to local files once per
+SHARD_ROWS rows of a bundle and the runner carries only references
+(transforms/io/spill.py), which are removed when the rows are out: the
+runner held the shuffle and the waiting rows in memory, ~2 KB per image
+(2.2 GB at 1M images), where now the stage adds ~15 MB at 1M. On Dataflow
+the records themselves go through its disk-backed shuffle.
 """
 from __future__ import annotations
 
@@ -42,6 +50,7 @@ from apache_beam.metrics import Metrics
 from schemas.reasons import DUPLICATE_REASONS, ordered
 from transforms.curate.near_dups import bands, connected_components, lead_bands, owner_pairs
 from transforms.image.phash import min_hamming
+from transforms.io import spill as spill_files
 from transforms.io.packing import PACK_ELEMENTS, InBundles, pack, unpack
 
 # Shards per lead band (rounded up to a power of two, at most 2**band width): the
@@ -173,7 +182,7 @@ def shard_pairs(kv, radius: int):
     """One shard's packed entries -> owner pHash pairs (hex, smaller first),
     plus (owner, owner) for a pHash that several rows share."""
     (lead, _), blobs = kv
-    e = np.frombuffer(b"".join(blobs), dtype=np.uint64).reshape(-1, 2)
+    e = np.frombuffer(b"".join(map(spill_files.load, blobs)), dtype=np.uint64).reshape(-1, 2)
     e = e[np.argsort(e[:, 0], kind="stable")]  # merges the records' sorted runs
     same = e[1:, 0] == e[:-1, 0]
     repeats = bool(same.any())
@@ -199,26 +208,30 @@ def shard_pairs(kv, radius: int):
 
 
 class _PackAndShard(InBundles):
-    """rows -> SHARDS: shard_records of every `shard_rows` rows of a bundle,
+    """rows -> ENTRIES: shard_records of every `shard_rows` rows of a bundle,
     counting what goes to the shuffle. With pack, also every `pack_rows`
     rows packed, as (batch id, rows) to the main output, and as (batch id,
     the columns the keeper choice reads plus each row's owner pHash, None
     when unreliable) to MEMBERS, packed apart so that choosing reads no
-    whole row."""
-    SHARDS, MEMBERS = "shards", "members"
+    whole row. With `spill` (a directory), every record goes out as a
+    reference to a file written there (transforms/io/spill.py) once per
+    `shard_rows` rows."""
+    ENTRIES, MEMBERS = "shards", "members"
 
     def __init__(self, radius, exact_only_for, shards=SHARDS, pack=False,
-                 pack_rows=PACK_ELEMENTS, shard_rows=SHARD_ROWS):
+                 pack_rows=PACK_ELEMENTS, shard_rows=SHARD_ROWS, spill=None):
         super().__init__(pack_rows)
         self.radius, self.exact_only_for, self.shards, self.pack = radius, exact_only_for, shards, pack
-        self.shard_rows = shard_rows
+        self.shard_rows, self.spill = shard_rows, spill
         self.records = Metrics.counter("duplicates", "shard_records")
         self.bytes = Metrics.counter("duplicates", "shard_bytes")
         self.packed_bytes = Metrics.counter("duplicates", "packed_row_bytes")
+        self.spilled_bytes = Metrics.counter("duplicates", "spilled_bytes")
 
     def start_bundle(self):
         super().start_bundle()
         self.entries, self.entry_rows = [], 0
+        self.writer, self.held = (spill_files.Writer(self.spill) if self.spill else None), []
 
     def batch(self, rows, final):
         if rows:
@@ -226,24 +239,40 @@ class _PackAndShard(InBundles):
             self.entries.append(hash_entries(rows, owners))
             self.entry_rows += len(rows)
             if self.pack:
-                yield from self._packed(rows, owners)
+                yield from self._out(self._packed(rows, owners))
         if self.entries and (final or self.entry_rows >= self.shard_rows):
             e = np.concatenate(self.entries)
             self.entries, self.entry_rows = [], 0
-            for key, blob in shard_records(e, self.radius, self.shards):
-                self.records.inc()
-                self.bytes.inc(len(blob))
-                yield beam.pvalue.TaggedOutput(self.SHARDS, (key, blob))
+            yield from self._out(self._shard_records(e))
+        if self.writer and not self.entries:  # everything gathered so far is in records: write, then send
+            self.spilled_bytes.inc(self.writer.size)
+            self.writer.write()
+            held, self.held = self.held, []
+            yield from (beam.pvalue.TaggedOutput(tag, out) if tag else out for tag, out in held)
+
+    def _out(self, records):
+        """(tag, key, record) -> outputs now, or held as (tag, (key, reference)) until written."""
+        for tag, key, record in records:
+            if self.writer:
+                self.held.append((tag, (key, self.writer.add(record))))
+            else:
+                yield beam.pvalue.TaggedOutput(tag, (key, record)) if tag else (key, record)
+
+    def _shard_records(self, e):
+        for key, blob in shard_records(e, self.radius, self.shards):
+            self.records.inc()
+            self.bytes.inc(len(blob))
+            yield self.ENTRIES, key, blob
 
     def _packed(self, rows, owners):
         blob = pack((owners, rows))
         # Identical batches (the same rows twice) share an id, harmlessly.
         batch = hashlib.blake2b(blob, digest_size=8).digest()
         self.packed_bytes.inc(len(blob))
-        yield batch, blob
+        yield None, batch, blob
         columns = {f: [row.get(f) for row in rows] for f in KEEPER_FIELDS}
         columns["owner"] = owners
-        yield beam.pvalue.TaggedOutput(self.MEMBERS, (batch, pack(columns)))
+        yield self.MEMBERS, batch, pack(columns)
 
 
 def _needs_grouping(owner, has_phash: bool, components) -> bool:
@@ -261,7 +290,7 @@ class _GroupedMembers(beam.DoFn):
 
     def process(self, kv, components):
         batch, blob = kv
-        columns = unpack(blob)
+        columns = unpack(spill_files.load(blob))
         for i, (owner, phash) in enumerate(zip(columns["owner"], columns["phash"])):
             if _needs_grouping(owner, bool(phash), components):
                 self.grouped.inc()
@@ -271,14 +300,17 @@ class _GroupedMembers(beam.DoFn):
 
 class _AssignCluster(beam.DoFn):
     """A packed batch -> its rows with cluster_id set and, where the cluster's
-    keeper is another row, rejected as its duplicate."""
+    keeper is another row, rejected as its duplicate. With done, also a
+    DONE element per batch, so that a later step knows when all are read."""
+    DONE = "done"
 
-    def __init__(self):
+    def __init__(self, done: bool = False):
+        self.done = done
         self.counters = {r: Metrics.counter("curate", f"rejected_{r}") for r in DUPLICATE_REASONS}
 
     def process(self, kv, components, verdicts):
         batch, blob = kv
-        owners, rows = unpack(blob)
+        owners, rows = unpack(spill_files.load(blob))
         for i, (owner, row) in enumerate(zip(owners, rows)):
             row["cluster_id"] = cluster_id(owner, row, components)
             verdict = verdicts.get((batch, i))
@@ -286,6 +318,8 @@ class _AssignCluster(beam.DoFn):
                 self.counters[verdict[1]].inc()
                 row = mark_duplicate(row, verdict)
             yield row
+        if self.done:
+            yield beam.pvalue.TaggedOutput(self.DONE, None)
 
 
 class _SearchShards(beam.PTransform):
@@ -306,34 +340,47 @@ class NearDuplicatePairs(beam.PTransform):
     """rows -> (owner, owner) pHash pairs, smaller first, within the radius:
     each pair of hashes found once (an image pair met through several of its
     hashes may come from several shards, once from each), plus (pHash, pHash)
-    for a pHash that several rows share. See the module doc."""
+    for a pHash that several rows share. See the module doc; `spill` as for
+    ClusterDuplicates."""
 
-    def __init__(self, radius: int, exact_only_for=(), shards: int = SHARDS, shard_rows: int = SHARD_ROWS):
+    def __init__(self, radius: int, exact_only_for=(), shards: int = SHARDS, shard_rows: int = SHARD_ROWS,
+                 spill: str | None = None):
         super().__init__()
         self.radius, self.exact_only_for = radius, tuple(exact_only_for)
-        self.shards, self.shard_rows = shards, shard_rows
+        self.shards, self.shard_rows, self.spill = shards, shard_rows, spill
 
     def expand(self, rows):
+        directory = spill_files.new_directory(self.spill, "duplicates") if self.spill else None
         entries = rows | "ShardEntries" >> beam.ParDo(_PackAndShard(
             self.radius, self.exact_only_for, self.shards, pack_rows=self.shard_rows,
-            shard_rows=self.shard_rows)).with_outputs(_PackAndShard.SHARDS, main="none")
-        return entries[_PackAndShard.SHARDS] | "Search" >> _SearchShards(self.radius)
+            shard_rows=self.shard_rows, spill=directory)).with_outputs(_PackAndShard.ENTRIES, main="none")
+        pairs = entries[_PackAndShard.ENTRIES] | "Search" >> _SearchShards(self.radius)
+        if directory:
+            _remove_when_done(pairs, directory)
+        return pairs
 
 
 class ClusterDuplicates(beam.PTransform):
-    """rows -> rows with cluster_id set and duplicates rejected (see module doc)."""
+    """rows -> rows with cluster_id set and duplicates rejected (see module doc).
 
-    def __init__(self, radius: int, exact_only_for=(), shards: int = SHARDS):
+    spill: None to let the runner carry the stage's records (Dataflow: its
+    shuffle is disk-backed), or a local folder (the machine's temp folder for
+    a DirectRunner run, where the runner would hold them in memory) under
+    which they are spilled while the stage runs and removed after it.
+    """
+
+    def __init__(self, radius: int, exact_only_for=(), shards: int = SHARDS, spill: str | None = None):
         super().__init__()
-        self.radius, self.exact_only_for, self.shards = radius, tuple(exact_only_for), shards
+        self.radius, self.exact_only_for, self.shards, self.spill = radius, tuple(exact_only_for), shards, spill
 
     def expand(self, rows):
         exact_only = self.exact_only_for
+        directory = spill_files.new_directory(self.spill, "duplicates") if self.spill else None
         batches = rows | "PackAndShard" >> beam.ParDo(
-            _PackAndShard(self.radius, exact_only, self.shards, pack=True)).with_outputs(
-                _PackAndShard.SHARDS, _PackAndShard.MEMBERS, main="packed")
+            _PackAndShard(self.radius, exact_only, self.shards, pack=True, spill=directory)).with_outputs(
+                _PackAndShard.ENTRIES, _PackAndShard.MEMBERS, main="packed")
         components = beam.pvalue.AsSingleton(
-            batches[_PackAndShard.SHARDS]
+            batches[_PackAndShard.ENTRIES]
             | "NearPairs" >> _SearchShards(self.radius)
             | "DistinctPairs" >> beam.Distinct()
             | "AllPairs" >> beam.combiners.ToList()
@@ -343,5 +390,17 @@ class ClusterDuplicates(beam.PTransform):
             | "MayHaveCompany" >> beam.ParDo(_GroupedMembers(), components)
             | "GroupByCluster" >> beam.GroupByKey()
             | "KeepBestOfCluster" >> beam.FlatMap(lambda kv: duplicate_verdicts(list(kv[1])).items()))
-        return batches.packed | "AssignCluster" >> beam.ParDo(
-            _AssignCluster(), components, beam.pvalue.AsDict(verdicts))
+        assigned = batches.packed | "AssignCluster" >> beam.ParDo(
+            _AssignCluster(done=bool(directory)), components, beam.pvalue.AsDict(verdicts)).with_outputs(
+                _AssignCluster.DONE, main="rows")
+        if directory:
+            _remove_when_done(assigned[_AssignCluster.DONE], directory)
+        return assigned.rows
+
+
+def _remove_when_done(last_reads, directory: str) -> None:
+    """Removes the spill directory once every element of `last_reads`, the
+    output of the stage's last step to read it, is out."""
+    _ = (last_reads
+         | "SpillReadsDone" >> beam.combiners.Count.Globally()
+         | "RemoveSpill" >> beam.Map(lambda _count: spill_files.remove(directory)))

@@ -1,0 +1,78 @@
+"""Records kept on local disk between steps, where the runner would keep them in memory.
+
+DirectRunner holds every GroupByKey value and every element that waits for a
+side input in memory until the step can go on, so a stage that shuffles a few
+hundred bytes per image grows by that (several times over, as the runner
+copies it) for every image of the night. Spilled, each record is written to a
+file once and the runner carries only its reference (path, offset, length),
+~60 bytes, whatever the record's size; the step that needs the record reads
+it back with load().
+
+A writer gathers records and writes them as one file when asked, before any
+reference to them goes out, so a reader never sees a partial file: a step
+that yields references must call write() first. Files are named at random,
+so a retried bundle never overwrites what a finished one wrote; its own file
+is left behind and removed with the directory.
+
+Local files only: on Dataflow the runner's shuffle is disk-backed and its
+workers share no disk, so the stages there pass records themselves.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+
+
+def new_directory(root: str | None = None, prefix: str = "spill") -> str:
+    """A fresh directory name under `root` (default: the system's temp
+    folder, TMPDIR): one per pipeline, made by the first writer."""
+    return os.path.join(root or tempfile.gettempdir(), f"skin-pipeline-{prefix}-{uuid.uuid4().hex}")
+
+
+class Writer:
+    """Records added now, written as one file under `directory` by write()."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self._start()
+
+    def _start(self):
+        self.path = os.path.join(self.directory, uuid.uuid4().hex)
+        self.parts, self.size = [], 0
+
+    def add(self, record: bytes) -> tuple:
+        """The reference `record` will have once written."""
+        ref = (self.path, self.size, len(record))
+        self.parts.append(record)
+        self.size += len(record)
+        return ref
+
+    def write(self) -> None:
+        """Writes what was added (nothing when nothing was) and starts a new file."""
+        if self.parts:
+            os.makedirs(self.directory, exist_ok=True)
+            tmp = self.path + ".partial"
+            with open(tmp, "wb") as f:
+                f.writelines(self.parts)
+            os.replace(tmp, self.path)
+        self._start()
+
+
+def load(record_or_ref):
+    """A record handed on as itself (bytes) or spilled (a reference): its bytes."""
+    if isinstance(record_or_ref, bytes):
+        return record_or_ref
+    path, offset, length = record_or_ref
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read(length)
+    if len(data) != length:
+        raise OSError(f"spilled record {path}@{offset} is cut short ({len(data)} of {length} bytes)")
+    return data
+
+
+def remove(directory: str) -> None:
+    """Removes a spill directory (absent is fine: nothing was spilled)."""
+    shutil.rmtree(directory, ignore_errors=True)
