@@ -33,7 +33,7 @@ from beam_jobs.options import DateOptions, JobSpec, LockOptions, SharedOptions, 
 from schemas import features as F
 from schemas.policy import load_policy
 from schemas.reasons import DUPLICATE_REASONS
-from transforms.io import run_lock
+from transforms.io import run_lock, spill
 from transforms.io.run_lock import LOCK, MARKER
 from transforms.io.allowed_roots import AllowedRoots, default_roots
 from transforms.curate import drift
@@ -236,10 +236,10 @@ def _smallest(n):
     return beam.combiners.Top.PerKey(n, key=lambda r: (r["sha256"], r["uri"]), reverse=True)
 
 
-def _report_parts(rows, thumbnails, n: int) -> dict:
+def _report_parts(rows, thumbnails, n: int, thumbnail_dir: str | None = None) -> dict:
     """Side inputs of the report: up to n example rows per label (first reason,
     or accepted), n duplicate rows per kind with their keepers, and the
-    thumbnails of just those images."""
+    thumbnails of just those images (spilled to thumbnail_dir when given)."""
     examples = (rows
                 | "Decoded" >> beam.Filter(lambda r: bool(r.get("phash")))  # these have thumbnails
                 | "ByLabel" >> beam.Map(lambda r: (r["reasons"][0] if r["reasons"] else "accepted", r))
@@ -264,8 +264,11 @@ def _report_parts(rows, thumbnails, n: int) -> dict:
                   lambda kv: [u for r in kv[1] for u in (r["uri"], r["uri"] + BEFORE_ENHANCE)]))
              | "ShownUris" >> beam.Flatten()
              | "ShownUriSet" >> beam.combiners.ToSet())
-    thumbs = thumbnails | "ShownThumbnails" >> beam.Filter(lambda kv, want: kv[0] in want,
-                                                           want=beam.pvalue.AsSingleton(shown))
+    thumbs = (thumbnails
+              | "ShownThumbnails" >> beam.Filter(lambda kv, want: kv[0] in want, want=beam.pvalue.AsSingleton(shown))
+              | "ReadThumbnails" >> beam.Map(lambda kv: (kv[0], spill.load(kv[1]))))
+    if thumbnail_dir:
+        _ = thumbs | "RemoveThumbnailSpill" >> spill.RemoveWhenDone(thumbnail_dir)
     return {"examples": beam.pvalue.AsDict(examples), "duplicates": beam.pvalue.AsDict(duplicates),
             "keepers": beam.pvalue.AsList(keepers), "thumbs": beam.pvalue.AsDict(thumbs),
             "enhanced": beam.pvalue.AsDict(enhanced)}
@@ -299,9 +302,13 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None, date:
 
     refs = p | "ReadImageRefs" >> ReadImageRefs(glob, o.manifest, o.scin_cases, o.image_root,
                                                 allow_empty=date is not None and o.allow_empty)
-    analyzed = refs | "AnalyzeImages" >> AnalyzeImages(policy, allowed=roots_of(o), enhance=o.enhance)
+    # Locally, what waits (thumbnails, the duplicate search) waits on disk, not in the runner's memory.
+    spill_root = local_spill_root(o)
+    thumbnail_dir = spill.new_directory(spill_root, "thumbnails") if spill_root else None
+    analyzed = refs | "AnalyzeImages" >> AnalyzeImages(policy, allowed=roots_of(o), enhance=o.enhance,
+                                                       spill=thumbnail_dir)
     rows = analyzed.rows | "ClusterDuplicates" >> ClusterDuplicates(policy.dup_radius, policy.exact_only_for,
-                                                                    spill=local_spill_root(o))
+                                                                    spill=spill_root)
     reference = o.reference if date is not None else None
     if reference:
         rows = rows | "RejectEarlierNights" >> RejectEarlierDuplicates(
@@ -319,7 +326,7 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None, date:
 
     matched = refs | "CountMatched" >> beam.combiners.Count.Globally()
     summary = rows | "Summarize" >> beam.CombineGlobally(SummarizeRows())
-    report_parts = _report_parts(rows, analyzed.thumbnails, o.examples_per_reason)
+    report_parts = _report_parts(rows, analyzed.thumbnails, o.examples_per_reason, thumbnail_dir)
     written = (features, dead) | "AllWrittenFiles" >> beam.Flatten()
     if reference:
         exact_only = tuple(policy.exact_only_for)

@@ -9,6 +9,7 @@ import dataclasses
 import apache_beam as beam
 import cv2
 import numpy as np
+import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
@@ -52,7 +53,11 @@ def test_every_listed_image_once_and_the_most_telling_listing_wins(tmp_path):
     assert _counter(result, "duplicate_listings") == 2
 
 
-def test_analyze_gives_one_row_per_image_whatever_happens_and_thumbnails_of_decoded_ones(tmp_path):
+@pytest.mark.parametrize("spilled", [False, True])
+def test_analyze_gives_one_row_per_image_whatever_happens_and_thumbnails_of_decoded_ones(spilled, tmp_path):
+    """Spilled (as curate runs locally), each thumbnail goes out as a
+    reference to a file already written, which reads back as the JPEG."""
+    from transforms.io import spill
     inside, outside = tmp_path / "in", tmp_path / "elsewhere"
     inside.mkdir(), outside.mkdir()
     photo = pil_bytes(skin_photo(), "JPEG", quality=90)
@@ -66,7 +71,8 @@ def test_analyze_gives_one_row_per_image_whatever_happens_and_thumbnails_of_deco
     good_uri = str(inside / "good.jpg")
     want_row, want_thumb = analyze_image(good_uri, photo, policy, image_id="good", case_id="case7", thumbnail_px=48)
     with TestPipeline() as p:
-        out = p | beam.Create(refs) | AnalyzeImages(policy, thumbnail_px=48, allowed=AllowedRoots([str(inside)]))
+        out = p | beam.Create(refs) | AnalyzeImages(policy, thumbnail_px=48, allowed=AllowedRoots([str(inside)]),
+                                                    spill=str(tmp_path / "spill") if spilled else None)
         assert_that(out.rows | beam.Filter(lambda r: r["uri"] == good_uri), equal_to([want_row]), label="Good")
         assert_that(out.rows | beam.Map(lambda r: (r["uri"].rsplit("/", 1)[1], r["status"], r["reasons"][:1],
                                                    r["image_id"], r["case_id"])),
@@ -76,7 +82,10 @@ def test_analyze_gives_one_row_per_image_whatever_happens_and_thumbnails_of_deco
                               ("gone.jpg", "rejected", ["missing"], "gone", "case7"),
                               ("secret.jpg", "rejected", ["outside_allowed_root"], "secret", None)]),
                     label="Rows")
-        assert_that(out[THUMBNAILS], equal_to([(good_uri, want_thumb)]), label="Thumbnails")
+        sent = out[THUMBNAILS] | beam.Map(lambda kv: (kv[0], isinstance(kv[1], bytes)))
+        assert_that(sent, equal_to([(good_uri, not spilled)]), label="Sent")
+        assert_that(out[THUMBNAILS] | beam.Map(lambda kv: (kv[0], spill.load(kv[1]))),
+                    equal_to([(good_uri, want_thumb)]), label="Thumbnails")
     assert want_row["width"] == 400 and want_row["height"] == 300 and "unreadable" not in want_row["reasons"]
     thumb = cv2.imdecode(np.frombuffer(want_thumb, np.uint8), cv2.IMREAD_COLOR)
     assert min(thumb.shape[:2]) == 48

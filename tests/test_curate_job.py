@@ -228,10 +228,11 @@ def test_cli_entry_point_exits_2_without_traceback():
 
 
 @pytest.mark.e2e
-def test_a_local_run_spills_its_duplicate_stage_to_the_temp_folder_and_removes_it(tmp_path, monkeypatch):
-    """On DirectRunner curate's duplicate stage writes its records under the
-    temp folder (so the runner does not hold them in memory) and leaves
-    nothing there; a Dataflow run would leave them to the runner's shuffle."""
+def test_a_local_run_spills_what_waits_to_the_temp_folder_and_removes_it(tmp_path, monkeypatch):
+    """On DirectRunner curate's duplicate stage and report thumbnails wait
+    under the temp folder (so the runner does not hold them in memory), the
+    report still shows the thumbnails, and nothing is left there; a Dataflow
+    run would leave them to the runner's shuffle."""
     import tempfile
 
     from apache_beam.metrics.metric import MetricsFilter
@@ -256,6 +257,7 @@ def test_a_local_run_spills_its_duplicate_stage_to_the_temp_folder_and_removes_i
     # The lossless copy is the keeper; both JPEGs point at it.
     assert {n: r["duplicate_of"] and r["duplicate_of"].rsplit("/", 1)[1] for n, r in rows.items()} == {
         "a.jpg": "a_copy.png", "a_again.jpg": "a_copy.png", "a_copy.png": None}
+    assert (tmp_path / "out" / "report.html").read_text().count('src="data:image/jpeg;base64,') >= 3
     assert local_spill_root(PipelineOptions(["--runner", "DataflowRunner"])) is None
     assert local_spill_root(PipelineOptions(["--runner", "FlinkRunner"])) is None
     assert local_spill_root(PipelineOptions([])) == str(temp)

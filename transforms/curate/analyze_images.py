@@ -5,6 +5,11 @@ outside the allowed roots, special files and files over max_bytes), runs transfo
 and emits one row per input whatever happens, plus report thumbnails on a
 side output (the report picks the few it shows after duplicates are
 resolved). Input failures become rows with a reason, never exceptions.
+
+Every thumbnail waits for that pick, ~3 KB an image; with `spill` (a local
+directory, as curate runs on DirectRunner, whose runner would hold them in
+memory) they are written there every THUMBNAILS_PER_FILE and go out as
+references (transforms/io/spill.py), read back only for the few shown.
 """
 from __future__ import annotations
 
@@ -12,6 +17,9 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from schemas.policy import QualityPolicy
+from apache_beam.transforms.window import GlobalWindows
+
+from transforms.io import spill as spill_files
 from transforms.io.allowed_roots import AllowedRoots
 from transforms.image.analyze import analyze_and_enhance, analyze_image, input_failure
 from transforms.image.enhance import BEFORE_ENHANCE
@@ -20,12 +28,14 @@ from transforms.io.progress import ProgressLog
 from transforms.io.read import Missing, Refused, read_bytes
 
 THUMBNAILS = "thumbnails"
+THUMBNAILS_PER_FILE = 250
 
 
 class _AnalyzeDoFn(beam.DoFn):
-    def __init__(self, policy: QualityPolicy, thumbnail_px: int, allowed: AllowedRoots, enhance: bool = False):
+    def __init__(self, policy: QualityPolicy, thumbnail_px: int, allowed: AllowedRoots, enhance: bool = False,
+                 spill: str | None = None):
         self.policy, self.thumbnail_px, self.allowed = policy, thumbnail_px, allowed
-        self.enhance = enhance
+        self.enhance, self.spill = enhance, spill
 
     def setup(self):
         self.progress = ProgressLog("curate")
@@ -34,6 +44,22 @@ class _AnalyzeDoFn(beam.DoFn):
         self.internal = Metrics.counter("curate", "internal_errors")
         self.enhanced = Metrics.counter("curate", "enhanced")
 
+    def start_bundle(self):
+        self.outbox = spill_files.Outbox(self.spill) if self.spill else None
+
+    def finish_bundle(self):
+        if self.outbox is not None:
+            for tag, out in self.outbox.release():
+                yield beam.pvalue.TaggedOutput(tag, GlobalWindows.windowed_value(out))
+
+    def _thumbnail(self, key: str, jpeg: bytes):
+        if self.outbox is None:
+            yield beam.pvalue.TaggedOutput(THUMBNAILS, (key, jpeg))
+            return
+        self.outbox.put(THUMBNAILS, key, jpeg)
+        if len(self.outbox.waiting) >= THUMBNAILS_PER_FILE:
+            yield from (beam.pvalue.TaggedOutput(tag, out) for tag, out in self.outbox.release())
+
     def process(self, ref: ImageRef):
         ids = {"image_id": ref.image_id, "case_id": ref.case_id}
         row, thumb, before = self._read_and_analyze(ref.uri, ids, ref.size)
@@ -41,11 +67,11 @@ class _AnalyzeDoFn(beam.DoFn):
         self.progress.tick(row["status"] == "rejected")
         yield row
         if thumb:
-            yield beam.pvalue.TaggedOutput(THUMBNAILS, (row["uri"], thumb))
+            yield from self._thumbnail(row["uri"], thumb)
         if row.get("enhanced"):
             self.enhanced.inc()
             if before:
-                yield beam.pvalue.TaggedOutput(THUMBNAILS, (row["uri"] + BEFORE_ENHANCE, before))
+                yield from self._thumbnail(row["uri"] + BEFORE_ENHANCE, before)
 
     def _read_and_analyze(self, uri: str, ids: dict, listed_size: int | None = None):
         """(row, thumbnail or None, thumbnail before enhancement or None);
@@ -74,15 +100,18 @@ class _AnalyzeDoFn(beam.DoFn):
 class AnalyzeImages(beam.PTransform):
     """ImageRef -> feature row (main output) and (uri, thumbnail JPEG) on
     `thumbnails` for every decoded image (and, with enhance, the image before
-    enhancement under uri + BEFORE_ENHANCE for every rescued one)."""
+    enhancement under uri + BEFORE_ENHANCE for every rescued one). With
+    `spill` (a local directory), (uri, reference) instead: read the JPEG with
+    transforms.io.spill.load, remove the directory when done."""
 
     def __init__(self, policy: QualityPolicy, thumbnail_px: int = 96, allowed: AllowedRoots | None = None,
-                 enhance: bool = False):
+                 enhance: bool = False, spill: str | None = None):
         super().__init__()
         self.policy, self.thumbnail_px = policy, thumbnail_px
         self.allowed = allowed or AllowedRoots([])
-        self.enhance = enhance
+        self.enhance, self.spill = enhance, spill
 
     def expand(self, refs):
         return refs | "Analyze" >> beam.ParDo(
-            _AnalyzeDoFn(self.policy, self.thumbnail_px, self.allowed, self.enhance)).with_outputs(THUMBNAILS, main="rows")
+            _AnalyzeDoFn(self.policy, self.thumbnail_px, self.allowed, self.enhance, self.spill)).with_outputs(
+                THUMBNAILS, main="rows")

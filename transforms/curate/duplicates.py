@@ -231,7 +231,7 @@ class _PackAndShard(InBundles):
     def start_bundle(self):
         super().start_bundle()
         self.entries, self.entry_rows = [], 0
-        self.writer, self.held = (spill_files.Writer(self.spill) if self.spill else None), []
+        self.outbox = spill_files.Outbox(self.spill) if self.spill else None
 
     def batch(self, rows, final):
         if rows:
@@ -244,17 +244,15 @@ class _PackAndShard(InBundles):
             e = np.concatenate(self.entries)
             self.entries, self.entry_rows = [], 0
             yield from self._out(self._shard_records(e))
-        if self.writer and not self.entries:  # everything gathered so far is in records: write, then send
-            self.spilled_bytes.inc(self.writer.size)
-            self.writer.write()
-            held, self.held = self.held, []
-            yield from (beam.pvalue.TaggedOutput(tag, out) if tag else out for tag, out in held)
+        if self.outbox is not None and not self.entries:  # everything gathered so far is in records: write, then send
+            self.spilled_bytes.inc(self.outbox.writer.size)
+            yield from (beam.pvalue.TaggedOutput(tag, out) if tag else out for tag, out in self.outbox.release())
 
     def _out(self, records):
-        """(tag, key, record) -> outputs now, or held as (tag, (key, reference)) until written."""
+        """(tag, key, record) -> outputs now, or into the outbox until written."""
         for tag, key, record in records:
-            if self.writer:
-                self.held.append((tag, (key, self.writer.add(record))))
+            if self.outbox is not None:
+                self.outbox.put(tag, key, record)
             else:
                 yield beam.pvalue.TaggedOutput(tag, (key, record)) if tag else (key, record)
 
@@ -356,7 +354,7 @@ class NearDuplicatePairs(beam.PTransform):
             shard_rows=self.shard_rows, spill=directory)).with_outputs(_PackAndShard.ENTRIES, main="none")
         pairs = entries[_PackAndShard.ENTRIES] | "Search" >> _SearchShards(self.radius)
         if directory:
-            _remove_when_done(pairs, directory)
+            _ = pairs | "RemoveSpill" >> spill_files.RemoveWhenDone(directory)
         return pairs
 
 
@@ -394,13 +392,6 @@ class ClusterDuplicates(beam.PTransform):
             _AssignCluster(done=bool(directory)), components, beam.pvalue.AsDict(verdicts)).with_outputs(
                 _AssignCluster.DONE, main="rows")
         if directory:
-            _remove_when_done(assigned[_AssignCluster.DONE], directory)
+            _ = assigned[_AssignCluster.DONE] | "RemoveSpill" >> spill_files.RemoveWhenDone(directory)
         return assigned.rows
 
-
-def _remove_when_done(last_reads, directory: str) -> None:
-    """Removes the spill directory once every element of `last_reads`, the
-    output of the stage's last step to read it, is out."""
-    _ = (last_reads
-         | "SpillReadsDone" >> beam.combiners.Count.Globally()
-         | "RemoveSpill" >> beam.Map(lambda _count: spill_files.remove(directory)))

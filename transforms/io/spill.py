@@ -24,6 +24,8 @@ import shutil
 import tempfile
 import uuid
 
+import apache_beam as beam
+
 
 def new_directory(root: str | None = None, prefix: str = "spill") -> str:
     """A fresh directory name under `root` (default: the system's temp
@@ -60,6 +62,23 @@ class Writer:
         self._start()
 
 
+class Outbox:
+    """Records a DoFn means to send, spilled: put() gathers (tag, key, record),
+    release() writes their file and gives back (tag, (key, reference)) to
+    yield, so that no reference goes out before its file exists."""
+
+    def __init__(self, directory: str):
+        self.writer, self.waiting = Writer(directory), []
+
+    def put(self, tag, key, record: bytes) -> None:
+        self.waiting.append((tag, (key, self.writer.add(record))))
+
+    def release(self) -> list:
+        self.writer.write()
+        out, self.waiting = self.waiting, []
+        return out
+
+
 def load(record_or_ref):
     """A record handed on as itself (bytes) or spilled (a reference): its bytes."""
     if isinstance(record_or_ref, bytes):
@@ -76,3 +95,18 @@ def load(record_or_ref):
 def remove(directory: str) -> None:
     """Removes a spill directory (absent is fine: nothing was spilled)."""
     shutil.rmtree(directory, ignore_errors=True)
+
+
+class RemoveWhenDone(beam.PTransform):
+    """Removes a spill directory once every element of its input, the output
+    of the last step that reads the directory, is out."""
+
+    def __init__(self, directory: str):
+        super().__init__()
+        self.directory = directory
+
+    def expand(self, last_reads):
+        directory = self.directory
+        return (last_reads
+                | "ReadsDone" >> beam.combiners.Count.Globally()
+                | "Remove" >> beam.Map(lambda _count: remove(directory)))
