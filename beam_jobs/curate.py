@@ -23,6 +23,7 @@ against, and each night's accepted images are appended to it:
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import apache_beam as beam
@@ -287,10 +288,14 @@ class UnlistedPartition(RuntimeError):
     """A night with no dt= folder, or an empty one without --allow_empty."""
 
 
-def build_pipeline(options: CurateOptions, policy, me: dict | None = None, date: str | None = None) -> beam.Pipeline:
+def build_pipeline(options: CurateOptions, policy, me: dict | None = None, date: str | None = None,
+                   spill_dir: str | None = None) -> beam.Pipeline:
     """The curate pipeline, constructed but not run. `me` names the run in
     its lock (run_lock.new_lock_info); every write waits for the lock.
-    With `date`, it curates the night INPUT/dt=DATE/ into OUTPUT/dt=DATE/."""
+    With `date`, it curates the night INPUT/dt=DATE/ into OUTPUT/dt=DATE/.
+    With `spill_dir` (a local folder: see run_pipeline), what waits for the
+    whole night (thumbnails, the duplicate search) waits there, not in the
+    runner's memory."""
     o = options
     out = o.output if date is None else partition_output(o.output, date)
     glob = o.input if date is None else partition_folder(o.input, date) + "**"
@@ -302,13 +307,11 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None, date:
 
     refs = p | "ReadImageRefs" >> ReadImageRefs(glob, o.manifest, o.scin_cases, o.image_root,
                                                 allow_empty=date is not None and o.allow_empty)
-    # Locally, what waits (thumbnails, the duplicate search) waits on disk, not in the runner's memory.
-    spill_root = local_spill_root(o)
-    thumbnail_dir = spill.new_directory(spill_root, "thumbnails") if spill_root else None
+    thumbnail_dir = FileSystems.join(spill_dir, "thumbnails") if spill_dir else None
     analyzed = refs | "AnalyzeImages" >> AnalyzeImages(policy, allowed=roots_of(o), enhance=o.enhance,
                                                        spill=thumbnail_dir)
     rows = analyzed.rows | "ClusterDuplicates" >> ClusterDuplicates(policy.dup_radius, policy.exact_only_for,
-                                                                    spill=spill_root)
+                                                                    spill=spill_dir)
     reference = o.reference if date is not None else None
     if reference:
         rows = rows | "RejectEarlierNights" >> RejectEarlierDuplicates(
@@ -386,12 +389,29 @@ def run_partitions(options: CurateOptions, policy, dates: list[str]):
                          f"({todo[0]}..{todo[-1]}): launch one per --date, in date order (the Airflow DAG does)")
     result = None
     for d in todo:
-        me, out = run_lock.new_lock_info("curate", o.run_id), partition_output(o.output, d)
-        result = execute(build_pipeline(o, policy, me, date=d), o,
-                         f"curate: dt={d} done. features: {FileSystems.join(out, 'features')}  "
-                         f"report: {FileSystems.join(out, 'report.html')}",
-                         on_failure=lambda out=out, me=me: run_lock.release_quietly(FileSystems.join(out, LOCK), me))
+        result = run_pipeline(o, policy, date=d)
     return result
+
+
+def run_pipeline(options: CurateOptions, policy, date: str | None = None):
+    """Build and execute one curate pipeline (one night with `date`). A
+    local run spills into a folder of its own under the temp folder
+    (local_spill_root), removed when the run ends, also when it fails."""
+    o = options
+    me = run_lock.new_lock_info("curate", o.run_id)
+    out = o.output if date is None else partition_output(o.output, date)
+    root = local_spill_root(o)
+    spill_dir = spill.new_directory(root, "curate") if root else None
+    if spill_dir:
+        os.makedirs(spill_dir)  # now: an unwritable temp folder fails the run before any work
+    try:
+        return execute(build_pipeline(o, policy, me, date=date, spill_dir=spill_dir), o,
+                       f"curate: {'' if date is None else f'dt={date} '}done. "
+                       f"features: {FileSystems.join(out, 'features')}  report: {FileSystems.join(out, 'report.html')}",
+                       on_failure=lambda: run_lock.release_quietly(FileSystems.join(out, LOCK), me))
+    finally:
+        if spill_dir:
+            spill.remove(spill_dir)
 
 
 def run(argv=None):
@@ -404,11 +424,7 @@ def run(argv=None):
         return run_partitions(options, policy, dates)
     if not runs_on_dataflow(options):
         check_inputs_exist(options)
-    me = run_lock.new_lock_info("curate", options.run_id)
-    return execute(build_pipeline(options, policy, me), options,
-                   f"curate: done. features: {FileSystems.join(options.output, 'features')}  "
-                   f"report: {FileSystems.join(options.output, 'report.html')}",
-                   on_failure=lambda: run_lock.release_quietly(FileSystems.join(options.output, LOCK), me))
+    return run_pipeline(options, policy)
 
 
 if __name__ == "__main__":

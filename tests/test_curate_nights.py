@@ -213,3 +213,26 @@ def test_sample_data_cli_writes_nights(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--out", str(tmp_path / "x"), "--cases", "2", "--nights", "0"])
     assert e.value.code == 2 and "nights must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_a_failed_local_run_leaves_no_spill_folder_and_releases_its_lock(nights, tmp_path, monkeypatch):
+    """A night whose reference index cannot be read fails while it runs:
+    the run's spill folder under the temp folder (made when the run starts)
+    is removed all the same, the pipeline's own clean-up steps having never
+    run, and the output's lock is released."""
+    import tempfile
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    ref = tmp_path / "ref"
+    (ref / "parts" / f"dt={DATES[0]}").mkdir(parents=True)
+    (ref / "parts" / f"dt={DATES[0]}" / "0-x.parquet").write_bytes(b"PAR1 not a parquet file")
+    out = tmp_path / "out"
+    with pytest.raises(Exception, match="RejectEarlierNights"):
+        curate.run(["--input", str(nights / "uploads"), "--output", str(out), "--date", DATES[1],
+                    "--reference", str(ref)])
+    assert [p.name for p in temp.iterdir() if p.name.startswith("skin-pipeline-")] == []
+    assert not (out / f"dt={DATES[1]}" / run_lock.MARKER).exists()
+    assert not list((out / f"dt={DATES[1]}" / run_lock.LOCK).glob("*.json"))
