@@ -45,6 +45,7 @@ from transforms.io.partitions import dates_of, list_partition, partition_folder,
 from transforms.io.inputs import ReadImageRefs, decode_text, input_glob, parse_manifest, parse_scin_cases
 from transforms.io.read import read_bytes
 from transforms.curate.report import example_entry, render_report
+from transforms.io.packing import PackInBundles, unpack
 from transforms.io.sharded_write import WriteSortedShards, jsonl_encoder, parquet_encoder, write_atomically
 from transforms.curate.summary import SummarizeRows
 from transforms.image.enhance import BEFORE_ENHANCE
@@ -237,10 +238,17 @@ def _smallest(n):
     return beam.combiners.Top.PerKey(n, key=lambda r: (r["sha256"], r["uri"]), reverse=True)
 
 
-def _report_parts(rows, thumbnails, n: int, thumbnail_dir: str | None = None) -> dict:
+def _sub(spill_dir: str | None, name: str) -> str | None:
+    """A step's own folder in the run's spill folder (None: no spill)."""
+    return os.path.join(spill_dir, name) if spill_dir else None
+
+
+def _report_parts(rows, thumbnails, n: int, spill_dir: str | None = None) -> dict:
     """Side inputs of the report: up to n example rows per label (first reason,
     or accepted), n duplicate rows per kind with their keepers, and the
-    thumbnails of just those images (spilled to thumbnail_dir when given)."""
+    thumbnails of just those images. Every row and thumbnail waits for that
+    pick: packed, and spilled to spill_dir when given (AnalyzeImages put the
+    thumbnails in its "thumbnails" folder)."""
     examples = (rows
                 | "Decoded" >> beam.Filter(lambda r: bool(r.get("phash")))  # these have thumbnails
                 | "ByLabel" >> beam.Map(lambda r: (r["reasons"][0] if r["reasons"] else "accepted", r))
@@ -256,8 +264,12 @@ def _report_parts(rows, thumbnails, n: int, thumbnail_dir: str | None = None) ->
                 | "Enhanced" >> beam.Filter(lambda r: bool(r.get("enhanced")))
                 | "EnhancedKey" >> beam.Map(lambda r: ("enhanced", r))
                 | "EnhancedShown" >> _smallest(n))
-    keepers = rows | "Keepers" >> beam.Filter(lambda r, want: r["uri"] in want,
-                                              want=beam.pvalue.AsSingleton(keeper_uris))
+    keepers = (rows
+               | "PackForKeepers" >> beam.ParDo(PackInBundles(spill=_sub(spill_dir, "keepers")))
+               | "Keepers" >> beam.FlatMap(lambda blob, want: [r for r in unpack(spill.load(blob)) if r["uri"] in want],
+                                           want=beam.pvalue.AsSingleton(keeper_uris)))
+    if spill_dir:
+        _ = keepers | "RemoveKeeperSpill" >> spill.RemoveWhenDone(_sub(spill_dir, "keepers"))
     shown = ((examples | "ExampleUris" >> beam.FlatMap(lambda kv: [r["uri"] for r in kv[1]]),
               duplicates | "DuplicateUris" >> beam.FlatMap(lambda kv: [r["uri"] for r in kv[1]]),
               keepers | "KeeperRowUris" >> beam.Map(lambda r: r["uri"]),
@@ -268,8 +280,8 @@ def _report_parts(rows, thumbnails, n: int, thumbnail_dir: str | None = None) ->
     thumbs = (thumbnails
               | "ShownThumbnails" >> beam.Filter(lambda kv, want: kv[0] in want, want=beam.pvalue.AsSingleton(shown))
               | "ReadThumbnails" >> beam.Map(lambda kv: (kv[0], spill.load(kv[1]))))
-    if thumbnail_dir:
-        _ = thumbs | "RemoveThumbnailSpill" >> spill.RemoveWhenDone(thumbnail_dir)
+    if spill_dir:
+        _ = thumbs | "RemoveThumbnailSpill" >> spill.RemoveWhenDone(_sub(spill_dir, "thumbnails"))
     return {"examples": beam.pvalue.AsDict(examples), "duplicates": beam.pvalue.AsDict(duplicates),
             "keepers": beam.pvalue.AsList(keepers), "thumbs": beam.pvalue.AsDict(thumbs),
             "enhanced": beam.pvalue.AsDict(enhanced)}
@@ -307,9 +319,8 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None, date:
 
     refs = p | "ReadImageRefs" >> ReadImageRefs(glob, o.manifest, o.scin_cases, o.image_root,
                                                 allow_empty=date is not None and o.allow_empty)
-    thumbnail_dir = FileSystems.join(spill_dir, "thumbnails") if spill_dir else None
     analyzed = refs | "AnalyzeImages" >> AnalyzeImages(policy, allowed=roots_of(o), enhance=o.enhance,
-                                                       spill=thumbnail_dir)
+                                                       spill=_sub(spill_dir, "thumbnails"))
     rows = analyzed.rows | "ClusterDuplicates" >> ClusterDuplicates(policy.dup_radius, policy.exact_only_for,
                                                                     spill=spill_dir)
     reference = o.reference if date is not None else None
@@ -319,17 +330,17 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None, date:
 
     features = rows | "WriteFeatures" >> WriteSortedShards(
         FileSystems.join(out, F.FEATURES_DIR), F.FEATURES_DIR, ".parquet", parquet_encoder(F.SCHEMA),
-        key_fn=lambda r: r["uri"], per_shard=o.rows_per_shard, after=started)
+        key_fn=lambda r: r["uri"], per_shard=o.rows_per_shard, after=started, spill=_sub(spill_dir, "features"))
     dead = (rows
             | "Rejected" >> beam.Filter(lambda r: r["status"] == "rejected")
             | "WriteDeadLetters" >> WriteSortedShards(
                 FileSystems.join(out, F.DEAD_LETTERS_DIR), F.DEAD_LETTERS_DIR, ".jsonl",
                 jsonl_encoder(F.DEAD_LETTER_FIELDS), key_fn=lambda r: r["uri"],
-                per_shard=o.rows_per_shard, after=started))
+                per_shard=o.rows_per_shard, after=started, spill=_sub(spill_dir, "dead_letters")))
 
     matched = refs | "CountMatched" >> beam.combiners.Count.Globally()
     summary = rows | "Summarize" >> beam.CombineGlobally(SummarizeRows())
-    report_parts = _report_parts(rows, analyzed.thumbnails, o.examples_per_reason, thumbnail_dir)
+    report_parts = _report_parts(rows, analyzed.thumbnails, o.examples_per_reason, spill_dir)
     written = (features, dead) | "AllWrittenFiles" >> beam.Flatten()
     if reference:
         exact_only = tuple(policy.exact_only_for)

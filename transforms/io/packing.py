@@ -16,10 +16,14 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.transforms.window import GlobalWindows
 
+from transforms.io import spill as spill_files
+
 # Elements per packed record: small enough that few are alive at once (with
 # 10,000 Python's garbage collector, rescanning them, cost ~40% more CPU than
 # with 500; 250 was ~5% faster than 500 at 1M rows: benchmarks/duplicate_stage.py).
 PACK_ELEMENTS = 250
+# Packed records per spill file (~10,000 elements).
+SPILL_RECORDS = 40
 
 
 def pack(obj) -> bytes:
@@ -66,11 +70,25 @@ class InBundles(beam.DoFn):
 
 
 class PackInBundles(InBundles):
-    """elements -> packed lists of up to `size` of them, gathered within a bundle."""
+    """elements -> packed lists of up to `size` of them, gathered within a bundle.
 
-    def __init__(self, size: int = PACK_ELEMENTS):
+    With `spill` (a local directory: transforms/io/spill.py), references to
+    them instead, written every SPILL_RECORDS records and at the bundle's
+    end: read each with spill.load, remove the directory when done."""
+
+    def __init__(self, size: int = PACK_ELEMENTS, spill: str | None = None):
         super().__init__(size)
+        self.spill = spill
+
+    def start_bundle(self):
+        super().start_bundle()
+        self.outbox = spill_files.Outbox(self.spill) if self.spill else None
 
     def batch(self, elements, final):
         if elements:
-            yield pack(elements)
+            if self.outbox is None:
+                yield pack(elements)
+            else:
+                self.outbox.put(None, None, pack(elements))
+        if self.outbox is not None and (final or len(self.outbox.waiting) >= SPILL_RECORDS):
+            yield from (ref for _tag, (_key, ref) in self.outbox.release())

@@ -18,8 +18,10 @@ import uuid
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindows
 
-from transforms.io.packing import PackInBundles, pack, unpack
+from transforms.io import spill as spill_files
+from transforms.io.packing import SPILL_RECORDS, PackInBundles, pack, unpack
 
 
 def stable_shard(key: str, num_shards: int) -> int:
@@ -74,11 +76,12 @@ def shards_for(total: float, per_shard: float) -> int:
     return max(1, math.ceil(total / per_shard))
 
 
-def _packed_by_shard(blob: bytes, key_fn, n: dict):
-    """A packed list of (group, element) -> ((group, shard index), packed
-    list of its (group, element)) per shard; the record itself when all of
-    it goes to one shard (one-shard outputs: no repacking)."""
-    ges = unpack(blob)
+def _packed_by_shard(blob, key_fn, n: dict):
+    """A packed list of (group, element) (or a spill reference to one) ->
+    ((group, shard index), packed list of its (group, element)) per shard;
+    the record itself when all of it goes to one shard (one-shard outputs:
+    no repacking)."""
+    ges = unpack(spill_files.load(blob))
     keys = [(g, stable_shard(key_fn(e), n[g])) for g, e in ges]
     if all(k == keys[0] for k in keys):
         yield keys[0], blob
@@ -88,6 +91,30 @@ def _packed_by_shard(blob: bytes, key_fn, n: dict):
         by_shard.setdefault(k, []).append(ge)
     for k, part in by_shard.items():
         yield k, pack(part)
+
+
+class _KeyByShard(beam.DoFn):
+    """_packed_by_shard; with `spill`, repacked parts are spilled too."""
+
+    def __init__(self, key_fn, spill: str | None = None):
+        self.key_fn, self.spill = key_fn, spill
+
+    def start_bundle(self):
+        self.outbox = spill_files.Outbox(self.spill) if self.spill else None
+
+    def process(self, blob, n):
+        for key, record in _packed_by_shard(blob, self.key_fn, n):
+            if self.outbox is None or not isinstance(record, bytes):
+                yield key, record
+                continue
+            self.outbox.put(None, key, record)
+            if len(self.outbox.waiting) >= SPILL_RECORDS:
+                yield from (out for _tag, out in self.outbox.release())
+
+    def finish_bundle(self):
+        if self.outbox is not None:
+            for _tag, out in self.outbox.release():
+                yield GlobalWindows.windowed_value(out)
 
 
 class WriteGroupedShards(beam.PTransform):
@@ -100,15 +127,18 @@ class WriteGroupedShards(beam.PTransform):
     index of every group is written, even if empty; pass `groups` (a
     PCollection of group names) to also write groups that have no elements.
     Pass `after` to start writing only once that PCollection is computed.
-    Emits (group, index, num_shards, element_count, path).
+    Emits (group, index, num_shards, element_count, path). With `spill` (a
+    local directory, for DirectRunner, which would hold them in memory), the
+    elements wait for their shard there (transforms/io/spill.py); it is
+    removed once every shard is written.
     """
 
     def __init__(self, path_fn, encode, key_fn, per_shard, weight_fn=None, order_fn=None,
-                 groups=None, after=None):
+                 groups=None, after=None, spill: str | None = None):
         super().__init__()
         self.path_fn, self.encode, self.key_fn, self.per_shard = path_fn, encode, key_fn, per_shard
         self.weight_fn, self.order_fn = weight_fn or (lambda e: 1), order_fn or key_fn
-        self.groups, self.after = groups, after
+        self.groups, self.after, self.spill = groups, after, spill
 
     def expand(self, grouped):
         key_fn, order_fn, weight_fn, per_shard = self.key_fn, self.order_fn, self.weight_fn, self.per_shard
@@ -125,22 +155,26 @@ class WriteGroupedShards(beam.PTransform):
         # Elements wait for the shard counts and group by shard packed
         # (transforms/io/packing.py): a runner holds all of them meanwhile.
         keyed = (grouped
-                 | "PackWaiting" >> beam.ParDo(PackInBundles())
-                 | "KeyByShard" >> beam.FlatMap(_packed_by_shard, key_fn, n=n_side))
+                 | "PackWaiting" >> beam.ParDo(PackInBundles(spill=self.spill))
+                 | "KeyByShard" >> beam.ParDo(_KeyByShard(key_fn, self.spill), n=n_side))
         write_kwargs = {"n": n_side}
         if self.after is not None:
             write_kwargs["_after"] = beam.pvalue.AsList(self.after)
 
         def write(kv, n, _after=None):
             (group, index), packed = kv
-            items = sorted((e for blob in packed if blob is not None for _g, e in unpack(blob)), key=order_fn)
+            items = sorted((e for blob in packed if blob is not None for _g, e in unpack(spill_files.load(blob))),
+                           key=order_fn)
             path = write_atomically(path_fn(group, index, n[group]), encode(items))
             return group, index, n[group], len(items), path
 
-        return ((keyed, every_shard)
-                | "WithEmptyShards" >> beam.Flatten()
-                | "GroupByShard" >> beam.GroupByKey()
-                | "WriteShard" >> beam.Map(write, **write_kwargs))
+        written = ((keyed, every_shard)
+                   | "WithEmptyShards" >> beam.Flatten()
+                   | "GroupByShard" >> beam.GroupByKey()
+                   | "WriteShard" >> beam.Map(write, **write_kwargs))
+        if self.spill:
+            _ = written | "RemoveSpill" >> spill_files.RemoveWhenDone(self.spill)
+        return written
 
 
 class WriteSortedShards(beam.PTransform):
@@ -149,13 +183,15 @@ class WriteSortedShards(beam.PTransform):
     key_fn gives each element's unique, stable key (e.g. its uri); encode turns
     a sorted list of elements into file bytes. At least one shard is written,
     even with no elements. Pass `after` (a PCollection) to start writing only
-    once it is computed.
+    once it is computed; `spill` as for WriteGroupedShards.
     """
 
-    def __init__(self, directory, prefix, suffix, encode, key_fn, per_shard=50_000, after=None):
+    def __init__(self, directory, prefix, suffix, encode, key_fn, per_shard=50_000, after=None,
+                 spill: str | None = None):
         super().__init__()
         self.directory, self.prefix, self.suffix = directory, prefix, suffix
         self.encode, self.key_fn, self.per_shard, self.after = encode, key_fn, per_shard, after
+        self.spill = spill
 
     def expand(self, elements):
         directory, prefix, suffix = self.directory, self.prefix, self.suffix
@@ -164,5 +200,6 @@ class WriteSortedShards(beam.PTransform):
                 | "Write" >> WriteGroupedShards(
                     lambda _g, i, n: FileSystems.join(directory, shard_name(prefix, i, n, suffix)),
                     self.encode, self.key_fn, self.per_shard,
-                    groups=elements.pipeline | "TheGroup" >> beam.Create([prefix]), after=self.after)
+                    groups=elements.pipeline | "TheGroup" >> beam.Create([prefix]), after=self.after,
+                    spill=self.spill)
                 | "Paths" >> beam.Map(lambda written: written[4]))
