@@ -36,7 +36,8 @@ locally) every one of those records is written to local files once per
 SHARD_ROWS rows of a bundle and the runner carries only references
 (transforms/io/spill.py), which are removed when the rows are out: the
 runner held the shuffle and the waiting rows in memory, ~2 KB per image
-(2.2 GB at 1M images), where now the stage adds ~15 MB at 1M. On Dataflow
+(2.0 GB at 1M images), where now the stage adds ~40 MB at 1M and ~70 MB
+at 3M (benchmarks/duplicate_stage.py). On Dataflow
 the records themselves go through its disk-backed shuffle.
 """
 from __future__ import annotations
