@@ -8,11 +8,14 @@ file once and the runner carries only its reference (path, offset, length),
 ~60 bytes, whatever the record's size; the step that needs the record reads
 it back with load().
 
-A writer gathers records and writes them as one file when asked, before any
-reference to them goes out, so a reader never sees a partial file: a step
-that yields references must call write() first. Files are named at random,
-so a retried bundle never overwrites what a finished one wrote; its own file
-is left behind and removed with the directory.
+A DoFn puts what it means to send into an Outbox, which writes the records
+as one file (under a temporary name, then renamed) before it hands back
+their references, so no reference ever names a file not yet complete. Files
+are named at random, so a retried bundle never overwrites what a finished
+one wrote; its own file is left behind and removed with the directory:
+RemoveWhenDone after the last step that reads a directory, and the job
+(beam_jobs/curate.py run_pipeline) removes its run's whole folder when the
+run ends, also when it fails.
 
 Local files only: on Dataflow the runner's shuffle is disk-backed and its
 workers share no disk, so the stages there pass records themselves.
@@ -29,7 +32,7 @@ import apache_beam as beam
 
 def new_directory(root: str | None = None, prefix: str = "spill") -> str:
     """A fresh directory name under `root` (default: the system's temp
-    folder, TMPDIR): one per pipeline, made by the first writer."""
+    folder, TMPDIR), made by the first write into it."""
     return os.path.join(root or tempfile.gettempdir(), f"skin-pipeline-{prefix}-{uuid.uuid4().hex}")
 
 
