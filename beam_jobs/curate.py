@@ -407,14 +407,14 @@ def run_partitions(options: CurateOptions, policy, dates: list[str]):
 def run_pipeline(options: CurateOptions, policy, date: str | None = None):
     """Build and execute one curate pipeline (one night with `date`). A
     local run spills into a folder of its own under the temp folder
-    (local_spill_root), removed when the run ends, also when it fails."""
+    (local_spill_root), removed when the run ends, also when it fails; a
+    killed run's is removed by the next run on the machine."""
     o = options
     me = run_lock.new_lock_info("curate", o.run_id)
     out = o.output if date is None else partition_output(o.output, date)
     root = local_spill_root(o)
-    spill_dir = spill.new_directory(root, "curate") if root else None
-    if spill_dir:
-        os.makedirs(spill_dir)  # now: an unwritable temp folder fails the run before any work
+    # Made now: an unwritable temp folder fails the run before any work.
+    spill_dir = spill.run_directory(root, "curate") if root else None
     try:
         return execute(build_pipeline(o, policy, me, date=date, spill_dir=spill_dir), o,
                        f"curate: {'' if date is None else f'dt={date} '}done. "

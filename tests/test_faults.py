@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -347,11 +348,13 @@ def _looks_complete(name: str, data: bytes) -> bool:
     return True
 
 
-def _kill_when(job: str, argv: list, ready) -> None:
-    """Run `python -m beam_jobs.JOB argv`, SIGKILL its process group as soon as
-    ready() is true, and check it really died mid-run."""
+def _kill_when(job: str, argv: list, ready, env: dict | None = None) -> None:
+    """Run `python -m beam_jobs.JOB argv` (with `env` added to the
+    environment), SIGKILL its process group as soon as ready() is true, and
+    check it really died mid-run."""
     proc = subprocess.Popen([sys.executable, "-m", f"beam_jobs.{job}", *argv], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, **(env or {})})
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None and not ready():
@@ -366,7 +369,7 @@ def _kill_when(job: str, argv: list, ready) -> None:
 
 @pytest.mark.e2e
 def test_curate_killed_midway_leaves_nothing_complete_and_a_rerun_equals_an_uninterrupted_run(
-        sample_dir, tmp_path):
+        sample_dir, tmp_path, monkeypatch):
     args = ["--scin_cases", str(sample_dir / "dataset" / "scin_cases.csv"), "--image_root", str(sample_dir)]
     reference = tmp_path / "reference"
     curate.run(args + ["--output", str(reference)])
@@ -381,7 +384,11 @@ def test_curate_killed_midway_leaves_nothing_complete_and_a_rerun_equals_an_unin
         touched = [p for p in out.rglob("*") if p.is_file() and before.get(p) != p.stat().st_mtime_ns]
         return any(p.parent.name in ("features", "dead_letters") for p in touched)
 
-    _kill_when("curate", args + ["--output", str(out)], writing_shards)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    _kill_when("curate", args + ["--output", str(out)], writing_shards, env={"TMPDIR": str(temp)})
+    killed = [p.name for p in temp.iterdir() if p.name.startswith("skin-pipeline-curate-run-")]
+    assert len(killed) == 1, killed  # a killed run cannot clean up after itself
     files = _tree(out)
     print(f"\nafter the kill: {sorted(files)}")
     assert "_SUCCESS" not in files
@@ -389,8 +396,11 @@ def test_curate_killed_midway_leaves_nothing_complete_and_a_rerun_equals_an_unin
         if "/" in name and ".tmp-" not in name:
             assert _looks_complete(name, data), f"{name} is truncated under its final name"
 
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     curate.run(args + ["--output", str(out)])
     assert _tree(out) == _tree(reference)
+    # ... the next run on the machine removes its spill folder.
+    assert [p.name for p in temp.iterdir() if p.name.startswith("skin-pipeline-")] == []
 
 
 def _partitions(root):

@@ -95,6 +95,34 @@ def load(record_or_ref):
     return data
 
 
+def run_directory(root: str, job: str) -> str:
+    """A job run's own spill folder under `root`, made now and named for
+    this process, after removing those of runs that died on this machine
+    without cleaning up (SIGKILL, out of memory): their process is gone."""
+    prefix = f"skin-pipeline-{job}-run-"
+    try:
+        names = os.listdir(root)
+    except OSError:
+        names = []
+    for name in names:
+        pid = name[len(prefix):].split("-", 1)[0]
+        if name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+            remove(os.path.join(root, name))
+    directory = os.path.join(root, f"{prefix}{os.getpid()}-{uuid.uuid4().hex}")
+    os.makedirs(directory)
+    return directory
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def remove(directory: str) -> None:
     """Removes a spill directory (absent is fine: nothing was spilled)."""
     shutil.rmtree(directory, ignore_errors=True)
