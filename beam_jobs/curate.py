@@ -243,12 +243,14 @@ def _sub(spill_dir: str | None, name: str) -> str | None:
     return os.path.join(spill_dir, name) if spill_dir else None
 
 
-def _report_parts(rows, thumbnails, n: int, spill_dir: str | None = None) -> dict:
+def _report_parts(rows, thumbnails, n: int, keeper_dir: str | None = None,
+                  thumbnail_dir: str | None = None) -> dict:
     """Side inputs of the report: up to n example rows per label (first reason,
     or accepted), n duplicate rows per kind with their keepers, and the
     thumbnails of just those images. Every row and thumbnail waits for that
-    pick: packed, and spilled to spill_dir when given (AnalyzeImages put the
-    thumbnails in its "thumbnails" folder)."""
+    pick: the rows packed, spilled to keeper_dir when given; the thumbnails
+    as AnalyzeImages sent them (spilled to thumbnail_dir when given).
+    Each folder is removed once read."""
     examples = (rows
                 | "Decoded" >> beam.Filter(lambda r: bool(r.get("phash")))  # these have thumbnails
                 | "ByLabel" >> beam.Map(lambda r: (r["reasons"][0] if r["reasons"] else "accepted", r))
@@ -265,11 +267,11 @@ def _report_parts(rows, thumbnails, n: int, spill_dir: str | None = None) -> dic
                 | "EnhancedKey" >> beam.Map(lambda r: ("enhanced", r))
                 | "EnhancedShown" >> _smallest(n))
     keepers = (rows
-               | "PackForKeepers" >> beam.ParDo(PackInBundles(spill=_sub(spill_dir, "keepers")))
+               | "PackForKeepers" >> beam.ParDo(PackInBundles(spill=keeper_dir))
                | "Keepers" >> beam.FlatMap(lambda blob, want: [r for r in unpack(spill.load(blob)) if r["uri"] in want],
                                            want=beam.pvalue.AsSingleton(keeper_uris)))
-    if spill_dir:
-        _ = keepers | "RemoveKeeperSpill" >> spill.RemoveWhenDone(_sub(spill_dir, "keepers"))
+    if keeper_dir:
+        _ = keepers | "RemoveKeeperSpill" >> spill.RemoveWhenDone(keeper_dir)
     shown = ((examples | "ExampleUris" >> beam.FlatMap(lambda kv: [r["uri"] for r in kv[1]]),
               duplicates | "DuplicateUris" >> beam.FlatMap(lambda kv: [r["uri"] for r in kv[1]]),
               keepers | "KeeperRowUris" >> beam.Map(lambda r: r["uri"]),
@@ -280,8 +282,8 @@ def _report_parts(rows, thumbnails, n: int, spill_dir: str | None = None) -> dic
     thumbs = (thumbnails
               | "ShownThumbnails" >> beam.Filter(lambda kv, want: kv[0] in want, want=beam.pvalue.AsSingleton(shown))
               | "ReadThumbnails" >> beam.Map(lambda kv: (kv[0], spill.load(kv[1]))))
-    if spill_dir:
-        _ = thumbs | "RemoveThumbnailSpill" >> spill.RemoveWhenDone(_sub(spill_dir, "thumbnails"))
+    if thumbnail_dir:
+        _ = thumbs | "RemoveThumbnailSpill" >> spill.RemoveWhenDone(thumbnail_dir)
     return {"examples": beam.pvalue.AsDict(examples), "duplicates": beam.pvalue.AsDict(duplicates),
             "keepers": beam.pvalue.AsList(keepers), "thumbs": beam.pvalue.AsDict(thumbs),
             "enhanced": beam.pvalue.AsDict(enhanced)}
@@ -306,8 +308,9 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None, date:
     its lock (run_lock.new_lock_info); every write waits for the lock.
     With `date`, it curates the night INPUT/dt=DATE/ into OUTPUT/dt=DATE/.
     With `spill_dir` (a local folder: see run_pipeline), what waits for the
-    whole night (thumbnails, the duplicate search) waits there, not in the
-    runner's memory."""
+    whole night (the thumbnails, the duplicate search, the writers' rows, the
+    rows the report's keeper pick reads) waits there, not in the runner's
+    memory."""
     o = options
     out = o.output if date is None else partition_output(o.output, date)
     glob = o.input if date is None else partition_folder(o.input, date) + "**"
@@ -319,8 +322,9 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None, date:
 
     refs = p | "ReadImageRefs" >> ReadImageRefs(glob, o.manifest, o.scin_cases, o.image_root,
                                                 allow_empty=date is not None and o.allow_empty)
+    thumbnail_dir = _sub(spill_dir, "thumbnails")
     analyzed = refs | "AnalyzeImages" >> AnalyzeImages(policy, allowed=roots_of(o), enhance=o.enhance,
-                                                       spill=_sub(spill_dir, "thumbnails"))
+                                                       spill=thumbnail_dir)
     rows = analyzed.rows | "ClusterDuplicates" >> ClusterDuplicates(policy.dup_radius, policy.exact_only_for,
                                                                     spill=spill_dir)
     reference = o.reference if date is not None else None
@@ -340,7 +344,8 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None, date:
 
     matched = refs | "CountMatched" >> beam.combiners.Count.Globally()
     summary = rows | "Summarize" >> beam.CombineGlobally(SummarizeRows())
-    report_parts = _report_parts(rows, analyzed.thumbnails, o.examples_per_reason, spill_dir)
+    report_parts = _report_parts(rows, analyzed.thumbnails, o.examples_per_reason,
+                                 _sub(spill_dir, "keepers"), thumbnail_dir)
     written = (features, dead) | "AllWrittenFiles" >> beam.Flatten()
     if reference:
         exact_only = tuple(policy.exact_only_for)

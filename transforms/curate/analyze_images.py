@@ -17,9 +17,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from schemas.policy import QualityPolicy
-from apache_beam.transforms.window import GlobalWindows
-
 from transforms.io import spill as spill_files
+from transforms.io.packing import in_global_window
 from transforms.io.allowed_roots import AllowedRoots
 from transforms.image.analyze import analyze_and_enhance, analyze_image, input_failure
 from transforms.image.enhance import BEFORE_ENHANCE
@@ -45,20 +44,16 @@ class _AnalyzeDoFn(beam.DoFn):
         self.enhanced = Metrics.counter("curate", "enhanced")
 
     def start_bundle(self):
-        self.outbox = spill_files.Outbox(self.spill) if self.spill else None
+        self.outbox = spill_files.Outbox(self.spill, THUMBNAILS_PER_FILE) if self.spill else None
 
     def finish_bundle(self):
         if self.outbox is not None:
-            for tag, out in self.outbox.release():
-                yield beam.pvalue.TaggedOutput(tag, GlobalWindows.windowed_value(out))
+            yield from in_global_window(self.outbox.release())
 
     def _thumbnail(self, key: str, jpeg: bytes):
         if self.outbox is None:
-            yield beam.pvalue.TaggedOutput(THUMBNAILS, (key, jpeg))
-            return
-        self.outbox.put(THUMBNAILS, key, jpeg)
-        if len(self.outbox.waiting) >= THUMBNAILS_PER_FILE:
-            yield from (beam.pvalue.TaggedOutput(tag, out) for tag, out in self.outbox.release())
+            return [beam.pvalue.TaggedOutput(THUMBNAILS, (key, jpeg))]
+        return self.outbox.put(jpeg, THUMBNAILS, key)
 
     def process(self, ref: ImageRef):
         ids = {"image_id": ref.image_id, "case_id": ref.case_id}

@@ -247,13 +247,13 @@ class _PackAndShard(InBundles):
             yield from self._out(self._shard_records(e))
         if self.outbox is not None and not self.entries:  # everything gathered so far is in records: write, then send
             self.spilled_bytes.inc(self.outbox.writer.size)
-            yield from (beam.pvalue.TaggedOutput(tag, out) if tag else out for tag, out in self.outbox.release())
+            yield from self.outbox.release()
 
     def _out(self, records):
         """(tag, key, record) -> outputs now, or into the outbox until written."""
         for tag, key, record in records:
             if self.outbox is not None:
-                self.outbox.put(tag, key, record)
+                self.outbox.put(record, tag, key)
             else:
                 yield beam.pvalue.TaggedOutput(tag, (key, record)) if tag else (key, record)
 

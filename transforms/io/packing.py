@@ -37,6 +37,16 @@ def unpack(blob: bytes):
     return pickle.loads(pa.decompress(memoryview(blob)[8:], decompressed_size=size, codec="zstd", asbytes=True))
 
 
+def in_global_window(outputs):
+    """Outputs, plain or TaggedOutput, as finish_bundle must yield them: in
+    the global window (a batch job's)."""
+    for out in outputs:
+        if isinstance(out, beam.pvalue.TaggedOutput):
+            yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
+        else:
+            yield GlobalWindows.windowed_value(out)
+
+
 class InBundles(beam.DoFn):
     """Gathers a bundle's elements `size` at a time and hands each run to
     batch(elements, final), final once at the bundle's end (elements may be
@@ -58,11 +68,7 @@ class InBundles(beam.DoFn):
             yield from self._take(final=False)
 
     def finish_bundle(self):
-        for out in self._take(final=True):
-            if isinstance(out, beam.pvalue.TaggedOutput):
-                yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
-            else:
-                yield GlobalWindows.windowed_value(out)
+        yield from in_global_window(self._take(final=True))
 
     def _take(self, final: bool):
         elements, self.buffer = self.buffer, []
@@ -82,13 +88,13 @@ class PackInBundles(InBundles):
 
     def start_bundle(self):
         super().start_bundle()
-        self.outbox = spill_files.Outbox(self.spill) if self.spill else None
+        self.outbox = spill_files.Outbox(self.spill, SPILL_RECORDS) if self.spill else None
 
     def batch(self, elements, final):
         if elements:
             if self.outbox is None:
                 yield pack(elements)
             else:
-                self.outbox.put(None, None, pack(elements))
-        if self.outbox is not None and (final or len(self.outbox.waiting) >= SPILL_RECORDS):
-            yield from (ref for _tag, (_key, ref) in self.outbox.release())
+                yield from self.outbox.put(pack(elements))
+        if final and self.outbox is not None:
+            yield from self.outbox.release()

@@ -18,10 +18,9 @@ import uuid
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms.window import GlobalWindows
 
 from transforms.io import spill as spill_files
-from transforms.io.packing import SPILL_RECORDS, PackInBundles, pack, unpack
+from transforms.io.packing import SPILL_RECORDS, PackInBundles, in_global_window, pack, unpack
 
 
 def stable_shard(key: str, num_shards: int) -> int:
@@ -100,21 +99,18 @@ class _KeyByShard(beam.DoFn):
         self.key_fn, self.spill = key_fn, spill
 
     def start_bundle(self):
-        self.outbox = spill_files.Outbox(self.spill) if self.spill else None
+        self.outbox = spill_files.Outbox(self.spill, SPILL_RECORDS) if self.spill else None
 
     def process(self, blob, n):
         for key, record in _packed_by_shard(blob, self.key_fn, n):
-            if self.outbox is None or not isinstance(record, bytes):
+            if self.outbox is None or not isinstance(record, bytes):  # a reference passes on as it came
                 yield key, record
-                continue
-            self.outbox.put(None, key, record)
-            if len(self.outbox.waiting) >= SPILL_RECORDS:
-                yield from (out for _tag, out in self.outbox.release())
+            else:
+                yield from self.outbox.put(record, key=key)
 
     def finish_bundle(self):
         if self.outbox is not None:
-            for _tag, out in self.outbox.release():
-                yield GlobalWindows.windowed_value(out)
+            yield from in_global_window(self.outbox.release())
 
 
 class WriteGroupedShards(beam.PTransform):

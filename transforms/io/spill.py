@@ -9,8 +9,8 @@ file once and the runner carries only its reference (path, offset, length),
 it back with load().
 
 A DoFn puts what it means to send into an Outbox, which writes the records
-as one file (under a temporary name, then renamed) before it hands back
-their references, so no reference ever names a file not yet complete. Files
+as one file before it hands back their references, so no reference ever
+names a file not yet complete. Files
 are named at random, so a retried bundle never overwrites what a finished
 one wrote; its own file is left behind and removed with the directory:
 RemoveWhenDone after the last step that reads a directory, and the job
@@ -58,23 +58,29 @@ class Writer:
         """Writes what was added (nothing when nothing was) and starts a new file."""
         if self.parts:
             os.makedirs(self.directory, exist_ok=True)
-            tmp = self.path + ".partial"
-            with open(tmp, "wb") as f:
+            with open(self.path, "wb") as f:
                 f.writelines(self.parts)
-            os.replace(tmp, self.path)
         self._start()
 
 
+_ALONE = object()  # put() without a key: the reference goes out alone
+
+
 class Outbox:
-    """Records a DoFn means to send, spilled: put() gathers (tag, key, record),
-    release() writes their file and gives back (tag, (key, reference)) to
-    yield, so that no reference goes out before its file exists."""
+    """Records a DoFn means to send, spilled. put() gathers a record; once
+    `limit` wait (never, without one), and on release(), their file is
+    written and the outputs to yield come back: (key, reference), or the
+    reference alone, as a TaggedOutput when tagged. So no reference goes
+    out before its file exists."""
 
-    def __init__(self, directory: str):
-        self.writer, self.waiting = Writer(directory), []
+    def __init__(self, directory: str, limit: int | None = None):
+        self.writer, self.limit, self.waiting = Writer(directory), limit, []
 
-    def put(self, tag, key, record: bytes) -> None:
-        self.waiting.append((tag, (key, self.writer.add(record))))
+    def put(self, record: bytes, tag: str | None = None, key=_ALONE) -> list:
+        ref = self.writer.add(record)
+        out = ref if key is _ALONE else (key, ref)
+        self.waiting.append(beam.pvalue.TaggedOutput(tag, out) if tag else out)
+        return self.release() if self.limit and len(self.waiting) >= self.limit else []
 
     def release(self) -> list:
         self.writer.write()
@@ -101,12 +107,12 @@ def run_directory(root: str, job: str) -> str:
     without cleaning up (SIGKILL, out of memory): their process is gone."""
     prefix = f"skin-pipeline-{job}-run-"
     try:
-        names = os.listdir(root)
+        names = [n for n in os.listdir(root) if n.startswith(prefix)]
     except OSError:
         names = []
     for name in names:
         pid = name[len(prefix):].split("-", 1)[0]
-        if name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not _alive(int(pid)):
             remove(os.path.join(root, name))
     directory = os.path.join(root, f"{prefix}{os.getpid()}-{uuid.uuid4().hex}")
     os.makedirs(directory)
