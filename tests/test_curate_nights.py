@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
+import pickle
 import shutil
 import threading
+from collections import Counter
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -172,10 +175,99 @@ def test_index_matches_exact_and_near_and_names_the_earliest(tmp_path):
                               _entry("2026-11-01", "early", "00000000000000f0"),
                               _entry("2026-11-01", "far", "ffffffff00000000")], radius=4)
     row = {"uri": "new", "sha256": "x", "phash": "00000000000000f3", "phash_centre": [], "reasons": []}
-    assert index.match(row) == ("near_duplicate", 1)  # 2 bits from early, 6 from late
+    assert index.match(row) == ("near_duplicate", "early", "2026-11-01")  # 2 bits from early, 6 from late
     assert index.match(dict(row, phash="0f0f0f0f0f0f0f0f")) is None
-    assert index.match(dict(row, sha256="farfar")) == ("exact_duplicate", 2)
+    assert index.match(dict(row, sha256="farfar")) == ("exact_duplicate", "far", "2026-11-01")
     assert index.match(dict(row, reasons=["too_dark"]), exact_only_for=("too_dark",)) is None
+
+
+def _random_index(tmp_path, rng, nights=6, per_night=300):
+    """An index written as runs write it: a part per night, a forced rerun of
+    one night (its newer part wins), and a compaction that left a part it had
+    read undeleted (its rows then lie in two files). Shared sha256 values and
+    pHashes a few bits apart recur across nights, so one lookup meets several
+    matching entries; some entries carry no reliable pHash."""
+    ref = str(tmp_path / "ref")
+    shas = [f"{int(v):064x}" for v in rng.integers(0, 2 ** 62, 40)]
+    bases = rng.integers(0, 2 ** 62, 40, dtype=np.int64)
+
+    def near(base):
+        h = int(base)
+        for b in rng.choice(64, rng.integers(0, 4), replace=False):
+            h ^= 1 << int(b)
+        return f"{h:016x}"
+
+    def entries(date, n):
+        out = []
+        for i in range(n):
+            reliable = rng.random() > 0.1
+            out.append({"date": date, "uri": f"gs://b/{date}/{rng.integers(1000):03d}-{i}.jpg",
+                        "sha256": shas[rng.integers(len(shas))] if rng.random() < 0.3 else f"{i:064x}{date}",
+                        "phash": near(bases[rng.integers(len(bases))]) if reliable else None,
+                        "phash_centre": [near(bases[rng.integers(len(bases))]) for _ in range(3)] if reliable else []})
+        return out
+    dates = [f"2026-10-{d + 1:02d}" for d in range(nights)]
+    for d in dates:
+        R.write_part(ref, d, entries(d, per_night))
+    R.write_part(ref, dates[2], entries(dates[2], per_night // 2))   # a forced rerun of night 3
+    R.compact(ref, run_lock.new_lock_info("curate", "c"), at=1)
+    R.write_part(ref, dates[-1], entries(dates[-1], per_night))      # a later rerun of the last night
+    kept_part = sorted((tmp_path / "ref" / R.PARTS).rglob("*.parquet"))[0]
+    shutil.copy(sorted((tmp_path / "ref" / R.COMPACTED).glob("*.parquet"))[0], kept_part.parent / "zz-compacted-copy.parquet")
+    return ref, dates, shas, bases, near
+
+
+def test_index_lookups_equal_a_brute_force_search_over_the_entries(tmp_path):
+    """Every lookup names what comparing the row with every entry of the
+    nights before names: the bytes' earliest entry, else the earliest of the
+    entries with a hash within the radius (earliest night, then smallest
+    URI), only the newest part of each night counting and each row once."""
+    rng = np.random.default_rng(5)
+    ref, dates, shas, bases, near = _random_index(tmp_path, rng)
+    radius = 4
+    for before in (dates[1], dates[3], "2099-01-01"):
+        entries = R.read_entries(ref, before=before)
+        # Each night's newest part only (the reruns' sizes), each row once though the compacted copy repeats them.
+        assert Counter(e["date"] for e in entries) == {d: 150 if d == dates[2] else 300 for d in dates if d < before}
+        index = R.load_index(ref, before, radius)
+        assert len(index) == len(entries)
+        for q in range(300):
+            row = {"uri": "new", "reasons": [],
+                   "sha256": shas[rng.integers(len(shas))] if q % 3 == 0 else f"{q:064x}new",
+                   "phash": near(bases[rng.integers(len(bases))]) if q % 2 else f"{int(rng.integers(2 ** 62)):016x}",
+                   "phash_centre": [near(bases[rng.integers(len(bases))])] if q % 5 == 0 else []}
+            expected = None
+            same = [e for e in entries if e["sha256"] == row["sha256"]]
+            if same:
+                e = min(same, key=lambda e: (e["date"], e["uri"]))
+                expected = ("exact_duplicate", e["uri"], e["date"])
+            else:
+                mine = [int(h, 16) for h in [row["phash"], *row["phash_centre"]]]
+                close = [e for e in entries if e["phash"] and any(
+                    (a ^ int(h, 16)).bit_count() <= radius for a in mine for h in [e["phash"], *e["phash_centre"]])]
+                if close:
+                    e = min(close, key=lambda e: (e["date"], e["uri"]))
+                    expected = ("near_duplicate", e["uri"], e["date"])
+            assert index.match(row) == expected, row
+            assert pickle.loads(pickle.dumps(index)).match(row) == expected   # as the workers receive it
+
+
+def test_the_index_is_flat_arrays_not_a_python_object_per_entry(tmp_path):
+    """Every worker holds the whole index, which grows every night: what the
+    side input ships must stay ~300 bytes an entry (URI, night, sha256, four
+    pHashes filed by five bands). Rows as Python objects shipped ~450."""
+    rng = np.random.default_rng(0)
+    ref, n = str(tmp_path / "ref"), 20_000
+    for d in range(4):
+        date = f"2026-10-{d + 1:02d}"
+        R.write_part(ref, date, [{"date": date, "uri": f"gs://skin-uploads-prod/uploads/dt={date}/user-{i:09d}/{i:07d}.jpg",
+                                  "sha256": f"{int(rng.integers(2 ** 62)):064x}",
+                                  "phash": f"{int(rng.integers(2 ** 62)):016x}",
+                                  "phash_centre": [f"{int(rng.integers(2 ** 62)):016x}" for _ in range(3)]}
+                                 for i in range(n // 4)])
+    index = R.load_index(ref, "2099-01-01", 4)
+    assert len(index) == n
+    assert len(pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL)) / n < 360
 
 
 def test_concurrent_appends_and_compactions_lose_no_entry(tmp_path):

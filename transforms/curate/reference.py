@@ -32,7 +32,12 @@ of some hash of an earlier entry. The earlier image named is the earliest
 night's, then the smallest URI. The search files the index's hashes by each
 of radius + 1 bands (pigeonhole: two hashes within the radius agree on one
 band), each band's values sorted once, and a query looks up its bands with
-searchsorted: memory ~12 bytes x hashes x (radius + 1).
+searchsorted.
+
+Every worker holds the whole index and it grows with every night, so it is
+read and held columnar (Arrow tables, numpy arrays), never as a Python object
+per entry: ~320 bytes an entry as shipped to the workers, of which the band
+tables are 6 bytes x hashes x (radius + 1) (benchmarks/reference_index.py).
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ import uuid
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
@@ -76,9 +82,10 @@ def entry_of(row: dict, date: str, exact_only_for=()) -> dict:
             "phash_centre": list(row.get("phash_centre") or []) if reliable else []}
 
 
-def _encode(rows: list[dict]) -> bytes:
+def _encode(rows: list[dict] | pa.Table) -> bytes:
+    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=REFERENCE_SCHEMA)
     buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=REFERENCE_SCHEMA), buf, compression="zstd")
+    pq.write_table(table, buf, compression="zstd")
     return buf.getvalue()
 
 
@@ -105,39 +112,65 @@ def _files(reference: str) -> list[str]:
     return sorted(found)
 
 
-def _read(path: str) -> list[dict]:
+def _read(path: str) -> pa.Table:
     with FileSystems.open(path, compression_type="uncompressed") as f:
-        return pq.read_table(pa.BufferReader(f.read()), schema=REFERENCE_SCHEMA).to_pylist()
+        return pq.read_table(pa.BufferReader(f.read()), schema=REFERENCE_SCHEMA)
 
 
-def _newest(rows: list[dict]) -> list[dict]:
-    """Per night the rows of its newest part, each once, sorted (date, uri)."""
+def _newest(tables: list[pa.Table], before: str | None = None) -> pa.Table:
+    """Per night (before `before`, if given) the rows of its newest part, each once.
+
+    A part's rows are the same wherever they lie (its own file, and any
+    compacted file that copied it before the part was deleted), so the choice
+    is made per (night, part) and file, never per row: per night its newest
+    part, taken from the first file that holds it. Columnar throughout: an
+    index of millions of entries never becomes a Python object per entry.
+    """
+    held = []
+    for t in tables:
+        pairs = t.group_by(["date", "part"]).aggregate([]).to_pydict()
+        held.append(set(zip(pairs["date"], pairs["part"])))
     newest: dict[str, str] = {}
-    for r in rows:
-        newest[r["date"]] = max(newest.get(r["date"], ""), r["part"])
-    keep = {(r["date"], r["uri"]): r for r in rows if r["part"] == newest[r["date"]]}
-    return [keep[k] for k in sorted(keep)]
+    for date, part in set().union(*held):
+        if before is None or date < before:
+            newest[date] = max(newest.get(date, ""), part)
+    taken, out = set(), []
+    for t, pairs in zip(tables, held):
+        wanted = {(d, p) for d, p in pairs if newest.get(d) == p} - taken
+        taken |= wanted
+        if wanted == pairs:
+            out.append(t)
+        elif wanted:
+            key = pc.binary_join_element_wise(t["date"], t["part"], "/")
+            out.append(t.filter(pc.is_in(key, value_set=pa.array([f"{d}/{p}" for d, p in wanted]))))
+    return pa.concat_tables(out) if out else REFERENCE_SCHEMA.empty_table()
 
 
-def read_entries(reference: str, before: str | None = None) -> list[dict]:
-    """The index's entries (newest part per night), of nights before `before` if given.
+def read_table(reference: str, before: str | None = None) -> pa.Table:
+    """The index's entries (newest part per night), of nights before `before`
+    if given, in no particular order.
 
     A file deleted by a compaction between listing and reading is skipped:
     the compacted file that holds its rows was written first, so listing
     again finds them.
     """
     for _attempt in range(3):
-        rows, gone = [], False
+        tables, gone = [], False
         for path in _files(reference):
             try:
-                rows += _read(path)
+                tables.append(_read(path))
             except Exception:  # noqa: BLE001  (GCS and local disks say "not found" differently)
                 if FileSystems.exists(path):
                     raise
                 gone = True
         if not gone:
             break
-    return [r for r in _newest(rows) if before is None or r["date"] < before]
+    return _newest(tables, before)
+
+
+def read_entries(reference: str, before: str | None = None) -> list[dict]:
+    """read_table() as rows sorted by (date, uri) (for a look at a small index)."""
+    return read_table(reference, before).sort_by([("date", "ascending"), ("uri", "ascending")]).to_pylist()
 
 
 def compact(reference: str, me: dict, at: int = COMPACT_AT) -> str | None:
@@ -153,9 +186,9 @@ def compact(reference: str, me: dict, at: int = COMPACT_AT) -> str | None:
         return None
     try:
         files = _files(reference)
-        rows = _newest([r for path in files for r in _read(path)])
+        table = _newest([_read(path) for path in files])
         path = FileSystems.join(reference, COMPACTED, f"{new_stamp(me)}.parquet")
-        write_atomically(path, _encode(rows))
+        write_atomically(path, _encode(table))
         run_lock.check(lock_dir, me, reference)
         old = [f for f in files if f != path]
         if old:
@@ -177,69 +210,138 @@ def compact_quietly(reference: str, me: dict, at: int = COMPACT_AT) -> str | Non
 
 
 class ReferenceIndex:
-    """Lookups of rows against earlier nights' entries (see the module doc)."""
+    """Lookups of rows against earlier nights' entries (see the module doc).
 
-    def __init__(self, entries: list[dict], radius: int):
+    Every worker holds the whole index, and it grows with every night, so it
+    is a few flat arrays (~300 bytes per entry, no Python object per entry):
+    the entries' URIs and nights, their sha256 sorted for exact lookups, and
+    every reliable pHash filed by radius + 1 bit bands. Which of several
+    matching entries a duplicate names (the earliest night's, then the
+    smallest URI) is settled among the few that match, at lookup.
+    """
+
+    def __init__(self, entries: pa.Table | list[dict], radius: int):
+        table = entries if isinstance(entries, pa.Table) else pa.Table.from_pylist(list(entries), schema=REFERENCE_SCHEMA)
         self.radius = radius
-        self.uri = [e["uri"] for e in entries]
-        self.date = [e["date"] for e in entries]
-        # earliest night, then smallest uri: the one a duplicate names
-        self.rank = {i: r for r, i in enumerate(sorted(range(len(entries)), key=lambda i: (self.date[i], self.uri[i])))}
-        self.by_sha: dict[str, int] = {}
-        for i in sorted(range(len(entries)), key=lambda i: self.rank[i], reverse=True):
-            if entries[i].get("sha256"):
-                self.by_sha[entries[i]["sha256"]] = i
-        hashes, owners = [], []
-        for i, e in enumerate(entries):
-            if e.get("phash"):
-                for h in {e["phash"], *(e.get("phash_centre") or [])}:
-                    hashes.append(int(h, 16))
-                    owners.append(i)
-        self.hashes = np.array(hashes, dtype=np.uint64)
-        self.owners = np.array(owners, dtype=np.int64)
+        self.uri, self.date = table["uri"], table["date"]
+        # Exact: entries sorted by the first 8 bytes of their sha256, checked in full at lookup.
+        self.sha = _fixed_width(table["sha256"])
+        prefix = _prefix64(self.sha)
+        self.sha_order = np.argsort(prefix).astype(np.uint32)
+        self.sha_prefix = prefix[self.sha_order]
+        # Hashes of entries whose pHash is reliable: the full frame's and the centre crops'.
+        full, centre = table["phash"].combine_chunks(), table["phash_centre"].combine_chunks()
+        reliable = pc.is_valid(full).to_numpy(zero_copy_only=False)
+        centre_owners = pc.list_parent_indices(centre).to_numpy()
+        centre_hashes = _hex64(pc.list_flatten(centre))
+        filed = reliable[centre_owners] if centre_owners.size else np.zeros(0, bool)
+        self.hashes = np.concatenate([_hex64(full.filter(pc.is_valid(full))), centre_hashes[filed]])
+        self.owners = np.concatenate([np.flatnonzero(reliable), centre_owners[filed]]).astype(np.uint32)
         self.layout = bit_slices(radius + 1)
         self.tables = []
         for shift, width in self.layout:
-            values = (self.hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)
-            order = np.argsort(values, kind="stable")
-            self.tables.append((values[order], order.astype(np.uint32)))
+            values = ((self.hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(_band_dtype(width))
+            at = np.argsort(values, kind="stable").astype(np.uint32)
+            self.tables.append((values[at], at))
 
     def __len__(self) -> int:
         return len(self.uri)
 
-    def near(self, hashes: list[int]) -> int | None:
-        """The entry (index) named for a row with these hashes, or None."""
+    def _earliest(self, entries) -> tuple[str, str]:
+        """(uri, date) of the entry a duplicate names: the earliest night's, then the smallest URI."""
+        date, uri = min((self.date[i].as_py(), self.uri[i].as_py()) for i in set(int(i) for i in entries))
+        return uri, date
+
+    def exact(self, sha256: str) -> tuple[str, str] | None:
+        """(uri, date) of the entry with these bytes, or None."""
+        key = sha256.encode()
+        k = _prefix64(np.array([key], dtype=f"S{max(1, len(key))}"))[0]
+        lo, hi = np.searchsorted(self.sha_prefix, k, "left"), np.searchsorted(self.sha_prefix, k, "right")
+        cand = self.sha_order[lo:hi]
+        same = cand[self.sha[cand] == key]
+        return self._earliest(same) if same.size else None
+
+    def near(self, hashes: list[int]) -> tuple[str, str] | None:
+        """(uri, date) of the entry named for a row with these hashes, or None."""
         if not self.hashes.size or not hashes:
             return None
         q = np.array(hashes, dtype=np.uint64)
         found = []
-        for (shift, width), (values, order) in zip(self.layout, self.tables):
-            key = (q >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+        for (shift, width), (values, at) in zip(self.layout, self.tables):
+            key = ((q >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(values.dtype)
             lo, hi = np.searchsorted(values, key, "left"), np.searchsorted(values, key, "right")
             for qi, (a, b) in enumerate(zip(lo.tolist(), hi.tolist())):
                 if b > a:
-                    cand = order[a:b]
-                    close = np.bitwise_count(self.hashes[cand] ^ q[qi]) <= self.radius
-                    found.append(self.owners[cand[close]])
-        owners = np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
-        if not owners.size:
-            return None
-        return min(owners.tolist(), key=lambda i: self.rank[i])
+                    cand = at[a:b]
+                    found.append(self.owners[cand[np.bitwise_count(self.hashes[cand] ^ q[qi]) <= self.radius]])
+        close = np.concatenate(found) if found else np.zeros(0, np.uint32)
+        return self._earliest(close) if close.size else None
 
-    def match(self, row: dict, exact_only_for=()) -> tuple[str, int] | None:
-        """("exact_duplicate" | "near_duplicate", entry index) for a row that
-        duplicates an earlier night's image, else None."""
-        if row.get("sha256") and row["sha256"] in self.by_sha:
-            return "exact_duplicate", self.by_sha[row["sha256"]]
+    def match(self, row: dict, exact_only_for=()) -> tuple[str, str, str] | None:
+        """("exact_duplicate" | "near_duplicate", uri, date) of the earlier
+        night's image a row duplicates, else None."""
+        found = self.exact(row["sha256"]) if row.get("sha256") else None
+        if found is not None:
+            return ("exact_duplicate", *found)
         if not hash_is_reliable(row, exact_only_for):
             return None
-        i = self.near([int(h, 16) for h in {row["phash"], *(row.get("phash_centre") or [])}])
-        return None if i is None else ("near_duplicate", i)
+        found = self.near([int(h, 16) for h in {row["phash"], *(row.get("phash_centre") or [])}])
+        return None if found is None else ("near_duplicate", *found)
+
+
+def _band_dtype(width: int):
+    return np.uint16 if width <= 16 else np.uint32 if width <= 32 else np.uint64
+
+
+_NIBBLE = np.full(256, 255, np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _NIBBLE[_c] = _i
+for _i, _c in enumerate(b"ABCDEF"):
+    _NIBBLE[_c] = 10 + _i
+
+
+def _hex64(strings: pa.Array) -> np.ndarray:
+    """16-digit hex strings (as curate writes pHashes) -> uint64, vectorised."""
+    if not len(strings):
+        return np.zeros(0, np.uint64)
+    try:
+        fixed = pc.cast(strings, pa.binary(16))
+    except pa.ArrowInvalid:  # not all 16 digits: an index written by hand
+        return np.array([int(h, 16) for h in strings.to_pylist()], dtype=np.uint64)
+    digits = np.frombuffer(fixed.buffers()[1], np.uint8, count=len(fixed) * 16, offset=fixed.offset * 16)
+    nibbles = _NIBBLE[digits].reshape(-1, 16)
+    if (nibbles == 255).any():
+        raise ValueError("the reference index holds a pHash that is not hexadecimal")
+    return ((nibbles[:, 0::2] << 4) | nibbles[:, 1::2]).view(">u8").ravel().astype(np.uint64)
+
+
+def _prefix64(fixed: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each value of a fixed-width bytes array, as big-endian uint64 (zero-padded)."""
+    raw = fixed.view(np.uint8).reshape(len(fixed), fixed.dtype.itemsize)
+    first = np.zeros((len(fixed), 8), np.uint8)
+    first[:, :min(8, raw.shape[1])] = raw[:, :8]
+    return first.view(">u8").ravel().astype(np.uint64)
+
+
+def _fixed_width(strings) -> np.ndarray:
+    """A string column as a fixed-width numpy bytes array (missing values empty),
+    without a Python object per value."""
+    strings = pc.fill_null(strings.combine_chunks(), "")
+    if not len(strings):
+        return np.zeros(0, "S1")
+    lengths = pc.min_max(pc.binary_length(strings)).as_py()
+    width = max(1, lengths["max"])
+    try:
+        padded = strings if lengths["min"] == width else pc.utf8_rpad(strings, width=width, padding="\0")
+        fixed = pc.cast(padded, pa.binary(width))
+    except pa.ArrowInvalid:  # multi-byte characters: pad by bytes instead
+        return np.array([s.encode() for s in strings.to_pylist()], dtype=f"S{width}")
+    return np.frombuffer(fixed.buffers()[1], f"S{width}", count=len(fixed), offset=fixed.offset * width)
 
 
 def load_index(reference: str, before: str, radius: int) -> ReferenceIndex:
     """The index of nights before `before`, read at run time."""
-    return ReferenceIndex(read_entries(reference, before=before), radius)
+    return ReferenceIndex(read_table(reference, before=before), radius)
 
 
 class _RejectEarlier(beam.DoFn):
@@ -255,10 +357,10 @@ class _RejectEarlier(beam.DoFn):
         if found is None:
             yield row
             return
-        kind, i = found
+        kind, uri, date = found
         self.counters[kind].inc()
         yield dict(row, status="rejected", reasons=ordered(row["reasons"] + [kind]),
-                   duplicate_of=index.uri[i], duplicate_of_date=index.date[i])
+                   duplicate_of=uri, duplicate_of_date=date)
 
 
 class RejectEarlierDuplicates(beam.PTransform):
