@@ -16,13 +16,14 @@ process, round-robin over sizes and --repeats:
             before its first lookup (read, newest part per night, build).
   ship      pickle.dumps + pickle.loads of the loaded index: what handing it
             to the workers as a side input costs, and its size in bytes.
-  lookup    index.match on 2,000 rows: half carry a hash 1-4 bits from a
-            random entry's (each must be found), half random hashes.
+  lookup    index.match on 2,000 rows of four pHashes each, as uploads
+            have: half carry one 1-4 bits from a random entry's (each must be
+            found), half only random ones.
 
 Reported per size (medians): seconds for read, load and ship, the ratio
 load / read, peak RSS above the process's RSS before the step (the child
 resets its high-water mark first), the pickled size in bytes per entry,
-lookup ms per row, and planted neighbours found. With --compare-rev REV the
+lookup ms per row (four hashes), and planted neighbours found. With --compare-rev REV the
 same steps also run on the reference.py of git revision REV (sizes <=
 --compare-max). No assertions; on a shared machine read the ratios.
 
@@ -133,14 +134,17 @@ def child(module_path: str, ref: str, n: int, out: str) -> None:
     del _copy
     rng = np.random.default_rng(2)
     queries = []
-    for e in planted:
+
+    def randoms(k):
+        return [f"{int(v):016x}" for v in rng.integers(0, 2 ** 63, k, dtype=np.int64)]
+    for e in planted:   # four hashes, as an upload has; one of them 1-4 bits from one of the entry's
         h = int((e["phash_centre"] or [e["phash"] or "0" * 16])[-1], 16)
         for b in rng.choice(64, rng.integers(1, RADIUS + 1), replace=False):
             h ^= 1 << int(b)
-        queries.append({"uri": "q", "sha256": "f" * 64, "phash": f"{h:016x}", "phash_centre": [], "reasons": [],
-                        "planted": e["phash"] is not None})
-    queries += [{"uri": "q", "sha256": "f" * 64, "phash": f"{int(v):016x}", "phash_centre": [], "reasons": [],
-                 "planted": False} for v in rng.integers(0, 2 ** 63, QUERIES - len(queries), dtype=np.int64)]
+        queries.append({"uri": "q", "sha256": "f" * 64, "phash": f"{h:016x}", "phash_centre": randoms(3),
+                        "reasons": [], "planted": e["phash"] is not None})
+    queries += [{"uri": "q", "sha256": "f" * 64, "phash": h, "phash_centre": randoms(3), "reasons": [],
+                 "planted": False} for h in randoms(QUERIES - len(queries))]
     t0 = time.perf_counter()
     found = [index.match(q) is not None for q in queries]
     t_lookup = (time.perf_counter() - t0) / len(queries)
@@ -190,7 +194,7 @@ def main(argv=None) -> dict:
                         "pickled_bytes_per_entry": med["pickled_bytes"] / n,
                         "load_mb_per_million": med["load_mb"] / n * 1e6})
     print(table(["code", "entries", "read s", "load s", "load / read", "load peak MB", "ship s",
-                 "pickled B/entry", "lookup ms", "planted found"],
+                 "pickled B/entry", "lookup ms/row", "planted found"],
                 [[f["variant"], f["entries"], f["read_s"], f["load_s"], f["load_vs_read"], f["load_mb"], f["ship_s"],
                   f["pickled_bytes_per_entry"], f["lookup_ms"], f"{f['planted_found']:.0f}/{f['planted']:.0f}"]
                  for f in figures],

@@ -217,14 +217,14 @@ def _random_index(tmp_path, rng, nights=6, per_night=300):
     return ref, dates, shas, bases, near
 
 
-def test_index_lookups_equal_a_brute_force_search_over_the_entries(tmp_path):
+@pytest.mark.parametrize("radius", [1, 4, 6])
+def test_index_lookups_equal_a_brute_force_search_over_the_entries(tmp_path, radius):
     """Every lookup names what comparing the row with every entry of the
     nights before names: the bytes' earliest entry, else the earliest of the
     entries with a hash within the radius (earliest night, then smallest
     URI), only the newest part of each night counting and each row once."""
     rng = np.random.default_rng(5)
     ref, dates, shas, bases, near = _random_index(tmp_path, rng)
-    radius = 4
     for before in (dates[1], dates[3], "2099-01-01"):
         entries = R.read_entries(ref, before=before)
         # Each night's newest part only (the reruns' sizes), each row once though the compacted copy repeats them.
