@@ -247,7 +247,7 @@ class ReferenceIndex:
         self.tables = []
         for shift, width in self.layout:
             values = ((self.hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(_band_dtype(width))
-            at = np.argsort(values).astype(np.uint32)
+            at = _radix_order(values).astype(np.uint32)
             self.tables.append((values[at], at, _flips(width, self.band_radius).astype(values.dtype)))
 
     def __len__(self) -> int:
@@ -304,6 +304,15 @@ def _flips(width: int, bits: int) -> np.ndarray:
     """Every XOR mask of at most `bits` set bits in a `width`-bit band: a key and these, its neighbours."""
     return np.array([sum(1 << b for b in chosen) for k in range(bits + 1)
                      for chosen in itertools.combinations(range(width), k)], dtype=np.uint64)
+
+
+def _radix_order(values: np.ndarray) -> np.ndarray:
+    """argsort of unsigned integers, 16 bits a pass: numpy's stable sort is a
+    radix sort for 16-bit keys only, and ~5x faster than its sort of wider ones."""
+    order = np.argsort((values & 0xFFFF).astype(np.uint16), kind="stable")
+    for shift in range(16, values.dtype.itemsize * 8, 16):
+        order = order[np.argsort(((values[order] >> values.dtype.type(shift)) & 0xFFFF).astype(np.uint16), kind="stable")]
+    return order
 
 
 def _band_dtype(width: int):
