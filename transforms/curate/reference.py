@@ -220,7 +220,7 @@ class ReferenceIndex:
     Every worker holds the whole index, and it grows with every night, so it
     is a few flat arrays (~300 bytes per entry, no Python object per entry):
     the entries' URIs and nights, their sha256 sorted for exact lookups, and
-    every reliable pHash filed by radius + 1 bit bands. Which of several
+    every reliable pHash filed by band (see the module doc). Which of several
     matching entries a duplicate names (the earliest night's, then the
     smallest URI) is settled among the few that match, at lookup.
     """
@@ -349,7 +349,7 @@ def _prefix64(fixed: np.ndarray) -> np.ndarray:
     return first.view(">u8").ravel().astype(np.uint64)
 
 
-def _fixed_width(strings) -> np.ndarray:
+def _fixed_width(strings: pa.ChunkedArray) -> np.ndarray:
     """A string column as a fixed-width numpy bytes array (missing values empty),
     without a Python object per value."""
     strings = pc.fill_null(strings.combine_chunks(), "")
