@@ -50,7 +50,7 @@ from apache_beam.metrics import Metrics
 
 from schemas.reasons import DUPLICATE_REASONS, ordered
 from transforms.curate.near_dups import bands, connected_components, lead_bands, owner_pairs
-from transforms.image.phash import min_hamming
+from transforms.image.phash import min_hamming, parse_hex
 from transforms.io import spill as spill_files
 from transforms.io.packing import PACK_ELEMENTS, InBundles, pack, unpack
 
@@ -91,7 +91,7 @@ def hash_entries(rows, owners) -> np.ndarray:
     if not counts:
         return np.empty((0, 2), dtype=np.uint64)
     # One parse for the batch: int(h, 16) per hash was most of this step.
-    h = np.frombuffer(bytes.fromhex("".join(hexes)), dtype=">u8").astype(np.uint64)
+    h = parse_hex("".join(hexes))
     counts = np.array(counts)
     firsts = np.cumsum(counts) - counts
     owner = np.repeat(h[firsts], counts)
@@ -253,7 +253,7 @@ class _PackAndShard(InBundles):
         """(tag, key, record) -> outputs now, or into the outbox until written."""
         for tag, key, record in records:
             if self.outbox is not None:
-                self.outbox.put(record, tag, key)
+                yield from self.outbox.put(record, tag, key)   # nothing until release(): it has no limit
             else:
                 yield beam.pvalue.TaggedOutput(tag, (key, record)) if tag else (key, record)
 

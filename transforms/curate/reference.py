@@ -63,6 +63,7 @@ from apache_beam.metrics import Metrics
 from schemas.reasons import ordered
 from transforms.curate.duplicates import hash_is_reliable
 from transforms.curate.near_dups import bit_slices
+from transforms.image.phash import parse_hex
 from transforms.io import run_lock
 from transforms.io.sharded_write import write_atomically
 
@@ -261,7 +262,7 @@ class ReferenceIndex:
     def exact(self, sha256: str) -> tuple[str, str] | None:
         """(uri, date) of the entry with these bytes, or None."""
         key = sha256.encode()
-        k = _prefix64(np.array([key], dtype=f"S{max(1, len(key))}"))[0]
+        k = np.uint64(int.from_bytes(key[:8].ljust(8, b"\0"), "big"))   # as _prefix64 takes an entry's
         lo, hi = np.searchsorted(self.sha_prefix, k, "left"), np.searchsorted(self.sha_prefix, k, "right")
         cand = self.sha_order[lo:hi]
         same = cand[self.sha[cand] == key]
@@ -319,26 +320,19 @@ def _band_dtype(width: int):
     return np.uint16 if width <= 16 else np.uint32 if width <= 32 else np.uint64
 
 
-_NIBBLE = np.full(256, 255, np.uint8)
-for _i, _c in enumerate(b"0123456789abcdef"):
-    _NIBBLE[_c] = _i
-for _i, _c in enumerate(b"ABCDEF"):
-    _NIBBLE[_c] = 10 + _i
-
-
 def _hex64(strings: pa.Array) -> np.ndarray:
-    """16-digit hex strings (as curate writes pHashes) -> uint64, vectorised."""
+    """16-digit hex strings (as curate writes pHashes) -> uint64, in one pass."""
     if not len(strings):
         return np.zeros(0, np.uint64)
     try:
         fixed = pc.cast(strings, pa.binary(16))
     except pa.ArrowInvalid:  # not all 16 digits: an index written by hand
         return np.array([int(h, 16) for h in strings.to_pylist()], dtype=np.uint64)
-    digits = np.frombuffer(fixed.buffers()[1], np.uint8, count=len(fixed) * 16, offset=fixed.offset * 16)
-    nibbles = _NIBBLE[digits].reshape(-1, 16)
-    if (nibbles == 255).any():
-        raise ValueError("the reference index holds a pHash that is not hexadecimal")
-    return ((nibbles[:, 0::2] << 4) | nibbles[:, 1::2]).view(">u8").ravel().astype(np.uint64)
+    digits = memoryview(fixed.buffers()[1])[fixed.offset * 16:(fixed.offset + len(fixed)) * 16]
+    try:
+        return parse_hex(bytes(digits).decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError("the reference index holds a pHash that is not hexadecimal") from None
 
 
 def _prefix64(fixed: np.ndarray) -> np.ndarray:

@@ -52,6 +52,12 @@ def centre_phashes(image: np.ndarray, fractions=CENTRE_FRACTIONS) -> list[int]:
     return [phash64(centre_crop(gray, f)) for f in fractions]
 
 
+def parse_hex(text: str) -> np.ndarray:
+    """Concatenated 16-digit hex pHashes (as features carry them, f"{h:016x}")
+    -> uint64 array, in one pass (int(h, 16) per hash costs far more)."""
+    return np.frombuffer(bytes.fromhex(text), dtype=">u8").astype(np.uint64)
+
+
 def hamming(a: int, b: int) -> int:
     """Number of differing bits between two 64-bit hashes."""
     return (a ^ b).bit_count()
