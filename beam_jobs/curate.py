@@ -130,6 +130,11 @@ def roots_of(o: CurateOptions):
     return allowed_roots(o)
 
 
+def output_of(options, date: str | None) -> str:
+    """Where a run writes: OUTPUT, or OUTPUT/dt=DATE/ for a night."""
+    return options.output if date is None else partition_output(options.output, date)
+
+
 def partition_output(output: str, date: str) -> str:
     """OUTPUT/dt=DATE, one night's curate output (the undated layout)."""
     return FileSystems.join(output, f"dt={date}")
@@ -312,7 +317,7 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None, date:
     rows the report's keeper pick reads) waits there, not in the runner's
     memory."""
     o = options
-    out = o.output if date is None else partition_output(o.output, date)
+    out = output_of(o, date)
     glob = o.input if date is None else partition_folder(o.input, date) + "**"
     me, lock = me or run_lock.new_lock_info("curate", o.run_id), lock_options(o)
     p = new_pipeline(options, cores=True)
@@ -416,7 +421,7 @@ def run_pipeline(options: CurateOptions, policy, date: str | None = None):
     killed run's is removed by the next run on the machine."""
     o = options
     me = run_lock.new_lock_info("curate", o.run_id)
-    out = o.output if date is None else partition_output(o.output, date)
+    out = output_of(o, date)
     root = local_spill_root(o)
     # Made now: an unwritable temp folder fails the run before any work.
     spill_dir = spill.run_directory(root, "curate") if root else None

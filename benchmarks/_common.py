@@ -21,6 +21,21 @@ from pathlib import Path
 CACHE_ROOT = Path(os.environ.get("BENCH_CACHE", "/tmp/bench_cache"))
 
 
+def proc_status_kb(key: str) -> int:
+    """A kB figure of this process from /proc/self/status: VmRSS, or VmHWM, its
+    own peak RSS (Linux's ru_maxrss is at least the RSS its parent had when it
+    forked: the hiwater of the pre-exec copy)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+
+def reset_peak_rss() -> int:
+    """Resets VmHWM to the current RSS (Linux >= 4.0); returns that RSS in kB."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return proc_status_kb("VmRSS")
+
+
 def median(values) -> float:
     return float(statistics.median(values))
 

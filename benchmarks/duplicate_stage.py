@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import median, table, write_json
+from benchmarks._common import median, proc_status_kb, table, write_json
 from benchmarks.near_dups_scale import HASHES_PER_IMAGE, make_hash_sets
 from schemas.policy import load_policy
 
@@ -126,15 +126,8 @@ def child(mode: str, path: str, out: str) -> None:
         for c in result.metrics().query(MetricsFilter())["counters"]:
             doc[f"{c.key.metric.namespace}/{c.key.metric.name}"] = c.committed
     doc.update(wall_s=time.perf_counter() - t0, cpu_s=time.process_time() - c0,
-               peak_rss_mb=_peak_rss_kb() / 1024)
+               peak_rss_mb=proc_status_kb("VmHWM") / 1024)
     Path(out).write_text(json.dumps(doc))
-
-
-def _peak_rss_kb() -> int:
-    """This process's own peak RSS: VmHWM, where Linux's ru_maxrss is at least
-    the RSS its parent had when it forked (the hiwater of the pre-exec copy)."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
 
 
 # --- parent -----------------------------------------------------------------

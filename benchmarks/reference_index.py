@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import CACHE_ROOT, median, table, write_json
+from benchmarks._common import CACHE_ROOT, median, proc_status_kb, reset_peak_rss, table, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 NIGHTS = 30
@@ -93,19 +93,12 @@ def index_folder(n: int) -> Path:
 
 # --- child ------------------------------------------------------------------
 
-def _status_kb(key: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
-
-
 def _step(fn):
     """(result, seconds, peak MB above the RSS before the step)."""
-    with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current RSS
-        f.write("5")
-    before = _status_kb("VmRSS")
+    before = reset_peak_rss()
     t0 = time.perf_counter()
     out = fn()
-    return out, time.perf_counter() - t0, (_status_kb("VmHWM") - before) / 1024
+    return out, time.perf_counter() - t0, (proc_status_kb("VmHWM") - before) / 1024
 
 
 def _load_module(path: str):
