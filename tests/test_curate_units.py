@@ -98,13 +98,21 @@ def test_root_cause_suppresses_derived_reasons():
     assert quality_reasons(small, p) == ["too_small"]
 
 
-def test_no_skin_is_not_claimed_in_frames_too_dark_to_show_colour():
+def test_in_a_dim_frame_the_model_judges_skin_but_the_skin_colour_share_does_not():
     p = load_policy()
+    t = p.relevance.threshold["colour"]
+    # Dimmed light skin reads as dark grey: no skin-coloured pixels, yet skin.
     dim_light_skin = dict(width=640, height=480, underexposed_fraction=0.01, lum_p99=0.2,
                           brightness_mean=0.13, overexposed_fraction=0.0, entropy=5.0,
-                          sharpness=0.3, skin_probability=0.01, grayscale=False)
+                          sharpness=0.3, skin_fraction=0.0, skin_probability=t + 0.2, grayscale=False)
     assert quality_reasons(dim_light_skin, p) == []
     assert quality_reasons(dict(dim_light_skin, brightness_mean=0.35), p) == ["no_skin"]
+    # A dim scene with bright parts (a night street, a dark screen) is not too_dark,
+    # and the model, trained on dimmed copies, still judges it.
+    night_scene = dict(dim_light_skin, lum_p99=0.6, skin_fraction=0.3, skin_probability=0.01)
+    assert quality_reasons(night_scene, p) == ["no_skin"]
+    # Too dark for anything: too_dark says so, and no_skin defers to it.
+    assert quality_reasons(dict(night_scene, lum_p99=0.05), p) == ["too_dark"]
 
 
 def test_no_skin_uses_the_threshold_of_the_network_that_judged_the_photo():

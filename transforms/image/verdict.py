@@ -9,17 +9,19 @@ from schemas.policy import QualityPolicy
 from schemas.reasons import ordered
 
 
-def _not_skin(f: dict, policy: QualityPolicy) -> bool:
-    """The relevance model says not skin, or a colour photo has hardly a skin-coloured pixel."""
+def _not_skin(f: dict, policy: QualityPolicy, colour_rule: bool = True) -> bool:
+    """The relevance model says not skin, or (colour_rule) a colour photo has
+    hardly a skin-coloured pixel."""
     gray = bool(f.get("grayscale"))
-    if not gray and f.get("skin_fraction") is not None and f["skin_fraction"] < policy.skin_min_fraction:
+    if (colour_rule and not gray and f.get("skin_fraction") is not None
+            and f["skin_fraction"] < policy.skin_min_fraction):
         return True
     p = f.get("skin_probability")
     return p is not None and policy.relevance is not None and not policy.relevance.is_skin(p, gray)
 
 
 def not_skin(f: dict, policy: QualityPolicy) -> bool:
-    """The skin test alone, without quality_reasons' abstention on dark frames
+    """The skin test alone, the colour rule included whatever the brightness
     (enhancement applies it to every result it would accept)."""
     return _not_skin(f, policy)
 
@@ -37,8 +39,12 @@ def quality_reasons(f: dict, policy: QualityPolicy) -> list[str]:
         found.add("low_information")
     if f["sharpness"] <= policy.blur_max_sharpness:
         found.add("blurry")
-    # Too dark to carry colour: abstain rather than call skin "not skin".
-    if f["brightness_mean"] >= policy.skin_min_brightness and _not_skin(f, policy):
+    # Colour fades with light: in a dim frame the share of skin-coloured pixels
+    # says nothing (dimmed light skin reads as dark grey), so only the model,
+    # trained on dimmed copies and reading texture too, judges it. A frame too
+    # dark for anything is too_dark, which no_skin defers to.
+    colour_rule = f["brightness_mean"] >= policy.skin_min_brightness
+    if _not_skin(f, policy, colour_rule):
         found.add("no_skin")
     # Report root causes only: drop a reason when one it defers to is present.
     kept = {r for r in found if not found.intersection(policy.suppressed_by.get(r, ()))}
