@@ -37,7 +37,8 @@ REAL_PHOTOS ?= ../shared/real_photos
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
 	@if [ -d "$(REAL_PHOTOS)" ]; then \
-	  $(PY) -m benchmarks.real_photos --degrade "$(REAL_PHOTOS)" --cross_validate 10; \
+	  $(PY) -m benchmarks.real_photos --degrade "$(REAL_PHOTOS)" --cross_validate 10 && \
+	  $(PY) -m benchmarks.dim_frames --labels "$(REAL_PHOTOS)/labels.csv" --images "$(REAL_PHOTOS)/images"; \
 	else echo "bench: $(REAL_PHOTOS) not found; real-photo figures skipped"; fi
 
 # Re-pin the whole working set after changing setup.py's requirements.

@@ -226,24 +226,20 @@ def write_training_csv(labels: list[dict], images: str, path: str) -> int:
     return len(rows)
 
 
-def cross_validated_rows(labels: list[dict], images: str, folds: int, tmp: str,
-                         policy_path: str | None = None, extra_training: list[str] = ()) -> tuple[dict[str, dict], dict]:
-    """curate's rows with every photo judged by a relevance model that never saw it.
+def fold_models(labels: list[dict], images: str, folds: int, tmp: str,
+                extra_training: list[str] = ()) -> tuple[dict[int, dict], dict]:
+    """Per fold, a relevance model document trained without that fold's photos.
 
     The original photos are split into `folds` groups exactly as
     beam_jobs.train_relevance splits them (a photo's degraded variants go with
-    it); for each fold, networks trained on the other folds judge that fold's
-    photos, with the threshold taken from the other folds' out-of-sample skin
+    it, by `derived_from`); each fold's networks are trained on the other
+    folds, with the threshold taken from the other folds' out-of-sample skin
     scores. Photos of `extra_training` CSVs (uri,label[,group], as the
     packaged model was also trained on) join every fold's training and are
-    never judged. Returns uri -> row over all folds, and the cross-validated
-    model figures. This is what the figures would be on photos nobody trained on.
+    never judged. Returns fold -> model document, and the cross-validated
+    model figures.
     """
-    import json as _json
-
     from beam_jobs import train_relevance as T
-    from beam_jobs.evaluate_curate import load_features
-    from schemas.policy import DEFAULT_POLICY_PATH
     from transforms.image import relevance as rel
 
     train_csv = os.path.join(tmp, "training.csv")
@@ -266,16 +262,38 @@ def cross_validated_rows(labels: list[dict], images: str, folds: int, tmp: str,
     for kind, (scores, _) in parts.items():
         t = float(np.quantile(scores[y == 1], T.DEFAULT_FALSE_REJECT))
         summary[kind] = T.metrics(scores, y, t)
-    policy_doc = _json.loads(Path(policy_path or DEFAULT_POLICY_PATH).read_text())
-    out_rows: dict[str, dict] = {}
-    for k in range(folds):
-        members = {lab["file"] for lab in labels if T.fold_of(lab.get("derived_from") or lab["file"], folds) == k}
-        if not members:
-            continue
+    models = {}
+    for k in sorted(set.intersection(*(set(by_fold) for _, by_fold in parts.values()))):
         others = (fold_of_photo != k) & (y == 1)
-        model = rel.model_document(version=f"cv-fold-{k}", training={"fold": k, "folds": folds}, **{
+        models[k] = rel.model_document(version=f"cv-fold-{k}", training={"fold": k, "folds": folds}, **{
             kind: {"threshold": float(np.quantile(scores[others], T.DEFAULT_FALSE_REJECT)), "networks": by_fold[k]}
             for kind, (scores, by_fold) in parts.items()})
+    return models, summary
+
+
+def fold_of_label(lab: dict, folds: int) -> int:
+    """The fold a labelled photo (or a degraded variant, with its original) falls in."""
+    from beam_jobs.train_relevance import fold_of
+    return fold_of(lab.get("derived_from") or lab["file"], folds)
+
+
+def cross_validated_rows(labels: list[dict], images: str, folds: int, tmp: str,
+                         policy_path: str | None = None, extra_training: list[str] = ()) -> tuple[dict[str, dict], dict]:
+    """curate's rows with every photo judged by a relevance model that never
+    saw it (fold_models), and the cross-validated model figures. This is what
+    the figures would be on photos nobody trained on."""
+    import json as _json
+
+    from beam_jobs.evaluate_curate import load_features
+    from schemas.policy import DEFAULT_POLICY_PATH
+
+    models, summary = fold_models(labels, images, folds, tmp, extra_training)
+    policy_doc = _json.loads(Path(policy_path or DEFAULT_POLICY_PATH).read_text())
+    out_rows: dict[str, dict] = {}
+    for k, model in models.items():
+        members = {lab["file"] for lab in labels if fold_of_label(lab, folds) == k}
+        if not members:
+            continue
         model_path = os.path.join(tmp, f"model-{k}.json")
         Path(model_path).write_text(_json.dumps(model))
         policy = dict(policy_doc, no_skin=dict(policy_doc["no_skin"], model=model_path))

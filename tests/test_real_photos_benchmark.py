@@ -111,3 +111,39 @@ def test_phone_formats_reencodes_what_curate_decodes_and_compares_verdicts(tmp_p
     worse = pf.agreement(heic, "/h", changed, base_labels, IMAGES, base)
     assert worse["same_content_verdict"] == 2 / 3 and worse["duplicate_pairs_lost"] == ["a+b"]
     assert worse["content_changed"] == [("c.heic", "skin_clinical", "blurry", "blurry,no_skin")]
+
+
+def test_dim_frames_counts_each_stop_and_the_old_rule_as_its_baseline(tmp_path):
+    """benchmarks.dim_frames on generated pixels, judged by the real per-image
+    path with the packaged networks made to call everything not skin (threshold
+    above 1): the sweep counts no_skin on skin photos at every stop where it is
+    not too_dark, and the old rule (no skin test under mean brightness 0.2) as
+    the baseline that passed dim non-skin frames unjudged."""
+    import dataclasses
+    import json
+
+    import cv2
+    import numpy as np
+
+    from benchmarks import dim_frames as dfr
+    from schemas.policy import load_policy
+    from transforms.image.relevance import DEFAULT_MODEL_PATH, RelevanceModel
+
+    noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)  # sharp, varied, bright parts
+    cv2.imwrite(str(tmp_path / "a.png"), noise)
+    doc = json.loads(DEFAULT_MODEL_PATH.read_text())
+    for kind in ("colour", "grayscale"):
+        doc[kind]["threshold"] = 1.01
+    policy = dataclasses.replace(load_policy(), relevance=RelevanceModel(doc))
+    labels = [_lab("a.png", tone="dark"), dict(_lab("a.png", kind="non_skin", tone="na"))]
+    counts = dfr.sweep(labels, str(tmp_path), lambda lab: policy)
+    assert list(counts) == list(dfr.STOPS)
+    for stop, c in counts.items():
+        too_dark = stop <= -6   # the resized noise's brightest 1% falls under 0.1 at -6 stops
+        assert c["skin all"] == c["skin dark"] == 1 and c["non_skin"] == 1
+        assert c["too_dark"] == too_dark and c["no_skin all"] == c["no_skin dark"] == (not too_dark)
+        assert c["rejected"] == 1
+    # Mean brightness 0.5 at 0 stops, 0.18 at -3: from there until too_dark the old rule gave no verdict.
+    assert [counts[s]["rejected before"] for s in dfr.STOPS] == [1, 1, 1, 0, 0, 0, 1, 1]
+    out = dfr.report(counts)
+    assert "100.0% (1/1)" in out and "before 2026.12.1" in out
