@@ -125,3 +125,23 @@ def test_no_skin_uses_the_threshold_of_the_network_that_judged_the_photo():
         assert quality_reasons(dict(row, grayscale=grayscale, skin_probability=t - 1e-3), p) == ["no_skin"]
     # No probability (no model, or nothing to judge): no_skin is never claimed.
     assert quality_reasons(dict(row, grayscale=False, skin_probability=None), p) == []
+
+
+def test_a_dim_frames_caption_names_only_the_tests_that_judged_it():
+    """The report explains a rejection by the tests that decided it: in a dim
+    frame that is the model, not the skin-colour share it did not use."""
+    from transforms.image.verdict import closest_call, explain, thresholds
+    p = load_policy()
+    tests = thresholds(p)
+    t = p.relevance.threshold["colour"]
+    night = dict(width=640, height=480, lum_p99=0.6, brightness_mean=0.12, overexposed_fraction=0.0,
+                 entropy=5.0, sharpness=0.3, skin_fraction=0.01, skin_probability=0.01, grayscale=False)
+    night["reasons"] = quality_reasons(night, p)
+    assert [(e[0], e[1]) for e in explain(night, tests)] == [("no_skin", "skin_probability")]
+    lit = dict(night, brightness_mean=0.4)
+    lit["reasons"] = quality_reasons(lit, p)
+    assert {e[1] for e in explain(lit, tests)} == {"skin_fraction", "skin_probability"}
+    # An accepted dim frame's closest call is never the colour rule it was not judged by.
+    dim_skin = dict(night, skin_fraction=0.06, skin_probability=t + 0.3, reasons=[])
+    assert quality_reasons(dim_skin, p) == [] and closest_call(dim_skin, tests)[0] != "skin_fraction"
+    assert closest_call(dict(dim_skin, brightness_mean=0.4), tests)[0] == "skin_fraction"
