@@ -88,6 +88,7 @@ class QualityPolicy:
     relevance_model: str
     skin_min_fraction: float
     skin_min_brightness: float
+    skin_dim_max_probability: float
     gray_max_channel_diff: float
     dup_radius: int
     exact_only_for: tuple
@@ -115,6 +116,7 @@ class QualityPolicy:
                 relevance_model=str(d["no_skin"]["model"]),
                 skin_min_fraction=float(d["no_skin"]["min_skin_fraction"]),
                 skin_min_brightness=float(d["no_skin"]["min_brightness_to_judge"]),
+                skin_dim_max_probability=float(d["no_skin"]["dim_max_probability"]),
                 gray_max_channel_diff=float(d["grayscale"]["max_channel_diff"]),
                 dup_radius=int(d["duplicates"]["radius"]),
                 exact_only_for=tuple(d["duplicates"]["exact_only_for"]),

@@ -98,19 +98,24 @@ def test_root_cause_suppresses_derived_reasons():
     assert quality_reasons(small, p) == ["too_small"]
 
 
-def test_in_a_dim_frame_the_model_judges_skin_but_the_skin_colour_share_does_not():
+def test_in_a_dim_frame_only_a_sure_model_calls_no_skin_and_the_skin_colour_share_abstains():
     p = load_policy()
-    t = p.relevance.threshold["colour"]
+    t, bar = p.relevance.threshold["colour"], p.skin_dim_max_probability
+    assert bar < t
     # Dimmed light skin reads as dark grey: no skin-coloured pixels, yet skin.
     dim_light_skin = dict(width=640, height=480, underexposed_fraction=0.01, lum_p99=0.2,
                           brightness_mean=0.13, overexposed_fraction=0.0, entropy=5.0,
                           sharpness=0.3, skin_fraction=0.0, skin_probability=t + 0.2, grayscale=False)
     assert quality_reasons(dim_light_skin, p) == []
     assert quality_reasons(dict(dim_light_skin, brightness_mean=0.35), p) == ["no_skin"]
-    # A dim scene with bright parts (a night street, a dark screen) is not too_dark,
-    # and the model, trained on dimmed copies, still judges it.
-    night_scene = dict(dim_light_skin, lum_p99=0.6, skin_fraction=0.3, skin_probability=0.01)
+    # A dim scene with bright parts (a night street, a dark screen) is not too_dark;
+    # the model still judges it, and a sure "not skin" is no_skin.
+    night_scene = dict(dim_light_skin, lum_p99=0.6, skin_fraction=0.3, skin_probability=bar - 0.01)
     assert quality_reasons(night_scene, p) == ["no_skin"]
+    # Under the threshold but not sure (noise reads as not-skin texture): no verdict in a dim frame.
+    unsure = dict(night_scene, skin_probability=(bar + t) / 2)
+    assert quality_reasons(unsure, p) == []
+    assert quality_reasons(dict(unsure, brightness_mean=0.35), p) == ["no_skin"]
     # Too dark for anything: too_dark says so, and no_skin defers to it.
     assert quality_reasons(dict(night_scene, lum_p99=0.05), p) == ["too_dark"]
 
@@ -129,7 +134,9 @@ def test_no_skin_uses_the_threshold_of_the_network_that_judged_the_photo():
 
 def test_a_dim_frames_caption_names_only_the_tests_that_judged_it():
     """The report explains a rejection by the tests that decided it: in a dim
-    frame that is the model, not the skin-colour share it did not use."""
+    frame that is the model and its dim-frame bar, not the skin-colour share
+    it did not use."""
+    from transforms.curate.report import threshold_lines
     from transforms.image.verdict import closest_call, explain, thresholds
     p = load_policy()
     tests = thresholds(p)
@@ -137,11 +144,15 @@ def test_a_dim_frames_caption_names_only_the_tests_that_judged_it():
     night = dict(width=640, height=480, lum_p99=0.6, brightness_mean=0.12, overexposed_fraction=0.0,
                  entropy=5.0, sharpness=0.3, skin_fraction=0.01, skin_probability=0.01, grayscale=False)
     night["reasons"] = quality_reasons(night, p)
-    assert [(e[0], e[1]) for e in explain(night, tests)] == [("no_skin", "skin_probability")]
+    assert [(e[1], e[4]) for e in explain(night, tests)] == [
+        ("skin_probability", t), ("skin_probability", p.skin_dim_max_probability)]
     lit = dict(night, brightness_mean=0.4)
     lit["reasons"] = quality_reasons(lit, p)
-    assert {e[1] for e in explain(lit, tests)} == {"skin_fraction", "skin_probability"}
+    assert [(e[1], e[4]) for e in explain(lit, tests)] == [("skin_fraction", p.skin_min_fraction),
+                                                           ("skin_probability", t)]
     # An accepted dim frame's closest call is never the colour rule it was not judged by.
     dim_skin = dict(night, skin_fraction=0.06, skin_probability=t + 0.3, reasons=[])
     assert quality_reasons(dim_skin, p) == [] and closest_call(dim_skin, tests)[0] != "skin_fraction"
     assert closest_call(dict(dim_skin, brightness_mean=0.4), tests)[0] == "skin_fraction"
+    labels = [label.rsplit(" ", 1)[0] for _, label in threshold_lines(tests)["skin_probability"]]
+    assert labels == ["no_skin (colour) <", "no_skin (grayscale) <", "no_skin (dim frames) <"]

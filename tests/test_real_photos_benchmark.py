@@ -116,7 +116,7 @@ def test_phone_formats_reencodes_what_curate_decodes_and_compares_verdicts(tmp_p
 def test_dim_frames_counts_each_stop_and_the_old_rule_as_its_baseline(tmp_path):
     """benchmarks.dim_frames on generated pixels, judged by the real per-image
     path with the packaged networks made to call everything not skin (threshold
-    above 1): the sweep counts no_skin on skin photos at every stop where it is
+    and dim-frame bar above 1): the sweep counts no_skin on skin photos at every stop where it is
     not too_dark, and the old rule (no skin test under mean brightness 0.2) as
     the baseline that passed dim non-skin frames unjudged."""
     import dataclasses
@@ -134,7 +134,7 @@ def test_dim_frames_counts_each_stop_and_the_old_rule_as_its_baseline(tmp_path):
     doc = json.loads(DEFAULT_MODEL_PATH.read_text())
     for kind in ("colour", "grayscale"):
         doc[kind]["threshold"] = 1.01
-    policy = dataclasses.replace(load_policy(), relevance=RelevanceModel(doc))
+    policy = dataclasses.replace(load_policy(), relevance=RelevanceModel(doc), skin_dim_max_probability=1.01)
     labels = [_lab("a.png", tone="dark"), dict(_lab("a.png", kind="non_skin", tone="na"))]
     counts = dfr.sweep(labels, str(tmp_path), lambda lab: policy)
     assert list(counts) == list(dfr.STOPS)

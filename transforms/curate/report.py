@@ -18,7 +18,7 @@ from schemas.reasons import REASONS
 from transforms.curate.stats import wilson_interval
 from transforms.image.enhance import BEFORE_ENHANCE
 from transforms.image.skin_crop import box_of, skin_square
-from transforms.image.verdict import closest_call, explain
+from transforms.image.verdict import closest_call, explain, scope
 
 _UNITS = {f.name: f.unit for f in FIELDS}
 _UNITS["short_side"] = "px"
@@ -288,8 +288,8 @@ def threshold_lines(tests) -> dict[str, list[tuple[float, str]]]:
     """feature -> [(threshold, label)] from transforms.image.verdict.thresholds()."""
     out: dict[str, list] = {}
     for reason, feature, op, limit, applies_to in tests:
-        label = f"{reason}{' (' + applies_to + ')' if applies_to and feature == 'skin_probability' else ''}" \
-                f" {_SIGNS[op]} {fmt_value(limit)}"
+        where = scope(applies_to) if feature == "skin_probability" else ""
+        label = f"{reason}{f' ({where})' if where else ''} {_SIGNS[op]} {fmt_value(limit)}"
         out.setdefault(feature, []).append((limit, label))
     return out
 
