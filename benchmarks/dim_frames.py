@@ -60,14 +60,17 @@ def sweep(labels: list[dict], images: str, policy_of) -> dict:
     """Counts per stop over the original photos; policy_of(label) -> the
     policy (and relevance model) that judges that photo."""
     from transforms.image.colour import exposed
-    from transforms.image.decode import decode
+    from transforms.image.decode import ImageRejected, decode
     from transforms.image.quality import to_analysis_size
     counts = {s: defaultdict(int) for s in STOPS}
     for lab in labels:
         policy = policy_of(lab)
-        with open(os.path.join(images, lab["file"]), "rb") as f:
-            d = decode(f.read(), analysis_short_side=policy.analysis_short_side,
-                       max_pixels=policy.max_pixels, max_decode_bytes=policy.max_decode_bytes)
+        try:
+            with open(os.path.join(images, lab["file"]), "rb") as f:
+                d = decode(f.read(), analysis_short_side=policy.analysis_short_side,
+                           max_pixels=policy.max_pixels, max_decode_bytes=policy.max_decode_bytes)
+        except (OSError, ImageRejected) as e:
+            raise SystemExit(f"dim_frames: error: cannot read {lab['file']}: {e}") from None
         frame = to_analysis_size(d.image, policy.analysis_short_side)
         skin = lab["kind"] != "non_skin"
         for stop in STOPS:
@@ -114,6 +117,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.cross_validate == 1 or a.cross_validate < 0:
         ap.error("--cross_validate needs at least 2 folds")
+    if not os.path.isfile(a.labels):
+        ap.error(f"--labels {a.labels}: no such file")
+    if not os.path.isdir(a.images):
+        ap.error(f"--images {a.images}: no such folder")
     from schemas.policy import load_policy
     from transforms.image.relevance import RelevanceModel
     labels = [lab for lab in read_labels(a.labels) if not lab.get("degradation")]
