@@ -155,8 +155,8 @@ def describe_photos(rows: list[dict]) -> tuple[list[dict], list[str]]:
     """
     from schemas.policy import load_policy
     from transforms.io.allowed_roots import AllowedRoots, scheme_of
-    from transforms.image.decode import ImageRejected, decode
-    from transforms.image.quality import to_analysis_size
+    from transforms.image.analyze import decode_for_analysis
+    from transforms.image.decode import ImageRejected
     from transforms.io.read import Missing, Refused, read_bytes
     policy = load_policy(with_model=False)  # the model is what is being made
     # The operator's own label files name the photos: no roots (and relative
@@ -168,17 +168,14 @@ def describe_photos(rows: list[dict]) -> tuple[list[dict], list[str]]:
         uri = os.path.abspath(r["uri"]) if scheme_of(r["uri"]) is None else r["uri"]
         try:
             data, _retries = read_bytes(uri, allowed=anywhere, max_bytes=policy.max_bytes)
-            d = decode(data, analysis_short_side=policy.analysis_short_side,
-                       max_pixels=policy.max_pixels, max_decode_bytes=policy.max_decode_bytes)
+            d, image = decode_for_analysis(data, policy)
         except (ImageRejected, Refused, Missing, OSError, ValueError) as e:
             failed.append(f"{r['uri']}: {e}")
             continue
-        image = to_analysis_size(d.image, policy.analysis_short_side)
         shown = [(0.0, None, image)] + [(ev, None, exposed(image, ev)) for ev in AUGMENT_EV]
         for fmt, quality in AUGMENT_CODECS:
-            again = decode(recompressed(d.image, fmt, quality), analysis_short_side=policy.analysis_short_side,
-                           max_pixels=policy.max_pixels, max_decode_bytes=policy.max_decode_bytes)
-            shown.append((0.0, f"{fmt} q{quality}", to_analysis_size(again.image, policy.analysis_short_side)))
+            _, again = decode_for_analysis(recompressed(d.image, fmt, quality), policy)
+            shown.append((0.0, f"{fmt} q{quality}", again))
         for ev, copy, img in shown:
             kept.append(dict(r, ev=ev, copy=copy, colour=rel.cell_descriptors(img),
                              grayscale=rel.cell_descriptors(rel.as_grayscale(img))))

@@ -59,19 +59,17 @@ def judge(image, width: int, height: int, policy) -> tuple[list[str], list[str]]
 def sweep(labels: list[dict], images: str, policy_of) -> dict:
     """Counts per stop over the original photos; policy_of(label) -> the
     policy (and relevance model) that judges that photo."""
+    from transforms.image.analyze import decode_for_analysis
     from transforms.image.colour import exposed
-    from transforms.image.decode import ImageRejected, decode
-    from transforms.image.quality import to_analysis_size
+    from transforms.image.decode import ImageRejected
     counts = {s: defaultdict(int) for s in STOPS}
     for lab in labels:
         policy = policy_of(lab)
         try:
             with open(os.path.join(images, lab["file"]), "rb") as f:
-                d = decode(f.read(), analysis_short_side=policy.analysis_short_side,
-                           max_pixels=policy.max_pixels, max_decode_bytes=policy.max_decode_bytes)
+                d, frame = decode_for_analysis(f.read(), policy)
         except (OSError, ImageRejected) as e:
             raise SystemExit(f"dim_frames: error: cannot read {lab['file']}: {e}") from None
-        frame = to_analysis_size(d.image, policy.analysis_short_side)
         skin = lab["kind"] != "non_skin"
         for stop in STOPS:
             now, before = judge(exposed(frame, stop) if stop else frame, d.width, d.height, policy)

@@ -71,13 +71,22 @@ def analyze_and_enhance(uri: str, data: bytes, policy: QualityPolicy, *,
     return row, thumb, before
 
 
+def decode_for_analysis(data: bytes, policy: QualityPolicy):
+    """(decode()'s result, the analysis-size array the features are computed
+    on): one decode within the policy's limits, as curate does it. Raises
+    ImageRejected as decode() does."""
+    decoded = decode(data, analysis_short_side=policy.analysis_short_side,
+                     max_pixels=policy.max_pixels, max_decode_bytes=policy.max_decode_bytes)
+    return decoded, to_analysis_size(decoded.image, policy.analysis_short_side)
+
+
 def _analyze(uri: str, data: bytes, policy: QualityPolicy, ids: dict):
     """(row, the analysis-size array or None when nothing was decoded)."""
     row = empty_row(uri=uri, sha256=hashlib.sha256(data).hexdigest(),
                     file_size=len(data), policy_version=policy.version, **ids)
     try:
-        decoded = decode(data, analysis_short_side=policy.analysis_short_side,
-                         max_pixels=policy.max_pixels, max_decode_bytes=policy.max_decode_bytes)
+        # One resize to the analysis size serves the features and the thumbnail.
+        decoded, analysis = decode_for_analysis(data, policy)
     except ImageRejected as e:  # e.header: decode already parsed it
         row.update(status="rejected", reasons=[e.reason], error=str(e),
                    format=e.header.format if e.header else None)
@@ -86,8 +95,6 @@ def _analyze(uri: str, data: bytes, policy: QualityPolicy, ids: dict):
     row.update(format=decoded.header.format, width=w, height=h,
                aspect_ratio=min(w, h) / max(w, h), orientation=decoded.header.orientation,
                decode_scale=decoded.scale)
-    # One resize to the analysis size serves the features and the thumbnail.
-    analysis = to_analysis_size(decoded.image, policy.analysis_short_side)
     row.update(policy_features(analysis, policy))
     reasons = quality_reasons(row, policy)
     row.update(status="rejected" if reasons else "accepted", reasons=reasons)
