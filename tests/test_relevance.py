@@ -6,6 +6,7 @@ the packaged model does on real photos is benchmarks.real_photos' business.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import threading
@@ -102,7 +103,9 @@ def test_trainer_writes_a_loadable_deterministic_model_with_cross_validated_figu
     assert cv["photos"] == 42 and cv["skin"] == 30 and cv["not_skin"] == 12 and 0.5 <= cv["auc"] <= 1.0
     # The compressed copies were trained on and scored out of sample, beside the figures, not in them.
     assert model.doc["training"]["augmented_codecs"] == ["avif q70"]
+    assert model.doc["training"]["augmented_noise_sd"] is None   # --noise_copies is off by default
     assert cv["copies"]["avif q70"]["photos"] == 42 and cv["copies"]["-2 EV"]["photos"] == 42
+    assert train_relevance.NOISE_COPY not in cv["copies"]
     # A policy can point curate at it.
     policy_doc = json.loads(DEFAULT_POLICY_PATH.read_text())
     policy_doc["no_skin"]["model"] = str(tmp_path / "a.json")
@@ -132,6 +135,35 @@ def test_trainer_also_learns_each_photo_as_a_phone_would_save_it_again_in_its_fo
     # float32 reductions may round differently by memory alignment (as above): 1e-5, not bit-equal
     np.testing.assert_allclose(by_copy["avif q70"]["colour"], rel.cell_descriptors(again), atol=1e-5)
     assert not np.array_equal(by_copy["avif q70"]["colour"], by_copy["+0 EV"]["colour"])
+
+
+def test_trainer_also_learns_each_photo_with_sensor_noise_added_at_its_own_resolution(tmp_path):
+    """Trained on clean photos only, the networks read noise as not-skin
+    texture: with --noise_copies every photo is also learned from with 2-8
+    levels of noise, added before the analysis resize (as a camera adds it),
+    the same on every run."""
+    import cv2
+    from transforms.image.colour import with_sensor_noise
+    photo = np.full((480, 640, 3), (110, 140, 190), np.uint8)   # flat: all the copy's texture is the noise
+    path = tmp_path / "p.png"
+    path.write_bytes(cv2.imencode(".png", photo)[1].tobytes())
+    row = {"uri": str(path), "label": 1, "group": "g", "source": 0}
+    assert not [p for p in train_relevance.describe_photos([row])[0] if p["copy"] == train_relevance.NOISE_COPY]
+    photos, _ = train_relevance.describe_photos([row], noise_copies=True)
+    noisy = next(p for p in photos if p["copy"] == train_relevance.NOISE_COPY)
+    assert noisy["ev"] == 0.0 and not train_relevance.is_original(noisy) and noisy["group"] == "g"
+    again, _ = train_relevance.describe_photos([row], noise_copies=True)
+    np.testing.assert_allclose(next(p for p in again if p["copy"] == train_relevance.NOISE_COPY)["colour"],
+                               noisy["colour"], atol=1e-5)
+    clean = next(p for p in photos if train_relevance.is_original(p))
+    lap = rel.CELL_DESCRIPTORS.index("laplacian")
+    assert clean["colour"][:, lap].max() < 0.01 < noisy["colour"][:, lap].min()
+    # Added at 640x480, then averaged by the resize to 224 px: weaker than the same noise added at 224 px.
+    seed = int.from_bytes(hashlib.sha256(path.read_bytes()).digest()[:8], "big")
+    sd = round(float(np.random.default_rng(seed).uniform(*train_relevance.AUGMENT_NOISE_SD)), 1)
+    assert 2.0 <= sd <= 8.0
+    at_224 = rel.cell_descriptors(with_sensor_noise(to_analysis_size(photo, 224), sd, seed))
+    assert noisy["colour"][:, lap].mean() < at_224[:, lap].mean()
 
 
 @pytest.mark.e2e

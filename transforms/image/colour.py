@@ -90,6 +90,16 @@ def exposed(image_bgr: np.ndarray, ev: float) -> np.ndarray:
     return cv2.LUT(image_bgr, np.round(linear_to_srgb(linear) * 255).astype(np.uint8))
 
 
+def with_sensor_noise(image_bgr: np.ndarray, sd: float, seed: int) -> np.ndarray:
+    """The photo with sensor noise: independent Gaussian noise of `sd` 8-bit
+    levels on every pixel and channel, clipped; the same seed gives the same
+    noise. Add it at the photo's own resolution, as a camera does: a resize
+    afterwards averages it down as it would a real photo's. Used by
+    train_relevance's noisy copies and benchmarks.dim_frames' noise sweep."""
+    noise = np.random.default_rng(seed).normal(0.0, sd, image_bgr.shape).astype(np.float32)
+    return np.clip(cv2.add(image_bgr.astype(np.float32), noise), 0, 255).astype(np.uint8)
+
+
 def to_srgb(bgr: np.ndarray, icc_profile: bytes | None) -> np.ndarray:
     """`bgr` (HxWx3 uint8) described by `icc_profile`, converted to sRGB; no profile = sRGB."""
     if not icc_profile:
