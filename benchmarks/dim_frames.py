@@ -1,4 +1,4 @@
-"""How curate judges dim frames: real photos made 0 to 7 stops darker.
+"""How curate judges dim and noisy frames: real photos made 0 to 7 stops darker, and noisy.
 
 Colour fades with light, so under mean brightness 0.2 (the policy's
 no_skin.min_brightness_to_judge) the share of skin-coloured pixels is not
@@ -17,6 +17,12 @@ features and verdict. Printed per stop:
     judged them before 2026.12.1 (no skin test at all under mean brightness
     0.2: a dim night scene or dark screen passed unjudged), the baseline
     measured in the same run.
+
+Noise is what a dim frame carries, and a small upload keeps: a second table
+judges every photo at 0 and -2 EV with sensor noise of 2, 4 and 8 levels
+(transforms/image/colour.py `with_sensor_noise`, added at the photo's own
+resolution before the analysis resize, as a camera adds it). A skin photo
+called no_skin for its noise is wrong; a non-skin photo should still be caught.
 
 With --cross_validate K each photo is judged by a relevance model trained
 without it (benchmarks.real_photos.fold_models, as `real_photos
@@ -42,6 +48,8 @@ from benchmarks._common import table, write_json
 from benchmarks.real_photos import TONE_GROUPS, fold_models, fold_of_label, read_labels
 
 STOPS = (0, -1, -2, -3, -4, -5, -6, -7)
+NOISE_STOPS = (0, -2)
+NOISE_SD = (2, 4, 8)   # 8-bit levels
 
 
 def judge(image, width: int, height: int, policy) -> tuple[list[str], list[str]]:
@@ -56,51 +64,80 @@ def judge(image, width: int, height: int, policy) -> tuple[list[str], list[str]]
     return now, [r for r in now if r != "no_skin"] if dim else now
 
 
-def sweep(labels: list[dict], images: str, policy_of) -> dict:
-    """Counts per stop over the original photos; policy_of(label) -> the
-    policy (and relevance model) that judges that photo."""
+def sweep(labels: list[dict], images: str, policy_of) -> tuple[dict, dict]:
+    """Counts per stop, and per (stop, noise sd), over the original photos;
+    policy_of(label) -> the policy (and relevance model) that judges that photo."""
+    import hashlib
+
     from transforms.image.analyze import decode_for_analysis
-    from transforms.image.colour import exposed
+    from transforms.image.colour import exposed, with_sensor_noise
     from transforms.image.decode import ImageRejected
+    from transforms.image.quality import to_analysis_size
     counts = {s: defaultdict(int) for s in STOPS}
+    noisy = {(s, sd): defaultdict(int) for s in NOISE_STOPS for sd in NOISE_SD}
     for lab in labels:
         policy = policy_of(lab)
         try:
             with open(os.path.join(images, lab["file"]), "rb") as f:
-                d, frame = decode_for_analysis(f.read(), policy)
+                data = f.read()
+            d, frame = decode_for_analysis(data, policy)
         except (OSError, ImageRejected) as e:
             raise SystemExit(f"dim_frames: error: cannot read {lab['file']}: {e}") from None
-        skin = lab["kind"] != "non_skin"
+        seed = int.from_bytes(hashlib.sha256(b"dim_frames" + data).digest()[:8], "big")
         for stop in STOPS:
-            now, before = judge(exposed(frame, stop) if stop else frame, d.width, d.height, policy)
-            c = counts[stop]
-            if skin:
-                for group in ("all", lab["tone_group"]):
-                    c[f"skin {group}"] += 1
-                    c[f"no_skin {group}"] += "no_skin" in now
-                c["too_dark"] += "too_dark" in now
-            else:
-                c["non_skin"] += 1
-                c["rejected"] += bool(now)
-                c["rejected before"] += bool(before)
-    return {s: dict(c) for s, c in counts.items()}
+            _count(counts[stop], lab, *judge(exposed(frame, stop) if stop else frame, d.width, d.height, policy))
+        for (stop, sd), c in noisy.items():
+            shot = with_sensor_noise(exposed(d.image, stop) if stop else d.image, sd, seed)
+            _count(c, lab, *judge(to_analysis_size(shot, policy.analysis_short_side), d.width, d.height, policy))
+    return {s: dict(c) for s, c in counts.items()}, {k: dict(c) for k, c in noisy.items()}
+
+
+def _count(c: dict, lab: dict, now: list[str], before: list[str]) -> None:
+    if lab["kind"] != "non_skin":
+        for group in ("all", lab["tone_group"]):
+            c[f"skin {group}"] += 1
+            c[f"no_skin {group}"] += "no_skin" in now
+        c["too_dark"] += "too_dark" in now
+    else:
+        c["non_skin"] += 1
+        c["rejected"] += bool(now)
+        c["rejected before"] += bool(before)
+
+
+def _pct(hits, n):
+    return f"{100 * hits / n:.1f}% ({hits}/{n})" if n else "n/a"
+
+
+def _tones(counts: dict) -> list[str]:
+    return [g for g in TONE_GROUPS if any(c.get(f"skin {g}") for c in counts.values())]
 
 
 def report(counts: dict) -> str:
-    def pct(hits, n):
-        return f"{100 * hits / n:.1f}% ({hits}/{n})" if n else "n/a"
-
-    tones = [g for g in TONE_GROUPS if any(c.get(f"skin {g}") for c in counts.values())]
+    tones = _tones(counts)
     head = (["stops", "skin photos too_dark", "skin photos no_skin"] + [f"... {g}" for g in tones]
             + ["non-skin rejected", "... before 2026.12.1"])
     rows = []
     for stop, c in counts.items():
-        rows.append([f"{stop:+d}", pct(c.get("too_dark", 0), c.get("skin all", 0)),
-                     pct(c.get("no_skin all", 0), c.get("skin all", 0))]
-                    + [pct(c.get(f"no_skin {g}", 0), c.get(f"skin {g}", 0)) for g in tones]
-                    + [pct(c.get("rejected", 0), c.get("non_skin", 0)),
-                       pct(c.get("rejected before", 0), c.get("non_skin", 0))])
+        rows.append([f"{stop:+d}", _pct(c.get("too_dark", 0), c.get("skin all", 0)),
+                     _pct(c.get("no_skin all", 0), c.get("skin all", 0))]
+                    + [_pct(c.get(f"no_skin {g}", 0), c.get(f"skin {g}", 0)) for g in tones]
+                    + [_pct(c.get("rejected", 0), c.get("non_skin", 0)),
+                       _pct(c.get("rejected before", 0), c.get("non_skin", 0))])
     return table(head, rows, title="real photos darkened in linear light, judged by curate's per-image path")
+
+
+def noise_report(counts: dict, noisy: dict) -> str:
+    """The noise table; its noise-0 rows are the stops table's."""
+    tones = _tones(counts)
+    head = ["stops", "noise sd", "skin photos no_skin"] + [f"... {g}" for g in tones] + ["non-skin rejected"]
+    rows = []
+    for stop in NOISE_STOPS:
+        for sd, c in [(0, counts[stop])] + [(sd, noisy[(stop, sd)]) for sd in NOISE_SD]:
+            rows.append([f"{stop:+d}", str(sd), _pct(c.get("no_skin all", 0), c.get("skin all", 0))]
+                        + [_pct(c.get(f"no_skin {g}", 0), c.get(f"skin {g}", 0)) for g in tones]
+                        + [_pct(c.get("rejected", 0), c.get("non_skin", 0))])
+    return table(head, rows, title="real photos with sensor noise (8-bit levels, added at the photo's own "
+                                   "resolution), judged by curate's per-image path")
 
 
 def main(argv=None) -> int:
@@ -111,6 +148,11 @@ def main(argv=None) -> int:
                     help="judge each photo by a relevance model trained without it (K folds): out of sample")
     ap.add_argument("--extra_training", action="append", default=[], metavar="CSV",
                     help="with --cross_validate: more uri,label[,group] photos every fold also trains on")
+    ap.add_argument("--fold_cache", metavar="DIR",
+                    help="with --cross_validate: keep the fold models here, reuse them when unchanged "
+                         "(as real_photos --fold_cache)")
+    ap.add_argument("--noise_copies", action="store_true",
+                    help="with --cross_validate: train the folds as train_relevance --noise_copies does")
     ap.add_argument("--json", help="write the counts here")
     a = ap.parse_args(argv)
     if a.cross_validate == 1 or a.cross_validate < 0:
@@ -127,18 +169,22 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     if a.cross_validate:
         with tempfile.TemporaryDirectory(prefix="dim_frames_") as tmp:
-            models, _ = fold_models(labels, images, a.cross_validate, tmp, a.extra_training)
+            models, _ = fold_models(labels, images, a.cross_validate, tmp, a.extra_training, a.fold_cache,
+                                    a.noise_copies)
         policies = {k: dataclasses.replace(policy, relevance=RelevanceModel(doc)) for k, doc in models.items()}
-        counts = sweep(labels, images, lambda lab: policies[fold_of_label(lab, a.cross_validate)])
+        counts, noisy = sweep(labels, images, lambda lab: policies[fold_of_label(lab, a.cross_validate)])
         model = f"cross-validated: each photo judged by networks trained without it ({a.cross_validate} folds)"
     else:
-        counts = sweep(labels, images, lambda lab: policy)
+        counts, noisy = sweep(labels, images, lambda lab: policy)
         model = "the packaged model (if it was trained on these photos, these figures are in-sample)"
     print(report(counts))
-    print(f"\nrelevance model: {model}\n{len(labels)} photos x {len(STOPS)} exposures "
-          f"in {time.perf_counter() - t0:.0f} s")
+    print()
+    print(noise_report(counts, noisy))
+    print(f"\nrelevance model: {model}\n{len(labels)} photos x {len(STOPS)} exposures and "
+          f"{len(noisy)} noisy ones in {time.perf_counter() - t0:.0f} s")
     write_json(a.json, {"benchmark": "dim_frames", "relevance_model": model,
-                        "counts": {str(s): c for s, c in counts.items()}})
+                        "counts": {str(s): c for s, c in counts.items()},
+                        "noise": {f"{s:+d} EV, sd {sd}": c for (s, sd), c in noisy.items()}})
     return 0
 
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -227,7 +229,8 @@ def write_training_csv(labels: list[dict], images: str, path: str) -> int:
 
 
 def fold_models(labels: list[dict], images: str, folds: int, tmp: str,
-                extra_training: list[str] = ()) -> tuple[dict[int, dict], dict]:
+                extra_training: list[str] = (), cache: str | None = None,
+                noise_copies: bool = False) -> tuple[dict[int, dict], dict]:
     """Per fold, a relevance model document trained without that fold's photos.
 
     The original photos are split into `folds` groups exactly as
@@ -236,8 +239,13 @@ def fold_models(labels: list[dict], images: str, folds: int, tmp: str,
     folds, with the threshold taken from the other folds' out-of-sample skin
     scores. Photos of `extra_training` CSVs (uri,label[,group], as the
     packaged model was also trained on) join every fold's training and are
-    never judged. Returns fold -> model document, and the cross-validated
-    model figures.
+    never judged. noise_copies: trained as train_relevance --noise_copies.
+    Returns fold -> model document, and the cross-validated model figures.
+
+    With `cache` (a folder), the result is kept there under a key of
+    everything it depends on (the photos' bytes and labels, the folds, the
+    trainer's and descriptors' code), so real_photos and dim_frames on the
+    same photos train the folds once.
     """
     from beam_jobs import train_relevance as T
     from transforms.image import relevance as rel
@@ -245,7 +253,11 @@ def fold_models(labels: list[dict], images: str, folds: int, tmp: str,
     train_csv = os.path.join(tmp, "training.csv")
     write_training_csv(labels, images, train_csv)
     rows_in, _ = T.read_labels([train_csv, *extra_training], None)
-    photos, failed = T.describe_photos(rows_in)
+    cached = _fold_cache_path(cache, rows_in, folds, noise_copies) if cache else None
+    if cached and os.path.exists(cached):
+        doc = json.loads(Path(cached).read_text())
+        return {int(k): m for k, m in doc["models"].items()}, doc["summary"]
+    photos, failed = T.describe_photos(rows_in, noise_copies)
     if failed:
         raise SystemExit(f"real_photos: error: cannot read {failed[0]}")
     for p in photos:
@@ -268,7 +280,31 @@ def fold_models(labels: list[dict], images: str, folds: int, tmp: str,
         models[k] = rel.model_document(version=f"cv-fold-{k}", training={"fold": k, "folds": folds}, **{
             kind: {"threshold": float(np.quantile(scores[others], T.DEFAULT_FALSE_REJECT)), "networks": by_fold[k]}
             for kind, (scores, by_fold) in parts.items()})
+    if cached:
+        from transforms.io.sharded_write import write_atomically
+        os.makedirs(cache, exist_ok=True)
+        write_atomically(cached, json.dumps({"models": models, "summary": summary}).encode())
+        models = {k: json.loads(json.dumps(m)) for k, m in models.items()}   # as a cached run returns them
     return models, summary
+
+
+def _fold_cache_path(cache: str, rows: list[dict], folds: int, noise_copies: bool) -> str:
+    """cache/folds-KEY.json, KEY a hash of what fold_models' result depends on:
+    the training rows (train_relevance.read_labels', but for their uri), their
+    photos' bytes, the folds and the code that describes and trains."""
+    import beam_jobs.train_relevance
+    import transforms.image.colour
+    import transforms.image.quality
+    import transforms.image.relevance
+    digest = hashlib.sha256(f"{folds}\0{noise_copies}\0".encode())
+    for row in rows:   # where a photo lies is not part of it: the folder real_photos and dim_frames read differs
+        digest.update(json.dumps({k: v for k, v in row.items() if k != "uri"}, sort_keys=True).encode())
+        with open(row["uri"], "rb") as img:
+            digest.update(hashlib.sha256(img.read()).digest())
+    for module in (beam_jobs.train_relevance, transforms.image.relevance, transforms.image.colour,
+                   transforms.image.quality):
+        digest.update(Path(module.__file__).read_bytes())
+    return os.path.join(cache, f"folds-{digest.hexdigest()[:16]}.json")
 
 
 def fold_of_label(lab: dict, folds: int) -> int:
@@ -278,27 +314,26 @@ def fold_of_label(lab: dict, folds: int) -> int:
 
 
 def cross_validated_rows(labels: list[dict], images: str, folds: int, tmp: str,
-                         policy_path: str | None = None, extra_training: list[str] = ()) -> tuple[dict[str, dict], dict]:
+                         policy_path: str | None = None, extra_training: list[str] = (),
+                         cache: str | None = None, noise_copies: bool = False) -> tuple[dict[str, dict], dict]:
     """curate's rows with every photo judged by a relevance model that never
     saw it (fold_models), and the cross-validated model figures. This is what
     the figures would be on photos nobody trained on."""
-    import json as _json
-
     from beam_jobs.evaluate_curate import load_features
     from schemas.policy import DEFAULT_POLICY_PATH
 
-    models, summary = fold_models(labels, images, folds, tmp, extra_training)
-    policy_doc = _json.loads(Path(policy_path or DEFAULT_POLICY_PATH).read_text())
+    models, summary = fold_models(labels, images, folds, tmp, extra_training, cache, noise_copies)
+    policy_doc = json.loads(Path(policy_path or DEFAULT_POLICY_PATH).read_text())
     out_rows: dict[str, dict] = {}
     for k, model in models.items():
         members = {lab["file"] for lab in labels if fold_of_label(lab, folds) == k}
         if not members:
             continue
         model_path = os.path.join(tmp, f"model-{k}.json")
-        Path(model_path).write_text(_json.dumps(model))
+        Path(model_path).write_text(json.dumps(model))
         policy = dict(policy_doc, no_skin=dict(policy_doc["no_skin"], model=model_path))
         fold_policy = os.path.join(tmp, f"policy-{k}.json")
-        Path(fold_policy).write_text(_json.dumps(policy))
+        Path(fold_policy).write_text(json.dumps(policy))
         manifest = os.path.join(tmp, f"manifest-{k}.csv")
         with open(manifest, "w", newline="") as f:
             w = csv.writer(f)
@@ -337,6 +372,11 @@ def main(argv=None) -> int:
     ap.add_argument("--extra_training", action="append", default=[], metavar="CSV",
                     help="with --cross_validate: more uri,label[,group] photos every fold also trains on "
                          "(the generated ones the packaged model saw); never judged")
+    ap.add_argument("--fold_cache", metavar="DIR",
+                    help="with --cross_validate: keep the fold models here and reuse them when nothing they "
+                         "depend on changed (dim_frames takes the same option)")
+    ap.add_argument("--noise_copies", action="store_true",
+                    help="with --cross_validate: train the folds as train_relevance --noise_copies does")
     ap.add_argument("--keep", metavar="DIR", help="write curate's output here and keep it")
     ap.add_argument("--list", action="store_true", help="also list the usable photos wrongly rejected")
     ap.add_argument("--json", help="write the figures here")
@@ -363,7 +403,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         if a.cross_validate:
             rows, model_cv = cross_validated_rows(labels, images, a.cross_validate, tmp, a.policy,
-                                                  a.extra_training)
+                                                  a.extra_training, a.fold_cache, a.noise_copies)
         else:
             out = a.keep or os.path.join(tmp, "curated")
             run_curate(images, out, a.policy)

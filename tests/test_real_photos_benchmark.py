@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from benchmarks import real_photos as rp
 
 IMAGES = "/photos"
@@ -136,7 +138,7 @@ def test_dim_frames_counts_each_stop_and_the_old_rule_as_its_baseline(tmp_path):
         doc[kind]["threshold"] = 1.01
     policy = dataclasses.replace(load_policy(), relevance=RelevanceModel(doc), skin_dim_max_probability=1.01)
     labels = [_lab("a.png", tone="dark"), dict(_lab("a.png", kind="non_skin", tone="na"))]
-    counts = dfr.sweep(labels, str(tmp_path), lambda lab: policy)
+    counts, noisy = dfr.sweep(labels, str(tmp_path), lambda lab: policy)
     assert list(counts) == list(dfr.STOPS)
     for stop, c in counts.items():
         too_dark = stop <= -6   # the resized noise's brightest 1% falls under 0.1 at -6 stops
@@ -147,3 +149,41 @@ def test_dim_frames_counts_each_stop_and_the_old_rule_as_its_baseline(tmp_path):
     assert [counts[s]["rejected before"] for s in dfr.STOPS] == [1, 1, 1, 0, 0, 0, 1, 1]
     out = dfr.report(counts)
     assert "100.0% (1/1)" in out and "before 2026.12.1" in out
+    # Every photo also judged with noise at 0 and -2 EV; at those stops nothing is too_dark, so all no_skin.
+    assert set(noisy) == {(s, sd) for s in dfr.NOISE_STOPS for sd in dfr.NOISE_SD}
+    for c in noisy.values():
+        assert c["skin all"] == c["no_skin all"] == c["non_skin"] == c["rejected"] == 1
+    lines = dfr.noise_report(counts, noisy).splitlines()
+    assert sum(line.lstrip().startswith(("+0", "-2")) for line in lines) == len(dfr.NOISE_STOPS) * (1 + len(dfr.NOISE_SD))
+
+
+@pytest.mark.e2e  # trains networks
+def test_fold_models_are_trained_once_and_retrained_when_a_photo_changes(tmp_path, monkeypatch):
+    """real_photos and dim_frames --fold_cache: the same photos and code give
+    the cached fold models back without training; a changed photo is a new key."""
+    import cv2
+    import numpy as np
+
+    from beam_jobs import train_relevance
+    from benchmarks import real_photos as rp
+
+    rng = np.random.default_rng(1)
+    labels = []
+    for i in range(8):
+        colour = (120, 150, 200) if i % 2 else (60, 160, 60)
+        photo = np.clip(np.array(colour) + rng.normal(0, 12, (120, 160, 3)), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(tmp_path / f"p{i}.png"), photo)
+        labels.append(_lab(f"p{i}.png", kind="skin_clinical" if i % 2 else "non_skin"))
+    cache = tmp_path / "cache"
+    models, summary = rp.fold_models(labels, str(tmp_path), 2, str(tmp_path), cache=str(cache))
+    assert sorted(models) == [0, 1] and len(list(cache.iterdir())) == 1
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+    with monkeypatch.context() as m:
+        m.setattr(train_relevance, "cross_validate", no_training)
+        again, summary_again = rp.fold_models(labels, str(tmp_path), 2, str(tmp_path), cache=str(cache))
+    assert again == models and summary_again == summary
+    cv2.imwrite(str(tmp_path / "p3.png"), np.full((120, 160, 3), (120, 150, 200), np.uint8))
+    rp.fold_models(labels, str(tmp_path), 2, str(tmp_path), cache=str(cache))
+    assert len(list(cache.iterdir())) == 2
