@@ -159,6 +159,13 @@ def is_original(photo: dict) -> bool:
     return photo["ev"] == 0.0 and photo.get("copy") is None
 
 
+def noise_of(data: bytes) -> tuple[float, int]:
+    """(sd, seed) of a photo's noisy copy: drawn from its bytes, so the same
+    photo gets the same noise on every run and in every fold."""
+    seed = int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
+    return round(float(np.random.default_rng(seed).uniform(*AUGMENT_NOISE_SD)), 1), seed
+
+
 def describe_photos(rows: list[dict], noise_copies: bool = False) -> tuple[list[dict], list[str]]:
     """Decode each photo once, as curate does; rows gain colour and grayscale cells.
 
@@ -193,8 +200,7 @@ def describe_photos(rows: list[dict], noise_copies: bool = False) -> tuple[list[
             _, again = decode_for_analysis(recompressed(d.image, fmt, quality), policy)
             shown.append((0.0, f"{fmt} q{quality}", again))
         if noise_copies:
-            seed = int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
-            sd = round(float(np.random.default_rng(seed).uniform(*AUGMENT_NOISE_SD)), 1)
+            sd, seed = noise_of(data)
             shown.append((0.0, NOISE_COPY, to_analysis_size(with_sensor_noise(d.image, sd, seed),
                                                             policy.analysis_short_side)))
         for ev, copy, img in shown:

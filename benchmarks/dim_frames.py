@@ -86,9 +86,11 @@ def sweep(labels: list[dict], images: str, policy_of) -> tuple[dict, dict]:
         seed = int.from_bytes(hashlib.sha256(b"dim_frames" + data).digest()[:8], "big")
         for stop in STOPS:
             _count(counts[stop], lab, *judge(exposed(frame, stop) if stop else frame, d.width, d.height, policy))
-        for (stop, sd), c in noisy.items():
-            shot = with_sensor_noise(exposed(d.image, stop) if stop else d.image, sd, seed)
-            _count(c, lab, *judge(to_analysis_size(shot, policy.analysis_short_side), d.width, d.height, policy))
+        for stop in NOISE_STOPS:
+            lit = exposed(d.image, stop) if stop else d.image   # once per stop, at the photo's own size
+            for sd in NOISE_SD:
+                shot = to_analysis_size(with_sensor_noise(lit, sd, seed), policy.analysis_short_side)
+                _count(noisy[(stop, sd)], lab, *judge(shot, d.width, d.height, policy))
     return {s: dict(c) for s, c in counts.items()}, {k: dict(c) for k, c in noisy.items()}
 
 

@@ -284,7 +284,6 @@ def fold_models(labels: list[dict], images: str, folds: int, tmp: str,
         from transforms.io.sharded_write import write_atomically
         os.makedirs(cache, exist_ok=True)
         write_atomically(cached, json.dumps({"models": models, "summary": summary}).encode())
-        models = {k: json.loads(json.dumps(m)) for k, m in models.items()}   # as a cached run returns them
     return models, summary
 
 

@@ -6,7 +6,6 @@ the packaged model does on real photos is benchmarks.real_photos' business.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import threading
@@ -159,8 +158,7 @@ def test_trainer_also_learns_each_photo_with_sensor_noise_added_at_its_own_resol
     lap = rel.CELL_DESCRIPTORS.index("laplacian")
     assert clean["colour"][:, lap].max() < 0.01 < noisy["colour"][:, lap].min()
     # Added at 640x480, then averaged by the resize to 224 px: weaker than the same noise added at 224 px.
-    seed = int.from_bytes(hashlib.sha256(path.read_bytes()).digest()[:8], "big")
-    sd = round(float(np.random.default_rng(seed).uniform(*train_relevance.AUGMENT_NOISE_SD)), 1)
+    sd, seed = train_relevance.noise_of(path.read_bytes())
     assert 2.0 <= sd <= 8.0
     at_224 = rel.cell_descriptors(with_sensor_noise(to_analysis_size(photo, 224), sd, seed))
     assert noisy["colour"][:, lap].mean() < at_224[:, lap].mean()
