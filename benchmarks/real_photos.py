@@ -385,6 +385,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.labels and not a.images:
         ap.error("--labels needs --images")
+    # curate runs in this process (once per fold): the job's own entry point
+    # would drop Beam's benign per-run warnings, so do as it does.
+    from beam_jobs.cli import quiet_logging
+    quiet_logging()
     with tempfile.TemporaryDirectory(prefix="real_photos_") as tmp:
         if a.degrade:
             folder = degrade_into(Path(a.degrade), Path(tmp) / "degraded")
