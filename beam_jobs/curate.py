@@ -41,7 +41,8 @@ from transforms.curate import drift
 from transforms.curate.analyze_images import AnalyzeImages
 from transforms.curate.duplicates import ClusterDuplicates, pair_distance
 from transforms.curate.reference import RejectEarlierDuplicates, compact_quietly, entry_of, write_part
-from transforms.io.partitions import dates_of, list_partition, partition_folder, publishable, unlisted_message
+from transforms.io.partitions import (dates_of, list_partition, partition_folder, publishable, unlisted_message,
+                                      unstatable_matches)
 from transforms.io.inputs import ReadImageRefs, decode_text, input_glob, parse_manifest, parse_scin_cases
 from transforms.io.read import read_bytes
 from transforms.curate.report import example_entry, render_report
@@ -159,7 +160,7 @@ def check_inputs_exist(options: CurateOptions) -> None:
             found = FileSystems.match([pattern], limits=[None if flag != "input" else 1])[0].metadata_list
         except Exception as e:
             raise UsageError(f"--{flag} {pattern}: cannot list: {e}") from None
-        if not found:
+        if not found and not (flag == "input" and unstatable_matches(pattern)):
             if flag == "input" and FileSystems.match([pattern.rstrip("/") + "/**"], limits=[1])[0].metadata_list:
                 raise UsageError(f"--input {pattern} is a folder: end it with / or give a glob "
                                  f"({pattern.rstrip('/')}/**)")

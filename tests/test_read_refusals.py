@@ -166,6 +166,52 @@ def test_curate_refuses_links_out_special_files_and_other_folders(tree, tmp_path
     assert load_features(str(tmp_path / "m2"))[elsewhere]["error"] is None
 
 
+@pytest.fixture
+def broken_links(tmp_path, sample_dir):
+    """up/ (the root): a photo, and beside it and one folder down the links
+    Beam's listing skips without a word: dangling (to a name in the root, to
+    one outside it) and a loop."""
+    up = tmp_path / "up"
+    (up / "sub").mkdir(parents=True)
+    shutil.copy(sorted((sample_dir / "dataset" / "images").glob("*.jpg"))[0], up / "photo.jpg")
+    (up / "gone.jpg").symlink_to(up / "deleted.jpg")
+    (up / "sub" / "elsewhere.jpg").symlink_to(tmp_path / "nowhere" / "x.jpg")
+    (up / "loop.jpg").symlink_to(up / "loop.jpg")
+    return up
+
+
+BROKEN = {"gone.jpg": "missing", "sub/elsewhere.jpg": "outside_allowed_root", "loop.jpg": "not_a_regular_file"}
+
+
+def test_broken_links_in_an_upload_folder_are_dead_letters_not_silent_drops(broken_links, tmp_path, monkeypatch):
+    """Beam's local match skips a name whose size it cannot read, so a glob
+    alone would lose these uploads from the count; every one is listed and
+    judged, and a loop is refused at once (no retries: it never resolves)."""
+    from transforms.io.partitions import match_files
+    from transforms.io import read
+    up = broken_links
+    listed = {os.path.relpath(u, up) for u in match_files(str(up) + "/**")}
+    assert listed == {"photo.jpg", *BROKEN}
+    assert {os.path.relpath(u, up) for u in match_files(str(up) + "/*")} == {"photo.jpg", "gone.jpg", "loop.jpg"}
+    assert len(match_files(str(up) + "/**", limit=2)) == 2
+    allowed = AllowedRoots([str(up)])
+    with monkeypatch.context() as m:
+        m.setattr(read.time, "sleep", lambda s: pytest.fail("retried a read that cannot succeed"))
+        with pytest.raises(read.Missing):
+            read_bytes(str(up / "gone.jpg"), allowed=allowed)
+        with pytest.raises(Refused, match="symlink loop") as e:
+            read_bytes(str(up / "loop.jpg"), allowed=allowed)
+    assert e.value.reason == "not_a_regular_file"
+
+    out = tmp_path / "o"
+    curate.run(["--input", str(up) + "/**", "--output", str(out)])
+    rows = _by_name(load_features(str(out)), up)
+    assert {n: r["reasons"] for n, r in rows.items() if n != "photo.jpg"} == {n: [r] for n, r in BROKEN.items()}
+    assert rows["photo.jpg"]["error"] is None
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["matched"] == 4 == summary["accepted"] + summary["rejected"]
+
+
 @pytest.mark.e2e
 def test_score_refuses_links_out_and_special_files(tree, tmp_path):
     from schemas.model_bundle import write_bundle

@@ -19,6 +19,7 @@ from apache_beam.io.fileio import EmptyMatchTreatment
 from apache_beam.metrics import Metrics
 
 from schemas import scin
+from transforms.io.partitions import unstatable_matches
 
 URI_COLUMNS = ("uri", "image_uri", "path", "gcs_path")
 ID_COLUMNS = ("image_id", "id")
@@ -156,6 +157,12 @@ class ReadImageRefs(beam.PTransform):
                 # a GCS folder placeholder object (gs://b/up/dt=D/) is not an image
                 | "NotFolders" >> beam.Filter(lambda m: not m.path.endswith("/"))
                 | "GlobToRefs" >> beam.Map(lambda m: ImageRef(m.path, stem(m.path), None, m.size_in_bytes)))
+            # Listed when the pipeline runs, as MatchFiles is: names Beam's match skips (broken links).
+            sources.append(
+                pbegin
+                | "GlobPattern" >> beam.Create([self.input_glob])
+                | "UnstatableToRefs" >> beam.FlatMap(
+                    lambda pattern: [ImageRef(u, stem(u), None, None) for u in unstatable_matches(pattern)]))
         if self.manifest:
             sources.append(
                 pbegin

@@ -73,7 +73,42 @@ def match_files(pattern: str, limit: int | None = None) -> list[str]:
     night complete with --allow_empty.
     """
     found = FileSystems.match([pattern], limits=[limit] if limit else None)[0].metadata_list
-    return [m.path for m in found if not m.path.endswith("/")]
+    uris = [m.path for m in found if not m.path.endswith("/")]
+    if limit is None or len(uris) < limit:
+        uris += unstatable_matches(pattern)[:None if limit is None else limit - len(uris)]
+    return uris
+
+
+def unstatable_matches(pattern: str) -> list[str]:
+    """Local names a glob matches that Beam's listing leaves out without a
+    word: a dangling symlink or a symlink loop (Beam skips any name whose size
+    it cannot read). Every input must be accounted for, so the jobs list
+    these too and the read turns them into dead letters (missing,
+    not_a_regular_file, outside_allowed_root). Walks the folder as Beam's
+    local match does and matches with Beam's own pattern translation, so a
+    name is listed here exactly when Beam would have listed it had it a size.
+    [] for gs:// and other remote patterns (no symlinks there)."""
+    import os
+
+    from apache_beam.io.filesystem import FileSystem
+    if "://" in pattern:
+        return []
+    if pattern.endswith("/"):
+        pattern += "*"
+    prefix = re.match(r"^[^[*?]*", pattern).group(0)
+    if prefix == pattern:  # no glob: Beam names it only if it exists
+        return [pattern] if os.path.islink(pattern) and not os.path.exists(pattern) else []
+    folder = os.path.dirname(prefix)
+    if not os.path.isdir(folder):
+        return []
+    wanted = re.compile(FileSystem.translate_pattern(pattern))
+    found = []
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if not os.path.exists(path) and os.path.islink(path) and wanted.match(path):
+                found.append(path)
+    return sorted(found)
 
 
 def list_refs(partition: str, input_root: str | None, manifest: str | None,

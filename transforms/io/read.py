@@ -95,6 +95,10 @@ def open_local(uri: str, allowed, real: str | None = None) -> int:
         st = os.stat(real)
     except FileNotFoundError:
         raise Missing(f"no object at {uri}") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # a symlink loop: nothing to read, now or on a retry
+            raise Refused(SPECIAL, "a symlink loop, not a regular file (never read)") from None
+        raise
     # Checked before opening too: opening a device can itself have effects.
     if not stat.S_ISREG(st.st_mode):
         raise Refused(SPECIAL, f"{_kind(st.st_mode)}, not a regular file (never read)")
