@@ -11,7 +11,7 @@ REASONS: dict[str, str] = {
     "not_a_regular_file": "the path leads to a FIFO, device, socket or directory, not a file (never read: a FIFO blocks, /dev/zero never ends)",
     "missing": "the URI does not exist (manifest or SCIN path resolves to nothing)",
     "empty": "the object has zero bytes",
-    "unreadable": "bytes could not be read or decoded (truncated or corrupt image, I/O error)",
+    "unreadable": "bytes could not be read or decoded (truncated or corrupt image, I/O error), or a local file name that is not UTF-8, which no output can hold (never read)",
     "unsupported_format": "not an image format we decode (HEIC, HTML, text, ...)",
     "too_large": "file size over the policy's max_bytes (refused from its size, never read past it), or declared pixel count or decoded size over max_pixels / max_decode_bytes (refused before decoding)",
     "too_small": "short side below the policy minimum",

@@ -213,6 +213,37 @@ def test_broken_links_in_an_upload_folder_are_dead_letters_not_silent_drops(brok
 
 
 @pytest.mark.e2e
+def test_an_upload_whose_name_is_not_utf8_is_a_dead_letter_not_a_failed_job(sample_dir, tmp_path):
+    """A local file name may hold bytes that are not UTF-8; Beam's coder and
+    every output refuse such a string, so one upload named so failed the
+    whole job. It is refused by name instead, and the other uploads (odd but
+    valid names among them) are judged as usual, by curate and by score."""
+    from schemas.model_bundle import write_bundle
+    up = tmp_path / "up"
+    up.mkdir()
+    photo = sorted((sample_dir / "dataset" / "images").glob("*.jpg"))[0].read_bytes()
+    names = [os.fsdecode(b"caf\xe9.jpg"), "new\nline #1 [a].jpg", "ok.jpg"]
+    for name in names:
+        (up / name).write_bytes(photo)
+    shown = "caf\\xe9.jpg"
+    curate.run(["--input", str(up) + "/*", "--output", str(tmp_path / "c")])
+    rows = _by_name(load_features(str(tmp_path / "c")), up)
+    assert sorted(rows) == sorted([shown, *names[1:]])
+    assert rows[shown]["reasons"] == ["unreadable"] and "not valid UTF-8" in rows[shown]["error"]
+    assert all(rows[n]["error"] is None for n in names[1:])
+
+    write_bundle(str(tmp_path / "m"), build_model(32, 2),
+                 {"label_vocabulary": ["a", "b"], "version": "v1", "image_size": 32})
+    score.run(["--input", str(up) + "/*", "--model_uri", str(tmp_path / "m"), "--output", str(tmp_path / "s"),
+               "--quality_gate", "off"])
+    part = tmp_path / "s" / "predictions" / "dt=undated" / "model=v1"
+    scored = {os.path.basename(r["uri"]): r for f in part.glob("*.parquet")
+              for r in pq.read_table(f, use_threads=False).to_pylist()}
+    assert scored[shown]["status"] == "failed" and scored[shown]["reasons"] == ["unreadable"]
+    assert all(scored[n]["status"] == "scored" for n in names[1:])
+
+
+@pytest.mark.e2e
 def test_score_refuses_links_out_and_special_files(tree, tmp_path):
     from schemas.model_bundle import write_bundle
     write_bundle(str(tmp_path / "m"), build_model(32, 2),

@@ -20,6 +20,7 @@ from apache_beam.metrics import Metrics
 
 from schemas import scin
 from transforms.io.partitions import unstatable_matches
+from transforms.io.read import listed_name
 
 URI_COLUMNS = ("uri", "image_uri", "path", "gcs_path")
 ID_COLUMNS = ("image_id", "id")
@@ -133,6 +134,11 @@ def input_glob(pattern: str | None) -> str | None:
     return pattern
 
 
+def _glob_ref(meta) -> ImageRef:
+    uri = listed_name(meta.path)
+    return ImageRef(uri, stem(uri), None, meta.size_in_bytes)
+
+
 class ReadImageRefs(beam.PTransform):
     """Every image to process, once: glob matches + manifest rows + SCIN cases.
 
@@ -156,7 +162,7 @@ class ReadImageRefs(beam.PTransform):
                 | "MatchGlob" >> fileio.MatchFiles(self.input_glob, self.empty)
                 # a GCS folder placeholder object (gs://b/up/dt=D/) is not an image
                 | "NotFolders" >> beam.Filter(lambda m: not m.path.endswith("/"))
-                | "GlobToRefs" >> beam.Map(lambda m: ImageRef(m.path, stem(m.path), None, m.size_in_bytes)))
+                | "GlobToRefs" >> beam.Map(_glob_ref))
             # Listed when the pipeline runs, as MatchFiles is: names Beam's match skips (broken links).
             sources.append(
                 pbegin

@@ -16,6 +16,7 @@ import re
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.errors import UsageError
+from transforms.io.read import listed_name
 
 UNDATED = "undated"  # the partition of a run without dates
 MAX_DATES = 400
@@ -73,7 +74,7 @@ def match_files(pattern: str, limit: int | None = None) -> list[str]:
     night complete with --allow_empty.
     """
     found = FileSystems.match([pattern], limits=[limit] if limit else None)[0].metadata_list
-    uris = [m.path for m in found if not m.path.endswith("/")]
+    uris = [listed_name(m.path) for m in found if not m.path.endswith("/")]
     if limit is None or len(uris) < limit:
         uris += unstatable_matches(pattern)[:None if limit is None else limit - len(uris)]
     return uris
@@ -107,7 +108,7 @@ def unstatable_matches(pattern: str) -> list[str]:
         for name in files:
             path = os.path.join(dirpath, name)
             if not os.path.exists(path) and os.path.islink(path) and wanted.match(path):
-                found.append(path)
+                found.append(listed_name(path))
     return sorted(found)
 
 

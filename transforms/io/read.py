@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import stat
 import time
 
@@ -44,10 +45,32 @@ class Refused(Exception):
         self.reason = reason
 
 
-OUTSIDE, SPECIAL, TOO_LARGE = "outside_allowed_root", "not_a_regular_file", "too_large"
+OUTSIDE, SPECIAL, TOO_LARGE, UNREADABLE = "outside_allowed_root", "not_a_regular_file", "too_large", "unreadable"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def listed_name(path: str) -> str:
+    """A listed local path as the jobs carry it. A local file name need not be
+    UTF-8 (Python holds its stray bytes as surrogates), but every output and
+    Beam's own coder is, so one such upload would fail the whole job; its
+    undecodable bytes are written \\xNN instead, and the read below refuses
+    the name with a message saying so. gs:// names are always UTF-8."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _unlisted_name(uri: str) -> str | None:
+    """The real name behind a listed_name() with escapes, if that file exists."""
+    if "\\x" not in uri:
+        return None
+    raw = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m.group(1), 16)]), uri.encode("utf-8"))
+    real = os.fsdecode(raw)
+    return real if real != uri and os.path.lexists(real) else None
 
 
 def _too_large(size: int, max_bytes: int) -> Refused:
@@ -94,6 +117,9 @@ def open_local(uri: str, allowed, real: str | None = None) -> int:
     try:
         st = os.stat(real)
     except FileNotFoundError:
+        if _unlisted_name(uri):
+            raise Refused(UNREADABLE, "the file name is not valid UTF-8 (its stray bytes shown as \\xNN), "
+                                      "which no output can hold; rename the file (never read)") from None
         raise Missing(f"no object at {uri}") from None
     except OSError as e:
         if e.errno == errno.ELOOP:  # a symlink loop: nothing to read, now or on a retry
