@@ -181,7 +181,6 @@ def _read_gcs(uri: str, deadline: float, first_delay: float,
     request, with the library's own retry predicate (the one Beam's gcsio
     uses) and backoff, but our deadline and a callback that sees each failure.
     """
-    from apache_beam.io.gcp.gcsio import parse_gcs_path
     from google.api_core.retry import Retry
 
     from transforms.io.compat import beam_gcs_client, gcs_should_retry
@@ -190,7 +189,10 @@ def _read_gcs(uri: str, deadline: float, first_delay: float,
     retry = Retry(predicate=gcs_should_retry, initial=first_delay, maximum=max(first_delay, 16.0),
                   timeout=deadline, on_error=failures.append)
     client = beam_gcs_client(uri)
-    bucket, name = parse_gcs_path(uri)
+    # Not gcsio.parse_gcs_path: its pattern stops at a newline, which an object name may hold.
+    bucket, _, name = uri[len("gs://"):].partition("/")
+    if not bucket or not name:
+        raise Refused(OUTSIDE, f"not a gs://bucket/object URI: {uri!r}")
     try:
         # raw_download: the stored bytes, never a transcoded (gunzipped) form, as Beam reads them.
         # The response is streamed into a buffer that stops it past max_bytes (not a
