@@ -13,7 +13,7 @@ REASONS: dict[str, str] = {
     "empty": "the object has zero bytes",
     "unreadable": "bytes could not be read or decoded (truncated or corrupt image, I/O error), or a local file name that is not UTF-8, which no output can hold (never read)",
     "unsupported_format": "not an image format we decode (HEIC, HTML, text, ...)",
-    "too_large": "file size over the policy's max_bytes (refused from its size, never read past it), or declared pixel count or decoded size over max_pixels / max_decode_bytes (refused before decoding)",
+    "too_large": "file size over the policy's max_bytes (refused from its size, never read past it), or declared pixel count or decoded size over max_pixels / max_decode_bytes, or a progressive JPEG with more than 500 scans (refused before decoding)",
     "too_small": "short side below the policy minimum",
     "too_dark": "underexposed: most pixels crushed to black and no highlights",
     "too_bright": "overexposed: most pixels clipped to white",

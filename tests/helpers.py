@@ -76,6 +76,27 @@ def crafted_jpeg(width: int, height: int) -> bytes:
             + b"\xff\xda" + struct.pack(">H", len(sos) + 2) + sos + b"\x00" * 16 + b"\xff\xd9")
 
 
+def with_repeated_scan(progressive_jpeg: bytes, copies: int) -> bytes:
+    """The progressive JPEG with its smallest scan (marker, header and coded
+    data) repeated `copies` more times before EOI: a valid-looking file whose
+    decode makes that many extra passes (the scan-count exploit)."""
+    i, scans = 2, []
+    while progressive_jpeg[i + 1] != 0xD9:
+        length = struct.unpack(">H", progressive_jpeg[i + 2:i + 4])[0]
+        end = i + 2 + length
+        if progressive_jpeg[i + 1] == 0xDA:
+            while True:  # the coded data runs to the next marker that is not FF00 or RSTn
+                end = progressive_jpeg.index(b"\xff", end)
+                if progressive_jpeg[end + 1] == 0 or 0xD0 <= progressive_jpeg[end + 1] <= 0xD7:
+                    end += 2
+                    continue
+                break
+            scans.append(progressive_jpeg[i:end])
+        i = end
+    assert scans, "not a JPEG with scans"
+    return progressive_jpeg[:i] + min(scans, key=len) * copies + progressive_jpeg[i:]
+
+
 def isobmff(brand: bytes, compatible: list[bytes], ispe: list[tuple[int, int]] = ()) -> bytes:
     """An ISOBMFF (HEIC/AVIF) skeleton: ftyp, meta with ispe sizes, empty mdat."""
     def box(kind: bytes, payload: bytes) -> bytes:

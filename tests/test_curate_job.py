@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from helpers import crafted_jpeg, crafted_png, heic, isobmff, pil_bytes, skin_photo
+from helpers import crafted_jpeg, crafted_png, heic, isobmff, pil_bytes, skin_photo, with_repeated_scan
 
 from beam_jobs import curate
 from beam_jobs.cli import main
@@ -179,6 +179,7 @@ def malformed_corpus() -> dict[str, tuple[bytes, str]]:
         **_phone_formats(p),
         "bomb.png": (crafted_png(100_000, 100_000), "too_large"),
         "bomb.jpg": (crafted_jpeg(60_000, 60_000), "too_large"),
+        "scans.jpg": (with_repeated_scan(pil_bytes(p, "JPEG", progressive=True), 600), "too_large"),
     }
 
 

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from helpers import crafted_jpeg, crafted_png, encode, exif_bytes, isobmff
+from helpers import crafted_jpeg, crafted_png, encode, exif_bytes, isobmff, with_repeated_scan
 
 from transforms.image import decode as decode_module
 from transforms.image.decode import Decoded, ImageRejected, apply_orientation, decode, jpeg_scale
@@ -84,6 +84,19 @@ def test_pixel_bombs_are_refused_before_decoding(data, message, monkeypatch):
     e = rejected(data)
     assert time.perf_counter() - start < 0.05
     assert (e.reason, str(e)) == ("too_large", message)
+
+
+def test_a_progressive_jpeg_with_more_scans_than_any_encoder_writes_is_refused_before_decoding(monkeypatch):
+    """Each scan is a pass over every block, and nothing else bounds their
+    number: a small file can cost seconds (see MAX_JPEG_SCANS)."""
+    data = encode("JPEG", Image.fromarray(photo(400, 300)), progressive=True, quality=90)
+    assert decode(with_repeated_scan(data, 200)).image.shape == (300, 400, 3)  # odd but bounded: decoded
+
+    def no_decode(*args):
+        raise AssertionError("decoded a scan bomb")
+    monkeypatch.setattr(decode_module.cv2, "imdecode", no_decode)
+    e = rejected(with_repeated_scan(data, decode_module.MAX_JPEG_SCANS))
+    assert e.reason == "too_large" and f"over {decode_module.MAX_JPEG_SCANS}" in str(e), str(e)
 
 
 def test_max_pixels_is_the_callers_limit():

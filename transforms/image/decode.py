@@ -46,6 +46,15 @@ JPEG_SCALES = (8, 4, 2, 1)
 # declaring 10000x10000 took ~570 MB) before filling it with grey.
 MAX_JPEG_PIXELS_PER_BYTE = 2_000
 
+# A progressive JPEG is decoded scan by scan, each scan a pass over every 8x8
+# block of its component, and nothing bounds how many scans a file holds: a
+# 12 MP upload with 5,000 copies of a 96-byte scan took 4.2 s to decode at
+# 1/8 (0.11 s without them), and max_bytes leaves room for ~100x more.
+# Encoders write about 10 (libjpeg's default script; Photoshop 3-5, mozjpeg
+# ~10-20); 500 is the limit libjpeg-turbo's TurboJPEG API applies for this
+# exploit (TJFLAG_LIMITSCANS), ~0.4 s of extra passes at 12 MP.
+MAX_JPEG_SCANS = 500
+
 _NAMES = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WebP", "bmp": "BMP",
           "tiff": "TIFF", "heic": "HEIC", "avif": "AVIF"}
 # Formats that only some OpenCV builds decode; probed once per process. HEIC
@@ -144,6 +153,13 @@ def decode(data: bytes, *, analysis_short_side: int = 224,
         if not header.has_eoi:
             # libjpeg only warns on truncation and fills the rest with grey.
             raise ImageRejected("unreadable", "truncated JPEG: no end-of-image marker", header)
+        # Entropy-coded data never holds FF DA (a coded FF is followed by 00), so this
+        # counts the scans (and an EXIF thumbnail's one); progressive files only, ~1 ms per MB.
+        scans = data.count(b"\xff\xda") if header.progressive else 1
+        if scans > MAX_JPEG_SCANS:
+            raise ImageRejected("too_large", f"progressive JPEG with {scans} scans, over {MAX_JPEG_SCANS} (encoders "
+                                             "write ~10; each scan is a pass over every block: a decode-time bomb)",
+                                header)
         scale = jpeg_scale(width, height, analysis_short_side)
         flags = _JPEG_FLAGS[scale] | cv2.IMREAD_IGNORE_ORIENTATION
     elif fmt in _REDUCED_AFTER_DECODE:  # HEIC goes to libheif: no OpenCV flags
