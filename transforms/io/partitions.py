@@ -11,8 +11,10 @@ is complete only with --allow_empty, a MISSING one never.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 
+from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.errors import UsageError
@@ -89,16 +91,13 @@ def unstatable_matches(pattern: str) -> list[str]:
     local match does and matches with Beam's own pattern translation, so a
     name is listed here exactly when Beam would have listed it had it a size.
     [] for gs:// and other remote patterns (no symlinks there)."""
-    import os
-
-    from apache_beam.io.filesystem import FileSystem
     if "://" in pattern:
         return []
     if pattern.endswith("/"):
         pattern += "*"
     prefix = re.match(r"^[^[*?]*", pattern).group(0)
     if prefix == pattern:  # no glob: Beam names it only if it exists
-        return [pattern] if os.path.islink(pattern) and not os.path.exists(pattern) else []
+        return [listed_name(pattern)] if os.path.islink(pattern) and not os.path.exists(pattern) else []
     folder = os.path.dirname(prefix)
     if not os.path.isdir(folder):
         return []
