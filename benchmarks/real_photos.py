@@ -79,7 +79,11 @@ def run_curate(images: str, out: str, policy: str | None = None) -> float:
 
 
 def _share(hits: int, n: int) -> dict:
-    return {"n": n, "hits": hits, "share": hits / n if n else None}
+    """hits of n, the share, and its 95% Wilson interval: how far the same
+    rule could land on other photos of this kind by chance alone."""
+    from transforms.curate.stats import wilson_interval
+    return {"n": n, "hits": hits, "share": hits / n if n else None,
+            "ci95": list(wilson_interval(hits, n)) if n else None}
 
 
 def figures(labels: list[dict], rows: dict[str, dict], images: str) -> dict:
@@ -188,7 +192,11 @@ def check_targets(doc: dict) -> dict:
 
 
 def report(doc: dict) -> str:
-    pct = lambda s: "n/a" if s["share"] is None else f"{100 * s['share']:.1f}% ({s['hits']}/{s['n']})"  # noqa: E731
+    def pct(s):
+        if s["share"] is None:
+            return "n/a"
+        lo, hi = s["ci95"]
+        return f"{100 * s['share']:.1f}% ({s['hits']}/{s['n']}; 95% CI {100 * lo:.1f}-{100 * hi:.1f})"
     rows = [["usable skin photos wrongly rejected", pct(doc["usable_wrongly_rejected"])]]
     rows += [[f"  ... {g}", pct(s)] for g, s in doc["usable_wrongly_rejected_by_tone"].items()]
     rows += [["  spread between tone groups (pp)", f"{doc['tone_spread_pp']:.1f}"],
@@ -207,7 +215,13 @@ def report(doc: dict) -> str:
         unit = "pp" if name == "tone_spread_pp" else ""
         v = f"{value:.1f}{unit}" if unit else f"{100 * value:.1f}%"
         n = f"{needed:.1f}{unit}" if unit else f"{100 * needed:.0f}%"
-        out.append(f"  {'met ' if met else 'MISS'}  {name:<26} {v:>8}  needed {op} {n}")
+        line = f"  {'met ' if met else 'MISS'}  {name:<26} {v:>8}  needed {op} {n}"
+        share = doc.get(name) or doc["defects"].get(name)
+        if met and share and share.get("ci95"):
+            bound = share["ci95"][1] if op == "<=" else share["ci95"][0]
+            if not (bound <= needed if op == "<=" else bound >= needed):
+                line += f"  (95% CI reaches {100 * bound:.1f}%: met here, not assured on other photos)"
+        out.append(line)
     return "\n".join(out)
 
 

@@ -42,7 +42,10 @@ def test_figures_count_what_the_issue_table_asks_for():
         _row("cat.jpg"), _row("sky.jpg", ["no_skin"]), _row("maybe.jpg", ["no_skin"]),
     ]}
     doc = rp.figures(labels, rows, IMAGES)
-    assert doc["usable_wrongly_rejected"] == {"n": 3, "hits": 1, "share": 1 / 3}
+    wrong = doc["usable_wrongly_rejected"]
+    assert (wrong["n"], wrong["hits"], wrong["share"]) == (3, 1, 1 / 3)
+    lo, hi = wrong["ci95"]  # Wilson: wide at n = 3, never past [0, 1]
+    assert 0 < lo < 0.1 and 0.75 < hi < 0.8
     assert doc["usable_wrongly_rejected_by_tone"]["dark"]["share"] == 0.5
     assert doc["tone_spread_pp"] == 50.0
     assert doc["non_skin_rejected"]["share"] == 0.5 and doc["skin_like_rejected"]["share"] == 0.0
@@ -50,12 +53,16 @@ def test_figures_count_what_the_issue_table_asks_for():
     assert doc["defects"]["near_dup"]["share"] == 1.0 and doc["defects"]["exact_dup"]["share"] == 1.0
     # blurry on the usable c.jpg is wrong; on its copy it is also wrong (the copy is as usable);
     # near_duplicate pointing at a photo of the same origin is right; `either` is not scored.
-    assert doc["precision"]["blurry"] == {"n": 3, "hits": 1, "share": 1 / 3}
+    assert (doc["precision"]["blurry"]["hits"], doc["precision"]["blurry"]["n"]) == (1, 3)
     assert doc["precision"]["near_duplicate"]["share"] == 1.0
-    assert doc["precision"]["no_skin"] == {"n": 1, "hits": 1, "share": 1.0}
+    assert (doc["precision"]["no_skin"]["hits"], doc["precision"]["no_skin"]["n"]) == (1, 1)
     met = rp.check_targets(doc)
     assert met["usable_wrongly_rejected"][3] is False and met["blur_strong"][3] is True
-    assert "MISS" in rp.report(doc)
+    text = rp.report(doc)
+    assert "MISS" in text and "95% CI" in text
+    # blur_strong is met (1/1), but one photo cannot show that 90% would hold elsewhere
+    blur_line = next(line for line in text.splitlines() if "blur_strong" in line and "needed" in line)
+    assert blur_line.lstrip().startswith("met") and "not assured on other photos" in blur_line
 
 
 def test_training_csv_lists_each_original_once_with_its_label(tmp_path):
