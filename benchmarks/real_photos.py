@@ -216,8 +216,8 @@ def report(doc: dict) -> str:
         v = f"{value:.1f}{unit}" if unit else f"{100 * value:.1f}%"
         n = f"{needed:.1f}{unit}" if unit else f"{100 * needed:.0f}%"
         line = f"  {'met ' if met else 'MISS'}  {name:<26} {v:>8}  needed {op} {n}"
-        share = doc.get(name) or doc["defects"].get(name)
-        if met and share and share.get("ci95"):
+        share = doc[name] if name in doc else doc["defects"].get(name)
+        if met and isinstance(share, dict) and share.get("ci95"):  # a share, not the spread in pp
             bound = share["ci95"][1] if op == "<=" else share["ci95"][0]
             if not (bound <= needed if op == "<=" else bound >= needed):
                 line += f"  (95% CI reaches {100 * bound:.1f}%: met here, not assured on other photos)"

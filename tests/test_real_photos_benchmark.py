@@ -59,6 +59,10 @@ def test_figures_count_what_the_issue_table_asks_for():
     met = rp.check_targets(doc)
     assert met["usable_wrongly_rejected"][3] is False and met["blur_strong"][3] is True
     text = rp.report(doc)
+    assert "tone_spread_pp" in text
+    doc["tone_spread_pp"] = 1.0  # met: the spread has no interval of its own, and is reported as met
+    assert any(line.lstrip().startswith("met") and "tone_spread_pp" in line for line in rp.report(doc).splitlines())
+    doc["tone_spread_pp"] = 50.0
     assert "MISS" in text and "95% CI" in text
     # blur_strong is met (1/1), but one photo cannot show that 90% would hold elsewhere
     blur_line = next(line for line in text.splitlines() if "blur_strong" in line and "needed" in line)
