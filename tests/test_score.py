@@ -145,6 +145,27 @@ def test_serving_input_equals_training_input(model_dir):
         assert reasons == [] and np.array_equal(served, features["image"].numpy())
 
 
+def test_the_gate_skips_exactly_what_curate_rejects_whatever_scale_the_model_decodes_at():
+    """Score's gate judges curate's own array. It used the model's decode,
+    which for a small model (or a 224 px model on a 2560x1920 photo) is another
+    DCT scale: features of a differently sized array, and verdicts that flip
+    (this flat purple frame read low_information for a 32 px model, where
+    curate says no_skin)."""
+    import cv2
+
+    from transforms.image.analyze import analyze_image
+    from transforms.scoring.prepare import prepare_model_input
+    rng = np.random.default_rng(0)
+    flat = np.clip(np.array([200, 120, 150]) + rng.normal(0, 10, (300, 400, 3)), 0, 255).astype(np.uint8)
+    data = cv2.imencode(".jpg", flat)[1].tobytes()
+    policy = load_policy()
+    row, _ = analyze_image("flat.jpg", data, policy)
+    assert row["reasons"] == ["no_skin"]
+    for size in (32, 64, 224):
+        gate = prepare_model_input(data, policy, image_size=size, crop_fraction=0.875, jpeg_quality=90, gate=True)
+        assert gate.reasons == row["reasons"], (size, gate.reasons)
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("extra, message", [
     (["--model_uri", "/nonexistent/model", "--date", "2026-11-20"], "/nonexistent/model"),

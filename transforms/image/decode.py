@@ -408,6 +408,18 @@ def _one_line(e: Exception) -> str:
     return " ".join(str(e).split())[:300] or type(e).__name__
 
 
+def planned_scale(header: Header, analysis_short_side: int) -> int | None:
+    """The reduction decode() applies to this image for `analysis_short_side`,
+    from the header alone; None for HEIC, where an embedded thumbnail may be
+    decoded instead. Two requests with the same planned scale get the same
+    array, so a caller holding one decode need not make the other."""
+    if header.format == "heic":
+        return None
+    if header.format == "jpeg" or header.format in _REDUCED_AFTER_DECODE:
+        return jpeg_scale(header.width, header.height, analysis_short_side)
+    return 1
+
+
 def jpeg_scale(width: int, height: int, analysis_short_side: int) -> int:
     """Largest DCT reduction d in 8/4/2/1 whose decoded short side is >= `analysis_short_side`.
 

@@ -3,7 +3,13 @@
 The model input is produced exactly as make_tfrecords produced training
 images: the same decode scale, crop, resize and JPEG bytes, decoded by the
 same TensorFlow op (schemas.examples.decode_image). The quality gate judges
-features computed from that same decoded array with curate's policy.
+what curate's analysis judges: the array curate decodes (at the DCT scale
+covering the policy's analysis size), with curate's policy, so score skips
+exactly the uploads curate rejects. That is the model's own decode whenever
+its scale is curate's (every 12 MP JPEG, any model); otherwise (say a 2560x1920
+photo, which curate reads at 1/8 and a 224 px model at 1/4, or any small
+model) the gate's array is decoded apart: features of a differently scaled
+array differ, and verdicts near a threshold would flip.
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import numpy as np
 from schemas.policy import QualityPolicy
 from typing import NamedTuple
 
+from transforms.image.decode import decode, planned_scale
 from transforms.image.enhance import RESCUED, attempt
 from transforms.image.preprocess import decode_for_model, model_jpeg
 from transforms.image.quality import policy_features, to_analysis_size
@@ -56,7 +63,11 @@ def prepare_model_input(data: bytes, policy: QualityPolicy, *, image_size: int, 
     recipe = None
     if gate:
         w, h = decoded.width, decoded.height
-        analysis = to_analysis_size(decoded.image, policy.analysis_short_side)
+        side = policy.analysis_short_side
+        seen = (decoded if planned_scale(decoded.header, side) == decoded.scale else
+                decode(data, analysis_short_side=side, max_pixels=policy.max_pixels,
+                       max_decode_bytes=policy.max_decode_bytes))
+        analysis = to_analysis_size(seen.image, side)
         features = policy_features(analysis, policy)
         reasons = quality_reasons(dict(features, width=w, height=h), policy)
         if reasons and enhance:
