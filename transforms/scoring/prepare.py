@@ -6,10 +6,11 @@ same TensorFlow op (schemas.examples.decode_image). The quality gate judges
 what curate's analysis judges: the array curate decodes (at the DCT scale
 covering the policy's analysis size), with curate's policy, so score skips
 exactly the uploads curate rejects. That is the model's own decode whenever
-its scale is curate's (every 12 MP JPEG, any model); otherwise (say a 2560x1920
-photo, which curate reads at 1/8 and a 224 px model at 1/4, or any small
-model) the gate's array is decoded apart: features of a differently scaled
-array differ, and verdicts near a threshold would flip.
+its scale is curate's (every 12 MP JPEG, any model); otherwise (say a 1280x960
+photo, which curate reads at 1/4 and a 224 px model, needing 256 px before
+its crop, at 1/2; or any small model) the gate's array is decoded apart:
+features of a differently scaled array differ, and verdicts near a
+threshold would flip.
 """
 from __future__ import annotations
 
