@@ -212,6 +212,21 @@ def test_broken_links_in_an_upload_folder_are_dead_letters_not_silent_drops(brok
     assert summary["matched"] == 4 == summary["accepted"] + summary["rejected"]
 
 
+def test_only_escapes_of_bytes_that_are_not_utf8_are_read_as_an_unlisted_name(tmp_path):
+    """listed_name() escapes bytes that are not UTF-8 and nothing else, so a
+    missing name that merely contains \\x41 is missing, not 'not UTF-8'
+    because a file 'A' happens to sit beside it."""
+    from transforms.io.read import Missing, listed_name
+    (tmp_path / "xA.jpg").write_bytes(b"\xff\xd8")
+    (tmp_path / os.fsdecode(b"x\xe9.jpg")).write_bytes(b"\xff\xd8")
+    allowed = AllowedRoots([str(tmp_path)])
+    with pytest.raises(Missing):
+        read_bytes(str(tmp_path / "x\\x41.jpg"), allowed=allowed)
+    with pytest.raises(Refused, match="not valid UTF-8"):
+        read_bytes(listed_name(str(tmp_path / os.fsdecode(b"x\xe9.jpg"))), allowed=allowed)
+    assert listed_name(str(tmp_path / "xA.jpg")) == str(tmp_path / "xA.jpg")
+
+
 @pytest.mark.e2e
 def test_an_upload_whose_name_is_not_utf8_is_a_dead_letter_not_a_failed_job(sample_dir, tmp_path):
     """A local file name may hold bytes that are not UTF-8; Beam's coder and

@@ -69,8 +69,12 @@ def _unlisted_name(uri: str) -> str | None:
     if "\\x" not in uri:
         return None
     raw = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m.group(1), 16)]), uri.encode("utf-8"))
-    real = os.fsdecode(raw)
-    return real if real != uri and os.path.lexists(real) else None
+    try:
+        raw.decode("utf-8")
+        return None  # the escapes spell valid UTF-8: listed_name never wrote them, the name is just missing
+    except UnicodeDecodeError:
+        real = os.fsdecode(raw)
+    return real if os.path.lexists(real) else None
 
 
 def _too_large(size: int, max_bytes: int) -> Refused:
