@@ -195,8 +195,6 @@ def _read_gcs(uri: str, deadline: float, first_delay: float,
     client = beam_gcs_client(uri)
     # Not gcsio.parse_gcs_path: its pattern stops at a newline, which an object name may hold.
     bucket, _, name = uri[len("gs://"):].partition("/")
-    if not bucket or not name:
-        raise Refused(OUTSIDE, f"not a gs://bucket/object URI: {uri!r}")
     try:
         # raw_download: the stored bytes, never a transcoded (gunzipped) form, as Beam reads them.
         # The response is streamed into a buffer that stops it past max_bytes (not a
@@ -252,6 +250,9 @@ def read_bytes(uri: str, *, allowed, max_bytes: int | None = None, listed_size: 
     if max_bytes is not None and listed_size is not None and listed_size > max_bytes:
         raise Refused(TOO_LARGE, f"listed at {listed_size} bytes, over max_bytes {max_bytes}")
     if uri.startswith("gs://"):
+        bucket, _, name = uri[len("gs://"):].partition("/")
+        if not bucket or not name:  # gs://bucket/ names a bucket, not an object
+            raise Missing(f"no object at {uri} (no object name)")
         try:
             return _read_gcs(uri, deadline, first_delay, max_bytes)
         except Refused:
