@@ -173,7 +173,7 @@ def _is_not_found(err: BaseException) -> bool:
     return "NotFound" in type(err).__name__ or "No such file" in text or "not found" in text.lower()
 
 
-def _read_gcs(uri: str, deadline: float, first_delay: float,
+def _read_gcs(uri: str, bucket: str, name: str, deadline: float, first_delay: float,
               max_bytes: int | None = None) -> tuple[bytes, int]:
     """(bytes, retries): one gs:// object, transient errors retried for up to `deadline` s.
 
@@ -193,8 +193,6 @@ def _read_gcs(uri: str, deadline: float, first_delay: float,
     retry = Retry(predicate=gcs_should_retry, initial=first_delay, maximum=max(first_delay, 16.0),
                   timeout=deadline, on_error=failures.append)
     client = beam_gcs_client(uri)
-    # Not gcsio.parse_gcs_path: its pattern stops at a newline, which an object name may hold.
-    bucket, _, name = uri[len("gs://"):].partition("/")
     try:
         # raw_download: the stored bytes, never a transcoded (gunzipped) form, as Beam reads them.
         # The response is streamed into a buffer that stops it past max_bytes (not a
@@ -250,11 +248,12 @@ def read_bytes(uri: str, *, allowed, max_bytes: int | None = None, listed_size: 
     if max_bytes is not None and listed_size is not None and listed_size > max_bytes:
         raise Refused(TOO_LARGE, f"listed at {listed_size} bytes, over max_bytes {max_bytes}")
     if uri.startswith("gs://"):
+        # Not gcsio.parse_gcs_path: its pattern stops at a newline, which an object name may hold.
         bucket, _, name = uri[len("gs://"):].partition("/")
         if not bucket or not name:  # gs://bucket/ names a bucket, not an object
             raise Missing(f"no object at {uri} (no object name)")
         try:
-            return _read_gcs(uri, deadline, first_delay, max_bytes)
+            return _read_gcs(uri, bucket, name, deadline, first_delay, max_bytes)
         except Refused:
             raise
         except Exception as e:

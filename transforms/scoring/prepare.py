@@ -19,7 +19,8 @@ import numpy as np
 from schemas.policy import QualityPolicy
 from typing import NamedTuple
 
-from transforms.image.decode import decode, planned_scale
+from transforms.image.analyze import decode_for_analysis
+from transforms.image.decode import planned_scale
 from transforms.image.enhance import RESCUED, attempt
 from transforms.image.preprocess import decode_for_model, model_jpeg
 from transforms.image.quality import policy_features, to_analysis_size
@@ -64,11 +65,10 @@ def prepare_model_input(data: bytes, policy: QualityPolicy, *, image_size: int, 
     recipe = None
     if gate:
         w, h = decoded.width, decoded.height
-        side = policy.analysis_short_side
-        seen = (decoded if planned_scale(decoded.header, side) == decoded.scale else
-                decode(data, analysis_short_side=side, max_pixels=policy.max_pixels,
-                       max_decode_bytes=policy.max_decode_bytes))
-        analysis = to_analysis_size(seen.image, side)
+        if planned_scale(decoded.header, policy.analysis_short_side) == decoded.scale:
+            analysis = to_analysis_size(decoded.image, policy.analysis_short_side)
+        else:
+            _, analysis = decode_for_analysis(data, policy)   # curate's own decode
         features = policy_features(analysis, policy)
         reasons = quality_reasons(dict(features, width=w, height=h), policy)
         if reasons and enhance:
