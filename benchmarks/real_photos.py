@@ -175,16 +175,20 @@ def figures(labels: list[dict], rows: dict[str, dict], images: str) -> dict:
     }
 
 
+def _target_share(doc: dict, name: str) -> dict | None:
+    """The share (n, hits, share, ci95) a target is judged on; None for the
+    tone spread, a figure in pp, or a defect the photos did not hold."""
+    if name == "tone_spread_pp":
+        return None
+    return doc[name] if name in doc else doc["defects"].get(name)
+
+
 def check_targets(doc: dict) -> dict:
     """target name -> (measured, op, needed, met)."""
     out = {}
     for name, (op, needed) in TARGETS.items():
-        if name == "tone_spread_pp":
-            value = doc["tone_spread_pp"]
-        elif name in doc:
-            value = doc[name]["share"]
-        else:
-            value = doc["defects"].get(name, {}).get("share")
+        share = _target_share(doc, name)
+        value = doc["tone_spread_pp"] if name == "tone_spread_pp" else (share or {}).get("share")
         if value is None:
             continue
         out[name] = (value, op, needed, value <= needed if op == "<=" else value >= needed)
@@ -216,8 +220,8 @@ def report(doc: dict) -> str:
         v = f"{value:.1f}{unit}" if unit else f"{100 * value:.1f}%"
         n = f"{needed:.1f}{unit}" if unit else f"{100 * needed:.0f}%"
         line = f"  {'met ' if met else 'MISS'}  {name:<26} {v:>8}  needed {op} {n}"
-        share = doc[name] if name in doc else doc["defects"].get(name)
-        if met and isinstance(share, dict) and share.get("ci95"):  # a share, not the spread in pp
+        share = _target_share(doc, name)
+        if met and share and share.get("ci95"):
             bound = share["ci95"][1] if op == "<=" else share["ci95"][0]
             if not (bound <= needed if op == "<=" else bound >= needed):
                 line += f"  (95% CI reaches {100 * bound:.1f}%: met here, not assured on other photos)"
