@@ -43,8 +43,7 @@ from transforms.curate.duplicates import ClusterDuplicates, pair_distance
 from transforms.curate.reference import RejectEarlierDuplicates, compact_quietly, entry_of, write_part
 from transforms.io.partitions import (dates_of, list_partition, partition_folder, publishable, unlisted_message,
                                       unstatable_matches)
-from transforms.io.inputs import ReadImageRefs, decode_text, input_glob, parse_manifest, parse_scin_cases
-from transforms.io.read import read_bytes
+from transforms.io.inputs import ReadImageRefs, input_glob, parse_manifest, parse_scin_cases, read_named_text
 from transforms.curate.report import example_entry, render_report
 from transforms.io.packing import PackInBundles, unpack
 from transforms.io.sharded_write import WriteSortedShards, jsonl_encoder, parquet_encoder, write_atomically
@@ -168,21 +167,17 @@ def check_inputs_exist(options: CurateOptions) -> None:
         if flag == "input":
             continue
         for meta in found:
-            if meta.size_in_bytes == 0:
-                raise UsageError(f"--{flag} {meta.path} is empty")
+            source = f"--{flag} {meta.path}"
             try:
-                # The operator names this file: no roots, but only a regular file (a FIFO would hang).
-                data, _retries = read_bytes(meta.path, allowed=AllowedRoots([]))  # retried as the pipeline's reads are
-            except Exception as e:
-                raise UsageError(f"--{flag} {meta.path}: cannot read: {type(e).__name__}") from None
-            try:
-                text = decode_text(data, meta.path)
+                text = read_named_text(meta.path, f"--{flag}")  # a FIFO lists as empty: refused here
+                if not text:
+                    raise ValueError(f"{source} is empty")
                 if flag == "manifest":
-                    parse_manifest(text, meta.path, require_rows=True)
+                    parse_manifest(text, source, require_rows=True)
                 else:
-                    parse_scin_cases(text, options.image_root, meta.path)
+                    parse_scin_cases(text, options.image_root, source)
             except ValueError as e:
-                raise UsageError(f"--{flag} {e}") from None
+                raise UsageError(str(e)) from None
 
 
 def _report(doc, examples, duplicates, keepers, thumbs, tests, drift=None, enhanced=None) -> str:

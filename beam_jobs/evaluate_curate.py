@@ -19,7 +19,7 @@ from beam_jobs.cli import UsageError
 from beam_jobs.cli import main as cli_main
 from schemas.features import features_glob
 from schemas.reasons import REASONS
-from transforms.io.inputs import join_root, normalize_uri
+from transforms.io.inputs import join_root, normalize_uri, read_named_text
 
 
 def load_features(curated: str) -> dict[str, dict]:
@@ -103,8 +103,10 @@ def run(argv=None) -> dict:
     ap.add_argument("--json", help="also write the metrics here")
     a = ap.parse_args(argv)
     try:
-        with FileSystems.open(a.ground_truth) as f:
-            truth = list(csv.DictReader(f.read().decode().splitlines()))
+        truth = list(csv.DictReader(read_named_text(a.ground_truth, "--ground_truth").splitlines()))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
         rows = load_features(a.curated)
     except Exception as e:
         raise UsageError(f"cannot read inputs: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None

@@ -32,7 +32,7 @@ from schemas.policy import load_policy
 from transforms.io import run_lock
 from transforms.io.run_lock import LOCK, MARKER
 from transforms.dataset.examples import PreprocessImages, record_batch_examples, to_example
-from transforms.io.inputs import decode_text, join_root, normalize_uri
+from transforms.io.inputs import decode_text, join_root, normalize_uri, read_named_text
 from transforms.dataset.dataset_info import assemble_dataset_info, example_cell
 from transforms.dataset.rare_classes import relabel_rare
 from transforms.dataset.join_labels import DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords, curated_features
@@ -133,10 +133,9 @@ def check_inputs(o: MakeTFRecordsOptions) -> None:
                 else [("labels_csv", o.labels_csv, ("image_uri", "label"))])
     for flag, path, columns in required:
         try:
-            with FileSystems.open(path) as f:
-                header = f.readline().decode("utf-8-sig").strip()
-        except Exception as e:
-            raise UsageError(f"--{flag} {path}: cannot read: {type(e).__name__}") from None
+            header = read_named_text(path, f"--{flag}").partition("\n")[0].strip()
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         missing = [c for c in columns if c not in [h.strip() for h in header.split(",")]]
         if missing:
             raise UsageError(f"--{flag} {path}: missing column(s) {', '.join(missing)}")

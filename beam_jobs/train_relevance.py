@@ -85,23 +85,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read(path: str) -> bytes:
-    from apache_beam.io.filesystems import FileSystems
-    with FileSystems.open(path) as f:
-        return f.read()
-
-
 def read_labels(paths: list[str], image_root: str | None) -> tuple[list[dict], bytes]:
     """Rows {uri, label, group} from every CSV, and their bytes (for the version)."""
-    from transforms.io.inputs import join_root
+    from transforms.io.inputs import decode_text, join_root, read_named_file
     rows, raw = [], b""
     for source, path in enumerate(paths):
         try:
-            data = _read(path)
-        except Exception as e:
-            raise UsageError(f"--labels {path}: cannot read: {e}") from None
+            data = read_named_file(path, "--labels")
+            text = decode_text(data, f"--labels {path}")
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         raw += data
-        reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
+        reader = csv.DictReader(io.StringIO(text))
         if reader.fieldnames and {"image_path", "defect"} <= set(reader.fieldnames):
             rows += _sample_data_rows(reader, path, source)
             continue

@@ -146,14 +146,11 @@ def resolve_model_path(name: str) -> str:
 
 
 def read_text(path: str, what: str) -> str:
-    """The text of a local or gs:// file; any filesystem error is one ValueError
-    line, `cannot read <what> <path>: ...`."""
-    from apache_beam.io.filesystems import FileSystems
-    try:
-        with FileSystems.open(str(path)) as f:
-            return f.read().decode("utf-8")
-    except Exception as e:  # any filesystem error: report it in one line
-        raise ValueError(f"cannot read {what} {path}: {e}") from None
+    """The text of a local or gs:// file; anything unreadable (a filesystem
+    error, a FIFO or folder, not UTF-8) is one ValueError line, `cannot read
+    <what> <path>: ...` (transforms.io.inputs.read_named_text)."""
+    from transforms.io.inputs import read_named_text
+    return read_named_text(str(path), what)
 
 
 def load_policy(path: str | None = None, with_model: bool = True) -> QualityPolicy:

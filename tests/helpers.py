@@ -6,6 +6,7 @@ readers' heads and breaks when it is renamed). Fixtures stay in conftest.py.
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 
@@ -131,3 +132,42 @@ def tiny_bundle(out, vocabulary=("a", "b", "c"), version: str = "tiny", image_si
     write_bundle(str(out), model, {"label_vocabulary": list(vocabulary), "version": version,
                                    "image_size": image_size})
     return model
+
+
+def returns_without_a_writer(call, fifo, seconds: float = 60.0):
+    """call()'s result, failing the test if it is still blocked on opening the
+    FIFO `fifo` (waiting for a writer) after `seconds`; the FIFO is then
+    opened for writing so the blocked reader and the test run can go on."""
+    import threading
+
+    import pytest
+    result = {}
+    worker = threading.Thread(target=lambda: result.setdefault("value", call()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        with open(fifo, "wb"):
+            pass
+        worker.join(seconds)
+        pytest.fail(f"still waiting for a writer on {fifo} after {seconds:.0f} s")
+    return result["value"]
+
+
+def unreadable_file(kind: str, path):
+    """`path` made into a file an operator may name by mistake (a key of UNREADABLE)."""
+    if kind == "missing":
+        return path
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    else:  # a spreadsheet saved as UTF-16
+        path.write_bytes("uri,label\n/a.jpg,1\n".encode("utf-16"))
+    return path
+
+
+# What every job says of each (flag: "--manifest", "policy file", ...).
+UNREADABLE = {"missing": "cannot read {flag} {path}: no such file",
+              "fifo": "cannot read {flag} {path}: a FIFO, not a regular file (never read)",
+              "folder": "cannot read {flag} {path}: a directory, not a regular file (never read)",
+              "utf16": "{flag} {path} is not UTF-8 text (byte 0: invalid start byte); save it as UTF-8"}

@@ -15,12 +15,14 @@ import shutil
 
 import pytest
 
-from beam_jobs import curate, evaluate_curate, make_tfrecords, score
+from beam_jobs import curate, evaluate_curate, make_tfrecords, score, train_relevance
 from beam_jobs.cli import UsageError, main
 from beam_jobs.evaluate_curate import load_features
 from schemas.examples import dataset_info
 from schemas.reasons import EXAMPLE_REASONS
 from transforms.dataset.splits import split_of
+
+from helpers import UNREADABLE, returns_without_a_writer, unreadable_file
 
 
 def _one_line_error(capsys, prog, message):
@@ -117,6 +119,30 @@ def test_a_bad_manifest_is_a_one_line_error_before_launch(content, message, tmp_
     out = tmp_path / "out"
     assert main(curate.run, ["--manifest", str(manifest), "--output", str(out)], prog="curate") == 2
     _one_line_error(capsys, "curate", message)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", sorted(UNREADABLE))
+@pytest.mark.parametrize("job, flag, args", [
+    (curate, "--manifest", ["--output", "{out}"]),
+    (curate, "policy file", ["--input", "/nonexistent/*.jpg", "--output", "{out}"]),
+    (train_relevance, "--labels", ["--output", "{out}"]),
+    (evaluate_curate, "--ground_truth", ["--curated", "{out}", "--image_root", "/tmp"]),
+])
+def test_a_named_file_that_cannot_be_read_is_one_line_error_and_a_fifo_never_hangs(
+        job, flag, args, kind, tmp_path, capsys):
+    """Every file an operator names (a manifest, labels, the policy) is read
+    as images are: a FIFO used to hang the job waiting for a writer, a folder
+    or a missing file was a traceback, a UTF-16 CSV a UnicodeDecodeError."""
+    path = unreadable_file(kind, tmp_path / "named.csv")
+    out = tmp_path / "out"
+    option = "--policy" if flag == "policy file" else flag
+    argv = [a.format(out=out) for a in args] + [option, str(path)]
+    prog = job.__name__.rsplit(".", 1)[-1]
+    assert returns_without_a_writer(lambda: main(job.run, argv, prog=prog), path) == 2
+    # curate's --manifest is a glob: a name that matches nothing says so
+    expected = f"--manifest {path} matched no files" if (kind, flag) == ("missing", "--manifest") else UNREADABLE[kind]
+    _one_line_error(capsys, prog, expected.format(flag=flag, path=path))
     assert not out.exists()
 
 

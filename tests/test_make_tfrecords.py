@@ -16,6 +16,8 @@ from schemas.examples import dataset_info, read_split
 from transforms.io.inputs import join_root
 from transforms.dataset.splits import component_split, split_of
 
+from helpers import UNREADABLE, returns_without_a_writer, unreadable_file
+
 
 def _args(labelled, curated, out, *extra):
     ds = labelled / "dataset"
@@ -222,3 +224,15 @@ def test_bad_arguments_give_one_line_errors(make_args, message, labelled, curate
     assert main(make_tfrecords.run, make_args(tmp_path, labelled, curated), prog="make_tfrecords") == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("make_tfrecords: error:") and message in err and "\n" not in err
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("kind", sorted(UNREADABLE))
+def test_a_labels_file_that_cannot_be_read_is_a_one_line_error_and_a_fifo_never_hangs(kind, curated, tmp_path,
+                                                                                      capsys):
+    """The label CSVs were opened plainly to check their header: a FIFO hung the job."""
+    labels = unreadable_file(kind, tmp_path / "labels.csv")
+    argv = ["--curated", str(curated), "--labels_csv", str(labels), "--output", str(tmp_path / "o")]
+    assert returns_without_a_writer(lambda: main(make_tfrecords.run, argv, prog="make_tfrecords"), labels) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "make_tfrecords: error: " + UNREADABLE[kind].format(flag="--labels_csv", path=labels)

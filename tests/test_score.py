@@ -19,6 +19,8 @@ from transforms.scoring.prepare import prepare
 from transforms.scoring.publish import drop_staging
 from transforms.scoring.rows import failed_batch_rows
 
+from helpers import UNREADABLE, returns_without_a_writer, unreadable_file
+
 DATES = ("2026-11-20", "2026-11-21")
 
 
@@ -295,6 +297,20 @@ def test_manifest_with_dates_or_without_rows_is_a_one_line_error(tiny_model, few
     manifest.write_text(f"uri\n{second}\n")
     assert main(score.run, base + ["--input", str(first), "--manifest", str(manifest), "--force"], prog="score") == 0
     assert sorted(r["uri"] for r in _rows(_partition(out, "undated", "tiny"))) == [str(first), str(second)]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("kind", sorted(UNREADABLE))
+def test_a_manifest_that_cannot_be_read_is_a_one_line_error_and_a_fifo_never_hangs(kind, tiny_model, tmp_path,
+                                                                                   capsys):
+    """score read --manifest with a plain open: a FIFO hung the job waiting
+    for a writer, a missing file or a folder was a traceback."""
+    manifest = unreadable_file(kind, tmp_path / "m.csv")
+    out = tmp_path / "o"
+    argv = ["--manifest", str(manifest), "--model_uri", str(tiny_model), "--output", str(out)]
+    assert returns_without_a_writer(lambda: main(score.run, argv, prog="score"), manifest) == 2
+    _one_line_error(capsys, UNREADABLE[kind].format(flag="--manifest", path=manifest))
+    assert not out.exists()
 
 
 @pytest.mark.e2e

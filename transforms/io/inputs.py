@@ -118,6 +118,30 @@ def decode_text(data: bytes, source: str) -> str:
                          f"save it as UTF-8") from None
 
 
+def read_named_file(path: str, what: str) -> bytes:
+    """The bytes of a file the operator names (`what`: "--manifest", "policy
+    file"), read as the pipeline reads images (retried; only a regular file:
+    a FIFO would hang the job, a folder is no list). No allowed roots: the
+    operator chose it. Otherwise a one-line ValueError, `cannot read <what>
+    <path>: <why>`."""
+    from transforms.io.allowed_roots import AllowedRoots
+    from transforms.io.read import Missing, Refused, read_bytes
+    try:
+        return read_bytes(normalize_uri(path), allowed=AllowedRoots([]))[0]
+    except Missing:
+        why = "no such file"
+    except Refused as e:
+        why = str(e)
+    except Exception as e:  # any filesystem error, in one line
+        why = f"{type(e).__name__}: {e}"
+    raise ValueError(f"cannot read {what} {path}: {why}")
+
+
+def read_named_text(path: str, what: str) -> str:
+    """read_named_file() as UTF-8 text (see decode_text)."""
+    return decode_text(read_named_file(path, what), f"{what} {path}")
+
+
 def read_text(readable_file) -> str:
     """A fileio.ReadableFile's whole content as text (see decode_text)."""
     return decode_text(readable_file.read(), readable_file.metadata.path)

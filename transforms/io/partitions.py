@@ -122,7 +122,7 @@ def list_refs(partition: str, input_root: str | None, manifest: str | None,
     allow_empty). `limit` caps each listing (enough to tell FOUND from EMPTY).
     image_id is curate's (the manifest's id, else the file stem).
     """
-    from transforms.io.inputs import parse_manifest, stem
+    from transforms.io.inputs import parse_manifest, read_named_text, stem
     if partition != UNDATED:
         folder = partition_folder(input_root, partition)
         uris = match_files(folder + "**", limit)
@@ -131,8 +131,7 @@ def list_refs(partition: str, input_root: str | None, manifest: str | None,
         return {}, EMPTY if FileSystems.exists(folder) else MISSING
     refs = {u: stem(u) for u in match_files(input_root, limit)} if input_root else {}
     if manifest:
-        with FileSystems.open(manifest, compression_type="uncompressed") as f:
-            text = f.read().decode("utf-8-sig")
+        text = read_named_text(manifest, "--manifest")
         if text.strip() or not allow_empty:
             refs.update((r.uri, r.image_id) for r in parse_manifest(text, manifest))  # the manifest's id wins
     return refs, FOUND if refs else EMPTY
