@@ -207,8 +207,9 @@ def execute(pipeline, options, done_message: str, on_failure=None):
     return result
 
 
-def check_output(output) -> None:
-    """UsageError unless a local --output is, or can be made, a writable folder.
+def check_output(output, flag: str = "--output") -> None:
+    """UsageError unless a local --output (or another folder a job writes
+    into, named by `flag`) is, or can be made, a writable folder.
 
     Otherwise the job would read and analyse everything and only fail at its
     first write. gs:// outputs are not probed (a Dataflow launch lists nothing).
@@ -217,14 +218,14 @@ def check_output(output) -> None:
         return
     path = os.path.abspath(output)
     if os.path.exists(path) and not os.path.isdir(path):
-        raise UsageError(f"--output {output} is a file, not a directory")
+        raise UsageError(f"{flag} {output} is a file, not a directory")
     existing = path
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise UsageError(f"--output {output}: {existing} is a file, not a directory")
+        raise UsageError(f"{flag} {output}: {existing} is a file, not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"--output {output}: {existing} is not writable")
+        raise UsageError(f"{flag} {output}: {existing} is not writable")
 
 
 # The default worker count of local runs given no runner options (the test

@@ -29,7 +29,8 @@ import sys
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.cli import JobFailed, UsageError, execute, local_spill_root, main, new_pipeline, runs_on_dataflow
+from beam_jobs.cli import (JobFailed, UsageError, check_output, execute, local_spill_root, main, new_pipeline,
+                           runs_on_dataflow)
 from beam_jobs.options import DateOptions, JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, lock_options
 from schemas import features as F
 from schemas.policy import load_policy
@@ -107,6 +108,7 @@ def resolve(options: CurateOptions):
             raise UsageError("--reference needs --date or --start_date/--end_date (index entries carry their night)")
         o.input = input_glob(o.input)  # a folder means everything under it
     roots_of(o)  # a bad --allowed_roots fails here, before any work
+    check_output(o.reference, "--reference")  # each night appends to it: a file there fails only at the end
     lock_options(o)
     for name in ("analysis_size", "dup_radius", "max_pixels", "rows_per_shard", "examples_per_reason", "drift_window"):
         value = getattr(o, name)

@@ -156,6 +156,20 @@ def test_reference_needs_dates(tmp_path):
         curate.run(["--input", str(tmp_path), "--output", str(tmp_path / "o"), "--reference", str(tmp_path / "r")])
 
 
+def test_a_reference_that_is_a_file_fails_before_any_work(tmp_path):
+    """Each night appends to --reference: a file there used to be found only
+    after the whole night was analysed, a traceback at the final write."""
+    (tmp_path / "dt=2026-11-01").mkdir()
+    index = tmp_path / "index.parquet"
+    index.write_bytes(b"not a folder")
+    args = ["--input", str(tmp_path), "--date", "2026-11-01", "--output", str(tmp_path / "o")]
+    with pytest.raises(UsageError, match=f"^--reference {index} is a file, not a directory$"):
+        curate.run(args + ["--reference", str(index)])
+    with pytest.raises(UsageError, match=f"^--reference {index}/r: {index} is a file, not a directory$"):
+        curate.run(args + ["--reference", f"{index}/r"])
+    assert not (tmp_path / "o").exists()
+
+
 def _entry(date, uri, phash="0123456789abcdef"):
     return {"date": date, "uri": uri, "sha256": uri * 2, "phash": phash, "phash_centre": [phash]}
 
