@@ -94,6 +94,16 @@ def test_scin_cases_and_labels_join_on_case_id(tmp_path):
                     equal_to([("/r/i/2a.png", "c2", "bad_metadata")]), label="Dead")
 
 
+def test_a_scin_label_with_a_line_break_makes_its_case_a_bad_metadata_dead_letter():
+    """As a plain CSV's label: SCIN's condition names reach the same vocabulary file."""
+    from transforms.dataset.labels import BadLabelRow, case_label
+    assert case_label({"weighted_skin_condition_label": "{'Eczema': 0.6}"}, 0.5) == "Eczema"
+    for row in ({"weighted_skin_condition_label": "{'Ecz\\nema': 0.6}"},
+                {"weighted_skin_condition_label": "{}", "dermatologist_skin_condition_on_label_name": "['Ac\\rne']"}):
+        with pytest.raises(BadLabelRow, match="holds a line break"):
+            case_label(row, 0.5)
+
+
 # -- JoinLabels -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("keep_unlabeled", [False, True])

@@ -18,7 +18,7 @@ import pytest
 from beam_jobs import curate, evaluate_curate, make_tfrecords, score, train_relevance
 from beam_jobs.cli import UsageError, main
 from beam_jobs.evaluate_curate import load_features
-from schemas.examples import dataset_info
+from schemas.examples import dataset_info, read_split
 from schemas.reasons import EXAMPLE_REASONS
 from transforms.dataset.splits import split_of
 
@@ -253,6 +253,29 @@ def test_relative_label_paths_meet_absolute_curate_uris_and_conflicts_are_dead_l
     assert "different labels: B, C" in mine[0]["error"]
     assert set(info["dead_letters"]) <= set(EXAMPLE_REASONS)
     assert (out / "_SUCCESS").exists()
+
+
+@pytest.mark.e2e
+def test_a_label_with_a_line_break_is_a_dead_letter_not_an_example_without_a_label_id(curated, tmp_path):
+    """tf.Transform's vocabulary file holds one label per line and silently
+    leaves out a label with a line break (a malformed CSV): its examples were
+    written, and counted in dataset_info, with label_id -1."""
+    accepted = sorted(u for u, r in load_features(str(curated)).items() if r["status"] == "accepted")[:9]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image_uri,label\n" + "".join(f"{u},{'A' if i % 2 else 'B'}\n" for i, u in enumerate(accepted[:6]))
+                      + "".join(f'{u},"x\ny"\n' for u in accepted[6:]))
+    out = tmp_path / "out"
+    make_tfrecords.run(_tfr(curated, out, labels))
+    info = dataset_info(str(out))
+    assert sorted(info["label_vocabulary"]) == ["A", "B"]
+    assert {c for s in info["splits"].values() for c in s["by_class"]} == {"A", "B"}
+    ids = [int(label_id) for split in ("train", "validation", "test")
+           for _features, label_id in read_split(str(out), split)]
+    assert len(ids) == 6 and min(ids) >= 0
+    dead = [json.loads(l) for f in (out / "dead_letters").glob("*.jsonl") for l in f.read_text().splitlines()]
+    broken = [d for d in dead if d["reason"] == "bad_metadata"]
+    assert sorted(d["uri"] for d in broken) == accepted[6:]
+    assert all("holds a line break" in d["error"] for d in broken)
 
 
 # -- evaluate_curate ---------------------------------------------------------------------

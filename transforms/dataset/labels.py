@@ -17,6 +17,17 @@ class BadLabelRow(ValueError):
     """A labels/cases row whose values cannot be aligned to an image."""
 
 
+def checked_label(value) -> str | None:
+    """A label as the examples carry it: stripped, None when blank. A line
+    break inside is a BadLabelRow: tf.Transform's vocabulary file holds one
+    label per line and silently leaves such a label out, so its examples
+    would train with label_id -1 (a malformed CSV, almost always)."""
+    label = str(value).strip() if value is not None else ""
+    if "\n" in label or "\r" in label:
+        raise BadLabelRow(f"label {label!r} holds a line break, which the label vocabulary file cannot hold")
+    return label or None
+
+
 def case_label(labels_row: dict | None, min_weight: float) -> str | None:
     """The case's condition label, or None when unlabeled."""
     if not labels_row:
@@ -28,11 +39,11 @@ def case_label(labels_row: dict | None, min_weight: float) -> str | None:
         # Highest weight; ties broken by name so the choice is deterministic.
         name, weight = min(weighted.items(), key=lambda kv: (-float(kv[1]), kv[0]))
         if float(weight) >= min_weight:
-            return str(name)
+            return checked_label(name)
     names = scin.parse_literal(labels_row.get(scin.LABEL_NAMES), [])
     if not isinstance(names, list):
         raise BadLabelRow(f"{scin.LABEL_NAMES} is not a list")
-    return str(names[0]) if names else None
+    return checked_label(names[0]) if names else None
 
 
 def _monk(value: str | None, column: str) -> int:
@@ -81,7 +92,7 @@ def plain_record(row: dict, image_root: str) -> dict:
     if not uri:
         raise BadLabelRow("image_uri is empty")
     uri = join_root(image_root, uri) if image_root else uri
-    label = (row.get("label") or "").strip() or None
+    label = checked_label(row.get("label"))
     group = (row.get("group_id") or "").strip()
     return {"uri": uri, "image_id": stem(uri), "case_id": group or None,
             "group_id": f"group:{group}" if group else f"image:{uri}", "label": label,
