@@ -77,6 +77,16 @@ def _gaussian_derivatives(sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndar
 _G0, _G1, _G2 = _gaussian_derivatives(1.0)
 
 
+def _magnitude_of_squares(xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """sqrt(xx + yy) elementwise, written into xx: the magnitude of (x, y) from
+    their squares, which the callers have at hand. Not cv2.magnitude: its IPP
+    path rounds the last bit differently with where its buffers land in
+    memory, so the same photo gave other descriptors in another process or on
+    a rerun, and a model retrained on the same photos other weights."""
+    xx += yy
+    return np.sqrt(xx, out=xx)
+
+
 def _curvatures(x: np.ndarray, pool) -> tuple[np.ndarray, np.ndarray]:
     """Pooled |strongest| and |weakest| principal curvature (Hessian eigenvalues
     at sigma 1 px). Lines and streaks (hairs, fur, grain, print) bend the image
@@ -89,7 +99,7 @@ def _curvatures(x: np.ndarray, pool) -> tuple[np.ndarray, np.ndarray]:
     half_diff *= np.float32(0.5)
     mean = cv2.add(xx, yy, dst=xx)
     mean *= np.float32(0.5)
-    spread = cv2.magnitude(half_diff, xy)
+    spread = _magnitude_of_squares(np.multiply(half_diff, half_diff, out=half_diff), np.multiply(xy, xy, out=xy))
     abs_mean = np.abs(mean, out=mean)
     strong = cv2.add(abs_mean, spread, dst=yy)   # max(|mean + spread|, |mean - spread|)
     weak = np.abs(cv2.subtract(abs_mean, spread, dst=xy), out=xy)
@@ -161,14 +171,16 @@ def _cell_grid(image_bgr: np.ndarray) -> np.ndarray:
     hL, ha, hb = (cv2.resize(x, (W // 2, H // 2), interpolation=cv2.INTER_AREA) for x in (L, a, b))
     mL, ma, mb = pool(hL), pool(ha), pool(hb)
     sL = np.sqrt(np.maximum(pool(hL * hL) - mL * mL, 0))
-    sa = np.sqrt(np.maximum(pool(ha * ha) - ma * ma, 0))
-    sb = np.sqrt(np.maximum(pool(hb * hb) - mb * mb, 0))
+    ha2, hb2 = ha * ha, hb * hb
+    sa = np.sqrt(np.maximum(pool(ha2) - ma * ma, 0))
+    sb = np.sqrt(np.maximum(pool(hb2) - mb * mb, 0))
     corr_la = (pool(hL * ha) - mL * ma) / (sL * sa + 1e-3)
     gx = cv2.Sobel(L, cv2.CV_32F, 1, 0, ksize=3, scale=1 / 8)
     gy = cv2.Sobel(L, cv2.CV_32F, 0, 1, ksize=3, scale=1 / 8)
-    jxx, jyy, jxy = pool(gx * gx), pool(gy * gy), pool(gx * gy)
+    gx2, gy2 = gx * gx, gy * gy
+    jxx, jyy, jxy = pool(gx2), pool(gy2), pool(gx * gy)
     coherence = np.sqrt((jxx - jyy) ** 2 + 4 * jxy * jxy) / (jxx + jyy + 1e-4)
-    gradient = pool(cv2.magnitude(gx, gy))
+    gradient = pool(_magnitude_of_squares(gx2, gy2))
     lap = cv2.Laplacian(L, cv2.CV_32F, ksize=1)
     lap_energy = np.sqrt(pool(lap * lap))
     half = hL
@@ -186,7 +198,7 @@ def _cell_grid(image_bgr: np.ndarray) -> np.ndarray:
     coarse_max, coarse_min = _curvatures(half, pool)
     quarter = cv2.resize(half, (W // 4, H // 4), interpolation=cv2.INTER_AREA)
     quarter_max, quarter_min = _curvatures(quarter, pool)
-    pix_chroma = cv2.magnitude(ha, hb)
+    pix_chroma = _magnitude_of_squares(ha2, hb2)
     pix_hue = cv2.phase(ha, hb, angleInDegrees=True)
     skin_like = ((pix_chroma > 4) & (pix_chroma < 45) & ((pix_hue < 80) | (pix_hue > 350))).astype(np.float32)
     chroma_sd = np.sqrt(np.maximum(pool(pix_chroma * pix_chroma) - pool(pix_chroma) ** 2, 0))
