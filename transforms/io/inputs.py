@@ -133,7 +133,7 @@ def read_named_file(path: str, what: str) -> bytes:
     except Refused as e:
         why = str(e)
     except Exception as e:  # any filesystem error, in one line
-        why = f"{type(e).__name__}: {e}"
+        why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
     raise ValueError(f"cannot read {what} {path}: {why}")
 
 
