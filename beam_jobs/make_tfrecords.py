@@ -302,7 +302,7 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
                | "AfterLock" >> beam.Map(lambda row, _locked: row, beam.pvalue.AsSingleton(locked)))
     labels = p | "ReadLabels" >> ReadLabelRecords(o.image_root, o.scin_cases, o.scin_labels, o.labels_csv,
                                                   o.min_label_weight)
-    joined = (curated, labels.records) | "JoinLabels" >> JoinLabels(o.keep_unlabeled)
+    joined = (curated, labels.records, labels[DEAD]) | "JoinLabels" >> JoinLabels(o.keep_unlabeled)
 
     # Rare classes relabelled as flat steps under the names earlier runs used.
     class_counts = (joined.records

@@ -162,6 +162,11 @@ class _Join(beam.DoFn):
 
     def process(self, kv):
         uri, g = kv
+        if list(g.get("bad_rows", ())):
+            # A labels/cases row for this image could not be used: the reader's
+            # bad_metadata dead letter is its one outcome (not also no_label_row).
+            self._count("image_of_a_bad_label_row")
+            return
         rows, records = list(g["curated"]), list(g["labels"])
         # Listed twice (a labels CSV repeating an image, or two SCIN cases
         # naming one path): the same label is one record, picked by group so
@@ -217,6 +222,8 @@ class JoinLabels(beam.PTransform):
     Both sides are keyed by normalize_uri, relative local paths resolved
     against the launcher's working directory (captured here, at construction):
     a labels CSV naming `data/x.png` meets curate's `/abs/data/x.png`.
+    An optional third input, ReadLabelRecords' dead letters, names images
+    whose label row was unusable: that dead letter is their one outcome.
     """
 
     def __init__(self, keep_unlabeled: bool, cwd: str | None = None):
@@ -225,10 +232,15 @@ class JoinLabels(beam.PTransform):
         self.cwd = cwd or os.getcwd()
 
     def expand(self, pcolls):
-        curated, labels = pcolls
+        curated, labels, *bad_rows = pcolls
         cwd = self.cwd
         curated = curated | "NormalizeCuratedUris" >> beam.Map(lambda kv: (normalize_uri(kv[0], cwd), kv[1]))
         labels = labels | "NormalizeLabelUris" >> beam.Map(lambda kv: (normalize_uri(kv[0], cwd), kv[1]))
-        return ({"curated": curated, "labels": labels}
+        groups = {"curated": curated, "labels": labels}
+        if bad_rows:  # the reader's dead letters: their images get no second one here
+            groups["bad_rows"] = (bad_rows[0]
+                                  | "BadRowUris" >> beam.FlatMap(lambda d: [(normalize_uri(d["uri"], cwd), 1)]
+                                                                 if d.get("uri") else []))
+        return (groups
                 | "CoGroupByUri" >> beam.CoGroupByKey()
                 | "Align" >> beam.ParDo(_Join(self.keep_unlabeled)).with_outputs(DEAD, main="records"))
