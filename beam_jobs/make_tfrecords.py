@@ -32,7 +32,7 @@ from schemas.policy import load_policy
 from transforms.io import run_lock
 from transforms.io.run_lock import LOCK, MARKER
 from transforms.dataset.examples import PreprocessImages, record_batch_examples, to_example
-from transforms.io.inputs import decode_text, join_root, normalize_uri, read_named_text
+from transforms.io.inputs import join_root, normalize_uri, read_named_text
 from transforms.dataset.dataset_info import assemble_dataset_info, example_cell
 from transforms.dataset.rare_classes import relabel_rare
 from transforms.dataset.join_labels import DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords, curated_features
@@ -131,42 +131,45 @@ def check_inputs(o: MakeTFRecordsOptions) -> None:
     required = ([("scin_cases", o.scin_cases, scin.REQUIRED_CASE_COLUMNS),
                  ("scin_labels", o.scin_labels, scin.REQUIRED_LABEL_COLUMNS)] if o.scin_cases
                 else [("labels_csv", o.labels_csv, ("image_uri", "label"))])
+    texts = {}  # each file read once, here
     for flag, path, columns in required:
         try:
-            header = read_named_text(path, f"--{flag}").partition("\n")[0].strip()
+            texts[flag] = read_named_text(path, f"--{flag}")
         except ValueError as e:
             raise UsageError(str(e)) from None
+        header = texts[flag].partition("\n")[0].strip()
         missing = [c for c in columns if c not in [h.strip() for h in header.split(",")]]
         if missing:
             raise UsageError(f"--{flag} {path}: missing column(s) {', '.join(missing)}")
-    check_labels_meet_curated(o, features)
+    check_labels_meet_curated(o, features, texts)
 
 
-def _read_csv(flag, path, columns) -> list[dict]:
-    with FileSystems.open(path) as f:
-        rows = scin.read_csv_rows(decode_text(f.read(), path), columns, path)
+def _csv_rows(flag, path, text, columns) -> list[dict]:
+    rows = scin.read_csv_rows(text, columns, path)
     if not rows:
         raise UsageError(f"--{flag} {path} has a header but no rows")
     return rows
 
 
-def check_labels_meet_curated(o: MakeTFRecordsOptions, features: str) -> None:
+def check_labels_meet_curated(o: MakeTFRecordsOptions, features: str, texts: dict) -> None:
     """Local runs: one line when the labels and curate's rows have no accepted
     image in common (a wrong --image_root, a header-only labels file),
     instead of a run that makes 0 examples. Paths compare as the join does
-    (normalize_uri). Dataflow runs meet the same case at finalize."""
+    (normalize_uri). Dataflow runs meet the same case at finalize. `texts`:
+    flag -> the text of the labels file it names, as check_inputs read it."""
     import pyarrow.parquet as pq
     try:
         if o.labels_csv:
             named = []
-            for row in _read_csv("labels_csv", o.labels_csv, ("image_uri", "label")):
+            for row in _csv_rows("labels_csv", o.labels_csv, texts["labels_csv"], ("image_uri", "label")):
                 try:
                     named.append(plain_record(row, o.image_root)["uri"])
                 except BadLabelRow:
                     continue  # a dead letter at run time
         else:
-            cases = _read_csv("scin_cases", o.scin_cases, scin.REQUIRED_CASE_COLUMNS)
-            labelled = {r[scin.CASE_ID] for r in _read_csv("scin_labels", o.scin_labels, scin.REQUIRED_LABEL_COLUMNS)}
+            cases = _csv_rows("scin_cases", o.scin_cases, texts["scin_cases"], scin.REQUIRED_CASE_COLUMNS)
+            labelled = {r[scin.CASE_ID] for r in _csv_rows("scin_labels", o.scin_labels, texts["scin_labels"],
+                                                           scin.REQUIRED_LABEL_COLUMNS)}
             named = [join_root(o.image_root, path) for c in cases if c[scin.CASE_ID] in labelled
                      for path, _shot in scin.case_images(c)]
     except ValueError as e:

@@ -52,10 +52,11 @@ def load(path: str) -> dict:
     if not FileSystems.exists(path):
         raise ValueError(f"{path} not found")
     from transforms.io.inputs import read_named_file
+    raw = read_named_file(path, "metrics")  # a FIFO or folder: one line, never a hang
     try:
-        data = json.loads(read_named_file(path, "metrics"))  # a FIFO or folder: one line, never a hang
-    except ValueError as e:
-        raise (e if str(e).startswith("cannot read") else ValueError(f"{path} is not JSON")) from None
+        data = json.loads(raw)
+    except ValueError:
+        raise ValueError(f"{path} is not JSON") from None
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION or "fingerprint" not in data:
         raise ValueError(f"{path} is not an evaluate metrics.json (schema_version {SCHEMA_VERSION})")
     return data
