@@ -33,7 +33,7 @@ from beam_jobs.cli import (JobFailed, UsageError, check_output, execute, local_s
                            runs_on_dataflow)
 from beam_jobs.options import DateOptions, JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, lock_options
 from schemas import features as F
-from schemas.policy import load_policy
+from schemas.policy import QualityPolicy, load_policy
 from schemas.reasons import DUPLICATE_REASONS
 from transforms.io import run_lock, spill
 from transforms.io.run_lock import LOCK, MARKER
@@ -91,6 +91,10 @@ class CurateOptions(SharedOptions, LockOptions, DateOptions):
         parser.add_argument("--reference", help="Index of earlier nights' accepted images (folder, local or gs://): rejects their duplicates; each night is appended.")
 
 
+# Options that override a policy value: (option, QualityPolicy field).
+_POLICY_FLAGS = (("analysis_size", "analysis_short_side"), ("dup_radius", "dup_radius"), ("max_pixels", "max_pixels"))
+
+
 def resolve(options: CurateOptions):
     """Validate options and return the effective quality policy; UsageError if bad."""
     o = options
@@ -110,18 +114,20 @@ def resolve(options: CurateOptions):
     roots_of(o)  # a bad --allowed_roots fails here, before any work
     check_output(o.reference, "--reference")  # each night appends to it: a file there fails only at the end
     lock_options(o)
-    for name in ("analysis_size", "dup_radius", "max_pixels", "rows_per_shard", "examples_per_reason", "drift_window"):
+    for name in ("rows_per_shard", "examples_per_reason", "drift_window"):
         value = getattr(o, name)
-        if value is not None and value < (0 if name in ("dup_radius", "examples_per_reason") else 1):
+        if value is not None and value < (0 if name == "examples_per_reason" else 1):
             raise UsageError(f"--{name} must be positive, got {value}")
-    if o.dup_radius is not None and o.dup_radius > 20:
-        raise UsageError(f"--dup_radius {o.dup_radius} is too wide for 64-bit hashes (max 20)")
+    for flag, field in _POLICY_FLAGS:  # held to the ranges the policy file is
+        value = getattr(o, flag)
+        _, lo, hi = QualityPolicy.RANGES[field]
+        if value is not None and not lo <= value <= hi:
+            raise UsageError(f"--{flag} must be within [{lo}, {hi}], got {value}")
     try:
         policy = load_policy(o.policy)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    overrides = {k: v for k, v in (("analysis_short_side", o.analysis_size), ("dup_radius", o.dup_radius),
-                                   ("max_pixels", o.max_pixels)) if v is not None}
+    overrides = {field: getattr(o, flag) for flag, field in _POLICY_FLAGS if getattr(o, flag) is not None}
     return policy.with_overrides(**overrides)
 
 

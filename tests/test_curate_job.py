@@ -227,7 +227,7 @@ def test_manifest_with_missing_and_repeated_uris(tmp_path, sample_dir):
     ([], "give at least one of --input, --manifest, --scin_cases"),
     (["--input", "/nonexistent/dir/*.jpg", "--output", "/tmp/x"], "matched no files"),
     (["--scin_cases", "x.csv", "--output", "/tmp/x"], "--scin_cases needs --image_root"),
-    (["--input", "/tmp/*", "--output", "/tmp/x", "--dup_radius", "-1"], "--dup_radius must be positive"),
+    (["--input", "/tmp/*", "--output", "/tmp/x", "--dup_radius", "-1"], "--dup_radius must be within [0, 20], got -1"),
     (["--input", "/tmp/*", "--output", "/tmp/x", "--policy", "/nonexistent.json"], "cannot read policy file"),
     (["--input", "gs://b/in/*", "--output", "gs://b/out", "--runner=DataflowRunner", "--dry_run=True",
       "--no_auth", "--project=p", "--region=us-central1", "--temp_location=gs://tmp-bucket/tmp"],

@@ -108,7 +108,7 @@ def test_the_drift_thresholds_are_validated():
     good = {"window_nights": 7, "min_baseline_nights": 3, "max_rate_change": 0.05, "rate_z": 3,
             "max_feature_psi": 0.25, "max_tone_psi": 0.25, "max_volume_ratio": 2}
     assert DriftThresholds.from_dict(good).max_volume_ratio == 2.0
-    with pytest.raises(ValueError, match="max_volume_ratio > 1"):
+    with pytest.raises(ValueError, match="drift.max_volume_ratio must be > 1"):
         DriftThresholds.from_dict({**good, "max_volume_ratio": 1})
 
 

@@ -129,8 +129,8 @@ def test_phone_formats_reencodes_what_curate_decodes_and_compares_verdicts(tmp_p
 
 def test_dim_frames_counts_each_stop_and_the_old_rule_as_its_baseline(tmp_path):
     """benchmarks.dim_frames on generated pixels, judged by the real per-image
-    path with the packaged networks made to call everything not skin (threshold
-    and dim-frame bar above 1): the sweep counts no_skin on skin photos at every stop where it is
+    path with the packaged networks made to call everything not skin (every
+    cell's logit -20, probability 0 after rounding): the sweep counts no_skin on skin photos at every stop where it is
     not too_dark, and the old rule (no skin test under mean brightness 0.2) as
     the baseline that passed dim non-skin frames unjudged."""
     import dataclasses
@@ -147,8 +147,9 @@ def test_dim_frames_counts_each_stop_and_the_old_rule_as_its_baseline(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), noise)
     doc = json.loads(DEFAULT_MODEL_PATH.read_text())
     for kind in ("colour", "grayscale"):
-        doc[kind]["threshold"] = 1.01
-    policy = dataclasses.replace(load_policy(), relevance=RelevanceModel(doc), skin_dim_max_probability=1.01)
+        for net in doc[kind]["networks"]:
+            net["w2"], net["b2"] = [0.0] * len(net["w2"]), -20.0
+    policy = dataclasses.replace(load_policy(), relevance=RelevanceModel(doc), skin_dim_max_probability=1.0)
     labels = [_lab("a.png", tone="dark"), dict(_lab("a.png", kind="non_skin", tone="na"))]
     counts, noisy = dfr.sweep(labels, str(tmp_path), lambda lab: policy)
     assert list(counts) == list(dfr.STOPS)

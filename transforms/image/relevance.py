@@ -317,6 +317,40 @@ def _net_from_json(doc: dict) -> dict:
     return {k: (np.asarray(v, np.float64) if k != "b2" else float(v)) for k, v in doc.items()}
 
 
+def _threshold(value, kind: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{kind}.threshold must be a probability within [0, 1], got {json.dumps(value)}")
+    return float(value)
+
+
+def _networks(docs, kind: str) -> list[dict]:
+    """The networks of one kind, each checked against the descriptors it
+    scores: a network of the wrong shape, with NaN or infinite weights or a
+    zero spread would fail or give NaN on every photo of a night, so it fails
+    once, at load."""
+    if not isinstance(docs, list) or not docs:
+        raise ValueError(f"{kind}.networks must be a non-empty list of networks")
+    d = len(CELL_DESCRIPTORS)
+    nets = []
+    for i, doc in enumerate(docs, 1):
+        if not isinstance(doc, dict) or set(doc) != {"mean", "std", "w1", "b1", "w2", "b2"}:
+            raise ValueError(f"{kind} network {i} must hold exactly mean, std, w1, b1, w2, b2")
+        try:
+            net = _net_from_json(doc)
+        except (TypeError, ValueError):
+            raise ValueError(f"{kind} network {i} holds a value that is not a number, or a ragged list") from None
+        hidden = net["w1"].shape[-1] if net["w1"].ndim == 2 else 0
+        shapes = {"mean": (d,), "std": (d,), "w1": (d, hidden), "b1": (hidden,), "w2": (hidden,)}
+        for key, shape in shapes.items():
+            if net[key].shape != shape or not hidden:
+                raise ValueError(f"{kind} network {i}: {key} has shape {net[key].shape}, needs {shape} "
+                                 f"({d} cell descriptors, {hidden or 'some'} hidden units)")
+        if not all(np.isfinite(net[k]).all() for k in net) or not (net["std"] > 0).all():
+            raise ValueError(f"{kind} network {i} holds a NaN or infinite weight, or a std that is not positive")
+        nets.append(net)
+    return nets
+
+
 class RelevanceModel:
     """The colour and grayscale networks and the thresholds below which a photo is no_skin."""
 
@@ -325,9 +359,8 @@ class RelevanceModel:
             raise ValueError("its cell descriptors differ from this code's; retrain it")
         self.doc = doc
         self.version = str(doc["version"])
-        self.threshold = {"colour": float(doc["colour"]["threshold"]),
-                          "grayscale": float(doc["grayscale"]["threshold"])}
-        self.nets = {k: [_net_from_json(n) for n in doc[k]["networks"]] for k in ("colour", "grayscale")}
+        self.threshold = {k: _threshold(doc[k]["threshold"], k) for k in ("colour", "grayscale")}
+        self.nets = {k: _networks(doc[k]["networks"], k) for k in ("colour", "grayscale")}
 
     @classmethod
     def load(cls, path: str | pathlib.Path | None = None) -> "RelevanceModel":
