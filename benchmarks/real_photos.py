@@ -308,18 +308,27 @@ def fold_models(labels: list[dict], images: str, folds: int, tmp: str,
 def _fold_cache_path(cache: str, rows: list[dict], folds: int, noise_copies: bool) -> str:
     """cache/folds-KEY.json, KEY a hash of what fold_models' result depends on:
     the training rows (train_relevance.read_labels', but for their uri), their
-    photos' bytes, the folds and the code that describes and trains."""
+    photos' bytes, the folds, the code that decodes, describes and trains
+    (and the decode's header parser), and the OpenCV and numpy builds under it,
+    whose rounding the descriptors carry."""
+    import cv2
+    import numpy as np
+
     import beam_jobs.train_relevance
+    import transforms.image.analyze
     import transforms.image.colour
+    import transforms.image.decode
+    import transforms.image.header
     import transforms.image.quality
     import transforms.image.relevance
-    digest = hashlib.sha256(f"{folds}\0{noise_copies}\0".encode())
+    digest = hashlib.sha256(f"{folds}\0{noise_copies}\0{cv2.__version__}\0{np.__version__}\0".encode())
     for row in rows:   # where a photo lies is not part of it: the folder real_photos and dim_frames read differs
         digest.update(json.dumps({k: v for k, v in row.items() if k != "uri"}, sort_keys=True).encode())
         with open(row["uri"], "rb") as img:
             digest.update(hashlib.sha256(img.read()).digest())
     for module in (beam_jobs.train_relevance, transforms.image.relevance, transforms.image.colour,
-                   transforms.image.quality):
+                   transforms.image.quality, transforms.image.decode, transforms.image.header,
+                   transforms.image.analyze):
         digest.update(Path(module.__file__).read_bytes())
     return os.path.join(cache, f"folds-{digest.hexdigest()[:16]}.json")
 

@@ -202,6 +202,29 @@ def test_fold_models_are_trained_once_and_retrained_when_a_photo_changes(tmp_pat
     assert len(list(cache.iterdir())) == 2
 
 
+def test_the_fold_cache_key_follows_the_decoder_and_the_opencv_build(tmp_path, monkeypatch):
+    """The descriptors depend on how a photo is decoded and on OpenCV's
+    rounding: a change to either must not hand back models trained before it."""
+    import cv2
+    import numpy as np
+
+    import transforms.image.decode
+    from benchmarks import real_photos as rp
+
+    cv2.imwrite(str(tmp_path / "p.png"), np.zeros((8, 8, 3), np.uint8))
+    rows = [{"uri": str(tmp_path / "p.png"), "label": 1}]
+    key = rp._fold_cache_path("c", rows, 2, False)
+    assert rp._fold_cache_path("c", rows, 2, False) == key
+    changed = tmp_path / "decode.py"
+    changed.write_bytes(Path(transforms.image.decode.__file__).read_bytes() + b"# changed\n")
+    with monkeypatch.context() as m:
+        m.setattr(transforms.image.decode, "__file__", str(changed))
+        assert rp._fold_cache_path("c", rows, 2, False) != key
+    with monkeypatch.context() as m:
+        m.setattr(cv2, "__version__", "0.0.0")
+        assert rp._fold_cache_path("c", rows, 2, False) != key
+
+
 @pytest.mark.e2e
 def test_the_benchmark_prints_its_figures_without_beams_benign_warnings(tmp_path):
     """curate runs inside the benchmark's process, not through its own entry
