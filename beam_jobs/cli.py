@@ -228,6 +228,29 @@ def check_output(output, flag: str = "--output") -> None:
         raise UsageError(f"{flag} {output}: {existing} is not writable")
 
 
+def check_outputs_not_read(output: str | None, written: list[str], patterns: list[str],
+                           flag: str = "--output") -> None:
+    """UsageError when a pattern the job lists its inputs with would match a
+    file it writes under `output` (`written`: paths relative to it, one per
+    kind of file): the next run, a nightly rerun or a retry, would take this
+    run's features, report and markers for uploads, and this run would list
+    its own files while it writes and renames them. Patterns match as Beam's
+    listing does (* within one folder, ** across them)."""
+    if not output or not patterns:
+        return
+    from apache_beam.io.filesystem import FileSystem
+
+    def absolute(path: str) -> str:
+        return path if "://" in path else os.path.abspath(path) + ("/" if path.endswith("/") else "")
+    root = absolute(output).rstrip("/")
+    for pattern in patterns:
+        wanted = re.compile(FileSystem.translate_pattern(absolute(pattern)))
+        for name in written:
+            if wanted.match(f"{root}/{name}"):
+                raise UsageError(f"{flag} {output} is where --input {pattern} reads: the next run would read this "
+                                 f"run's {name} and its other outputs as uploads; write them outside the inputs")
+
+
 # The default worker count of local runs given no runner options (the test
 # suite sets 1: most of its pipelines are tiny, and each worker process costs
 # a few seconds to start).

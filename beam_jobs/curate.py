@@ -29,8 +29,8 @@ import sys
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.cli import (JobFailed, UsageError, check_output, execute, local_spill_root, main, new_pipeline,
-                           runs_on_dataflow)
+from beam_jobs.cli import (JobFailed, UsageError, check_output, check_outputs_not_read, execute, local_spill_root,
+                           main, new_pipeline, runs_on_dataflow)
 from beam_jobs.options import DateOptions, JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, lock_options
 from schemas import features as F
 from schemas.policy import QualityPolicy, load_policy
@@ -91,6 +91,11 @@ class CurateOptions(SharedOptions, LockOptions, DateOptions):
         parser.add_argument("--reference", help="Index of earlier nights' accepted images (folder, local or gs://): rejects their duplicates; each night is appended.")
 
 
+# One file of each kind a run writes into OUTPUT (or OUTPUT/dt=D/).
+WRITTEN = (MARKER, LOCK, "summary.json", "alerts.json", "report.html",
+           f"{F.FEATURES_DIR}/{F.FEATURES_DIR}-00000-of-00001.parquet",
+           f"{F.DEAD_LETTERS_DIR}/{F.DEAD_LETTERS_DIR}-00000-of-00001.jsonl")
+
 # Options that override a policy value: (option, QualityPolicy field).
 _POLICY_FLAGS = (("analysis_size", "analysis_short_side"), ("dup_radius", "dup_radius"), ("max_pixels", "max_pixels"))
 
@@ -123,6 +128,10 @@ def resolve(options: CurateOptions):
         _, lo, hi = QualityPolicy.RANGES[field]
         if value is not None and not lo <= value <= hi:
             raise UsageError(f"--{flag} must be within [{lo}, {hi}], got {value}")
+    if o.input:
+        dates = dates_of(o)
+        check_outputs_not_read(o.output, [f"dt={d}/{name}" for d in dates for name in WRITTEN] or list(WRITTEN),
+                               [partition_folder(o.input, d) + "**" for d in dates] or [o.input])
     try:
         policy = load_policy(o.policy)
     except ValueError as e:

@@ -30,17 +30,19 @@ import uuid
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.cli import UsageError, execute, main, new_pipeline, quiet_tensorflow, runs_on_dataflow
+from beam_jobs.cli import (UsageError, check_outputs_not_read, execute, main, new_pipeline, quiet_tensorflow,
+                           runs_on_dataflow)
 from beam_jobs.options import DateOptions, JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, load_model_info, lock_options
 from schemas import predictions as P
 from schemas.model_bundle import image_settings
 from schemas.policy import load_policy
 from transforms.io import run_lock
+from transforms.io.run_lock import LOCK, MARKER
 from transforms.io.sharded_write import WriteGroupedShards, jsonl_encoder, parquet_encoder, shard_name
 from transforms.scoring.publish import claim_partition, drop_staging, is_complete, partition_lock_dir, publish_partition
 from transforms.io.partitions import (EMPTY, FOUND, MAX_DATES, MISSING, RELATIVE_DATES, UNDATED,  # noqa: F401
-                                      dates_of, list_partition, list_refs, parse_date, publishable,
-                                      unlisted_message)
+                                      dates_of, list_partition, list_refs, parse_date, partition_folder,
+                                      publishable, unlisted_message)
 from transforms.scoring.rows import partition_of
 from transforms.scoring.score_images import ScoreImages
 from transforms.image.skin_crop import CROPS
@@ -108,11 +110,21 @@ def validate(o: ScoreOptions):
             raise UsageError(f"--{name} must be positive")
     if o.min_batch_size > o.max_batch_size:
         raise UsageError("--min_batch_size exceeds --max_batch_size")
+    if o.input:
+        nights = dates or [UNDATED]
+        check_outputs_not_read(o.output, [name.format(d=d) for d in nights for name in WRITTEN],
+                               [partition_folder(o.input, d) + "**" for d in dates] or [o.input])
     try:
         policy = load_policy(o.policy)
     except ValueError as e:
         raise UsageError(str(e)) from None
     return dates, policy
+
+
+# One file of each kind a run writes into OUTPUT, for partition {d} (a model version stands in as v).
+WRITTEN = ("predictions/dt={d}/model=v/" + MARKER, "predictions/dt={d}/model=v/predictions-00000-of-00001.parquet",
+           "predictions/_locks/dt={d}/model=v/" + LOCK, "dead_letters/dt={d}/model=v/dead_letters-00000-of-00001.jsonl",
+           "_staging/run/dt={d}/predictions-00000-of-00001.parquet")
 
 
 LISTING = "listing"

@@ -188,6 +188,39 @@ def test_an_unusable_output_fails_before_any_work(sample_dir, curated, tmp_path,
     assert a_file.read_text() == "not a folder"
 
 
+@pytest.mark.e2e
+def test_an_output_where_the_input_lists_is_refused_and_one_beside_it_is_not(sample_dir, tmp_path, capsys):
+    """An --output inside the --input folder made each run read the one
+    before it as uploads: a second curate of 12 photos matched 18 (its
+    features, report, summary and markers as unsupported_format rows, and a
+    file renamed mid-listing as missing)."""
+    uploads = tmp_path / "uploads"
+    night = uploads / "dt=2026-11-01"
+    night.mkdir(parents=True)
+    for photo in sorted((sample_dir / "dataset" / "images").glob("*.jpg"))[:3]:
+        shutil.copy(photo, uploads / photo.name)
+        shutil.copy(photo, night / photo.name)
+    before = sorted(str(p) for p in uploads.rglob("*"))
+    for job, args, pattern in [
+        (curate, ["--input", str(uploads), "--output", str(uploads / "curated")], f"{uploads}/**"),
+        (curate, ["--input", str(uploads), "--date", "2026-11-01", "--output", str(uploads)], f"{night}/**"),
+        (score, ["--input", f"{uploads}/**", "--output", str(uploads / "scores"), "--model_uri", str(tmp_path / "m")],
+         f"{uploads}/**"),
+    ]:
+        name = job.__name__.rsplit(".", 1)[-1]
+        assert main(job.run, args, prog=name) == 2
+        _one_line_error(capsys, name, f"--output {args[args.index('--output') + 1]} is where --input {pattern} reads")
+    assert sorted(str(p) for p in uploads.rglob("*")) == before  # refused before writing anything
+    # Beside the uploads, or under them where the glob does not reach (* stays in one folder): allowed,
+    # and a rerun reads the same photos, not the run before it.
+    assert main(curate.run, ["--input", str(uploads), "--output", str(tmp_path / "curated")], prog="curate") == 0
+    assert json.loads((tmp_path / "curated" / "summary.json").read_text())["matched"] == 6
+    for _ in range(2):
+        args = ["--input", f"{uploads}/*.jpg", "--output", str(uploads / "curated"), "--force"]
+        assert main(curate.run, args, prog="curate") == 0
+        assert json.loads((uploads / "curated" / "summary.json").read_text())["matched"] == 3
+
+
 # -- make_tfrecords: empty datasets, path forms, conflicting labels -------------------
 
 def _tfr(curated, out, labels, *extra):
