@@ -29,8 +29,8 @@ import sys
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.cli import (JobFailed, UsageError, check_output, check_outputs_not_read, execute, local_spill_root,
-                           main, new_pipeline, runs_on_dataflow)
+from beam_jobs.cli import (JobFailed, UsageError, check_not_another_jobs_output, check_output, check_outputs_not_read,
+                           execute, local_spill_root, main, new_pipeline, runs_on_dataflow)
 from beam_jobs.options import DateOptions, JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, lock_options
 from schemas import features as F
 from schemas.policy import QualityPolicy, load_policy
@@ -453,6 +453,8 @@ def run(argv=None):
     (with dates, the last night's)."""
     options = CurateOptions(argv)
     policy = resolve(options)
+    if not runs_on_dataflow(options):
+        check_not_another_jobs_output(options.output, "curate")
     dates = dates_of(options)
     if dates:
         return run_partitions(options, policy, dates)

@@ -17,13 +17,15 @@ Run: python -m beam_jobs.make_tfrecords --curated CURATE_OUT --scin_cases C --sc
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import Counter
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.cli import JobFailed, UsageError, execute, main, new_pipeline, quiet_tensorflow, runs_on_dataflow
+from beam_jobs.cli import (JobFailed, UsageError, check_not_another_jobs_output, execute, main, new_pipeline,
+                           quiet_tensorflow, runs_on_dataflow)
 from beam_jobs.options import JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, lock_options
 from schemas import examples as E
 from schemas import scin
@@ -104,6 +106,9 @@ def validate(o: MakeTFRecordsOptions) -> dict:
     if o.labels_csv and (o.scin_cases or o.scin_labels):  # the spec's note: one or the other
         raise UsageError(o.spec.messages["one_of"])
     allowed_roots(o)  # a bad --allowed_roots fails here, before any work
+    if o.output and o.curated and _folder(o.output) == _folder(o.curated):  # decided without a listing, for Dataflow too
+        raise UsageError(f"--output {o.output} is --curated: make_tfrecords would replace curate's marker and "
+                         f"dead letters there; write to another folder")
     if not 32 <= o.image_size <= 1024:
         raise UsageError(f"--image_size {o.image_size} must be between 32 and 1024")
     if not 0.1 <= o.crop_fraction <= 1.0:
@@ -120,8 +125,14 @@ def validate(o: MakeTFRecordsOptions) -> dict:
         raise UsageError(str(e)) from None
 
 
+def _folder(path: str) -> str:
+    return path.rstrip("/") if "://" in path else os.path.abspath(path)
+
+
 def check_inputs(o: MakeTFRecordsOptions) -> None:
-    """Local runs: fail in one line on missing files or wrong label columns."""
+    """Local runs: fail in one line on missing files or wrong label columns,
+    or an --output that holds another job's output (--curated's above all)."""
+    check_not_another_jobs_output(o.output, "make_tfrecords")
     try:
         features = curated_features(o.curated)
     except ValueError as e:

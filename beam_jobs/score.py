@@ -30,8 +30,8 @@ import uuid
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.cli import (UsageError, check_outputs_not_read, execute, main, new_pipeline, quiet_tensorflow,
-                           runs_on_dataflow)
+from beam_jobs.cli import (UsageError, check_not_another_jobs_output, check_outputs_not_read, execute, main,
+                           new_pipeline, quiet_tensorflow, runs_on_dataflow)
 from beam_jobs.options import DateOptions, JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, load_model_info, lock_options
 from schemas import predictions as P
 from schemas.model_bundle import image_settings
@@ -280,6 +280,7 @@ def run(argv=None):
         print(f"score: --crop {options.crop} differs from the crop model {info['version']} was trained on "
               f"({trained_crop}); its validated figures do not hold for these scores", file=sys.stderr)
     if not runs_on_dataflow(options):
+        check_not_another_jobs_output(options.output, "score")
         check_partitions(options, dates, info["version"])
     me = run_lock.new_lock_info("score", options.run_id)
 

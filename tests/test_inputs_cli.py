@@ -221,6 +221,37 @@ def test_an_output_where_the_input_lists_is_refused_and_one_beside_it_is_not(sam
         assert json.loads((uploads / "curated" / "summary.json").read_text())["matched"] == 3
 
 
+@pytest.mark.e2e
+def test_no_job_writes_into_another_jobs_output(labelled, curated, tfrecords64, tmp_path, capsys):
+    """Each job takes its output folder as its own (its marker removed
+    first, dead-letter shards it did not write dropped): make_tfrecords given
+    --output the same as --curated deleted curate's _SUCCESS and then failed,
+    unable to read a curate output it had just unmarked."""
+    from beam_jobs.train_baseline import build_model
+    from schemas.model_bundle import write_bundle
+    cur, tfr = tmp_path / "curated", tmp_path / "tfrecords"
+    shutil.copytree(curated, cur)
+    shutil.copytree(tfrecords64, tfr)
+    before = {p: p.read_bytes() for folder in (cur, tfr) for p in folder.rglob("*") if p.is_file()}
+    labels = ["--scin_cases", str(labelled / "dataset" / "scin_cases.csv"), "--scin_labels",
+              str(labelled / "dataset" / "scin_labels.csv"), "--image_root", str(labelled), "--image_size", "32"]
+    assert main(make_tfrecords.run, ["--curated", str(cur), "--output", f"{cur}/"] + labels, prog="make_tfrecords") == 2
+    _one_line_error(capsys, "make_tfrecords", f"--output {cur}/ is --curated: make_tfrecords would replace")
+    assert main(make_tfrecords.run, ["--curated", str(curated), "--output", str(cur)] + labels,
+                prog="make_tfrecords") == 2
+    _one_line_error(capsys, "make_tfrecords", f"--output {cur} holds a curate output ({cur}/summary.json)")
+    scin = ["--scin_cases", str(labelled / "dataset" / "scin_cases.csv"), "--image_root", str(labelled)]
+    assert main(curate.run, scin + ["--output", str(tfr)], prog="curate") == 2
+    _one_line_error(capsys, "curate", f"--output {tfr} holds a make_tfrecords output ({tfr}/dataset_info.json)")
+    write_bundle(str(tmp_path / "m"), build_model(32, 2), {"label_vocabulary": ["a", "b"], "version": "v1",
+                                                             "image_size": 32})
+    images = str(labelled / "dataset" / "images" / "*.jpg")
+    assert main(score.run, ["--input", images, "--model_uri", str(tmp_path / "m"), "--output", str(cur)],
+                prog="score") == 2
+    _one_line_error(capsys, "score", f"--output {cur} holds a curate output")
+    assert {p: p.read_bytes() for folder in (cur, tfr) for p in folder.rglob("*") if p.is_file()} == before
+
+
 # -- make_tfrecords: empty datasets, path forms, conflicting labels -------------------
 
 def _tfr(curated, out, labels, *extra):

@@ -216,7 +216,7 @@ def test_labels_pointing_at_no_image_become_dead_letters(labelled, curated, tmp_
     (lambda d, l, c: ["--curated", str(c), "--labels_csv", str(d / "nope.csv"), "--output", str(d)], "cannot read"),
     (lambda d, l, c: ["--curated", str(c), "--labels_csv", str(l / "dataset" / "scin_cases.csv"),
                       "--output", str(d)], "missing column(s) image_uri, label"),
-    (lambda d, l, c: ["--curated", str(d), "--labels_csv", "x.csv", "--output", str(d)], "has no _SUCCESS: curate has not finished"),
+    (lambda d, l, c: ["--curated", str(d), "--labels_csv", "x.csv", "--output", str(d / "out")], "has no _SUCCESS: curate has not finished"),
     (lambda d, l, c: ["--curated", str(c), "--labels_csv", "x", "--output", str(d), "--split_fractions", "0.9,0.2,0"],
      "summing to 1"),
 ])
