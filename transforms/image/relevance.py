@@ -339,12 +339,14 @@ def _networks(docs, kind: str) -> list[dict]:
             net = _net_from_json(doc)
         except (TypeError, ValueError):
             raise ValueError(f"{kind} network {i} holds a value that is not a number, or a ragged list") from None
-        hidden = net["w1"].shape[-1] if net["w1"].ndim == 2 else 0
+        if net["w1"].ndim != 2 or not net["w1"].shape[1]:
+            raise ValueError(f"{kind} network {i}: w1 has shape {net['w1'].shape}, needs ({d}, hidden units)")
+        hidden = net["w1"].shape[1]
         shapes = {"mean": (d,), "std": (d,), "w1": (d, hidden), "b1": (hidden,), "w2": (hidden,)}
         for key, shape in shapes.items():
-            if net[key].shape != shape or not hidden:
+            if net[key].shape != shape:
                 raise ValueError(f"{kind} network {i}: {key} has shape {net[key].shape}, needs {shape} "
-                                 f"({d} cell descriptors, {hidden or 'some'} hidden units)")
+                                 f"({d} cell descriptors, {hidden} hidden units)")
         if not all(np.isfinite(net[k]).all() for k in net) or not (net["std"] > 0).all():
             raise ValueError(f"{kind} network {i} holds a NaN or infinite weight, or a std that is not positive")
         nets.append(net)
