@@ -37,6 +37,7 @@ from schemas import predictions as P
 from schemas.model_bundle import image_settings
 from schemas.policy import load_policy
 from transforms.io import run_lock
+from transforms.io.inputs import input_glob
 from transforms.io.run_lock import LOCK, MARKER
 from transforms.io.sharded_write import WriteGroupedShards, jsonl_encoder, parquet_encoder, shard_name
 from transforms.scoring.publish import claim_partition, drop_staging, is_complete, partition_lock_dir, publish_partition
@@ -93,6 +94,11 @@ def validate(o: ScoreOptions):
     if o.date and (o.start_date or o.end_date):  # the spec's note on --date: one form or the other
         raise UsageError("give --date or --start_date/--end_date, not both")
     check_spec(o, o.spec)
+    if o.input and not (o.date or o.start_date or o.end_date):
+        # A folder means everything under it, as in curate: listed as it was
+        # given, the folder itself was the night's one "image" (a
+        # not_a_regular_file dead letter) and the run ended complete.
+        o.input = input_glob(o.input)
     allowed_roots(o)  # a bad --allowed_roots fails here, before any work
     lock_options(o)
     dates = dates_of(o)

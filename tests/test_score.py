@@ -232,6 +232,21 @@ def _one_line_error(capsys, *needles):
 
 
 @pytest.mark.e2e
+def test_a_folder_given_as_input_scores_the_images_in_it_as_curate_reads_them(tiny_model, few_uploads, tmp_path):
+    """Without dates, --input naming a folder was listed as itself: the
+    night's one "image" was the folder (a not_a_regular_file dead letter),
+    none of its photos was scored, and the run ended complete."""
+    import pyarrow.dataset as ds
+    night = few_uploads / "dt=2026-11-20"
+    for folder in (str(night), f"{night}/"):
+        out = tmp_path / f"o{len(folder)}"
+        score.run(["--input", folder, "--model_uri", str(tiny_model), "--output", str(out), "--quality_gate", "off"])
+        rows = ds.dataset(str(out / "predictions"), format="parquet", partitioning="hive").to_table().to_pylist()
+        assert sorted(r["uri"] for r in rows) == sorted(str(p) for p in night.iterdir())
+        assert {r["status"] for r in rows} == {"scored"}
+
+
+@pytest.mark.e2e
 def test_missing_or_empty_partitions_are_refused_and_never_marked_complete(tiny_model, few_uploads, tmp_path, capsys):
     out = tmp_path / "o"
     base = ["--input", str(few_uploads), "--model_uri", str(tiny_model), "--output", str(out), "--quality_gate", "off"]
