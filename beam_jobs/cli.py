@@ -228,27 +228,28 @@ def check_output(output, flag: str = "--output") -> None:
         raise UsageError(f"{flag} {output}: {existing} is not writable")
 
 
-def check_outputs_not_read(output: str | None, written: list[str], patterns: list[str],
-                           flag: str = "--output") -> None:
-    """UsageError when a pattern the job lists its inputs with would match a
-    file it writes under `output` (`written`: paths relative to it, one per
-    kind of file): the next run, a nightly rerun or a retry, would take this
-    run's features, report and markers for uploads, and this run would list
-    its own files while it writes and renames them. Patterns match as Beam's
-    listing does (* within one folder, ** across them)."""
-    if not output or not patterns:
+def check_outputs_not_read(output: str | None, written: list[str], input_root: str | None,
+                           dates: list[str]) -> None:
+    """UsageError when the job's listing of --input (`input_root`: the glob,
+    or with `dates` the root of their dt=D/ folders, each listed as
+    dt=D/**) would match a file it writes under --output (`written`: paths
+    relative to it, one per kind of file): the next run, a nightly rerun or a
+    retry, would take this run's features, report and markers for uploads,
+    and this run would list its own files while it writes and renames them.
+    Patterns match as Beam's listing does (* within one folder, ** across)."""
+    if not output or not input_root:
         return
     from apache_beam.io.filesystem import FileSystem
 
-    def absolute(path: str) -> str:
-        return path if "://" in path else os.path.abspath(path) + ("/" if path.endswith("/") else "")
-    root = absolute(output).rstrip("/")
-    for pattern in patterns:
-        wanted = re.compile(FileSystem.translate_pattern(absolute(pattern)))
+    from transforms.io.inputs import normalize_uri
+    from transforms.io.partitions import night_glob
+    root = normalize_uri(output).rstrip("/")
+    for pattern in [night_glob(input_root, d) for d in dates] or [input_root]:
+        wanted = re.compile(FileSystem.translate_pattern(normalize_uri(pattern)))
         for name in written:
             if wanted.match(f"{root}/{name}"):
-                raise UsageError(f"{flag} {output} is where --input {pattern} reads: the next run would read this "
-                                 f"run's {name} and its other outputs as uploads; write them outside the inputs")
+                raise UsageError(f"--output {output} is where --input {pattern} reads: the next run would read "
+                                 f"this run's {name} and its other outputs as uploads; write them outside the inputs")
 
 
 # A file only each job's output holds: how a job knows a folder is another's.

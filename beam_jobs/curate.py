@@ -42,7 +42,7 @@ from transforms.curate import drift
 from transforms.curate.analyze_images import AnalyzeImages
 from transforms.curate.duplicates import ClusterDuplicates, pair_distance
 from transforms.curate.reference import RejectEarlierDuplicates, compact_quietly, entry_of, write_part
-from transforms.io.partitions import (dates_of, list_partition, partition_folder, publishable, unlisted_message,
+from transforms.io.partitions import (dates_of, list_partition, night_glob, publishable, unlisted_message,
                                       unstatable_matches)
 from transforms.io.inputs import ReadImageRefs, input_glob, parse_manifest, parse_scin_cases, read_named_text
 from transforms.curate.report import example_entry, render_report
@@ -104,7 +104,8 @@ def resolve(options: CurateOptions):
     """Validate options and return the effective quality policy; UsageError if bad."""
     o = options
     check_spec(o, o.spec)
-    if dates_of(o):
+    dates = dates_of(o)
+    if dates:
         if o.manifest or o.scin_cases:
             # A manifest row carries no date: dated runs read dt= folders only.
             raise UsageError("--manifest and --scin_cases cannot be split into date partitions: give --input "
@@ -128,10 +129,8 @@ def resolve(options: CurateOptions):
         _, lo, hi = QualityPolicy.RANGES[field]
         if value is not None and not lo <= value <= hi:
             raise UsageError(f"--{flag} must be within [{lo}, {hi}], got {value}")
-    if o.input:
-        dates = dates_of(o)
-        check_outputs_not_read(o.output, [f"dt={d}/{name}" for d in dates for name in WRITTEN] or list(WRITTEN),
-                               [partition_folder(o.input, d) + "**" for d in dates] or [o.input])
+    check_outputs_not_read(o.output, [f"dt={d}/{name}" for d in dates for name in WRITTEN] or list(WRITTEN),
+                           o.input, dates)
     try:
         policy = load_policy(o.policy)
     except ValueError as e:
@@ -331,7 +330,7 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None, date:
     memory."""
     o = options
     out = output_of(o, date)
-    glob = o.input if date is None else partition_folder(o.input, date) + "**"
+    glob = night_glob(o.input, date)
     me, lock = me or run_lock.new_lock_info("curate", o.run_id), lock_options(o)
     p = new_pipeline(options, cores=True)
     started = p | "LockOutput" >> run_lock.LockOutput(out, me, lock)

@@ -17,7 +17,6 @@ Run: python -m beam_jobs.make_tfrecords --curated CURATE_OUT --scin_cases C --sc
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections import Counter
 
@@ -106,7 +105,8 @@ def validate(o: MakeTFRecordsOptions) -> dict:
     if o.labels_csv and (o.scin_cases or o.scin_labels):  # the spec's note: one or the other
         raise UsageError(o.spec.messages["one_of"])
     allowed_roots(o)  # a bad --allowed_roots fails here, before any work
-    if o.output and o.curated and _folder(o.output) == _folder(o.curated):  # decided without a listing, for Dataflow too
+    if o.output and o.curated and normalize_uri(o.output).rstrip("/") == normalize_uri(o.curated).rstrip("/"):
+        # Decided without a listing, so for Dataflow launches too.
         raise UsageError(f"--output {o.output} is --curated: make_tfrecords would replace curate's marker and "
                          f"dead letters there; write to another folder")
     if not 32 <= o.image_size <= 1024:
@@ -123,10 +123,6 @@ def validate(o: MakeTFRecordsOptions) -> dict:
         return parse_fractions(o.split_fractions)
     except ValueError as e:
         raise UsageError(str(e)) from None
-
-
-def _folder(path: str) -> str:
-    return path.rstrip("/") if "://" in path else os.path.abspath(path)
 
 
 def check_inputs(o: MakeTFRecordsOptions) -> None:

@@ -42,8 +42,8 @@ from transforms.io.run_lock import LOCK, MARKER
 from transforms.io.sharded_write import WriteGroupedShards, jsonl_encoder, parquet_encoder, shard_name
 from transforms.scoring.publish import claim_partition, drop_staging, is_complete, partition_lock_dir, publish_partition
 from transforms.io.partitions import (EMPTY, FOUND, MAX_DATES, MISSING, RELATIVE_DATES, UNDATED,  # noqa: F401
-                                      dates_of, list_partition, list_refs, parse_date, partition_folder,
-                                      publishable, unlisted_message)
+                                      dates_of, list_partition, list_refs, parse_date, publishable,
+                                      unlisted_message)
 from transforms.scoring.rows import partition_of
 from transforms.scoring.score_images import ScoreImages
 from transforms.image.skin_crop import CROPS
@@ -116,10 +116,7 @@ def validate(o: ScoreOptions):
             raise UsageError(f"--{name} must be positive")
     if o.min_batch_size > o.max_batch_size:
         raise UsageError("--min_batch_size exceeds --max_batch_size")
-    if o.input:
-        nights = dates or [UNDATED]
-        check_outputs_not_read(o.output, [name.format(d=d) for d in nights for name in WRITTEN],
-                               [partition_folder(o.input, d) + "**" for d in dates] or [o.input])
+    check_outputs_not_read(o.output, [name.format(d=d) for d in dates or [UNDATED] for name in WRITTEN], o.input, dates)
     try:
         policy = load_policy(o.policy)
     except ValueError as e:

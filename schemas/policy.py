@@ -247,7 +247,7 @@ class QualityPolicy:
                 gray_max_channel_diff=_value(d, "grayscale.max_channel_diff"),
                 dup_radius=_value(d, "duplicates.radius", True),
                 exact_only_for=tuple(_names(d, "duplicates.exact_only_for")),
-                suppressed_by={k: tuple(_names(suppressed, k)) for k in suppressed if k != "why"},
+                suppressed_by={k: tuple(_names(d, f"suppressed_by.{k}")) for k in suppressed if k != "why"},
                 drift=DriftThresholds.from_dict(_at(d, "drift")),
                 enhance=EnhancePolicy.from_dict(_at(d, "enhance")),
             )

@@ -68,6 +68,12 @@ def partition_folder(input_root: str, date: str) -> str:
     return f"{input_root.rstrip('/')}/dt={date}/"
 
 
+def night_glob(input_root: str, date: str | None) -> str:
+    """What a run lists as one night's uploads: INPUT/dt=DATE/** (every file
+    under the night's folder); without a date, --input is the glob itself."""
+    return input_root if date is None else partition_folder(input_root, date) + "**"
+
+
 def match_files(pattern: str, limit: int | None = None) -> list[str]:
     """Paths matching `pattern`, without folder placeholder objects.
 
@@ -125,7 +131,7 @@ def list_refs(partition: str, input_root: str | None, manifest: str | None,
     from transforms.io.inputs import parse_manifest, read_named_text, stem
     if partition != UNDATED:
         folder = partition_folder(input_root, partition)
-        uris = match_files(folder + "**", limit)
+        uris = match_files(night_glob(input_root, partition), limit)
         if uris:
             return {u: stem(u) for u in uris}, FOUND
         return {}, EMPTY if FileSystems.exists(folder) else MISSING
