@@ -34,6 +34,7 @@ from transforms.image import relevance as rel
 from transforms.image.colour import exposed, with_sensor_noise
 
 LABELS = {"skin": 1, "1": 1, "true": 1, "yes": 1, "not_skin": 0, "no_skin": 0, "0": 0, "false": 0, "no": 0}
+LABEL_NAMES = {1: "skin", 0: "not_skin"}
 DEFAULT_FALSE_REJECT = 0.02
 # Every photo is also learned from as if taken this many stops under (in the
 # same fold as its original): dim skin is still skin, and whether a photo is
@@ -88,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 def read_labels(paths: list[str], image_root: str | None) -> tuple[list[dict], bytes]:
     """Rows {uri, label, group} from every CSV, and their bytes (for the version)."""
     from transforms.io.inputs import decode_text, join_root, read_named_file
-    rows, raw = [], b""
+    rows, raw, first, repeats = [], b"", {}, 0
     for source, path in enumerate(paths):
         try:
             data = read_named_file(path, "--labels")
@@ -107,8 +108,19 @@ def read_labels(paths: list[str], image_root: str | None) -> tuple[list[dict], b
             if label is None:
                 raise UsageError(f"--labels {path} line {n}: label {r['label']!r} is not skin or not_skin")
             uri = join_root(image_root, r["uri"].strip()) if image_root else r["uri"].strip()
-            rows.append({"uri": uri, "label": label, "group": (r.get("group") or "").strip() or uri,
-                         "source": source})
+            where = f"--labels {path} line {n}"
+            if uri in first:  # a photo learned twice would count twice, or with both labels
+                if first[uri]["label"] != label:
+                    raise UsageError(f"{where}: {uri} is labelled {LABEL_NAMES[label]} here and "
+                                     f"{LABEL_NAMES[first[uri]['label']]} at {first[uri]['line']}")
+                repeats += 1
+                continue
+            first[uri] = {"uri": uri, "label": label, "group": (r.get("group") or "").strip() or uri,
+                          "source": source, "line": where}
+            rows.append(first[uri])
+    if repeats:
+        print(f"train_relevance: {repeats} label rows repeat a photo listed earlier with the same label; "
+              "each photo is learned once", file=sys.stderr)
     if not rows:
         raise UsageError("the labels name no photos")
     counts = np.bincount([r["label"] for r in rows], minlength=2)
@@ -161,18 +173,22 @@ def noise_of(data: bytes) -> tuple[float, int]:
     return round(float(np.random.default_rng(seed).uniform(*AUGMENT_NOISE_SD)), 1), seed
 
 
-def describe_photos(rows: list[dict], noise_copies: bool = False) -> tuple[list[dict], list[str]]:
+def describe_photos(rows: list[dict], noise_copies: bool = False,
+                    notes: list | None = None) -> tuple[list[dict], list[str]]:
     """Decode each photo once, as curate does; rows gain colour and grayscale cells.
 
     Each photo also yields its training copies: dimmed (AUGMENT_EV), saved
     again compressed (AUGMENT_CODECS, decoded by curate's own path) and, with
     noise_copies, with sensor noise (AUGMENT_NOISE_SD), marked by `ev` and
     `copy`, with the photo's group so they share its fold.
+    Photos that are exact or near duplicates of each other, as curate judges
+    them, share one group (join_duplicates), marked `joined`; what that found
+    is appended to `notes`.
     Photos that cannot be read or decoded are left out and named, never silently.
     """
     from schemas.policy import load_policy
     from transforms.io.allowed_roots import AllowedRoots, scheme_of
-    from transforms.image.analyze import decode_for_analysis
+    from transforms.image.analyze import decode_for_analysis, decoded_row
     from transforms.image.decode import ImageRejected
     from transforms.image.quality import to_analysis_size
     from transforms.io.read import Missing, Refused, read_bytes
@@ -181,7 +197,7 @@ def describe_photos(rows: list[dict], noise_copies: bool = False) -> tuple[list[
     # local paths made absolute, so '../photos' works), but still only regular
     # files (a FIFO would hang the trainer), never past max_bytes or max_decode_bytes.
     anywhere = AllowedRoots([])
-    kept, failed = [], []
+    kept, failed, judged = [], [], []
     for r in rows:
         uri = os.path.abspath(r["uri"]) if scheme_of(r["uri"]) is None else r["uri"]
         try:
@@ -190,6 +206,7 @@ def describe_photos(rows: list[dict], noise_copies: bool = False) -> tuple[list[
         except (ImageRejected, Refused, Missing, OSError, ValueError) as e:
             failed.append(f"{r['uri']}: {e}")
             continue
+        judged.append((r, decoded_row(r["uri"], data, d, image, policy)))
         shown = [(0.0, None, image)] + [(ev, None, exposed(image, ev)) for ev in AUGMENT_EV]
         for fmt, quality in AUGMENT_CODECS:
             _, again = decode_for_analysis(recompressed(d.image, fmt, quality), policy)
@@ -201,7 +218,46 @@ def describe_photos(rows: list[dict], noise_copies: bool = False) -> tuple[list[
         for ev, copy, img in shown:
             kept.append(dict(r, ev=ev, copy=copy, colour=rel.cell_descriptors(img),
                              grayscale=rel.cell_descriptors(rel.as_grayscale(img))))
+    joined = join_duplicates(judged, policy, notes if notes is not None else [])
+    for p in kept:
+        if p["group"] in joined:
+            p.update(group=joined[p["group"]], joined=True)
     return kept, failed
+
+
+def join_duplicates(judged: list[tuple[dict, dict]], policy, notes: list) -> dict[str, str]:
+    """{group: the group it joins}: photos that curate would call exact or near
+    duplicates of each other (identical bytes; any of their pHashes within the
+    policy's radius, for hashes that identify content) go into one group, the
+    smallest name of those joined, so that no copy of a photo is judged by
+    networks that learned the photo: cross-validation would be flattered.
+    `judged` is (label row, curate's row) per photo. Identical bytes with two
+    labels raise UsageError; near duplicates labelled differently are noted."""
+    from transforms.curate.duplicates import hash_is_reliable
+    from transforms.curate.near_dups import connected_components, image_pairs
+    edges, by_bytes = [], {}
+    for r, row in judged:
+        same = by_bytes.setdefault(row["sha256"], r)
+        if same is not r:
+            if same["label"] != r["label"]:
+                raise UsageError(f"{r['uri']} and {same['uri']} are the same file, labelled "
+                                 f"{LABEL_NAMES[r['label']]} and {LABEL_NAMES[same['label']]}: fix the labels")
+            edges.append((same["group"], r["group"]))
+    hashed = [(r, row) for r, row in judged if hash_is_reliable(row, policy.exact_only_for)]
+    if hashed:
+        sets = np.array([[int(h, 16) for h in [row["phash"], *row["phash_centre"]]] for _, row in hashed],
+                        dtype=np.uint64)
+        for i, j in image_pairs(sets, policy.dup_radius):
+            (a, _), (b, _) = hashed[i], hashed[j]
+            edges.append((a["group"], b["group"]))
+            if a["label"] != b["label"]:
+                notes.append(f"near duplicates labelled differently: {a['uri']} ({LABEL_NAMES[a['label']]}), "
+                             f"{b['uri']} ({LABEL_NAMES[b['label']]})")
+    joined = {g: c for g, c in connected_components(e for e in edges if e[0] != e[1]).items() if g != c}
+    if joined:
+        notes.append(f"{len(joined)} group{'s' if len(joined) > 1 else ''} of photos joined others holding "
+                     "exact or near duplicates of their photos, so that each copy falls in the same fold")
+    return joined
 
 
 def fold_of(group: str, folds: int) -> int:
@@ -250,9 +306,12 @@ def run(argv=None) -> dict:
         raise UsageError(f"--false_reject must be between 0 and 0.5, got {a.false_reject}")
     rows, raw = read_labels(a.labels, a.image_root)
     t0 = time.perf_counter()
-    photos, failed = describe_photos(rows, a.noise_copies)
+    notes = []
+    photos, failed = describe_photos(rows, a.noise_copies, notes)
     for f in failed:
         print(f"train_relevance: skipped unreadable photo {f}", file=sys.stderr)
+    for note in notes:
+        print(f"train_relevance: {note}", file=sys.stderr)
     labels = np.array([p["label"] for p in photos])
     original = np.array([is_original(p) for p in photos])
     sources = np.array([p["source"] for p in photos])
@@ -288,7 +347,9 @@ def run(argv=None) -> dict:
                 "not_skin": int((labels[original] == 0).sum()), "augmented_ev": list(AUGMENT_EV),
                 "augmented_codecs": [f"{fmt} q{q}" for fmt, q in AUGMENT_CODECS],
                 "augmented_noise_sd": list(AUGMENT_NOISE_SD) if a.noise_copies else None,
-                "unreadable": len(failed), "labels_sha256": hashlib.sha256(raw).hexdigest(),
+                "unreadable": len(failed),
+                "joined_by_duplicates": sum(bool(p.get("joined")) for p in photos if is_original(p)),
+                "labels_sha256": hashlib.sha256(raw).hexdigest(),
                 "folds": a.folds, "false_reject": a.false_reject, "seed": a.seed,
                 "settings": TRAINING, "cross_validated": cv}
     doc = rel.model_document(version=version, colour=parts["colour"], grayscale=parts["grayscale"],

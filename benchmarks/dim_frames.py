@@ -45,7 +45,7 @@ import time
 from collections import defaultdict
 
 from benchmarks._common import table, write_json
-from benchmarks.real_photos import TONE_GROUPS, fold_models, fold_of_label, read_labels
+from benchmarks.real_photos import TONE_GROUPS, fold_judging, fold_models, read_labels
 
 STOPS = (0, -1, -2, -3, -4, -5, -6, -7)
 NOISE_STOPS = (0, -2)
@@ -174,7 +174,8 @@ def main(argv=None) -> int:
             models, _ = fold_models(labels, images, a.cross_validate, tmp, a.extra_training, a.fold_cache,
                                     a.noise_copies)
         policies = {k: dataclasses.replace(policy, relevance=RelevanceModel(doc)) for k, doc in models.items()}
-        counts, noisy = sweep(labels, images, lambda lab: policies[fold_of_label(lab, a.cross_validate)])
+        fold_of = fold_judging(models)
+        counts, noisy = sweep(labels, images, lambda lab: policies[fold_of(lab)])
         model = f"cross-validated: each photo judged by networks trained without it ({a.cross_validate} folds)"
     else:
         counts, noisy = sweep(labels, images, lambda lab: policy)

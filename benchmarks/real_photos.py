@@ -292,10 +292,12 @@ def fold_models(labels: list[dict], images: str, folds: int, tmp: str,
     for kind, (scores, _) in parts.items():
         t = float(np.quantile(scores[y == 1], T.DEFAULT_FALSE_REJECT))
         summary[kind] = T.metrics(scores, y, t)
+    files = np.array([os.path.relpath(p["uri"], images) for p in photos])[original]
     models = {}
     for k in sorted(set.intersection(*(set(by_fold) for _, by_fold in parts.values()))):
         others = (fold_of_photo != k) & (y == 1)
-        models[k] = rel.model_document(version=f"cv-fold-{k}", training={"fold": k, "folds": folds}, **{
+        training = {"fold": k, "folds": folds, "judges": sorted(files[fold_of_photo == k].tolist())}
+        models[k] = rel.model_document(version=f"cv-fold-{k}", training=training, **{
             kind: {"threshold": float(np.quantile(scores[others], T.DEFAULT_FALSE_REJECT)), "networks": by_fold[k]}
             for kind, (scores, by_fold) in parts.items()})
     if cached:
@@ -323,7 +325,8 @@ def _fold_cache_path(cache: str, rows: list[dict], folds: int, noise_copies: boo
     import transforms.image.relevance
     digest = hashlib.sha256(f"{folds}\0{noise_copies}\0{cv2.__version__}\0{np.__version__}\0".encode())
     for row in rows:   # where a photo lies is not part of it: the folder real_photos and dim_frames read differs
-        digest.update(json.dumps({k: v for k, v in row.items() if k != "uri"}, sort_keys=True).encode())
+        digest.update(json.dumps({k: v for k, v in row.items() if k not in ("uri", "line")},
+                                 sort_keys=True).encode())
         with open(row["uri"], "rb") as img:
             digest.update(hashlib.sha256(img.read()).digest())
     for module in (beam_jobs.train_relevance, transforms.image.relevance, transforms.image.colour,
@@ -333,10 +336,12 @@ def _fold_cache_path(cache: str, rows: list[dict], folds: int, noise_copies: boo
     return os.path.join(cache, f"folds-{digest.hexdigest()[:16]}.json")
 
 
-def fold_of_label(lab: dict, folds: int) -> int:
-    """The fold a labelled photo (or a degraded variant, with its original) falls in."""
-    from beam_jobs.train_relevance import fold_of
-    return fold_of(lab.get("derived_from") or lab["file"], folds)
+def fold_judging(models: dict[int, dict]):
+    """lab -> the fold (of fold_models' models) whose networks never saw that
+    labelled photo (a degraded variant goes with its original): the fold
+    train_relevance put it in, with any duplicates of it."""
+    fold = {f: k for k, m in models.items() for f in m["training"]["judges"]}
+    return lambda lab: fold[lab.get("derived_from") or lab["file"]]
 
 
 def cross_validated_rows(labels: list[dict], images: str, folds: int, tmp: str,
@@ -351,8 +356,9 @@ def cross_validated_rows(labels: list[dict], images: str, folds: int, tmp: str,
     models, summary = fold_models(labels, images, folds, tmp, extra_training, cache, noise_copies)
     policy_doc = json.loads(Path(policy_path or DEFAULT_POLICY_PATH).read_text())
     out_rows: dict[str, dict] = {}
+    fold_of = fold_judging(models)
     for k, model in models.items():
-        members = {lab["file"] for lab in labels if fold_of_label(lab, folds) == k}
+        members = {lab["file"] for lab in labels if fold_of(lab) == k}
         if not members:
             continue
         model_path = os.path.join(tmp, f"model-{k}.json")

@@ -182,6 +182,73 @@ def test_trainer_also_learns_each_photo_with_sensor_noise_added_at_its_own_resol
     assert noisy["colour"][:, lap].mean() < at_224[:, lap].mean()
 
 
+def _scene(seed: int, size=(600, 800)):
+    """A photo-like array: smooth shapes and fine grain, different per seed."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    shapes = cv2.GaussianBlur(rng.normal(0, 60, (*size, 3)), (0, 0), 25) * 6
+    grain = cv2.GaussianBlur(rng.normal(0, 12, (*size, 3)), (0, 0), 1.0)
+    return np.clip(np.array([100, 130, 170]) + shapes + grain, 0, 255).astype(np.uint8)
+
+
+def test_copies_of_a_photo_fall_in_its_fold_and_distinct_photos_keep_theirs(tmp_path):
+    """Folds are drawn by group, and a group was the photo's uri: a photo
+    uploaded twice, or cropped and saved again, landed in two folds, and the
+    networks that judged one copy had learned the other (cross-validation
+    flattered). Photos curate would call exact or near duplicates now share
+    one group; copies with two labels are a labelling error."""
+    import cv2
+    from transforms.curate.duplicates import pair_distance
+    from transforms.image.analyze import analyze_image
+    def save(name, image, quality=92):
+        (tmp_path / name).write_bytes(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes())
+        return {"uri": str(tmp_path / name), "label": 1, "group": name, "source": 0}
+    rows = [save(f"p{i}.jpg", _scene(i)) for i in range(4)]
+    (tmp_path / "again.jpg").write_bytes((tmp_path / "p0.jpg").read_bytes())   # uploaded twice
+    rows.append({"uri": str(tmp_path / "again.jpg"), "label": 1, "group": "again.jpg", "source": 0})
+    h, w = 600, 800   # p1 cropped to its centre 92%, resized x0.85, saved again at q75
+    crop = _scene(1)[round(h * 0.04):round(h * 0.96), round(w * 0.04):round(w * 0.96)]
+    rows.append(save("crop.jpg", cv2.resize(crop, None, fx=0.85, fy=0.85, interpolation=cv2.INTER_AREA), 75))
+    policy = load_policy(with_model=False)
+    row = {r["group"]: analyze_image(r["uri"], open(r["uri"], "rb").read(), policy)[0] for r in rows}
+    assert pair_distance(row["crop.jpg"], row["p1.jpg"]) <= policy.dup_radius   # curate's near duplicate
+    assert min(pair_distance(row[f"p{i}.jpg"], row[f"p{j}.jpg"]) for i in range(4) for j in range(i)) > 12
+
+    notes = []
+    photos, failed = train_relevance.describe_photos(rows, notes=notes)
+    assert not failed
+    group = {os.path.basename(p["uri"]): p["group"] for p in photos}
+    assert group["again.jpg"] == group["p0.jpg"] == "again.jpg"   # the smallest name of those joined
+    assert group["crop.jpg"] == group["p1.jpg"] == "crop.jpg"
+    assert group["p2.jpg"] == "p2.jpg" and group["p3.jpg"] == "p3.jpg"
+    assert {p["group"] for p in photos if p["uri"].endswith("p0.jpg")} == {"again.jpg"}   # its training copies too
+    originals = [p for p in photos if train_relevance.is_original(p)]
+    assert sorted(os.path.basename(p["uri"]) for p in originals if p.get("joined")) == ["p0.jpg", "p1.jpg"]
+    assert notes == ["2 groups of photos joined others holding exact or near duplicates of their photos, "
+                     "so that each copy falls in the same fold"]
+
+    rows[4]["label"] = 0   # the copy labelled otherwise
+    with pytest.raises(UsageError, match=r"again.jpg and .*p0.jpg are the same file, labelled not_skin and skin"):
+        train_relevance.describe_photos(rows)
+    rows[4]["label"], rows[5]["label"] = 1, 0
+    notes = []
+    train_relevance.describe_photos(rows, notes=notes)
+    assert any(n.startswith("near duplicates labelled differently") and "crop.jpg (not_skin)" in n for n in notes)
+
+
+def test_a_photo_listed_twice_is_learned_once_and_two_labels_for_it_are_refused(tmp_path, capsys):
+    a = _labels_csv(tmp_path / "a.csv", [["x.jpg", "skin", ""], ["y.jpg", "not_skin", ""], ["x.jpg", "yes", ""],
+                                         ["z.jpg", "skin", ""], ["w.jpg", "no", ""]])
+    rows, _ = train_relevance.read_labels([a, a], str(tmp_path))
+    assert [(os.path.basename(r["uri"]), r["label"]) for r in rows] == [("x.jpg", 1), ("y.jpg", 0), ("z.jpg", 1),
+                                                                        ("w.jpg", 0)]
+    assert "6 label rows repeat a photo listed earlier with the same label" in capsys.readouterr().err
+    b = _labels_csv(tmp_path / "b.csv", [["y.jpg", "skin", ""]])
+    with pytest.raises(UsageError, match=r"--labels .*b.csv line 2: .*y.jpg is labelled skin here "
+                                         r"and not_skin at --labels .*a.csv line 3"):
+        train_relevance.read_labels([a, b], str(tmp_path))
+
+
 @pytest.mark.e2e
 def test_trainer_names_unreadable_photos_and_keeps_going(generated, tmp_path, capsys):
     broken = tmp_path / "broken.jpg"

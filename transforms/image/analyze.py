@@ -82,8 +82,7 @@ def decode_for_analysis(data: bytes, policy: QualityPolicy):
 
 def _analyze(uri: str, data: bytes, policy: QualityPolicy, ids: dict):
     """(row, the analysis-size array or None when nothing was decoded)."""
-    row = empty_row(uri=uri, sha256=hashlib.sha256(data).hexdigest(),
-                    file_size=len(data), policy_version=policy.version, **ids)
+    row = _read_row(uri, data, policy, ids)
     try:
         # One resize to the analysis size serves the features and the thumbnail.
         decoded, analysis = decode_for_analysis(data, policy)
@@ -91,6 +90,21 @@ def _analyze(uri: str, data: bytes, policy: QualityPolicy, ids: dict):
         row.update(status="rejected", reasons=[e.reason], error=str(e),
                    format=e.header.format if e.header else None)
         return row, None
+    return _judged(row, decoded, analysis, policy), analysis
+
+
+def decoded_row(uri: str, data: bytes, decoded, analysis, policy: QualityPolicy, **ids) -> dict:
+    """curate's row (before duplicates) for bytes already decoded by
+    decode_for_analysis(): features and the quality verdict."""
+    return _judged(_read_row(uri, data, policy, ids), decoded, analysis, policy)
+
+
+def _read_row(uri: str, data: bytes, policy: QualityPolicy, ids: dict) -> dict:
+    return empty_row(uri=uri, sha256=hashlib.sha256(data).hexdigest(),
+                     file_size=len(data), policy_version=policy.version, **ids)
+
+
+def _judged(row: dict, decoded, analysis, policy: QualityPolicy) -> dict:
     w, h = decoded.width, decoded.height
     row.update(format=decoded.header.format, width=w, height=h,
                aspect_ratio=min(w, h) / max(w, h), orientation=decoded.header.orientation,
@@ -98,4 +112,4 @@ def _analyze(uri: str, data: bytes, policy: QualityPolicy, ids: dict):
     row.update(policy_features(analysis, policy))
     reasons = quality_reasons(row, policy)
     row.update(status="rejected" if reasons else "accepted", reasons=reasons)
-    return row, analysis
+    return row
