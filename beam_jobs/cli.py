@@ -1,12 +1,37 @@
 """What every job's entry point shares: one-line errors for bad arguments."""
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import re
 import sys
 
 from transforms.errors import JobFailed, Refused, UsageError  # noqa: F401  (the jobs import them from here)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints its usage block and exits on a bad argument; the jobs
+    raise UsageError, which main() reports as one line (exit code 2)."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+MAX_SEED = 2**32 - 1
+
+
+def seed_arg(text: str) -> int:
+    """argparse type of every --seed: numpy's and Keras' generators take
+    0 .. 2**32 - 1, and failed on anything else with a traceback (evaluate's
+    deep inside its pipeline, after the work)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED}, got {text!r}")
+    return value
 
 
 def _job_failed_line(error: BaseException) -> str | None:

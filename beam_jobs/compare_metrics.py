@@ -9,22 +9,16 @@ one evaluate run with --compare_model_uri.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from beam_jobs.cli import UsageError, main
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
+from beam_jobs.cli import OneLineParser, UsageError, main
 
 
 def run(argv=None) -> list[str]:
     """Print and return the comparison lines; UsageError if the reports cannot be compared."""
     from schemas import metrics as M
     from transforms.evaluation.report import compare_reports
-    p = _Parser(prog="python -m beam_jobs.compare_metrics", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m beam_jobs.compare_metrics", description=__doc__.splitlines()[0])
     p.add_argument("new", help="metrics.json (or the evaluate output folder) of the new model")
     p.add_argument("old", help="metrics.json (or folder) of the model it is compared with")
     o = p.parse_args(argv)

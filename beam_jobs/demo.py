@@ -12,7 +12,6 @@ partitions and scores them as a backfill, and prints where every output is.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -20,6 +19,8 @@ import sys
 import time
 
 from beam_jobs import curate
+from beam_jobs.cli import OneLineParser, UsageError, seed_arg
+from beam_jobs.cli import main as cli_main
 from beam_jobs.evaluate_curate import evaluate, format_report, load_features
 
 
@@ -48,22 +49,48 @@ def headline(doc: dict) -> str:
             f"macro AUROC {auroc['value']:.3f}")
 
 
+# What the demo writes under --out, each replaced on a rerun.
+OUTPUTS = ("sample", "curate", "tfrecords", "model", "uploads", "scores", "evaluate")
+
+
+def clear_out(out: str) -> None:
+    """Remove an earlier demo's outputs from `out`; refuse a folder holding
+    anything else. --out used to be deleted whole, so `--out .` or a typo
+    naming a home folder deleted it."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out} is a file, not a folder")
+    other = sorted(set(os.listdir(out)) - set(OUTPUTS)) if os.path.isdir(out) else []
+    if other:
+        more = f" and {len(other) - 1} more" if len(other) > 1 else ""
+        raise UsageError(f"--out {out} holds {other[0]!r}{more}, which the demo did not write; it replaces "
+                         "what it wrote there, so give a new or empty folder, or an earlier demo's")
+    for name in OUTPUTS:
+        path = os.path.join(out, name)
+        if os.path.islink(path) or os.path.isfile(path):
+            os.unlink(path)
+        elif os.path.isdir(path):
+            shutil.rmtree(path)
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="demo_output", help="where everything is written (replaced)")
+    return cli_main(run, argv, prog="demo")
+
+
+def run(argv=None) -> int:
+    ap = OneLineParser(prog="demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="demo_output",
+                    help="where everything is written: a new or empty folder, or an earlier demo's (replaced)")
     ap.add_argument("--cases", type=int, default=400, help="SCIN cases to generate (~2 images each)")
-    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seed", type=seed_arg, default=7, help="sample data seed")
     ap.add_argument("--epochs", type=int, default=20, help="baseline training epochs")
     ap.add_argument("--image_size", type=int, default=128,
                     help="model input side, px (128 keeps CPU training in seconds; the jobs default to 224)")
     a = ap.parse_args(argv)
-    from beam_jobs.cli import quiet_logging
-    quiet_logging()  # progress and real warnings, not Beam's benign ones
     if a.cases < 10:
-        ap.error("--cases must be at least 10")
+        raise UsageError(f"--cases must be at least 10, got {a.cases}")
     out = os.path.abspath(a.out)
     start = time.monotonic()
-    shutil.rmtree(out, ignore_errors=True)
+    clear_out(out)
     sample, curated = os.path.join(out, "sample"), os.path.join(out, "curate")
     records = os.path.join(out, "tfrecords")
     model, uploads, scores, evaluation = (os.path.join(out, d) for d in ("model", "uploads", "scores", "evaluate"))

@@ -32,7 +32,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from beam_jobs.cli import JobFailed, UsageError, execute, main, new_pipeline, quiet_tensorflow, runs_on_dataflow
+from beam_jobs.cli import (JobFailed, UsageError, execute, main, new_pipeline, quiet_tensorflow, runs_on_dataflow,
+                           seed_arg)
 from beam_jobs.options import JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, lock_options
 from beam_jobs.options import load_model_info as load_bundle_info
 from schemas import metrics as M
@@ -66,7 +67,7 @@ class EvaluateOptions(SharedOptions, LockOptions):
         parser.add_argument("--compare_model_uri", help="A second model directory or .keras file, local or gs:// (e.g. the version in production), evaluated on the identical examples; differences get paired bootstrap intervals.")
         parser.add_argument("--split", default="validation", help="Split to evaluate on (train, validation, test).")
         parser.add_argument("--bootstrap_resamples", type=int, default=DEFAULT_RESAMPLES, help="Bootstrap resamples per slice (at least 1000).")
-        parser.add_argument("--seed", type=int, default=0, help="Seed of the bootstrap draws.")
+        parser.add_argument("--seed", type=seed_arg, default=0, help="Seed of the bootstrap draws.")
         parser.add_argument("--min_slice_n", type=int, default=30, help="Slices with fewer examples are reported but marked below_min_n.")
         parser.add_argument("--calibration_bins", type=int, default=DEFAULT_BINS, help="Equal-width confidence bins of the ECE and the reliability table.")
         parser.add_argument("--min_batch_size", type=int, help="RunInference minimum batch size. Default: --max_batch_size.")

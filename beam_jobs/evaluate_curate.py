@@ -7,7 +7,6 @@ defect-free images per Monk tone (the fairness check), and returns them.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -15,7 +14,7 @@ import sys
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.cli import UsageError
+from beam_jobs.cli import OneLineParser, UsageError
 from beam_jobs.cli import main as cli_main
 from schemas.features import features_glob
 from schemas.reasons import REASONS
@@ -89,14 +88,9 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)  # one line, not argparse's usage block
-
-
 def run(argv=None) -> dict:
     """Parse argv, score the curate output, print the report; returns the metrics."""
-    ap = _Parser(prog="python -m beam_jobs.evaluate_curate", description=__doc__.splitlines()[0], allow_abbrev=False)
+    ap = OneLineParser(prog="python -m beam_jobs.evaluate_curate", description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--curated", required=True, help="curate --output directory")
     ap.add_argument("--ground_truth", required=True, help="ground_truth.csv from beam_jobs.sample_data")
     ap.add_argument("--image_root", required=True, help="the root image paths in ground truth are relative to")

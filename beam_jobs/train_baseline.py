@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import sys
 import time
 
-from beam_jobs.cli import UsageError, main, quiet_tensorflow
+import numpy as np
+
+from beam_jobs.cli import JobFailed, OneLineParser, UsageError, main, quiet_tensorflow, seed_arg
 from schemas import examples as E
 
 # Decoded training images are cached in memory only below this size, so a
@@ -29,19 +32,13 @@ CACHE_LIMIT_BYTES = 1 << 30
 CLASS_WEIGHTING = ("sqrt", "balanced", "none")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        # argparse would print usage plus the error and exit; the jobs report one line.
-        raise UsageError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="train_baseline", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="train_baseline", description=__doc__.splitlines()[0])
     p.add_argument("--tfrecords", required=True, help="make_tfrecords output directory (local or gs://).")
     p.add_argument("--output", required=True, help="Model directory to write (local or gs://).")
     p.add_argument("--epochs", type=int, default=20, help="Training epochs.")
     p.add_argument("--batch_size", type=int, default=32, help="Batch size.")
-    p.add_argument("--seed", type=int, default=0, help="Seed for weights, shuffling and augmentation.")
+    p.add_argument("--seed", type=seed_arg, default=0, help="Seed for weights, shuffling and augmentation.")
     p.add_argument("--learning_rate", type=float, default=3e-3,
                    help="Adam's initial learning rate (cosine-decayed to 0 over the run).")
     p.add_argument("--class_weighting", choices=CLASS_WEIGHTING, default="sqrt",
@@ -199,13 +196,27 @@ def _progress_callback(epochs: int):
     return Progress()
 
 
+def check_converged(losses: list, weights: list) -> None:
+    """JobFailed unless every epoch's loss and every weight is finite: a
+    learning rate too large for the data sent the loss to nan and the run
+    still wrote the model (nan weights, every prediction the same class) as
+    if it had trained."""
+    bad = next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
+    if bad is not None:
+        raise JobFailed(f"training diverged: the loss was {losses[bad]} at epoch {bad + 1}; no model written "
+                        "(try a smaller --learning_rate)")
+    if not all(np.isfinite(w).all() for w in weights):
+        raise JobFailed("training diverged: the model's weights are not all finite; no model written "
+                        "(try a smaller --learning_rate)")
+
+
 def run(argv=None) -> dict:
     """Train the baseline and write the bundle; returns {"model_dir", "model_file", "version", "metrics"}."""
     o = _parser().parse_args(argv)
     if o.epochs < 1 or o.batch_size < 1:
         raise UsageError("--epochs and --batch_size must be at least 1")
-    if not o.learning_rate > 0 or not o.max_class_weight >= 1:
-        raise UsageError("--learning_rate must be > 0 and --max_class_weight at least 1")
+    if not 0 < o.learning_rate < float("inf") or not o.max_class_weight >= 1:
+        raise UsageError("--learning_rate must be a finite number > 0 and --max_class_weight at least 1")
     info, info_bytes = load_dataset_info(o.tfrecords)
     version = o.version or default_version(info_bytes, o.seed)
 
@@ -232,8 +243,10 @@ def run(argv=None) -> dict:
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     t0 = time.monotonic()
     hist = model.fit(train, validation_data=val, epochs=o.epochs, class_weight=class_weight,
-                     callbacks=[_progress_callback(o.epochs)], shuffle=False, verbose=0)
+                     callbacks=[_progress_callback(o.epochs), keras.callbacks.TerminateOnNaN()],
+                     shuffle=False, verbose=0)
     seconds = time.monotonic() - t0
+    check_converged(hist.history["loss"], model.get_weights())
 
     metrics = {"train_examples": n_train, "train_loss": float(hist.history["loss"][-1]),
                "train_accuracy": float(hist.history["accuracy"][-1]), "epochs": o.epochs,

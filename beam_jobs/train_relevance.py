@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from beam_jobs.cli import UsageError, main
+from beam_jobs.cli import OneLineParser, UsageError, main, seed_arg
 from transforms.image import relevance as rel
 from transforms.image.colour import exposed, with_sensor_noise
 
@@ -62,13 +62,8 @@ TRAINING = {"members": 3, "hidden": 16, "epochs": 400, "learning_rate": 0.01, "w
             "rounds": 2, "keep": 0.5}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="train_relevance", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="train_relevance", description=__doc__.splitlines()[0])
     p.add_argument("--labels", action="append", required=True,
                    help="CSV with columns uri,label[,group] (local or gs://), or a generated sample set's "
                         "ground_truth.csv (its skin photos and non-skin scenes); repeat to combine several.")
@@ -77,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=10, help="Cross-validation folds (by group).")
     p.add_argument("--false_reject", type=float, default=DEFAULT_FALSE_REJECT,
                    help=f"Share of skin photos the threshold may reject out of sample (default {DEFAULT_FALSE_REJECT}).")
-    p.add_argument("--seed", type=int, default=0, help="Seed of the networks' initial weights.")
+    p.add_argument("--seed", type=seed_arg, default=0, help="Seed of the networks' initial weights.")
     p.add_argument("--noise_copies", action="store_true",
                    help=f"Also learn every photo with sensor noise of {AUGMENT_NOISE_SD[0]:g}-{AUGMENT_NOISE_SD[1]:g} "
                         "levels: noisy skin photos stay skin, at the cost of fewer clean non-skin photos caught "

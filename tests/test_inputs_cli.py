@@ -15,7 +15,8 @@ import shutil
 
 import pytest
 
-from beam_jobs import curate, evaluate_curate, make_tfrecords, score, train_relevance
+from beam_jobs import (curate, demo, evaluate, evaluate_curate, make_tfrecords, score, train_baseline,
+                       train_relevance)
 from beam_jobs.cli import UsageError, main
 from beam_jobs.evaluate_curate import load_features
 from schemas.examples import dataset_info, read_split
@@ -53,6 +54,15 @@ TFR = ["--curated", "/nonexistent/c", "--labels_csv", "x.csv", "--output", "/tmp
     (evaluate_curate, ["--curated", "c", "--ground_truth", "g", "--image_root", "r", "--jsn", "x"],
      "unrecognized arguments: --jsn x"),
     (evaluate_curate, ["--curated", "c"], "the following arguments are required"),
+    # numpy's generators take 0 .. 2**32 - 1; other seeds were tracebacks (evaluate's after the work)
+    (train_relevance, ["--labels", "l.csv", "--output", "m.json", "--seed", "-1"],
+     "argument --seed: must be a whole number from 0 to 4294967295, got '-1'"),
+    (train_baseline, ["--tfrecords", "t", "--output", "m", "--seed", "4294967296"],
+     "argument --seed: must be a whole number from 0 to 4294967295, got '4294967296'"),
+    (evaluate, ["--tfrecords", "t", "--model_uri", "m", "--output", "o", "--seed", "1.5"],
+     "argument --seed: must be a whole number"),
+    (demo, ["--out", "/nonexistent/demo", "--seed", "-7"], "argument --seed: must be a whole number"),
+    (demo, ["--out", "/nonexistent/demo", "--cases", "3"], "--cases must be at least 10, got 3"),
 ])
 def test_unknown_flags_and_bad_values_are_one_line_errors(job, args, message, capsys):
     run = job.run
@@ -61,6 +71,35 @@ def test_unknown_flags_and_bad_values_are_one_line_errors(job, args, message, ca
 
 
 @pytest.mark.e2e
+def test_the_demo_replaces_only_what_an_earlier_demo_wrote(tmp_path, capsys):
+    """demo deleted its --out whole before writing: `--out .` in a checkout,
+    or a home folder named by mistake, was gone. Now a folder holding
+    anything the demo does not write is refused, and only the demo's own
+    outputs are replaced."""
+    mine = tmp_path / "work"
+    (mine / "curate").mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep me")
+    assert main(demo.run, ["--out", str(mine)], prog="demo") == 2
+    _one_line_error(capsys, "demo", f"--out {mine} holds 'notes.txt', which the demo did not write")
+    assert (mine / "notes.txt").read_text() == "keep me" and (mine / "curate").is_dir()
+    (tmp_path / "file").write_text("x")
+    assert main(demo.run, ["--out", str(tmp_path / "file")], prog="demo") == 2
+    _one_line_error(capsys, "demo", "is a file, not a folder")
+
+    earlier = tmp_path / "earlier"
+    for name in demo.OUTPUTS:
+        (earlier / name / "sub").mkdir(parents=True)
+        (earlier / name / "sub" / "x").write_text("old")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "y").write_text("not the demo's")
+    os.symlink(outside, earlier / "model" / "link")
+    demo.clear_out(str(earlier))
+    assert os.listdir(earlier) == [] and (outside / "y").read_text() == "not the demo's"
+    demo.clear_out(str(tmp_path / "new"))   # nothing there yet: nothing to do
+    assert not (tmp_path / "new").exists()
+
+
 def test_help_still_prints_the_usage(capsys):
     with pytest.raises(SystemExit) as exit_:
         curate.run(["--help"])

@@ -164,9 +164,35 @@ def test_class_weights_are_square_rooted_and_capped_by_default():
 
 def test_bad_learning_rate_or_weight_cap_is_a_one_line_error(tmp_path):
     from beam_jobs.cli import UsageError
-    for flag, value in (("--learning_rate", "0"), ("--max_class_weight", "0.5")):
+    for flag, value in (("--learning_rate", "0"), ("--learning_rate", "inf"), ("--learning_rate", "nan"),
+                        ("--max_class_weight", "0.5")):
         with pytest.raises(UsageError) as e:
             train_baseline.run(["--tfrecords", str(tmp_path), "--output", str(tmp_path / "m"), flag, value])
         assert "\n" not in str(e.value) and flag in str(e.value)
     with pytest.raises(UsageError, match="class_weighting"):
         train_baseline.run(["--tfrecords", str(tmp_path), "--output", str(tmp_path / "m"), "--class_weighting", "log"])
+
+
+@pytest.mark.e2e  # trains on the shared generated set
+def test_a_run_whose_training_diverged_writes_no_model(tfrecords, tmp_path, capsys):
+    """A learning rate far too large sent the weights to nan and the run wrote
+    the model anyway, "done", exit 0: every prediction one class. Now it fails
+    in one line and writes nothing; a sane rate on the same data writes."""
+    from beam_jobs.cli import main
+    args = ["--tfrecords", str(tfrecords), "--output", str(tmp_path / "m"), "--epochs", "2", "--batch_size", "32"]
+    assert main(train_baseline.run, args + ["--learning_rate", "1e9"], prog="train_baseline") == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("train_baseline: error: training diverged") and "--learning_rate" in err
+    assert not (tmp_path / "m").exists()
+    assert main(train_baseline.run, args, prog="train_baseline") == 0
+    assert load_bundle(str(tmp_path / "m"))[1]["training"]["learning_rate"] == 3e-3
+
+
+def test_divergence_is_told_from_a_finite_loss_and_finite_weights():
+    from beam_jobs.cli import JobFailed
+    ok = [np.ones((2, 2), np.float32)]
+    train_baseline.check_converged([2.0, 1.5], ok)
+    with pytest.raises(JobFailed, match="the loss was nan at epoch 2"):
+        train_baseline.check_converged([2.0, float("nan")], ok)
+    with pytest.raises(JobFailed, match="weights are not all finite"):
+        train_baseline.check_converged([2.0, 1.5], ok + [np.array([np.inf], np.float32)])

@@ -7,6 +7,7 @@ import ctypes.util
 import re
 import sys
 
+from beam_jobs.cli import seed_arg
 from beam_jobs.sample_data.generator import generate, validate_size
 
 
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--cases", required=True, type=int, help="number of cases (1-3 images each)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (>= 0); same seed, same bytes")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="random seed (0 .. 2**32-1); same seed, same bytes")
     parser.add_argument("--size", type=_size, default=(640, 480), help="landscape frame WxH (default 640x480)")
     parser.add_argument("--nights", type=int, help="write K nights of --cases cases each as OUT/uploads/dt=YYYY-MM-DD/, "
                         "with re-uploads of earlier nights' photos (beam_jobs/sample_data/nights.py)")
@@ -70,8 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cases < 0:
         parser.error(f"argument --cases: must be >= 0, got {args.cases}")
-    if args.seed < 0:
-        parser.error(f"argument --seed: must be >= 0, got {args.seed}")
     _keep_freed_memory()
     if args.nights is not None:
         from beam_jobs.sample_data.nights import generate_nights
