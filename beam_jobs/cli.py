@@ -279,15 +279,17 @@ def check_outputs_not_read(output: str | None, written: list[str], input_root: s
 
 # A file only each job's output holds: how a job knows a folder is another's.
 OUTPUT_SIGNATURES = {"curate": "summary.json", "make_tfrecords": "dataset_info.json",
-                     "score": "predictions/dt=*/model=*/_SUCCESS"}
+                     "score": "predictions/dt=*/model=*/_SUCCESS", "evaluate": "metrics.json",
+                     "train_baseline": "model_info.json"}
 
 
 def check_not_another_jobs_output(output: str | None, job: str, flag: str = "--output") -> None:
     """UsageError when `output` already holds another job's output: a job
     takes its output folder as its own, removing the marker there first and
     dropping dead-letter shards it did not write, so make_tfrecords run into
-    curate's folder unmarked curate's output (and could not then read it).
-    Local runs only (a Dataflow launch lists nothing)."""
+    curate's folder unmarked curate's output (and could not then read it),
+    and evaluate run into the TFRecords' folder replaced their `_SUCCESS`
+    with its own. Local runs only (a Dataflow launch lists nothing)."""
     if not output:
         return
     from apache_beam.io.filesystems import FileSystems
@@ -296,8 +298,8 @@ def check_not_another_jobs_output(output: str | None, job: str, flag: str = "--o
             continue
         found = FileSystems.match([FileSystems.join(output, signature)], limits=[1])[0].metadata_list
         if found:
-            raise UsageError(f"{flag} {output} holds a {other} output ({found[0].path}); {job} would replace "
-                             f"its marker and dead letters: write to another folder")
+            raise UsageError(f"{flag} {output} holds a {other} output ({found[0].path}); {job} would mix its "
+                             f"own files and marker into it: write to another folder")
 
 
 # The default worker count of local runs given no runner options (the test

@@ -32,8 +32,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from beam_jobs.cli import (JobFailed, UsageError, execute, main, new_pipeline, quiet_tensorflow, runs_on_dataflow,
-                           seed_arg)
+from beam_jobs.cli import (JobFailed, UsageError, check_not_another_jobs_output, execute, main, new_pipeline,
+                           quiet_tensorflow, runs_on_dataflow, seed_arg)
 from beam_jobs.options import JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, lock_options
 from beam_jobs.options import load_model_info as load_bundle_info
 from schemas import metrics as M
@@ -366,6 +366,8 @@ def run(argv=None):
         context = dataset_context(options.tfrecords)
     except (OSError, ValueError) as e:
         raise UsageError(f"--tfrecords {options.tfrecords}: cannot read transform_fn/ ({str(e).splitlines()[0]})") from None
+    if not runs_on_dataflow(options):
+        check_not_another_jobs_output(options.output, "evaluate")
     me = run_lock.new_lock_info("evaluate", options.run_id)
     result = execute(build_pipeline(options, info, shards, context, models, me), options,
                    f"evaluate: done. {FileSystems.join(options.output, M.METRICS_FILE)}  "

@@ -21,7 +21,8 @@ import time
 
 import numpy as np
 
-from beam_jobs.cli import JobFailed, OneLineParser, UsageError, main, quiet_tensorflow, seed_arg
+from beam_jobs.cli import (JobFailed, OneLineParser, UsageError, check_not_another_jobs_output, main,
+                           quiet_tensorflow, seed_arg)
 from schemas import examples as E
 
 # Decoded training images are cached in memory only below this size, so a
@@ -218,6 +219,7 @@ def run(argv=None) -> dict:
     if not 0 < o.learning_rate < float("inf") or not o.max_class_weight >= 1:
         raise UsageError("--learning_rate must be a finite number > 0 and --max_class_weight at least 1")
     info, info_bytes = load_dataset_info(o.tfrecords)
+    check_not_another_jobs_output(o.output, "train_baseline")
     version = o.version or default_version(info_bytes, o.seed)
 
     quiet_tensorflow()

@@ -288,7 +288,21 @@ def test_no_job_writes_into_another_jobs_output(labelled, curated, tfrecords64, 
     assert main(score.run, ["--input", images, "--model_uri", str(tmp_path / "m"), "--output", str(cur)],
                 prog="score") == 2
     _one_line_error(capsys, "score", f"--output {cur} holds a curate output")
-    assert {p: p.read_bytes() for folder in (cur, tfr) for p in folder.rglob("*") if p.is_file()} == before
+    # evaluate into the TFRecords' folder replaced their _SUCCESS with its own
+    info = dataset_info(str(tfr))
+    size = int(info["sources"]["image_size"])
+    model = tmp_path / "m64"
+    write_bundle(str(model), build_model(size, len(info["label_vocabulary"])),
+                 {"label_vocabulary": info["label_vocabulary"], "version": "v64", "image_size": size})
+    before.update({p: p.read_bytes() for p in model.rglob("*") if p.is_file()})
+    for out, other in ((tfr, "make_tfrecords"), (model, "train_baseline")):
+        assert main(evaluate.run, ["--tfrecords", str(tfr), "--model_uri", str(model), "--output", str(out)],
+                    prog="evaluate") == 2
+        _one_line_error(capsys, "evaluate", f"--output {out} holds a {other} output")
+    assert main(train_baseline.run, ["--tfrecords", str(tfr), "--output", str(cur)], prog="train_baseline") == 2
+    _one_line_error(capsys, "train_baseline", f"--output {cur} holds a curate output")
+    files = {p: p.read_bytes() for folder in (cur, tfr, model) for p in folder.rglob("*") if p.is_file()}
+    assert files == before
 
 
 # -- make_tfrecords: empty datasets, path forms, conflicting labels -------------------
