@@ -115,8 +115,12 @@ def validate(o: MakeTFRecordsOptions) -> dict:
         raise UsageError(f"--crop_fraction {o.crop_fraction} must be in [0.1, 1]")
     if not 1 <= o.jpeg_quality <= 100:
         raise UsageError(f"--jpeg_quality {o.jpeg_quality} must be in 1..100")
-    if o.min_class_count < 1 or o.target_shard_mb <= 0:
-        raise UsageError("--min_class_count and --target_shard_mb must be positive")
+    # `not x > 0` and the like also refuse nan, which passes every `<` test.
+    if o.min_class_count < 1 or not 0 < o.target_shard_mb < float("inf"):
+        raise UsageError(f"--min_class_count and --target_shard_mb must be positive and finite, got "
+                         f"{o.min_class_count} and {o.target_shard_mb}")
+    if not 0 <= o.min_label_weight <= 1:   # SCIN's label weights are shares of 1
+        raise UsageError(f"--min_label_weight must be within [0, 1], got {o.min_label_weight}")
     if o.tfds and o.compression != "none":
         raise UsageError(f"--tfds needs --compression none (TFDS reads no {o.compression} TFRecords)")
     try:

@@ -236,8 +236,8 @@ class DateOptions(PipelineOptions):
 
 def lock_options(options: LockOptions) -> dict:
     """The lock settings of a job's options, checked; UsageError if bad."""
-    if not options.lock_ttl_hours or options.lock_ttl_hours <= 0:
-        raise UsageError(f"--lock_ttl_hours must be positive, got {options.lock_ttl_hours}")
+    if not 0 < options.lock_ttl_hours < float("inf"):   # nan too: a lock that never went stale
+        raise UsageError(f"--lock_ttl_hours must be a positive number of hours, got {options.lock_ttl_hours}")
     if options.run_id is not None and not re.fullmatch(r"[A-Za-z0-9_.:+=@-]{1,200}", options.run_id):
         raise UsageError(f"--run_id {options.run_id!r}: use letters, digits and _.:+=@- only")
     return {"ttl_hours": options.lock_ttl_hours, "break_lock": bool(options.break_lock)}

@@ -49,6 +49,11 @@ TFR = ["--curated", "/nonexistent/c", "--labels_csv", "x.csv", "--output", "/tmp
     (make_tfrecords, TFR + ["--rare_classes", "keep"], "argument --rare_classes: invalid choice: 'keep'"),
     (make_tfrecords, TFR + ["--image-size=64"], "unknown option --image-size (did you mean --image_size?)"),
     (make_tfrecords, TFR + ["--policy", "p.json"], "--policy is not an option of this job"),
+    # nan passed `<= 0` checks: a traceback at pipeline build (nan or inf MB), a weight no label meets
+    (make_tfrecords, TFR + ["--target_shard_mb", "nan"], "--target_shard_mb must be positive and finite"),
+    (make_tfrecords, TFR + ["--target_shard_mb", "inf"], "--target_shard_mb must be positive and finite"),
+    (make_tfrecords, TFR + ["--min_label_weight", "nan"], "--min_label_weight must be within [0, 1], got nan"),
+    (make_tfrecords, TFR + ["--min_label_weight", "1.5"], "--min_label_weight must be within [0, 1], got 1.5"),
     (score, SCORE + ["--topk", "2"], "unknown option --topk (did you mean --top_k?)"),
     (score, SCORE + ["--quality_gate", "maybe"], "argument --quality_gate: invalid choice: 'maybe'"),
     (evaluate_curate, ["--curated", "c", "--ground_truth", "g", "--image_root", "r", "--jsn", "x"],

@@ -154,7 +154,9 @@ def test_a_lock_left_by_a_killed_process_on_this_machine_is_taken_over_at_once(l
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--lock_ttl_hours", "0"], "--lock_ttl_hours must be positive, got 0.0"),
+    (["--lock_ttl_hours", "0"], "--lock_ttl_hours must be a positive number of hours, got 0.0"),
+    # nan passed `<= 0`: a lock no age would ever make stale
+    (["--lock_ttl_hours", "nan"], "--lock_ttl_hours must be a positive number of hours, got nan"),
     (["--run_id", "a b"], "--run_id 'a b': use letters, digits and _.:+=@- only"),
 ])
 def test_bad_lock_options_are_one_line_errors_before_work(extra, message, tmp_path, capsys):
