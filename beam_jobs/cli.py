@@ -277,6 +277,16 @@ def check_outputs_not_read(output: str | None, written: list[str], input_root: s
                                  f"this run's {name} and its other outputs as uploads; write them outside the inputs")
 
 
+def refuse_bare_folder(pattern: str) -> None:
+    """UsageError when --input `pattern`, which matched nothing, names a
+    folder: a gs:// prefix without its '/' (a local folder is read as one,
+    transforms.io.inputs.input_glob; a prefix cannot be told from a file
+    without listing under it)."""
+    from apache_beam.io.filesystems import FileSystems
+    if FileSystems.match([pattern.rstrip("/") + "/**"], limits=[1])[0].metadata_list:
+        raise UsageError(f"--input {pattern} is a folder: end it with / or give a glob ({pattern.rstrip('/')}/**)")
+
+
 # A file only each job's output holds: how a job knows a folder is another's.
 OUTPUT_SIGNATURES = {"curate": "summary.json", "make_tfrecords": "dataset_info.json",
                      "score": "predictions/dt=*/model=*/_SUCCESS", "evaluate": "metrics.json",

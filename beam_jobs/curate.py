@@ -30,7 +30,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli import (JobFailed, UsageError, check_not_another_jobs_output, check_output, check_outputs_not_read,
-                           execute, local_spill_root, main, new_pipeline, runs_on_dataflow)
+                           execute, local_spill_root, main, new_pipeline, refuse_bare_folder, runs_on_dataflow)
 from beam_jobs.options import DateOptions, JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, lock_options
 from schemas import features as F
 from schemas.policy import QualityPolicy, load_policy
@@ -176,9 +176,8 @@ def check_inputs_exist(options: CurateOptions) -> None:
         except Exception as e:
             raise UsageError(f"--{flag} {pattern}: cannot list: {e}") from None
         if not found and not (flag == "input" and unstatable_matches(pattern)):
-            if flag == "input" and FileSystems.match([pattern.rstrip("/") + "/**"], limits=[1])[0].metadata_list:
-                raise UsageError(f"--input {pattern} is a folder: end it with / or give a glob "
-                                 f"({pattern.rstrip('/')}/**)")
+            if flag == "input":
+                refuse_bare_folder(pattern)
             raise UsageError(f"--{flag} {pattern} matched no files")
         if flag == "input":
             continue

@@ -31,7 +31,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli import (UsageError, check_not_another_jobs_output, check_outputs_not_read, execute, main,
-                           new_pipeline, quiet_tensorflow, runs_on_dataflow)
+                           new_pipeline, quiet_tensorflow, refuse_bare_folder, runs_on_dataflow)
 from beam_jobs.options import DateOptions, JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, load_model_info, lock_options
 from schemas import predictions as P
 from schemas.model_bundle import image_settings
@@ -259,6 +259,8 @@ def check_partitions(o: ScoreOptions, dates: list[str], version: str) -> None:
             raise UsageError(f"{e} (--allow_empty accepts an empty manifest)" if "is empty" in str(e)
                              else str(e)) from None
     bad = {d: s for d, s in states.items() if not _publishable(s, o.allow_empty)}
+    if UNDATED in bad and o.input and not o.manifest:
+        refuse_bare_folder(o.input)
     if bad:
         raise UsageError(_unlisted_message(bad, o.input, o.manifest))
 

@@ -137,10 +137,17 @@ def test_beam_options_pass_through_and_a_folder_input_keeps_manifest_ids(sample_
 
 
 @pytest.mark.e2e
-def test_an_input_folder_on_gcs_without_a_slash_is_a_one_line_error(gcs_sample, capsys):
+def test_an_input_folder_on_gcs_without_a_slash_is_a_one_line_error(gcs_sample, tmp_path, capsys):
+    from beam_jobs.train_baseline import build_model
+    from schemas.model_bundle import write_bundle
     args = ["--input", f"{gcs_sample}/dataset/images", "--output", "/tmp/never"]
     assert main(curate.run, args, prog="curate") == 2
     _one_line_error(capsys, "curate", f"is a folder: end it with / or give a glob ({gcs_sample}/dataset/images/**)")
+    # score said only "matches no files" of the same prefix
+    write_bundle(str(tmp_path / "m"), build_model(32, 2), {"label_vocabulary": ["a", "b"], "version": "v1",
+                                                             "image_size": 32})
+    assert main(score.run, args + ["--model_uri", str(tmp_path / "m")], prog="score") == 2
+    _one_line_error(capsys, "score", f"is a folder: end it with / or give a glob ({gcs_sample}/dataset/images/**)")
 
 
 # -- bad manifests and outputs: one line, before any work ---------------------------
