@@ -22,6 +22,7 @@ import pathlib
 import re
 import sys
 
+from beam_jobs.cli import seed_arg
 from templates.launch import JOB_FLAG, JOBS, option_actions, options_class
 from transforms.io.compat import is_flag
 
@@ -43,6 +44,9 @@ POSITIVE_NUMBER = r"^([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]*\.[0-9]*[1-9][0-9]*)$"
 NON_NEGATIVE_NUMBER = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)$"
 UNIT_FRACTION = r"^(0?\.[0-9]*[1-9][0-9]*|1(\.0+)?)$"  # in (0, 1]
 AT_LEAST_1000 = r"^[1-9][0-9]{3,}$"  # evaluate's bootstrap resamples
+# 0 .. 2**32 - 1 (beam_jobs.cli.seed_arg), digit by digit
+SEED = (r"^(0|[1-9][0-9]{0,8}|[1-3][0-9]{9}|4[01][0-9]{8}|42[0-8][0-9]{7}|429[0-3][0-9]{6}|4294[0-8][0-9]{5}"
+        r"|42949[0-5][0-9]{4}|429496[0-6][0-9]{3}|4294967[01][0-9]{2}|42949672[0-8][0-9]|429496729[0-5])$")
 BOOLEAN = r"^(true|false)$"
 _DATE = r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
 # Dates may also be relative to the launch, for schedulers that cannot
@@ -51,6 +55,7 @@ _DATE = r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
 DATE_OR_RELATIVE = rf"^({_DATE}|yesterday|today)$"
 _FRACTION = r"(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)"  # a decimal in [0, 1]
 FRACTIONS = rf"^{_FRACTION},{_FRACTION},{_FRACTION}$"  # the job checks the sum is 1
+FRACTION = rf"^{_FRACTION}$"
 RUN_ID = r"^[A-Za-z0-9_.:+=@-]{1,200}$"  # what beam_jobs.options.lock_options accepts (Airflow run ids fit)
 
 # On Dataflow every location is a gs:// path (the launcher and the workers
@@ -73,11 +78,14 @@ STRING_RULES = {"allowed_roots": GCS_PREFIXES, "date": DATE_OR_RELATIVE, "start_
 # Numbers are positive unless listed here (what each job's validation accepts).
 NUMBER_RULES = {"dup_radius": NON_NEGATIVE_INT, "examples_per_reason": NON_NEGATIVE_INT,
                 "jpeg_quality": PERCENT, "crop_fraction": UNIT_FRACTION,
-                "min_label_weight": NON_NEGATIVE_NUMBER, "seed": NON_NEGATIVE_INT,
+                "min_label_weight": FRACTION, "seed": SEED,
                 "bootstrap_resamples": AT_LEAST_1000, "parity_tolerance": NON_NEGATIVE_INT}
 # The CLI takes local paths too; a template (Dataflow) takes only gs://, and
 # its help says so.
 LOCAL_PHRASES = ((r"\blocal or gs://", "gs://"), (r"\blocal dir or gs:// prefix", "gs:// prefix"))
+
+
+NUMBER_TYPES = (int, float, seed_arg)
 
 
 def matches(regex: str, value: str) -> bool:
@@ -105,7 +113,7 @@ def param_type(job: str, action) -> str:
         return "BOOLEAN"
     if action.choices:
         return "ENUM"
-    if action.type in (int, float):
+    if action.type in NUMBER_TYPES:
         return "NUMBER"
     if action.dest in PATH_TYPES:
         return JOB_PATH_TYPES.get((job, action.dest), PATH_TYPES[action.dest])
@@ -139,8 +147,8 @@ def regex_for(action) -> str:
         return BOOLEAN
     if action.choices:
         return "^(" + "|".join(re.escape(str(c)) for c in action.choices) + ")$"
-    if action.type in (int, float):
-        return NUMBER_RULES.get(action.dest, POSITIVE_INT if action.type is int else POSITIVE_NUMBER)
+    if action.type in NUMBER_TYPES:
+        return NUMBER_RULES.get(action.dest, POSITIVE_NUMBER if action.type is float else POSITIVE_INT)
     if action.dest in PATH_OPTIONS:
         return GCS_PATH
     if action.dest in STRING_RULES:

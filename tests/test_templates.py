@@ -105,7 +105,8 @@ def test_shared_flags_a_job_takes_are_exactly_those_it_reads():
 PLAUSIBLE = {M.GCS_PATH: "gs://skin-bucket/{name}/x", M.GCS_PREFIXES: "gs://skin-bucket/{name}", M.POSITIVE_INT: "7", M.NON_NEGATIVE_INT: "0",
              M.PERCENT: "90", M.POSITIVE_NUMBER: "0.5", M.NON_NEGATIVE_NUMBER: "0.5", M.UNIT_FRACTION: "0.5",
              M.BOOLEAN: "true", M.DATE_OR_RELATIVE: "2026-11-20",
-             M.FRACTIONS: "0.8,0.1,0.1", M.RUN_ID: "scheduled__2026-11-22T02:00:00+00:00", M.AT_LEAST_1000: "2000"}
+             M.FRACTIONS: "0.8,0.1,0.1", M.RUN_ID: "scheduled__2026-11-22T02:00:00+00:00", M.AT_LEAST_1000: "2000",
+             M.SEED: "4294967295", M.FRACTION: "0.25"}
 
 
 def _value(p: dict) -> str:
@@ -139,6 +140,9 @@ RULES = {
     M.POSITIVE_INT: (["1", "7", "64", "100000"], ["0", "00", "-1", "07", "1.5", "", " 7", "7\n"]),
     M.NON_NEGATIVE_INT: (["0", "6", "20"], ["-1", "01", "", "6\n"]),
     M.AT_LEAST_1000: (["1000", "2000", "100000"], ["999", "0", "01000", "1e3", "", "1000\n"]),
+    M.SEED: (["0", "7", "999999999", "3999999999", "4294967295"],
+             ["-1", "01", "4294967296", "4300000000", "9999999999", "42949672950", "1.5", "", "7\n"]),
+    M.FRACTION: (["0", "0.0", "0.5", ".25", "1", "1.0"], ["1.5", "2", "-0.1", ".", "", "nan", "0.5\n"]),
     M.PERCENT: (["1", "90", "100"], ["0", "101", "1000", "90\n"]),
     M.POSITIVE_NUMBER: (["24", "24.0", "0.5", ".5", "150.0"], ["0", "0.0", ".", "", "-1", "1.", "1e3", "24\n"]),
     M.NON_NEGATIVE_NUMBER: (["0", "0.0", "0.5", ".25"], [".", "", "-0.1", "1.", "0.5\n"]),
@@ -194,7 +198,7 @@ def test_parameters_have_console_types_defaults_and_enum_options():
                 assert [o["value"] for o in p["enumOptions"]] == list(action.choices)
                 assert all(o["label"] and o["description"] for o in p["enumOptions"])
                 assert p["defaultValue"] in action.choices
-            elif action.type in (int, float):
+            elif action.type in M.NUMBER_TYPES:
                 assert p["paramType"] == "NUMBER", (job, name)
             elif name in M.PATH_TYPES:
                 assert p["paramType"] in {"GCS_READ_FILE", "GCS_READ_FOLDER", "GCS_WRITE_FOLDER"}, (job, name)
