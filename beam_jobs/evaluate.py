@@ -308,13 +308,14 @@ def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: d
             | "Reshuffle" >> beam.Reshuffle()
             | "Prepare" >> beam.ParDo(_Prepare(context, image_size, serving, allowed_roots(o) if serving else None))
             .with_outputs(STORED, PIXELS, main="images"))
-    runs = [(role, m["uri"], prep.images) for role, m in models.items()]
+    runs = [(role, m, prep.images) for role, m in models.items()]
     if serving:
-        runs.append((STORED, models["model"]["uri"], prep[STORED]))
+        runs.append((STORED, models["model"], prep[STORED]))
     scored = [prep[PIXELS]] if serving else []
-    for role, uri, images in runs:
+    for role, m, images in runs:
         handler = KeyedModelHandler(KerasBundleHandler(
-            uri, min_batch_size=o.min_batch_size, max_batch_size=o.max_batch_size, image_size=image_size))
+            m["uri"], min_batch_size=o.min_batch_size, max_batch_size=o.max_batch_size, image_size=image_size,
+            version=m["version"]))
         title = role.title()
         # No dead-letter output: a model failing on some examples would leave
         # the two models on different sets, so the job fails instead.

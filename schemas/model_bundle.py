@@ -2,7 +2,12 @@
 
     MODEL_DIR/model.keras        Keras 3 model: uint8 RGB (N, S, S, 3) -> softmax (N, len(vocab))
     MODEL_DIR/model_info.json    label_vocabulary (index = output unit), version, image_size,
-                                 input, trained_on, metrics, ...
+                                 input, model_sha256, trained_on, metrics, ...
+
+model_sha256 names the model.keras the info describes: a bundle is two files,
+so a reader during a rewrite, or two trainers writing one directory, could
+pair one run's weights with another's version and vocabulary; load_bundle()
+refuses such a pair (bundles written before it carry no hash and load as before).
 
 write_bundle() writes one, load_bundle() reads one back from a local path or gs://.
 Remote files go through Beam's FileSystems, the project's one gs:// client
@@ -10,6 +15,7 @@ Remote files go through Beam's FileSystems, the project's one gs:// client
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
@@ -75,7 +81,9 @@ def write_bundle(model_dir: str, model, info: dict) -> str:
         local = os.path.join(tmp, MODEL_FILE)
         model.save(local)
         with open(local, "rb") as f:
-            _write(_join(model_dir, MODEL_FILE), f.read())
+            data = f.read()
+    info["model_sha256"] = hashlib.sha256(data).hexdigest()
+    _write(_join(model_dir, MODEL_FILE), data)
     _write(_join(model_dir, INFO_FILE), (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
     return model_dir
 
@@ -100,7 +108,7 @@ def load_bundle(model_uri: str):
         raise ValueError(f"model file not found: {model_path}")
     info_path = _join(model_dir, INFO_FILE)
     info = _read_info(info_path)
-    model = _load_model(model_path)
+    model = _load_model(model_path, info.get("model_sha256"), info_path)
     _check_units(model, info["label_vocabulary"], model_path)
     return model, info
 
@@ -123,24 +131,38 @@ def _read_info(info_path: str) -> dict:
     return info
 
 
-def _load_model(model_path: str):
+def _load_model(model_path: str, sha256: str | None = None, info_path: str = INFO_FILE):
+    """The Keras model of model_path; with `sha256`, only if its bytes are
+    those (else ValueError naming both files)."""
     # Keras 3 by name, not tf.keras: importing tensorflow_transform sets
     # TF_USE_LEGACY_KERAS=1 (inherited by child processes), which turns
     # tf.keras into Keras 2, and Keras 2 cannot read a Keras 3 .keras file.
     import keras
     import tensorflow as tf
     try:
-        if "://" not in model_path:
+        if "://" not in model_path and sha256 is None:
             return keras.models.load_model(model_path)
-        # Keras cannot open gs:// itself: copy the file down first.
+        # Keras cannot open gs:// itself, and the bytes checked must be the
+        # bytes loaded: read them once, load a private copy.
+        data = _read(model_path)
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise BundleMismatch(f"{model_path} is not the model {info_path} describes (sha256 "
+                                 f"{hashlib.sha256(data).hexdigest()[:12]}, not {sha256[:12]}): the bundle is "
+                                 "being rewritten, or its files come from two runs")
         with tempfile.TemporaryDirectory() as tmp:
             local = os.path.join(tmp, MODEL_FILE)
             with open(local, "wb") as f:
-                f.write(_read(model_path))
+                f.write(data)
             return keras.models.load_model(local)
+    except BundleMismatch:
+        raise
     except (OSError, ValueError, tf.errors.OpError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"cannot load Keras model ({first}): {model_path}") from None
+
+
+class BundleMismatch(ValueError):
+    """model.keras is not the file model_info.json describes."""
 
 
 def _check_units(model, vocab, where: str):

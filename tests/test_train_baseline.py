@@ -196,3 +196,40 @@ def test_divergence_is_told_from_a_finite_loss_and_finite_weights():
         train_baseline.check_converged([2.0, float("nan")], ok)
     with pytest.raises(JobFailed, match="weights are not all finite"):
         train_baseline.check_converged([2.0, 1.5], ok + [np.array([np.inf], np.float32)])
+
+
+def _bundle(path, seed, version, size=32):
+    import keras
+    keras.utils.set_random_seed(seed)
+    from schemas.model_bundle import write_bundle
+    return write_bundle(str(path), train_baseline.build_model(size, 2),
+                        {"label_vocabulary": ["a", "b"], "version": version, "image_size": size})
+
+
+def test_a_bundle_whose_two_files_come_from_two_runs_is_refused(tmp_path):
+    """A bundle is two files: a reader during a rewrite, or two trainers
+    writing one folder, paired one run's weights with the other's version
+    (score would name its partitions after a model it did not run)."""
+    _bundle(tmp_path / "a", 1, "v1")
+    _bundle(tmp_path / "b", 2, "v2")
+    info = json.loads((tmp_path / "a" / INFO_FILE).read_text())
+    assert len(info["model_sha256"]) == 64
+    assert load_bundle(str(tmp_path / "a"))[1]["version"] == "v1"
+    shutil.copy(tmp_path / "b" / MODEL_FILE, tmp_path / "a" / MODEL_FILE)   # v2's weights under v1's info
+    for uri in (tmp_path / "a", tmp_path / "a" / MODEL_FILE):
+        with pytest.raises(ValueError, match=rf"{tmp_path / 'a' / MODEL_FILE} is not the model .*{INFO_FILE} "
+                                             r"describes \(sha256 \w{12}, not \w{12}\): the bundle is being rewritten"):
+            load_bundle(str(uri))
+    del info["model_sha256"]   # a bundle from before the hash: trusted as before
+    (tmp_path / "a" / INFO_FILE).write_text(json.dumps(info))
+    assert load_bundle(str(tmp_path / "a"))[1]["version"] == "v1"
+
+
+def test_workers_refuse_a_model_retrained_into_its_folder_since_launch(tmp_path):
+    """score names its rows and partitions model=VERSION from the bundle it
+    read at launch; a worker loading the folder later must run that model."""
+    from transforms.scoring.inference import KerasBundleHandler
+    _bundle(tmp_path / "m", 1, "v2")
+    with pytest.raises(ValueError, match=r"holds model v2 now, not v1, which this run was launched with"):
+        KerasBundleHandler(str(tmp_path / "m"), version="v1").load_model()
+    assert KerasBundleHandler(str(tmp_path / "m"), version="v2", image_size=32).load_model().output_shape[-1] == 2

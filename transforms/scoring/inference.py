@@ -16,17 +16,24 @@ class KerasBundleHandler(ModelHandler):
     """uint8 HxWx3 arrays -> probability vectors, batched."""
 
     def __init__(self, model_uri: str, *, min_batch_size: int = 8, max_batch_size: int = 64,
-                 share_across_processes: bool = False, image_size: int | None = None):
+                 share_across_processes: bool = False, image_size: int | None = None,
+                 version: str | None = None):
         # large_model=True makes Beam load one copy per machine, shared by
         # processes, instead of one per process.
         super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size,
                          large_model=share_across_processes)
         self.model_uri = model_uri
         self.image_size = image_size
+        self.version = version
 
     def load_model(self):
         from schemas.model_bundle import load_bundle
         model, info = load_bundle(self.model_uri)
+        if self.version is not None and info["version"] != self.version:
+            # The run named its rows and partitions at launch: a model
+            # retrained into the same folder since would score under that name.
+            raise ValueError(f"{self.model_uri} holds model {info['version']} now, not {self.version}, which this "
+                             "run was launched with and names its output for; launch again to use it")
         if self.image_size:
             # At worker setup, outside RunInference's per-batch error handling:
             # a model that cannot take the images fails the job, not every row.

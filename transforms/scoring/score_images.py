@@ -42,7 +42,8 @@ class ScoreImages(beam.PTransform):
             threads=self._threads, depth=2 * self._max_batch, enhance=self._enhance)).with_outputs(DONE, main="inputs")
         handler = KeyedModelHandler(KerasBundleHandler(
             self._model_uri, min_batch_size=self._min_batch, max_batch_size=self._max_batch,
-            share_across_processes=self._share_model, image_size=self._settings["image_size"]))
+            share_across_processes=self._share_model, image_size=self._settings["image_size"],
+            version=self._version))
         predictions, failures = prepared.inputs | "RunInference" >> RunInference(handler).with_exception_handling()
         scored = predictions | "ToRows" >> beam.Map(scored_row, self._vocabulary, self._top_k, self._version,
                                                     self._scored_at)
