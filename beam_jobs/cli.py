@@ -287,6 +287,37 @@ def refuse_bare_folder(pattern: str) -> None:
         raise UsageError(f"--input {pattern} is a folder: end it with / or give a glob ({pattern.rstrip('/')}/**)")
 
 
+def check_replaceable(path: str, flag: str, kind: str, is_kind) -> None:
+    """UsageError unless the file `path` names is new, or an earlier `kind`
+    (is_kind(its bytes)), which the job replaces. A file output is replaced
+    whole: train_relevance --output naming its labels CSV or a photo wrote
+    the model over it, and naming a folder deleted the folder."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from transforms.io.inputs import normalize_uri, read_named_file
+    if not FileSystems.exists(normalize_uri(path)):
+        return
+    try:
+        data = read_named_file(path, flag)
+    except ValueError as e:   # a folder, a FIFO, ...
+        raise UsageError(f"{e}; {flag} must name a new file or an earlier {kind}, which is replaced") from None
+    if not is_kind(data):
+        raise UsageError(f"{flag} {path} exists and holds no {kind}: it would be replaced; give a new path "
+                         f"or an earlier {kind}'s")
+
+
+def is_json_object_with(key: str):
+    """is_kind for check_replaceable: a JSON object holding `key`."""
+    def check(data: bytes) -> bool:
+        import json
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return False
+        return isinstance(doc, dict) and key in doc
+    return check
+
+
 # A file only each job's output holds: how a job knows a folder is another's.
 OUTPUT_SIGNATURES = {"curate": "summary.json", "make_tfrecords": "dataset_info.json",
                      "score": "predictions/dt=*/model=*/_SUCCESS", "evaluate": "metrics.json",

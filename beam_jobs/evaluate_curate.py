@@ -14,7 +14,7 @@ import sys
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.cli import OneLineParser, UsageError
+from beam_jobs.cli import OneLineParser, UsageError, check_replaceable, is_json_object_with
 from beam_jobs.cli import main as cli_main
 from schemas.features import features_glob
 from schemas.reasons import REASONS
@@ -96,6 +96,8 @@ def run(argv=None) -> dict:
     ap.add_argument("--image_root", required=True, help="the root image paths in ground truth are relative to")
     ap.add_argument("--json", help="also write the metrics here")
     a = ap.parse_args(argv)
+    if a.json:
+        check_replaceable(a.json, "--json", "evaluate_curate metrics", is_json_object_with("per_reason"))
     try:
         truth = list(csv.DictReader(read_named_text(a.ground_truth, "--ground_truth").splitlines()))
     except ValueError as e:

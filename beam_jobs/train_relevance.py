@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from beam_jobs.cli import OneLineParser, UsageError, main, seed_arg
+from beam_jobs.cli import OneLineParser, UsageError, check_replaceable, is_json_object_with, main, seed_arg
 from transforms.image import relevance as rel
 from transforms.image.colour import exposed, with_sensor_noise
 
@@ -299,6 +299,7 @@ def run(argv=None) -> dict:
         raise UsageError(f"--folds must be at least 2, got {a.folds}")
     if not 0.0 < a.false_reject < 0.5:
         raise UsageError(f"--false_reject must be between 0 and 0.5, got {a.false_reject}")
+    check_replaceable(a.output, "--output", "relevance model", is_json_object_with("cell_descriptors"))
     rows, raw = read_labels(a.labels, a.image_root)
     t0 = time.perf_counter()
     notes = []

@@ -200,3 +200,20 @@ def test_finalize_output_writes_the_marker_then_releases_only_its_own_lock(tmp_p
                     | FinalizeOutput(str(out), me, lambda e: e))
         assert_that(released, equal_to([False]))
     assert os.listdir(out / "_LOCK") == [f"{other['attempt']}.json"]
+
+
+def test_a_file_is_never_written_over_a_folder(tmp_path):
+    """write_atomically deleted whatever stood at its path before the rename,
+    and Beam deletes a local folder whole: a file path naming a folder took
+    the folder with it."""
+    from transforms.io.sharded_write import write_atomically
+    folder = tmp_path / "kept"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "a.txt").write_text("a")
+    with pytest.raises(IsADirectoryError, match="is a folder: not replaced by a file"):
+        write_atomically(str(folder), b"data")
+    assert (folder / "sub" / "a.txt").read_text() == "a"
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"]   # no temp file left either
+    write_atomically(str(tmp_path / "f.json"), b"1")
+    write_atomically(str(tmp_path / "f.json"), b"2")   # a file is replaced as before
+    assert (tmp_path / "f.json").read_bytes() == b"2"

@@ -427,6 +427,17 @@ def test_evaluate_curate_refuses_to_score_nothing(labelled, curated, tmp_path, c
     assert not result["not_in_output"]
 
 
+def test_evaluate_curate_never_writes_its_json_over_another_file(tmp_path, capsys):
+    truth = tmp_path / "ground_truth.csv"
+    truth.write_text("image_path,defect\n")
+    for target, message in ((truth, "exists and holds no evaluate_curate metrics"),
+                            (tmp_path, "a directory, not a regular file")):
+        args = ["--curated", "c", "--ground_truth", str(truth), "--image_root", "r", "--json", str(target)]
+        assert main(evaluate_curate.run, args, prog="evaluate_curate") == 2
+        _one_line_error(capsys, "evaluate_curate", message)
+    assert truth.read_text() == "image_path,defect\n"
+
+
 def test_evaluate_curate_reports_no_spread_from_fewer_than_two_tones():
     """One tone's rejection rate has no spread: the report says n/a, not 0.0 points."""
     from beam_jobs.evaluate_curate import evaluate, format_report

@@ -236,6 +236,27 @@ def test_copies_of_a_photo_fall_in_its_fold_and_distinct_photos_keep_theirs(tmp_
     assert any(n.startswith("near duplicates labelled differently") and "crop.jpg (not_skin)" in n for n in notes)
 
 
+def test_an_output_that_is_not_an_earlier_model_is_refused_before_training(tmp_path):
+    """--output is replaced whole: naming the labels CSV or a photo wrote the
+    model over it, and naming a folder deleted the folder."""
+    import cv2
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "p.jpg").write_bytes(cv2.imencode(".jpg", _scene(0))[1].tobytes())
+    labels = _labels_csv(tmp_path / "l.csv", [["p.jpg", "skin", ""]])
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for output, message in ((labels, "exists and holds no relevance model: it would be replaced"),
+                            (str(photos / "p.jpg"), "exists and holds no relevance model"),
+                            (str(photos), "a directory, not a regular file")):
+        with pytest.raises(UsageError, match=message):
+            train_relevance.run(["--labels", labels, "--image_root", str(photos), "--output", output])
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    earlier = tmp_path / "model.json"   # an earlier model is what --output is for: replaced
+    earlier.write_text(rel.DEFAULT_MODEL_PATH.read_text())
+    with pytest.raises(UsageError, match="need at least 2 photos of each label"):   # got past the check
+        train_relevance.run(["--labels", labels, "--image_root", str(photos), "--output", str(earlier)])
+
+
 def test_a_photo_listed_twice_is_learned_once_and_two_labels_for_it_are_refused(tmp_path, capsys):
     a = _labels_csv(tmp_path / "a.csv", [["x.jpg", "skin", ""], ["y.jpg", "not_skin", ""], ["x.jpg", "yes", ""],
                                          ["z.jpg", "skin", ""], ["w.jpg", "no", ""]])

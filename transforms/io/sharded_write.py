@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import posixpath
 import uuid
 
@@ -42,6 +43,9 @@ def write_atomically(path: str, data: bytes) -> str:
     # `features/*.parquet`, and Beam's `*` also matches names starting with a
     # dot, so `.tmp-...-x.parquet` (a half-written file on a local disk, or
     # one a killed run left behind) would be read as data.
+    if "://" not in path and os.path.isdir(path):
+        # FileSystems.delete below removes a local folder whole.
+        raise IsADirectoryError(f"{path} is a folder: not replaced by a file")
     tmp = posixpath.join(posixpath.dirname(path), f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}.partial")
     with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         f.write(data)
