@@ -17,6 +17,7 @@ Run: python -m beam_jobs.make_tfrecords --curated CURATE_OUT --scin_cases C --sc
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter
 
@@ -265,13 +266,21 @@ def _finalize(_, output, compression, class_counts, min_count, rare_policy, cell
     return info
 
 
+# The shard names this job writes at the top of its output: only such files
+# are ever deleted there as stale. Any *.tfrecord* was, so an --output shared
+# with other datasets' records lost them.
+_OWN_SHARD = re.compile(rf"^({'|'.join(SPLITS + (UNLABELED,))})-\d{{5,}}-of-\d{{5,}}\.tfrecord(\.gz)?$")
+
+
 def _drop_stale_shards(output, records, dead, tfds=False):
     """Delete record and dead-letter shards this run did not write (an earlier
     run's other shard counts, or the other layout of --tfds), so the output
     holds one run's files only. records are paths relative to output. A run
-    without --tfds also drops an earlier run's TFDS metadata."""
+    without --tfds also drops an earlier run's TFDS metadata. Files at the
+    top of the output not named as this job names its shards are kept."""
     top = FileSystems.match([FileSystems.join(output, "*.tfrecord*")])[0].metadata_list
-    stale = [m.path for m in top if m.path.rsplit("/", 1)[-1] not in records]
+    stale = [m.path for m in top
+             if m.path.rsplit("/", 1)[-1] not in records and _OWN_SHARD.match(m.path.rsplit("/", 1)[-1])]
     in_tfds = FileSystems.match([FileSystems.join(output, E.TFDS_DIR, "*")])[0].metadata_list
     stale += [m.path for m in in_tfds if not tfds or (
         ".tfrecord" in m.path and f"{E.TFDS_DIR}/{m.path.rsplit('/', 1)[-1]}" not in records)]

@@ -129,9 +129,14 @@ def test_stale_shards_of_the_other_layout_are_dropped(tfds_out, tmp_path):
     assert {p.name for p in (out / "tfds").glob("*.json")} == {"dataset_info.json", "features.json"}
 
     (out / "train-00000-of-00001.tfrecord.gz").write_bytes(b"new")
+    # Records this job does not name as it names its own (another dataset's in
+    # a shared folder) were deleted as stale too: they are kept.
+    others = ["faces-00000-of-00002.tfrecord", "train.tfrecord", "train-00000-of-00001.tfrecord.bak"]
+    for name in others:
+        (out / name).write_bytes(b"another dataset's")
     make_tfrecords._drop_stale_shards(str(out), {"train-00000-of-00001.tfrecord.gz"}, set(), tfds=False)
     assert not list((out / "tfds").iterdir())
-    assert [p.name for p in out.glob("*.tfrecord*")] == ["train-00000-of-00001.tfrecord.gz"]
+    assert sorted(p.name for p in out.glob("*.tfrecord*")) == sorted(others + ["train-00000-of-00001.tfrecord.gz"])
 
 
 @pytest.mark.parametrize("compression", [[], ["--compression", "gzip"]])
