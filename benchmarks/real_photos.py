@@ -340,8 +340,15 @@ def fold_judging(models: dict[int, dict]):
     """lab -> the fold (of fold_models' models) whose networks never saw that
     labelled photo (a degraded variant goes with its original): the fold
     train_relevance put it in, with any duplicates of it."""
-    fold = {f: k for k, m in models.items() for f in m["training"]["judges"]}
-    return lambda lab: fold[lab.get("derived_from") or lab["file"]]
+    from beam_jobs.train_relevance import fold_of
+    fold = {f: k for k, m in models.items() for f in m["training"].get("judges", ())}
+    folds = next(iter(models.values()))["training"]["folds"] if models else 1
+
+    def judging(lab: dict) -> int:
+        name = lab.get("derived_from") or lab["file"]
+        # models cached before "judges" was kept: the fold of the file's own group
+        return fold[name] if fold else fold_of(name, folds)
+    return judging
 
 
 def cross_validated_rows(labels: list[dict], images: str, folds: int, tmp: str,

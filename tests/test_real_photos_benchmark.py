@@ -255,3 +255,18 @@ def test_the_benchmark_prints_its_figures_without_beams_benign_warnings(tmp_path
     assert done.returncode == 0, done.stderr
     assert "usable skin photos wrongly rejected" in done.stdout
     assert "Discarding" not in done.stderr and "WARNING" not in done.stderr, done.stderr
+
+
+def test_a_labelled_photo_is_judged_by_the_fold_that_never_saw_it_nor_its_copies():
+    """fold_models records which photos each fold's networks never saw
+    (train_relevance puts a photo's duplicates in its fold, whatever its file
+    name hashes to); a degraded variant goes with its original. Cached models
+    from before that record fall back to the file's own fold."""
+    from beam_jobs.train_relevance import fold_of
+    models = {k: {"training": {"fold": k, "folds": 2, "judges": names}}
+              for k, names in ((0, ["a.jpg", "copy_of_a.jpg"]), (1, ["b.jpg"]))}
+    judging = rp.fold_judging(models)
+    assert [judging({"file": f}) for f in ("a.jpg", "copy_of_a.jpg", "b.jpg")] == [0, 0, 1]
+    assert judging({"file": "a_blur.jpg", "derived_from": "copy_of_a.jpg"}) == 0
+    old = rp.fold_judging({k: {"training": {"fold": k, "folds": 2}} for k in (0, 1)})
+    assert old({"file": "b.jpg"}) == fold_of("b.jpg", 2)
