@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max_class_weight", type=float, default=3.0,
                    help="Cap on any class weight (a class of 2 images must not dominate the loss).")
     p.add_argument("--version", help="Model version (default baseline-<dataset_info sha256[:8]>-s<seed>).")
+    from beam_jobs.options import LockOptions
+    LockOptions._add_argparse_args(p)  # --run_id, --lock_ttl_hours, --break_lock, as every job
     return p
 
 
@@ -218,10 +220,30 @@ def run(argv=None) -> dict:
         raise UsageError("--epochs and --batch_size must be at least 1")
     if not 0 < o.learning_rate < float("inf") or not o.max_class_weight >= 1:
         raise UsageError("--learning_rate must be a finite number > 0 and --max_class_weight at least 1")
+    from beam_jobs.options import lock_options
+    lock = lock_options(o)
     info, info_bytes = load_dataset_info(o.tfrecords)
     check_not_another_jobs_output(o.output, "train_baseline")
-    version = o.version or default_version(info_bytes, o.seed)
+    # A bundle is two files: two runs into one folder at once would pair one
+    # run's weights with the other's info. One run at a time, as every job.
+    from apache_beam.io.filesystems import FileSystems
 
+    from transforms.io import run_lock
+    me, lock_dir = run_lock.new_lock_info("train_baseline", o.run_id), FileSystems.join(o.output, run_lock.LOCK)
+    run_lock.acquire(lock_dir, me, o.output, lock["ttl_hours"], lock["break_lock"])
+    try:
+        result = _train(o, info, info_bytes, lambda: run_lock.check(lock_dir, me, o.output))
+    except BaseException:
+        run_lock.release_quietly(lock_dir, me)
+        raise
+    run_lock.release(lock_dir, me, o.output)
+    return result
+
+
+def _train(o, info: dict, info_bytes: bytes, still_mine) -> dict:
+    """run()'s training and writing, under the output's lock; still_mine()
+    raises unless the lock is still this run's (checked before writing)."""
+    version = o.version or default_version(info_bytes, o.seed)
     quiet_tensorflow()
     import keras
     import tensorflow as tf
@@ -258,6 +280,7 @@ def run(argv=None) -> dict:
     if val is not None:
         loss, acc = model.evaluate(val, verbose=0)
         metrics.update(validation_loss=float(loss), validation_accuracy=float(acc))
+    still_mine()
     write_bundle(o.output, model, {
         "label_vocabulary": vocab, "version": version, "image_size": size, "input": INPUT_CONTRACT,
         "trained_on": {"dataset": o.tfrecords, "sources": info.get("sources", {}),

@@ -183,7 +183,7 @@ def test_a_run_whose_training_diverged_writes_no_model(tfrecords, tmp_path, caps
     assert main(train_baseline.run, args + ["--learning_rate", "1e9"], prog="train_baseline") == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("train_baseline: error: training diverged") and "--learning_rate" in err
-    assert not (tmp_path / "m").exists()
+    assert [p.name for p in (tmp_path / "m").rglob("*")] == ["_LOCK"]   # no model; its lock released
     assert main(train_baseline.run, args, prog="train_baseline") == 0
     assert load_bundle(str(tmp_path / "m"))[1]["training"]["learning_rate"] == 3e-3
 
@@ -233,3 +233,24 @@ def test_workers_refuse_a_model_retrained_into_its_folder_since_launch(tmp_path)
     with pytest.raises(ValueError, match=r"holds model v2 now, not v1, which this run was launched with"):
         KerasBundleHandler(str(tmp_path / "m"), version="v1").load_model()
     assert KerasBundleHandler(str(tmp_path / "m"), version="v2", image_size=32).load_model().output_shape[-1] == 2
+
+
+@pytest.mark.e2e  # trains on the shared generated set
+def test_a_run_into_a_folder_another_run_is_writing_is_refused(tfrecords, tmp_path, capsys):
+    """Two trainers writing one folder could leave one's weights under the
+    other's model_info.json; it takes the output's lock as every job does."""
+    import os
+    from beam_jobs.cli import main
+    from transforms.io import run_lock
+    from transforms.io.sharded_write import write_atomically
+    out = tmp_path / "m"
+    holder = dict(run_lock.new_lock_info("train_baseline", "the-first-run"), pid=os.getpid())  # alive: this process
+    write_atomically(str(out / "_LOCK" / f"{holder['attempt']}.json"), json.dumps(holder).encode())
+    args = ["--tfrecords", str(tfrecords), "--output", str(out), "--epochs", "1", "--batch_size", "32"]
+    assert main(train_baseline.run, args, prog="train_baseline") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"train_baseline: error: {out} is locked by run the-first-run")
+    assert sorted(p.name for p in out.iterdir()) == ["_LOCK"]   # nothing written
+    assert main(train_baseline.run, args + ["--break_lock"], prog="train_baseline") == 0   # declared dead
+    assert load_bundle(str(out))[1]["training"]["epochs"] == 1
+    assert list((out / "_LOCK").iterdir()) == []   # released
