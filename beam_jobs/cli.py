@@ -254,14 +254,17 @@ def check_output(output, flag: str = "--output") -> None:
 
 
 def check_outputs_not_read(output: str | None, written: list[str], input_root: str | None,
-                           dates: list[str]) -> None:
-    """UsageError when the job's listing of --input (`input_root`: the glob,
-    or with `dates` the root of their dt=D/ folders, each listed as
-    dt=D/**) would match a file it writes under --output (`written`: paths
+                           dates: list[str], flag: str = "--output") -> None:
+    """UsageError when the job's listings of --input (`input_root`: the glob,
+    or with `dates` the root of the dt=D/ folders, each night listed as
+    dt=D/**) would match a file it writes under `output` (`written`: paths
     relative to it, one per kind of file): the next run, a nightly rerun or a
-    retry, would take this run's features, report and markers for uploads,
-    and this run would list its own files while it writes and renames them.
-    Patterns match as Beam's listing does (* within one folder, ** across)."""
+    retry, would take this run's features, report, markers or index parts for
+    uploads, and this run would list its own files while it writes and
+    renames them. Dated runs are checked against every night's folder, not
+    only their own: tonight's files under tomorrow's dt= folder are read
+    tomorrow. Patterns match as Beam's listing does (* within one folder, **
+    across)."""
     if not output or not input_root:
         return
     from apache_beam.io.filesystem import FileSystem
@@ -269,12 +272,12 @@ def check_outputs_not_read(output: str | None, written: list[str], input_root: s
     from transforms.io.inputs import normalize_uri
     from transforms.io.partitions import night_glob
     root = normalize_uri(output).rstrip("/")
-    for pattern in [night_glob(input_root, d) for d in dates] or [input_root]:
-        wanted = re.compile(FileSystem.translate_pattern(normalize_uri(pattern)))
-        for name in written:
-            if wanted.match(f"{root}/{name}"):
-                raise UsageError(f"--output {output} is where --input {pattern} reads: the next run would read "
-                                 f"this run's {name} and its other outputs as uploads; write them outside the inputs")
+    pattern = night_glob(input_root, "*") if dates else input_root
+    wanted = re.compile(FileSystem.translate_pattern(normalize_uri(pattern)))
+    for name in written:
+        if wanted.match(f"{root}/{name}"):
+            raise UsageError(f"{flag} {output} is where --input {pattern} reads: the next run would read "
+                             f"this run's {name} and its other outputs as uploads; write them outside the inputs")
 
 
 def refuse_bare_folder(pattern: str) -> None:

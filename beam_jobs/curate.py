@@ -41,7 +41,8 @@ from transforms.io.allowed_roots import AllowedRoots, default_roots
 from transforms.curate import drift
 from transforms.curate.analyze_images import AnalyzeImages
 from transforms.curate.duplicates import ClusterDuplicates, pair_distance
-from transforms.curate.reference import RejectEarlierDuplicates, compact_quietly, entry_of, write_part
+from transforms.curate.reference import (COMPACTED, PARTS, RejectEarlierDuplicates, compact_quietly, entry_of,
+                                        write_part)
 from transforms.io.partitions import (dates_of, list_partition, night_glob, publishable, unlisted_message,
                                       unstatable_matches)
 from transforms.io.inputs import ReadImageRefs, input_glob, parse_manifest, parse_scin_cases, read_named_text
@@ -131,6 +132,8 @@ def resolve(options: CurateOptions):
             raise UsageError(f"--{flag} must be within [{lo}, {hi}], got {value}")
     check_outputs_not_read(o.output, [f"dt={d}/{name}" for d in dates for name in WRITTEN] or list(WRITTEN),
                            o.input, dates)
+    check_outputs_not_read(o.reference, [f"{PARTS}/dt={d}/part.parquet" for d in dates] + [f"{COMPACTED}/c.parquet"],
+                           o.input, dates, "--reference")
     try:
         policy = load_policy(o.policy)
     except ValueError as e:

@@ -254,13 +254,19 @@ def test_an_output_where_the_input_lists_is_refused_and_one_beside_it_is_not(sam
     before = sorted(str(p) for p in uploads.rglob("*"))
     for job, args, pattern in [
         (curate, ["--input", str(uploads), "--output", str(uploads / "curated")], f"{uploads}/**"),
-        (curate, ["--input", str(uploads), "--date", "2026-11-01", "--output", str(uploads)], f"{night}/**"),
+        (curate, ["--input", str(uploads), "--date", "2026-11-01", "--output", str(uploads)], f"{uploads}/dt=*/**"),
+        # tonight's files in a later night's folder are read that night; so is an index written there
+        (curate, ["--input", str(uploads), "--date", "2026-11-01", "--output", str(uploads / "dt=2026-11-02" / "c")],
+         f"{uploads}/dt=*/**"),
+        (curate, ["--input", str(uploads), "--date", "2026-11-01", "--output", str(tmp_path / "c"),
+                  "--reference", str(uploads / "dt=2026-11-02" / "index")], f"{uploads}/dt=*/**"),
         (score, ["--input", f"{uploads}/**", "--output", str(uploads / "scores"), "--model_uri", str(tmp_path / "m")],
          f"{uploads}/**"),
     ]:
         name = job.__name__.rsplit(".", 1)[-1]
         assert main(job.run, args, prog=name) == 2
-        _one_line_error(capsys, name, f"--output {args[args.index('--output') + 1]} is where --input {pattern} reads")
+        flag = "--reference" if "--reference" in args else "--output"
+        _one_line_error(capsys, name, f"{flag} {args[args.index(flag) + 1]} is where --input {pattern} reads")
     assert sorted(str(p) for p in uploads.rglob("*")) == before  # refused before writing anything
     # Beside the uploads, or under them where the glob does not reach (* stays in one folder): allowed,
     # and a rerun reads the same photos, not the run before it.
