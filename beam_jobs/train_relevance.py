@@ -83,8 +83,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def read_labels(paths: list[str], image_root: str | None) -> tuple[list[dict], bytes]:
     """Rows {uri, label, group} from every CSV, and their bytes (for the version)."""
-    from transforms.io.inputs import decode_text, join_root, read_named_file
-    rows, raw, first, repeats = [], b"", {}, 0
+    from transforms.io.inputs import decode_text, read_named_file
+    listed, raw = [], b""
     for source, path in enumerate(paths):
         try:
             data = read_named_file(path, "--labels")
@@ -94,34 +94,41 @@ def read_labels(paths: list[str], image_root: str | None) -> tuple[list[dict], b
         raw += data
         reader = csv.DictReader(io.StringIO(text))
         if reader.fieldnames and {"image_path", "defect"} <= set(reader.fieldnames):
-            rows += _sample_data_rows(reader, path, source)
-            continue
-        if not reader.fieldnames or not {"uri", "label"} <= set(reader.fieldnames):
+            listed += _sample_data_rows(reader, path, source)
+        elif not reader.fieldnames or not {"uri", "label"} <= set(reader.fieldnames):
             raise UsageError(f"--labels {path}: needs a header with columns uri,label[,group]")
-        for n, r in enumerate(reader, start=2):
-            label = LABELS.get((r["label"] or "").strip().lower())
-            if label is None:
-                raise UsageError(f"--labels {path} line {n}: label {r['label']!r} is not skin or not_skin")
-            uri = join_root(image_root, r["uri"].strip()) if image_root else r["uri"].strip()
-            where = f"--labels {path} line {n}"
-            if uri in first:  # a photo learned twice would count twice, or with both labels
-                if first[uri]["label"] != label:
-                    raise UsageError(f"{where}: {uri} is labelled {LABEL_NAMES[label]} here and "
-                                     f"{LABEL_NAMES[first[uri]['label']]} at {first[uri]['line']}")
-                repeats += 1
-                continue
-            first[uri] = {"uri": uri, "label": label, "group": (r.get("group") or "").strip() or uri,
-                          "source": source, "line": where}
-            rows.append(first[uri])
-    if repeats:
-        print(f"train_relevance: {repeats} label rows repeat a photo listed earlier with the same label; "
-              "each photo is learned once", file=sys.stderr)
+        else:
+            listed += _csv_rows(reader, path, source, image_root)
+    rows, first = [], {}
+    for row in listed:   # a photo learned twice would count twice, or with both labels
+        earlier = first.setdefault(row["uri"], row)
+        if earlier is row:
+            rows.append(row)
+        elif earlier["label"] != row["label"]:
+            raise UsageError(f"{row['line']}: {row['uri']} is labelled {LABEL_NAMES[row['label']]} here and "
+                             f"{LABEL_NAMES[earlier['label']]} at {earlier['line']}")
+    if len(rows) < len(listed):
+        print(f"train_relevance: {len(listed) - len(rows)} label rows repeat a photo listed earlier with the "
+              "same label; each photo is learned once", file=sys.stderr)
     if not rows:
         raise UsageError("the labels name no photos")
     counts = np.bincount([r["label"] for r in rows], minlength=2)
     if min(counts) < 2:
         raise UsageError(f"need at least 2 photos of each label, got {counts[1]} skin and {counts[0]} not_skin")
     return rows, raw
+
+
+def _csv_rows(reader, path: str, source: int, image_root: str | None) -> list[dict]:
+    from transforms.io.inputs import join_root
+    rows = []
+    for n, r in enumerate(reader, start=2):
+        label = LABELS.get((r["label"] or "").strip().lower())
+        if label is None:
+            raise UsageError(f"--labels {path} line {n}: label {r['label']!r} is not skin or not_skin")
+        uri = join_root(image_root, r["uri"].strip()) if image_root else r["uri"].strip()
+        rows.append({"uri": uri, "label": label, "group": (r.get("group") or "").strip() or uri,
+                     "source": source, "line": f"--labels {path} line {n}"})
+    return rows
 
 
 # From a generated sample set (beam_jobs.sample_data's ground_truth.csv): its
@@ -135,7 +142,7 @@ SAMPLE_MAX_PLAIN = 60
 def _sample_data_rows(reader, path: str, source: int) -> list[dict]:
     root = path.rsplit("/", 1)[0] if "/" in path else "."
     rows, plain = [], 0
-    for r in reader:
+    for n, r in enumerate(reader, start=2):
         if r["defect"] == "none":
             plain += 1
             if plain > SAMPLE_MAX_PLAIN:
@@ -143,7 +150,7 @@ def _sample_data_rows(reader, path: str, source: int) -> list[dict]:
         if r["defect"] in SAMPLE_SKIN_DEFECTS or r["defect"] == "not_skin":
             rows.append({"uri": f"{root}/{r['image_path']}", "label": int(r["defect"] != "not_skin"),
                          "group": f"{path}:{r.get('case_id') or r['image_path']}", "source": source,
-                         "generated": True})
+                         "generated": True, "line": f"--labels {path} line {n}"})
     return rows
 
 

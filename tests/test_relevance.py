@@ -264,6 +264,11 @@ def test_a_photo_listed_twice_is_learned_once_and_two_labels_for_it_are_refused(
     assert [(os.path.basename(r["uri"]), r["label"]) for r in rows] == [("x.jpg", 1), ("y.jpg", 0), ("z.jpg", 1),
                                                                         ("w.jpg", 0)]
     assert "6 label rows repeat a photo listed earlier with the same label" in capsys.readouterr().err
+    # a generated sample set's ground truth given twice: its photos once too
+    truth = tmp_path / "ground_truth.csv"
+    truth.write_text("image_path,case_id,defect\nimages/s.jpg,1,none\nimages/n.jpg,2,not_skin\n")
+    rows, _ = train_relevance.read_labels([a, str(truth), str(truth)], str(tmp_path))
+    assert len(rows) == 6 and "3 label rows repeat" in capsys.readouterr().err   # x.jpg, and the two
     b = _labels_csv(tmp_path / "b.csv", [["y.jpg", "skin", ""]])
     with pytest.raises(UsageError, match=r"--labels .*b.csv line 2: .*y.jpg is labelled skin here "
                                          r"and not_skin at --labels .*a.csv line 3"):
