@@ -321,6 +321,28 @@ def is_json_object_with(key: str):
     return check
 
 
+def clear_own_outputs(out: str, names, flag: str, who: str) -> None:
+    """Remove what an earlier run of `who` wrote in the folder `out` (its
+    entries `names`); UsageError if `out` is a file or holds anything else.
+    For the tools that replace their output folder's content (demo,
+    sample_data): deleting the folder whole took `--out .` with it, and
+    writing over it left an earlier run's files mixed with the new ones."""
+    import shutil
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"{flag} {out} is a file, not a folder")
+    other = sorted(set(os.listdir(out)) - set(names)) if os.path.isdir(out) else []
+    if other:
+        more = f" and {len(other) - 1} more" if len(other) > 1 else ""
+        raise UsageError(f"{flag} {out} holds {other[0]!r}{more}, which {who} did not write; it replaces what "
+                         f"it wrote there, so give a new or empty folder, or an earlier {who} run's")
+    for name in names:
+        path = os.path.join(out, name)
+        if os.path.islink(path) or os.path.isfile(path):
+            os.unlink(path)
+        elif os.path.isdir(path):
+            shutil.rmtree(path)
+
+
 # A file only each job's output holds: how a job knows a folder is another's.
 OUTPUT_SIGNATURES = {"curate": "summary.json", "make_tfrecords": "dataset_info.json",
                      "score": "predictions/dt=*/model=*/_SUCCESS", "evaluate": "metrics.json",

@@ -19,7 +19,7 @@ import sys
 import time
 
 from beam_jobs import curate
-from beam_jobs.cli import OneLineParser, UsageError, seed_arg
+from beam_jobs.cli import OneLineParser, UsageError, clear_own_outputs, seed_arg
 from beam_jobs.cli import main as cli_main
 from beam_jobs.evaluate_curate import evaluate, format_report, load_features
 
@@ -55,21 +55,8 @@ OUTPUTS = ("sample", "curate", "tfrecords", "model", "uploads", "scores", "evalu
 
 def clear_out(out: str) -> None:
     """Remove an earlier demo's outputs from `out`; refuse a folder holding
-    anything else. --out used to be deleted whole, so `--out .` or a typo
-    naming a home folder deleted it."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out} is a file, not a folder")
-    other = sorted(set(os.listdir(out)) - set(OUTPUTS)) if os.path.isdir(out) else []
-    if other:
-        more = f" and {len(other) - 1} more" if len(other) > 1 else ""
-        raise UsageError(f"--out {out} holds {other[0]!r}{more}, which the demo did not write; it replaces "
-                         "what it wrote there, so give a new or empty folder, or an earlier demo's")
-    for name in OUTPUTS:
-        path = os.path.join(out, name)
-        if os.path.islink(path) or os.path.isfile(path):
-            os.unlink(path)
-        elif os.path.isdir(path):
-            shutil.rmtree(path)
+    anything else (--out used to be deleted whole)."""
+    clear_own_outputs(out, OUTPUTS, "--out", "demo")
 
 
 def main(argv=None) -> int:

@@ -85,7 +85,7 @@ def test_the_demo_replaces_only_what_an_earlier_demo_wrote(tmp_path, capsys):
     (mine / "curate").mkdir(parents=True)
     (mine / "notes.txt").write_text("keep me")
     assert main(demo.run, ["--out", str(mine)], prog="demo") == 2
-    _one_line_error(capsys, "demo", f"--out {mine} holds 'notes.txt', which the demo did not write")
+    _one_line_error(capsys, "demo", f"--out {mine} holds 'notes.txt', which demo did not write")
     assert (mine / "notes.txt").read_text() == "keep me" and (mine / "curate").is_dir()
     (tmp_path / "file").write_text("x")
     assert main(demo.run, ["--out", str(tmp_path / "file")], prog="demo") == 2

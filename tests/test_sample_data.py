@@ -476,3 +476,25 @@ def test_each_pattern_shows_at_64_px_on_light_and_dark_skin(condition, tone):
     small = cv2.resize(cv2.merge(planes), (85, 64), interpolation=cv2.INTER_AREA)
     contrast = np.abs(small - skin).max(axis=2)
     assert (contrast >= max(0.12 * float(skin.max()), 8)).mean() > 0.003
+
+
+def test_a_rerun_into_a_sample_set_replaces_it_and_other_folders_are_refused(tmp_path):
+    """Generating into an earlier set's folder left its images beside the new
+    ones, outside the new ground truth (curate over the folder then read
+    photos nobody's truth described); a folder holding other files is refused."""
+    out = tmp_path / "set"
+
+    def cli(*args):
+        return subprocess.run([str(PYTHON), "-m", "beam_jobs.sample_data", "--out", str(out), "--size", "320x240",
+                               *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert cli("--cases", "6", "--seed", "1").returncode == 0
+    assert cli("--cases", "2", "--seed", "2").returncode == 0
+    with open(out / "ground_truth.csv", newline="") as f:
+        truth = {row["image_path"] for row in csv.DictReader(f)}
+    assert {f"dataset/images/{p.name}" for p in (out / "dataset" / "images").iterdir()} == truth
+    (out / "notes.txt").write_text("mine")
+    refused = cli("--cases", "2", "--seed", "3")
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        f"python -m beam_jobs.sample_data: error: --out {out} holds 'notes.txt', which sample_data did not write; "
+        "it replaces what it wrote there, so give a new or empty folder, or an earlier sample_data run's"]
+    assert (out / "notes.txt").read_text() == "mine" and len(list((out / "dataset" / "images").iterdir())) == len(truth)

@@ -7,8 +7,12 @@ import ctypes.util
 import re
 import sys
 
-from beam_jobs.cli import seed_arg
+from beam_jobs.cli import UsageError, clear_own_outputs, seed_arg
 from beam_jobs.sample_data.generator import generate, validate_size
+
+
+# What a sample set holds at the top of --out (generate's, generate_nights').
+OUTPUTS = ("dataset", "ground_truth.csv", "uploads", "scin_cases.csv", "scin_labels.csv")
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -71,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cases < 0:
         parser.error(f"argument --cases: must be >= 0, got {args.cases}")
+    try:   # an earlier set's images would stay beside the new ones, outside its ground truth
+        clear_own_outputs(args.out, OUTPUTS, "--out", "sample_data")
+    except UsageError as e:
+        parser.error(str(e))
     _keep_freed_memory()
     if args.nights is not None:
         from beam_jobs.sample_data.nights import generate_nights
