@@ -279,8 +279,8 @@ def _drop_stale_shards(output, records, dead, tfds=False):
     without --tfds also drops an earlier run's TFDS metadata. Files at the
     top of the output not named as this job names its shards are kept."""
     top = FileSystems.match([FileSystems.join(output, "*.tfrecord*")])[0].metadata_list
-    stale = [m.path for m in top
-             if m.path.rsplit("/", 1)[-1] not in records and _OWN_SHARD.match(m.path.rsplit("/", 1)[-1])]
+    names = {m.path: m.path.rsplit("/", 1)[-1] for m in top}
+    stale = [path for path, name in names.items() if name not in records and _OWN_SHARD.match(name)]
     in_tfds = FileSystems.match([FileSystems.join(output, E.TFDS_DIR, "*")])[0].metadata_list
     stale += [m.path for m in in_tfds if not tfds or (
         ".tfrecord" in m.path and f"{E.TFDS_DIR}/{m.path.rsplit('/', 1)[-1]}" not in records)]

@@ -145,24 +145,18 @@ def _load_model(model_path: str, sha256: str | None = None, info_path: str = INF
         # Keras cannot open gs:// itself, and the bytes checked must be the
         # bytes loaded: read them once, load a private copy.
         data = _read(model_path)
-        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-            raise BundleMismatch(f"{model_path} is not the model {info_path} describes (sha256 "
-                                 f"{hashlib.sha256(data).hexdigest()[:12]}, not {sha256[:12]}): the bundle is "
-                                 "being rewritten, or its files come from two runs")
-        with tempfile.TemporaryDirectory() as tmp:
-            local = os.path.join(tmp, MODEL_FILE)
-            with open(local, "wb") as f:
-                f.write(data)
-            return keras.models.load_model(local)
-    except BundleMismatch:
-        raise
+        got = hashlib.sha256(data).hexdigest() if sha256 is not None else None
+        if got == sha256:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = os.path.join(tmp, MODEL_FILE)
+                with open(local, "wb") as f:
+                    f.write(data)
+                return keras.models.load_model(local)
     except (OSError, ValueError, tf.errors.OpError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"cannot load Keras model ({first}): {model_path}") from None
-
-
-class BundleMismatch(ValueError):
-    """model.keras is not the file model_info.json describes."""
+    raise ValueError(f"{model_path} is not the model {info_path} describes (sha256 {got[:12]}, not "
+                     f"{sha256[:12]}): the bundle is being rewritten, or its files come from two runs")
 
 
 def _check_units(model, vocab, where: str):
