@@ -290,6 +290,28 @@ def refuse_bare_folder(pattern: str) -> None:
         raise UsageError(f"--input {pattern} is a folder: end it with / or give a glob ({pattern.rstrip('/')}/**)")
 
 
+# A batch of preprocessed images is held in memory at once (224 px float32:
+# ~0.6 MB an image, so 1024 is ~0.6 GB); more threads than this only queue.
+MAX_BATCH_SIZE = 1024
+MAX_PREPARE_THREADS = 64
+
+
+def check_batching(o, counts=()) -> None:
+    """RunInference's --min/--max_batch_size (the minimum defaults to the
+    maximum) and the job's other positive `counts`, each named when wrong."""
+    for name in ("max_batch_size", *counts):
+        if getattr(o, name) < 1:
+            raise UsageError(f"--{name} must be positive, got {getattr(o, name)}")
+    if o.max_batch_size > MAX_BATCH_SIZE:
+        raise UsageError(f"--max_batch_size must be at most {MAX_BATCH_SIZE} (a batch is held in memory), "
+                         f"got {o.max_batch_size}")
+    if o.min_batch_size is None:
+        o.min_batch_size = o.max_batch_size
+    if not 1 <= o.min_batch_size <= o.max_batch_size:
+        raise UsageError(f"--min_batch_size must be within [1, --max_batch_size {o.max_batch_size}], "
+                         f"got {o.min_batch_size}")
+
+
 def check_replaceable(path: str, flag: str, kind: str, is_kind) -> None:
     """UsageError unless the file `path` names is new, or an earlier `kind`
     (is_kind(its bytes)), which the job replaces. A file output is replaced

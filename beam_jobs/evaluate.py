@@ -32,7 +32,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from beam_jobs.cli import (JobFailed, UsageError, check_not_another_jobs_output, execute, main, new_pipeline,
+from beam_jobs.cli import (JobFailed, UsageError, check_batching, check_not_another_jobs_output, execute, main, new_pipeline,
                            quiet_tensorflow, runs_on_dataflow, seed_arg)
 from beam_jobs.options import JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, lock_options
 from beam_jobs.options import load_model_info as load_bundle_info
@@ -71,7 +71,7 @@ class EvaluateOptions(SharedOptions, LockOptions):
         parser.add_argument("--min_slice_n", type=int, default=30, help="Slices with fewer examples are reported but marked below_min_n.")
         parser.add_argument("--calibration_bins", type=int, default=DEFAULT_BINS, help="Equal-width confidence bins of the ECE and the reliability table.")
         parser.add_argument("--min_batch_size", type=int, help="RunInference minimum batch size. Default: --max_batch_size.")
-        parser.add_argument("--max_batch_size", type=int, default=64, help="RunInference maximum batch size.")
+        parser.add_argument("--max_batch_size", type=int, default=64, help="RunInference maximum batch size, at most 1024 (a batch is held in memory).")
         parser.add_argument("--from_images", action="store_true", default=False,
                             help="Read each example's source image (the uri its record names) through score's "
                                  "preprocessing instead of the stored array, and report train/serve parity: "
@@ -92,13 +92,7 @@ def validate(o: EvaluateOptions) -> None:
     lock_options(o)
     if o.bootstrap_resamples < 1000:
         raise UsageError(f"--bootstrap_resamples {o.bootstrap_resamples}: use at least 1000")
-    if o.min_batch_size is None:
-        o.min_batch_size = o.max_batch_size
-    for name in ("min_slice_n", "calibration_bins", "min_batch_size", "max_batch_size"):
-        if getattr(o, name) < 1:
-            raise UsageError(f"--{name} must be positive")
-    if o.min_batch_size > o.max_batch_size:
-        raise UsageError("--min_batch_size exceeds --max_batch_size")
+    check_batching(o, ("min_slice_n", "calibration_bins"))
     if not o.from_images:  # the spec refused its serving options without it
         return
     if not allowed_roots(o).roots:  # a bad --allowed_roots fails here too, before any work

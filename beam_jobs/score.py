@@ -30,8 +30,9 @@ import uuid
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.cli import (UsageError, check_not_another_jobs_output, check_outputs_not_read, execute, main,
-                           new_pipeline, quiet_tensorflow, refuse_bare_folder, runs_on_dataflow)
+from beam_jobs.cli import (MAX_PREPARE_THREADS, UsageError, check_batching, check_not_another_jobs_output,
+                           check_outputs_not_read, execute, main, new_pipeline, quiet_tensorflow, refuse_bare_folder,
+                           runs_on_dataflow)
 from beam_jobs.options import DateOptions, JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, load_model_info, lock_options
 from schemas import predictions as P
 from schemas.model_bundle import image_settings
@@ -84,8 +85,8 @@ class ScoreOptions(SharedOptions, LockOptions, DateOptions):
         parser.add_argument("--enhance", action="store_true", default=False, help="Images the quality gate rejects only for fixable reasons get curate's enhancement recipe (the policy's enhance entry) and are scored on the enhanced input if it then passes, exactly as make_tfrecords prepares curate's enhanced images (column enhanced). Needs --quality_gate on.")
         parser.add_argument("--top_k", type=int, default=3, help="Labels per row in top_labels.")
         parser.add_argument("--min_batch_size", type=int, help="RunInference minimum batch size. Default: --max_batch_size (fixed-size batches, fastest per image on CPU; Beam's adaptive sizing settled at 8-9 images here, 1.4x slower).")
-        parser.add_argument("--max_batch_size", type=int, default=64, help="RunInference maximum batch size.")
-        parser.add_argument("--prepare_threads", type=int, default=2, help="Threads per worker process that read and preprocess images ahead of inference (overlaps I/O and decoding with the model).")
+        parser.add_argument("--max_batch_size", type=int, default=64, help="RunInference maximum batch size, at most 1024 (a batch is held in memory).")
+        parser.add_argument("--prepare_threads", type=int, default=2, help="Threads per worker process that read and preprocess images ahead of inference (overlaps I/O and decoding with the model), 1 to 64.")
         parser.add_argument("--share_model", action="store_true", default=False, help="Load one model per machine shared by its processes.")
         parser.add_argument("--rows_per_shard", type=int, default=200_000, help="Prediction rows per Parquet file.")
 
@@ -109,13 +110,9 @@ def validate(o: ScoreOptions):
                          "dt=YYYY-MM-DD/ folders) with --date/--start_date, or --manifest without dates")
     if o.enhance and o.quality_gate != "on":
         raise UsageError("--enhance needs --quality_gate on: the gate decides which images the recipe may rescue")
-    if o.min_batch_size is None:
-        o.min_batch_size = o.max_batch_size
-    for name in ("top_k", "min_batch_size", "max_batch_size", "rows_per_shard", "prepare_threads"):
-        if getattr(o, name) < 1:
-            raise UsageError(f"--{name} must be positive")
-    if o.min_batch_size > o.max_batch_size:
-        raise UsageError("--min_batch_size exceeds --max_batch_size")
+    check_batching(o, ("top_k", "rows_per_shard", "prepare_threads"))
+    if o.prepare_threads > MAX_PREPARE_THREADS:
+        raise UsageError(f"--prepare_threads must be at most {MAX_PREPARE_THREADS}, got {o.prepare_threads}")
     check_outputs_not_read(o.output, [name.format(d=d) for d in dates or [UNDATED] for name in WRITTEN], o.input, dates)
     try:
         policy = load_policy(o.policy)

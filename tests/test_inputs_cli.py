@@ -56,6 +56,13 @@ TFR = ["--curated", "/nonexistent/c", "--labels_csv", "x.csv", "--output", "/tmp
     (make_tfrecords, TFR + ["--min_label_weight", "1.5"], "--min_label_weight must be within [0, 1], got 1.5"),
     (score, SCORE + ["--topk", "2"], "unknown option --topk (did you mean --top_k?)"),
     (score, SCORE + ["--quality_gate", "maybe"], "argument --quality_gate: invalid choice: 'maybe'"),
+    # --max_batch_size 0 was reported as the --min_batch_size it defaults; a batch is held in memory
+    (score, SCORE + ["--max_batch_size", "0"], "--max_batch_size must be positive, got 0"),
+    (score, SCORE + ["--max_batch_size", "100000"], "--max_batch_size must be at most 1024"),
+    (score, SCORE + ["--min_batch_size", "65"], "--min_batch_size must be within [1, --max_batch_size 64], got 65"),
+    (score, SCORE + ["--prepare_threads", "100000"], "--prepare_threads must be at most 64, got 100000"),
+    (evaluate, ["--tfrecords", "t", "--model_uri", "m", "--output", "o", "--max_batch_size", "0"],
+     "--max_batch_size must be positive, got 0"),
     (evaluate_curate, ["--curated", "c", "--ground_truth", "g", "--image_root", "r", "--jsn", "x"],
      "unrecognized arguments: --jsn x"),
     (evaluate_curate, ["--curated", "c"], "the following arguments are required"),
