@@ -428,8 +428,9 @@ def test_score_killed_midway_leaves_no_partial_partition_complete_and_a_rerun_eq
     assert sum(n.endswith("_SUCCESS") for n in expected) == len(DATES)
 
     out = tmp_path / "out"
-    def staging_shards():
-        return out.exists() and any(p.is_file() for p in out.rglob("*"))
+    def staging_shards():  # not any file: the first is the lock's candidate, not what this test is about
+        staging = out / "_staging"
+        return staging.exists() and any(p.is_file() for p in staging.rglob("*"))
 
     _kill_when("score", args + ["--output", str(out)], staging_shards)
     after_kill = _partitions(out)

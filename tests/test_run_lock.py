@@ -185,3 +185,24 @@ def test_run_id_retries_and_break_lock_take_over_only_runs_built_before_them(loc
     breaker = run_lock.new_lock_info("score", "ops")
     run_lock.acquire(lock_dir, breaker, "P", break_lock=True, retries=1)
     assert _candidates(lock_dir) == [f"{breaker['attempt']}.json"]
+
+
+def test_a_killed_runs_half_written_candidate_is_removed_once_it_is_old(lock_dir):
+    """A run killed while writing its candidate leaves write_atomically's
+    temporary file: no listing counts it (not *.json), and nothing removed it,
+    so every such kill left litter in the output's lock folder for good."""
+    half = FileSystems.join(lock_dir, f".tmp-{uuid.uuid4().hex}-{uuid.uuid4().hex}.json.partial")
+    with FileSystems.create(half) as f:
+        f.write(b'{"job": "cur')
+    me = run_lock.new_lock_info("score", "r1")
+    run_lock.acquire(lock_dir, me, "OUT", retries=1)  # not in the way, and young: a contender's write may be going on
+    assert FileSystems.exists(half)
+    run_lock.release(lock_dir, me, "OUT")
+    if "://" in lock_dir:  # no way to age an object: the same listing, judged later
+        run_lock._reap_abandoned_writes(lock_dir, now=time.time() + run_lock.ABANDONED_WRITE_SECONDS + 60)
+    else:
+        import os
+        old = time.time() - run_lock.ABANDONED_WRITE_SECONDS - 60
+        os.utime(half, (old, old))
+        run_lock.acquire(lock_dir, run_lock.new_lock_info("score", "r2"), "OUT", retries=1)
+    assert not FileSystems.exists(half)

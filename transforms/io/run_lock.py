@@ -155,6 +155,7 @@ def acquire(lock_dir: str, me: dict, where: str, ttl_hours: float = DEFAULT_TTL_
                 except Exception:  # someone else removed it first
                     pass
         if not others:
+            _reap_abandoned_writes(lock_dir)
             return lock_dir
         # A live other: either a holder or a contender that listed when we did.
         # Withdraw, so two contenders cannot block each other, and try again.
@@ -163,6 +164,26 @@ def acquire(lock_dir: str, me: dict, where: str, ttl_hours: float = DEFAULT_TTL_
             time.sleep(random.uniform(0.2, 0.6) * (attempt + 1))
     holder = min(others, key=lambda o: float(o.get("started_unix") or 0))
     raise LockHeld(_held_message(where, holder, ttl_hours, time.time()))
+
+
+# A candidate is a few hundred bytes, written in milliseconds: a temporary
+# file this old in a lock folder is a killed run's half-written candidate.
+# (A younger one may be a contender's write in progress; deleting it would
+# fail that run's rename, where it should be told who holds the lock.)
+ABANDONED_WRITE_SECONDS = 600
+
+
+def _reap_abandoned_writes(lock_dir: str, now: float | None = None) -> None:
+    """Delete killed runs' half-written candidates (write_atomically's
+    `.tmp-*.partial`), which no listing counts but nothing else removes."""
+    now = time.time() if now is None else now
+    old = [m.path for m in FileSystems.match([FileSystems.join(lock_dir, ".tmp-*.partial")])[0].metadata_list
+           if now - (m.last_updated_in_seconds or now) > ABANDONED_WRITE_SECONDS]
+    try:
+        if old:
+            FileSystems.delete(old)
+    except Exception:  # another holder-to-be reaped them first
+        pass
 
 
 def check(lock_dir: str, me: dict, where: str) -> None:
