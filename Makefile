@@ -21,8 +21,12 @@ $(STAMP): setup.py constraints.txt
 demo: $(STAMP)
 	$(PY) -m beam_jobs.demo --out $(DEMO)
 
+# Two worker processes (pytest-xdist), whole test files to each so module
+# fixtures are built once; CI has 2 cores. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The fast tier: everything but the tests marked e2e (whole-job runs, the GCS
 # emulator, training, Chromium, Airflow); under a minute, for the edit-test loop.

@@ -29,6 +29,8 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     # Pillow is also a test oracle (EXIF checks, building odd image formats).
     "test": ["pytest>=8", "gcp-storage-emulator>=2026.7",
+             # make test runs the suite on two worker processes (CI has 2 cores).
+             "pytest-xdist>=3.5",
              # Property-based fuzzing of the per-image path (issue 7).
              "hypothesis>=6.100",
              # Dockerfile linter, a static binary wrapped as a wheel (templates/).
