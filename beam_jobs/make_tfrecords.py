@@ -37,7 +37,8 @@ from transforms.dataset.examples import PreprocessImages, record_batch_examples,
 from transforms.io.inputs import join_root, normalize_uri, read_named_text
 from transforms.dataset.dataset_info import assemble_dataset_info, example_cell
 from transforms.dataset.rare_classes import relabel_rare
-from transforms.dataset.join_labels import DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords, curated_features
+from transforms.dataset.join_labels import (DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords, check_curated_unchanged,
+                                            curated_features)
 from transforms.dataset.labels import BadLabelRow, plain_record
 from transforms.io.sharded_write import WriteSortedShards, jsonl_encoder, write_atomically
 from transforms.dataset.assign_splits import UNLABELED, AssignSplits
@@ -240,11 +241,13 @@ def _write_tfds(output, image_size, vocab, splits) -> dict:
 
 
 def _finalize(_, output, compression, class_counts, min_count, rare_policy, cells, shards,
-              dead_counts, sources, published, me=None, dead_written=(), tfds=False, image_size=None):
+              dead_counts, sources, published, me=None, dead_written=(), tfds=False, image_size=None,
+              curated=None):
     """dataset_info.json (counts, shards, vocab, class weights) and, with
     --tfds, TFDS's metadata, stale shards of earlier runs dropped, then the
     marker; each step only while this run holds the lock (released by the
-    next step). No examples to train on: JobFailed, and no marker."""
+    next step). No examples to train on, or --curated rewritten while it was
+    read: JobFailed, and no marker."""
     import tensorflow_transform as tft
     lock_dir = FileSystems.join(output, LOCK)
     if me is not None:
@@ -261,6 +264,12 @@ def _finalize(_, output, compression, class_counts, min_count, rare_policy, cell
     if me is not None:
         run_lock.check(lock_dir, me, output)
         _drop_stale_shards(output, {name for *_x, name in shards}, set(dead_written), tfds)
+    if curated is not None:  # last, so a rerun of curate at any time before the marker shows
+        try:
+            check_curated_unchanged(curated)
+        except ValueError as e:
+            raise JobFailed(f"--curated {e}; nothing was marked complete: rerun make_tfrecords once curate "
+                            f"is done there") from None
     write_atomically(FileSystems.join(output, MARKER),
                      json.dumps({s: v["examples"] for s, v in info["splits"].items()}, sort_keys=True).encode())
     return info
@@ -320,8 +329,9 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
     # Every record, the transform_fn and tf.Transform's scratch files derive
     # from the curated rows, so holding them back until the lock is taken
     # orders all those writes after it.
+    read_curated = ReadCuratedRows(o.curated)
     curated = (p
-               | "ReadCurated" >> ReadCuratedRows(o.curated)
+               | "ReadCurated" >> read_curated
                | "AfterLock" >> beam.Map(lambda row, _locked: row, beam.pvalue.AsSingleton(locked)))
     labels = p | "ReadLabels" >> ReadLabelRecords(o.image_root, o.scin_cases, o.scin_labels, o.labels_csv,
                                                   o.min_label_weight)
@@ -396,7 +406,8 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
         class_counts=beam.pvalue.AsSingleton(class_counts),
         cells=beam.pvalue.AsSingleton(cells), shards=beam.pvalue.AsList(shards),
         dead_counts=beam.pvalue.AsSingleton(dead_counts), published=beam.pvalue.AsList(published),
-        me=me, dead_written=beam.pvalue.AsList(dead_written), tfds=o.tfds, image_size=o.image_size)
+        me=me, dead_written=beam.pvalue.AsList(dead_written), tfds=o.tfds, image_size=o.image_size,
+        curated=beam.pvalue.AsSingleton(read_curated.finished))
     return p
 
 

@@ -57,6 +57,35 @@ def test_curated_rows_refuse_an_unfinished_output(tmp_path):
             p | ReadCuratedRows(str(tmp_path))
 
 
+def test_over_nights_only_the_finished_ones_are_read_and_a_rewritten_one_is_told(tmp_path):
+    """The nights finished when the rows are listed are what is read, each by
+    its own glob (one glob over dt=* also listed a night curate started after
+    the check, half-written); a night rewritten since is named at the end."""
+    import os
+    from transforms.dataset.join_labels import check_curated_unchanged, finished_outputs
+    for night, uri in (("dt=2026-11-20", "/d/a.jpg"), ("dt=2026-11-21", "/d/b.jpg")):
+        _write_features(tmp_path / night, [_curated_row(uri)])
+        (tmp_path / night / "_SUCCESS").write_text("{}")
+    finished = finished_outputs(str(tmp_path / "dt=*"))
+    assert sorted(finished) == [str(tmp_path / "dt=2026-11-20"), str(tmp_path / "dt=2026-11-21")]
+    with TestPipeline() as p:
+        read = ReadCuratedRows(str(tmp_path / "dt=*"))
+        got = p | read
+        assert_that(got | beam.Map(lambda kv: kv[0]), equal_to(["/d/a.jpg", "/d/b.jpg"]), label="Rows")
+        assert_that(read.finished, equal_to([finished]), label="Finished")
+    check_curated_unchanged(finished)  # nothing happened since
+    marker = tmp_path / "dt=2026-11-21" / "_SUCCESS"
+    marker.unlink()  # a rerun of that night starts ...
+    with pytest.raises(ValueError, match=r"dt=2026-11-21 was rewritten while this run read it"):
+        check_curated_unchanged(finished)
+    marker.write_text("{}")  # ... and ends, the same bytes a second later
+    later = os.stat(marker).st_mtime + 1
+    os.utime(marker, (later, later))
+    with pytest.raises(ValueError, match=r"dt=2026-11-21 was rewritten") as e:
+        check_curated_unchanged(finished)
+    assert "2026-11-20" not in str(e.value)
+
+
 # -- ReadLabelRecords -----------------------------------------------------------------------
 
 def test_plain_labels_csv_gives_records_and_bad_rows_as_dead_letters(tmp_path):

@@ -291,3 +291,62 @@ def test_a_refusal_on_multi_process_workers_is_one_line_too(sample_dir, tmp_path
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert last.startswith(f"curate: error: {out} {LOCK_LINE}the-nightly-run (curate on "), last
     assert sorted(p.name for p in out.iterdir()) == ["_LOCK"]  # nothing written
+
+
+# ------------------------------------------- a job and the job it reads from
+
+def test_make_tfrecords_never_completes_from_a_curate_output_rerun_while_it_read_it(
+        sample_dir, gcs_emulator, tmp_path):
+    """make_tfrecords checked curate's marker once, when it listed the
+    features: a curate rerun into --curated during the run (a backfill
+    overlapping the training export) went unseen, so records made from rows
+    that rerun was deleting and rewriting were marked complete. The overlap is
+    made certain: the images are read through a proxy that holds the first
+    image download (the features have been listed and read by then) until
+    curate has run again."""
+    import threading
+    import urllib.parse
+    from beam_jobs import curate
+    prefix = f"gs://{BUCKET}/{uuid.uuid4().hex}/uploads"
+    gcs_emulator.create_bucket(BUCKET)
+    for img in sorted((sample_dir / "dataset" / "images").iterdir())[:8]:
+        with FileSystems.create(f"{prefix}/{img.name}") as f:
+            f.write(img.read_bytes())
+    curated = tmp_path / "curated"
+    curate_args = ["--input", f"{prefix}/*", "--output", str(curated)]
+    curate.run(curate_args)
+    accepted = sorted(r["uri"] for p in (curated / "features").glob("*.parquet") for r in _rows(p.read_bytes())
+                      if r["status"] == "accepted")
+    assert len(accepted) >= 4
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image_uri,label,group_id\n" + "".join(f"{u},{'xy'[i % 2]},g{i}\n" for i, u in enumerate(accepted)))
+    out = tmp_path / "tfrecords"
+    argv = ["--curated", str(curated), "--labels_csv", str(labels), "--output", str(out), "--image_size", "32",
+            "--split_fractions", "0.5,0.25,0.25", "--min_class_count", "1"]
+
+    reading, go_on = threading.Event(), threading.Event()
+    def hold_image_reads(method, path):
+        if method == "GET" and "alt=media" in path and "/uploads/" in urllib.parse.unquote(path):
+            reading.set()
+            go_on.wait(240)
+
+    with FaultProxy(gcs_emulator.host, before_forward=hold_image_reads) as proxy:
+        a = _start("make_tfrecords", argv, storage_host=proxy.host)
+        try:
+            deadline = time.monotonic() + 240
+            while not reading.wait(0.1):
+                assert a.poll() is None, a.communicate()[1][-3000:]
+                assert time.monotonic() < deadline, "make_tfrecords never read an image"
+            curate.run(curate_args)  # in this process, straight to the emulator
+            go_on.set()
+            _, err = a.communicate(timeout=240)
+        finally:
+            go_on.set()
+            if a.poll() is None:
+                os.killpg(a.pid, signal.SIGKILL)
+    last = err.strip().splitlines()[-1]
+    assert a.returncode == 1, err[-3000:]
+    assert last.startswith(f"make_tfrecords: error: --curated {curated} was rewritten while this run read it"), last
+    assert "rerun make_tfrecords once curate is done" in last
+    assert not (out / "_SUCCESS").exists() and not list((out / "_LOCK").glob("*.json"))
+    assert (curated / "_SUCCESS").exists()  # the rerun finished: rerunning make_tfrecords now is safe

@@ -42,40 +42,74 @@ def _parquet_rows(readable):
         yield row["uri"], row
 
 
-def curated_features(curated_dir: str) -> str:
-    """The features glob of a finished curate output, or of several (a glob
-    such as CURATED/dt=* over nightly partitions); ValueError if one is unfinished.
+def _stamp(m) -> str:
+    return f"{m.size_in_bytes} bytes at {m.last_updated_in_seconds!r}"
+
+
+def finished_outputs(curated_dir: str) -> dict:
+    """{output folder: its marker's size and write time} of the finished curate
+    output curated_dir names, or of several (a glob such as CURATED/dt=* over
+    nightly partitions), from one listing; ValueError if one is unfinished.
 
     Without curate's marker, features/ may hold a killed or still-running
-    job's partial shards: training on them would silently drop images.
+    job's partial shards: training on them would silently drop images. A
+    curate rerun deletes its marker first and writes a new one last, so a
+    stamp that changes later means the output was rewritten meanwhile.
     """
     root = curated_dir.rstrip("/")
+    done = {m.path.rsplit("/", 1)[0]: _stamp(m) for m in FileSystems.match([f"{root}/{MARKER}"])[0].metadata_list}
     if any(c in root for c in "*?["):
-        done = {m.path.rsplit("/", 1)[0] for m in FileSystems.match([f"{root}/{MARKER}"])[0].metadata_list}
         started = {m.path.rsplit("/", 2)[0] for m in FileSystems.match([features_glob(root)])[0].metadata_list}
         if not done:
             raise ValueError(f"{root} matches no finished curate output (no {MARKER})")
-        unfinished = sorted(started - done)
+        unfinished = sorted(started - set(done))
         if unfinished:
             raise ValueError(f"{', '.join(unfinished)} has no {MARKER}: curate has not finished there (rerun it)")
-        return features_glob(root)
-    if not FileSystems.exists(f"{root}/{MARKER}"):
+    elif not done:
         raise ValueError(f"{root} has no {MARKER}: curate has not finished there (rerun it)")
-    return features_glob(root)
+    return done
+
+
+def curated_features(curated_dir: str) -> str:
+    """The features glob of the finished curate output(s) curated_dir names
+    (finished_outputs' checks)."""
+    finished_outputs(curated_dir)
+    return features_glob(curated_dir.rstrip("/"))
+
+
+def check_curated_unchanged(finished: dict) -> None:
+    """ValueError if a curate output read as `finished` (finished_outputs) has
+    been rerun, or is being rerun, since: what was read may mix two runs."""
+    changed = []
+    for folder, stamp in sorted(finished.items()):
+        now = FileSystems.match([f"{folder}/{MARKER}"])[0].metadata_list
+        if not now or _stamp(now[0]) != stamp:
+            changed.append(folder)
+    if changed:
+        raise ValueError(f"{', '.join(changed)} was rewritten while this run read it (curate ran there "
+                         f"again): what was read may mix two curate runs")
 
 
 class ReadCuratedRows(beam.PTransform):
     """Feature rows of a finished curate output (checked at run time, so a
-    Dataflow launch lists nothing)."""
+    Dataflow launch lists nothing): only of the outputs finished when it
+    lists them (a night curate starts meanwhile is not read half-written).
+
+    Once applied, `.finished` is a one-element PCollection, finished_outputs
+    as listed, for check_curated_unchanged at the end of the job.
+    """
 
     def __init__(self, curated_dir: str):
         super().__init__()
         self.curated_dir = curated_dir
+        self.finished = None
 
     def expand(self, p):
-        return (p
-                | "CuratedDir" >> beam.Create([self.curated_dir])
-                | "RequireFinished" >> beam.Map(curated_features)
+        self.finished = (p
+                         | "CuratedDir" >> beam.Create([self.curated_dir])
+                         | "RequireFinished" >> beam.Map(finished_outputs))
+        return (self.finished
+                | "FeaturesGlobs" >> beam.FlatMap(lambda done: [features_glob(f) for f in sorted(done)])
                 | "MatchFeatures" >> fileio.MatchAll(EmptyMatchTreatment.DISALLOW)
                 | "ReadFeatureFiles" >> fileio.ReadMatches()
                 | "FeatureRows" >> beam.FlatMap(_parquet_rows))
