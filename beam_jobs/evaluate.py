@@ -118,13 +118,16 @@ def serving_settings(o: EvaluateOptions, info: dict, image_size: int) -> dict:
             **({"crop": sources["crop"]} if sources.get("crop", "center") != "center" else {})}
 
 
-def load_dataset(tfrecords: str, split: str) -> tuple[dict, list[str]]:
-    """(dataset_info, the split's shard paths), or UsageError naming what is wrong."""
+def load_dataset(tfrecords: str, split: str) -> tuple[dict, list[str], str]:
+    """(dataset_info, the split's shard paths, the marker's stamp as read), or
+    UsageError naming what is wrong."""
     path = FileSystems.join(tfrecords, E.DATASET_INFO)
     if not FileSystems.exists(path):
         raise UsageError(f"--tfrecords {tfrecords}: no {E.DATASET_INFO} (not a make_tfrecords output?)")
-    if not FileSystems.exists(FileSystems.join(tfrecords, MARKER)):
+    marker = FileSystems.match([FileSystems.join(tfrecords, MARKER)])[0].metadata_list
+    if not marker:
         raise UsageError(f"--tfrecords {tfrecords}: no {MARKER}; make_tfrecords has not finished there")
+    stamp = run_lock.marker_stamp(marker[0])  # before anything of it is read
     with FileSystems.open(path, compression_type="uncompressed") as f:
         raw = f.read()
     try:
@@ -139,7 +142,7 @@ def load_dataset(tfrecords: str, split: str) -> tuple[dict, list[str]]:
         raise UsageError(f"--split {split} is empty in {path}: nothing to evaluate")
     if not vocabulary:
         raise UsageError(f"{path} has no label_vocabulary")
-    return info, shards
+    return info, shards, stamp
 
 
 def load_model_info(model_uri: str, flag: str, vocabulary: list[str]) -> dict:
@@ -246,7 +249,7 @@ def key_row(key: str, entry: dict, serving) -> tuple:
 
 
 def _finalize(slice_results, key_rows, output, settings, models, expected, me=None, _locked=None, serving=None,
-              tolerance=0):
+              tolerance=0, read=None):
     """The metrics document from the slices' combined figures and the keys (and,
     with `serving`, the parity of the source images with the stored arrays),
     written under the lock, then the marker."""
@@ -265,6 +268,10 @@ def _finalize(slice_results, key_rows, output, settings, models, expected, me=No
     write_atomically(FileSystems.join(output, M.REPORT_FILE), render_html(metrics).encode())
     if me is not None:
         run_lock.check(lock_dir, me, output)
+    if read and run_lock.input_rewritten(read):  # last, so a rerun there at any time before shows
+        raise JobFailed(f"--tfrecords {settings['tfrecords']} was rewritten while this run read it "
+                        f"(make_tfrecords ran there again): the metrics may mix two datasets; nothing was "
+                        f"marked complete: rerun evaluate once make_tfrecords is done there")
     write_atomically(FileSystems.join(output, MARKER), json.dumps(
         {"fingerprint": metrics["fingerprint"], "examples": metrics["examples"]["evaluated"]},
         sort_keys=True).encode())
@@ -272,12 +279,13 @@ def _finalize(slice_results, key_rows, output, settings, models, expected, me=No
 
 
 def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: dict, models: dict,
-                   me: dict | None = None) -> beam.Pipeline:
+                   me: dict | None = None, stamp: str | None = None) -> beam.Pipeline:
     """The evaluate pipeline, constructed but not run. `models` maps a role
     (model, compare) to {"uri", "version", "image_size"}; `context` is
     transforms.evaluation.examples.dataset_context(). With --from_images the models see the
     source images as score prepares them, and the model also runs on the
-    stored arrays so the parity counts changed predictions."""
+    stored arrays so the parity counts changed predictions. `stamp` is the
+    --tfrecords marker's as load_dataset read it, compared before the marker."""
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.tfrecordio import ReadAllFromTFRecord
 
@@ -336,7 +344,8 @@ def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: d
          | "Evaluate" >> run_lock.FinalizeOutput(
              out, me, _finalize, key_rows=beam.pvalue.AsSingleton(key_rows), output=out,
              settings=settings, models=models, expected=expected, me=me,
-             _locked=beam.pvalue.AsSingleton(locked), serving=serving, tolerance=o.parity_tolerance))
+             _locked=beam.pvalue.AsSingleton(locked), serving=serving, tolerance=o.parity_tolerance,
+             read={o.tfrecords: stamp} if stamp else None))
     return p
 
 
@@ -344,7 +353,7 @@ def run(argv=None):
     """Parse argv, validate (dataset and models included), build and run evaluate."""
     options = EvaluateOptions(argv)
     validate(options)
-    info, shards = load_dataset(options.tfrecords, options.split)
+    info, shards, stamp = load_dataset(options.tfrecords, options.split)
     quiet_tensorflow()
     models = {}
     for role, flag, uri in (("model", "model_uri", options.model_uri),
@@ -364,7 +373,7 @@ def run(argv=None):
     if not runs_on_dataflow(options):
         check_not_another_jobs_output(options.output, "evaluate")
     me = run_lock.new_lock_info("evaluate", options.run_id)
-    result = execute(build_pipeline(options, info, shards, context, models, me), options,
+    result = execute(build_pipeline(options, info, shards, context, models, me, stamp), options,
                    f"evaluate: done. {FileSystems.join(options.output, M.METRICS_FILE)}  "
                    f"report: {FileSystems.join(options.output, M.REPORT_FILE)}",
                    on_failure=lambda: run_lock.release_quietly(FileSystems.join(options.output, LOCK), me))

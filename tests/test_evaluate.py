@@ -270,3 +270,58 @@ def test_from_images_measures_train_serve_parity(tfrecords64, labelled, models, 
     assert p["arrays_differ"] == p["examples"] and p["max_abs_pixel_diff"] > 8
     assert p["settings"]["jpeg_quality"] == 60 and len(p["examples_differing"]) == min(20, p["examples"])
     assert "train/serve parity BROKEN" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_metrics_are_never_marked_complete_from_records_rewritten_while_read(tfrecords64, models, gcs_emulator,
+                                                                             tmp_path):
+    """evaluate checked make_tfrecords' marker at launch only: a make_tfrecords
+    rerun into --tfrecords during the run went unseen, and metrics over shards
+    of two runs could be marked complete. The overlap is made certain: the
+    records are read through a proxy that holds the first shard download until
+    the marker has been rewritten, as a rerun does (deleted first, written last)."""
+    import subprocess
+    import sys
+    import threading
+    import time
+    import urllib.parse
+    import uuid
+    from apache_beam.io.filesystems import FileSystems
+    from fault_proxy import FaultProxy
+    bucket, prefix = "evaluate-reads", uuid.uuid4().hex
+    gcs_emulator.upload_tree(tfrecords64, bucket, prefix)
+    records, out = f"gs://{bucket}/{prefix}", tmp_path / "eval"
+    marker = f"{records}/_SUCCESS"
+    reading, go_on = threading.Event(), threading.Event()
+    def hold_shard_reads(method, path):
+        if method == "GET" and "alt=media" in path and ".tfrecord" in urllib.parse.unquote(path):
+            reading.set()
+            go_on.wait(240)
+
+    argv = ["--tfrecords", records, "--model_uri", str(models[0]), "--output", str(out), "--min_slice_n", "1"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with FaultProxy(gcs_emulator.host, before_forward=hold_shard_reads) as proxy:
+        proc = subprocess.Popen([sys.executable, "-m", "beam_jobs.evaluate", *argv], cwd=root, text=True,
+                                env=dict(os.environ, STORAGE_EMULATOR_HOST=proxy.host),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 240
+            while not reading.wait(0.1):
+                assert proc.poll() is None, proc.communicate()[1][-3000:]
+                assert time.monotonic() < deadline, "evaluate never read a shard"
+            with FileSystems.open(marker) as f:
+                counts = f.read()
+            FileSystems.delete([marker])
+            time.sleep(1.1)  # the same bytes again, written later
+            with FileSystems.create(marker) as f:
+                f.write(counts)
+            go_on.set()
+            _, err = proc.communicate(timeout=300)
+        finally:
+            go_on.set()
+            if proc.poll() is None:
+                proc.kill()
+    last = err.strip().splitlines()[-1]
+    assert proc.returncode == 1, err[-3000:]
+    assert last.startswith(f"evaluate: error: --tfrecords {records} was rewritten while this run read it"), last
+    assert not (out / "_SUCCESS").exists()

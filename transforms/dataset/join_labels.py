@@ -23,7 +23,7 @@ from schemas import lighting
 from schemas import scin
 from schemas.features import features_glob
 from transforms.io.inputs import join_root, normalize_uri, read_text
-from transforms.io.run_lock import MARKER
+from transforms.io.run_lock import MARKER, input_rewritten, marker_stamp
 from transforms.dataset.labels import BadLabelRow, plain_record, scin_image_records
 
 DEAD = "dead"
@@ -42,10 +42,6 @@ def _parquet_rows(readable):
         yield row["uri"], row
 
 
-def _stamp(m) -> str:
-    return f"{m.size_in_bytes} bytes at {m.last_updated_in_seconds!r}"
-
-
 def finished_outputs(curated_dir: str) -> dict:
     """{output folder: its marker's size and write time} of the finished curate
     output curated_dir names, or of several (a glob such as CURATED/dt=* over
@@ -57,7 +53,8 @@ def finished_outputs(curated_dir: str) -> dict:
     stamp that changes later means the output was rewritten meanwhile.
     """
     root = curated_dir.rstrip("/")
-    done = {m.path.rsplit("/", 1)[0]: _stamp(m) for m in FileSystems.match([f"{root}/{MARKER}"])[0].metadata_list}
+    markers = FileSystems.match([f"{root}/{MARKER}"])[0].metadata_list
+    done = {m.path.rsplit("/", 1)[0]: marker_stamp(m) for m in markers}
     if any(c in root for c in "*?["):
         started = {m.path.rsplit("/", 2)[0] for m in FileSystems.match([features_glob(root)])[0].metadata_list}
         if not done:
@@ -80,11 +77,7 @@ def curated_features(curated_dir: str) -> str:
 def check_curated_unchanged(finished: dict) -> None:
     """ValueError if a curate output read as `finished` (finished_outputs) has
     been rerun, or is being rerun, since: what was read may mix two runs."""
-    changed = []
-    for folder, stamp in sorted(finished.items()):
-        now = FileSystems.match([f"{folder}/{MARKER}"])[0].metadata_list
-        if not now or _stamp(now[0]) != stamp:
-            changed.append(folder)
+    changed = input_rewritten(finished)
     if changed:
         raise ValueError(f"{', '.join(changed)} was rewritten while this run read it (curate ran there "
                          f"again): what was read may mix two curate runs")

@@ -220,6 +220,25 @@ def release_quietly(lock_dir: str, me: dict) -> bool:
         return False
 
 
+def marker_stamp(metadata) -> str:
+    """What tells one writing of a marker from another: its size and write
+    time (Beam FileMetadata). A rerun deletes the output's marker first and
+    writes a new one last, so a job reading another's output takes the stamp
+    before it reads and compares it before writing its own (input_rewritten)."""
+    return f"{metadata.size_in_bytes} bytes at {metadata.last_updated_in_seconds!r}"
+
+
+def input_rewritten(folders: dict) -> list[str]:
+    """Of {folder: marker stamp when it was read}, the folders whose marker is
+    gone or another since: rewritten (or being rewritten) while they were read."""
+    changed = []
+    for folder, stamp in sorted(folders.items()):
+        now = FileSystems.match([FileSystems.join(folder, MARKER)])[0].metadata_list
+        if not now or marker_stamp(now[0]) != stamp:
+            changed.append(folder)
+    return changed
+
+
 class LockOutput(beam.PTransform):
     """Takes the output's lock (OUT/_LOCK, see acquire), then deletes OUT/_SUCCESS.
 
