@@ -124,10 +124,9 @@ def load_dataset(tfrecords: str, split: str) -> tuple[dict, list[str], str]:
     path = FileSystems.join(tfrecords, E.DATASET_INFO)
     if not FileSystems.exists(path):
         raise UsageError(f"--tfrecords {tfrecords}: no {E.DATASET_INFO} (not a make_tfrecords output?)")
-    marker = FileSystems.match([FileSystems.join(tfrecords, MARKER)])[0].metadata_list
-    if not marker:
+    stamp = run_lock.finished_stamp(tfrecords)  # before anything of it is read
+    if stamp is None:
         raise UsageError(f"--tfrecords {tfrecords}: no {MARKER}; make_tfrecords has not finished there")
-    stamp = run_lock.marker_stamp(marker[0])  # before anything of it is read
     with FileSystems.open(path, compression_type="uncompressed") as f:
         raw = f.read()
     try:

@@ -67,10 +67,13 @@ def _read_bytes(path: str) -> bytes | None:
         return f.read()
 
 
-def load_dataset_info(tfrecords: str) -> tuple[dict, bytes]:
-    """(dataset_info, its raw bytes), or UsageError naming what is wrong."""
+def load_dataset_info(tfrecords: str) -> tuple[dict, bytes, str]:
+    """(dataset_info, its raw bytes, the marker's stamp as read), or
+    UsageError naming what is wrong."""
+    from transforms.io import run_lock
     if "://" not in tfrecords and not os.path.isdir(tfrecords):
         raise UsageError(f"--tfrecords directory not found: {tfrecords}")
+    stamp = run_lock.finished_stamp(tfrecords)  # before anything of it is read
     path = f"{tfrecords.rstrip('/')}/{E.DATASET_INFO}"
     raw = _read_bytes(path)
     if raw is None:
@@ -86,7 +89,9 @@ def load_dataset_info(tfrecords: str) -> tuple[dict, bytes]:
         raise UsageError(f"the train split is empty in {path}")
     if not isinstance((info.get("sources") or {}).get("image_size"), int):
         raise UsageError(f"dataset_info.json has no sources.image_size: {path}")
-    return info, raw
+    if stamp is None:  # a killed or running make_tfrecords: its shards may not be the ones listed
+        raise UsageError(f"--tfrecords {tfrecords}: no {run_lock.MARKER}; make_tfrecords has not finished there")
+    return info, raw, stamp
 
 
 def default_version(info_bytes: bytes, seed: int) -> str:
@@ -222,7 +227,7 @@ def run(argv=None) -> dict:
         raise UsageError("--learning_rate must be a finite number > 0 and --max_class_weight at least 1")
     from beam_jobs.options import lock_options
     lock = lock_options(o)
-    info, info_bytes = load_dataset_info(o.tfrecords)
+    info, info_bytes, stamp = load_dataset_info(o.tfrecords)
     check_not_another_jobs_output(o.output, "train_baseline")
     # A bundle is two files: two runs into one folder at once would pair one
     # run's weights with the other's info. One run at a time, as every job.
@@ -232,7 +237,7 @@ def run(argv=None) -> dict:
     me, lock_dir = run_lock.new_lock_info("train_baseline", o.run_id), FileSystems.join(o.output, run_lock.LOCK)
     run_lock.acquire(lock_dir, me, o.output, lock["ttl_hours"], lock["break_lock"])
     try:
-        result = _train(o, info, info_bytes, lambda: run_lock.check(lock_dir, me, o.output))
+        result = _train(o, info, info_bytes, lambda: _still_mine(lock_dir, me, o, stamp))
     except BaseException:
         run_lock.release_quietly(lock_dir, me)
         raise
@@ -240,9 +245,21 @@ def run(argv=None) -> dict:
     return result
 
 
+def _still_mine(lock_dir: str, me: dict, o, stamp: str) -> None:
+    """Before the bundle is written: the lock is still this run's, and
+    --tfrecords was not rewritten while it was read (a model trained on two
+    runs' shards, or on shards that no longer match dataset_info.json)."""
+    from transforms.io import run_lock
+    run_lock.check(lock_dir, me, o.output)
+    if run_lock.input_rewritten({o.tfrecords: stamp}):
+        raise JobFailed(f"--tfrecords {o.tfrecords} was rewritten while this run read it (make_tfrecords ran "
+                        f"there again); no model was written: rerun train_baseline once make_tfrecords is done")
+
+
 def _train(o, info: dict, info_bytes: bytes, still_mine) -> dict:
     """run()'s training and writing, under the output's lock; still_mine()
-    raises unless the lock is still this run's (checked before writing)."""
+    raises unless the lock is still this run's and its input unchanged
+    (checked before writing)."""
     version = o.version or default_version(info_bytes, o.seed)
     quiet_tensorflow()
     import keras

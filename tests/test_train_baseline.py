@@ -254,3 +254,52 @@ def test_a_run_into_a_folder_another_run_is_writing_is_refused(tfrecords, tmp_pa
     assert main(train_baseline.run, args + ["--break_lock"], prog="train_baseline") == 0   # declared dead
     assert load_bundle(str(out))[1]["training"]["epochs"] == 1
     assert list((out / "_LOCK").iterdir()) == []   # released
+
+
+@pytest.mark.e2e
+def test_an_unfinished_or_rewritten_dataset_writes_no_model(tfrecords, tmp_path):
+    """train_baseline read dataset_info.json and never looked for
+    make_tfrecords' marker: a killed or still-running make_tfrecords (its
+    shards half replaced) was trained on, and a rerun there during training
+    went unseen. The rerun is made certain: the trainer is frozen after its
+    first epoch while the marker is rewritten, as a rerun does (deleted
+    first, written last)."""
+    import os
+    import signal
+    import time
+    data = tmp_path / "data"
+    shutil.copytree(tfrecords, data)
+    marker = data / "_SUCCESS"
+    counts = marker.read_bytes()
+    marker.unlink()
+    p = _cli("--tfrecords", str(data), "--output", str(tmp_path / "m0"))
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        f"train_baseline: error: --tfrecords {data}: no _SUCCESS; make_tfrecords has not finished there"]
+    marker.write_bytes(counts)
+
+    out = tmp_path / "m"
+    proc = subprocess.Popen([sys.executable, "-m", "beam_jobs.train_baseline", "--tfrecords", str(data),
+                             "--output", str(out), "--epochs", "2", "--batch_size", "16"],
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if "epoch 1/2" in line:
+                break
+        assert "epoch 1/2" in seen[-1], "".join(seen)[-3000:]
+        os.killpg(proc.pid, signal.SIGSTOP)
+        marker.unlink()
+        time.sleep(0.05)
+        marker.write_bytes(counts)  # the same bytes, written later
+        os.killpg(proc.pid, signal.SIGCONT)
+        rest = proc.stderr.read()
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, rest[-3000:]
+    assert rest.strip().splitlines()[-1] == (
+        f"train_baseline: error: --tfrecords {data} was rewritten while this run read it (make_tfrecords ran "
+        f"there again); no model was written: rerun train_baseline once make_tfrecords is done")
+    assert not (out / MODEL_FILE).exists() and not (out / INFO_FILE).exists()

@@ -228,15 +228,16 @@ def marker_stamp(metadata) -> str:
     return f"{metadata.size_in_bytes} bytes at {metadata.last_updated_in_seconds!r}"
 
 
+def finished_stamp(folder: str) -> str | None:
+    """marker_stamp of folder's marker; None if it has none (not finished)."""
+    found = FileSystems.match([FileSystems.join(folder, MARKER)])[0].metadata_list
+    return marker_stamp(found[0]) if found else None
+
+
 def input_rewritten(folders: dict) -> list[str]:
     """Of {folder: marker stamp when it was read}, the folders whose marker is
     gone or another since: rewritten (or being rewritten) while they were read."""
-    changed = []
-    for folder, stamp in sorted(folders.items()):
-        now = FileSystems.match([FileSystems.join(folder, MARKER)])[0].metadata_list
-        if not now or marker_stamp(now[0]) != stamp:
-            changed.append(folder)
-    return changed
+    return [folder for folder, stamp in sorted(folders.items()) if finished_stamp(folder) != stamp]
 
 
 class LockOutput(beam.PTransform):
