@@ -230,7 +230,11 @@ def test_a_model_of_another_vocabulary_is_a_one_line_error(tfrecords64, models, 
 @pytest.mark.parametrize("extra, words", [
     ([], ("--tfrecords, --model_uri and --output are required",)),
     (["--split", "holdout"], ("--split holdout", "has splits")),
-    (["--bootstrap_resamples", "200"], ("at least 1000",)),
+    (["--bootstrap_resamples", "200"], ("use 1000 to 5000",)),
+    # held per slice until the end: 1e8 was a MemoryError traceback after the inference
+    (["--bootstrap_resamples", "100000000"], ("use 1000 to 5000",)),
+    (["--calibration_bins", "1000000000"], ("--calibration_bins must be within [1, 100], got 1000000000",)),
+    (["--calibration_bins", "0"], ("--calibration_bins must be within [1, 100], got 0",)),
     (["--min_slice_n", "0"], ("--min_slice_n must be positive",)),
     (["--compare_model", "x"], ("unknown option --compare_model",)),
     (["--jpeg_quality", "60"], ("--jpeg_quality only applies with --from_images",)),
