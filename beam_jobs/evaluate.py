@@ -32,8 +32,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from beam_jobs.cli import (JobFailed, UsageError, check_batching, check_not_another_jobs_output, execute, main, new_pipeline,
-                           quiet_tensorflow, runs_on_dataflow, seed_arg)
+from beam_jobs.cli import (JobFailed, UsageError, check_batching, check_not_another_jobs_output, execute, main,
+                           new_pipeline, quiet_tensorflow, runs_on_dataflow, seed_arg)
 from beam_jobs.options import JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, lock_options
 from beam_jobs.options import load_model_info as load_bundle_info
 from schemas import metrics as M
