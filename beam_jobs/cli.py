@@ -294,6 +294,14 @@ def refuse_bare_folder(pattern: str) -> None:
 # ~0.6 MB an image, so 1024 is ~0.6 GB); more threads than this only queue.
 MAX_BATCH_SIZE = 1024
 MAX_PREPARE_THREADS = 64
+# A Parquet shard is encoded from its rows in memory (~1 KB a row).
+MAX_ROWS_PER_SHARD = 1_000_000
+
+
+def check_rows_per_shard(o) -> None:
+    if not 1 <= o.rows_per_shard <= MAX_ROWS_PER_SHARD:
+        raise UsageError(f"--rows_per_shard must be within [1, {MAX_ROWS_PER_SHARD}] (a shard is encoded in "
+                         f"memory), got {o.rows_per_shard}")
 
 
 def check_batching(o, counts=()) -> None:

@@ -30,7 +30,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli import (JobFailed, UsageError, check_not_another_jobs_output, check_output, check_outputs_not_read,
-                           execute, local_spill_root, main, new_pipeline, refuse_bare_folder, runs_on_dataflow)
+                           check_rows_per_shard, execute, local_spill_root, main, new_pipeline, refuse_bare_folder,
+                           runs_on_dataflow)
 from beam_jobs.options import DateOptions, JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, lock_options
 from schemas import features as F
 from schemas.policy import QualityPolicy, load_policy
@@ -83,8 +84,8 @@ class CurateOptions(SharedOptions, LockOptions, DateOptions):
         parser.add_argument("--analysis_size", type=int, help="Override the policy's analysis short side, in pixels.")
         parser.add_argument("--dup_radius", type=int, help="Override the near-duplicate pHash Hamming radius (bits).")
         parser.add_argument("--max_pixels", type=int, help="Override the pixel-bomb limit (declared width x height).")
-        parser.add_argument("--rows_per_shard", type=int, default=100_000, help="Feature rows per Parquet shard.")
-        parser.add_argument("--examples_per_reason", type=int, default=6, help="Example thumbnails per reason in the report.")
+        parser.add_argument("--rows_per_shard", type=int, default=100_000, help="Feature rows per Parquet shard (at most 1000000: a shard is encoded in memory).")
+        parser.add_argument("--examples_per_reason", type=int, default=6, help="Example thumbnails per reason in the report (0 to 100).")
         parser.add_argument("--drift_window", type=int, help="Compare a dt=YYYY-MM-DD night with up to this many complete earlier nights beside it (alerts.json; default: the policy's, 7).")
         parser.add_argument("--fail_on_drift", action="store_true", default=False, help="Fail in one line when alerts.json holds an alert, after every output is written.")
         parser.add_argument("--enhance", action="store_true", default=False,
@@ -98,6 +99,7 @@ WRITTEN = (MARKER, LOCK, "summary.json", "alerts.json", "report.html",
            f"{F.DEAD_LETTERS_DIR}/{F.DEAD_LETTERS_DIR}-00000-of-00001.jsonl")
 
 # Options that override a policy value: (option, QualityPolicy field).
+MAX_EXAMPLES_PER_REASON = 100
 _POLICY_FLAGS = (("analysis_size", "analysis_short_side"), ("dup_radius", "dup_radius"), ("max_pixels", "max_pixels"))
 
 
@@ -121,10 +123,13 @@ def resolve(options: CurateOptions):
     roots_of(o)  # a bad --allowed_roots fails here, before any work
     check_output(o.reference, "--reference")  # each night appends to it: a file there fails only at the end
     lock_options(o)
-    for name in ("rows_per_shard", "examples_per_reason", "drift_window"):
+    for name in ("examples_per_reason", "drift_window"):
         value = getattr(o, name)
         if value is not None and value < (0 if name == "examples_per_reason" else 1):
             raise UsageError(f"--{name} must be positive, got {value}")
+    check_rows_per_shard(o)
+    if o.examples_per_reason > MAX_EXAMPLES_PER_REASON:  # thumbnails inlined in report.html
+        raise UsageError(f"--examples_per_reason must be at most {MAX_EXAMPLES_PER_REASON}, got {o.examples_per_reason}")
     for flag, field in _POLICY_FLAGS:  # held to the ranges the policy file is
         value = getattr(o, flag)
         _, lo, hi = QualityPolicy.RANGES[field]

@@ -31,8 +31,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli import (MAX_PREPARE_THREADS, UsageError, check_batching, check_not_another_jobs_output,
-                           check_outputs_not_read, execute, main, new_pipeline, quiet_tensorflow, refuse_bare_folder,
-                           runs_on_dataflow)
+                           check_outputs_not_read, check_rows_per_shard, execute, main, new_pipeline, quiet_tensorflow,
+                           refuse_bare_folder, runs_on_dataflow)
 from beam_jobs.options import DateOptions, JobSpec, LockOptions, SharedOptions, allowed_roots, check_spec, load_model_info, lock_options
 from schemas import predictions as P
 from schemas.model_bundle import image_settings
@@ -88,7 +88,7 @@ class ScoreOptions(SharedOptions, LockOptions, DateOptions):
         parser.add_argument("--max_batch_size", type=int, default=64, help="RunInference maximum batch size, at most 1024 (a batch is held in memory).")
         parser.add_argument("--prepare_threads", type=int, default=2, help="Threads per worker process that read and preprocess images ahead of inference (overlaps I/O and decoding with the model), 1 to 64.")
         parser.add_argument("--share_model", action="store_true", default=False, help="Load one model per machine shared by its processes.")
-        parser.add_argument("--rows_per_shard", type=int, default=200_000, help="Prediction rows per Parquet file.")
+        parser.add_argument("--rows_per_shard", type=int, default=200_000, help="Prediction rows per Parquet file (at most 1000000: a file is encoded in memory).")
 
 
 def validate(o: ScoreOptions):
@@ -110,7 +110,8 @@ def validate(o: ScoreOptions):
                          "dt=YYYY-MM-DD/ folders) with --date/--start_date, or --manifest without dates")
     if o.enhance and o.quality_gate != "on":
         raise UsageError("--enhance needs --quality_gate on: the gate decides which images the recipe may rescue")
-    check_batching(o, ("top_k", "rows_per_shard", "prepare_threads"))
+    check_batching(o, ("top_k", "prepare_threads"))
+    check_rows_per_shard(o)
     if o.prepare_threads > MAX_PREPARE_THREADS:
         raise UsageError(f"--prepare_threads must be at most {MAX_PREPARE_THREADS}, got {o.prepare_threads}")
     check_outputs_not_read(o.output, [name.format(d=d) for d in dates or [UNDATED] for name in WRITTEN], o.input, dates)

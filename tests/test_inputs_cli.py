@@ -61,6 +61,11 @@ TFR = ["--curated", "/nonexistent/c", "--labels_csv", "x.csv", "--output", "/tmp
     (score, SCORE + ["--max_batch_size", "100000"], "--max_batch_size must be at most 1024"),
     (score, SCORE + ["--min_batch_size", "65"], "--min_batch_size must be within [1, --max_batch_size 64], got 65"),
     (score, SCORE + ["--prepare_threads", "100000"], "--prepare_threads must be at most 64, got 100000"),
+    # a shard is encoded from its rows in memory; the report inlines every thumbnail
+    (score, SCORE + ["--rows_per_shard", "1000000000"], "--rows_per_shard must be within [1, 1000000]"),
+    (curate, IN + ["--rows_per_shard", "0"], "--rows_per_shard must be within [1, 1000000]"),
+    (curate, IN + ["--rows_per_shard", "1000000000"], "--rows_per_shard must be within [1, 1000000]"),
+    (curate, IN + ["--examples_per_reason", "1000000"], "--examples_per_reason must be at most 100, got 1000000"),
     (evaluate, ["--tfrecords", "t", "--model_uri", "m", "--output", "o", "--max_batch_size", "0"],
      "--max_batch_size must be positive, got 0"),
     (evaluate_curate, ["--curated", "c", "--ground_truth", "g", "--image_root", "r", "--jsn", "x"],
