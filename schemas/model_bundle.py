@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import tempfile
 
 MODEL_FILE = "model.keras"
@@ -74,6 +75,9 @@ def write_bundle(model_dir: str, model, info: dict) -> str:
     if missing:
         raise ValueError(f"model info lacks {', '.join(missing)} for {model_dir}")
     _check_units(model, info["label_vocabulary"], model_dir)
+    problem = version_problem(info["version"])
+    if problem:
+        raise ValueError(f"model {problem}: {model_dir}")
     if "://" not in model_dir:
         os.makedirs(model_dir, exist_ok=True)
     # Keras saves to local paths only: save locally, then copy.
@@ -113,6 +117,20 @@ def load_bundle(model_uri: str):
     return model, info
 
 
+# A version names score's partitions (predictions/dt=D/model=VERSION/), whose
+# files a run replaces: it must be one plain path component ("../../x" put a
+# partition, and the deletion of its old files, outside the output).
+VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=@-]{0,127}")
+
+
+def version_problem(version) -> str | None:
+    """Why `version` cannot name a model (None if it can)."""
+    if isinstance(version, str) and VERSION_RE.fullmatch(version):
+        return None
+    return (f"version {version!r} must be 1-128 letters, digits and _.+=@-, starting with a letter or digit "
+            f"(it names score's model= partitions)")
+
+
 def _read_info(info_path: str) -> dict:
     if not _exists(info_path):
         raise ValueError(f"model info not found: {info_path}")
@@ -128,6 +146,9 @@ def _read_info(info_path: str) -> dict:
     vocab = info["label_vocabulary"]
     if not isinstance(vocab, list) or not vocab or not all(isinstance(v, str) for v in vocab):
         raise ValueError(f"model info label_vocabulary is not a non-empty list of strings: {info_path}")
+    problem = version_problem(info["version"])
+    if problem:
+        raise ValueError(f"model info {problem}: {info_path}")
     return info
 
 

@@ -484,3 +484,30 @@ def test_predictions_read_in_duckdb_and_pyarrow_typed_labelled_and_joined_to_cur
     for uri, image_id, curate_id, verdict, p_b, top_labels, top_probs in got:
         assert image_id == curate_id and verdict in ("accepted", "rejected")
         assert abs(p_b - dict(zip(top_labels, top_probs))["b"]) < 1e-6
+
+
+@pytest.mark.e2e
+def test_a_model_version_that_is_not_one_path_component_is_refused(tiny_model, few_uploads, tmp_path, capsys):
+    """A version names the model= partition a run replaces: '../../../victim'
+    in a model_info.json put the partition (its _SUCCESS, its rows, and the
+    deletion of whatever it held before) outside --output. It is refused at
+    launch, and a bundle cannot be written or loaded with such a version."""
+    from schemas.model_bundle import INFO_FILE, load_bundle
+    bundle = tmp_path / "model"
+    shutil.copytree(tiny_model, bundle)
+    info = json.loads((bundle / INFO_FILE).read_text())
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "keep.txt").write_text("precious")
+    for version in ("../../../../victim", "a/b", ".hidden", "", 7):
+        (bundle / INFO_FILE).write_text(json.dumps(dict(info, version=version)))
+        out = tmp_path / "out"
+        assert main(score.run, ["--input", f"{few_uploads}/dt=2026-11-20/*", "--model_uri", str(bundle),
+                                "--output", str(out)], prog="score") == 2
+        _one_line_error(capsys, f"model info version {version!r} must be 1-128 letters, digits and _.+=@-")
+        assert not out.exists()
+        with pytest.raises(ValueError, match="must be 1-128 letters"):
+            load_bundle(str(bundle))
+    assert [p.name for p in (tmp_path / "victim").iterdir()] == ["keep.txt"]
+    assert main(train_baseline.run, ["--tfrecords", "t", "--output", str(tmp_path / "m"), "--version", "../x"],
+                prog="train_baseline") == 2
+    assert capsys.readouterr().err.startswith("train_baseline: error: --version '../x' must be 1-128 letters")
