@@ -84,8 +84,8 @@ class CurateOptions(SharedOptions, LockOptions, DateOptions):
         parser.add_argument("--analysis_size", type=int, help="Override the policy's analysis short side, in pixels.")
         parser.add_argument("--dup_radius", type=int, help="Override the near-duplicate pHash Hamming radius (bits).")
         parser.add_argument("--max_pixels", type=int, help="Override the pixel-bomb limit (declared width x height).")
-        parser.add_argument("--rows_per_shard", type=int, default=100_000, help="Feature rows per Parquet shard (at most 1000000: a shard is encoded in memory).")
-        parser.add_argument("--examples_per_reason", type=int, default=6, help="Example thumbnails per reason in the report (0 to 100).")
+        parser.add_argument("--rows_per_shard", type=int, default=100_000, help="Feature rows per Parquet shard (at most 1000000).")
+        parser.add_argument("--examples_per_reason", type=int, default=6, help="Example thumbnails per reason in the report (0-100).")
         parser.add_argument("--drift_window", type=int, help="Compare a dt=YYYY-MM-DD night with up to this many complete earlier nights beside it (alerts.json; default: the policy's, 7).")
         parser.add_argument("--fail_on_drift", action="store_true", default=False, help="Fail in one line when alerts.json holds an alert, after every output is written.")
         parser.add_argument("--enhance", action="store_true", default=False,

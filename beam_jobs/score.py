@@ -88,7 +88,7 @@ class ScoreOptions(SharedOptions, LockOptions, DateOptions):
         parser.add_argument("--max_batch_size", type=int, default=64, help="RunInference maximum batch size, at most 1024 (a batch is held in memory).")
         parser.add_argument("--prepare_threads", type=int, default=2, help="Threads per worker process that read and preprocess images ahead of inference (overlaps I/O and decoding with the model), 1 to 64.")
         parser.add_argument("--share_model", action="store_true", default=False, help="Load one model per machine shared by its processes.")
-        parser.add_argument("--rows_per_shard", type=int, default=200_000, help="Prediction rows per Parquet file (at most 1000000: a file is encoded in memory).")
+        parser.add_argument("--rows_per_shard", type=int, default=200_000, help="Prediction rows per Parquet file (at most 1000000).")
 
 
 def validate(o: ScoreOptions):
