@@ -132,6 +132,43 @@ def test_racing_acquirers_never_both_hold(lock_dir):
     assert _candidates(lock_dir) == []
 
 
+def test_contenders_that_all_see_each_other_do_not_all_withdraw(lock_dir, monkeypatch):
+    """The worst interleaving, made certain: every contender has written its
+    candidate before any of them lists. Each then sees all the others; when
+    each withdrew, nobody held the lock, every try (seen on a loaded machine).
+    The oldest stays, the younger withdraw, and exactly one holds it."""
+    n = 4
+    written = threading.Barrier(n)
+    first_listing = threading.local()
+    real_others = run_lock._others
+
+    def others_after_all_wrote(lock_dir_, me):
+        if not getattr(first_listing, "done", False):
+            first_listing.done = True
+            written.wait(timeout=60)
+        return real_others(lock_dir_, me)
+
+    monkeypatch.setattr(run_lock, "_others", others_after_all_wrote)
+    runs = [run_lock.new_lock_info("score", f"run-{i}") for i in range(n)]
+    outcomes = {}
+
+    def contend(me):
+        try:
+            run_lock.acquire(lock_dir, me, "P", retries=1)
+            outcomes[me["run_id"]] = "held"
+        except LockHeld:
+            outcomes[me["run_id"]] = "refused"
+
+    threads = [threading.Thread(target=contend, args=(me,)) for me in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    oldest = min(runs, key=lambda me: (me["started_unix"], me["attempt"]))
+    assert outcomes == {me["run_id"]: "held" if me is oldest else "refused" for me in runs}
+    assert _candidates(lock_dir) == [f"{oldest['attempt']}.json"]
+
+
 def test_a_lock_left_by_a_killed_process_on_this_machine_is_taken_over_at_once(lock_dir):
     import subprocess
     proc = subprocess.Popen(["sleep", "30"])

@@ -17,12 +17,18 @@ takes it by
        others only if they are dead: stale (older than ttl_hours), left by a
        process on this machine that is gone, or (with the same --run_id, or
        with --break_lock) built before this run; then it lists again. If a
-       live other remains it withdraws its candidate, waits a random moment and
-       retries a few times, then fails naming the holder.
+       live other remains, the run withdraws its candidate, waits a random
+       moment and retries a few times, then fails naming the holder; except
+       the oldest candidate in the listing (by build time, then attempt),
+       which keeps its candidate and lists again for a moment first, so that
+       contenders that all see each other do not all withdraw (under load
+       they did, every try: nobody held the lock).
 
-Two runs cannot both hold it: if A's listing missed B's candidate, B's write
-finished after A's listing began, so B's own later listing sees A and B
-withdraws. (Both may withdraw at once; the random retries break that tie.)
+Two runs cannot both hold it: a run holds only when a listing shows no other
+candidate, and a holder's candidate stays from its write to its release. If
+A's listing missed B's candidate, B's write finished after A's listing began,
+so B's own later listing sees A and B does not hold. Staying changes nothing
+there: the oldest still holds only once a listing shows it alone.
 Takeovers keep that: a --run_id retry or --break_lock only removes runs
 built before it, so of two such runs racing only the younger can win.
 A killed run leaves its candidate: a run on the same machine once that
@@ -53,6 +59,10 @@ DEFAULT_TTL_HOURS = 24.0
 MARKER = "_SUCCESS"
 LOCK = "_LOCK"
 RETRIES = 4
+# How long, per try, the oldest of several candidates waits for the younger
+# ones to withdraw (x the try's number), and how often it looks meanwhile.
+STAY_SECONDS = (0.3, 0.6)
+STAY_POLL_SECONDS = 0.1
 
 
 class LockHeld(Refused):
@@ -116,6 +126,11 @@ def _older(other: dict, me: dict) -> bool:
     return float(other.get("started_unix") or 0) < float(me["started_unix"])
 
 
+def _rank(info: dict) -> tuple:
+    """Candidates' order for the tie-break: the earlier built first (a total order)."""
+    return float(info.get("started_unix") or 0), str(info.get("attempt") or info.get("path") or "")
+
+
 def _age_hours(info: dict, now: float) -> float:
     return (now - float(info.get("started_unix") or 0)) / 3600
 
@@ -142,23 +157,29 @@ def acquire(lock_dir: str, me: dict, where: str, ttl_hours: float = DEFAULT_TTL_
     mine = _candidate(lock_dir, me["attempt"])
     for attempt in range(retries):
         write_atomically(mine, json.dumps(me, sort_keys=True).encode())
+        stay_until = time.monotonic() + random.uniform(*STAY_SECONDS) * (attempt + 1)
         while True:
             now = time.time()
             others = _others(lock_dir, me)
             takeable = [o for o in others if _age_hours(o, now) > ttl_hours or _dead_here(o)
                         or ((break_lock or o.get("run_id") == me["run_id"]) and _older(o, me))]
-            if not takeable:
-                break
             for o in takeable:  # their run is dead (or declared so): its lock goes
                 try:
                     FileSystems.delete([o["path"]])
                 except Exception:  # someone else removed it first
                     pass
-        if not others:
-            _reap_abandoned_writes(lock_dir)
-            return lock_dir
-        # A live other: either a holder or a contender that listed when we did.
-        # Withdraw, so two contenders cannot block each other, and try again.
+            if takeable:
+                continue
+            if not others:
+                _reap_abandoned_writes(lock_dir)
+                return lock_dir
+            # A live other: a holder, or a contender that listed when we did.
+            # The oldest candidate stays a moment for the younger to withdraw
+            # (a holder will not: then it withdraws too, after its wait).
+            if _rank(me) < min(_rank(o) for o in others) and time.monotonic() < stay_until:
+                time.sleep(STAY_POLL_SECONDS)
+                continue
+            break
         FileSystems.delete([mine])
         if attempt < retries - 1:
             time.sleep(random.uniform(0.2, 0.6) * (attempt + 1))
