@@ -55,10 +55,10 @@ class EvaluateOptions(SharedOptions, LockOptions):
     reads = ("output", "image_root", "allowed_roots")
     spec = JobSpec(
         required=("tfrecords", "model_uri", "output"),
-        needs={d: ("from_images",) for d in ("crop_fraction", "jpeg_quality", "image_root", "allowed_roots")},
+        needs={d: ("from_images",) for d in ("crop_fraction", "jpeg_quality", "parity_tolerance", "image_root", "allowed_roots")},
         notes={"from_images": "Needs --allowed_roots or --image_root."},
         messages={f"{d}->from_images": f"--{d} only applies with --from_images"
-                  for d in ("crop_fraction", "jpeg_quality", "image_root", "allowed_roots")})
+                  for d in ("crop_fraction", "jpeg_quality", "parity_tolerance", "image_root", "allowed_roots")})
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -82,9 +82,9 @@ class EvaluateOptions(SharedOptions, LockOptions):
                                  "another value measures what a serving change would do.")
         parser.add_argument("--jpeg_quality", type=int,
                             help="With --from_images: the serving JPEG quality. Default: make_tfrecords'.")
-        parser.add_argument("--parity_tolerance", type=int, default=0,
+        parser.add_argument("--parity_tolerance", type=int,
                             help="With --from_images: largest per-pixel difference (0-255) still counted as equal. "
-                                 "0: the same code on the same bytes gives identical arrays.")
+                                 "Default 0: the same code on the same bytes gives identical arrays.")
 
 
 MIN_RESAMPLES, MAX_RESAMPLES, MAX_BINS = 1000, 5000, 100
@@ -110,7 +110,7 @@ def validate(o: EvaluateOptions) -> None:
         raise UsageError(f"--crop_fraction {o.crop_fraction} must be in [0.1, 1]")
     if o.jpeg_quality is not None and not 1 <= o.jpeg_quality <= 100:
         raise UsageError(f"--jpeg_quality {o.jpeg_quality} must be in 1..100")
-    if not 0 <= o.parity_tolerance <= 255:
+    if o.parity_tolerance is not None and not 0 <= o.parity_tolerance <= 255:
         raise UsageError(f"--parity_tolerance {o.parity_tolerance} must be in 0..255")
 
 
@@ -351,7 +351,7 @@ def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: d
          | "Evaluate" >> run_lock.FinalizeOutput(
              out, me, _finalize, key_rows=beam.pvalue.AsSingleton(key_rows), output=out,
              settings=settings, models=models, expected=expected, me=me,
-             _locked=beam.pvalue.AsSingleton(locked), serving=serving, tolerance=o.parity_tolerance,
+             _locked=beam.pvalue.AsSingleton(locked), serving=serving, tolerance=o.parity_tolerance or 0,
              read={o.tfrecords: stamp} if stamp else None))
     return p
 

@@ -238,6 +238,8 @@ def test_a_model_of_another_vocabulary_is_a_one_line_error(tfrecords64, models, 
     (["--min_slice_n", "0"], ("--min_slice_n must be positive",)),
     (["--compare_model", "x"], ("unknown option --compare_model",)),
     (["--jpeg_quality", "60"], ("--jpeg_quality only applies with --from_images",)),
+    # was accepted and unused: its default could not be told from an explicit 0
+    (["--parity_tolerance", "0"], ("--parity_tolerance only applies with --from_images",)),
     (["--from_images"], ("--from_images reads the images", "--allowed_roots")),
 ])
 def test_bad_arguments_are_one_line_errors(extra, words, tfrecords64, models, tmp_path, capsys):
