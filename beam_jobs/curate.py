@@ -119,6 +119,13 @@ def resolve(options: CurateOptions):
     else:
         if o.reference:
             raise UsageError("--reference needs --date or --start_date/--end_date (index entries carry their night)")
+        # Both were accepted here and did nothing: an operator counting on them was never told.
+        if o.allow_empty:
+            raise UsageError("--allow_empty needs --date or --start_date/--end_date (it marks a night whose dt= folder "
+                             "holds no images complete); without dates an --input that matches nothing is an error")
+        if (o.drift_window is not None or o.fail_on_drift) and drift.partition_date(o.output) is None:
+            raise UsageError("--drift_window and --fail_on_drift compare a night with the complete nights beside it: "
+                             "give --date or --start_date/--end_date, or an --output ending in dt=YYYY-MM-DD")
         o.input = input_glob(o.input)  # a folder means everything under it
     roots_of(o)  # a bad --allowed_roots fails here, before any work
     check_output(o.reference, "--reference")  # each night appends to it: a file there fails only at the end

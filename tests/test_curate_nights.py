@@ -156,6 +156,26 @@ def test_reference_needs_dates(tmp_path):
         curate.run(["--input", str(tmp_path), "--output", str(tmp_path / "o"), "--reference", str(tmp_path / "r")])
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--allow_empty"], "^--allow_empty needs --date or --start_date/--end_date"),
+    (["--fail_on_drift"], "^--drift_window and --fail_on_drift compare a night"),
+    (["--drift_window", "3"], "^--drift_window and --fail_on_drift compare a night"),
+])
+def test_night_flags_on_an_undated_run_are_refused_not_ignored(tmp_path, extra, message):
+    """On an undated run these were accepted and did nothing: an empty --input
+    still failed under --allow_empty, and no drift was ever checked, so
+    --fail_on_drift could not fail. An --output that is a dt= night keeps drift."""
+    (tmp_path / "in").mkdir()
+    args = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "o")]
+    with pytest.raises(UsageError, match=message):
+        curate.run(args + extra)
+    assert not (tmp_path / "o").exists()
+    if "--allow_empty" not in extra:
+        night = curate.CurateOptions(["--input", str(tmp_path / "in"), "--output",
+                                      str(tmp_path / "o" / "dt=2026-11-02")] + extra)
+        curate.resolve(night)  # no error: this output has nights beside it to compare with
+
+
 def test_a_reference_that_is_a_file_fails_before_any_work(tmp_path):
     """Each night appends to --reference: a file there used to be found only
     after the whole night was analysed, a traceback at the final write."""
