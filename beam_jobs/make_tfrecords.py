@@ -67,12 +67,16 @@ class MakeTFRecordsOptions(SharedOptions, LockOptions):
     reads = ("output", "scin_cases", "image_root", "allowed_roots")
     spec = JobSpec(
         required=("curated", "output"), one_of=(("labels_csv", "scin_cases"),),
-        needs={"scin_cases": ("scin_labels", "image_root"), "scin_labels": ("scin_cases",)},
+        needs={"scin_cases": ("scin_labels", "image_root"), "scin_labels": ("scin_cases",),
+               "min_label_weight": ("scin_cases",)},
         notes={"labels_csv": "Not with --scin_cases."},
         messages={"one_of": "give either --scin_cases with --scin_labels, or --labels_csv",
                   "scin_cases->scin_labels": "--scin_cases and --scin_labels go together",
                   "scin_labels->scin_cases": "--scin_cases and --scin_labels go together",
-                  "scin_cases->image_root": "--image_root is required to resolve SCIN image paths"})
+                  "scin_cases->image_root": "--image_root is required to resolve SCIN image paths",
+                  # a labels CSV carries one label per image, no weights: it was accepted and did nothing
+                  "min_label_weight->scin_cases": "--min_label_weight only applies with --scin_cases (a labels CSV "
+                                                  "has no label weights)"})
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -90,7 +94,7 @@ class MakeTFRecordsOptions(SharedOptions, LockOptions):
         parser.add_argument("--split_fractions", default="0.8,0.1,0.1", help="train,validation,test fractions summing to 1.")
         parser.add_argument("--min_class_count", type=int, default=5, help="Classes with fewer labelled images are rare.")
         parser.add_argument("--rare_classes", default="other", choices=["other", "drop"], help="Merge rare classes into 'other', or drop them.")
-        parser.add_argument("--min_label_weight", type=float, default=0.0, help="Minimum weight of the top weighted_skin_condition_label.")
+        parser.add_argument("--min_label_weight", type=float, help="With --scin_cases: minimum weight of the top weighted_skin_condition_label (default 0).")
         parser.add_argument("--keep_unlabeled", action="store_true", default=False, help="Write unlabeled images to an 'unlabeled' split.")
         parser.add_argument("--target_shard_mb", type=float, default=150.0, help="Target TFRecord shard size in MB (at least one shard per split).")
         parser.add_argument("--compression", default="gzip", choices=["gzip", "none"],
@@ -121,7 +125,7 @@ def validate(o: MakeTFRecordsOptions) -> dict:
     if o.min_class_count < 1 or not 0 < o.target_shard_mb < float("inf"):
         raise UsageError(f"--min_class_count and --target_shard_mb must be positive and finite, got "
                          f"{o.min_class_count} and {o.target_shard_mb}")
-    if not 0 <= o.min_label_weight <= 1:   # SCIN's label weights are shares of 1
+    if o.min_label_weight is not None and not 0 <= o.min_label_weight <= 1:   # SCIN's label weights are shares of 1
         raise UsageError(f"--min_label_weight must be within [0, 1], got {o.min_label_weight}")
     if o.tfds and o.compression != "none":
         raise UsageError(f"--tfds needs --compression none (TFDS reads no {o.compression} TFRecords)")
@@ -334,7 +338,7 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
                | "ReadCurated" >> read_curated
                | "AfterLock" >> beam.Map(lambda row, _locked: row, beam.pvalue.AsSingleton(locked)))
     labels = p | "ReadLabels" >> ReadLabelRecords(o.image_root, o.scin_cases, o.scin_labels, o.labels_csv,
-                                                  o.min_label_weight)
+                                                  o.min_label_weight or 0.0)
     joined = (curated, labels.records, labels[DEAD]) | "JoinLabels" >> JoinLabels(o.keep_unlabeled)
 
     # Rare classes relabelled as flat steps under the names earlier runs used.

@@ -37,6 +37,8 @@ def _one_line_error(capsys, prog, message):
 IN = ["--input", "/nonexistent/*.jpg", "--output", "/tmp/never"]
 SCORE = ["--input", "/nonexistent/*.jpg", "--model_uri", "/nonexistent/m", "--output", "/tmp/never"]
 TFR = ["--curated", "/nonexistent/c", "--labels_csv", "x.csv", "--output", "/tmp/never"]
+SCIN = ["--curated", "/nonexistent/c", "--scin_cases", "c.csv", "--scin_labels", "l.csv", "--image_root", "/nonexistent",
+        "--output", "/tmp/never"]
 
 
 @pytest.mark.parametrize("job, args, message", [
@@ -52,8 +54,10 @@ TFR = ["--curated", "/nonexistent/c", "--labels_csv", "x.csv", "--output", "/tmp
     # nan passed `<= 0` checks: a traceback at pipeline build (nan or inf MB), a weight no label meets
     (make_tfrecords, TFR + ["--target_shard_mb", "nan"], "--target_shard_mb must be positive and finite"),
     (make_tfrecords, TFR + ["--target_shard_mb", "inf"], "--target_shard_mb must be positive and finite"),
-    (make_tfrecords, TFR + ["--min_label_weight", "nan"], "--min_label_weight must be within [0, 1], got nan"),
-    (make_tfrecords, TFR + ["--min_label_weight", "1.5"], "--min_label_weight must be within [0, 1], got 1.5"),
+    (make_tfrecords, SCIN + ["--min_label_weight", "nan"], "--min_label_weight must be within [0, 1], got nan"),
+    (make_tfrecords, SCIN + ["--min_label_weight", "1.5"], "--min_label_weight must be within [0, 1], got 1.5"),
+    # a labels CSV has no label weights: the flag was accepted and did nothing
+    (make_tfrecords, TFR + ["--min_label_weight", "0.5"], "--min_label_weight only applies with --scin_cases"),
     (score, SCORE + ["--topk", "2"], "unknown option --topk (did you mean --top_k?)"),
     (score, SCORE + ["--quality_gate", "maybe"], "argument --quality_gate: invalid choice: 'maybe'"),
     # --max_batch_size 0 was reported as the --min_batch_size it defaults; a batch is held in memory
