@@ -242,12 +242,12 @@ def check_partitions(o: ScoreOptions, dates: list[str], version: str) -> None:
     the same checks at run time): say which complete partitions are skipped,
     and refuse, in one line, partitions with no images to score."""
     todo = dates or [UNDATED]
-    if dates and not o.force:
-        done = [d for d in dates if is_complete(o.output, d, version)]
+    if not o.force:  # an undated run too: it said only "done", whatever --input now matched
+        done = [d for d in todo if is_complete(o.output, d, version)]
         if done:
             print(f"score: skipping {len(done)} partition(s) already complete for model {version}: "
                   + ", ".join(f"dt={d}" for d in done) + "; --force rescores them", file=sys.stderr)
-        todo = [d for d in dates if d not in done]
+        todo = [d for d in todo if d not in done]
     states = {}
     for d in todo:
         try:

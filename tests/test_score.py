@@ -15,6 +15,7 @@ from beam_jobs import score, train_baseline
 from beam_jobs.cli import main
 from schemas.examples import read_split
 from schemas.policy import load_policy
+from transforms.io.partitions import UNDATED
 from transforms.scoring.prepare import prepare
 from transforms.scoring.publish import drop_staging
 from transforms.scoring.rows import failed_batch_rows
@@ -118,6 +119,23 @@ def test_complete_partitions_are_skipped_unless_forced(model_dir, uploads, tmp_p
     assert {f: os.stat(os.path.join(folder, f)).st_mtime_ns for f in os.listdir(folder)} != first
     strip = lambda rows: [{k: v for k, v in r.items() if k != "scored_at"} for r in rows]
     assert strip(_rows(folder)) == strip(rows_before)
+
+
+@pytest.mark.e2e
+def test_an_undated_rerun_says_it_skipped_its_complete_partition(model_dir, uploads, tmp_path, capsys):
+    """Without dates the rerun skipped as well but said only "done", also when
+    its --input matched other images than the run that completed it."""
+    model, _ = model_dir
+    base = ["--model_uri", str(model), "--output", str(tmp_path)]
+    score.run(base + ["--input", str(uploads / f"dt={DATES[0]}" / "*")])
+    folder = _partition(tmp_path, UNDATED, _version(model))
+    first = {f: os.stat(os.path.join(folder, f)).st_mtime_ns for f in os.listdir(folder)}
+    capsys.readouterr()
+    score.run(base + ["--input", str(uploads / f"dt={DATES[1]}" / "*")])
+    assert {f: os.stat(os.path.join(folder, f)).st_mtime_ns for f in os.listdir(folder)} == first
+    said = capsys.readouterr().err
+    assert f"skipping 1 partition(s) already complete for model {_version(model)}: dt={UNDATED}" in said
+    assert "--force rescores them" in said
 
 
 @pytest.mark.e2e
