@@ -320,6 +320,11 @@ def check_batching(o, counts=()) -> None:
                          f"got {o.min_batch_size}")
 
 
+# The file outputs check_replaceable guards are small JSON documents (a relevance
+# model ~70 KB); anything larger is some other file.
+REPLACEABLE_MAX_BYTES = 64 * 2 ** 20
+
+
 def check_replaceable(path: str, flag: str, kind: str, is_kind) -> None:
     """UsageError unless the file `path` names is new, or an earlier `kind`
     (is_kind(its bytes)), which the job replaces. A file output is replaced
@@ -330,6 +335,13 @@ def check_replaceable(path: str, flag: str, kind: str, is_kind) -> None:
     from transforms.io.inputs import normalize_uri, read_named_file
     if not FileSystems.exists(normalize_uri(path)):
         return
+    try:  # its size first: a large file cannot be one, and was read whole into memory to find that out
+        size = FileSystems.match([normalize_uri(path)])[0].metadata_list[0].size_in_bytes
+    except Exception:  # a folder, a FIFO, ...: read_named_file names what it is
+        size = 0
+    if size > REPLACEABLE_MAX_BYTES:
+        raise UsageError(f"{flag} {path} exists and holds {size / 1e6:.0f} MB, more than any {kind}: it would be "
+                         f"replaced; give a new path or an earlier {kind}'s")
     try:
         data = read_named_file(path, flag)
     except ValueError as e:   # a folder, a FIFO, ...

@@ -458,6 +458,14 @@ def test_evaluate_curate_never_writes_its_json_over_another_file(tmp_path, capsy
         assert main(evaluate_curate.run, args, prog="evaluate_curate") == 2
         _one_line_error(capsys, "evaluate_curate", message)
     assert truth.read_text() == "image_path,defect\n"
+    # A large file is refused by its size: it was read whole into memory first.
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(2 ** 31)  # sparse: 2 GiB that take no disk
+    args = ["--curated", "c", "--ground_truth", str(truth), "--image_root", "r", "--json", str(big)]
+    assert main(evaluate_curate.run, args, prog="evaluate_curate") == 2
+    _one_line_error(capsys, "evaluate_curate", f"--json {big} exists and holds 2147 MB, more than any evaluate_curate")
+    assert big.stat().st_size == 2 ** 31
 
 
 def test_evaluate_curate_reports_no_spread_from_fewer_than_two_tones():
