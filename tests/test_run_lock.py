@@ -169,6 +169,38 @@ def test_contenders_that_all_see_each_other_do_not_all_withdraw(lock_dir, monkey
     assert _candidates(lock_dir) == [f"{oldest['attempt']}.json"]
 
 
+def test_a_dead_lock_that_cannot_be_deleted_is_refused_not_looped_on(lock_dir, monkeypatch):
+    """A stale candidate whose delete fails (a permission, a storage error)
+    was listed, found takeable and deleted again, for ever: the run hung."""
+    stale = run_lock.new_lock_info("curate", "stuck")
+    stale["started_unix"] -= 25 * 3600
+    _plant(lock_dir, stale)
+    stuck = FileSystems.join(lock_dir, f"{stale['attempt']}.json")
+    real_delete = FileSystems.delete
+
+    def delete_failing_for_stuck(paths):
+        if stuck in paths:
+            raise OSError("permission denied")
+        return real_delete(paths)
+
+    monkeypatch.setattr(run_lock.FileSystems, "delete", delete_failing_for_stuck)
+    outcome = []
+
+    def contend():
+        try:
+            run_lock.acquire(lock_dir, run_lock.new_lock_info("curate", "next"), "OUT", retries=1)
+            outcome.append("held")
+        except LockHeld as e:
+            outcome.append(str(e))
+
+    t = threading.Thread(target=contend, daemon=True)
+    t.start()
+    t.join(timeout=60)
+    assert not t.is_alive(), "acquire looped on a lock it could not delete"
+    assert outcome and outcome[0].startswith("OUT is locked by run stuck")
+    assert _candidates(lock_dir) == [f"{stale['attempt']}.json"]
+
+
 def test_a_lock_left_by_a_killed_process_on_this_machine_is_taken_over_at_once(lock_dir):
     import subprocess
     proc = subprocess.Popen(["sleep", "30"])

@@ -60,8 +60,10 @@ MARKER = "_SUCCESS"
 LOCK = "_LOCK"
 RETRIES = 4
 # How long, per try, the oldest of several candidates waits for the younger
-# ones to withdraw (x the try's number), and how often it looks meanwhile.
-STAY_SECONDS = (0.3, 0.6)
+# ones to withdraw (a contender lists and deletes its candidate in well under
+# that, also on GCS), and how often it looks meanwhile. A younger holder does
+# not withdraw: against one, each try costs this much more before the refusal.
+STAY_SECONDS = (0.5, 1.0)
 STAY_POLL_SECONDS = 0.1
 
 
@@ -157,12 +159,15 @@ def acquire(lock_dir: str, me: dict, where: str, ttl_hours: float = DEFAULT_TTL_
     mine = _candidate(lock_dir, me["attempt"])
     for attempt in range(retries):
         write_atomically(mine, json.dumps(me, sort_keys=True).encode())
-        stay_until = time.monotonic() + random.uniform(*STAY_SECONDS) * (attempt + 1)
+        stay_until = None  # counted from the first listing that shows others
+        removed = set()    # once each: one that cannot be deleted counts as live, not as a loop
         while True:
             now = time.time()
             others = _others(lock_dir, me)
-            takeable = [o for o in others if _age_hours(o, now) > ttl_hours or _dead_here(o)
-                        or ((break_lock or o.get("run_id") == me["run_id"]) and _older(o, me))]
+            takeable = [o for o in others if o["path"] not in removed and (
+                _age_hours(o, now) > ttl_hours or _dead_here(o)
+                or ((break_lock or o.get("run_id") == me["run_id"]) and _older(o, me)))]
+            removed.update(o["path"] for o in takeable)
             for o in takeable:  # their run is dead (or declared so): its lock goes
                 try:
                     FileSystems.delete([o["path"]])
@@ -176,6 +181,8 @@ def acquire(lock_dir: str, me: dict, where: str, ttl_hours: float = DEFAULT_TTL_
             # A live other: a holder, or a contender that listed when we did.
             # The oldest candidate stays a moment for the younger to withdraw
             # (a holder will not: then it withdraws too, after its wait).
+            if stay_until is None:
+                stay_until = time.monotonic() + random.uniform(*STAY_SECONDS)
             if _rank(me) < min(_rank(o) for o in others) and time.monotonic() < stay_until:
                 time.sleep(STAY_POLL_SECONDS)
                 continue
