@@ -198,6 +198,7 @@ def test_a_dead_lock_that_cannot_be_deleted_is_refused_not_looped_on(lock_dir, m
     t.join(timeout=60)
     assert not t.is_alive(), "acquire looped on a lock it could not delete"
     assert outcome and outcome[0].startswith("OUT is locked by run stuck")
+    assert f"but its lock {stuck} could not be deleted: remove it, then rerun" in outcome[0]
     assert _candidates(lock_dir) == [f"{stale['attempt']}.json"]
 
 

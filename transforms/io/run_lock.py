@@ -143,6 +143,10 @@ def _ago(hours: float) -> str:
 
 def _held_message(where: str, other: dict, ttl_hours: float, now: float) -> str:
     since = other.get("started") or "?"
+    if _age_hours(other, now) > ttl_hours:  # dead by its age, yet still there: its delete failed
+        return (f"{where} is locked by run {other.get('run_id')} ({other.get('job')} on {other.get('host')}, "
+                f"since {since} UTC, {_ago(_age_hours(other, now))}), older than --lock_ttl_hours={ttl_hours:g}, "
+                f"but its lock {other.get('path')} could not be deleted: remove it, then rerun")
     return (f"{where} is locked by run {other.get('run_id')} ({other.get('job')} on {other.get('host')}, "
             f"since {since} UTC, {_ago(_age_hours(other, now))}): another run is writing there. "
             f"Wait for it to finish; if it died, rerun with its --run_id or with --break_lock "
