@@ -49,16 +49,19 @@ from transforms.io.sharded_write import write_atomically
 
 
 
+# Options that only mean something with --from_images.
+SERVING_OPTIONS = ("crop_fraction", "jpeg_quality", "parity_tolerance", "image_root", "allowed_roots")
+
+
 class EvaluateOptions(SharedOptions, LockOptions):
     """Options of the evaluate job. Also --output (metrics.json, report.html) from SharedOptions."""
 
     reads = ("output", "image_root", "allowed_roots")
     spec = JobSpec(
         required=("tfrecords", "model_uri", "output"),
-        needs={d: ("from_images",) for d in ("crop_fraction", "jpeg_quality", "parity_tolerance", "image_root", "allowed_roots")},
+        needs={d: ("from_images",) for d in SERVING_OPTIONS},
         notes={"from_images": "Needs --allowed_roots or --image_root."},
-        messages={f"{d}->from_images": f"--{d} only applies with --from_images"
-                  for d in ("crop_fraction", "jpeg_quality", "parity_tolerance", "image_root", "allowed_roots")})
+        messages={f"{d}->from_images": f"--{d} only applies with --from_images" for d in SERVING_OPTIONS})
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -275,10 +278,9 @@ def _finalize(slice_results, key_rows, output, settings, models, expected, me=No
     write_atomically(FileSystems.join(output, M.REPORT_FILE), render_html(metrics).encode())
     if me is not None:
         run_lock.check(lock_dir, me, output)
-    if read and run_lock.input_rewritten(read):  # last, so a rerun there at any time before shows
-        raise JobFailed(f"--tfrecords {settings['tfrecords']} was rewritten while this run read it "
-                        f"(make_tfrecords ran there again): the metrics may mix two datasets; nothing was "
-                        f"marked complete: rerun evaluate once make_tfrecords is done there")
+    if read:  # last, so a rerun there at any time before shows
+        run_lock.check_unchanged(read, "--tfrecords", "make_tfrecords", "evaluate",
+                                 "the metrics may mix two datasets; nothing was marked complete")
     write_atomically(FileSystems.join(output, MARKER), json.dumps(
         {"fingerprint": metrics["fingerprint"], "examples": metrics["examples"]["evaluated"]},
         sort_keys=True).encode())

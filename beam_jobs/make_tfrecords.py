@@ -37,8 +37,7 @@ from transforms.dataset.examples import PreprocessImages, record_batch_examples,
 from transforms.io.inputs import join_root, normalize_uri, read_named_text
 from transforms.dataset.dataset_info import assemble_dataset_info, example_cell
 from transforms.dataset.rare_classes import relabel_rare
-from transforms.dataset.join_labels import (DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords, check_curated_unchanged,
-                                            curated_features)
+from transforms.dataset.join_labels import DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords, curated_features
 from transforms.dataset.labels import BadLabelRow, plain_record
 from transforms.io.sharded_write import WriteSortedShards, jsonl_encoder, write_atomically
 from transforms.dataset.assign_splits import UNLABELED, AssignSplits
@@ -269,11 +268,8 @@ def _finalize(_, output, compression, class_counts, min_count, rare_policy, cell
         run_lock.check(lock_dir, me, output)
         _drop_stale_shards(output, {name for *_x, name in shards}, set(dead_written), tfds)
     if curated is not None:  # last, so a rerun of curate at any time before the marker shows
-        try:
-            check_curated_unchanged(curated)
-        except ValueError as e:
-            raise JobFailed(f"--curated {e}; nothing was marked complete: rerun make_tfrecords once curate "
-                            f"is done there") from None
+        run_lock.check_unchanged(curated, "--curated", "curate", "make_tfrecords",
+                                 "what was read may mix two curate runs; nothing was marked complete")
     write_atomically(FileSystems.join(output, MARKER),
                      json.dumps({s: v["examples"] for s, v in info["splits"].items()}, sort_keys=True).encode())
     return info

@@ -254,9 +254,8 @@ def _still_mine(lock_dir: str, me: dict, o, stamp: str) -> None:
     runs' shards, or on shards that no longer match dataset_info.json)."""
     from transforms.io import run_lock
     run_lock.check(lock_dir, me, o.output)
-    if run_lock.input_rewritten({o.tfrecords: stamp}):
-        raise JobFailed(f"--tfrecords {o.tfrecords} was rewritten while this run read it (make_tfrecords ran "
-                        f"there again); no model was written: rerun train_baseline once make_tfrecords is done")
+    run_lock.check_unchanged({o.tfrecords: stamp}, "--tfrecords", "make_tfrecords", "train_baseline",
+                             "the model may have learned from two datasets; no model was written")
 
 
 def _train(o, info: dict, info_bytes: bytes, still_mine) -> dict:

@@ -62,7 +62,12 @@ def test_over_nights_only_the_finished_ones_are_read_and_a_rewritten_one_is_told
     its own glob (one glob over dt=* also listed a night curate started after
     the check, half-written); a night rewritten since is named at the end."""
     import os
-    from transforms.dataset.join_labels import check_curated_unchanged, finished_outputs
+    from transforms.dataset.join_labels import finished_outputs
+    from transforms.errors import JobFailed
+    from transforms.io.run_lock import check_unchanged
+
+    def check_curated_unchanged(finished):
+        check_unchanged(finished, "--curated", "curate", "make_tfrecords", "what was read may mix two curate runs")
     for night, uri in (("dt=2026-11-20", "/d/a.jpg"), ("dt=2026-11-21", "/d/b.jpg")):
         _write_features(tmp_path / night, [_curated_row(uri)])
         (tmp_path / night / "_SUCCESS").write_text("{}")
@@ -76,12 +81,12 @@ def test_over_nights_only_the_finished_ones_are_read_and_a_rewritten_one_is_told
     check_curated_unchanged(finished)  # nothing happened since
     marker = tmp_path / "dt=2026-11-21" / "_SUCCESS"
     marker.unlink()  # a rerun of that night starts ...
-    with pytest.raises(ValueError, match=r"dt=2026-11-21 was rewritten while this run read it"):
+    with pytest.raises(JobFailed, match=r"dt=2026-11-21 was rewritten while this run read it"):
         check_curated_unchanged(finished)
     marker.write_text("{}")  # ... and ends, the same bytes a second later
     later = os.stat(marker).st_mtime + 1
     os.utime(marker, (later, later))
-    with pytest.raises(ValueError, match=r"dt=2026-11-21 was rewritten") as e:
+    with pytest.raises(JobFailed, match=r"dt=2026-11-21 was rewritten") as e:
         check_curated_unchanged(finished)
     assert "2026-11-20" not in str(e.value)
 

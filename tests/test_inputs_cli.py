@@ -37,8 +37,8 @@ def _one_line_error(capsys, prog, message):
 IN = ["--input", "/nonexistent/*.jpg", "--output", "/tmp/never"]
 SCORE = ["--input", "/nonexistent/*.jpg", "--model_uri", "/nonexistent/m", "--output", "/tmp/never"]
 TFR = ["--curated", "/nonexistent/c", "--labels_csv", "x.csv", "--output", "/tmp/never"]
-SCIN = ["--curated", "/nonexistent/c", "--scin_cases", "c.csv", "--scin_labels", "l.csv", "--image_root", "/nonexistent",
-        "--output", "/tmp/never"]
+SCIN = ["--curated", "/nonexistent/c", "--scin_cases", "c.csv", "--scin_labels", "l.csv",
+        "--image_root", "/nonexistent", "--output", "/tmp/never"]
 
 
 @pytest.mark.parametrize("job, args, message", [

@@ -301,5 +301,6 @@ def test_an_unfinished_or_rewritten_dataset_writes_no_model(tfrecords, tmp_path)
     assert proc.returncode == 1, rest[-3000:]
     assert rest.strip().splitlines()[-1] == (
         f"train_baseline: error: --tfrecords {data} was rewritten while this run read it (make_tfrecords ran "
-        f"there again); no model was written: rerun train_baseline once make_tfrecords is done")
+        f"there again): the model may have learned from two datasets; no model was written: rerun "
+        f"train_baseline once make_tfrecords is done there")
     assert not (out / MODEL_FILE).exists() and not (out / INFO_FILE).exists()

@@ -23,7 +23,7 @@ from schemas import lighting
 from schemas import scin
 from schemas.features import features_glob
 from transforms.io.inputs import join_root, normalize_uri, read_text
-from transforms.io.run_lock import MARKER, input_rewritten, marker_stamp
+from transforms.io.run_lock import MARKER, marker_stamp
 from transforms.dataset.labels import BadLabelRow, plain_record, scin_image_records
 
 DEAD = "dead"
@@ -74,22 +74,13 @@ def curated_features(curated_dir: str) -> str:
     return features_glob(curated_dir.rstrip("/"))
 
 
-def check_curated_unchanged(finished: dict) -> None:
-    """ValueError if a curate output read as `finished` (finished_outputs) has
-    been rerun, or is being rerun, since: what was read may mix two runs."""
-    changed = input_rewritten(finished)
-    if changed:
-        raise ValueError(f"{', '.join(changed)} was rewritten while this run read it (curate ran there "
-                         f"again): what was read may mix two curate runs")
-
-
 class ReadCuratedRows(beam.PTransform):
     """Feature rows of a finished curate output (checked at run time, so a
     Dataflow launch lists nothing): only of the outputs finished when it
     lists them (a night curate starts meanwhile is not read half-written).
 
     Once applied, `.finished` is a one-element PCollection, finished_outputs
-    as listed, for check_curated_unchanged at the end of the job.
+    as listed, for run_lock.check_unchanged at the end of the job.
     """
 
     def __init__(self, curated_dir: str):

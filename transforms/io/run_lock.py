@@ -51,7 +51,7 @@ import uuid
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.errors import Refused
+from transforms.errors import JobFailed, Refused
 
 DEFAULT_TTL_HOURS = 24.0
 # Every job's output: OUT/_LOCK/<attempt>.json while a run writes OUT, OUT/_SUCCESS
@@ -270,6 +270,17 @@ def input_rewritten(folders: dict) -> list[str]:
     """Of {folder: marker stamp when it was read}, the folders whose marker is
     gone or another since: rewritten (or being rewritten) while they were read."""
     return [folder for folder, stamp in sorted(folders.items()) if finished_stamp(folder) != stamp]
+
+
+def check_unchanged(read: dict, flag: str, writer: str, job: str, lost: str) -> None:
+    """JobFailed, in one line, if a folder of `read` ({folder: its finished_stamp
+    when read}) was rewritten since: `flag` is the option naming it, `writer`
+    the job whose rerun rewrote it, `job` this one, `lost` what this run did not
+    do and why. Called just before a job marks its output complete."""
+    changed = input_rewritten(read)
+    if changed:
+        raise JobFailed(f"{flag} {', '.join(changed)} was rewritten while this run read it ({writer} ran there "
+                        f"again): {lost}: rerun {job} once {writer} is done there")
 
 
 class LockOutput(beam.PTransform):
