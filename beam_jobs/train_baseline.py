@@ -226,8 +226,9 @@ def run(argv=None) -> dict:
     if not 0 < o.learning_rate < float("inf") or not o.max_class_weight >= 1:
         raise UsageError("--learning_rate must be a finite number > 0 and --max_class_weight at least 1")
     from schemas.model_bundle import version_problem
-    if o.version is not None and version_problem(o.version):
-        raise UsageError(f"--{version_problem(o.version)}")
+    problem = version_problem(o.version) if o.version is not None else None
+    if problem:
+        raise UsageError(f"--{problem}")
     from beam_jobs.options import lock_options
     lock = lock_options(o)
     info, info_bytes, stamp = load_dataset_info(o.tfrecords)

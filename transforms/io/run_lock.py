@@ -142,13 +142,13 @@ def _ago(hours: float) -> str:
 
 
 def _held_message(where: str, other: dict, ttl_hours: float, now: float) -> str:
-    since = other.get("started") or "?"
-    if _age_hours(other, now) > ttl_hours:  # dead by its age, yet still there: its delete failed
-        return (f"{where} is locked by run {other.get('run_id')} ({other.get('job')} on {other.get('host')}, "
-                f"since {since} UTC, {_ago(_age_hours(other, now))}), older than --lock_ttl_hours={ttl_hours:g}, "
-                f"but its lock {other.get('path')} could not be deleted: remove it, then rerun")
-    return (f"{where} is locked by run {other.get('run_id')} ({other.get('job')} on {other.get('host')}, "
-            f"since {since} UTC, {_ago(_age_hours(other, now))}): another run is writing there. "
+    age = _age_hours(other, now)
+    held = (f"{where} is locked by run {other.get('run_id')} ({other.get('job')} on {other.get('host')}, "
+            f"since {other.get('started') or '?'} UTC, {_ago(age)})")
+    if age > ttl_hours:  # dead by its age, yet still there: its delete failed
+        return (f"{held}, older than --lock_ttl_hours={ttl_hours:g}, but its lock {other.get('path')} could not "
+                f"be deleted: remove it, then rerun")
+    return (f"{held}: another run is writing there. "
             f"Wait for it to finish; if it died, rerun with its --run_id or with --break_lock "
             f"(locks older than --lock_ttl_hours={ttl_hours:g} are taken over automatically)")
 
@@ -256,7 +256,7 @@ def marker_stamp(metadata) -> str:
     """What tells one writing of a marker from another: its size and write
     time (Beam FileMetadata). A rerun deletes the output's marker first and
     writes a new one last, so a job reading another's output takes the stamp
-    before it reads and compares it before writing its own (input_rewritten)."""
+    before it reads and compares it before writing its own (check_unchanged)."""
     return f"{metadata.size_in_bytes} bytes at {metadata.last_updated_in_seconds!r}"
 
 
@@ -266,18 +266,13 @@ def finished_stamp(folder: str) -> str | None:
     return marker_stamp(found[0]) if found else None
 
 
-def input_rewritten(folders: dict) -> list[str]:
-    """Of {folder: marker stamp when it was read}, the folders whose marker is
-    gone or another since: rewritten (or being rewritten) while they were read."""
-    return [folder for folder, stamp in sorted(folders.items()) if finished_stamp(folder) != stamp]
-
-
 def check_unchanged(read: dict, flag: str, writer: str, job: str, lost: str) -> None:
     """JobFailed, in one line, if a folder of `read` ({folder: its finished_stamp
-    when read}) was rewritten since: `flag` is the option naming it, `writer`
-    the job whose rerun rewrote it, `job` this one, `lost` what this run did not
-    do and why. Called just before a job marks its output complete."""
-    changed = input_rewritten(read)
+    when read}) has lost its marker or has another since: it was rewritten (or
+    is being rewritten) while this run read it. `flag` is the option naming it,
+    `writer` the job whose rerun rewrote it, `job` this one, `lost` what this
+    run did not do and why. Called just before a job marks its output complete."""
+    changed = [folder for folder, stamp in sorted(read.items()) if finished_stamp(folder) != stamp]
     if changed:
         raise JobFailed(f"{flag} {', '.join(changed)} was rewritten while this run read it ({writer} ran there "
                         f"again): {lost}: rerun {job} once {writer} is done there")
