@@ -82,24 +82,25 @@ def test_the_primary_image_of_a_multi_image_heic_is_decoded():
 
 def test_an_embedded_thumbnail_covering_the_analysis_size_is_decoded_instead():
     """Phones embed a ~320 px thumbnail; curate (224 px) uses it, the model path (256 px) cannot."""
-    from transforms.image.decode import _heic_thumbnail
+    from transforms.image.decode import _pick_thumbnail, _thumbnail_sizes
     img = patches(1600, 1200)
     data = heic(img, thumbnails=[320], exif=exif_bytes(6))
     fast = decode(data, analysis_short_side=224)
     assert fast.image.shape == (320, 240, 3) and fast.scale == 5  # upright like the primary
+    assert fast.thumbnail == 0 and fast.thumbnail_sizes == ((240, 320),)
     assert (fast.width, fast.height) == (1200, 1600)
     top = fast.image[2, 120][::-1]
     assert close([top], [PATCHES[0]], 6), top
     full = decode(data, analysis_short_side=256)  # 1/4 of the full decode: 300 x 400
-    assert full.image.shape == (400, 300, 3) and full.scale == 4
+    assert full.image.shape == (400, 300, 3) and full.scale == 4 and full.thumbnail is None
     small_thumb = decode(heic(img, thumbnails=[200]), analysis_short_side=224)
     assert small_thumb.image.shape == (300, 400, 3) and small_thumb.scale == 4
     # A thumbnail framed differently from the primary is never used.
     heif = pillow_heif.open_heif(data)
     primary = heif[heif.primary_index]
-    assert _heic_thumbnail(primary, read_header(data), 224) is not None
+    assert _pick_thumbnail(_thumbnail_sizes(primary), read_header(data), 224) == 0
     other = read_header(heic(patches(1600, 900), exif=exif_bytes(6)))
-    assert _heic_thumbnail(primary, other, 224) is None
+    assert _pick_thumbnail(_thumbnail_sizes(primary), other, 224) is None
 
 
 def test_heic_bomb_is_refused_from_the_header():

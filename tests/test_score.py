@@ -186,6 +186,34 @@ def test_the_gate_skips_exactly_what_curate_rejects_whatever_scale_the_model_dec
         assert gate.reasons == row["reasons"], (size, gate.reasons)
 
 
+@pytest.mark.parametrize("thumbnail, decodes", [(None, 1), (320, 2), (400, 1)])
+def test_the_gate_decodes_a_heic_again_only_when_curate_would_decode_another_array(
+        labelled, monkeypatch, thumbnail, decodes):
+    """A HEIC has no reduced decode: each libheif decode of a 12 MP photo is
+    ~0.4 s. The gate reused the model's decode only when it could plan both
+    from the header, which it never could for HEIC, so a HEIC without a
+    usable thumbnail was decoded whole twice. Now it decodes again only when
+    curate's decode takes another source: the 320 px thumbnail that covers
+    curate's 224 px but not the model's 256 px."""
+    import pillow_heif
+    from PIL import Image
+
+    from helpers import heic
+    from transforms.image.analyze import analyze_image
+    from transforms.scoring.prepare import prepare_model_input
+    truth = list(csv.DictReader(open(labelled / "ground_truth.csv")))
+    good = next(r for r in truth if r["expected_status"] == "accepted" and r["image_path"].endswith(".jpg"))
+    photo = Image.open(labelled / good["image_path"]).convert("RGB").resize((1600, 1200))
+    data = heic(photo, thumbnails=[thumbnail] if thumbnail else [])
+    policy = load_policy()
+    row, _ = analyze_image("photo.heic", data, policy)
+    opened, open_heif = [], pillow_heif.open_heif
+    monkeypatch.setattr(pillow_heif, "open_heif", lambda *a, **k: opened.append(1) or open_heif(*a, **k))
+    gate = prepare_model_input(data, policy, image_size=224, crop_fraction=0.875, jpeg_quality=90, gate=True)
+    assert len(opened) == decodes
+    assert gate.reasons == row["reasons"]
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("extra, message", [
     (["--model_uri", "/nonexistent/model", "--date", "2026-11-20"], "/nonexistent/model"),

@@ -112,6 +112,10 @@ class Decoded:
     header: Header
     width: int
     height: int
+    # HEIC only: the (width, height) of each embedded thumbnail, and the index
+    # of the one decoded in the primary's place (None: the primary was).
+    thumbnail_sizes: tuple = ()
+    thumbnail: int | None = None
 
 
 def decode(data: bytes, *, analysis_short_side: int = 224,
@@ -180,14 +184,15 @@ def _decode_pixels(data: bytes, flags, header: Header, scale: int, name: str,
                    analysis_short_side: int) -> Decoded:
     fmt, width, height = header.format, header.width, header.height
     if fmt == "heic":
-        image, icc, nclx, bits, thumbnail = _decode_heic(data, header, analysis_short_side)
-        if thumbnail:
+        image, icc, nclx, bits, sizes, thumbnail = _decode_heic(data, header, analysis_short_side)
+        if thumbnail is not None:
             image = (_hdr_bgr8(image, header, bits, nclx) if is_hdr(icc, nclx)
                      else to_srgb(_to_bgr8(image, header), profile_for(icc, nclx)))
             return Decoded(image=image, header=header,
                            scale=min(127, round(header.display_width / image.shape[1])),
-                           width=header.display_width, height=header.display_height)
-        return _finish_reduced(image, header, scale, icc, nclx, bits)
+                           width=header.display_width, height=header.display_height,
+                           thumbnail_sizes=sizes, thumbnail=thumbnail)
+        return _finish_reduced(image, header, scale, icc, nclx, bits, thumbnail_sizes=sizes)
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as e:
@@ -298,7 +303,7 @@ def _layout(header: Header) -> str:
 
 
 def _decode_heic(data: bytes, header: Header,
-                 min_short_side: int) -> tuple[np.ndarray, bytes | None, tuple | None, int, bool]:
+                 min_short_side: int) -> tuple[np.ndarray, bytes | None, tuple | None, int, tuple, int | None]:
     """The primary image of a HEIF file, upright, BGR(A), and its colour description.
 
     libheif applies the irot/imir/clap transforms (HEIF's orientation; the EXIF
@@ -307,8 +312,8 @@ def _decode_heic(data: bytes, header: Header,
     maps, burst frames). When the primary carries a thumbnail whose short side
     covers `min_short_side` at the same framing, that thumbnail is decoded
     instead (phones embed one; ~10 ms against ~400 ms for 12 MP HEVC).
-    Returns (array, ICC profile, nclx, bits per sample, whether it is the
-    thumbnail). The array is 8-bit, except for HDR (PQ/HLG nclx): then it
+    Returns (array, ICC profile, nclx, bits per sample, the thumbnails'
+    sizes, the index of the one decoded or None). The array is 8-bit, except for HDR (PQ/HLG nclx): then it
     holds the n-bit code values for hdr_to_srgb.
     """
     import pillow_heif  # imported here: only HEIC inputs pay for loading libheif
@@ -318,7 +323,9 @@ def _decode_heic(data: bytes, header: Header,
         # bgr_mode: libheif writes OpenCV's channel order, no full-size reshuffle here.
         heif = pillow_heif.open_heif(data, convert_hdr_to_8bit=False, bgr_mode=True)
         primary = heif[heif.primary_index]
-        source = _heic_thumbnail(primary, header, min_short_side) or primary
+        sizes = _thumbnail_sizes(primary)
+        thumbnail = _pick_thumbnail(sizes, header, min_short_side)
+        source = primary if thumbnail is None else primary.get_thumbnail(thumbnail)
         image = np.asarray(source)
     except Exception as e:  # noqa: BLE001 -- libheif errors are plain ValueError/RuntimeError/OSError
         raise ImageRejected("unreadable", f"libheif could not decode the HEIC data: {_one_line(e)}",
@@ -333,25 +340,28 @@ def _decode_heic(data: bytes, header: Header,
         if not is_hdr(icc, nclx):
             image = to_8bit(image, bits)
             bits = 8
-    return image, icc, nclx, bits, source is not primary
+    return image, icc, nclx, bits, sizes, thumbnail
 
 
-def _heic_thumbnail(primary, header: Header, min_short_side: int):
-    """The smallest embedded thumbnail covering min_short_side with the primary's framing, or None.
+def _thumbnail_sizes(primary) -> tuple:
+    """(width, height) of each thumbnail embedded for the primary image (not decoded)."""
+    return tuple(tuple(primary.get_thumbnail(i).size) for i in range(len(primary.info.get("thumbnails") or ())))
+
+
+def _pick_thumbnail(sizes, header: Header, min_short_side: int) -> int | None:
+    """Index of the smallest thumbnail covering min_short_side with the primary's framing, or None.
 
     Framing: width/height within 1% of the primary's displayed aspect, so a
     thumbnail that was cropped differently (or belongs to another edit) is
     never judged in the photo's place.
     """
     best = None
-    for i in range(len(primary.info.get("thumbnails") or ())):
-        thumb = primary.get_thumbnail(i)
-        w, h = thumb.size
-        W, H = header.display_width, header.display_height
-        if min(w, h) < min_short_side or abs(w * H - h * W) > 0.01 * w * H:
+    W, H = header.display_width, header.display_height
+    for i, (w, h) in enumerate(sizes):
+        if min(w, h) < min_short_side or abs(w * H - h * W) > 0.01 * w * H or w * h >= W * H:
             continue
-        if (best is None or w * h < best.size[0] * best.size[1]) and w * h < W * H:
-            best = thumb
+        if best is None or w * h < sizes[best][0] * sizes[best][1]:
+            best = i
     return best
 
 
@@ -363,7 +373,7 @@ def _nclx(info: dict | None) -> tuple | None:
 
 
 def _finish_reduced(image: np.ndarray, header: Header, scale: int, icc: bytes | None,
-                    nclx: tuple | None, bits: int) -> Decoded:
+                    nclx: tuple | None, bits: int, thumbnail_sizes: tuple = ()) -> Decoded:
     """HEIC/AVIF after the full decode: check size, 8-bit, upright, reduce, sRGB.
 
     HDR (PQ/HLG) keeps its n-bit samples through the reduction and is
@@ -384,8 +394,8 @@ def _finish_reduced(image: np.ndarray, header: Header, scale: int, icc: bytes | 
         dh, dw = image.shape[:2]
         image = cv2.resize(image, (-(-dw // scale), -(-dh // scale)), interpolation=cv2.INTER_AREA)
     image = _hdr_bgr8(image, header, bits, nclx) if hdr else to_srgb(image, profile_for(icc, nclx))
-    return Decoded(image=image, scale=scale, header=header,
-                   width=header.display_width, height=header.display_height)
+    return Decoded(image=image, scale=scale, header=header, width=header.display_width,
+                   height=header.display_height, thumbnail_sizes=thumbnail_sizes)
 
 
 def _hdr_bgr8(image: np.ndarray, header: Header, bits: int, nclx: tuple) -> np.ndarray:
@@ -408,16 +418,22 @@ def _one_line(e: Exception) -> str:
     return " ".join(str(e).split())[:300] or type(e).__name__
 
 
-def planned_scale(header: Header, analysis_short_side: int) -> int | None:
-    """The reduction decode() applies to this image for `analysis_short_side`,
-    from the header alone; None for HEIC, where an embedded thumbnail may be
-    decoded instead. Two requests with the same planned scale get the same
-    array, so a caller holding one decode need not make the other."""
+def decodes_alike(decoded: Decoded, analysis_short_side: int) -> bool:
+    """Whether decode() of the same bytes for `analysis_short_side` returns
+    `decoded`'s array: the same source (a HEIC's primary or one of its
+    thumbnails) at the same scale. A caller holding one decode then need not
+    make the other (for a HEIC without a usable thumbnail, a second full
+    libheif decode)."""
+    header = decoded.header
     if header.format == "heic":
-        return None
+        thumbnail = _pick_thumbnail(decoded.thumbnail_sizes, header, analysis_short_side)
+        if thumbnail != decoded.thumbnail:
+            return False
+        if thumbnail is not None:
+            return True
     if header.format == "jpeg" or header.format in _REDUCED_AFTER_DECODE:
-        return jpeg_scale(header.width, header.height, analysis_short_side)
-    return 1
+        return jpeg_scale(header.width, header.height, analysis_short_side) == decoded.scale
+    return True
 
 
 def jpeg_scale(width: int, height: int, analysis_short_side: int) -> int:

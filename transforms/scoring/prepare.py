@@ -6,11 +6,13 @@ same TensorFlow op (schemas.examples.decode_image). The quality gate judges
 what curate's analysis judges: the array curate decodes (at the DCT scale
 covering the policy's analysis size), with curate's policy, so score skips
 exactly the uploads curate rejects. That is the model's own decode whenever
-its scale is curate's (every 12 MP JPEG, any model); otherwise (say a 1280x960
-photo, which curate reads at 1/4 and a 224 px model, needing 256 px before
-its crop, at 1/2; or any small model) the gate's array is decoded apart:
-features of a differently scaled array differ, and verdicts near a
-threshold would flip.
+curate's decode would give the same array (transforms.image.decode.
+decodes_alike: every 12 MP JPEG, any model; a HEIC without a thumbnail
+covering curate's size); otherwise (say a 1280x960 photo, which curate reads
+at 1/4 and a 224 px model, needing 256 px before its crop, at 1/2; any small
+model; a HEIC whose ~320 px thumbnail covers curate's 224 px but not the
+model's 256 px) the gate's array is decoded apart: features of a differently
+scaled array differ, and verdicts near a threshold would flip.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from schemas.policy import QualityPolicy
 from typing import NamedTuple
 
 from transforms.image.analyze import decode_for_analysis
-from transforms.image.decode import planned_scale
+from transforms.image.decode import decodes_alike
 from transforms.image.enhance import RESCUED, attempt
 from transforms.image.preprocess import decode_for_model, model_jpeg
 from transforms.image.quality import policy_features, to_analysis_size
@@ -65,7 +67,7 @@ def prepare_model_input(data: bytes, policy: QualityPolicy, *, image_size: int, 
     recipe = None
     if gate:
         w, h = decoded.width, decoded.height
-        if planned_scale(decoded.header, policy.analysis_short_side) == decoded.scale:
+        if decodes_alike(decoded, policy.analysis_short_side):
             analysis = to_analysis_size(decoded.image, policy.analysis_short_side)
         else:
             _, analysis = decode_for_analysis(data, policy)   # curate's own decode
