@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import os
 
-import pytest
+# One BLAS thread per test process, set before numpy loads OpenBLAS: the two
+# xdist workers share two cores, and OpenBLAS's spinning threads in one worker
+# slowed the other's small matrix products (train_relevance's networks) ~2x.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from gcs_emulator import GcsEmulator
-from transforms.io.gcs_env import EMULATOR_ENV, use_anonymous_credentials_with_emulator
+import pytest  # noqa: E402
+
+from gcs_emulator import GcsEmulator  # noqa: E402
+from transforms.io.gcs_env import EMULATOR_ENV, use_anonymous_credentials_with_emulator  # noqa: E402
 
 SAMPLE_BUCKET = "skin-uploads"
 
