@@ -219,6 +219,11 @@ def test_labels_pointing_at_no_image_become_dead_letters(labelled, curated, tmp_
     (lambda d, l, c: ["--curated", str(d), "--labels_csv", "x.csv", "--output", str(d / "out")], "has no _SUCCESS: curate has not finished"),
     (lambda d, l, c: ["--curated", str(c), "--labels_csv", "x", "--output", str(d), "--split_fractions", "0.9,0.2,0"],
      "summing to 1"),
+    # nan passes every comparison: 0.5,nan,0.5 ran the job with an empty validation split
+    (lambda d, l, c: ["--curated", str(c), "--labels_csv", "x", "--output", str(d), "--split_fractions", "0.5,nan,0.5"],
+     "summing to 1"),
+    (lambda d, l, c: ["--curated", str(c), "--labels_csv", "x", "--output", str(d), "--split_fractions", "nan,0.5,0.5"],
+     "summing to 1"),
 ])
 def test_bad_arguments_give_one_line_errors(make_args, message, labelled, curated, tmp_path, capsys):
     assert main(make_tfrecords.run, make_args(tmp_path, labelled, curated), prog="make_tfrecords") == 2

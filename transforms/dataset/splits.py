@@ -21,7 +21,8 @@ def parse_fractions(text: str) -> dict[str, float]:
         parts = [float(x) for x in text.split(",")]
     except ValueError:
         raise ValueError(f"split fractions {text!r} must be three numbers like 0.8,0.1,0.1") from None
-    if len(parts) != 3 or any(p < 0 for p in parts) or abs(sum(parts) - 1.0) > 1e-6 or parts[0] == 0:
+    # `not 0 <= p <= 1` also refuses nan and inf, which every comparison lets through.
+    if len(parts) != 3 or any(not 0 <= p <= 1 for p in parts) or abs(sum(parts) - 1.0) > 1e-6 or parts[0] == 0:
         raise ValueError(f"split fractions {text!r} must be three non-negative numbers summing to 1, train > 0")
     return dict(zip(SPLITS, parts))
 
