@@ -269,15 +269,27 @@ def check_outputs_not_read(output: str | None, written: list[str], input_root: s
         return
     from apache_beam.io.filesystem import FileSystem
 
-    from transforms.io.inputs import normalize_uri
     from transforms.io.partitions import night_glob
-    root = normalize_uri(output).rstrip("/")
+    root = _resolved(output).rstrip("/")
     pattern = night_glob(input_root, "*") if dates else input_root
-    wanted = re.compile(FileSystem.translate_pattern(normalize_uri(pattern)))
+    wanted = re.compile(FileSystem.translate_pattern(_resolved(pattern)))
     for name in written:
         if wanted.match(f"{root}/{name}"):
             raise UsageError(f"{flag} {output} is where --input {pattern} reads: the next run would read "
                              f"this run's {name} and its other outputs as uploads; write them outside the inputs")
+
+
+def _resolved(uri: str) -> str:
+    """A local path or glob with the symlinks of its literal part (up to the
+    first glob character) resolved, so an --output reached through a link
+    still matches the --input it lies under; gs:// URIs as given."""
+    from transforms.io.inputs import normalize_uri
+    if "://" in uri:
+        return uri
+    path = normalize_uri(uri) + ("/" if uri.endswith("/") else "")
+    glob = re.search(r"[*?\[]", path)
+    cut = path.rfind("/", 0, glob.start()) if glob else len(path.rstrip("/"))
+    return os.path.realpath(path[:cut] or "/").rstrip("/") + path[cut:]
 
 
 def refuse_bare_folder(pattern: str) -> None:

@@ -268,8 +268,13 @@ def test_an_output_where_the_input_lists_is_refused_and_one_beside_it_is_not(sam
         shutil.copy(photo, uploads / photo.name)
         shutil.copy(photo, night / photo.name)
     before = sorted(str(p) for p in uploads.rglob("*"))
+    link = tmp_path / "link"
+    link.symlink_to(uploads)
     for job, args, pattern in [
         (curate, ["--input", str(uploads), "--output", str(uploads / "curated")], f"{uploads}/**"),
+        # the same place reached through a symlink, on either side (the output's went unseen)
+        (curate, ["--input", str(uploads), "--output", str(link / "curated")], f"{uploads}/**"),
+        (curate, ["--input", str(link), "--output", str(uploads / "curated")], f"{link}/**"),
         (curate, ["--input", str(uploads), "--date", "2026-11-01", "--output", str(uploads)], f"{uploads}/dt=*/**"),
         # tonight's files in a later night's folder are read that night; so is an index written there
         (curate, ["--input", str(uploads), "--date", "2026-11-01", "--output", str(uploads / "dt=2026-11-02" / "c")],
