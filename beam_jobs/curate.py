@@ -38,7 +38,6 @@ from schemas.policy import QualityPolicy, load_policy
 from schemas.reasons import DUPLICATE_REASONS
 from transforms.io import run_lock, spill
 from transforms.io.run_lock import LOCK, MARKER
-from transforms.io.allowed_roots import AllowedRoots, default_roots
 from transforms.curate import drift
 from transforms.curate.analyze_images import AnalyzeImages
 from transforms.curate.duplicates import ClusterDuplicates, pair_distance
@@ -127,7 +126,7 @@ def resolve(options: CurateOptions):
             raise UsageError("--drift_window and --fail_on_drift compare a night with the complete nights beside it: "
                              "give --date or --start_date/--end_date, or an --output ending in dt=YYYY-MM-DD")
         o.input = input_glob(o.input)  # a folder means everything under it
-    roots_of(o)  # a bad --allowed_roots fails here, before any work
+    allowed_roots(o)  # a bad --allowed_roots fails here, before any work
     check_output(o.reference, "--reference")  # each night appends to it: a file there fails only at the end
     lock_options(o)
     for name in ("examples_per_reason", "drift_window"):
@@ -152,13 +151,6 @@ def resolve(options: CurateOptions):
         raise UsageError(str(e)) from None
     overrides = {field: getattr(o, flag) for flag, field in _POLICY_FLAGS if getattr(o, flag) is not None}
     return policy.with_overrides(**overrides)
-
-
-def roots_of(o: CurateOptions):
-    """AllowedRoots of the run: --allowed_roots, else its inputs' (with dates, all under --input)."""
-    if o.input and dates_of(o) and not o.allowed_roots:
-        return AllowedRoots(default_roots(input_glob=o.input + "/**"))
-    return allowed_roots(o)
 
 
 def output_of(options, date: str | None) -> str:
@@ -354,7 +346,7 @@ def build_pipeline(options: CurateOptions, policy, me: dict | None = None, date:
     refs = p | "ReadImageRefs" >> ReadImageRefs(glob, o.manifest, o.scin_cases, o.image_root,
                                                 allow_empty=date is not None and o.allow_empty)
     thumbnail_dir = _sub(spill_dir, "thumbnails")
-    analyzed = refs | "AnalyzeImages" >> AnalyzeImages(policy, allowed=roots_of(o), enhance=o.enhance,
+    analyzed = refs | "AnalyzeImages" >> AnalyzeImages(policy, allowed=allowed_roots(o), enhance=o.enhance,
                                                        spill=thumbnail_dir)
     rows = analyzed.rows | "ClusterDuplicates" >> ClusterDuplicates(policy.dup_radius, policy.exact_only_for,
                                                                     spill=spill_dir)

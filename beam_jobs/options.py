@@ -258,10 +258,16 @@ def load_model_info(model_uri: str, flag: str | None = None) -> dict:
 
 
 def allowed_roots(options: SharedOptions) -> AllowedRoots:
-    """The AllowedRoots of a job's options: --allowed_roots, else its own inputs' roots."""
+    """The AllowedRoots of a job's options: --allowed_roots, else its own inputs' roots.
+
+    A dated run's --input is the folder holding the dt= folders: the root is
+    that folder, not the folder above it (which a symlink in a night could
+    then reach)."""
     try:
         roots = parse_roots(options.allowed_roots)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    return AllowedRoots(roots or default_roots(input_glob=options.input, manifest=options.manifest,
-                                               image_root=options.image_root))
+    dated = getattr(options, "date", None) or getattr(options, "start_date", None)
+    return AllowedRoots(roots or default_roots(input_glob=None if dated else options.input,
+                                               input_root=options.input if dated else None,
+                                               manifest=options.manifest, image_root=options.image_root))

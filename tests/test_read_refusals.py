@@ -289,3 +289,27 @@ def test_make_tfrecords_reads_through_the_same_refusals(tree):
                | PreprocessImages(32, 0.875, 90, 10 ** 8, AllowedRoots([str(tree["in"])]), 1 << 20))
         assert_that(out[DEAD] | beam.Map(lambda d: (os.path.basename(d["uri"]), d["reason"])),
                     equal_to([("fifo.jpg", "not_a_regular_file"), ("secret_link.jpg", "outside_allowed_root")]))
+
+
+@pytest.mark.parametrize("job", ["score", "curate"])
+@pytest.mark.parametrize("folder", ["uploads", "up[1]"])
+@pytest.mark.parametrize("slash", ["", "/"])
+def test_a_dated_runs_default_root_is_its_input_folder_not_the_one_above(job, folder, slash, tmp_path):
+    """score took a dated --input written without its '/' for a glob and
+    allowed the folder above it: a symlink in a night then read a private
+    sibling folder (seen: scored). A name holding '[' cut the root there."""
+    from beam_jobs import curate, score
+    from beam_jobs.options import allowed_roots
+    uploads, private = tmp_path / folder, tmp_path / "private"
+    night = uploads / "dt=2026-11-21"
+    night.mkdir(parents=True)
+    private.mkdir()
+    (private / "record.jpg").write_bytes(SECRET)
+    (night / "ok.jpg").write_bytes(SECRET)
+    (night / "evil.jpg").symlink_to(private / "record.jpg")
+    options = {"score": score.ScoreOptions, "curate": curate.CurateOptions}[job]
+    o = options(["--input", f"{uploads}{slash}", "--output", str(tmp_path / "o"), "--date", "2026-11-21"])
+    allowed = allowed_roots(o)
+    assert allowed.refusal(str(night / "ok.jpg")) is None
+    assert "not under an allowed root" in allowed.refusal(str(night / "evil.jpg"))
+    assert allowed.refusal(str(private / "record.jpg")) is not None

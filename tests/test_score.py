@@ -472,6 +472,29 @@ def test_on_gcs_an_empty_night_is_its_folder_placeholder_and_no_prefix_is_missin
     assert not [b.name for b in bucket.list_blobs(prefix="out/")]
 
 
+@pytest.mark.e2e
+def test_a_dated_input_whose_name_holds_glob_characters_lists_only_its_own_nights(gcs_emulator, tmp_path):
+    """--input up[1] was listed as the glob up[1]/dt=D/**, which matches
+    up1/dt=D/: another folder's uploads were scored in its place, and its own
+    night read as empty (--allow_empty then marked it complete, with 0 images)."""
+    night = "dt=2026-11-21"
+    for name, files in {"up[1]": ["a.jpg", "sub/b.jpg"], "up1": ["other.jpg"], "a*b?": ["c.jpg"],
+                        "aXbY": ["d.jpg"], "up[2]": [], "up2": ["e.jpg"]}.items():
+        (tmp_path / name / night).mkdir(parents=True)
+        for f in files:
+            (tmp_path / name / night / f).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / night / f).write_bytes(b"x")
+    listed = {name: score.list_partition("2026-11-21", str(tmp_path / name), None)
+              for name in ("up[1]", "a*b?", "up[2]")}
+    assert listed == {"up[1]": ([f"{tmp_path}/up[1]/{night}/a.jpg", f"{tmp_path}/up[1]/{night}/sub/b.jpg"], score.FOUND),
+                      "a*b?": ([f"{tmp_path}/a*b?/{night}/c.jpg"], score.FOUND), "up[2]": ([], score.EMPTY)}
+    bucket = gcs_emulator.create_bucket("globs")
+    for name in ("up[1]/dt=2026-11-21/a.jpg", "up1/dt=2026-11-21/other.jpg"):
+        bucket.blob(name).upload_from_string(b"x")
+    assert score.list_partition("2026-11-21", "gs://globs/up[1]", None) == (
+        ["gs://globs/up[1]/dt=2026-11-21/a.jpg"], score.FOUND)
+
+
 # ------------------------------------------------ issue 15: predictions for real clients
 
 @pytest.mark.e2e

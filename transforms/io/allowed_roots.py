@@ -9,7 +9,7 @@ Rules, in order:
   2. no `..` path segment anywhere (even if it would resolve inside a root);
   3. under one of the allowed roots, when any are known. Without
      --allowed_roots they are the roots the job was given: --image_root, the
-     directory part of each --input glob, the bucket of a gs:// --manifest and
+     directory part of each --input glob (a dated run's --input folder itself), the bucket of a gs:// --manifest and
      the folder of a local one.
 
 Local paths are judged by where they really lead, not by how they are
@@ -54,11 +54,15 @@ def bucket_root(uri: str) -> str:
     return "gs://" + uri[len("gs://"):].split("/", 1)[0] + "/"
 
 
-def default_roots(*, input_glob=None, manifest=None, image_root=None) -> list[str]:
-    """The roots implied by a job's own inputs (see the module docstring)."""
+def default_roots(*, input_glob=None, manifest=None, image_root=None, input_root=None) -> list[str]:
+    """The roots implied by a job's own inputs (see the module docstring).
+    input_root: a dated run's --input, the folder holding its dt= folders,
+    taken as written (a literal name: its [ or * are not wildcards)."""
     roots = []
     if image_root:
         roots.append(image_root)
+    if input_root:
+        roots.append(input_root)
     if input_glob:
         roots.append(glob_root(input_glob))
     if manifest:

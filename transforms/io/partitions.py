@@ -70,8 +70,22 @@ def partition_folder(input_root: str, date: str) -> str:
 
 def night_glob(input_root: str, date: str | None) -> str:
     """What a run lists as one night's uploads: INPUT/dt=DATE/** (every file
-    under the night's folder); without a date, --input is the glob itself."""
-    return input_root if date is None else partition_folder(input_root, date) + "**"
+    under the night's folder); without a date, --input is the glob itself.
+    A dated run's INPUT is a folder name, so its *, ? and [ are escaped: a
+    root named up[1] listed up1's night, or none."""
+    if date is None:
+        return input_root
+    return _literal(input_root.rstrip("/")) + f"/dt={date}/**"
+
+
+def _literal(name: str) -> str:
+    """`name` as a Beam glob matching itself. '[' becomes [\\[] (a class that
+    also admits a backslash there) rather than [[], which Python's re warns of
+    as a possible nested set."""
+    return "".join(_GLOB_ESCAPES.get(c, c) for c in name)
+
+
+_GLOB_ESCAPES = {"*": "[*]", "?": "[?]", "[": "[\\[]"}
 
 
 def match_files(pattern: str, limit: int | None = None) -> list[str]:
