@@ -211,6 +211,41 @@ def test_labels_pointing_at_no_image_become_dead_letters(labelled, curated, tmp_
 
 
 @pytest.mark.e2e
+def test_an_image_rewritten_after_curate_is_a_dead_letter_not_an_example(labelled, curated, tmp_path):
+    """make_tfrecords read whatever a file held when it made the example: an
+    accepted photo overwritten by a black frame trained with the old photo's
+    verdict and features, and one overwritten by a copy of another accepted
+    photo put the same pixels in two splits."""
+    import shutil
+
+    import cv2
+
+    from beam_jobs import curate
+    rows = load_features(str(curated))
+    photos = sorted(u for u, r in rows.items() if r["status"] == "accepted" and u.endswith(".jpg"))[:6]
+    uploads = tmp_path / "in"
+    uploads.mkdir()
+    for i, u in enumerate(photos):
+        shutil.copy(u, uploads / f"p{i}.jpg")
+    curate.run(["--input", f"{uploads}/", "--output", str(tmp_path / "curated")])
+    assert sum(r["status"] == "accepted" for r in load_features(str(tmp_path / "curated")).values()) == 6
+    (uploads / "p0.jpg").write_bytes(cv2.imencode(".jpg", np.zeros((480, 640, 3), np.uint8))[1].tobytes())
+    shutil.copy(uploads / "p2.jpg", uploads / "p1.jpg")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image_uri,label,group_id\n" + "".join(f"{uploads}/p{i}.jpg,{'AB'[i % 2]},g{i}\n" for i in range(6)))
+    out = tmp_path / "out"
+    make_tfrecords.run(["--curated", str(tmp_path / "curated"), "--labels_csv", str(labels), "--output", str(out),
+                        "--image_size", "32", "--split_fractions", "0.5,0.25,0.25", "--min_class_count", "1"])
+    dead = [json.loads(l) for f in (out / "dead_letters").glob("*.jsonl") for l in f.read_text().splitlines()]
+    assert sorted((d["uri"], d["reason"]) for d in dead) == [
+        (f"{uploads}/p{i}.jpg", "changed_since_curate") for i in (0, 1)]
+    assert "rerun curate" in dead[0]["error"]
+    info = dataset_info(str(out))
+    assert sum(info["splits"][s]["examples"] for s in ("train", "validation", "test")) == 4
+    assert info["dead_letters"] == {"changed_since_curate": 2}
+
+
+@pytest.mark.e2e
 @pytest.mark.parametrize("make_args, message", [
     (lambda d, l, c: ["--curated", str(c), "--output", str(d)], "give either --scin_cases with --scin_labels, or --labels_csv"),
     (lambda d, l, c: ["--curated", str(c), "--labels_csv", str(d / "nope.csv"), "--output", str(d)], "cannot read"),

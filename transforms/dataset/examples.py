@@ -71,10 +71,19 @@ class _Preprocess(beam.DoFn):
     def setup(self):
         self.done = Metrics.counter("make_tfrecords", "images_preprocessed")
         self.failed = Metrics.counter("make_tfrecords", "dead_unreadable")
+        self.changed = Metrics.counter("make_tfrecords", "dead_changed_since_curate")
 
     def process(self, record):
         try:
             data, _retries = read_bytes(record["uri"], allowed=self.allowed, max_bytes=self.max_bytes)
+            # The example must be the image curate judged and deduplicated: a file
+            # rewritten since (a black frame, a copy of another upload) keeps the old verdict.
+            if record.get("sha256") and hashlib.sha256(data).hexdigest() != record["sha256"]:
+                self.changed.inc()
+                yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
+                    record["uri"], "changed_since_curate", "its bytes are not those curate judged (sha256 "
+                    f"{record['sha256'][:12]}...): rewritten after curate ran; rerun curate", record["case_id"]))
+                return
             # curate's recipe for an image it rescued by enhancement: the same pixels score --enhance gives
             jpeg, crop_used = preprocess_to_jpeg(data, recipe=parse_recipe(record.get("enhance_recipe")), **self.kw)
         except Refused as e:  # never read: a location or file curate would not read either

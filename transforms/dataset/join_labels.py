@@ -222,7 +222,8 @@ class _Join(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
                 uri, "bad_metadata", f"curate features missing: {', '.join(missing)}", case_id))
             return
-        merged = dict(record, uri=uri, cluster_id=row["cluster_id"], **{k: float(row[k]) for k in E.NUMERIC},
+        merged = dict(record, uri=uri, cluster_id=row["cluster_id"], sha256=row["sha256"],
+                      **{k: float(row[k]) for k in E.NUMERIC},
                       lighting_id=lighting.lighting_id(row, self.lighting),
                       enhance_recipe=row.get("enhance_recipe") if row.get("enhanced") else None)
         if merged["label"] is None:
