@@ -48,12 +48,17 @@ _WHILE_RUNNING = re.compile(r" \[while running '[^']*'\]$")
 
 
 def _not_job_failed(record) -> bool:
-    if record.exc_info and _job_failed_line(record.exc_info[1]) is not None:
+    """False for Beam's log of a failing DoFn whose error main() reports in one
+    line: a JobFailed, or a Refused (another run holds the lock)."""
+    if record.exc_info and (isinstance(record.exc_info[1], Refused)
+                            or _job_failed_line(record.exc_info[1]) is not None):
         return False
     try:
-        return "JobFailed: " not in record.getMessage()
+        message = record.getMessage()
     except Exception:  # a malformed record is the handler's to report, not the filter's
         return True
+    # A worker process's log arrives as one message quoting its traceback.
+    return not any(f"{name}: " in message for name in ("JobFailed", *_refusal_names()))
 
 
 # Warnings Beam and TensorFlow log on every healthy run, which say nothing a
@@ -179,14 +184,20 @@ def main(run, argv=None, prog="job") -> int:
     return 0
 
 
-def _refusal_in(text: str):
-    """The message of a Refused raised on a worker process: multi-process
-    runners hand it back as a RuntimeError holding the worker's traceback."""
+def _refusal_names() -> set:
+    """The class names of Refused and its subclasses (LockHeld, ...)."""
     names, todo = set(), [Refused]
     while todo:
         cls = todo.pop()
         names.add(cls.__name__)
         todo += cls.__subclasses__()
+    return names
+
+
+def _refusal_in(text: str):
+    """The message of a Refused raised on a worker process: multi-process
+    runners hand it back as a RuntimeError holding the worker's traceback."""
+    names = _refusal_names()
     found = None
     for line in text.splitlines():
         head, sep, message = line.strip().partition(": ")

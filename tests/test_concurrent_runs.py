@@ -99,9 +99,10 @@ def _one_completes_the_other_refused(job, a, b, where):
     (rc_a, err_a), (rc_b, err_b) = a, b
     assert rc_a == 0, err_a[-3000:]
     assert rc_b == 2, f"B was not refused (exit {rc_b}): {err_b[-3000:]}"
-    last = err_b.strip().splitlines()[-1]
-    assert last.startswith(f"{job}: error: {where} {LOCK_LINE}"), last
-    assert "--break_lock" in last
+    # one line: Beam's log of the failing step and its traceback came first
+    [line] = err_b.strip().splitlines() or [""]
+    assert line.startswith(f"{job}: error: {where} {LOCK_LINE}"), err_b[-3000:]
+    assert "--break_lock" in line
 
 
 def _rows(data: bytes) -> list:
@@ -287,9 +288,12 @@ def test_a_refusal_on_multi_process_workers_is_one_line_too(sample_dir, tmp_path
     proc = subprocess.run([sys.executable, "-m", "beam_jobs.curate", "--input", str(images[0]),
                            "--output", str(out), "--direct_running_mode=multi_processing",
                            "--direct_num_workers=2"], cwd=ROOT, capture_output=True, text=True, timeout=240)
-    last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 2, proc.stderr[-3000:]
+    # The last line: Beam's worker process prints its traceback to the stderr
+    # it inherits (sdk_worker._execute), past any logging filter of this process.
+    last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"curate: error: {out} {LOCK_LINE}the-nightly-run (curate on "), last
+    assert "ERROR:" not in proc.stderr   # the runner's relay of that traceback is dropped
     assert sorted(p.name for p in out.iterdir()) == ["_LOCK"]  # nothing written
 
 
