@@ -287,6 +287,27 @@ def _finalize(slice_results, key_rows, output, settings, models, expected, me=No
     return metrics["verdict"]
 
 
+def shard_records(path: str, compression, tfrecords: str):
+    """The serialized examples of one TFRecord shard. A truncated or corrupt
+    shard is one line (JobFailed). Beam's own reader (ReadAllFromTFRecord)
+    raised with the record's bytes in hex in its message: a traceback, and
+    the log, then carried image bytes and case metadata."""
+    import zlib
+
+    from apache_beam.io.tfrecordio import _TFRecordUtil  # the record framing Beam's reader uses
+
+    with FileSystems.open(path, compression_type=compression) as f:
+        while True:
+            try:
+                record = _TFRecordUtil.read_record(f)
+            except (ValueError, OSError, EOFError, zlib.error) as e:
+                raise JobFailed(f"--tfrecords {tfrecords}: {path.rsplit('/', 1)[-1]} is truncated or corrupt "
+                                f"({type(e).__name__}); rerun make_tfrecords there") from None
+            if record is None:
+                return
+            yield record
+
+
 def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: dict, models: dict,
                    me: dict | None = None, stamp: str | None = None) -> beam.Pipeline:
     """The evaluate pipeline, constructed but not run. `models` maps a role
@@ -296,7 +317,6 @@ def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: d
     stored arrays so the parity counts changed predictions. `stamp` is the
     --tfrecords marker's as load_dataset read it, compared before the marker."""
     from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.tfrecordio import ReadAllFromTFRecord
 
     out = o.output
     me, lock = me or run_lock.new_lock_info("evaluate", o.run_id), lock_options(o)
@@ -315,7 +335,7 @@ def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: d
     serving = serving_settings(o, info, image_size) if o.from_images else None
     prep = (p
             | "Shards" >> beam.Create(shards)
-            | "ReadExamples" >> ReadAllFromTFRecord(compression_type=compression)
+            | "ReadExamples" >> beam.FlatMap(shard_records, compression, o.tfrecords)
             | "Reshuffle" >> beam.Reshuffle()
             | "Prepare" >> beam.ParDo(_Prepare(context, image_size, serving, allowed_roots(o) if serving else None))
             .with_outputs(STORED, PIXELS, main="images"))

@@ -240,8 +240,14 @@ def run(argv=None) -> dict:
     from transforms.io import run_lock
     me, lock_dir = run_lock.new_lock_info("train_baseline", o.run_id), FileSystems.join(o.output, run_lock.LOCK)
     run_lock.acquire(lock_dir, me, o.output, lock["ttl_hours"], lock["break_lock"])
+    quiet_tensorflow()
+    import tensorflow as tf
     try:
         result = _train(o, info, info_bytes, lambda: _still_mine(lock_dir, me, o, stamp))
+    except tf.errors.DataLossError:  # tf.data's reader: a truncated or corrupt shard, a 28-line traceback
+        run_lock.release_quietly(lock_dir, me)
+        raise JobFailed(f"--tfrecords {o.tfrecords}: a shard is truncated or corrupt (DataLossError); "
+                        "no model was written: rerun make_tfrecords there") from None
     except BaseException:
         run_lock.release_quietly(lock_dir, me)
         raise

@@ -51,6 +51,12 @@ def load(path: str) -> dict:
         path = FileSystems.join(path, METRICS_FILE)
     if not FileSystems.exists(path):
         raise ValueError(f"{path} not found")
+    # A run that failed after writing its metrics (its input rewritten while
+    # read, its lock lost) leaves them without the marker: not a result.
+    folder = path.rsplit("/", 1)[0]
+    if not FileSystems.exists(FileSystems.join(folder, "_SUCCESS")):
+        raise ValueError(f"{folder} has no _SUCCESS: evaluate did not finish there (it failed or is still "
+                         "running); rerun evaluate")
     from transforms.io.inputs import read_named_file
     raw = read_named_file(path, "metrics")  # a FIFO or folder: one line, never a hang
     try:

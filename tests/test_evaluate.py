@@ -173,6 +173,20 @@ def test_reports_of_different_sets_refuse_to_compare(tfrecords64, models, single
     assert len(err) == 1 and err[0].startswith("compare_metrics: error: different example sets: fingerprint")
 
 
+def test_metrics_without_their_marker_are_not_compared(single, tmp_path, capsys):
+    """A run that failed after writing metrics.json (its --tfrecords rewritten
+    while read) left them there, and compare_metrics read them as a result."""
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(single, unfinished)
+    (unfinished / "_SUCCESS").unlink()
+    for argv in ([str(unfinished), str(single)], [str(single), str(unfinished / "metrics.json")]):
+        assert main(compare_metrics.run, argv, prog="compare_metrics") == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"compare_metrics: error: {unfinished} has no _SUCCESS: evaluate did not finish there "
+                       "(it failed or is still running); rerun evaluate"]
+    assert main(compare_metrics.run, [str(single), str(single)], prog="compare_metrics") == 0
+
+
 @pytest.mark.e2e
 def test_curate_estimate_stands_in_for_missing_monk_labels(tfrecords64, curated):
     """The ITA recovered from the z-scored feature is curate's, and gives curate's Monk group."""
@@ -331,3 +345,26 @@ def test_metrics_are_never_marked_complete_from_records_rewritten_while_read(tfr
     assert proc.returncode == 1, err[-3000:]
     assert last.startswith(f"evaluate: error: --tfrecords {records} was rewritten while this run read it"), last
     assert not (out / "_SUCCESS").exists()
+
+
+@pytest.mark.e2e
+def test_a_truncated_shard_is_one_line_and_its_bytes_are_never_logged(tfrecords64, models, tmp_path):
+    """Beam's TFRecord reader raised with the record's bytes in hex: evaluate
+    printed a 117-line traceback carrying a partial example (case id, age
+    group, JPEG bytes) four times; train_baseline tf.data's 28-line one."""
+    import subprocess
+    import sys
+    data = tmp_path / "data"
+    shutil.copytree(tfrecords64, data)
+    for shard in data.glob("*.tfrecord*"):
+        shard.write_bytes(shard.read_bytes()[:shard.stat().st_size * 2 // 3])
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for job, argv in [("evaluate", ["--model_uri", str(models[0]), "--output", str(tmp_path / "eval")]),
+                      ("train_baseline", ["--output", str(tmp_path / "model"), "--epochs", "1"])]:
+        p = subprocess.run([sys.executable, "-m", f"beam_jobs.{job}", "--tfrecords", str(data), *argv],
+                           cwd=root, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 1, p.stderr[-3000:]
+        lines = [l for l in p.stderr.splitlines() if l.strip() and "epoch" not in l]
+        assert len(lines) == 1 and lines[0].startswith(f"{job}: error: --tfrecords {data}: "), p.stderr[-3000:]
+        assert "truncated or corrupt" in lines[0] and "rerun make_tfrecords there" in lines[0]
+    assert not (tmp_path / "eval" / "_SUCCESS").exists() and not (tmp_path / "model" / INFO_FILE).exists()
