@@ -37,7 +37,7 @@ from transforms.dataset.examples import PreprocessImages, record_batch_examples,
 from transforms.io.inputs import join_root, normalize_uri, read_named_text
 from transforms.dataset.dataset_info import assemble_dataset_info, example_cell
 from transforms.dataset.rare_classes import relabel_rare
-from transforms.dataset.join_labels import DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords, curated_features
+from transforms.dataset.join_labels import DEAD, LINKS, JoinLabels, ReadCuratedRows, ReadLabelRecords, curated_features
 from transforms.dataset.labels import BadLabelRow, plain_record
 from transforms.io.sharded_write import WriteSortedShards, jsonl_encoder, write_atomically
 from transforms.dataset.assign_splits import UNLABELED, AssignSplits
@@ -345,7 +345,7 @@ def build_pipeline(o: MakeTFRecordsOptions, fractions: dict, me: dict | None = N
     kept = joined.records | "RareClasses" >> beam.FlatMap(
         relabel_rare, counts=beam.pvalue.AsSingleton(class_counts), min_count=o.min_class_count,
         policy=o.rare_classes).with_outputs(DEAD, main="records")
-    split_records = kept.records | "AssignSplits" >> AssignSplits(fractions)
+    split_records = (kept.records, joined[LINKS]) | "AssignSplits" >> AssignSplits(fractions)
     examples = split_records | "PreprocessImages" >> PreprocessImages(
         o.image_size, o.crop_fraction, o.jpeg_quality, policy.max_pixels, allowed_roots(o),
         policy.max_bytes, policy.max_decode_bytes, crop=o.crop)

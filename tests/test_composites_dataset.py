@@ -17,7 +17,7 @@ from schemas import examples as E
 from schemas import lighting
 from transforms.io.allowed_roots import AllowedRoots
 from transforms.dataset.examples import PreprocessImages, example_key
-from transforms.dataset.join_labels import CURATE_FIELDS, DEAD, JoinLabels, ReadCuratedRows, ReadLabelRecords
+from transforms.dataset.join_labels import CURATE_FIELDS, DEAD, LINKS, JoinLabels, ReadCuratedRows, ReadLabelRecords
 from transforms.dataset.labels import plain_record
 from transforms.image.preprocess import preprocess_to_jpeg
 from transforms.dataset.assign_splits import UNLABELED, AssignSplits
@@ -195,6 +195,36 @@ def test_groups_sharing_a_duplicate_cluster_share_one_split():
         assert_that(out | beam.Map(lambda r: (r["uri"], r["split"])),
                     equal_to([("u1", together), ("u2", together), ("u3", together),
                               ("u4", split_of(alone, FRACTIONS)), ("u5", UNLABELED)]))
+
+
+def test_a_duplicate_curate_rejected_still_ties_its_case_to_its_keepers():
+    """AssignSplits linked groups only through the records that reached it,
+    and curate keeps one image of a duplicate cluster: case B's copy of case
+    A's photo was rejected, so nothing tied A and B, and their other photos
+    went to different splits (seen in the demo's own output: 3 such pairs). A
+    path two cases both list ties them the same way."""
+    names = [f"c{i}" for i in range(60)]
+    a, b = next((x, y) for x in names for y in names
+                if split_of(f"group:{x}", FRACTIONS) != split_of(f"group:{y}", FRACTIONS))
+    c, d = next((x, y) for x in names for y in names if {x, y}.isdisjoint({a, b}) and x != y
+                and split_of(f"group:{x}", FRACTIONS) != split_of(f"group:{y}", FRACTIONS))
+    curated = [(r["uri"], r) for r in [
+        _curated_row("/r/a1.jpg", cluster_id="dup"), _curated_row("/r/a2.jpg"),
+        _curated_row("/r/b1.jpg", "rejected", ["exact_duplicate"], cluster_id="dup"), _curated_row("/r/b2.jpg"),
+        _curated_row("/r/shared.jpg"), _curated_row("/r/c2.jpg"), _curated_row("/r/d2.jpg")]]
+    rec = lambda uri, group: plain_record({"image_uri": uri, "label": "acne", "group_id": group}, "")
+    labels = [(r["uri"], r) for r in [
+        rec("/r/a1.jpg", a), rec("/r/a2.jpg", a), rec("/r/b1.jpg", b), rec("/r/b2.jpg", b),
+        rec("/r/shared.jpg", c), rec("/r/shared.jpg", d), rec("/r/c2.jpg", c), rec("/r/d2.jpg", d)]]
+    ab = component_split([f"group:{a}", f"group:{b}"], FRACTIONS)
+    cd = component_split([f"group:{c}", f"group:{d}"], FRACTIONS)
+    with TestPipeline() as p:
+        joined = ((p | "Curated" >> beam.Create(curated), p | "Labels" >> beam.Create(labels))
+                  | JoinLabels(False, cwd="/r"))
+        out = (joined.records, joined[LINKS]) | AssignSplits(FRACTIONS)
+        assert_that(out | beam.Map(lambda r: (r["uri"], r["split"])),
+                    equal_to([("/r/a1.jpg", ab), ("/r/a2.jpg", ab), ("/r/b2.jpg", ab),
+                              ("/r/shared.jpg", cd), ("/r/c2.jpg", cd), ("/r/d2.jpg", cd)]))
 
 
 # -- PreprocessImages -----------------------------------------------------------------------

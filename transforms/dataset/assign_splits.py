@@ -27,14 +27,24 @@ def linked_group_splits(edges, fractions) -> dict:
 
 
 class AssignSplits(beam.PTransform):
+    """records, or (records, links) -> records with a split. Groups whose
+    images share a duplicate cluster share a split: the records' own
+    (cluster_id, group_id) pairs, and `links` (JoinLabels' LINKS output),
+    which also holds the duplicates curate rejected and so never reach here
+    as records; without them a case and the case holding its photo's copy
+    were split apart."""
+
     def __init__(self, fractions: dict):
         super().__init__()
         self.fractions = fractions
 
-    def expand(self, records):
+    def expand(self, pcolls):
+        records, *links = pcolls if isinstance(pcolls, tuple) else (pcolls,)
         fractions = self.fractions
-        linked = (records
-                  | "ClusterGroups" >> beam.Map(lambda r: (r["cluster_id"], r["group_id"]))
+        pairs = records | "ClusterGroups" >> beam.Map(lambda r: (r["cluster_id"], r["group_id"]))
+        if links:
+            pairs = (pairs, links[0]) | "WithRejectedDuplicates" >> beam.Flatten()
+        linked = (pairs
                   | "GroupByCluster" >> beam.GroupByKey()
                   | "LinkGroups" >> beam.FlatMap(_links)
                   | "AllLinks" >> beam.combiners.ToList()

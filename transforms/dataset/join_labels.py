@@ -27,6 +27,9 @@ from transforms.io.run_lock import MARKER, marker_stamp
 from transforms.dataset.labels import BadLabelRow, plain_record, scin_image_records
 
 DEAD = "dead"
+# (cluster_id, group_id) of every labelled image curate clustered, kept or
+# not: a duplicate curate rejected still ties its group to its keeper's.
+LINKS = "links"
 CURATE_FIELDS = ("uri", "status", "reasons", "cluster_id", "sha256") + E.NUMERIC + lighting.INPUTS
 # Read when present: curate outputs written before enhancement lack them.
 OPTIONAL_CURATE_FIELDS = ("enhanced", "enhance_recipe")
@@ -199,6 +202,9 @@ class _Join(beam.DoFn):
                 uri, "no_image", "labels name this image but curate's output has no row for it", case_id))
             return
         row = rows[0]
+        if row.get("cluster_id"):
+            for r in records:
+                yield beam.pvalue.TaggedOutput(LINKS, (row["cluster_id"], r["group_id"]))
         if row["status"] != "accepted":
             self._count("excluded_rejected_by_curate")
             yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
@@ -262,4 +268,4 @@ class JoinLabels(beam.PTransform):
                                                                  if d.get("uri") else []))
         return (groups
                 | "CoGroupByUri" >> beam.CoGroupByKey()
-                | "Align" >> beam.ParDo(_Join(self.keep_unlabeled)).with_outputs(DEAD, main="records"))
+                | "Align" >> beam.ParDo(_Join(self.keep_unlabeled)).with_outputs(DEAD, LINKS, main="records"))
