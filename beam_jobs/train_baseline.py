@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import math
 import os
 import sys
@@ -47,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                         "'sqrt' their square root, 'none' all 1; then capped at --max_class_weight.")
     p.add_argument("--max_class_weight", type=float, default=3.0,
                    help="Cap on any class weight (a class of 2 images must not dominate the loss).")
-    p.add_argument("--version", help="Model version (default baseline-<dataset_info sha256[:8]>-s<seed>).")
+    p.add_argument("--version", help="Model version (default baseline-<sha256[:8] of dataset_info.json and the training settings>-s<seed>: "
+                        "another dataset, seed, epoch count, batch size, learning rate or class weighting is another version).")
     from beam_jobs.options import LockOptions
     LockOptions._add_argparse_args(p)  # --run_id, --lock_ttl_hours, --break_lock, as every job
     return p
@@ -94,9 +96,20 @@ def load_dataset_info(tfrecords: str) -> tuple[dict, bytes, str]:
     return info, raw, stamp
 
 
-def default_version(info_bytes: bytes, seed: int) -> str:
-    """Deterministic version: same dataset_info.json and seed give the same string."""
-    return f"baseline-{hashlib.sha256(info_bytes).hexdigest()[:8]}-s{seed}"
+def default_version(info_bytes: bytes, seed: int, settings: dict) -> str:
+    """Deterministic version: the same dataset_info.json, seed and training
+    `settings` (epochs, batch size, learning rate, class weighting) give the
+    same string, and so the same model. Without the settings, a 1-epoch model
+    took the 30-epoch one's version, and score skipped the nights that version
+    had scored."""
+    digest = hashlib.sha256(info_bytes + json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    return f"baseline-{digest[:8]}-s{seed}"
+
+
+def training_settings(o) -> dict:
+    """What, beside the data and the seed, decides the weights (part of the default version)."""
+    return {"epochs": o.epochs, "batch_size": o.batch_size, "learning_rate": o.learning_rate,
+            "class_weighting": o.class_weighting, "max_class_weight": o.max_class_weight}
 
 
 def class_weights(vocab: list[str], balanced: dict, weighting: str, cap: float) -> dict[int, float]:
@@ -269,7 +282,7 @@ def _train(o, info: dict, info_bytes: bytes, still_mine) -> dict:
     """run()'s training and writing, under the output's lock; still_mine()
     raises unless the lock is still this run's and its input unchanged
     (checked before writing)."""
-    version = o.version or default_version(info_bytes, o.seed)
+    version = o.version or default_version(info_bytes, o.seed, training_settings(o))
     quiet_tensorflow()
     import keras
     import tensorflow as tf
@@ -312,9 +325,7 @@ def _train(o, info: dict, info_bytes: bytes, still_mine) -> dict:
         "trained_on": {"dataset": o.tfrecords, "sources": info.get("sources", {}),
                        "dataset_info_sha256": hashlib.sha256(info_bytes).hexdigest()},
         "metrics": metrics,
-        "training": {"seed": o.seed, "epochs": o.epochs, "batch_size": o.batch_size,
-                     "learning_rate": o.learning_rate, "class_weighting": o.class_weighting,
-                     "max_class_weight": o.max_class_weight, "class_weights": class_weight,
+        "training": {"seed": o.seed, **training_settings(o), "class_weights": class_weight,
                      "tensorflow": tf.__version__, "keras": keras.__version__},
     })
     acc = metrics["validation_accuracy"]

@@ -61,12 +61,20 @@ def test_validation_metrics_skip_unknown_labels(tfrecords, trained):
 
 
 @pytest.mark.e2e
-def test_version_is_deterministic_for_dataset_and_seed(tfrecords, trained):
+def test_version_is_deterministic_for_dataset_seed_and_settings(tfrecords, trained):
+    """The version names score's model=V partitions, which a rerun skips once
+    complete: a 1-epoch model took a 30-epoch one's version, and score kept
+    the other model's predictions for the nights it had scored."""
     raw = (tfrecords / "dataset_info.json").read_bytes()
     version = trained[1]["version"]
-    assert version == train_baseline.default_version(raw, 3) == train_baseline.default_version(raw, 3)
+    training = json.loads((trained[0] / INFO_FILE).read_text())["training"]
+    settings = {k: training[k] for k in ("epochs", "batch_size", "learning_rate", "class_weighting",
+                                         "max_class_weight")}
+    assert version == train_baseline.default_version(raw, 3, settings) == train_baseline.default_version(raw, 3, settings)
     assert version.startswith("baseline-") and version.endswith("-s3")
-    assert train_baseline.default_version(raw, 4) != version
+    assert train_baseline.default_version(raw, 4, settings) != version
+    for change in ({"epochs": 1}, {"batch_size": 32}, {"learning_rate": 0.01}, {"class_weighting": "none"}):
+        assert train_baseline.default_version(raw, 3, dict(settings, **change)) != version, change
 
 
 @pytest.mark.e2e
