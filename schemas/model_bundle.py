@@ -52,10 +52,11 @@ def _exists(path: str) -> bool:
     return FileSystems.exists(path)
 
 
-def _read(path: str) -> bytes:
-    from apache_beam.io.filesystems import FileSystems
-    with FileSystems.open(path, compression_type="uncompressed") as f:
-        return f.read()
+def _read(path: str, what: str) -> bytes:
+    """A bundle file's bytes, read as a named file is (only a regular file: a
+    FIFO in a model folder hung score and evaluate); ValueError in one line."""
+    from transforms.io.inputs import read_named_file
+    return read_named_file(path, what)
 
 
 def _write(path: str, data: bytes) -> None:
@@ -135,7 +136,7 @@ def _read_info(info_path: str) -> dict:
     if not _exists(info_path):
         raise ValueError(f"model info not found: {info_path}")
     try:
-        info = json.loads(_read(info_path))
+        info = json.loads(_read(info_path, "model info"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"model info is not valid JSON ({e.msg if hasattr(e, 'msg') else e}): {info_path}") from None
     if not isinstance(info, dict):
@@ -146,10 +147,38 @@ def _read_info(info_path: str) -> dict:
     vocab = info["label_vocabulary"]
     if not isinstance(vocab, list) or not vocab or not all(isinstance(v, str) for v in vocab):
         raise ValueError(f"model info label_vocabulary is not a non-empty list of strings: {info_path}")
-    problem = version_problem(info["version"])
+    problem = version_problem(info["version"]) or _settings_problem(info)
     if problem:
         raise ValueError(f"model info {problem}: {info_path}")
     return info
+
+
+def _settings_problem(info: dict) -> str | None:
+    """Why the image settings a bundle declares cannot be served (None if
+    they can): a wrong type was a traceback at launch, a crop_fraction of 0
+    or nan failed every image of a night that was then marked complete."""
+    from transforms.image.skin_crop import CROPS
+    trained = info.get("trained_on")
+    if trained is not None and not isinstance(trained, dict):
+        return "trained_on is not a JSON object"
+    if not isinstance((trained or {}).get("sources", {}), dict):
+        return "trained_on.sources is not a JSON object"
+    sha = info.get("model_sha256")
+    if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+        return f"model_sha256 {sha!r} is not a sha256 hex digest"
+    try:
+        s = image_settings(info)
+    except (TypeError, ValueError) as e:
+        return f"image settings cannot be read ({e})"
+    if not 8 <= s["image_size"] <= 4096:
+        return f"image_size {s['image_size']} is not within [8, 4096]"
+    if not 0.1 <= s["crop_fraction"] <= 1:
+        return f"crop_fraction {s['crop_fraction']} is not within [0.1, 1]"
+    if not 1 <= s["jpeg_quality"] <= 100:
+        return f"jpeg_quality {s['jpeg_quality']} is not within [1, 100]"
+    if s["crop"] not in CROPS:
+        return f"crop {s['crop']!r} is not one of {', '.join(CROPS)}"
+    return None
 
 
 def _load_model(model_path: str, sha256: str | None = None, info_path: str = INFO_FILE):
@@ -161,11 +190,9 @@ def _load_model(model_path: str, sha256: str | None = None, info_path: str = INF
     import keras
     import tensorflow as tf
     try:
-        if "://" not in model_path and sha256 is None:
-            return keras.models.load_model(model_path)
-        # Keras cannot open gs:// itself, and the bytes checked must be the
-        # bytes loaded: read them once, load a private copy.
-        data = _read(model_path)
+        # Keras cannot open gs:// itself, the bytes checked must be the bytes
+        # loaded, and a FIFO must not be opened: read them once, load a private copy.
+        data = _read(model_path, "model file")
         got = hashlib.sha256(data).hexdigest() if sha256 is not None else None
         if got == sha256:
             with tempfile.TemporaryDirectory() as tmp:

@@ -218,3 +218,57 @@ def test_score_refuses_manifest_rows_outside_allowed_roots(sample_dir, tmp_path)
     dead_dir = out / "dead_letters" / "dt=undated" / "model=v1"
     dead = [json.loads(l) for f in dead_dir.glob("dead_letters*.jsonl") for l in f.read_text().splitlines()]
     assert {d["uri"] for d in dead} == set(outside) and all(d["reasons"] == ["outside_allowed_root"] for d in dead)
+
+
+def _tampered(base, tmp_path, name, edit):
+    """A copy of the bundle `base` with one edit: a model_info.json change, or
+    a file replaced by a FIFO or a folder."""
+    folder = tmp_path / name
+    shutil.copytree(base, folder)
+    info = folder / "model_info.json"
+    if edit in ("fifo_info", "fifo_model", "dir_info"):
+        target = info if edit != "fifo_model" else folder / "model.keras"
+        target.unlink()
+        os.mkfifo(target) if edit != "dir_info" else target.mkdir()
+        return folder, target
+    doc = json.loads(info.read_text())
+    edit(doc)
+    info.write_text(json.dumps(doc))
+    return folder, None
+
+
+def _sources(**kw):
+    return lambda d: d.setdefault("trained_on", {}).setdefault("sources", {}).update(kw)
+
+
+@pytest.mark.parametrize("edit, words", [
+    ("fifo_info", "cannot read model info"), ("fifo_model", "cannot read model file"),
+    ("dir_info", "cannot read model info"),
+    (lambda d: d.update(image_size=[128]), "image settings cannot be read"),
+    (lambda d: d.update(trained_on="x"), "trained_on is not a JSON object"),
+    (lambda d: d.update(model_sha256=5), "model_sha256 5 is not a sha256"),
+    (_sources(crop_fraction=0), "crop_fraction 0.0 is not within [0.1, 1]"),
+    (_sources(crop_fraction=float("nan")), "crop_fraction nan"),
+    (_sources(crop="weird"), "crop 'weird' is not one of center, skin"),
+    (_sources(jpeg_quality=500), "jpeg_quality 500 is not within [1, 100]"),
+], ids=["fifo_info", "fifo_model", "dir_info", "image_size_list", "trained_on_str", "sha_int", "crop_fraction_0",
+        "crop_fraction_nan", "crop_weird", "quality_500"])
+def test_a_tampered_model_bundle_is_a_one_line_error_never_a_hang_or_failed_rows(edit, words, tmp_path):
+    """Probed: a FIFO for model_info.json or model.keras hung score; a list
+    image_size, a string trained_on or an int model_sha256 were tracebacks; a
+    crop_fraction of 0 or nan failed every image of a night that was then
+    marked complete; crop 'weird' was scored as center."""
+    from helpers import returns_without_a_writer, tiny_bundle
+    from schemas.model_bundle import load_bundle
+    base = tmp_path / "base"
+    tiny_bundle(base)
+    folder, fifo = _tampered(base, tmp_path, "m", edit)
+
+    def load():
+        try:
+            load_bundle(str(folder))
+        except ValueError as e:
+            return str(e)
+        return None
+    message = returns_without_a_writer(load, fifo, 30) if fifo and fifo.is_fifo() else load()
+    assert message and words in message and "\n" not in message, message
