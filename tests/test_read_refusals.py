@@ -177,16 +177,23 @@ def broken_links(tmp_path, sample_dir):
     (up / "gone.jpg").symlink_to(up / "deleted.jpg")
     (up / "sub" / "elsewhere.jpg").symlink_to(tmp_path / "nowhere" / "x.jpg")
     (up / "loop.jpg").symlink_to(up / "loop.jpg")
+    # links to folders, one out of the root and one in it: the walk does not follow them
+    (tmp_path / "batch").mkdir()
+    shutil.copy(up / "photo.jpg", tmp_path / "batch" / "b.jpg")
+    (up / "sub" / "batch_link").symlink_to(tmp_path / "batch")
+    (up / "sub_link").symlink_to(up / "sub")
     return up
 
 
-BROKEN = {"gone.jpg": "missing", "sub/elsewhere.jpg": "outside_allowed_root", "loop.jpg": "not_a_regular_file"}
+BROKEN = {"gone.jpg": "missing", "sub/elsewhere.jpg": "outside_allowed_root", "loop.jpg": "not_a_regular_file",
+          "sub/batch_link": "outside_allowed_root", "sub_link": "not_a_regular_file"}
 
 
 def test_broken_links_in_an_upload_folder_are_dead_letters_not_silent_drops(broken_links, tmp_path, monkeypatch):
-    """Beam's local match skips a name whose size it cannot read, so a glob
-    alone would lose these uploads from the count; every one is listed and
-    judged, and a loop is refused at once (no retries: it never resolves)."""
+    """Beam's local match skips a name whose size it cannot read, and does not
+    walk into a symlinked folder, so a glob alone would lose these uploads
+    from the count; every one is listed and judged, and a loop is refused at
+    once (no retries: it never resolves)."""
     from transforms.io.partitions import match_files
     from transforms.io import read
     up = broken_links
@@ -209,7 +216,7 @@ def test_broken_links_in_an_upload_folder_are_dead_letters_not_silent_drops(brok
     assert {n: r["reasons"] for n, r in rows.items() if n != "photo.jpg"} == {n: [r] for n, r in BROKEN.items()}
     assert rows["photo.jpg"]["error"] is None
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["matched"] == 4 == summary["accepted"] + summary["rejected"]
+    assert summary["matched"] == 6 == summary["accepted"] + summary["rejected"]
 
 
 def test_only_escapes_of_bytes_that_are_not_utf8_are_read_as_an_unlisted_name(tmp_path):

@@ -105,7 +105,8 @@ def match_files(pattern: str, limit: int | None = None) -> list[str]:
 def unstatable_matches(pattern: str) -> list[str]:
     """Local names a glob matches that Beam's listing leaves out without a
     word: a dangling symlink or a symlink loop (Beam skips any name whose size
-    it cannot read). Every input must be accounted for, so the jobs list
+    it cannot read), and a symlink to a folder whose files the glob would
+    reach (the walk does not follow it). Every input must be accounted for, so the jobs list
     these too and the read turns them into dead letters (missing,
     not_a_regular_file, outside_allowed_root). Walks the folder as Beam's
     local match does and matches with Beam's own pattern translation, so a
@@ -123,10 +124,18 @@ def unstatable_matches(pattern: str) -> list[str]:
         return []
     wanted = re.compile(FileSystem.translate_pattern(pattern))
     found = []
-    for dirpath, _dirs, files in os.walk(folder):
+    for dirpath, dirs, files in os.walk(folder):
         for name in files:
             path = os.path.join(dirpath, name)
             if not os.path.exists(path) and os.path.islink(path) and wanted.match(path):
+                found.append(listed_name(path))
+        # A symlink to a folder: the walk does not follow it, so the files the
+        # pattern would reach under it were dropped without a word. It is
+        # listed itself, and its read refuses it (not_a_regular_file, or
+        # outside_allowed_root): a row that says so, not a silent gap.
+        for name in dirs:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path) and wanted.match(path + "/x"):
                 found.append(listed_name(path))
     return sorted(found)
 
