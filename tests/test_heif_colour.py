@@ -113,6 +113,26 @@ def test_heic_bomb_is_refused_from_the_header():
     assert e.value.reason == "too_large"
 
 
+def test_a_grid_is_charged_for_its_tiles_not_its_declared_size():
+    """libheif decodes a grid primary as its tiles: a 24 KB file declaring
+    640x480 whose grid repeated one 1024 px tile 576 times took 0.9 GB
+    before libheif found the sizes disagree. Here a 2048 px grid of sixteen
+    512 px tiles declares 64x64: it is charged its 4.2 MP and refused
+    before libheif runs, not decoded and then found unreadable."""
+    buf = io.BytesIO()
+    pillow_heif.from_bytes("RGB", (2048, 2048), np.full((2048, 2048, 3), 128, np.uint8).tobytes()).save(
+        buf, quality=10, tile_size=512)
+    honest = buf.getvalue()
+    at = honest.index(struct.pack(">II", 2048, 2048))
+    small = honest[:at] + struct.pack(">II", 64, 64) + honest[at + 8:]
+    header = read_header(small)
+    assert (header.width, header.height) == (64, 64) and header.coded_pixels == 16 * 512 * 512
+    for data, words in ((honest, "declared 2048x2048 = 4.2 MP"), (small, "declared coded size 4.2 MP")):
+        with pytest.raises(ImageRejected) as e:
+            decode(data, max_pixels=2_000_000)
+        assert e.value.reason == "too_large" and words in str(e.value), str(e.value)
+
+
 def test_a_huge_coded_extent_behind_a_small_crop_is_refused():
     """HEVC codes whole blocks and clap crops them: the decoder allocates the ispe size."""
     data = heic(patches(100, 60))

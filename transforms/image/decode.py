@@ -286,7 +286,9 @@ def decode_bytes(header: Header, scale: int = 1) -> int:
     if header.format != "jpeg":
         scale = 1
     w, h = header.width, header.height
-    out = -(-w // scale) * -(-h // scale) * max(3, _channels(header) * _sample_bytes(header))
+    # A HEIF is decoded at its coded size (whole HEVC blocks, or a grid's tiles), then cropped.
+    pixels = max(-(-w // scale) * -(-h // scale), header.coded_pixels)
+    out = pixels * max(3, _channels(header) * _sample_bytes(header))
     if header.format != "jpeg" or not header.progressive:
         return 2 * out
     sampling = header.sampling or ((1, 1),) * max(header.components, 1)
