@@ -48,8 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                         "'sqrt' their square root, 'none' all 1; then capped at --max_class_weight.")
     p.add_argument("--max_class_weight", type=float, default=3.0,
                    help="Cap on any class weight (a class of 2 images must not dominate the loss).")
-    p.add_argument("--version", help="Model version (default baseline-<sha256[:8] of dataset_info.json and the training settings>-s<seed>: "
-                        "another dataset, seed, epoch count, batch size, learning rate or class weighting is another version).")
+    p.add_argument("--version", help="Model version (default baseline-<sha256[:8] of dataset_info.json and the "
+                                     "training settings>-s<seed>: another dataset, seed, epoch count, batch size, "
+                                     "learning rate or class weighting is another version).")
     from beam_jobs.options import LockOptions
     LockOptions._add_argparse_args(p)  # --run_id, --lock_ttl_hours, --break_lock, as every job
     return p

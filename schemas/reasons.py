@@ -48,5 +48,6 @@ EXAMPLE_REASONS: dict[str, str] = {
     "unlabeled": "the case has no condition label (kept only with --keep_unlabeled)",
     "rare_class": "the class has fewer than --min_class_count images and --rare_classes drop",
     "unreadable": "the image could not be read or decoded when the example was made",
-    "changed_since_curate": "the image's bytes are not those curate judged (its sha256 differs): it was rewritten after curate ran",
+    "changed_since_curate": "the image's bytes are not those curate judged (its sha256 differs): "
+                            "it was rewritten after curate ran",
 }

@@ -216,6 +216,7 @@ def test_a_named_file_that_cannot_be_read_is_one_line_error_and_a_fifo_never_han
 def test_compare_metrics_refuses_a_fifo_in_one_line_instead_of_waiting(tmp_path, capsys):
     from beam_jobs import compare_metrics
     fifo = unreadable_file("fifo", tmp_path / "metrics.json")
+    (tmp_path / "_SUCCESS").write_text("{}")  # a finished report's marker: the FIFO itself is what is refused
     argv = [str(fifo), str(fifo)]
     assert returns_without_a_writer(lambda: main(compare_metrics.run, argv, prog="compare_metrics"), fifo) == 2
     _one_line_error(capsys, "compare_metrics", UNREADABLE["fifo"].format(flag="metrics", path=fifo))

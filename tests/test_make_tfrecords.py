@@ -232,7 +232,8 @@ def test_an_image_rewritten_after_curate_is_a_dead_letter_not_an_example(labelle
     (uploads / "p0.jpg").write_bytes(cv2.imencode(".jpg", np.zeros((480, 640, 3), np.uint8))[1].tobytes())
     shutil.copy(uploads / "p2.jpg", uploads / "p1.jpg")
     labels = tmp_path / "labels.csv"
-    labels.write_text("image_uri,label,group_id\n" + "".join(f"{uploads}/p{i}.jpg,{'AB'[i % 2]},g{i}\n" for i in range(6)))
+    labels.write_text("image_uri,label,group_id\n"
+                      + "".join(f"{uploads}/p{i}.jpg,{'AB'[i % 2]},g{i}\n" for i in range(6)))
     out = tmp_path / "out"
     make_tfrecords.run(["--curated", str(tmp_path / "curated"), "--labels_csv", str(labels), "--output", str(out),
                         "--image_size", "32", "--split_fractions", "0.5,0.25,0.25", "--min_class_count", "1"])

@@ -486,7 +486,8 @@ def test_a_dated_input_whose_name_holds_glob_characters_lists_only_its_own_night
             (tmp_path / name / night / f).write_bytes(b"x")
     listed = {name: score.list_partition("2026-11-21", str(tmp_path / name), None)
               for name in ("up[1]", "a*b?", "up[2]")}
-    assert listed == {"up[1]": ([f"{tmp_path}/up[1]/{night}/a.jpg", f"{tmp_path}/up[1]/{night}/sub/b.jpg"], score.FOUND),
+    assert listed == {"up[1]": ([f"{tmp_path}/up[1]/{night}/a.jpg", f"{tmp_path}/up[1]/{night}/sub/b.jpg"],
+                                score.FOUND),
                       "a*b?": ([f"{tmp_path}/a*b?/{night}/c.jpg"], score.FOUND), "up[2]": ([], score.EMPTY)}
     bucket = gcs_emulator.create_bucket("globs")
     for name in ("up[1]/dt=2026-11-21/a.jpg", "up1/dt=2026-11-21/other.jpg"):

@@ -384,15 +384,20 @@ def _isobmff(data: bytes) -> dict:
             tiles = 0
             for iref, iref_end in _boxes(data, meta, meta_end, b"iref"):
                 for tile in _derived_from(data, iref, iref_end, primary):
-                    tile_fields = _item_fields(data, [props[i - 1] for i in assoc.get(tile, ()) if 0 < i <= len(props)])
-                    tiles += tile_fields.get("coded_pixels") or tile_fields.get("width", 0) * tile_fields.get("height", 0)
-            if tiles > (fields.get("coded_pixels") or fields.get("width", 0) * fields.get("height", 0)):
+                    tiles += _coded(_item_fields(data, [props[i - 1] for i in assoc.get(tile, ())
+                                                        if 0 < i <= len(props)]))
+            if tiles > _coded(fields):
                 fields["coded_pixels"] = tiles
             return fields
         sizes = [struct.unpack_from(">II", data, p + 4) for k, p, _ in props if k == b"ispe"]
         best = max(sizes, key=lambda wh: wh[0] * wh[1], default=(0, 0))
         return {"width": best[0], "height": best[1]}
     return {}
+
+
+def _coded(fields: dict) -> int:
+    """Pixels an item decodes to: its coded extent, else its ispe."""
+    return fields.get("coded_pixels") or fields.get("width", 0) * fields.get("height", 0)
 
 
 def _derived_from(data: bytes, pos: int, end: int, item) -> list[int]:
