@@ -53,8 +53,9 @@ def load(path: str) -> dict:
         raise ValueError(f"{path} not found")
     # A run that failed after writing its metrics (its input rewritten while
     # read, its lock lost) leaves them without the marker: not a result.
-    folder = path.rsplit("/", 1)[0]
-    if not FileSystems.exists(FileSystems.join(folder, "_SUCCESS")):
+    from transforms.io.run_lock import MARKER
+    folder = path.rsplit("/", 1)[0] if "/" in path else "."   # a bare metrics.json is in the working folder
+    if not FileSystems.exists(FileSystems.join(folder, MARKER)):
         raise ValueError(f"{folder} has no _SUCCESS: evaluate did not finish there (it failed or is still "
                          "running); rerun evaluate")
     from transforms.io.inputs import read_named_file

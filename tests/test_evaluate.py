@@ -173,7 +173,7 @@ def test_reports_of_different_sets_refuse_to_compare(tfrecords64, models, single
     assert len(err) == 1 and err[0].startswith("compare_metrics: error: different example sets: fingerprint")
 
 
-def test_metrics_without_their_marker_are_not_compared(single, tmp_path, capsys):
+def test_metrics_without_their_marker_are_not_compared(single, tmp_path, capsys, monkeypatch):
     """A run that failed after writing metrics.json (its --tfrecords rewritten
     while read) left them there, and compare_metrics read them as a result."""
     unfinished = tmp_path / "unfinished"
@@ -185,6 +185,8 @@ def test_metrics_without_their_marker_are_not_compared(single, tmp_path, capsys)
         assert err == [f"compare_metrics: error: {unfinished} has no _SUCCESS: evaluate did not finish there "
                        "(it failed or is still running); rerun evaluate"]
     assert main(compare_metrics.run, [str(single), str(single)], prog="compare_metrics") == 0
+    monkeypatch.chdir(single)   # a bare file name: its folder is the working one, which has the marker
+    assert main(compare_metrics.run, ["metrics.json", str(single)], prog="compare_metrics") == 0
 
 
 @pytest.mark.e2e
