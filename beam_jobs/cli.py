@@ -294,13 +294,13 @@ def _resolved(uri: str) -> str:
     """A local path or glob with the symlinks of its literal part (up to the
     first glob character) resolved, so an --output reached through a link
     still matches the --input it lies under; gs:// URIs as given."""
+    from transforms.io.allowed_roots import glob_root, is_glob
     from transforms.io.inputs import normalize_uri
     if "://" in uri:
         return uri
     path = normalize_uri(uri) + ("/" if uri.endswith("/") else "")
-    glob = re.search(r"[*?\[]", path)
-    cut = path.rfind("/", 0, glob.start()) if glob else len(path.rstrip("/"))
-    return os.path.realpath(path[:cut] or "/").rstrip("/") + path[cut:]
+    literal = glob_root(path) if is_glob(path) else path
+    return os.path.realpath(literal).rstrip("/") + ("/" if literal.endswith("/") else "") + path[len(literal):]
 
 
 def refuse_bare_folder(pattern: str) -> None:

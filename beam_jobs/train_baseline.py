@@ -284,8 +284,7 @@ def _train(o, info: dict, info_bytes: bytes, still_mine) -> dict:
     raises unless the lock is still this run's and its input unchanged
     (checked before writing)."""
     version = o.version or default_version(info_bytes, o.seed, training_settings(o))
-    quiet_tensorflow()
-    import keras
+    import keras  # run() has quieted TensorFlow before importing it
     import tensorflow as tf
     from schemas.model_bundle import INPUT_CONTRACT, MODEL_FILE, write_bundle
     keras.utils.set_random_seed(o.seed)

@@ -315,8 +315,8 @@ def _decode_heic(data: bytes, header: Header,
     covers `min_short_side` at the same framing, that thumbnail is decoded
     instead (phones embed one; ~10 ms against ~400 ms for 12 MP HEVC).
     Returns (array, ICC profile, nclx, bits per sample, the thumbnails'
-    sizes, the index of the one decoded or None). The array is 8-bit, except for HDR (PQ/HLG nclx): then it
-    holds the n-bit code values for hdr_to_srgb.
+    sizes, the index of the one decoded or None). The array is 8-bit, except
+    for HDR (PQ/HLG nclx): then it holds the n-bit code values for hdr_to_srgb.
     """
     import pillow_heif  # imported here: only HEIC inputs pay for loading libheif
 

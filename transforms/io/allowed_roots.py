@@ -9,8 +9,8 @@ Rules, in order:
   2. no `..` path segment anywhere (even if it would resolve inside a root);
   3. under one of the allowed roots, when any are known. Without
      --allowed_roots they are the roots the job was given: --image_root, the
-     directory part of each --input glob (a dated run's --input folder itself), the bucket of a gs:// --manifest and
-     the folder of a local one.
+     directory part of each --input glob (a dated run's --input folder
+     itself), the bucket of a gs:// --manifest and the folder of a local one.
 
 Local paths are judged by where they really lead, not by how they are
 written: the path and the roots are both resolved (os.path.realpath), so a
@@ -41,6 +41,11 @@ def _normal_root(root: str) -> str:
     if scheme_of(root) is None:
         root = os.path.abspath(root)
     return root.rstrip("/") + "/"
+
+
+def is_glob(pattern: str) -> bool:
+    """Whether `pattern` holds a wildcard (*, ? or [)."""
+    return bool(_WILDCARD.search(pattern))
 
 
 def glob_root(pattern: str) -> str:

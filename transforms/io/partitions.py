@@ -106,8 +106,8 @@ def unstatable_matches(pattern: str) -> list[str]:
     """Local names a glob matches that Beam's listing leaves out without a
     word: a dangling symlink or a symlink loop (Beam skips any name whose size
     it cannot read), and a symlink to a folder whose files the glob would
-    reach (the walk does not follow it). Every input must be accounted for, so the jobs list
-    these too and the read turns them into dead letters (missing,
+    reach (the walk does not follow it). Every input must be accounted for,
+    so the jobs list these too and the read turns them into dead letters (missing,
     not_a_regular_file, outside_allowed_root). Walks the folder as Beam's
     local match does and matches with Beam's own pattern translation, so a
     name is listed here exactly when Beam would have listed it had it a size.
