@@ -165,7 +165,7 @@ def test_lock_output_takes_the_lock_clears_the_marker_and_refuses_a_second_run(t
         with TestPipeline() as p:
             p | LockOutput(str(out), other, {"retries": 1})
     assert (out / "_SUCCESS").exists()  # a refused run changes nothing
-    assert os.listdir(out / "_LOCK") == [f"{me['attempt']}.json"]
+    assert sorted(os.listdir(out / "_LOCK")) == [f"{me['attempt']}.held", f"{me['attempt']}.json"]
 
 
 def test_finalize_output_writes_the_marker_then_releases_only_its_own_lock(tmp_path):
@@ -177,8 +177,8 @@ def test_finalize_output_writes_the_marker_then_releases_only_its_own_lock(tmp_p
     me = new_lock_info("curate", run_id="mine")
 
     def finalize(element, total, *, label):
-        held = os.listdir(out / "_LOCK")
-        assert held == [f"{me['attempt']}.json"], held  # still locked while the marker is written
+        held = sorted(os.listdir(out / "_LOCK"))  # still locked while the marker is written:
+        assert held == [f"{me['attempt']}.held", f"{me['attempt']}.json"], held
         (out / "_SUCCESS").write_text(json.dumps({"label": label, "total": total, "element": element}))
         return element
 

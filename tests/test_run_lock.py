@@ -34,6 +34,15 @@ def _candidates(lock_dir):
         return []
 
 
+def _files(lock_dir):
+    """Everything in the lock folder: candidates, their flags, half-written files."""
+    try:
+        found = FileSystems.match([FileSystems.join(lock_dir, "*")])[0].metadata_list
+        return sorted(m.path.rsplit("/", 1)[1] for m in found)
+    except Exception:
+        return []
+
+
 def test_second_acquire_fails_in_one_line_naming_the_holder_until_released(lock_dir):
     a, b = run_lock.new_lock_info("curate", "night-1"), run_lock.new_lock_info("curate", "backfill-7")
     run_lock.acquire(lock_dir, a, "OUT")
@@ -65,18 +74,27 @@ def test_release_or_check_by_a_non_holder_is_refused_and_removes_nothing(lock_di
     assert _candidates(lock_dir) == []
 
 
-def _plant(lock_dir, info):
+def _plant(lock_dir, info, held=False):
     from transforms.io.sharded_write import write_atomically
     write_atomically(FileSystems.join(lock_dir, f"{info['attempt']}.json"), json.dumps(info).encode())
+    if held:
+        _plant_flag(lock_dir, info["attempt"])
+
+
+def _plant_flag(lock_dir, attempt):
+    from transforms.io.sharded_write import write_atomically
+    write_atomically(FileSystems.join(lock_dir, f"{attempt}{run_lock.HELD}"), b"")
 
 
 def test_stale_same_run_and_broken_locks_are_taken_over_and_the_old_holder_cannot_publish(lock_dir):
     dead = run_lock.new_lock_info("curate", "killed")
     dead["started_unix"] -= 25 * 3600  # older than the default 24 h
-    _plant(lock_dir, dead)
+    _plant(lock_dir, dead, held=True)
+    _plant_flag(lock_dir, "killed-before-releasing-its-flag")  # a flag whose candidate is gone
     new = run_lock.new_lock_info("curate", "next")
     run_lock.acquire(lock_dir, new, "OUT")
-    assert _candidates(lock_dir) == [f"{new['attempt']}.json"]
+    # The dead run's candidate and flag went, and the orphan flag; the holder flagged itself.
+    assert _files(lock_dir) == [f"{new['attempt']}.held", f"{new['attempt']}.json"]
     with pytest.raises(LockLost):  # the stale holder, were it alive, stops before publishing
         run_lock.check(lock_dir, dead, "OUT")
 
@@ -132,24 +150,34 @@ def test_racing_acquirers_never_both_hold(lock_dir):
     assert _candidates(lock_dir) == []
 
 
-def test_contenders_that_all_see_each_other_do_not_all_withdraw(lock_dir, monkeypatch):
+@pytest.mark.parametrize("withdraw_seconds", [0.0, 1.5])
+def test_contenders_that_all_see_each_other_do_not_all_withdraw(lock_dir, monkeypatch, withdraw_seconds):
     """The worst interleaving, made certain: every contender has written its
     candidate before any of them lists. Each then sees all the others; when
     each withdrew, nobody held the lock, every try (seen on a loaded machine).
-    The oldest stays, the younger withdraw, and exactly one holds it."""
+    The oldest stays, the younger withdraw, and exactly one holds it: also when
+    the younger take longer to withdraw than the oldest stayed (1.5 s; under
+    load the oldest gave up first and, again, nobody held it)."""
     n = 4
     written = threading.Barrier(n)
     first_listing = threading.local()
-    real_others = run_lock._others
+    real_listing, real_delete = run_lock._listing, FileSystems.delete
+    runs = [run_lock.new_lock_info("score", f"run-{i}") for i in range(n)]
+    oldest = min(runs, key=lambda me: (me["started_unix"], me["attempt"]))
 
-    def others_after_all_wrote(lock_dir_, me):
+    def listing_after_all_wrote(lock_dir_, me):
         if not getattr(first_listing, "done", False):
             first_listing.done = True
             written.wait(timeout=60)
-        return real_others(lock_dir_, me)
+        return real_listing(lock_dir_, me)
 
-    monkeypatch.setattr(run_lock, "_others", others_after_all_wrote)
-    runs = [run_lock.new_lock_info("score", f"run-{i}") for i in range(n)]
+    def slow_withdrawal(paths):
+        if any(p.endswith(".json") and oldest["attempt"] not in p for p in paths):
+            time.sleep(withdraw_seconds)
+        return real_delete(paths)
+
+    monkeypatch.setattr(run_lock, "_listing", listing_after_all_wrote)
+    monkeypatch.setattr(run_lock.FileSystems, "delete", slow_withdrawal)
     outcomes = {}
 
     def contend(me):
@@ -164,9 +192,26 @@ def test_contenders_that_all_see_each_other_do_not_all_withdraw(lock_dir, monkey
         t.start()
     for t in threads:
         t.join()
-    oldest = min(runs, key=lambda me: (me["started_unix"], me["attempt"]))
     assert outcomes == {me["run_id"]: "held" if me is oldest else "refused" for me in runs}
     assert _candidates(lock_dir) == [f"{oldest['attempt']}.json"]
+
+
+def test_a_run_meeting_a_holder_it_is_older_than_is_refused_without_waiting_out_its_stay(lock_dir, monkeypatch):
+    """A run built first can reach its lock step last (a Dataflow job whose
+    workers took minutes to start). It is then the oldest candidate, and the
+    oldest stays for the younger to withdraw; a holder never will. Its flag
+    tells it apart: the older run withdraws at once, as from any holder."""
+    older, holder = run_lock.new_lock_info("score", "launched-first"), run_lock.new_lock_info("score", "ran-first")
+    assert older["started_unix"] <= holder["started_unix"]
+    run_lock.acquire(lock_dir, holder, "P")
+    monkeypatch.setattr(run_lock, "STAY_SECONDS", 20.0)  # were the flag not read: 40 s, two tries' stays
+    started = time.monotonic()
+    with pytest.raises(LockHeld) as e:
+        run_lock.acquire(lock_dir, older, "P", retries=2)
+    assert time.monotonic() - started < 10
+    assert "locked by run ran-first" in str(e.value)
+    run_lock.release(lock_dir, holder, "P")
+    assert _candidates(lock_dir) == [] and _files(lock_dir) == []
 
 
 def test_a_dead_lock_that_cannot_be_deleted_is_refused_not_looped_on(lock_dir, monkeypatch):

@@ -48,6 +48,16 @@ def is_glob(pattern: str) -> bool:
     return bool(_WILDCARD.search(pattern))
 
 
+def literal(name: str) -> str:
+    """`name` as a Beam glob matching itself. '[' becomes [\\[] (a class that
+    also admits a backslash there) rather than [[], which Python's re warns of
+    as a possible nested set."""
+    return "".join(_GLOB_ESCAPES.get(c, c) for c in name)
+
+
+_GLOB_ESCAPES = {"*": "[*]", "?": "[?]", "[": "[\\[]"}
+
+
 def glob_root(pattern: str) -> str:
     """The directory part of a glob before its first wildcard: gs://b/up/dt=*/x -> gs://b/up/."""
     head = _WILDCARD.split(pattern, 1)[0]

@@ -18,6 +18,7 @@ from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.errors import UsageError
+from transforms.io.allowed_roots import literal
 from transforms.io.read import listed_name
 
 UNDATED = "undated"  # the partition of a run without dates
@@ -75,17 +76,7 @@ def night_glob(input_root: str, date: str | None) -> str:
     root named up[1] listed up1's night, or none."""
     if date is None:
         return input_root
-    return _literal(input_root.rstrip("/")) + f"/dt={date}/**"
-
-
-def _literal(name: str) -> str:
-    """`name` as a Beam glob matching itself. '[' becomes [\\[] (a class that
-    also admits a backslash there) rather than [[], which Python's re warns of
-    as a possible nested set."""
-    return "".join(_GLOB_ESCAPES.get(c, c) for c in name)
-
-
-_GLOB_ESCAPES = {"*": "[*]", "?": "[?]", "[": "[\\[]"}
+    return literal(input_root.rstrip("/")) + f"/dt={date}/**"
 
 
 def match_files(pattern: str, limit: int | None = None) -> list[str]:

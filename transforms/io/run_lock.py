@@ -20,15 +20,22 @@ takes it by
        live other remains, the run withdraws its candidate, waits a random
        moment and retries a few times, then fails naming the holder; except
        the oldest candidate in the listing (by build time, then attempt),
-       which keeps its candidate and lists again for a moment first, so that
-       contenders that all see each other do not all withdraw (under load
-       they did, every try: nobody held the lock).
+       which keeps its candidate and lists again first, so that contenders
+       that all see each other do not all withdraw (under load they did,
+       every try: nobody held the lock).
+    3. a run that holds writes LOCK_DIR/<attempt>.held beside its candidate,
+       so that the oldest candidate withdraws at once from a holder and
+       otherwise stays until the younger are gone (at most STAY_SECONDS:
+       a fixed moment was too short under load, the younger were still
+       withdrawing when the oldest gave up). A .held counts only beside its
+       candidate: the lock is the candidate, the flag only says it is held.
 
 Two runs cannot both hold it: a run holds only when a listing shows no other
 candidate, and a holder's candidate stays from its write to its release. If
 A's listing missed B's candidate, B's write finished after A's listing began,
-so B's own later listing sees A and B does not hold. Staying changes nothing
-there: the oldest still holds only once a listing shows it alone.
+so B's own later listing sees A and B does not hold. Staying and the flag
+change nothing there: the oldest still holds only once a listing shows it
+alone, and a flag is written only by a run that already holds.
 Takeovers keep that: a --run_id retry or --break_lock only removes runs
 built before it, so of two such runs racing only the younger can win.
 A killed run leaves its candidate: a run on the same machine once that
@@ -52,6 +59,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.errors import JobFailed, Refused
+from transforms.io.allowed_roots import literal
 
 DEFAULT_TTL_HOURS = 24.0
 # Every job's output: OUT/_LOCK/<attempt>.json while a run writes OUT, OUT/_SUCCESS
@@ -59,11 +67,12 @@ DEFAULT_TTL_HOURS = 24.0
 MARKER = "_SUCCESS"
 LOCK = "_LOCK"
 RETRIES = 4
-# How long, per try, the oldest of several candidates waits for the younger
-# ones to withdraw (a contender lists and deletes its candidate in well under
-# that, also on GCS), and how often it looks meanwhile. A younger holder does
-# not withdraw: against one, each try costs this much more before the refusal.
-STAY_SECONDS = (0.5, 1.0)
+HELD = ".held"
+# How long, per try, the oldest of several candidates waits at most for the
+# younger ones to withdraw, and how often it looks meanwhile. It stops waiting
+# as soon as one of them is flagged held; the bound is for a holder killed
+# before it wrote its flag (or a run of an older version, which writes none).
+STAY_SECONDS = 30.0
 STAY_POLL_SECONDS = 0.1
 
 
@@ -87,16 +96,28 @@ def _candidate(lock_dir: str, attempt: str) -> str:
     return FileSystems.join(lock_dir, f"{attempt}.json")
 
 
+def _flag(candidate: str) -> str:
+    return candidate[:-len(".json")] + HELD
+
+
 def _others(lock_dir: str, me: dict) -> list[dict]:
     """The other candidates in lock_dir, with their recorded info (or what is known)."""
-    pattern = FileSystems.join(lock_dir, "*.json")
+    return _listing(lock_dir, me)[1]
+
+
+def _listing(lock_dir: str, me: dict) -> tuple[bool, list[dict], list[str]]:
+    """(whether me's candidate is there; the other candidates, each with its
+    recorded info and `held`; flags whose candidate is gone)."""
     # No try: a listing that fails must not read as "nobody there". (A local
-    # folder that does not exist yet lists as empty.)
-    found = FileSystems.match([pattern])[0].metadata_list
+    # folder that does not exist yet lists as empty.) lock_dir is escaped: an
+    # output named out[1] must not list out1's lock.
+    found = {posixpath.basename(m.path): m for m in
+             FileSystems.match([FileSystems.join(literal(lock_dir), "*")])[0].metadata_list}
+    flags = {name for name in found if name.endswith(HELD)}
+    mine = f"{me['attempt']}.json"
     out = []
-    for m in found:
-        name = posixpath.basename(m.path)
-        if name == f"{me['attempt']}.json":
+    for name, m in sorted(found.items()):
+        if not name.endswith(".json") or name == mine:
             continue
         try:
             with FileSystems.open(m.path) as f:
@@ -105,8 +126,9 @@ def _others(lock_dir: str, me: dict) -> list[dict]:
             if not FileSystems.exists(m.path):
                 continue
             info = {"run_id": "?", "job": "?", "host": "?", "started_unix": m.last_updated_in_seconds or 0}
-        out.append(dict(info, path=m.path))
-    return out
+        out.append(dict(info, path=m.path, held=_flag(name) in flags))
+    orphan_flags = [found[f].path for f in sorted(flags) if f[:-len(HELD)] + ".json" not in found]
+    return mine in found, out, orphan_flags
 
 
 def _dead_here(info: dict) -> bool:
@@ -163,39 +185,50 @@ def acquire(lock_dir: str, me: dict, where: str, ttl_hours: float = DEFAULT_TTL_
     mine = _candidate(lock_dir, me["attempt"])
     for attempt in range(retries):
         write_atomically(mine, json.dumps(me, sort_keys=True).encode())
-        stay_until = None  # counted from the first listing that shows others
-        removed = set()    # once each: one that cannot be deleted counts as live, not as a loop
+        stayed_since = None  # the first listing that shows others
+        removed = set()      # once each: one that cannot be deleted counts as live, not as a loop
         while True:
             now = time.time()
-            others = _others(lock_dir, me)
+            present, others, orphan_flags = _listing(lock_dir, me)
+            if not present:  # taken over meanwhile (--break_lock, a --run_id retry): write it again
+                break
             takeable = [o for o in others if o["path"] not in removed and (
                 _age_hours(o, now) > ttl_hours or _dead_here(o)
                 or ((break_lock or o.get("run_id") == me["run_id"]) and _older(o, me)))]
             removed.update(o["path"] for o in takeable)
             for o in takeable:  # their run is dead (or declared so): its lock goes
-                try:
-                    FileSystems.delete([o["path"]])
-                except Exception:  # someone else removed it first
-                    pass
+                _delete_quietly([o["path"], _flag(o["path"])])
             if takeable:
                 continue
             if not others:
+                write_atomically(_flag(mine), b"")
+                _delete_quietly(orphan_flags)  # left by killed holders
                 _reap_abandoned_writes(lock_dir)
                 return lock_dir
             # A live other: a holder, or a contender that listed when we did.
-            # The oldest candidate stays a moment for the younger to withdraw
-            # (a holder will not: then it withdraws too, after its wait).
-            if stay_until is None:
-                stay_until = time.monotonic() + random.uniform(*STAY_SECONDS)
-            if _rank(me) < min(_rank(o) for o in others) and time.monotonic() < stay_until:
+            # The oldest candidate stays for the younger to withdraw, unless
+            # one of them holds (a holder will not withdraw).
+            if stayed_since is None:
+                stayed_since = time.monotonic()
+            if (_rank(me) < min(_rank(o) for o in others) and not any(o["held"] for o in others)
+                    and time.monotonic() - stayed_since < STAY_SECONDS):
                 time.sleep(STAY_POLL_SECONDS)
                 continue
             break
-        FileSystems.delete([mine])
+        release_own(lock_dir, me)  # withdraw (unless it was taken over)
         if attempt < retries - 1:
             time.sleep(random.uniform(0.2, 0.6) * (attempt + 1))
     holder = min(others, key=lambda o: float(o.get("started_unix") or 0))
     raise LockHeld(_held_message(where, holder, ttl_hours, time.time()))
+
+
+def _delete_quietly(paths: list[str]) -> None:
+    """Delete each of paths that is there (another run may have removed it first)."""
+    for path in paths:
+        try:
+            FileSystems.delete([path])
+        except Exception:
+            pass
 
 
 # A candidate is a few hundred bytes, written in milliseconds: a temporary
@@ -230,7 +263,7 @@ def check(lock_dir: str, me: dict, where: str) -> None:
 def release(lock_dir: str, me: dict, where: str) -> None:
     """Give the lock up; LockLost if `me` does not hold it (never removes another's)."""
     check(lock_dir, me, where)
-    FileSystems.delete([_candidate(lock_dir, me["attempt"])])
+    release_own(lock_dir, me)
 
 
 def release_own(lock_dir: str, me: dict) -> bool:
@@ -239,7 +272,8 @@ def release_own(lock_dir: str, me: dict) -> bool:
     succeeded (so "already released" is not an error)."""
     mine = _candidate(lock_dir, me["attempt"])
     if FileSystems.exists(mine):
-        FileSystems.delete([mine])
+        FileSystems.delete([mine])  # the lock is free from here; the flag is only a note on it
+        _delete_quietly([_flag(mine)])
         return True
     return False
 
