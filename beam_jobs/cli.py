@@ -243,6 +243,17 @@ def execute(pipeline, options, done_message: str, on_failure=None):
     return result
 
 
+def check_output_name(output, flag: str = "--output") -> None:
+    """UsageError if an output's name holds a wildcard (* ? [), local or gs://:
+    Beam lists and deletes a job's own files by glob, so curate into out[1]
+    deleted out1's features as its stale shards."""
+    from transforms.io.allowed_roots import is_glob
+    if output and is_glob(output):
+        wild = " ".join(sorted({c for c in output if c in "*?["}))
+        raise UsageError(f"{flag} {output} holds the wildcard character {wild}: jobs list their own files by "
+                         f"glob, so it would match other folders; choose a name without * ? [")
+
+
 def check_output(output, flag: str = "--output") -> None:
     """UsageError unless a local --output (or another folder a job writes
     into, named by `flag`) is, or can be made, a writable folder.
@@ -250,6 +261,7 @@ def check_output(output, flag: str = "--output") -> None:
     Otherwise the job would read and analyse everything and only fail at its
     first write. gs:// outputs are not probed (a Dataflow launch lists nothing).
     """
+    check_output_name(output, flag)
     if not output or "://" in output:
         return
     path = os.path.abspath(output)
@@ -423,6 +435,7 @@ def check_not_another_jobs_output(output: str | None, job: str, flag: str = "--o
     with its own. Local runs only (a Dataflow launch lists nothing)."""
     if not output:
         return
+    check_output_name(output, flag)
     from apache_beam.io.filesystems import FileSystems
     for other, signature in OUTPUT_SIGNATURES.items():
         if other == job:

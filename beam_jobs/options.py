@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_jobs.cli import UsageError
+from beam_jobs.cli import UsageError, check_output_name
 from transforms.io.allowed_roots import AllowedRoots, default_roots, parse_roots
 from transforms.io.compat import add_action, beam_argument_parser_class, parser_actions
 
@@ -235,7 +235,9 @@ class DateOptions(PipelineOptions):
 
 
 def lock_options(options: LockOptions) -> dict:
-    """The lock settings of a job's options, checked; UsageError if bad."""
+    """The lock settings of a job's options, checked; UsageError if bad (also
+    for an --output the lock could not be listed in: check_output_name)."""
+    check_output_name(getattr(options, "output", None))
     if not 0 < options.lock_ttl_hours < float("inf"):   # nan too: a lock that never went stale
         raise UsageError(f"--lock_ttl_hours must be a positive number of hours, got {options.lock_ttl_hours}")
     if options.run_id is not None and not re.fullmatch(r"[A-Za-z0-9_.:+=@-]{1,200}", options.run_id):

@@ -257,6 +257,30 @@ def test_an_unusable_output_fails_before_any_work(sample_dir, curated, tmp_path,
 
 
 @pytest.mark.e2e
+def test_an_output_named_like_a_glob_is_refused_before_it_can_touch_another_output(sample_dir, curated, tmp_path,
+                                                                                   capsys):
+    """Beam lists and deletes a job's own files by glob: curate into out[1]
+    deleted out1's features as its stale shards (and then failed on its own
+    lock). Such a name is refused, local or gs://, before any work."""
+    neighbour = tmp_path / "out1"
+    shutil.copytree(curated, neighbour)
+    before = sorted(str(p.relative_to(neighbour)) for p in neighbour.rglob("*"))
+    images = str(sample_dir / "dataset" / "images" / "*.jpg")
+    for name in (str(tmp_path / "out[1]"), str(tmp_path / "out?"), "gs://bucket/night*/curated"):
+        assert main(curate.run, ["--input", images, "--output", name], prog="curate") == 2
+        _one_line_error(capsys, "curate", f"--output {name} holds the wildcard character")
+    night = ["--input", str(sample_dir / "dataset"), "--date", "2026-11-20", "--output", str(tmp_path / "o"),
+             "--reference", str(tmp_path / "ref[1]")]
+    assert main(curate.run, night, prog="curate") == 2
+    _one_line_error(capsys, "curate", f"--reference {tmp_path / 'ref[1]'} holds the wildcard character [")
+    args = ["--curated", str(curated), "--labels_csv", str(tmp_path / "l.csv"), "--output", str(tmp_path / "t[1]")]
+    assert main(make_tfrecords.run, args, prog="make_tfrecords") == 2
+    _one_line_error(capsys, "make_tfrecords", "holds the wildcard character [")
+    assert sorted(str(p.relative_to(neighbour)) for p in neighbour.rglob("*")) == before
+    assert not list(tmp_path.glob("*[[]*")) and not (tmp_path / "out?").exists()
+
+
+@pytest.mark.e2e
 def test_an_output_where_the_input_lists_is_refused_and_one_beside_it_is_not(sample_dir, tmp_path, capsys):
     """An --output inside the --input folder made each run read the one
     before it as uploads: a second curate of 12 photos matched 18 (its
