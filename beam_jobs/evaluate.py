@@ -311,7 +311,7 @@ def shard_records(path: str, compression, tfrecords: str):
 def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: dict, models: dict,
                    me: dict | None = None, stamp: str | None = None) -> beam.Pipeline:
     """The evaluate pipeline, constructed but not run. `models` maps a role
-    (model, compare) to {"uri", "version", "image_size"}; `context` is
+    (model, compare) to {"uri", "version", "image_size", "model_sha256"}; `context` is
     transforms.evaluation.examples.dataset_context(). With --from_images the models see the
     source images as score prepares them, and the model also runs on the
     stored arrays so the parity counts changed predictions. `stamp` is the
@@ -346,7 +346,7 @@ def build_pipeline(o: EvaluateOptions, info: dict, shards: list[str], context: d
     for role, m, images in runs:
         handler = KeyedModelHandler(KerasBundleHandler(
             m["uri"], min_batch_size=o.min_batch_size, max_batch_size=o.max_batch_size, image_size=image_size,
-            version=m["version"]))
+            version=m["version"], model_sha256=m.get("model_sha256")))
         title = role.title()
         # No dead-letter output: a model failing on some examples would leave
         # the two models on different sets, so the job fails instead.
@@ -389,7 +389,8 @@ def run(argv=None):
                             ("compare", "compare_model_uri", options.compare_model_uri)):
         if uri:
             m = load_model_info(uri, flag, info["label_vocabulary"])
-            models[role] = {"uri": uri, "version": m["version"], "image_size": image_settings(m)["image_size"]}
+            models[role] = {"uri": uri, "version": m["version"], "image_size": image_settings(m)["image_size"],
+                            "model_sha256": m.get("model_sha256")}
             made = (info.get("sources") or {}).get("image_size")
             if made is not None and int(made) != models[role]["image_size"]:
                 raise UsageError(f"--{flag} {uri} takes {models[role]['image_size']} px images; the split's "

@@ -168,7 +168,7 @@ def _fail_on_unlisted(_published, states: dict, allow_empty: bool, input_root, m
 def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: dict | None = None) -> beam.Pipeline:
     """The score pipeline, constructed but not run. `me` names the run in the
     partitions' locks (run_lock.new_lock_info)."""
-    version, vocabulary = info["version"], list(info["label_vocabulary"])
+    version, vocabulary, model_sha256 = info["version"], list(info["label_vocabulary"]), info.get("model_sha256")
     settings = image_settings(info)  # the model sees images made as its training images were
     if o.crop != MODEL_CROP:
         settings["crop"] = o.crop
@@ -186,7 +186,7 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: di
     # Each partition is locked before anything about it is decided or written.
     todo = (p
             | "Partitions" >> beam.Create(partitions)
-            | "SkipComplete" >> beam.Filter(claim_partition, output, version, force, me, lock))
+            | "SkipComplete" >> beam.Filter(claim_partition, output, version, force, me, lock, model_sha256))
     listed = todo | "ListPartitions" >> beam.FlatMap(
         _list_partition, input_root, manifest, allow_empty).with_outputs(LISTING, main="images")
     images = listed.images | "Reshuffle" >> beam.Reshuffle()
@@ -195,7 +195,7 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: di
         o.model_uri, vocabulary, version, scored_at, policy=policy, settings=settings,
         gate=o.quality_gate == "on", allowed=allowed_roots(o), top_k=o.top_k, min_batch_size=o.min_batch_size,
         max_batch_size=o.max_batch_size, share_model=o.share_model, prepare_threads=o.prepare_threads,
-        enhance=o.enhance)
+        enhance=o.enhance, model_sha256=model_sha256)
 
     status_counts = (rows
                      | "StatusOf" >> beam.Map(lambda r: ((partition_of(r), r["status"]), 1))
@@ -226,7 +226,7 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: di
     _ = (todo_again
          | "OnlyListed" >> beam.Filter(lambda d, st: _publishable(st.get(d), allow_empty), st=states)
          | "Publish" >> beam.Map(
-             lambda d, w, sc: publish_partition(d, output, version, sc, w, me),
+             lambda d, w, sc: publish_partition(d, output, version, sc, w, me, model_sha256),
              w=beam.pvalue.AsList(all_written), sc=beam.pvalue.AsSingleton(status_counts))
          | "ReleaseLocks" >> beam.Map(lambda d: (run_lock.release_own(partition_lock_dir(output, d, version), me), d)[1])
          | "AllPublished" >> beam.combiners.ToList()
@@ -236,14 +236,14 @@ def build_pipeline(o: ScoreOptions, dates: list[str], policy, info: dict, me: di
     return p
 
 
-def check_partitions(o: ScoreOptions, dates: list[str], version: str) -> None:
+def check_partitions(o: ScoreOptions, dates: list[str], version: str, model_sha256: str | None = None) -> None:
     """Before any work (where the launcher can list the input: local runs;
     a Dataflow launch builds without touching storage, and its pipeline does
     the same checks at run time): say which complete partitions are skipped,
     and refuse, in one line, partitions with no images to score."""
     todo = dates or [UNDATED]
     if not o.force:  # an undated run too: it said only "done", whatever --input now matched
-        done = [d for d in todo if is_complete(o.output, d, version)]
+        done = [d for d in todo if is_complete(o.output, d, version, model_sha256)]
         if done:
             print(f"score: skipping {len(done)} partition(s) already complete for model {version}: "
                   + ", ".join(f"dt={d}" for d in done) + "; --force rescores them", file=sys.stderr)
@@ -284,7 +284,7 @@ def run(argv=None):
               f"({trained_crop}); its validated figures do not hold for these scores", file=sys.stderr)
     if not runs_on_dataflow(options):
         check_not_another_jobs_output(options.output, "score")
-        check_partitions(options, dates, info["version"])
+        check_partitions(options, dates, info["version"], info.get("model_sha256"))
     me = run_lock.new_lock_info("score", options.run_id)
 
     def release_all():  # a failed local run leaves no lock of its own behind

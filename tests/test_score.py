@@ -319,6 +319,48 @@ def test_missing_or_empty_partitions_are_refused_and_never_marked_complete(tiny_
 
 
 @pytest.mark.e2e
+def test_a_version_given_to_other_weights_is_refused_not_skipped(tiny_model, few_uploads, tmp_path, capsys):
+    """Skipping looked at the version alone: a model trained again under an
+    explicit --version it reused was 'already complete' and its scores never
+    written, the other model's kept under the shared name. The partition's
+    _SUCCESS now records the model's sha256; another model is refused (also
+    in the pipeline, as on Dataflow), --force replaces its scores."""
+    import keras
+    from beam_jobs.train_baseline import build_model
+    from schemas.model_bundle import load_bundle, write_bundle
+    from transforms.errors import Refused
+    from transforms.scoring.publish import claim_partition, partition_lock_dir
+    keras.utils.set_random_seed(7)
+    other = tmp_path / "other"
+    write_bundle(str(other), build_model(32, 2), {"label_vocabulary": ["a", "b"], "version": "tiny", "image_size": 32})
+    sha = {m: load_bundle(str(m))[1]["model_sha256"] for m in (tiny_model, other)}
+    assert sha[tiny_model] != sha[other]
+    out = tmp_path / "o"
+    base = ["--input", str(few_uploads), "--output", str(out), "--date", "2026-11-20", "--quality_gate", "off"]
+    assert main(score.run, base + ["--model_uri", str(tiny_model)], prog="score") == 0
+    folder = out / "predictions" / "dt=2026-11-20" / "model=tiny"
+    marker = json.loads((folder / "_SUCCESS").read_text())
+    assert marker["model_sha256"] == sha[tiny_model]
+    first = {p.name: p.read_bytes() for p in folder.iterdir()}
+    capsys.readouterr()
+    assert main(score.run, base + ["--model_uri", str(other)], prog="score") == 2
+    _one_line_error(capsys, "dt=2026-11-20 model=tiny is complete from another model with the same version",
+                    sha[tiny_model][:12], sha[other][:12], "--force")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == first
+    # A Dataflow launch lists nothing: the pipeline's own claim refuses, and lets the lock go.
+    me = score.run_lock.new_lock_info("score", "launched")
+    with pytest.raises(Refused, match="another model with the same version"):
+        claim_partition("2026-11-20", str(out), "tiny", False, me, {}, sha[other])
+    assert not os.listdir(partition_lock_dir(str(out), "2026-11-20", "tiny"))
+    assert claim_partition("2026-11-20", str(out), "tiny", False, me, {}, sha[tiny_model]) is False  # same: skip
+    assert main(score.run, base + ["--model_uri", str(other), "--force"], prog="score") == 0
+    assert json.loads((folder / "_SUCCESS").read_text())["model_sha256"] == sha[other]
+    capsys.readouterr()
+    assert main(score.run, base + ["--model_uri", str(other)], prog="score") == 0  # its own scores: skipped
+    assert "skipping 1 partition(s) already complete for model tiny" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
 def test_on_dataflow_an_unlisted_partition_fails_the_job_after_the_others_publish(tiny_model, few_uploads, tmp_path):
     """The launcher of a Dataflow job lists nothing, so the pipeline itself
     refuses: the listed date is published, the missing one is not, the job fails."""

@@ -242,6 +242,11 @@ def test_workers_refuse_a_model_retrained_into_its_folder_since_launch(tmp_path)
     with pytest.raises(ValueError, match=r"holds model v2 now, not v1, which this run was launched with"):
         KerasBundleHandler(str(tmp_path / "m"), version="v1").load_model()
     assert KerasBundleHandler(str(tmp_path / "m"), version="v2", image_size=32).load_model().output_shape[-1] == 2
+    # Or another training reusing the version (--version v2 given again): other weights under the launch's name.
+    launched = load_bundle(str(tmp_path / "m"))[1]["model_sha256"]
+    _bundle(tmp_path / "m", 2, "v2")
+    with pytest.raises(ValueError, match=rf"holds other weights under version v2 now .* launched with {launched[:12]}"):
+        KerasBundleHandler(str(tmp_path / "m"), version="v2", model_sha256=launched).load_model()
 
 
 @pytest.mark.e2e  # trains on the shared generated set

@@ -17,14 +17,14 @@ class KerasBundleHandler(ModelHandler):
 
     def __init__(self, model_uri: str, *, min_batch_size: int = 8, max_batch_size: int = 64,
                  share_across_processes: bool = False, image_size: int | None = None,
-                 version: str | None = None):
+                 version: str | None = None, model_sha256: str | None = None):
         # large_model=True makes Beam load one copy per machine, shared by
         # processes, instead of one per process.
         super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size,
                          large_model=share_across_processes)
         self.model_uri = model_uri
         self.image_size = image_size
-        self.version = version
+        self.version, self.model_sha256 = version, model_sha256
 
     def load_model(self):
         from schemas.model_bundle import load_bundle
@@ -34,6 +34,11 @@ class KerasBundleHandler(ModelHandler):
             # retrained into the same folder since would score under that name.
             raise ValueError(f"{self.model_uri} holds model {info['version']} now, not {self.version}, which this "
                              "run was launched with and names its output for; launch again to use it")
+        if self.model_sha256 and info.get("model_sha256") not in (None, self.model_sha256):
+            # The same version written again by another training: other weights under the launch's name.
+            raise ValueError(f"{self.model_uri} holds other weights under version {info['version']} now "
+                             f"(model_sha256 {info['model_sha256'][:12]}, launched with {self.model_sha256[:12]}); "
+                             "launch again to use them")
         if self.image_size:
             # At worker setup, outside RunInference's per-batch error handling:
             # a model that cannot take the images fails the job, not every row.

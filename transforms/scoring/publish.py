@@ -14,6 +14,7 @@ import time
 from apache_beam.io.filesystems import FileSystems
 
 from schemas import predictions as P
+from transforms.errors import Refused
 from transforms.io import run_lock
 from transforms.io.run_lock import MARKER
 from transforms.io.sharded_write import write_atomically
@@ -25,19 +26,24 @@ def partition_lock_dir(output: str, partition: str, version: str) -> str:
     return FileSystems.join(output, "predictions", "_locks", f"dt={partition}", f"model={version}")
 
 
-def claim_partition(partition, output, version, force, me, lock) -> bool:
-    """Lock the partition; keep it (True) unless it is complete and not forced."""
+def claim_partition(partition, output, version, force, me, lock, model_sha256=None) -> bool:
+    """Lock the partition; keep it (True) unless it is complete and not forced.
+    Refused if it is complete from another model of the same version."""
     where = P.partition_dir(output, partition, version)
     run_lock.acquire(partition_lock_dir(output, partition, version), me, where, **lock)
-    if force or not is_complete(output, partition, version):
-        return True
+    try:
+        if force or not is_complete(output, partition, version, model_sha256):
+            return True
+    except Refused:
+        run_lock.release(partition_lock_dir(output, partition, version), me, where)
+        raise
     run_lock.release(partition_lock_dir(output, partition, version), me, where)
     # INFO: Dataflow's worker log shows it; a local launch already said it once
     logging.info("score: dt=%s is complete for model %s: skipped (--force rescores it)", partition, version)
     return False
 
 
-def publish_partition(partition, output, version, status_counts, written, me=None):
+def publish_partition(partition, output, version, status_counts, written, me=None, model_sha256=None):
     """Replace the partition's files with this run's staged shards (exactly the
     ones its writers reported, never stray files), then write _SUCCESS; only
     while this run holds the partition's lock (released by the next step)."""
@@ -64,6 +70,7 @@ def publish_partition(partition, output, version, status_counts, written, me=Non
         FileSystems.rename(staged, targets)
     counts = dict(status_counts.get(partition, {}))
     write_atomically(marker, json.dumps({"partition": partition, "model_version": version,
+                                         "model_sha256": model_sha256,
                                          "images": sum(counts.values()), **counts}, sort_keys=True).encode())
     return partition
 
@@ -95,5 +102,23 @@ def drop_staging(staging: str, now: float | None = None) -> list[str]:
     return gone
 
 
-def is_complete(output: str, date: str, version: str) -> bool:
-    return FileSystems.exists(FileSystems.join(P.partition_dir(output, date, version), MARKER))
+def is_complete(output: str, date: str, version: str, model_sha256: str | None = None) -> bool:
+    """Whether the partition's _SUCCESS is there. Refused if it records
+    another model than model_sha256: a version named two models (one given
+    again to another training), and skipping would keep the other's scores.
+    Markers from before the hash, and bundles without one, are taken as same."""
+    marker = FileSystems.join(P.partition_dir(output, date, version), MARKER)
+    if not FileSystems.exists(marker):
+        return False
+    if model_sha256 is None:
+        return True
+    try:
+        with FileSystems.open(marker) as f:
+            recorded = json.loads(f.read()).get("model_sha256")
+    except (OSError, ValueError, AttributeError):  # unreadable: complete, as before the hash
+        return True
+    if recorded not in (None, model_sha256):
+        raise Refused(f"dt={date} model={version} is complete from another model with the same version "
+                        f"(model_sha256 {str(recorded)[:12]} there, {model_sha256[:12]} here): give this model its "
+                        f"own version, or --force to replace that model's scores")
+    return True

@@ -28,13 +28,13 @@ class ScoreImages(beam.PTransform):
 
     def __init__(self, model_uri: str, vocabulary: list[str], version: str, scored_at, *, policy, settings: dict,
                  gate: bool, allowed, top_k: int, min_batch_size: int, max_batch_size: int,
-                 share_model: bool, prepare_threads: int, enhance: bool = False):
+                 share_model: bool, prepare_threads: int, enhance: bool = False, model_sha256: str | None = None):
         super().__init__()
         self._model_uri, self._vocabulary, self._version, self._scored_at = model_uri, vocabulary, version, scored_at
         self._policy, self._settings, self._gate, self._allowed = policy, settings, gate, allowed
         self._top_k, self._share_model, self._threads = top_k, share_model, prepare_threads
         self._min_batch, self._max_batch = min_batch_size, max_batch_size
-        self._enhance = enhance
+        self._enhance, self._model_sha256 = enhance, model_sha256
 
     def expand(self, images):
         prepared = images | "Prepare" >> beam.ParDo(PrepareImages(
@@ -43,7 +43,7 @@ class ScoreImages(beam.PTransform):
         handler = KeyedModelHandler(KerasBundleHandler(
             self._model_uri, min_batch_size=self._min_batch, max_batch_size=self._max_batch,
             share_across_processes=self._share_model, image_size=self._settings["image_size"],
-            version=self._version))
+            version=self._version, model_sha256=self._model_sha256))
         predictions, failures = prepared.inputs | "RunInference" >> RunInference(handler).with_exception_handling()
         scored = predictions | "ToRows" >> beam.Map(scored_row, self._vocabulary, self._top_k, self._version,
                                                     self._scored_at)
