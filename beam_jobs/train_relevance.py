@@ -247,8 +247,8 @@ def join_duplicates(judged: list[tuple[dict, dict]], policy, notes: list) -> dic
             edges.append((same["group"], r["group"]))
     hashed = [(r, row) for r, row in judged if hash_is_reliable(row, policy.exact_only_for)]
     if hashed:
-        sets = np.array([[int(h, 16) for h in [row["phash"], *row["phash_centre"]]] for _, row in hashed],
-                        dtype=np.uint64)
+        sets = np.array([[int(h, 16) for h in [row["phash"], *row["phash_centre"], *row["phash_turned"]]]
+                         for _, row in hashed], dtype=np.uint64)
         for i, j in image_pairs(sets, policy.dup_radius):
             (a, _), (b, _) = hashed[i], hashed[j]
             edges.append((a["group"], b["group"]))

@@ -2,7 +2,7 @@
 the numpy near-duplicate search on the same hashes.
 
 For each size (default 100,000 and 1,000,000 images) the hash sets of
-benchmarks.near_dups_scale (4 hashes per image, 1% planted near-duplicates) are
+benchmarks.near_dups_scale (11 hashes per image, 1% planted near-duplicates) are
 written once to a .npy file; each measurement then runs in a fresh child
 process (so its peak RSS is its own), round-robin over sizes and --repeats:
 
@@ -51,6 +51,7 @@ import numpy as np
 from benchmarks._common import median, proc_status_kb, table, write_json
 from benchmarks.near_dups_scale import HASHES_PER_IMAGE, make_hash_sets
 from schemas.policy import load_policy
+from transforms.image.phash import CENTRE_FRACTIONS
 
 REPO = Path(__file__).resolve().parent.parent
 SLICE = 10_000
@@ -81,7 +82,8 @@ def _rows(start, path, n):
     for i, h in enumerate(hs.tolist(), start):
         yield empty_row(uri=f"gs://bucket/uploads/{i:07d}.jpg", sha256=f"{i:064x}", width=640, height=480,
                         file_size=60_000 + i % 997, phash=f"{h[0]:016x}",
-                        phash_centre=[f"{x:016x}" for x in h[1:]], status="accepted", reasons=[])
+                        phash_centre=[f"{x:016x}" for x in h[1:1 + len(CENTRE_FRACTIONS)]],
+                        phash_turned=[f"{x:016x}" for x in h[1 + len(CENTRE_FRACTIONS):]], status="accepted", reasons=[])
 
 
 def _stage(mode: str):

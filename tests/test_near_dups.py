@@ -17,11 +17,13 @@ from apache_beam.testing.util import assert_that, equal_to
 from schemas.features import empty_row
 from schemas.policy import load_policy
 from transforms.image.decode import decode
-from transforms.curate.duplicates import ClusterDuplicates, NearDuplicatePairs, hash_entries, owners_of
+from transforms.curate.duplicates import (ClusterDuplicates, NearDuplicatePairs, hash_entries, owners_of,
+                                          pair_distance)
 from transforms.io.packing import pack, unpack
 from transforms.curate.near_dups import (BLOCK, bands, connected_components, image_pairs, lead_bands, lsh_keys,
                                   near_duplicate_pairs, owner_pairs_in_bucket)
-from transforms.image.phash import CENTRE_FRACTIONS, centre_crop, centre_phashes, min_hamming, phash64
+from transforms.image.phash import (CENTRE_FRACTIONS, TURNS, centre_crop, centre_phashes, min_hamming, phash64,
+                                   phash_and_turns)
 from transforms.image.quality import compute_features, to_analysis_size
 
 RADIUS = load_policy().dup_radius
@@ -194,33 +196,83 @@ def test_distinct_generated_photos_stay_far_apart_by_every_hash(clean_photos):
     assert closest > 2 * RADIUS
 
 
+def _turn(image, turn):
+    transpose, mirror_x, mirror_y = turn
+    out = image.transpose(1, 0, *range(2, image.ndim)) if transpose else image
+    out = out[:, ::-1] if mirror_x else out
+    return np.ascontiguousarray(out[::-1] if mirror_y else out)
+
+
+def test_the_turned_hashes_are_the_hashes_of_the_turned_frame(clean_photos):
+    """From one DCT, exactly: quarter turns, the half turn and the 4 mirrors."""
+    for data in clean_photos[:4]:
+        a = _analysis(data)
+        full, turned = phash_and_turns(a)
+        assert full == phash64(a) and len(turned) == len(TURNS) == 7
+        assert turned == [phash64(_turn(a, t)) for t in TURNS]
+        assert phash64(np.rot90(a).copy()) in turned and phash64(cv2.flip(a, 1)) in turned
+
+
+def test_turned_and_mirrored_copies_are_near_duplicates_and_distinct_photos_are_not(clean_photos):
+    """A photo rotated in an editor, mirrored, or whose EXIF orientation was
+    stripped (its pixels then display on their side) moved every pHash by
+    about half its bits: such copies were never duplicates and could land in
+    another split. Re-encoded at q80 and resized, each now meets its original
+    by one of the original's turned hashes (and none did without them)."""
+    copies = {"quarter turn": lambda im: cv2.rotate(im, cv2.ROTATE_90_CLOCKWISE),
+              "half turn": lambda im: cv2.rotate(im, cv2.ROTATE_180),
+              "mirrored": lambda im: cv2.flip(im, 1),
+              "three quarters, x0.7": lambda im: cv2.resize(cv2.rotate(im, cv2.ROTATE_90_COUNTERCLOCKWISE), None,
+                                                           fx=0.7, fy=0.7, interpolation=cv2.INTER_AREA)}
+    originals = [compute_features(_analysis(d)) for d in clean_photos]
+    for name, edit in copies.items():
+        with_turns, without = [], []
+        for data, orig in zip(clean_photos, originals):
+            img = decode(data, analysis_short_side=10**6).image
+            copy = compute_features(_analysis(cv2.imencode(".jpg", edit(img), [cv2.IMWRITE_JPEG_QUALITY, 80])[1]
+                                              .tobytes()))
+            with_turns.append(pair_distance(copy, orig))
+            without.append(pair_distance(dict(copy, phash_turned=[]), dict(orig, phash_turned=[])))
+        assert all(d <= RADIUS for d in with_turns), (name, with_turns)
+        assert not any(d <= RADIUS for d in without), (name, without)
+    closest = min(pair_distance(a, b) for a, b in itertools.combinations(originals, 2))
+    assert closest > RADIUS + 2, closest
+
+
 # --- the Beam transform ------------------------------------------------------
 
-def _row(uri, sha, full, centre, reasons=(), w=640, h=480):
+def _row(uri, sha, full, centre, reasons=(), w=640, h=480, turned=()):
     return empty_row(uri=uri, sha256=sha, width=w, height=h, file_size=w * h // 10,
                      phash=f"{full:016x}", phash_centre=[f"{c:016x}" for c in centre],
+                     phash_turned=[f"{t:016x}" for t in turned],
                      status="rejected" if reasons else "accepted", reasons=list(reasons))
 
 
-def test_cluster_duplicates_catches_a_crop_by_its_centre_hash():
+def test_cluster_duplicates_catches_a_crop_by_its_centre_hash_and_a_turn_by_its_turns():
     rng = np.random.default_rng(3)
     orig = [int(x) for x in rng.integers(0, 2**64, size=4, dtype=np.uint64, endpoint=False)]
     other = [int(x) for x in rng.integers(0, 2**64, size=4, dtype=np.uint64, endpoint=False)]
     # The crop's full frame is far from the original's, close to its centre 93%.
     crop = [flip(orig[1], RADIUS, rng), *(int(x) for x in rng.integers(0, 2**63, size=3))]
     dark = [flip(orig[0], 2, rng), *orig[1:]]  # close by hash, but too dark: bytes only
-    rows = [_row("orig.jpg", "s1", orig[0], orig[1:]), _row("orig_copy.jpg", "s1", orig[0], orig[1:]),
+    turns = [int(x) for x in rng.integers(0, 2**64, size=7, dtype=np.uint64, endpoint=False)]
+    # A quarter-turned copy: its full frame is near one of the original's turned hashes.
+    turned = [flip(turns[3], 2, rng), *(int(x) for x in rng.integers(0, 2**63, size=3))]
+    rows = [_row("orig.jpg", "s1", orig[0], orig[1:], turned=turns),
+            _row("orig_copy.jpg", "s1", orig[0], orig[1:], turned=turns),
+            _row("turned.jpg", "s5", turned[0], turned[1:], w=480, h=640),
             _row("crop.jpg", "s2", crop[0], crop[1:], w=500, h=375),
             _row("other.jpg", "s3", other[0], other[1:]),
             _row("dark.jpg", "s4", dark[0], dark[1:], reasons=["too_dark"])]
-    assert len(hash_entries(rows[:1], owners_of(rows[:1], ()))) == 1 + len(CENTRE_FRACTIONS)
-    assert not len(hash_entries(rows[4:], owners_of(rows[4:], ["too_dark"])))
+    assert len(hash_entries(rows[:1], owners_of(rows[:1], ()))) == 1 + len(CENTRE_FRACTIONS) + len(TURNS)
+    assert not len(hash_entries(rows[5:], owners_of(rows[5:], ["too_dark"])))
     with TestPipeline() as p:
         out = (p | beam.Create(rows)
                | ClusterDuplicates(RADIUS, ["too_dark"])
                | beam.Map(lambda r: (r["uri"], r["reasons"], r["duplicate_of"])))
         assert_that(out, equal_to([
             ("orig.jpg", [], None), ("orig_copy.jpg", ["exact_duplicate"], "orig.jpg"),
+            ("turned.jpg", ["near_duplicate"], "orig.jpg"),
             ("crop.jpg", ["near_duplicate"], "orig.jpg"), ("other.jpg", [], None),
             ("dark.jpg", ["too_dark"], None)]))
 

@@ -78,14 +78,21 @@ def owners_of(rows, exact_only_for) -> list:
     return [row["phash"] if hash_is_reliable(row, exact_only_for) else None for row in rows]
 
 
+def row_hashes(row: dict) -> list[str]:
+    """A row's pHashes as near-duplicate matching compares them, each once:
+    the full frame's first, then its centre crops' (a cropped copy) and its
+    other orientations' (a turned or mirrored copy; transforms/image/phash.py)."""
+    return list(dict.fromkeys([row["phash"], *(row.get("phash_centre") or []), *(row.get("phash_turned") or [])]))
+
+
 def hash_entries(rows, owners) -> np.ndarray:
     """A batch's (hash, owner) uint64 pairs, one per hash of each row with an
-    owner (owners_of). A centre hash equal to its own row's pHash is left
+    owner (owners_of). Another hash equal to its own row's pHash is left
     out, so that band 0 sees each row's pHash once (it counts rows per pHash)."""
     hexes, counts = [], []
     for row, owner in zip(rows, owners):
         if owner:
-            hs = [owner, *(row.get("phash_centre") or [])]
+            hs = row_hashes(dict(row, phash=owner))
             hexes += hs
             counts.append(len(hs))
     if not counts:
@@ -157,8 +164,7 @@ def pair_distance(row: dict, keeper: dict):
         return "exact"
     if not (row.get("phash") and keeper.get("phash")):
         return None
-    return min_hamming(*([int(h, 16) for h in [r["phash"], *(r.get("phash_centre") or [])]]
-                         for r in (row, keeper)))
+    return min_hamming(*([int(h, 16) for h in row_hashes(r)] for r in (row, keeper)))
 
 
 def shard_records(e: np.ndarray, radius: int, shards: int = SHARDS):

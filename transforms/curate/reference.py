@@ -61,7 +61,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from schemas.reasons import ordered
-from transforms.curate.duplicates import hash_is_reliable
+from transforms.curate.duplicates import hash_is_reliable, row_hashes
 from transforms.curate.near_dups import bit_slices
 from transforms.image.phash import parse_hex
 from transforms.io import run_lock
@@ -297,7 +297,9 @@ class ReferenceIndex:
             return ("exact_duplicate", *found)
         if not hash_is_reliable(row, exact_only_for):
             return None
-        found = self.near([int(h, 16) for h in {row["phash"], *(row.get("phash_centre") or [])}])
+        # The index keeps each entry's full-frame and centre hashes; a turned
+        # copy is found by its own turns, one of which is the entry's frame.
+        found = self.near([int(h, 16) for h in row_hashes(row)])
         return None if found is None else ("near_duplicate", *found)
 
 

@@ -13,6 +13,15 @@ a ladder of ratio 0.93 (CENTRE_FRACTIONS): a copy keeping anywhere from 80%
 to 100% of each side has a full-frame hash within ~3.5% in scale of one of its
 original's regions, and transforms/curate/near_dups.py matches every hash of one
 image against every hash of another. Four hashes per image bound the cost.
+
+A copy turned by a quarter turn or mirrored (a photo rotated in an editor, or
+stripped of its EXIF orientation, which displays it on its side) moves every
+bit too. Its hash is the original's under one of the 7 other symmetries of the
+square, and those come from the same DCT without another pass over the
+pixels: mirroring negates the coefficients of odd frequency along the mirrored
+axis, transposing transposes them (TURNS). So the full frame is also hashed
+in its 7 other orientations, and a turned copy's full-frame hash meets one of
+them.
 """
 from __future__ import annotations
 
@@ -30,12 +39,47 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
-def phash64(image: np.ndarray) -> int:
-    """Return the 64-bit pHash of a BGR or grayscale uint8 image as an int."""
+def _low_frequencies(image: np.ndarray) -> np.ndarray:
+    """The 8x8 lowest DCT coefficients of the image area-resized to 32x32."""
     small = cv2.resize(_gray(image), (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
-    low = cv2.dct(small)[:8, :8]
+    return cv2.dct(small)[:8, :8]
+
+
+def _hash(low: np.ndarray) -> int:
     bits = (low > np.median(low)).ravel()
     return int(np.sum(_BIT_WEIGHTS[bits], dtype=np.uint64))
+
+
+def phash64(image: np.ndarray) -> int:
+    """Return the 64-bit pHash of a BGR or grayscale uint8 image as an int."""
+    return _hash(_low_frequencies(image))
+
+
+# A mirror x -> 31 - x multiplies coefficient (u, v) by (-1)^v (v: the x
+# frequency), y -> 31 - y by (-1)^u; a transpose swaps u and v.
+_ODD = (-1.0) ** np.arange(8, dtype=np.float32)
+# The 7 symmetries of the square other than the identity, as (transpose,
+# mirror x, mirror y) applied to the image in that order: quarter turns
+# (np.rot90 is a transpose then a vertical mirror), half turn, 4 mirrors.
+TURNS = tuple((t, mx, my) for t in (False, True) for mx in (False, True) for my in (False, True)
+              if (t, mx, my) != (False, False, False))
+
+
+def _turned(low: np.ndarray, transpose: bool, mirror_x: bool, mirror_y: bool) -> np.ndarray:
+    out = low.T if transpose else low
+    if mirror_x:
+        out = out * _ODD[None, :]
+    if mirror_y:
+        out = out * _ODD[:, None]
+    return out
+
+
+def phash_and_turns(image: np.ndarray) -> tuple[int, list[int]]:
+    """(phash64(image), the pHashes of its 7 other orientations in TURNS
+    order), from one DCT. A hash that equals the image's own (a symmetric
+    frame) is still listed: the order names the turn."""
+    low = _low_frequencies(image)
+    return _hash(low), [_hash(_turned(low, *turn)) for turn in TURNS]
 
 
 def centre_crop(image: np.ndarray, fraction: float) -> np.ndarray:
