@@ -214,6 +214,27 @@ def test_a_run_meeting_a_holder_it_is_older_than_is_refused_without_waiting_out_
     assert _candidates(lock_dir) == [] and _files(lock_dir) == []
 
 
+def test_a_run_whose_candidate_is_removed_under_it_writes_it_again_and_never_holds_without_it(lock_dir, monkeypatch):
+    """A --break_lock run may delete a contender's candidate while it waits.
+    The contender must not take a listing without its own candidate for the
+    lock: it writes it again, and if it keeps vanishing it is refused in one
+    line (it raised ValueError from min() of nobody)."""
+    me = run_lock.new_lock_info("score", "victim")
+    real_listing = run_lock._listing
+
+    def listing_after_removal(lock_dir_, me_):
+        FileSystems.delete([FileSystems.join(lock_dir_, f"{me_['attempt']}.json")])  # another run's takeover
+        return real_listing(lock_dir_, me_)
+
+    monkeypatch.setattr(run_lock, "_listing", listing_after_removal)
+    with pytest.raises(LockHeld, match=r"lock candidate was removed by another run on each of 2 tries"):
+        run_lock.acquire(lock_dir, me, "P", retries=2)
+    assert _files(lock_dir) == []
+    monkeypatch.setattr(run_lock, "_listing", real_listing)
+    run_lock.acquire(lock_dir, me, "P")  # left alone, it holds
+    assert _files(lock_dir) == [f"{me['attempt']}.held", f"{me['attempt']}.json"]
+
+
 def test_a_dead_lock_that_cannot_be_deleted_is_refused_not_looped_on(lock_dir, monkeypatch):
     """A stale candidate whose delete fails (a permission, a storage error)
     was listed, found takeable and deleted again, for ever: the run hung."""

@@ -218,6 +218,9 @@ def acquire(lock_dir: str, me: dict, where: str, ttl_hours: float = DEFAULT_TTL_
         release_own(lock_dir, me)  # withdraw (unless it was taken over)
         if attempt < retries - 1:
             time.sleep(random.uniform(0.2, 0.6) * (attempt + 1))
+    if not others:  # its candidate was deleted under it on every try, by nobody still there
+        raise LockHeld(f"{where}: this run's lock candidate was removed by another run on each of {retries} "
+                       f"tries (a --break_lock or --run_id retry of it?): rerun once no other run writes there")
     holder = min(others, key=lambda o: float(o.get("started_unix") or 0))
     raise LockHeld(_held_message(where, holder, ttl_hours, time.time()))
 
