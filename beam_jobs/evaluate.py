@@ -271,16 +271,20 @@ def _finalize(slice_results, key_rows, output, settings, models, expected, me=No
     metrics = build_document(dict(slice_results), keys, len(key_rows), settings, models)
     metrics["input"] = "source_images" if serving else "tfrecord_arrays"
     metrics["parity"] = parity([(k, *p) for k, _l, p in key_rows], serving, tolerance) if serving else None
+    def check_read():
+        if read:
+            run_lock.check_unchanged(read, "--tfrecords", "make_tfrecords", "evaluate",
+                                     "the metrics may mix two datasets; nothing was marked complete")
+
     if me is not None:
         run_lock.check(lock_dir, me, output)
+    check_read()  # before writing: a run that read a rewritten dataset leaves no metrics to be read
     write_atomically(FileSystems.join(output, M.METRICS_FILE),
                      (json.dumps(metrics, indent=1, sort_keys=True) + "\n").encode())
     write_atomically(FileSystems.join(output, M.REPORT_FILE), render_html(metrics).encode())
     if me is not None:
         run_lock.check(lock_dir, me, output)
-    if read:  # last, so a rerun there at any time before shows
-        run_lock.check_unchanged(read, "--tfrecords", "make_tfrecords", "evaluate",
-                                 "the metrics may mix two datasets; nothing was marked complete")
+    check_read()  # and last, so a rerun there at any time before shows
     write_atomically(FileSystems.join(output, MARKER), json.dumps(
         {"fingerprint": metrics["fingerprint"], "examples": metrics["examples"]["evaluated"]},
         sort_keys=True).encode())

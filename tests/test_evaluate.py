@@ -347,6 +347,7 @@ def test_metrics_are_never_marked_complete_from_records_rewritten_while_read(tfr
     assert proc.returncode == 1, err[-3000:]
     assert last.startswith(f"evaluate: error: --tfrecords {records} was rewritten while this run read it"), last
     assert not (out / "_SUCCESS").exists()
+    assert not (out / "metrics.json").exists() and not (out / "report.html").exists()  # nothing to misread
 
 
 @pytest.mark.e2e
