@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -209,10 +210,14 @@ def test_every_malformed_upload_is_decoded_or_rejected_with_a_reason(tmp_path):
 
 
 @pytest.mark.e2e
-def test_manifest_with_missing_and_repeated_uris(tmp_path, sample_dir):
+def test_manifest_with_missing_and_repeated_uris(tmp_path, sample_dir, monkeypatch):
     images = sorted((sample_dir / "dataset" / "images").glob("*.jpg"))[:3]
     manifest = tmp_path / "m.csv"
-    lines = ["uri,case_id"] + [f"{p},c1" for p in images] + [f"{images[0]},c1", f"{tmp_path}/nope.jpg,c2"]
+    # The same files again, written as relative, ./ and // paths: one image each, not another row.
+    monkeypatch.chdir(sample_dir / "dataset")
+    again = [f"images/{images[1].name}", f"./images/{images[2].name}", f"{images[0].parent}//{images[0].name}"]
+    lines = (["uri,case_id"] + [f"{p},c1" for p in images] + [f"{images[0]},c1", f"{tmp_path}/nope.jpg,c2"]
+             + [f"{p},c1" for p in again])
     manifest.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
     # the images live outside the manifest's folder (its default root): widen it

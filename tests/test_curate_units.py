@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -57,6 +58,10 @@ def test_manifest_csv_and_jsonl():
     assert csv_refs[1][:3] == ("gs://b/x/2.png", "2", None)
     jl = parse_manifest('{"uri": "/d/a.jpg", "case_id": 7}\n\n{"uri": "/d/b.jpg"}\n')
     assert [r.uri for r in jl] == ["/d/a.jpg", "/d/b.jpg"] and jl[0].case_id == "7"
+    # Local paths in one form (absolute, normalised), so a file written three ways is one URI;
+    # a '..' path stays as written, for the allowed-roots rule to refuse by its spelling.
+    forms = parse_manifest(f"uri\nx/a.jpg\n./x/a.jpg\n{os.getcwd()}/x//a.jpg\nimages/../../etc/passwd\n")
+    assert [r.uri for r in forms] == [f"{os.getcwd()}/x/a.jpg"] * 3 + ["images/../../etc/passwd"]
     with pytest.raises(ValueError, match="m.csv is empty"):
         parse_manifest(" \n", "m.csv")
     with pytest.raises(ValueError, match="row 1 has no uri"):

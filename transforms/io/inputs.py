@@ -56,6 +56,7 @@ def stem(uri: str) -> str:
 
 def parse_manifest(text: str, source: str = "manifest", require_rows: bool = False) -> list[ImageRef]:
     """A CSV with a header (uri[,image_id][,case_id]) or JSONL of such objects.
+    Local paths are made absolute against the working directory (normalize_uri).
 
     ValueError, in one line naming the file and line, for an empty manifest
     or one that cannot be read as one; with require_rows, also for a header
@@ -91,6 +92,11 @@ def parse_manifest(text: str, source: str = "manifest", require_rows: bool = Fal
         uri = next((str(row[c]).strip() for c in URI_COLUMNS if row.get(c)), "")
         if not uri:
             raise ValueError(f"{source}: line {n} has no {'/'.join(URI_COLUMNS)} value")
+        if "://" not in uri and ".." not in uri.split("/"):
+            # One form per file, so a.jpg, ./a.jpg and /abs/a.jpg are one image,
+            # not three rows. A '..' path stays as written: the allowed-roots
+            # rule refuses it by its spelling.
+            uri = normalize_uri(uri)
         image_id = next((str(row[c]) for c in ID_COLUMNS if row.get(c)), None) or stem(uri)
         case_id = str(row["case_id"]) if row.get("case_id") else None
         refs.append(ImageRef(uri, image_id, case_id))
