@@ -92,7 +92,7 @@ def hash_entries(rows, owners) -> np.ndarray:
     hexes, counts = [], []
     for row, owner in zip(rows, owners):
         if owner:
-            hs = row_hashes(dict(row, phash=owner))
+            hs = row_hashes(row)  # its owner, the row's pHash, first
             hexes += hs
             counts.append(len(hs))
     if not counts:

@@ -32,7 +32,6 @@ HASH_BITS = 64
 # Fractions of each side kept by the nested centre crops hashed beside the full
 # frame: 0.93 ** (1, 2, 3). No crop between 0.8 and 1 is more than ~3.5% off a rung.
 CENTRE_FRACTIONS = (0.93, 0.865, 0.804)
-_BIT_WEIGHTS = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -45,14 +44,16 @@ def _low_frequencies(image: np.ndarray) -> np.ndarray:
     return cv2.dct(small)[:8, :8]
 
 
-def _hash(low: np.ndarray) -> int:
-    bits = (low > np.median(low)).ravel()
-    return int(np.sum(_BIT_WEIGHTS[bits], dtype=np.uint64))
+def _hashes(lows: np.ndarray) -> list[int]:
+    """One hash per row of (k, 64) coefficients: a bit per coefficient above
+    its row's median, the first bit highest."""
+    bits = lows > np.median(lows, axis=1, keepdims=True)
+    return np.packbits(bits, axis=1).view(">u8").ravel().tolist()
 
 
 def phash64(image: np.ndarray) -> int:
     """Return the 64-bit pHash of a BGR or grayscale uint8 image as an int."""
-    return _hash(_low_frequencies(image))
+    return _hashes(_low_frequencies(image).reshape(1, 64))[0]
 
 
 # A mirror x -> 31 - x multiplies coefficient (u, v) by (-1)^v (v: the x
@@ -79,10 +80,7 @@ def phash_and_turns(image: np.ndarray) -> tuple[int, list[int]]:
     order), from one DCT. A hash that equals the image's own (a symmetric
     frame) is still listed: the order names the turn."""
     low = _low_frequencies(image)
-    lows = np.stack([low, *(_turned(low, *turn) for turn in TURNS)]).reshape(len(TURNS) + 1, 64)
-    # _hash of each row at once: its median, then its 64 bits, first bit highest.
-    bits = lows > np.median(lows, axis=1, keepdims=True)
-    full, *turned = np.packbits(bits, axis=1).view(">u8").ravel().tolist()
+    full, *turned = _hashes(np.stack([low, *(_turned(low, *turn) for turn in TURNS)]).reshape(len(TURNS) + 1, 64))
     return full, turned
 
 

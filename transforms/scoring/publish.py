@@ -29,15 +29,15 @@ def partition_lock_dir(output: str, partition: str, version: str) -> str:
 def claim_partition(partition, output, version, force, me, lock, model_sha256=None) -> bool:
     """Lock the partition; keep it (True) unless it is complete and not forced.
     Refused if it is complete from another model of the same version."""
-    where = P.partition_dir(output, partition, version)
-    run_lock.acquire(partition_lock_dir(output, partition, version), me, where, **lock)
+    where, lock_dir = P.partition_dir(output, partition, version), partition_lock_dir(output, partition, version)
+    run_lock.acquire(lock_dir, me, where, **lock)
     try:
         if force or not is_complete(output, partition, version, model_sha256):
             return True
     except Refused:
-        run_lock.release(partition_lock_dir(output, partition, version), me, where)
+        run_lock.release(lock_dir, me, where)
         raise
-    run_lock.release(partition_lock_dir(output, partition, version), me, where)
+    run_lock.release(lock_dir, me, where)
     # INFO: Dataflow's worker log shows it; a local launch already said it once
     logging.info("score: dt=%s is complete for model %s: skipped (--force rescores it)", partition, version)
     return False
@@ -119,6 +119,6 @@ def is_complete(output: str, date: str, version: str, model_sha256: str | None =
         return True
     if recorded not in (None, model_sha256):
         raise Refused(f"dt={date} model={version} is complete from another model with the same version "
-                        f"(model_sha256 {str(recorded)[:12]} there, {model_sha256[:12]} here): give this model its "
-                        f"own version, or --force to replace that model's scores")
+                      f"(model_sha256 {str(recorded)[:12]} there, {model_sha256[:12]} here): give this model its "
+                      f"own version, or --force to replace that model's scores")
     return True
