@@ -435,7 +435,6 @@ def check_not_another_jobs_output(output: str | None, job: str, flag: str = "--o
     with its own. Local runs only (a Dataflow launch lists nothing)."""
     if not output:
         return
-    check_output_name(output, flag)
     from apache_beam.io.filesystems import FileSystems
     for other, signature in OUTPUT_SIGNATURES.items():
         if other == job:

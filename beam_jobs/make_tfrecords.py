@@ -110,6 +110,7 @@ def validate(o: MakeTFRecordsOptions) -> dict:
     if o.labels_csv and (o.scin_cases or o.scin_labels):  # the spec's note: one or the other
         raise UsageError(o.spec.messages["one_of"])
     allowed_roots(o)  # a bad --allowed_roots fails here, before any work
+    lock_options(o)   # and a bad lock option or --output name
     if o.output and o.curated and normalize_uri(o.output).rstrip("/") == normalize_uri(o.curated).rstrip("/"):
         # Decided without a listing, so for Dataflow launches too.
         raise UsageError(f"--output {o.output} is --curated: make_tfrecords would replace curate's marker and "
