@@ -235,8 +235,8 @@ def join_duplicates(judged: list[tuple[dict, dict]], policy, notes: list) -> dic
     networks that learned the photo: cross-validation would be flattered.
     `judged` is (label row, curate's row) per photo. Identical bytes with two
     labels raise UsageError; near duplicates labelled differently are noted."""
-    from transforms.curate.duplicates import hash_is_reliable
-    from transforms.curate.near_dups import connected_components, image_pairs
+    from transforms.curate.duplicates import hash_is_reliable, row_hashes
+    from transforms.curate.near_dups import connected_components, owner_pairs
     edges, by_bytes = [], {}
     for r, row in judged:
         same = by_bytes.setdefault(row["sha256"], r)
@@ -247,9 +247,9 @@ def join_duplicates(judged: list[tuple[dict, dict]], policy, notes: list) -> dic
             edges.append((same["group"], r["group"]))
     hashed = [(r, row) for r, row in judged if hash_is_reliable(row, policy.exact_only_for)]
     if hashed:
-        sets = np.array([[int(h, 16) for h in [row["phash"], *row["phash_centre"], *row["phash_turned"]]]
-                         for _, row in hashed], dtype=np.uint64)
-        for i, j in image_pairs(sets, policy.dup_radius):
+        hs = [[int(h, 16) for h in row_hashes(row)] for _, row in hashed]
+        for i, j in owner_pairs(np.array([h for x in hs for h in x], dtype=np.uint64),
+                                np.repeat(np.arange(len(hs)), [len(x) for x in hs]), policy.dup_radius).tolist():
             (a, _), (b, _) = hashed[i], hashed[j]
             edges.append((a["group"], b["group"]))
             if a["label"] != b["label"]:

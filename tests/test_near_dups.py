@@ -22,8 +22,8 @@ from transforms.curate.duplicates import (ClusterDuplicates, NearDuplicatePairs,
 from transforms.io.packing import pack, unpack
 from transforms.curate.near_dups import (BLOCK, bands, connected_components, image_pairs, lead_bands, lsh_keys,
                                   near_duplicate_pairs, owner_pairs_in_bucket)
-from transforms.image.phash import (CENTRE_FRACTIONS, TURNS, centre_crop, centre_phashes, min_hamming, phash64,
-                                   phash_and_turns)
+from transforms.image.phash import (CENTRE_FRACTIONS, TURNS, _turned, canonical_turns, centre_crop, centre_phashes,
+                                   min_hamming, phash64, phash_and_canonical)
 from transforms.image.quality import compute_features, to_analysis_size
 
 RADIUS = load_policy().dup_radius
@@ -203,14 +203,41 @@ def _turn(image, turn):
     return np.ascontiguousarray(out[::-1] if mirror_y else out)
 
 
-def test_the_turned_hashes_are_the_hashes_of_the_turned_frame(clean_photos):
-    """From one DCT, exactly: quarter turns, the half turn and the 4 mirrors."""
+def test_every_orientation_of_a_dct_block_reaches_one_canonical_block():
+    """The orientation is read off coefficients that turn with the frame, so
+    a block and each of its 7 turns land on the same canonical block."""
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        low = rng.normal(size=(8, 8)).astype(np.float32)
+        canonical = [_turned(low, *t) for t in canonical_turns(low)]
+        for turn in TURNS:
+            turned = _turned(low, *turn)
+            reached = [_turned(turned, *t) for t in canonical_turns(turned)]
+            assert any(np.array_equal(a, b) for a in canonical for b in reached), turn
+
+
+def test_a_near_tie_files_both_sides_of_the_decision():
+    low = np.random.default_rng(6).normal(size=(8, 8)).astype(np.float32)
+    low[0, 1], low[1, 0] = 0.001, 3.0    # transpose, then a horizontal gradient of ~0: mirrored or not
+    assert canonical_turns(low) == [(True, False, False), (True, False, True)]
+    low[0, 1] = 2.99                     # transpose itself is a near tie
+    assert len(canonical_turns(low)) == 2 and {t[0] for t in canonical_turns(low)} == {False, True}
+    assert canonical_turns(low, margin=0.0) == [(True, False, False)]
+
+
+def test_the_canonical_hashes_are_the_hashes_of_the_turned_frame(clean_photos):
+    """From one DCT, exactly, and each exact turn of a frame files a hash of
+    its original's canonical orientation."""
     for data in clean_photos[:4]:
         a = _analysis(data)
-        full, turned = phash_and_turns(a)
-        assert full == phash64(a) and len(turned) == len(TURNS) == 7
-        assert turned == [phash64(_turn(a, t)) for t in TURNS]
-        assert phash64(np.rot90(a).copy()) in turned and phash64(cv2.flip(a, 1)) in turned
+        full, turned = phash_and_canonical(a)
+        low = cv2.dct(cv2.resize(a if a.ndim == 2 else cv2.cvtColor(a, cv2.COLOR_BGR2GRAY), (32, 32),
+                                 interpolation=cv2.INTER_AREA).astype(np.float32))[:8, :8]
+        assert full == phash64(a) and set(turned) == {phash64(_turn(a, t)) for t in canonical_turns(low)} - {full}
+        mine = {full, *turned}
+        for t in TURNS:
+            f, ts = phash_and_canonical(_turn(a, t))
+            assert min_hamming([f, *ts], list(mine)) <= 2, t
 
 
 def test_turned_and_mirrored_copies_are_near_duplicates_and_distinct_photos_are_not(clean_photos):
@@ -218,7 +245,7 @@ def test_turned_and_mirrored_copies_are_near_duplicates_and_distinct_photos_are_
     stripped (its pixels then display on their side) moved every pHash by
     about half its bits: such copies were never duplicates and could land in
     another split. Re-encoded at q80 and resized, each now meets its original
-    by one of the original's turned hashes (and none did without them)."""
+    by the hash of their common canonical orientation (and none did without)."""
     copies = {"quarter turn": lambda im: cv2.rotate(im, cv2.ROTATE_90_CLOCKWISE),
               "half turn": lambda im: cv2.rotate(im, cv2.ROTATE_180),
               "mirrored": lambda im: cv2.flip(im, 1),
@@ -248,23 +275,24 @@ def _row(uri, sha, full, centre, reasons=(), w=640, h=480, turned=()):
                      status="rejected" if reasons else "accepted", reasons=list(reasons))
 
 
-def test_cluster_duplicates_catches_a_crop_by_its_centre_hash_and_a_turn_by_its_turns():
+def test_cluster_duplicates_catches_a_crop_by_its_centre_hash_and_a_turn_by_its_canonical_hash():
     rng = np.random.default_rng(3)
     orig = [int(x) for x in rng.integers(0, 2**64, size=4, dtype=np.uint64, endpoint=False)]
     other = [int(x) for x in rng.integers(0, 2**64, size=4, dtype=np.uint64, endpoint=False)]
     # The crop's full frame is far from the original's, close to its centre 93%.
     crop = [flip(orig[1], RADIUS, rng), *(int(x) for x in rng.integers(0, 2**63, size=3))]
     dark = [flip(orig[0], 2, rng), *orig[1:]]  # close by hash, but too dark: bytes only
-    turns = [int(x) for x in rng.integers(0, 2**64, size=7, dtype=np.uint64, endpoint=False)]
-    # A quarter-turned copy: its full frame is near one of the original's turned hashes.
-    turned = [flip(turns[3], 2, rng), *(int(x) for x in rng.integers(0, 2**63, size=3))]
-    rows = [_row("orig.jpg", "s1", orig[0], orig[1:], turned=turns),
-            _row("orig_copy.jpg", "s1", orig[0], orig[1:], turned=turns),
-            _row("turned.jpg", "s5", turned[0], turned[1:], w=480, h=640),
+    canonical = int(rng.integers(0, 2**63))
+    # A quarter-turned copy: every hash of its own frame is far from the
+    # original's, the hash of its canonical orientation near theirs.
+    turned = [int(x) for x in rng.integers(0, 2**63, size=4)]
+    rows = [_row("orig.jpg", "s1", orig[0], orig[1:], turned=[canonical]),
+            _row("orig_copy.jpg", "s1", orig[0], orig[1:], turned=[canonical]),
+            _row("turned.jpg", "s5", turned[0], turned[1:], w=480, h=640, turned=[flip(canonical, 2, rng)]),
             _row("crop.jpg", "s2", crop[0], crop[1:], w=500, h=375),
             _row("other.jpg", "s3", other[0], other[1:]),
             _row("dark.jpg", "s4", dark[0], dark[1:], reasons=["too_dark"])]
-    assert len(hash_entries(rows[:1], owners_of(rows[:1], ()))) == 1 + len(CENTRE_FRACTIONS) + len(TURNS)
+    assert len(hash_entries(rows[:1], owners_of(rows[:1], ()))) == 1 + len(CENTRE_FRACTIONS) + 1
     assert not len(hash_entries(rows[5:], owners_of(rows[5:], ["too_dark"])))
     with TestPipeline() as p:
         out = (p | beam.Create(rows)

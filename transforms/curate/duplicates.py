@@ -2,9 +2,10 @@
 
 An image is identified by its full-frame pHash (`phash`, 16-digit hex);
 identical pHashes collapse first. Every image also carries the pHashes of its
-nested centre crops (`phash_centre`, transforms/image/phash.py), and two images are
+nested centre crops (`phash_centre`) and of its frame turned to a canonical
+orientation (`phash_turned`, transforms/image/phash.py), and two images are
 near duplicates when any of their hashes are within the radius, so a cropped
-copy meets its original.
+or turned copy meets its original.
 
 The search is sharded, not bucketed per key: each bundle's rows are gathered
 and their (hash, owner pHash) entries packed into arrays, one record per
@@ -15,8 +16,8 @@ table's key always meet in one shard; each shard runs the vectorised
 multi-index search over its lead's tables only and reports a hash pair from
 the first table it shares, so every pair within the radius is found exactly
 once across shards (owners sharing an identical hash pair up in band 0's
-shards). Shuffle per image: 4 hashes x (radius + 1) leads = 20 entries, ~320
-bytes at radius 4, in at most (radius + 1) x SHARDS records per 10,000 rows
+shards). Shuffle per image: ~5 hashes x (radius + 1) leads = ~25 entries,
+~400 bytes at radius 4, in at most (radius + 1) x SHARDS records per 10,000 rows
 (the per-key scheme sent 140 records, ~7 KB, per image).
 
 Pairs are few (duplicates are the exception), so their connected components
@@ -81,7 +82,9 @@ def owners_of(rows, exact_only_for) -> list:
 def row_hashes(row: dict) -> list[str]:
     """A row's pHashes as near-duplicate matching compares them, each once:
     the full frame's first, then its centre crops' (a cropped copy) and its
-    other orientations' (a turned or mirrored copy; transforms/image/phash.py)."""
+    canonical orientation's (a turned or mirrored copy; transforms/image/phash.py).
+    Rows written before policy 2026.12.2 list all 7 turns instead, among which
+    is their canonical one, so they still meet new rows' turned copies."""
     return list(dict.fromkeys([row["phash"], *(row.get("phash_centre") or []), *(row.get("phash_turned") or [])]))
 
 

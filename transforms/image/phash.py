@@ -19,9 +19,16 @@ stripped of its EXIF orientation, which displays it on its side) moves every
 bit too. Its hash is the original's under one of the 7 other symmetries of the
 square, and those come from the same DCT without another pass over the
 pixels: mirroring negates the coefficients of odd frequency along the mirrored
-axis, transposing transposes them (TURNS). So the full frame is also hashed
-in its 7 other orientations, and a turned copy's full-frame hash meets one of
-them.
+axis, transposing transposes them (TURNS). Rather than file all 8 (twice the
+search), each image files the hash of its frame turned to a canonical
+orientation, read off its two lowest coefficients, which turn with the frame:
+transposed when the vertical gradient C(1,0) outweighs the horizontal C(0,1),
+then mirrored so that both are positive (canonical_turns). A photo and its
+turned copy reach the same orientation unless a decision is a near tie, and
+then every orientation the tie allows is filed: on 370 real photos 0.9
+hashes per image beside the full frame's (none when the frame is canonical
+already, two near a tie), where 7 were, with the same recall on real
+turned copies and fewer chances for distinct photos to meet.
 """
 from __future__ import annotations
 
@@ -75,13 +82,36 @@ def _turned(low: np.ndarray, transpose: bool, mirror_x: bool, mirror_y: bool) ->
     return out
 
 
-def phash_and_turns(image: np.ndarray) -> tuple[int, list[int]]:
-    """(phash64(image), the pHashes of its 7 other orientations in TURNS
-    order), from one DCT. A hash that equals the image's own (a symmetric
-    frame) is still listed: the order names the turn."""
+# How close the two sides of an orientation decision may be, as a share of the
+# RMS of the 63 AC coefficients, before both sides are filed. On real photos
+# turned, resized and re-encoded, without it 3 of 370 copies reached another
+# orientation than their original; from 0.05 to 0.3 none did.
+ORIENTATION_MARGIN = 0.1
+
+
+def canonical_turns(low: np.ndarray, margin: float = ORIENTATION_MARGIN) -> list[tuple[bool, bool, bool]]:
+    """The turns (transpose, mirror x, mirror y) taking an 8x8 DCT block to its
+    canonical orientation: |C(0,1)| >= |C(1,0)|, then C(0,1) >= 0 and
+    C(1,0) >= 0. A decision within `margin` of a tie keeps both sides."""
+    tie = margin * float(np.sqrt(max((low ** 2).sum() - low[0, 0] ** 2, 0.0) / 63))
+    a, b = abs(float(low[0, 1])), abs(float(low[1, 0]))
+    out = []
+    for transpose in ([False, True] if abs(a - b) < tie else [a < b]):
+        x, y = (low[1, 0], low[0, 1]) if transpose else (low[0, 1], low[1, 0])
+        out += [(transpose, mx, my)
+                for mx in ([False, True] if abs(x) < tie else [bool(x < 0)])
+                for my in ([False, True] if abs(y) < tie else [bool(y < 0)])]
+    return out
+
+
+def phash_and_canonical(image: np.ndarray) -> tuple[int, list[int]]:
+    """(phash64(image), the distinct pHashes of its frame turned to its
+    canonical orientation(s), canonical_turns, other than its own), from
+    one DCT. Empty when the frame is canonical as it stands."""
     low = _low_frequencies(image)
-    full, *turned = _hashes(np.stack([low, *(_turned(low, *turn) for turn in TURNS)]).reshape(len(TURNS) + 1, 64))
-    return full, turned
+    turns = canonical_turns(low)
+    full, *turned = _hashes(np.stack([low, *(_turned(low, *turn) for turn in turns)]).reshape(len(turns) + 1, 64))
+    return full, [h for h in dict.fromkeys(turned) if h != full]
 
 
 def centre_crop(image: np.ndarray, fraction: float) -> np.ndarray:
