@@ -67,7 +67,8 @@ def owner_pairs_in_bucket(entries, radius: int) -> list[tuple]:
 
 
 # Per-table work is done in cache-sized blocks: hashes are first grouped by the
-# table's leading band (a linear radix pass), so every bucket of the table lies
+# table's leading band (one sort of the values, rotated to put that band on
+# top; see near_duplicate_pairs), so every bucket of the table lies
 # inside one block and each sort touches ~16k values that stay in L2. Sorting
 # whole 1M-element arrays instead ran ~13x slower than at 100k (memory-bound).
 BLOCK = 1 << 14
@@ -144,6 +145,15 @@ def lead_bands(radius: int) -> list[int]:
     return list(range(radius + 1))
 
 
+def _rotate_right(h: np.ndarray, k: int, out: np.ndarray, tmp: np.ndarray) -> np.ndarray:
+    """64-bit values rotated right by k bits (0 < k < 64) into `out`, with
+    `tmp` as scratch: fresh 40 MB temporaries per pass cost as much as the
+    arithmetic at 5M hashes."""
+    np.right_shift(h, np.uint64(k), out=out)
+    out |= np.left_shift(h, np.uint64(64 - k), out=tmp)
+    return out
+
+
 def near_duplicate_pairs(hashes: np.ndarray, radius: int, block: int = BLOCK,
                          leads=None, once: bool = False) -> np.ndarray:
     """Index pairs (i, j), i < j, of distinct hashes within `radius` bits.
@@ -156,47 +166,46 @@ def near_duplicate_pairs(hashes: np.ndarray, radius: int, block: int = BLOCK,
     agreeing bands), so the searches of the separate leads, run apart (the
     Beam transform's shards), find every pair within the radius exactly once
     between them. Without `once` repeats are merged here.
+
+    Each lead's grouping sorts the values themselves, rotated so that the
+    lead band is on top, rather than arg-sorting its band and gathering the
+    values through the order: at 5M hashes the random gather and the index
+    sort cost ~2.5x per hash what they cost at 500k (the arrays leave the
+    cache), a sort of the values ~1.3x. Pairs are found as values and mapped
+    back to indices by a search in the sorted hashes, for the few found.
     """
     h = np.asarray(hashes, dtype=np.uint64)
     if h.size > 1 << 40:
         raise ValueError("more than 2**40 hashes: shard the search (the Beam transform does)")
+    ascending = bool(np.all(h[1:] > h[:-1]))
+    order = None if ascending else np.argsort(h, kind="stable")
+    sorted_h = h if ascending else h[order]
     b = bands(radius)
     triples = _triples(radius)
     found = []
+    rot, hp, tmp = np.empty_like(h), np.empty_like(h), np.empty_like(h)
     for lead, (shift, width) in enumerate(b):
         rest = [(j, k) for i, j, k in triples if i == lead]
         if not rest or (leads is not None and lead not in leads):
             continue
-        lead_values = ((h >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(
-            np.uint8 if width <= 8 else np.uint16 if width <= 16 else np.uint32)
-        order = np.argsort(lead_values, kind="stable")  # radix sort for <= 16-bit values: linear
-        hp = h[order]
-        # Lead values recomputed from hp: sequential, where lead_values[order] is a random gather.
-        edges = _blocks((hp >> np.uint64(shift)) & np.uint64((1 << width) - 1), block)
+        top = shift + width                           # < 64: the last bands never lead
+        _rotate_right(h, top, rot, tmp).sort()        # by lead band on top, then the other bits
+        _rotate_right(rot, 64 - top, hp, tmp)
+        edges = _blocks(np.right_shift(rot, np.uint64(64 - width), out=tmp), block)
         for lo, hi in zip(edges[:-1], edges[1:]):
             a, c = _pairs_in_block(hp[lo:hi], b, lead, rest, radius, once)
             if a:
-                a, c = order[lo + np.concatenate(a)], order[lo + np.concatenate(c)]
-                found.append(np.stack([np.minimum(a, c), np.maximum(a, c)], axis=1))
+                va, vc = hp[lo + np.concatenate(a)], hp[lo + np.concatenate(c)]
+                found.append(np.stack([np.minimum(va, vc), np.maximum(va, vc)], axis=1))
     if not found:
         return np.empty((0, 2), dtype=np.int64)
-    p = np.concatenate(found).astype(np.int64)
+    p = np.searchsorted(sorted_h, np.concatenate(found)).astype(np.int64)
+    if order is not None:
+        p = order[p]
+        p = np.stack([p.min(axis=1), p.max(axis=1)], axis=1)
     if once:  # no repeats to merge: keep them visible to the tests that count
         return p[np.lexsort((p[:, 1], p[:, 0]))]
     return np.unique(p, axis=0)
-
-
-def _sort_order(values: np.ndarray, block: int = BLOCK) -> np.ndarray:
-    """argsort of uint64 values in near-linear time: a radix pass on the top
-    16 bits, then cache-sized block sorts (as in near_duplicate_pairs; one
-    argsort of 4M values ran ~18x slower than of 400k)."""
-    top = (values >> np.uint64(48)).astype(np.uint16)
-    order = np.argsort(top, kind="stable")             # radix sort: linear
-    v = values[order]
-    edges = _blocks(top[order], block)
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        order[lo:hi] = order[lo:hi][np.argsort(v[lo:hi], kind="stable")]
-    return order
 
 
 def image_pairs(hash_sets, radius: int, block: int = BLOCK) -> np.ndarray:
@@ -210,6 +219,20 @@ def image_pairs(hash_sets, radius: int, block: int = BLOCK) -> np.ndarray:
     return owner_pairs(hs.ravel(), np.repeat(np.arange(n, dtype=np.int64), k), radius, block)
 
 
+def _where_in(values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Positions i with values[i] in `wanted` (sorted, distinct, few): a
+    lookup of each value's top 20 bits in a 1 MB table, then an exact search
+    of the few that pass (one linear pass, no sort of `values`)."""
+    if not wanted.size:
+        return np.empty(0, dtype=np.intp)
+    table = np.zeros(1 << 20, dtype=bool)
+    table[wanted >> np.uint64(44)] = True
+    at = np.flatnonzero(table[values >> np.uint64(44)])
+    v = values[at]
+    i = np.minimum(np.searchsorted(wanted, v), wanted.size - 1)
+    return at[wanted[i] == v]
+
+
 def owner_pairs(hashes, owners, radius: int, block: int = BLOCK, leads=None,
                 presorted: bool = False) -> np.ndarray:
     """Owner pairs (a, b), a < b, where some hash owned by a is within `radius`
@@ -220,7 +243,8 @@ def owner_pairs(hashes, owners, radius: int, block: int = BLOCK, leads=None,
     All hashes go through one near_duplicate_pairs() call on their distinct
     values; each pair of distinct hashes is then expanded to every (owner,
     owner) combination, and owners sharing an identical hash pair up too.
-    Owners per distinct hash are ~1, so this stays linear. With `leads` only
+    Only the entries of hashes in a pair or repeated are looked up
+    (_where_in), so no sort carries the owners. With `leads` only
     those bands' tables are searched, each hash pair from its first table
     (near_duplicate_pairs' `once`), and owners sharing a hash are paired only
     when band 0 is among the leads: the shards of the Beam transform.
@@ -228,28 +252,33 @@ def owner_pairs(hashes, owners, radius: int, block: int = BLOCK, leads=None,
     """
     flat = np.asarray(hashes, dtype=np.uint64)
     owner = np.asarray(owners)
-    # Owners grouped by distinct hash.
-    order = np.arange(flat.size) if presorted else _sort_order(flat, block)
-    ordered = flat[order]
+    ordered = flat if presorted else np.sort(flat)
     first = np.ones(flat.size, dtype=bool)
     first[1:] = ordered[1:] != ordered[:-1]
-    starts = np.flatnonzero(first)                     # where each distinct hash's owners begin
-    uniq = ordered[starts]
-    counts = np.diff(np.append(starts, flat.size))
+    uniq = ordered[first]
+    shared = leads is None or 0 in leads
+    repeated = np.unique(ordered[1:][~first[1:]]) if shared else np.empty(0, dtype=np.uint64)
+    hp = uniq[near_duplicate_pairs(uniq, radius, block, leads=leads, once=leads is not None)]
+    wanted = np.unique(np.concatenate([hp.ravel(), repeated]))
+    # The entries of the wanted hashes, grouped by hash.
+    at = _where_in(flat, wanted)
+    at = at[np.argsort(flat[at], kind="stable")]
+    values, mine = flat[at], owner[at]
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]]) if values.size else np.empty(0, np.intp)
+    counts = np.diff(np.append(starts, values.size))
     found = []
-    hp = near_duplicate_pairs(uniq, radius, block, leads=leads, once=leads is not None)
     if len(hp):
-        u, v = hp[:, 0], hp[:, 1]
+        u, v = np.searchsorted(values[starts], hp[:, 0]), np.searchsorted(values[starts], hp[:, 1])
         cv = counts[v]
         reps = counts[u] * cv                          # owner combinations per hash pair
         pu, pv = np.repeat(u, reps), np.repeat(v, reps)
         kk = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
-        a = owner[order[starts[pu] + kk // np.repeat(cv, reps)]]
-        c = owner[order[starts[pv] + kk % np.repeat(cv, reps)]]
+        a = mine[starts[pu] + kk // np.repeat(cv, reps)]
+        c = mine[starts[pv] + kk % np.repeat(cv, reps)]
         found.append(np.stack([a, c], axis=1))
-    if leads is None or 0 in leads:
+    if shared:
         for d in np.flatnonzero(counts > 1):           # one hash, several owners: rare
-            members = np.unique(owner[order[starts[d]:starts[d] + counts[d]]])
+            members = np.unique(mine[starts[d]:starts[d] + counts[d]])
             if members.size > 1:
                 found.append(np.array(list(itertools.combinations(members, 2)), dtype=owner.dtype))
     if not found:
