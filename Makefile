@@ -51,7 +51,8 @@ bench: $(STAMP)
 	    --extra_training "$(GEN5)/ground_truth.csv" --fold_cache "$(BENCH_CACHE)/folds" && \
 	  $(PY) -m benchmarks.dim_frames --labels "$(REAL_PHOTOS)/labels.csv" --images "$(REAL_PHOTOS)/images" \
 	    --cross_validate 10 --extra_training "$(GEN5)/ground_truth.csv" --fold_cache "$(BENCH_CACHE)/folds" && \
-	  $(PY) -m benchmarks.dim_frames --labels "$(REAL_PHOTOS)/labels.csv" --images "$(REAL_PHOTOS)/images"; \
+	  $(PY) -m benchmarks.dim_frames --labels "$(REAL_PHOTOS)/labels.csv" --images "$(REAL_PHOTOS)/images" && \
+	  $(PY) -m benchmarks.turned_copies --images "$(REAL_PHOTOS)/images"; \
 	else echo "bench: $(REAL_PHOTOS) not found; real-photo figures skipped"; fi
 
 # Re-pin the whole working set after changing setup.py's requirements.

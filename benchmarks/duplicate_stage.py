@@ -2,7 +2,7 @@
 the numpy near-duplicate search on the same hashes.
 
 For each size (default 100,000 and 1,000,000 images) the hash sets of
-benchmarks.near_dups_scale (5 hashes per image, 1% planted near-duplicates) are
+benchmarks.near_dups_scale (8 hashes per image, 1% planted near-duplicates) are
 written once to a .npy file; each measurement then runs in a fresh child
 process (so its peak RSS is its own), round-robin over sizes and --repeats:
 

@@ -61,7 +61,7 @@ PIXELS = [
     _F("monk_group", pa.string(), "", "light (Monk 1-3), medium (4-6), dark (7-10)"),
     _F("phash", pa.string(), "hex", "64-bit DCT perceptual hash, 16 hex digits"),
     _F("phash_centre", pa.list_(pa.string()), "hex", "pHashes of the centred 93%, 86.5% and 80.4% of the frame (16 hex digits each): a cropped copy's phash meets one of them"),
-    _F("phash_turned", pa.list_(pa.string()), "hex", "pHashes of the frame turned (quarter turns, mirrors) to its canonical orientation, from phash's own DCT; two or more when the orientation is a near tie, none when the frame is canonical already (transforms/image/phash.py): a rotated, mirrored or EXIF-stripped copy reaches the same orientation, so its own meet them"),
+    _F("phash_turned", pa.list_(pa.string()), "hex", "pHashes of the frame and of its centre crops, each turned (quarter turns, mirrors) to its canonical orientation, from their own DCTs; two for a near tie, none for a region canonical already or a repeat (transforms/image/phash.py): a rotated, mirrored, EXIF-stripped or cropped-and-rotated copy reaches the same orientation, so its own meet them"),
 ]
 # The main skin region (transforms/image/skin_crop.py): the largest connected
 # patch of the skin mask after an opening and a closing, in 0-1 coordinates of

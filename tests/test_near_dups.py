@@ -23,7 +23,7 @@ from transforms.io.packing import pack, unpack
 from transforms.curate.near_dups import (BLOCK, bands, connected_components, image_pairs, lead_bands, lsh_keys,
                                   near_duplicate_pairs, owner_pairs_in_bucket)
 from transforms.image.phash import (CENTRE_FRACTIONS, TURNS, _turned, canonical_turns, centre_crop, centre_phashes,
-                                   min_hamming, phash64, phash_and_canonical)
+                                   min_hamming, phash64, region_phashes)
 from transforms.image.quality import compute_features, to_analysis_size
 
 RADIUS = load_policy().dup_radius
@@ -225,19 +225,24 @@ def test_a_near_tie_files_both_sides_of_the_decision():
     assert canonical_turns(low, margin=0.0) == [(True, False, False)]
 
 
-def test_the_canonical_hashes_are_the_hashes_of_the_turned_frame(clean_photos):
-    """From one DCT, exactly, and each exact turn of a frame files a hash of
-    its original's canonical orientation."""
+def _low(region):
+    gray = region if region.ndim == 2 else cv2.cvtColor(region, cv2.COLOR_BGR2GRAY)
+    return cv2.dct(cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32))[:8, :8]
+
+
+def test_the_canonical_hashes_are_the_hashes_of_each_region_turned(clean_photos):
+    """From one DCT per region, exactly; and each exact turn of a frame files
+    a hash of its original's canonical orientation."""
     for data in clean_photos[:4]:
         a = _analysis(data)
-        full, turned = phash_and_canonical(a)
-        low = cv2.dct(cv2.resize(a if a.ndim == 2 else cv2.cvtColor(a, cv2.COLOR_BGR2GRAY), (32, 32),
-                                 interpolation=cv2.INTER_AREA).astype(np.float32))[:8, :8]
-        assert full == phash64(a) and set(turned) == {phash64(_turn(a, t)) for t in canonical_turns(low)} - {full}
-        mine = {full, *turned}
+        full, centre, turned = region_phashes(a)
+        assert full == phash64(a) and centre == centre_phashes(a)
+        regions = [a, *(centre_crop(a, f) for f in CENTRE_FRACTIONS)]
+        want = {phash64(_turn(r, t)) for r in regions for t in canonical_turns(_low(r))}
+        assert set(turned) == want - {full, *centre} and len(turned) == len(set(turned))
         for t in TURNS:
-            f, ts = phash_and_canonical(_turn(a, t))
-            assert min_hamming([f, *ts], list(mine)) <= 2, t
+            f, c, ts = region_phashes(_turn(a, t))
+            assert min_hamming([f, *ts], [full, *turned]) <= 2, t
 
 
 def test_turned_and_mirrored_copies_are_near_duplicates_and_distinct_photos_are_not(clean_photos):
@@ -250,7 +255,14 @@ def test_turned_and_mirrored_copies_are_near_duplicates_and_distinct_photos_are_
               "half turn": lambda im: cv2.rotate(im, cv2.ROTATE_180),
               "mirrored": lambda im: cv2.flip(im, 1),
               "three quarters, x0.7": lambda im: cv2.resize(cv2.rotate(im, cv2.ROTATE_90_COUNTERCLOCKWISE), None,
-                                                           fx=0.7, fy=0.7, interpolation=cv2.INTER_AREA)}
+                                                           fx=0.7, fy=0.7, interpolation=cv2.INTER_AREA),
+              # A phone editor's crop and rotate: the turned copy meets its
+              # original's centre crop nearest its framing, turned.
+              "quarter turn, 90% kept": lambda im: np.ascontiguousarray(
+                  centre_crop(cv2.rotate(im, cv2.ROTATE_90_CLOCKWISE), 0.9)),
+              "mirrored, 85% kept, x0.8": lambda im: cv2.resize(
+                  np.ascontiguousarray(centre_crop(cv2.flip(im, 1), 0.85)), None, fx=0.8, fy=0.8,
+                  interpolation=cv2.INTER_AREA)}
     originals = [compute_features(_analysis(d)) for d in clean_photos]
     for name, edit in copies.items():
         with_turns, without = [], []
@@ -264,6 +276,25 @@ def test_turned_and_mirrored_copies_are_near_duplicates_and_distinct_photos_are_
         assert not any(d <= RADIUS for d in without), (name, without)
     closest = min(pair_distance(a, b) for a, b in itertools.combinations(originals, 2))
     assert closest > RADIUS + 2, closest
+
+
+def test_the_turned_copies_benchmark_counts_what_matching_catches(clean_photos, tmp_path):
+    """benchmarks.turned_copies on generated photos (the real ones stay
+    outside the tests): every turned and cropped copy caught, few without
+    phash_turned."""
+    import json
+
+    from benchmarks import turned_copies
+    for i, data in enumerate(clean_photos[:4]):
+        (tmp_path / f"p{i}.jpg").write_bytes(data)
+    out = tmp_path / "figures.json"
+    assert turned_copies.main(["--images", str(tmp_path), "--resize", "0.8", "--quality", "90", "--keep", "0.9",
+                               "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    v = doc["variants"]["x0.8_q90_keep_0.9"]
+    assert doc["photos"] == 4 and v["copies"] == 4 * len(TURNS) and v["caught"] == v["copies"]
+    assert v["caught_without_turned"] < v["copies"] // 2
+    assert doc["closest_distinct"] > RADIUS and 4 <= doc["hashes_per_image"] <= 4 * (1 + len(TURNS))
 
 
 # --- the Beam transform ------------------------------------------------------

@@ -2,8 +2,8 @@
 
 An image is identified by its full-frame pHash (`phash`, 16-digit hex);
 identical pHashes collapse first. Every image also carries the pHashes of its
-nested centre crops (`phash_centre`) and of its frame turned to a canonical
-orientation (`phash_turned`, transforms/image/phash.py), and two images are
+nested centre crops (`phash_centre`) and of each of those regions turned to a
+canonical orientation (`phash_turned`, transforms/image/phash.py), and two images are
 near duplicates when any of their hashes are within the radius, so a cropped
 or turned copy meets its original.
 
@@ -16,8 +16,8 @@ table's key always meet in one shard; each shard runs the vectorised
 multi-index search over its lead's tables only and reports a hash pair from
 the first table it shares, so every pair within the radius is found exactly
 once across shards (owners sharing an identical hash pair up in band 0's
-shards). Shuffle per image: ~5 hashes x (radius + 1) leads = ~25 entries,
-~400 bytes at radius 4, in at most (radius + 1) x SHARDS records per 10,000 rows
+shards). Shuffle per image: ~8 hashes x (radius + 1) leads = ~40 entries,
+~610 bytes at radius 4, in at most (radius + 1) x SHARDS records per 10,000 rows
 (the per-key scheme sent 140 records, ~7 KB, per image).
 
 Pairs are few (duplicates are the exception), so their connected components
@@ -82,7 +82,8 @@ def owners_of(rows, exact_only_for) -> list:
 def row_hashes(row: dict) -> list[str]:
     """A row's pHashes as near-duplicate matching compares them, each once:
     the full frame's first, then its centre crops' (a cropped copy) and its
-    canonical orientation's (a turned or mirrored copy; transforms/image/phash.py).
+    regions' canonical orientations' (a turned, mirrored or turned and
+    cropped copy; transforms/image/phash.py).
     Rows written before policy 2026.12.2 list all 7 turns instead, among which
     is their canonical one, so they still meet new rows' turned copies."""
     return list(dict.fromkeys([row["phash"], *(row.get("phash_centre") or []), *(row.get("phash_turned") or [])]))

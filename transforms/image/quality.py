@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from transforms.image import skin_crop, skin_tone
-from transforms.image.phash import centre_phashes, phash_and_canonical
+from transforms.image.phash import region_phashes
 
 UNDEREXPOSED_LEVEL = 10   # luminance <= 10/255 counts as crushed to black
 OVEREXPOSED_LEVEL = 250   # luminance >= 250/255 counts as clipped to white
@@ -177,7 +177,7 @@ def compute_features(image_bgr: np.ndarray, analysis_short_side: int = 224,
     small = half_size(img)
     # A 32x32 hash needs no more than the half-size frame, at a quarter of the resize cost.
     gray_half = half_size(gray)
-    full, turned = phash_and_canonical(gray_half)
+    full, centre, turned = region_phashes(gray_half)
     lab = skin_tone.lab8(small)
     mask = skin_tone.skin_mask(lab)
 
@@ -198,7 +198,7 @@ def compute_features(image_bgr: np.ndarray, analysis_short_side: int = 224,
         "channel_diff": channel_diff,
         "skin_fraction": float(mask.mean()),
         "phash": f"{full:016x}",
-        "phash_centre": [f"{h:016x}" for h in centre_phashes(gray_half)],
+        "phash_centre": [f"{h:016x}" for h in centre],
         "phash_turned": [f"{h:016x}" for h in turned],
     }
     features["grayscale"] = channel_diff < gray_max_channel_diff
