@@ -6,7 +6,7 @@ as a side input, so what it costs grows with the service's history: a year
 of 30,000 uploads a night is ~10 million entries. For each size (default
 100,000 and 1,000,000 entries) a synthetic index is written once, as nightly
 runs write it (one part per night over 30 nights, realistic URIs, sha256,
-a full-frame and three centre pHashes, 5% of entries with no reliable
+a full-frame and three centre pHashes and four turned ones, 5% of entries with no reliable
 pHash), under /tmp/bench_cache. Each measurement runs in a fresh child
 process, round-robin over sizes and --repeats:
 
@@ -70,7 +70,7 @@ def parse_args(argv=None):
 def index_folder(n: int) -> Path:
     """A synthetic index of n entries over NIGHTS nights, written once."""
     from transforms.curate import reference as R
-    folder = CACHE_ROOT / f"reference_index_{n}"
+    folder = CACHE_ROOT / f"reference_index_{n}_turned"
     if (folder / "_DONE").exists():
         return folder
     rng = np.random.default_rng(n)
@@ -80,11 +80,13 @@ def index_folder(n: int) -> Path:
         k = n // NIGHTS + (1 if night < n % NIGHTS else 0)
         date = f"2026-{1 + night // 28:02d}-{1 + night % 28:02d}"
         sha = [a + b + c + d for a, b, c, d in zip(*(hexes(k, 64) for _ in range(4)))]
-        full, c1, c2, c3 = (hexes(k, 64) for _ in range(4))
+        full, c1, c2, c3, t0, t1, t2, t3 = (hexes(k, 64) for _ in range(8))
         unreliable = rng.random(k) < 0.05
         entries = [{"date": date, "uri": f"gs://skin-uploads-prod/uploads/dt={date}/user-{rng.integers(1e9)}/{i:07d}.jpg",
                     "sha256": sha[i], "phash": None if unreliable[i] else full[i],
-                    "phash_centre": [] if unreliable[i] else [c1[i], c2[i], c3[i]]} for i in range(k)]
+                    "phash_centre": [] if unreliable[i] else [c1[i], c2[i], c3[i]],
+                    # the regions turned canonical: 3.6 per real photo, 4 here
+                    "phash_turned": [] if unreliable[i] else [t0[i], t1[i], t2[i], t3[i]]} for i in range(k)]
         R.write_part(str(tmp), date, entries)
     (tmp / "_DONE").write_text("")
     os.replace(tmp, folder)

@@ -40,7 +40,8 @@ grows.
 
 Every worker holds the whole index and it grows with every night, so it is
 read and held columnar (Arrow tables, numpy arrays), never as a Python object
-per entry: ~300 bytes an entry as shipped to the workers, of which the band
+per entry: ~440 bytes an entry as shipped to the workers (eight hashes; ~300
+with the four kept before the turned ones), of which the band
 tables are 8 bytes x hashes x bands (benchmarks/reference_index.py).
 """
 from __future__ import annotations
@@ -73,6 +74,9 @@ REFERENCE_SCHEMA = pa.schema([
     pa.field("sha256", pa.string()),
     pa.field("phash", pa.string()),       # null when the hash is unreliable (flat or clipped frame)
     pa.field("phash_centre", pa.list_(pa.string())),
+    # The regions turned to their canonical orientations (features' phash_turned).
+    # Null in parts written before policy 2026.12.2.
+    pa.field("phash_turned", pa.list_(pa.string())),
     pa.field("part", pa.string()),        # the run's stamp: per night, the newest part wins
 ])
 PARTS, COMPACTED = "parts", "compacted"
@@ -85,7 +89,8 @@ def entry_of(row: dict, date: str, exact_only_for=()) -> dict:
     reliable = hash_is_reliable(row, exact_only_for)
     return {"date": date, "uri": row["uri"], "sha256": row.get("sha256"),
             "phash": row["phash"] if reliable else None,
-            "phash_centre": list(row.get("phash_centre") or []) if reliable else []}
+            "phash_centre": list(row.get("phash_centre") or []) if reliable else [],
+            "phash_turned": list(row.get("phash_turned") or []) if reliable else []}
 
 
 def _encode(rows: list[dict] | pa.Table) -> bytes:
@@ -219,9 +224,9 @@ class ReferenceIndex:
     """Lookups of rows against earlier nights' entries (see the module doc).
 
     Every worker holds the whole index, and it grows with every night, so it
-    is a few flat arrays (~300 bytes per entry, no Python object per entry):
+    is a few flat arrays (~440 bytes per entry, no Python object per entry):
     the entries' URIs and nights, their sha256 sorted for exact lookups, and
-    every reliable pHash filed by band (see the module doc). Which of several
+    every reliable pHash (row_hashes) filed by band (see the module doc). Which of several
     matching entries a duplicate names (the earliest night's, then the
     smallest URI) is settled among the few that match, at lookup.
     """
@@ -235,14 +240,19 @@ class ReferenceIndex:
         prefix = _prefix64(self.sha)
         self.sha_order = np.argsort(prefix).astype(np.uint32)
         self.sha_prefix = prefix[self.sha_order]
-        # Hashes of entries whose pHash is reliable: the full frame's and the centre crops'.
-        full, centre = table["phash"].combine_chunks(), table["phash_centre"].combine_chunks()
+        # Hashes of entries whose pHash is reliable: the full frame's, the centre
+        # crops' and those regions' turned to their canonical orientations.
+        full = table["phash"].combine_chunks()
         reliable = pc.is_valid(full).to_numpy(zero_copy_only=False)
-        centre_owners = pc.list_parent_indices(centre).to_numpy()
-        centre_hashes = _hex64(pc.list_flatten(centre))
-        filed = reliable[centre_owners] if centre_owners.size else np.zeros(0, bool)
-        self.hashes = np.concatenate([_hex64(full.filter(pc.is_valid(full))), centre_hashes[filed]])
-        self.owners = np.concatenate([np.flatnonzero(reliable), centre_owners[filed]]).astype(np.uint32)
+        hashes, owners = [_hex64(full.filter(pc.is_valid(full)))], [np.flatnonzero(reliable)]
+        for column in ("phash_centre", "phash_turned"):
+            lists = table[column].combine_chunks()
+            of = pc.list_parent_indices(lists).to_numpy()
+            filed = reliable[of] if of.size else np.zeros(0, bool)
+            hashes.append(_hex64(pc.list_flatten(lists))[filed])
+            owners.append(of[filed])
+        self.hashes = np.concatenate(hashes)
+        self.owners = np.concatenate(owners).astype(np.uint32)
         self.layout = bit_slices(radius // 2 + 1)
         self.band_radius = radius // len(self.layout)
         self.tables = []
@@ -297,8 +307,11 @@ class ReferenceIndex:
             return ("exact_duplicate", *found)
         if not hash_is_reliable(row, exact_only_for):
             return None
-        # The index keeps each entry's full-frame and centre hashes; a turned
-        # copy is found by its own turns, one of which is the entry's frame.
+        # The index keeps each entry's hashes as row_hashes gives them, so a
+        # turned copy meets the entry through their common canonical
+        # orientation. An entry written before policy 2026.12.2 has no turned
+        # hashes: a turned copy finds it only when the entry's own frame or a
+        # crop is canonical as it stands (about 1 in 8).
         found = self.near([int(h, 16) for h in row_hashes(row)])
         return None if found is None else ("near_duplicate", *found)
 
