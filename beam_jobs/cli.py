@@ -7,6 +7,7 @@ import os
 import re
 import sys
 
+from beam_jobs.stderr_filter import filtered_stderr
 from transforms.errors import JobFailed, Refused, UsageError  # noqa: F401  (the jobs import them from here)
 
 
@@ -58,7 +59,7 @@ def _not_job_failed(record) -> bool:
     except Exception:  # a malformed record is the handler's to report, not the filter's
         return True
     # A worker process's log arrives as one message quoting its traceback.
-    return not any(f"{name}: " in message for name in ("JobFailed", *_refusal_names()))
+    return not _reported_here(message)
 
 
 # Warnings Beam and TensorFlow log on every healthy run, which say nothing a
@@ -167,7 +168,10 @@ def main(run, argv=None, prog="job") -> int:
         handler.addFilter(_not_job_failed)
     logging.getLogger("apache_beam.runners.common").addFilter(_not_job_failed)
     try:
-        run(sys.argv[1:] if argv is None else argv)
+        # Worker processes print those tracebacks to stderr themselves; the
+        # one line below is printed after the filter is gone, so never held.
+        with filtered_stderr(_reported_here):
+            run(sys.argv[1:] if argv is None else argv)
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
@@ -182,6 +186,11 @@ def main(run, argv=None, prog="job") -> int:
         print(f"{prog}: error: {line}", file=sys.stderr)
         return 1
     return 0
+
+
+def _reported_here(traceback_text: str) -> bool:
+    """Whether a worker's traceback is of an error main() reports in one line."""
+    return any(f"{name}: " in traceback_text for name in ("JobFailed", *_refusal_names()))
 
 
 def _refusal_names() -> set:
