@@ -113,16 +113,16 @@ def filtered_stderr(drop, idle_seconds: float = 0.3):
                     data = os.read(read_end, 65536)
                     if not data:
                         break
-                    text = data.decode("utf-8", "replace")
+                    text = data.decode("utf-8", "surrogateescape")  # any bytes, back as they came
                     if filtering:
                         try:
                             text = flt.feed(text)
                         except Exception:  # noqa: BLE001  (never lose output to a filter bug)
                             filtering, text = False, flt.end() + text
                 if text:
-                    os.write(out, text.encode("utf-8", "replace"))
+                    os.write(out, text.encode("utf-8", "surrogateescape"))
             if filtering:
-                os.write(out, flt.end().encode("utf-8", "replace"))
+                os.write(out, flt.end().encode("utf-8", "surrogateescape"))
         finally:
             os.close(read_end)
             os.close(out)

@@ -4,8 +4,10 @@ dropped, everything else passes. (The whole run:
 test_concurrent_runs.py::test_a_refusal_on_multi_process_workers_is_one_line_too.)"""
 from __future__ import annotations
 
+import os
+
 from beam_jobs.cli import _reported_here
-from beam_jobs.stderr_filter import TracebackFilter
+from beam_jobs.stderr_filter import TracebackFilter, filtered_stderr
 from transforms.io import run_lock  # noqa: F401  (defines LockHeld, as every job has imported it)
 
 REFUSAL = """Traceback (most recent call last):
@@ -53,3 +55,14 @@ def test_a_refusals_traceback_is_dropped_and_everything_else_passes_unchanged():
     assert _through(["progress 3/10"]) == "progress 3/10"
     assert _through([CRASH.rstrip("\n") + "\n", after], idle_after={0}) == CRASH.rstrip("\n") + "\n" + after
     assert _through([REFUSAL.rstrip("\n") + "\n"]) == ""
+
+
+def test_file_descriptor_2_passes_bytes_unchanged_and_drops_a_refusal(capfdbinary):
+    """Through the pipe, as worker processes write to it: bytes that are not
+    UTF-8 (a file name) come out as they went in, a partial line at once, and
+    everything is out when the block ends."""
+    with filtered_stderr(_reported_here):
+        os.write(2, b"cannot read /up/caf\xc3\xa9-\xff\xfe.jpg\n")
+        os.write(2, REFUSAL.encode())
+        os.write(2, b"progress 3/10")
+    assert capfdbinary.readouterr().err == b"cannot read /up/caf\xc3\xa9-\xff\xfe.jpg\nprogress 3/10"
