@@ -39,7 +39,7 @@ from benchmarks._common import table, write_json
 from schemas.policy import load_policy
 from transforms.curate.duplicates import hash_is_reliable, pair_distance, row_hashes
 from transforms.image.analyze import analyze_image
-from transforms.image.phash import TURNS, centre_crop
+from transforms.image.phash import TURNS, centre_crop, turned_image
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -62,16 +62,8 @@ def parse_args(argv=None):
     return a
 
 
-def turn(image: np.ndarray, t) -> np.ndarray:
-    """The image under TURNS' (transpose, mirror x, mirror y)."""
-    transpose, mirror_x, mirror_y = t
-    out = image.transpose(1, 0, 2) if transpose else image
-    out = out[:, ::-1] if mirror_x else out
-    return np.ascontiguousarray(out[::-1] if mirror_y else out)
-
-
 def copy_bytes(image: np.ndarray, t, factor: float, quality: int, keep: float = 1.0) -> bytes:
-    turned = cv2.resize(np.ascontiguousarray(centre_crop(turn(image, t), keep)), None, fx=factor, fy=factor,
+    turned = cv2.resize(np.ascontiguousarray(centre_crop(turned_image(image, *t), keep)), None, fx=factor, fy=factor,
                         interpolation=cv2.INTER_AREA)
     ok, buf = cv2.imencode(".jpg", turned, [cv2.IMWRITE_JPEG_QUALITY, quality])
     assert ok

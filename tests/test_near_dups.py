@@ -22,8 +22,8 @@ from transforms.curate.duplicates import (ClusterDuplicates, NearDuplicatePairs,
 from transforms.io.packing import pack, unpack
 from transforms.curate.near_dups import (BLOCK, bands, connected_components, image_pairs, lead_bands, lsh_keys,
                                   near_duplicate_pairs, owner_pairs_in_bucket)
-from transforms.image.phash import (CENTRE_FRACTIONS, TURNS, _turned, canonical_turns, centre_crop, centre_phashes,
-                                   min_hamming, phash64, region_phashes)
+from transforms.image.phash import (CENTRE_FRACTIONS, TURNS, _low_frequencies, _turned, canonical_turns, centre_crop,
+                                   min_hamming, phash64, region_phashes, turned_image)
 from transforms.image.quality import compute_features, to_analysis_size
 
 RADIUS = load_policy().dup_radius
@@ -169,7 +169,8 @@ def _crop_copy(data: bytes, keep: float) -> bytes:
 
 
 def _hashes(image) -> list[int]:
-    return [phash64(image), *centre_phashes(image)]
+    full, centre, _ = region_phashes(image)
+    return [full, *centre]
 
 
 @pytest.fixture(scope="module")
@@ -196,13 +197,6 @@ def test_distinct_generated_photos_stay_far_apart_by_every_hash(clean_photos):
     assert closest > 2 * RADIUS
 
 
-def _turn(image, turn):
-    transpose, mirror_x, mirror_y = turn
-    out = image.transpose(1, 0, *range(2, image.ndim)) if transpose else image
-    out = out[:, ::-1] if mirror_x else out
-    return np.ascontiguousarray(out[::-1] if mirror_y else out)
-
-
 def test_every_orientation_of_a_dct_block_reaches_one_canonical_block():
     """The orientation is read off coefficients that turn with the frame, so
     a block and each of its 7 turns land on the same canonical block."""
@@ -225,23 +219,18 @@ def test_a_near_tie_files_both_sides_of_the_decision():
     assert canonical_turns(low, margin=0.0) == [(True, False, False)]
 
 
-def _low(region):
-    gray = region if region.ndim == 2 else cv2.cvtColor(region, cv2.COLOR_BGR2GRAY)
-    return cv2.dct(cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32))[:8, :8]
-
-
 def test_the_canonical_hashes_are_the_hashes_of_each_region_turned(clean_photos):
     """From one DCT per region, exactly; and each exact turn of a frame files
     a hash of its original's canonical orientation."""
     for data in clean_photos[:4]:
         a = _analysis(data)
         full, centre, turned = region_phashes(a)
-        assert full == phash64(a) and centre == centre_phashes(a)
+        assert full == phash64(a) and centre == [phash64(centre_crop(a, f)) for f in CENTRE_FRACTIONS]
         regions = [a, *(centre_crop(a, f) for f in CENTRE_FRACTIONS)]
-        want = {phash64(_turn(r, t)) for r in regions for t in canonical_turns(_low(r))}
+        want = {phash64(turned_image(r, *t)) for r in regions for t in canonical_turns(_low_frequencies(r))}
         assert set(turned) == want - {full, *centre} and len(turned) == len(set(turned))
         for t in TURNS:
-            f, c, ts = region_phashes(_turn(a, t))
+            f, c, ts = region_phashes(turned_image(a, *t))
             assert min_hamming([f, *ts], [full, *turned]) <= 2, t
 
 
