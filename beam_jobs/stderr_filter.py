@@ -88,6 +88,13 @@ class TracebackFilter:
         return "" if self.drop(text) else text
 
 
+def _write_all(fd: int, text: str) -> None:
+    """All of text to fd: os.write may take less than it is given."""
+    data = memoryview(text.encode("utf-8", "surrogateescape"))
+    while data:
+        data = data[os.write(fd, data):]
+
+
 @contextlib.contextmanager
 def filtered_stderr(drop, idle_seconds: float = 0.3):
     """File descriptor 2 through TracebackFilter(drop) for the block's
@@ -119,10 +126,9 @@ def filtered_stderr(drop, idle_seconds: float = 0.3):
                             text = flt.feed(text)
                         except Exception:  # noqa: BLE001  (never lose output to a filter bug)
                             filtering, text = False, flt.end() + text
-                if text:
-                    os.write(out, text.encode("utf-8", "surrogateescape"))
+                _write_all(out, text)
             if filtering:
-                os.write(out, flt.end().encode("utf-8", "surrogateescape"))
+                _write_all(out, flt.end())
         finally:
             os.close(read_end)
             os.close(out)
