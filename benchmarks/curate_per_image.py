@@ -41,8 +41,13 @@ compute_features(), thumbnail, timed one by one in a fourth variant of the
 same rotation). No assertions: on a shared machine read the ratios, not the
 absolute times.
 
+With --compare-rev REV, the same images also go through the path of git
+revision REV (a worktree of it) and of this tree, each in its own process
+beside its own decode-only (benchmarks/_path_child.py), the two trees
+alternating: what a change did to the ratio, measured in one run.
+
 Run:  cd /work/main && .venv/bin/python -m benchmarks.curate_per_image [--images 12]
-      [--repeats 3] [--json out.json]
+      [--repeats 3] [--compare-rev REV [--only-compare]] [--json out.json]
 Images are generated once into /tmp/bench_cache (~1-2 s each) and reused.
 """
 from __future__ import annotations
@@ -87,6 +92,14 @@ def parse_args(argv=None):
                         "generator's files as written). The generator's photos are smoother than a phone's "
                         "(~1.3 MB per 12 MP where phones write 2-4 MB); the decode floor grows with the "
                         "bytes, the path's own work does not, so the ratio depends on the file size")
+    p.add_argument("--compare-rev", metavar="REV",
+                   help="also time the per-image path of git revision REV against this tree's on the same "
+                        "images (a worktree of REV, each tree in its own process beside its own decode-only, "
+                        "alternating; e.g. 5fa8716, the code before the real-photo work)")
+    p.add_argument("--compare-rounds", type=int, default=3,
+                   help="alternating rounds of the two trees with --compare-rev (default 3)")
+    p.add_argument("--only-compare", action="store_true",
+                   help="with --compare-rev, skip the variants above and run only the comparison")
     p.add_argument("--json", help="write the figures as JSON to this path")
     return p.parse_args(argv)
 
@@ -173,6 +186,57 @@ def is_progressive(data: bytes) -> bool:
     return False
 
 
+def compare_revision(images, rev: str, rounds: int, repeats: int, thumbnail_px: int) -> dict:
+    """Path / decode-only of this tree and of revision `rev` on the same images,
+    each tree in its own child process (benchmarks/_path_child.py), the two
+    alternating for `rounds` rounds; per tree and JPEG kind, the median over
+    rounds of (mean decode-only ms, mean path ms, their ratio)."""
+    import json
+    import pickle
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    tmp = Path(tempfile.mkdtemp(prefix="curate_per_image-"))
+    tree = tmp / "tree"
+    try:
+        added = subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=repo,
+                               capture_output=True, text=True)
+        if added.returncode:
+            sys.exit(f"--compare-rev {rev}: git could not check it out: {added.stderr.strip().splitlines()[-1]}")
+        (tmp / "images.pkl").write_bytes(pickle.dumps(images))
+        trees = {"this tree": repo, rev: tree}
+        runs = {name: [] for name in trees}
+        for r in range(rounds):
+            for name in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
+                out = tmp / "out.json"
+                done = subprocess.run([sys.executable, str(repo / "benchmarks" / "_path_child.py"), str(trees[name]),
+                                       str(tmp / "images.pkl"), str(out), str(repeats), str(thumbnail_px)],
+                                      cwd=trees[name], capture_output=True, text=True)
+                if done.returncode:
+                    sys.exit(f"--compare-rev: the path of {name} failed:\n{done.stderr[-2000:]}")
+                runs[name].append(json.loads(out.read_text()))
+                print(f"  compare round {r + 1}/{rounds}: {name} done", flush=True)
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=repo, capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    kinds = {"all": range(len(images)),
+             "baseline": [i for i, (_u, d) in enumerate(images) if not is_progressive(d)],
+             "progressive": [i for i, (_u, d) in enumerate(images) if is_progressive(d)]}
+    out = {}
+    for name, per_round in runs.items():
+        for kind, idx in kinds.items():
+            if idx:
+                dec = [sum(run[i][0] for i in idx) / len(idx) for run in per_round]
+                path = [sum(run[i][1] for i in idx) / len(idx) for run in per_round]
+                out.setdefault(name, {})[kind] = {
+                    "images": len(idx), "decode_only_ms": median(dec), "path_ms": median(path),
+                    "path_vs_decode_only": median([d / p for d, p in zip(dec, path)])}
+    return out
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     cv2.setNumThreads(1)
@@ -181,6 +245,8 @@ def main(argv=None) -> dict:
     images = load_images(args.images, args.seed)
     if args.sensor_noise:
         images = noisy_versions(images, args.sensor_noise)
+    if args.compare_rev and args.only_compare:
+        return report_comparison(args, images, {})
 
     def decode_only(uri, data):
         h = read_header(data)  # outside the timing would be fairer still; it is ~10 us
@@ -334,6 +400,22 @@ def main(argv=None) -> dict:
         "breakdown_ms": {**part_ms, "rest": rest_ms},
         "ratios": ratios, "targets": targets, "by_kind": by_kind,
     }
+    if args.compare_rev:
+        return report_comparison(args, images, doc)
+    write_json(args.json, doc)
+    return doc
+
+
+def report_comparison(args, images, doc: dict) -> dict:
+    """Runs compare_revision and prints its table; the figures join doc."""
+    compared = compare_revision(images, args.compare_rev, args.compare_rounds, args.repeats, args.thumbnail_px)
+    print()
+    print(table(["tree", "JPEGs", "decode-only ms", "path ms", "path / decode-only"],
+                [[name, f"{kind} ({v['images']})", v["decode_only_ms"], v["path_ms"], f"{v['path_vs_decode_only']:.3f}"]
+                 for name, kinds in compared.items() for kind, v in kinds.items()],
+                title=f"this tree against {args.compare_rev}, same images, each tree beside its own decode-only, "
+                      f"median of {args.compare_rounds} alternating rounds of {args.repeats} repeats"))
+    doc = {**doc, "benchmark": "curate_per_image", "compare_rev": args.compare_rev, "compared": compared}
     write_json(args.json, doc)
     return doc
 
