@@ -55,7 +55,7 @@ from schemas.policy import load_policy
 from transforms.image.analyze import analyze_image
 from transforms.image.colour import display_p3_profile, to_srgb
 from transforms.image.quality import half_size, to_analysis_size
-from transforms.image.skin_tone import _median_u8, lab8, skin_mask
+from transforms.image.skin_tone import lab8, skin_mask, skin_medians
 
 
 def parse_args(argv=None):
@@ -122,8 +122,7 @@ def main(argv=None) -> dict:
         """L*, b* of the median skin colour, on the array analyze_image measures tone on."""
         image = decode_module.decode(data, analysis_short_side=policy.analysis_short_side).image
         lab = lab8(half_size(to_analysis_size(image, policy.analysis_short_side)))
-        mask = skin_mask(lab)
-        return _median_u8(lab[..., 0][mask]) / 2.55, _median_u8(lab[..., 2][mask]) - 128.0
+        return skin_medians(lab, skin_mask(lab))
 
     for path in skin_photos(Path(args.images), args.labels):
         if used >= args.limit:

@@ -202,6 +202,20 @@ def test_ita_moves_by_the_share_of_pixels_that_round_the_other_way():
     assert abs(ita(0.49) - ita(0.51)) < 0.1
 
 
+def test_the_tone_medians_count_only_the_masked_pixels():
+    from transforms.image.skin_tone import skin_medians
+    lab = np.zeros((60, 100, 3), np.uint8)
+    lab[:, :50] = (100, 140, 145)          # masked: L 100, b 145 on 60% of them, 146 on 40%
+    lab[:24, :50, 2] = 146
+    lab[:, 50:] = (220, 128, 100)          # not masked: far off in L and b
+    mask = np.zeros((60, 100), bool)
+    mask[:, :50] = True
+    L_star, b_star = skin_medians(lab, mask)
+    assert L_star == pytest.approx(100 / 2.55)
+    # grouped median: level 145 spans [144.5, 145.5) and holds 60%: the half-way pixel lies 0.5/0.6 into it
+    assert b_star == pytest.approx(144.5 + 0.5 / 0.6 - 128)
+
+
 def test_srgb_profiles_and_no_profile_leave_pixels_alone():
     srgb_icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     img = patches()

@@ -43,6 +43,24 @@ def test_cells_cover_the_model_size_image_and_are_finite():
     assert np.array_equal(cells, rel.cell_descriptors(img))
 
 
+def test_lbp_shares_are_each_cells_share_of_each_code_group():
+    import cv2
+    img = (np.random.default_rng(1).random((300, 400, 3)) * 255).astype(np.uint8)
+    cells = rel._cell_grid(img)
+    ny, nx = cells.shape[:2]
+    at = to_analysis_size(img, rel.SHORT_SIDE)
+    y0, x0 = (at.shape[0] - ny * rel.CELL) // 2, (at.shape[1] - nx * rel.CELL) // 2
+    lightness = cv2.cvtColor(at[y0:y0 + ny * rel.CELL, x0:x0 + nx * rel.CELL], cv2.COLOR_BGR2Lab)[..., 0]
+    groups = rel._lbp_groups(np.ascontiguousarray(lightness))
+    blocks = groups.reshape(ny, rel.CELL, nx, rel.CELL).transpose(0, 2, 1, 3).reshape(ny, nx, -1)
+    shares = np.array([[np.bincount(b, minlength=8) for b in row] for row in blocks]) / rel.CELL ** 2
+    column = {name: i for i, name in enumerate(rel.CELL_DESCRIPTORS)}
+    np.testing.assert_allclose(cells[..., column["lbp_edges"]], shares[..., 6], rtol=1e-6)
+    for k, name in enumerate(("lbp_flat", "lbp_two", "lbp_four", "lbp_six", "lbp_eight", "lbp_irregular")):
+        np.testing.assert_allclose(cells[..., column[name]], np.sqrt(shares[..., k]), rtol=1e-6)
+    assert 0 < shares[..., 0].mean() < 1 and shares[..., 5].mean() > 0   # the random image has both kinds
+
+
 @pytest.mark.e2e
 def test_descriptors_do_not_depend_on_where_their_arrays_land_in_memory(generated):
     """cv2.magnitude (IPP) rounded the last bit differently with its buffers'

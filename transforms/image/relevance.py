@@ -75,6 +75,9 @@ def _gaussian_derivatives(sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 _G0, _G1, _G2 = _gaussian_derivatives(1.0)
+# Half the second derivative: filtering with it gives exactly half of what _G2
+# gives (halving is exact in floating point), which _curvatures wants.
+_HALF_G2 = _G2 * np.float32(0.5)
 
 
 def _magnitude_of_squares(xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
@@ -91,14 +94,12 @@ def _curvatures(x: np.ndarray, pool) -> tuple[np.ndarray, np.ndarray]:
     """Pooled |strongest| and |weakest| principal curvature (Hessian eigenvalues
     at sigma 1 px). Lines and streaks (hairs, fur, grain, print) bend the image
     strongly one way only; pores and spots both ways; smooth skin neither."""
-    xx = cv2.sepFilter2D(x, cv2.CV_32F, _G2, _G0)
-    yy = cv2.sepFilter2D(x, cv2.CV_32F, _G0, _G2)
+    xx = cv2.sepFilter2D(x, cv2.CV_32F, _HALF_G2, _G0)   # half of d2/dx2
+    yy = cv2.sepFilter2D(x, cv2.CV_32F, _G0, _HALF_G2)   # half of d2/dy2
     xy = cv2.sepFilter2D(x, cv2.CV_32F, _G1, _G1)
     # In place where a buffer is free: these maps are the largest temporaries of the path.
     half_diff = cv2.subtract(xx, yy)
-    half_diff *= np.float32(0.5)
     mean = cv2.add(xx, yy, dst=xx)
-    mean *= np.float32(0.5)
     spread = _magnitude_of_squares(np.multiply(half_diff, half_diff, out=half_diff), np.multiply(xy, xy, out=xy))
     abs_mean = np.abs(mean, out=mean)
     strong = cv2.add(abs_mean, spread, dst=yy)   # max(|mean + spread|, |mean - spread|)
@@ -187,11 +188,14 @@ def _cell_grid(image_bgr: np.ndarray) -> np.ndarray:
     lap2 = cv2.Laplacian(half, cv2.CV_32F, ksize=1)
     lap2_energy = np.sqrt(pool(lap2 * lap2))
     groups = _lbp_groups(L8)
-    # Share of each code group per cell, in one pass: bincount over (cell, group).
+    # Share of each code group per cell, in one pass: a histogram over (cell, group).
     offsets = _cell_bin_offsets(ny, nx)
-    bins = (cv2.add(groups, offsets, dtype=cv2.CV_16U) if offsets.dtype == np.uint16
-            else groups + offsets)
-    shares = np.bincount(bins.ravel(), minlength=ny * nx * 8).reshape(ny, nx, 8) / float(CELL * CELL)
+    if offsets.dtype == np.uint16:  # OpenCV's 16-bit histogram counts them faster than bincount
+        bins = cv2.add(groups, offsets, dtype=cv2.CV_16U)
+        counts = cv2.calcHist([bins], [0], None, [ny * nx * 8], [0, ny * nx * 8]).ravel().astype(np.int64)
+    else:
+        counts = np.bincount((groups + offsets).ravel(), minlength=ny * nx * 8)
+    shares = counts.reshape(ny, nx, 8) / float(CELL * CELL)
     # Principal curvatures at three scales of lightness and at the finest of redness.
     fine_max, fine_min = _curvatures(L, pool)
     red_max, red_min = _curvatures(a, pool)

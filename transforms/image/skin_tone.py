@@ -82,8 +82,9 @@ def skin_mask(lab: np.ndarray) -> np.ndarray:
     return _SKIN_AB[ab] & (L >= _L8_MIN) & (L <= _L8_MAX)
 
 
-def _median_u8(values: np.ndarray) -> float:
-    """Median of 8-bit levels, interpolated within the median's level.
+def _median_of_levels(counts: np.ndarray) -> float:
+    """Median of 8-bit levels from their counts (256 integers), interpolated
+    within the median's level.
 
     Each level k stands for the values [k - 0.5, k + 0.5), spread evenly (the
     median of grouped data). The plain median jumps a whole level (1 unit of
@@ -91,11 +92,20 @@ def _median_u8(values: np.ndarray) -> float:
     after a colour conversion's or a re-encode's rounding; this one moves by
     the share of pixels that crossed. A uniform patch still gives its level.
     """
-    counts = np.bincount(values, minlength=256)
     cdf = np.cumsum(counts)
     half = cdf[-1] / 2
     k = int(np.searchsorted(cdf, half))
     return float(k - 0.5 + (half - (cdf[k] - counts[k])) / counts[k])
+
+
+def skin_medians(lab: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """(L*, b*): the medians (_median_of_levels) of a lab8() image's L and b
+    over a non-empty mask. OpenCV counts the levels under the mask directly,
+    without gathering the masked pixels first."""
+    selected = mask.astype(np.uint8)
+    L, b = (_median_of_levels(cv2.calcHist([lab], [c], selected, [256], [0, 256]).ravel().astype(np.int64))
+            for c in (0, 2))
+    return L / 2.55, b - 128.0
 
 
 def ita_degrees(L_star: float, b_star: float) -> float:
@@ -137,13 +147,12 @@ def skin_tone(lab: np.ndarray, mask: np.ndarray) -> dict:
     """ITA, its class and the Monk estimate from the median skin colour.
 
     lab is a lab8() image. The medians of L* and b* over the mask (interpolated
-    within a level, _median_u8) resist lesions and specular highlights. With too little skin in the frame, all
+    within a level, _median_of_levels) resist lesions and specular highlights. With too little skin in the frame, all
     values are None.
     """
     if mask.mean() < MIN_SKIN_FRACTION_FOR_TONE:
         return {"ita_deg": None, "ita_category": None, "monk_estimate": None, "monk_group": None}
-    L_star = _median_u8(lab[..., 0][mask]) / 2.55
-    b_star = _median_u8(lab[..., 2][mask]) - 128.0
+    L_star, b_star = skin_medians(lab, mask)
     ita = ita_degrees(L_star, b_star)
     monk = nearest_monk(ita)
     return {"ita_deg": ita, "ita_category": ita_category(ita),
