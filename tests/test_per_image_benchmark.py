@@ -36,3 +36,12 @@ def test_compare_rev_times_both_trees_on_the_same_images_and_removes_its_worktre
             assert v["decode_only_ms"] > 0 and v["path_ms"] > 0
             assert v["path_vs_decode_only"] == v["path_vs_decode_only"] > 0   # a number, not NaN
     assert _worktrees() == before
+
+
+def test_the_bench_summary_shows_the_baseline_jpeg_ratio_beside_the_mix():
+    from benchmarks.run_all import headline
+    doc = {"images_per_s": {"path": 40.0},
+           "ratios": {"path_vs_decode_only": 0.77, "path_vs_naive": 15.0, "path_vs_decode_only_baseline": 0.72}}
+    rows = {figure.strip(): (value, target) for _name, figure, value, target in headline("curate_per_image", doc)}
+    assert rows["... baseline JPEGs only"] == (0.72, ">= 0.8")
+    assert rows["path / decode-only (images/s)"] == (0.77, ">= 0.8")
