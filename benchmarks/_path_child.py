@@ -41,6 +41,9 @@ def main(root: str, images_path: str, out: str, repeats: int, thumbnail_px: int 
     def path(uri, data):
         return analyze_image(uri, data, policy, thumbnail_px=thumbnail_px)
 
+    def decode_only(data, flag):
+        return cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+
     # Each image's floor is the decode at the DCT scale its path picked (the
     # row says which), and running the path once per image warms it up: lazy
     # imports, the model, the allocator.
@@ -50,13 +53,10 @@ def main(root: str, images_path: str, out: str, repeats: int, thumbnail_px: int 
     times = [([], []) for _ in images]
     for r in range(repeats):
         for i, (uri, data) in enumerate(images):
-            def decode_only(uri, data, flag=floors[i]):
-                return cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-
-            order = ((0, decode_only), (1, path)) if r % 2 else ((1, path), (0, decode_only))
-            for k, fn in order:
+            calls = ((0, decode_only, (data, floors[i])), (1, path, (uri, data)))
+            for k, fn, args in (calls if r % 2 else calls[::-1]):
                 t0 = time.perf_counter()
-                fn(uri, data)
+                fn(*args)
                 times[i][k].append((time.perf_counter() - t0) * 1000)
     with open(out, "w") as f:
         json.dump([[statistics.median(d), statistics.median(p)] for d, p in times], f)

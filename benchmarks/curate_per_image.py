@@ -186,6 +186,12 @@ def is_progressive(data: bytes) -> bool:
     return False
 
 
+def jpeg_kinds(images) -> dict[str, list[int]]:
+    """Indexes of the baseline and of the progressive JPEGs among images."""
+    return {"baseline": [i for i, (_u, d) in enumerate(images) if not is_progressive(d)],
+            "progressive": [i for i, (_u, d) in enumerate(images) if is_progressive(d)]}
+
+
 def compare_revision(images, rev: str, rounds: int, repeats: int, thumbnail_px: int) -> dict:
     """Path / decode-only of this tree and of revision `rev` on the same images,
     each tree in its own child process (benchmarks/_path_child.py), the two
@@ -222,9 +228,7 @@ def compare_revision(images, rev: str, rounds: int, repeats: int, thumbnail_px: 
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=repo, capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
-    kinds = {"all": range(len(images)),
-             "baseline": [i for i, (_u, d) in enumerate(images) if not is_progressive(d)],
-             "progressive": [i for i, (_u, d) in enumerate(images) if is_progressive(d)]}
+    kinds = {"all": range(len(images)), **jpeg_kinds(images)}
     out = {}
     for name, per_round in runs.items():
         for kind, idx in kinds.items():
@@ -349,8 +353,7 @@ def main(argv=None) -> dict:
     # The ratio depends on the set's mix: a progressive JPEG decodes ~3-5x
     # slower at 1/8, so the same feature cost weighs less beside it. Per kind,
     # the figure does not depend on how many of each the sample happened to hold.
-    kinds = {"baseline": [i for i, (_u, d) in enumerate(images) if not is_progressive(d)],
-             "progressive": [i for i, (_u, d) in enumerate(images) if is_progressive(d)]}
+    kinds = jpeg_kinds(images)
     by_kind = {}
     for kind, idx in kinds.items():
         if idx:

@@ -198,13 +198,13 @@ def test_distinct_generated_photos_stay_far_apart_by_every_hash(clean_photos):
 
 
 def test_a_hash_bit_is_set_where_its_coefficient_exceeds_the_rows_median():
-    from transforms.image.phash import _hashes
+    from transforms.image.phash import _hashes as hashes_of_rows   # not this module's _hashes(image)
     rng = np.random.default_rng(0)
     rows = (rng.normal(size=(40, 64)) * 50).astype(np.float32)
     rows[::2] = np.round(rows[::2] / 20)          # ties at the median, as flat blocks give
     bits = rows > np.median(rows, axis=1, keepdims=True)
     expected = [int("".join("1" if b else "0" for b in row), 2) for row in bits]
-    assert _hashes(rows) == expected
+    assert hashes_of_rows(rows) == expected
 
 
 def test_every_orientation_of_a_dct_block_reaches_one_canonical_block():
